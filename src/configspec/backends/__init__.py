@@ -1,0 +1,1 @@
+"""Inference engines behind one small Protocol: llama.cpp, n-gram, OpenAI-compatible remote."""

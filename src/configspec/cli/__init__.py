@@ -1,0 +1,1 @@
+"""The ``configspec`` command line: thin wrappers that parse, call the library, render."""

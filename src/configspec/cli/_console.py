@@ -1,0 +1,55 @@
+"""Terminal output shared by every command: one console, progress bars, error mapping."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def setup_logging(verbose: int) -> None:
+    """Route library logging to stderr through rich; ``-v`` shows INFO, ``-vv`` DEBUG."""
+    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False)],
+        force=True,
+    )
+
+
+def make_progress(transient: bool = False) -> Progress:
+    """A progress bar with count, elapsed and remaining time, drawn on stderr."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=transient,
+        disable=not sys.stderr.isatty() and False,
+    )
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None) -> Iterator[Progress]:
+    """Context manager yielding a started progress bar with one task named ``description``."""
+    with make_progress() as progress:
+        progress.add_task(description, total=total)
+        yield progress

@@ -1,0 +1,310 @@
+"""Versioned on-disk schemas (profiles, network settings) and their provenance.
+
+Every profile is one JSON document validated by a pydantic model with
+``extra="forbid"``: an unknown or misspelt field is an error, not silently dropped.
+``schema_version`` is checked on load; a newer file than this tool understands is
+refused with a message saying to upgrade.
+
+Units are in every field name. Every figure that can come from more than one place
+carries a :data:`Source` ("measured", "estimated", "fitted", "modelled", "imported",
+"illustrative") and, where it is a statistic, a confidence interval (:class:`Estimate`).
+
+The schemas are documented for users in ``docs/profiles.md``.
+"""
+
+from __future__ import annotations
+
+import platform
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from configspec._version import __version__, git_revision
+
+SCHEMA_VERSION = 1
+
+Source = Literal["measured", "estimated", "fitted", "modelled", "imported", "illustrative"]
+"""Where a number came from. ``illustrative`` marks example data that is not a measurement."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Estimate(_Strict):
+    """A statistic with its uncertainty: mean and a confidence interval (default 95%).
+
+    ``ci_low``/``ci_high`` default to the mean (no uncertainty known); ``n`` is the number
+    of samples behind it (0 when unknown, e.g. imported figures).
+    """
+
+    mean: float
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n: int = Field(default=0, ge=0)
+    source: Source = "measured"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Estimate:
+        lo = self.mean if self.ci_low is None else self.ci_low
+        hi = self.mean if self.ci_high is None else self.ci_high
+        if not lo <= self.mean <= hi:
+            raise ValueError(
+                f"confidence interval [{lo}, {hi}] does not contain the mean {self.mean}"
+            )
+        return self
+
+    @property
+    def low(self) -> float:
+        """Lower bound of the interval (the mean when no interval is known)."""
+        return self.mean if self.ci_low is None else self.ci_low
+
+    @property
+    def high(self) -> float:
+        """Upper bound of the interval (the mean when no interval is known)."""
+        return self.mean if self.ci_high is None else self.ci_high
+
+
+class Provenance(_Strict):
+    """Where a profile came from: enough to reproduce it and to judge whether it applies."""
+
+    source: Source
+    tool_version: str = __version__
+    git_revision: str | None = None
+    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    host: str | None = None
+    backend: str | None = None
+    backend_version: str | None = None
+    model_sha256: dict[str, str] = Field(default_factory=dict)
+    settings: dict[str, Any] = Field(default_factory=dict)
+    source_file: str | None = None
+    notes: str = ""
+
+    @classmethod
+    def here(cls, source: Source, **kwargs: Any) -> Provenance:
+        """Provenance for a profile produced now, on this host, by this tool revision."""
+        kwargs.setdefault("git_revision", git_revision())
+        kwargs.setdefault("host", platform.node() or None)
+        return cls(source=source, **kwargs)
+
+
+# --------------------------------------------------------------------------- device
+
+
+class DeviceInfo(_Strict):
+    """The edge device a device profile describes.
+
+    ``emulated`` is true when one machine was profiled as a smaller device class
+    (fewer threads, CPU affinity); such profiles say so wherever they are shown.
+    """
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    cpu_model: str | None = None
+    gpu_model: str | None = None
+    memory_bytes: int | None = Field(default=None, gt=0)
+    threads: int | None = Field(default=None, gt=0)
+    emulated: bool = False
+
+
+class MeterInfo(_Strict):
+    """The power meter behind a device profile's power figures."""
+
+    name: str
+    source: Source
+    sample_hz: float | None = Field(default=None, gt=0)
+    detail: str = ""
+
+
+class DraftLatencyPoint(_Strict):
+    """Mean per-token drafting latency when drafting ``k`` tokens after ``context_tokens``."""
+
+    k: int = Field(ge=1)
+    context_tokens: int = Field(ge=0)
+    per_token_ms: Estimate
+
+    @model_validator(mode="after")
+    def _positive(self) -> DraftLatencyPoint:
+        if self.per_token_ms.mean < 0 or self.per_token_ms.low < 0:
+            raise ValueError(f"negative drafting latency {self.per_token_ms.mean} ms")
+        return self
+
+
+class DrafterOnDevice(_Strict):
+    """How one drafter performs on one device.
+
+    ``drafter`` is the drafter's id (e.g. ``gemma-3-270m-it-Q4_0`` or ``ngram``);
+    ``family`` names the tokenizer family it shares with targets (drafter and target
+    are only paired when families match). ``draft_power_w`` is None when the device
+    has no power data; energy objectives then report "no power data".
+    """
+
+    drafter: str = Field(min_length=1)
+    family: str = Field(min_length=1)
+    quantization: str | None = None
+    model_sha256: str | None = None
+    memory_bytes: int = Field(ge=0)
+    latency: list[DraftLatencyPoint] = Field(min_length=1)
+    prefill_tokens_per_s: Estimate | None = None
+    draft_power_w: Estimate | None = None
+
+
+class DeviceProfile(_Strict):
+    """Drafting speed, memory and power of drafters on one edge device."""
+
+    schema_version: int = SCHEMA_VERSION
+    kind: Literal["device"] = "device"
+    device: DeviceInfo
+    meter: MeterInfo | None = None
+    idle_power_w: Estimate | None = None
+    drafters: list[DrafterOnDevice] = Field(min_length=1)
+    provenance: Provenance
+
+
+# --------------------------------------------------------------------------- alignment
+
+
+class AcceptanceAtK(_Strict):
+    """Acceptance measured (or imported) for one speculative length ``k``.
+
+    ``accepted_fraction`` is the mean fraction of the k drafted tokens accepted
+    (the paper's α(K)); ``tokens_per_round`` the mean tokens produced per round
+    including the bonus token, when it was measured directly.
+    """
+
+    k: int = Field(ge=1)
+    accepted_fraction: Estimate
+    tokens_per_round: Estimate | None = None
+
+
+class AlignmentEntry(_Strict):
+    """Acceptance of one drafter against the profile's target, for one domain and temperature.
+
+    ``alpha`` is the single-rate fit; ``per_position`` the conditional acceptance
+    a_1..a_n (probability that draft token i is accepted given all before it were).
+    ``by_k`` holds directly measured figures per K. At least one of them is present.
+    """
+
+    drafter: str = Field(min_length=1)
+    domain: str = "all"
+    temperature: float = Field(default=0.0, ge=0)
+    alpha: Estimate | None = None
+    per_position: list[Estimate] | None = None
+    by_k: list[AcceptanceAtK] | None = None
+    n_prompts: int = Field(default=0, ge=0)
+    n_tokens: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _has_data(self) -> AlignmentEntry:
+        if self.alpha is None and not self.per_position and not self.by_k:
+            raise ValueError(f"alignment entry for {self.drafter!r} has no acceptance data")
+        for est in [self.alpha, *(self.per_position or [])]:
+            if est is not None and not (0.0 <= est.low <= est.high <= 1.0):
+                raise ValueError(
+                    f"acceptance {est.mean} (CI {est.low}..{est.high}) for {self.drafter!r} "
+                    "is outside [0, 1]"
+                )
+        for point in self.by_k or []:
+            if not 0.0 <= point.accepted_fraction.mean <= 1.0:
+                raise ValueError(
+                    f"accepted fraction {point.accepted_fraction.mean} at K={point.k} for "
+                    f"{self.drafter!r} is outside [0, 1]"
+                )
+        return self
+
+
+class AlignmentProfile(_Strict):
+    """Acceptance of drafters against one target model."""
+
+    schema_version: int = SCHEMA_VERSION
+    kind: Literal["alignment"] = "alignment"
+    target: str = Field(min_length=1)
+    target_family: str = Field(min_length=1)
+    entries: list[AlignmentEntry] = Field(min_length=1)
+    provenance: Provenance
+
+
+# --------------------------------------------------------------------------- verification
+
+
+class GpuTimePrice(_Strict):
+    """Cloud cost billed by accelerator time: ``price_usd_per_hour`` × verification seconds,
+    plus an optional fixed per-round overhead (scheduling, batching slack) in milliseconds."""
+
+    kind: Literal["gpu_time"] = "gpu_time"
+    price_usd_per_hour: float = Field(ge=0)
+    overhead_ms_per_round: float = Field(default=0.0, ge=0)
+
+
+class PerTokenPrice(_Strict):
+    """Cloud cost billed per token: ``price_usd_per_million_tokens`` × tokens billed per round.
+
+    ``billed`` says which tokens are billed each round: ``positions`` bills K+1 (every
+    position the target evaluates, the project's default); ``draft_tokens`` bills K (the
+    paper's definition).
+    """
+
+    kind: Literal["per_token"] = "per_token"
+    price_usd_per_million_tokens: float = Field(ge=0)
+    billed: Literal["positions", "draft_tokens"] = "positions"
+
+
+PriceModel = Annotated[GpuTimePrice | PerTokenPrice, Field(discriminator="kind")]
+
+
+class VerifyLatencyPoint(_Strict):
+    """Target latency to verify ``positions`` tokens (K drafts + 1) after ``context_tokens``."""
+
+    positions: int = Field(ge=1)
+    context_tokens: int = Field(ge=0)
+    batch: int = Field(default=1, ge=1)
+    latency_ms: Estimate
+
+    @model_validator(mode="after")
+    def _positive(self) -> VerifyLatencyPoint:
+        if self.latency_ms.low < 0:
+            raise ValueError(f"negative verification latency {self.latency_ms.mean} ms")
+        return self
+
+
+class VerificationProfile(_Strict):
+    """Verification latency of one target on its cloud hardware, and its price."""
+
+    schema_version: int = SCHEMA_VERSION
+    kind: Literal["verification"] = "verification"
+    target: str = Field(min_length=1)
+    target_family: str = Field(min_length=1)
+    endpoint: str = "local"
+    hardware: str = ""
+    latency: list[VerifyLatencyPoint] = Field(min_length=1)
+    price: PriceModel
+    provenance: Provenance
+
+
+# --------------------------------------------------------------------------- network
+
+
+class NetworkSettings(_Strict):
+    """The edge-cloud link. One-way time is ``rtt_ms / 2`` plus payload / bandwidth.
+
+    ``bytes_per_token`` is the wire size of one token id (plus its probability when
+    sampling); ``bytes_per_message`` the fixed per-request overhead (HTTP headers, JSON).
+    ``radio_energy_j_per_byte`` charges the edge for transmitting and receiving.
+    """
+
+    schema_version: int = SCHEMA_VERSION
+    kind: Literal["network"] = "network"
+    rtt_ms: float = Field(default=50.0, ge=0)
+    uplink_mbps: float = Field(default=20.0, gt=0)
+    downlink_mbps: float = Field(default=50.0, gt=0)
+    bytes_per_token: float = Field(default=8.0, ge=0)
+    bytes_per_message: float = Field(default=400.0, ge=0)
+    radio_energy_j_per_byte: float = Field(default=0.0, ge=0)
+    source: Source = "illustrative"
+
+
+Profile = Annotated[
+    DeviceProfile | AlignmentProfile | VerificationProfile | NetworkSettings,
+    Field(discriminator="kind"),
+]

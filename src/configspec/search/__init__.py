@@ -1,0 +1,1 @@
+"""Search over the joint configuration space: enumerate, evaluate, constrain, pick, Pareto."""

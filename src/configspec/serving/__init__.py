@@ -1,0 +1,1 @@
+"""The edge-cloud runtime: verifier server, edge client, wire protocol, delay proxy."""
