@@ -325,6 +325,11 @@ def build_space(
         s,
         k_cap,
         warnings,
+        [
+            align_by_target[v.target].provenance.source
+            for v in t_rows
+            if v.target in align_by_target
+        ],
     )
 
 
@@ -348,6 +353,7 @@ def _assemble(
     s: SearchSettings,
     k_cap: int,
     warnings: list[str],
+    alignment_sources: list[str],
 ) -> Space:
     n_a = len(acc_tables)
     acc = np.full((3, max(n_a, 1), k_cap + 1), np.nan)
@@ -469,6 +475,7 @@ def _assemble(
     sources: dict[str, set[str]] = {
         "device": {dev.provenance.source for dev, _ in d_rows},
         "verification": {v.provenance.source for v in t_rows},
+        "alignment": set(alignment_sources),
     }
     est_sources: set[str] = set()
     for _, d in d_rows:
