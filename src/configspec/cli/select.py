@@ -19,6 +19,8 @@ from rich.table import Table
 
 from configspec import records as R
 from configspec.cli._console import console, err_console
+from configspec.deploy import ENGINES, Deployment, emit
+from configspec.deploy.fingerprint import fingerprint_warnings, installed_fingerprint
 from configspec.errors import InvalidInput
 from configspec.model.presets import PRESETS, get_preset
 from configspec.search import (
@@ -28,11 +30,12 @@ from configspec.search import (
     Selection,
     config_label,
     crossovers,
-    load_space,
     parse_constraints,
     pick,
 )
+from configspec.search.breakeven import Breakeven, breakeven
 from configspec.search.export import selection_csv, selection_record
+from configspec.search.space import read_profiles, space_from_profiles
 from configspec.store import ProfileStore, atomic_write_text
 
 FORMATS = ("table", "json", "csv")
@@ -200,6 +203,53 @@ def _render(sel: Selection, out: Console, top: int, crossings: list[Crossover]) 
         out.print("  * energy charges drafting only (the device profile has no idle power)")
 
 
+def _render_breakeven(out: Console, report: list[Breakeven]) -> None:
+    if not report:
+        return
+    table = Table(
+        title=f"Breakeven for {report[0].configuration} (modelled)",
+        title_justify="left",
+        header_style="bold",
+        caption=(
+            f"α: single per-token acceptance rate; this drafter's profiled E(K) corresponds to "
+            f"α ≈ {report[0].measured_acceptance:.3f}. Compared with cloud-only decoding."
+        ),
+        caption_justify="left",
+    )
+    table.add_column("objective")
+    table.add_column("speculation pays when α >", justify="right")
+    table.add_column("round-trip time")
+    for b in report:
+        alpha = "never (even α = 1)" if b.acceptance is None else f"{b.acceptance:.3f}"
+        table.add_row(b.objective, alpha, b.rtt_note)
+    out.print(table)
+
+
+def _render_deployment(out: Console, dep: Deployment) -> None:
+    out.print(f"[bold]Deploy with {dep.engine}[/] (flags: {dep.version})")
+    for cmd in dep.shell().splitlines():
+        out.print(f"  {cmd}", highlight=False, soft_wrap=True)
+    for note in dep.notes:
+        out.print(f"  note: {note}", highlight=False)
+
+
+def _deployment(sel: Selection, engine: str, model_dir: str, server_url: str | None) -> Deployment:
+    r = sel.table.iloc[sel.chosen]
+    return emit(
+        engine,
+        str(r[R.MODE]),
+        None if pd.isna(r[R.TARGET]) else str(r[R.TARGET]),
+        None if pd.isna(r[R.DRAFTER]) else str(r[R.DRAFTER]),
+        None
+        if pd.isna(r[R.QUANTIZATION]) or not str(r[R.QUANTIZATION])
+        else str(r[R.QUANTIZATION]),
+        int(r[R.K]),
+        model_dir=model_dir,
+        server_url=server_url,
+        rtt_ms=float(np.asarray(sel.link.rtt_ms)) if sel.preset.include_network else None,
+    )
+
+
 def select_command(
     profiles: Path = typer.Option(..., "--profiles", "-p", help="Profile directory."),
     objective: str = typer.Option("goodput", help="goodput | cost | energy | pareto."),
@@ -224,6 +274,24 @@ def select_command(
     ),
     sensitivity: bool = typer.Option(True, help="Report RTT crossovers (table and JSON)."),
     rows: str = typer.Option("feasible", help="CSV rows: feasible | all | pareto."),
+    emit_engine: str | None = typer.Option(
+        None,
+        "--emit",
+        help="Print deploy commands: llama-server | llama-cpp-python | vllm | configspec.",
+    ),
+    model_dir: str = typer.Option("models", help="Where --emit expects <model id>.gguf files."),
+    server_url: str | None = typer.Option(None, help="Verifier URL for --emit configspec."),
+    show_breakeven: bool = typer.Option(
+        True, "--breakeven/--no-breakeven", help="Breakeven acceptance and RTT per objective."
+    ),
+    max_profile_age_days: float = typer.Option(
+        90.0, help="Warn about profiles older than this (days)."
+    ),
+    deployed_fingerprint: Path | None = typer.Option(
+        None,
+        help="JSON fingerprint of the deployment (engine, engine_version, build_flags, "
+        "threads, device, model_sha256); default: the installed llama-cpp-python.",
+    ),
 ) -> None:
     """Select the best drafter, quantisation, K and device for an objective."""
     if objective not in OBJECTIVES:
@@ -234,6 +302,10 @@ def select_command(
         raise InvalidInput(f"--model {model!r} is unknown; use {' | '.join(sorted(PRESETS))}")
     if rows not in ("feasible", "all", "pareto"):
         raise InvalidInput(f"--rows {rows!r} is unknown; use feasible | all | pareto")
+    if emit_engine is not None and emit_engine not in ENGINES:
+        raise InvalidInput(f"--emit {emit_engine!r} is unknown; use {' | '.join(ENGINES)}")
+    if emit_engine is not None and fmt == "csv":
+        raise InvalidInput("--emit needs --format table or json")
     if top < 1:
         raise InvalidInput(f"--top {top} must be ≥ 1")
     if not profiles.is_dir():
@@ -247,14 +319,38 @@ def select_command(
         targets=tuple(target),
     )
     constraints = parse_constraints(constraint, allow_edge_only=allow_edge_only)
-    space, network = load_space(ProfileStore(profiles), preset, settings)
+    deployed = _read_fingerprint(deployed_fingerprint)
+    loaded = read_profiles(ProfileStore(profiles))
+    space = space_from_profiles(loaded, preset, settings)
+    network = loaded.network
     sel = pick(space, network, objective, preset, constraints, rtt_ms)
+    sel.warnings.extend(
+        fingerprint_warnings(
+            loaded.devices, loaded.alignments, loaded.verifications, deployed, max_profile_age_days
+        )
+    )
+    deployment = None
+    if emit_engine is not None:
+        deployment = _deployment(sel, emit_engine, model_dir, server_url)
+    report: list[Breakeven] = []
+    if show_breakeven and fmt != "csv" and (space.inputs.mode == 0).any():
+        report = breakeven(sel)
     crossings: list[Crossover] = []
-    if sensitivity and objective != "pareto" and preset.include_network:
+    if sensitivity and objective != "pareto" and preset.include_network and fmt != "csv":
         crossings = crossovers(space, network, preset, constraints, objective, "rtt_ms", 0, 1000)
 
     if fmt == "json":
-        text = json.dumps(selection_record(sel, top, crossings), indent=2) + "\n"
+        doc = selection_record(sel, top, crossings)
+        doc["breakeven"] = [b.__dict__ for b in report]
+        if deployment is not None:
+            doc["deployment"] = {
+                "engine": deployment.engine,
+                "version": deployment.version,
+                "commands": deployment.commands,
+                "shell": deployment.shell(),
+                "notes": deployment.notes,
+            }
+        text = json.dumps(doc, indent=2) + "\n"
     elif fmt == "csv":
         text = selection_csv(sel, rows)
     else:
@@ -262,11 +358,17 @@ def select_command(
             with open(os.devnull, "w") as sink:
                 rec = Console(record=True, width=170, file=sink)
                 _render(sel, rec, top, crossings)
+                _render_breakeven(rec, report)
+                if deployment is not None:
+                    _render_deployment(rec, deployment)
             text = rec.export_text()
         else:
             # Piped output has no width; give the table room instead of rich's 80 columns.
             out = console if console.is_terminal else Console(width=170)
             _render(sel, out, top, crossings)
+            _render_breakeven(out, report)
+            if deployment is not None:
+                _render_deployment(out, deployment)
             text = ""
     for w in sel.warnings:
         err_console.print(f"[yellow]note:[/] {w}", highlight=False, soft_wrap=True)
@@ -275,3 +377,15 @@ def select_command(
         err_console.print(f"wrote {output}")
     elif fmt != "table":
         typer.echo(text, nl=False)
+
+
+def _read_fingerprint(path: Path | None) -> dict[str, object]:
+    if path is None:
+        return installed_fingerprint()
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"--deployed-fingerprint {path}: cannot read JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise InvalidInput(f"--deployed-fingerprint {path} must hold a JSON object")
+    return doc
