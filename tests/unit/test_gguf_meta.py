@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+from _tiny_gguf import write_tiny_gguf
 
 from configspec.backends.gguf_meta import (
     Sha256Cache,
@@ -12,8 +13,6 @@ from configspec.backends.gguf_meta import (
     sha256_file,
 )
 from configspec.errors import ModelFileError
-
-from _tiny_gguf import write_tiny_gguf
 
 
 def test_identity_from_metadata_not_file_name(tmp_path: Path) -> None:

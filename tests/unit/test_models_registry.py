@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from _tiny_gguf import write_tiny_gguf
 
 from configspec.backends.models import (
     ModelRegistry,
@@ -13,8 +14,6 @@ from configspec.backends.models import (
 )
 from configspec.cli.main import main
 from configspec.errors import InvalidInput, ModelFileError
-
-from _tiny_gguf import write_tiny_gguf
 
 
 def test_cache_dir_resolution(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
