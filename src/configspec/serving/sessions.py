@@ -146,6 +146,8 @@ def target_info(target: Target) -> TargetInfo:
     """What clients need to know about ``target`` (identity, vocabulary, stop tokens)."""
     ident = target.identity
     stops = getattr(target, "stop_token_ids", None)
+    if stops is None and getattr(target, "eos_token", None) is not None:
+        stops = [target.eos_token]  # type: ignore[attr-defined]
     return TargetInfo(
         name=ident.name,
         family=ident.family,
