@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from configspec import records as R
-from configspec.cli._console import console, err_console
+from configspec.cli._console import console, err_console, progress_bar
 from configspec.deploy import ENGINES, Deployment, emit
 from configspec.deploy.fingerprint import fingerprint_warnings, installed_fingerprint
 from configspec.errors import InvalidInput
@@ -39,6 +39,7 @@ from configspec.search.space import read_profiles, space_from_profiles
 from configspec.store import ProfileStore, atomic_write_text
 
 FORMATS = ("table", "json", "csv")
+SENSITIVITY_AUTO_LIMIT = 200_000
 OBJECTIVE_UNITS = {"goodput": "tok/s", "cost": "tok/USD", "energy": "tok/J"}
 
 
@@ -187,17 +188,23 @@ def _render(sel: Selection, out: Console, top: int, crossings: list[Crossover]) 
             f"{_bounded(t.iloc[row], col, lo, hi)} {OBJECTIVE_UNITS[name]}",
         )
     out.print(best)
-    if crossings:
+    for parameter, what, unit, start in (
+        ("rtt_ms", "the RTT grows", " ms", "0"),
+        ("price_scale", "every cloud price is scaled (×0.1..×10)", "×", "0.1"),
+    ):
+        found = [c for c in crossings if c.parameter == parameter]
+        if not found:
+            continue
         sens = Table(
-            title=f"Sensitivity: the {sel.objective} optimum as the RTT grows (modelled)",
+            title=f"Sensitivity: the {sel.objective} optimum as {what} (modelled)",
             title_justify="left",
             header_style="bold",
         )
-        sens.add_column("RTT from", justify="right")
+        sens.add_column("from", justify="right")
         sens.add_column("optimum")
-        sens.add_row("0 ms", crossings[0].before)
-        for c in crossings:
-            sens.add_row(f"{_num(c.at)} ms", c.after)
+        sens.add_row(f"{start}{unit}", found[0].before)
+        for c in found:
+            sens.add_row(f"{_num(c.at)}{unit}", c.after)
         out.print(sens)
     if (t[R.ENERGY_NOTE].astype(str) == "drafting only (no idle power)").any():
         out.print("  * energy charges drafting only (the device profile has no idle power)")
@@ -272,7 +279,11 @@ def select_command(
     allow_edge_only: bool = typer.Option(
         False, help="Let edge-only decoding (the drafter's own text) be selected."
     ),
-    sensitivity: bool = typer.Option(True, help="Report RTT crossovers (table and JSON)."),
+    sensitivity: bool | None = typer.Option(
+        None,
+        "--sensitivity/--no-sensitivity",
+        help="Report RTT and price crossovers (default: on up to 200,000 configurations).",
+    ),
     rows: str = typer.Option("feasible", help="CSV rows: feasible | all | pareto."),
     emit_engine: str | None = typer.Option(
         None,
@@ -336,8 +347,19 @@ def select_command(
     if show_breakeven and fmt != "csv" and (space.inputs.mode == 0).any():
         report = breakeven(sel)
     crossings: list[Crossover] = []
-    if sensitivity and objective != "pareto" and preset.include_network and fmt != "csv":
-        crossings = crossovers(space, network, preset, constraints, objective, "rtt_ms", 0, 1000)
+    if sensitivity is None:
+        sensitivity = len(space) <= SENSITIVITY_AUTO_LIMIT
+    if sensitivity and objective != "pareto" and fmt != "csv":
+        with progress_bar("sensitivity sweeps", total=2) as bar:
+            if preset.include_network:
+                crossings += crossovers(
+                    space, network, preset, constraints, objective, "rtt_ms", 0, 1000
+                )
+            bar.advance(bar.task_ids[0])
+            crossings += crossovers(
+                space, network, preset, constraints, objective, "price_scale", 0.1, 10.0
+            )
+            bar.advance(bar.task_ids[0])
 
     if fmt == "json":
         doc = selection_record(sel, top, crossings)
