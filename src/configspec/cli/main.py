@@ -12,6 +12,7 @@ import typer
 
 from configspec._version import __version__
 from configspec.cli._console import err_console, setup_logging
+from configspec.cli.importers import import_app
 from configspec.errors import ConfigSpecError
 
 app = typer.Typer(
@@ -28,6 +29,9 @@ def _root(
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="-v info, -vv debug."),
 ) -> None:
     setup_logging(verbose)
+
+
+app.add_typer(import_app, name="import")
 
 
 @app.command()
