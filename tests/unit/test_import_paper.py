@@ -69,7 +69,8 @@ def test_acceptance_by_k_with_std_interval(paper_data: Path) -> None:
     sweep = pd.read_csv(paper_data / QWEN_SWEEP)
     qwen = next(a for a in result.alignments if a.target == "Qwen/Qwen3-32B")
     assert qwen.target_family == "qwen3"
-    entry = next(e for e in qwen.entries if e.drafter == "Qwen3-0.6B-Q4_K_M")
+    assert [e.drafter for e in qwen.entries] == ["Qwen3-0.6B", "Qwen3-1.7B", "Qwen3-4B", "Qwen3-8B"]
+    entry = qwen.entries[0]
     assert entry.by_k is not None
     assert [p.k for p in entry.by_k] == list(range(2, 11))
     row = sweep[(sweep.draft_model == "Qwen/Qwen3-0.6B") & (sweep.spec_len == 4)].iloc[0]

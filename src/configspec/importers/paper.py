@@ -19,8 +19,10 @@ Policy decisions (documented for users in ``docs/paper.md``):
   skipped with a warning (``strict=True`` refuses instead) — it cannot be evaluated;
 * a device with no device-run CSV, or a model with no power value, gets
   ``draft_power_w = None`` and energy is reported as "no power data";
-* the acceptance sweep was taken once per drafter model (quantisation not varied), so
-  every quantised variant of that drafter gets the same sweep, as the paper assumes;
+* the acceptance sweep was taken once per drafter model (quantisation not varied): the
+  alignment entry is named after the model (``Qwen3-0.6B``), the device entries after
+  model and quantisation (``Qwen3-0.6B-Q4_K_M``), and every variant uses the same sweep,
+  as the paper assumes;
 * nothing is written until every profile of the import has been built and validated.
 """
 
@@ -193,10 +195,9 @@ def _sweeps(tables: list[Table]) -> dict[tuple[str, str], _Sweep]:
     return sweeps
 
 
-def _alignment_profiles(
-    sweeps: dict[tuple[str, str], _Sweep], variants: dict[tuple[str, str], set[str]]
-) -> list[AlignmentProfile]:
-    """One profile per target; one entry per quantised variant the devices run."""
+def _alignment_profiles(sweeps: dict[tuple[str, str], _Sweep]) -> list[AlignmentProfile]:
+    """One profile per target; one entry per swept drafter model (no quantisation in the
+    id: the search pairs ``Qwen3-0.6B-Q4_K_M`` on a device with entry ``Qwen3-0.6B``)."""
     by_target: dict[str, list[_Sweep]] = {}
     for sweep in sweeps.values():
         by_target.setdefault(sweep.target, []).append(sweep)
@@ -205,12 +206,9 @@ def _alignment_profiles(
         entries = []
         files = sorted({s.source.name for s in target_sweeps})
         for sweep in sorted(target_sweeps, key=lambda s: s.drafter):
-            quants = variants.get((model_key(target), model_key(sweep.drafter)), set())
-            quant_list: list[str | None] = [*sorted(quants)] or [None]
-            for quant in quant_list:
-                entries.append(
-                    AlignmentEntry(drafter=drafter_id(sweep.drafter, quant), by_k=sweep.points)
-                )
+            entries.append(
+                AlignmentEntry(drafter=drafter_id(sweep.drafter, None), by_k=sweep.points)
+            )
         profiles.append(
             AlignmentProfile(
                 target=target,
@@ -224,8 +222,8 @@ def _alignment_profiles(
                         "accepted_fraction = mean fraction of the K drafted tokens accepted "
                         "(the paper's α(K)); ci_low/ci_high are mean ∓ 1 standard deviation "
                         "across prompts (clipped to [0, 1]), not a confidence interval of the "
-                        "mean. The sweep was taken once per drafter model; each quantised "
-                        "variant carries the same sweep."
+                        "mean. The sweep was taken once per drafter model (quantisation not "
+                        "varied); every quantised variant of it uses this entry."
                     ),
                 ),
             )
@@ -517,12 +515,8 @@ def import_paper_data(
         result.warnings.append(msg + "; skipped")
     if not kept:
         raise DataImportError(f"no drafter in {src_dir} has both a drafting speed and a sweep")
-    variants: dict[tuple[str, str], set[str]] = {}
-    for d in kept:
-        variants.setdefault((model_key(d.target), model_key(d.drafter)), set()).add(d.quant or "")
-    variants = {k: {q for q in v if q} for k, v in variants.items()}
     try:
-        result.alignments = _alignment_profiles(sweeps, variants)
+        result.alignments = _alignment_profiles(sweeps)
         result.devices = _device_profiles(kept, runs, device_map or {}, result)
         result.verifications = paper_verification_profiles(
             result.alignments,
