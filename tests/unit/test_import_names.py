@@ -8,6 +8,7 @@ from configspec.importers.names import (
     drafter_id,
     family_of,
     model_key,
+    parameter_billions,
     split_model_file,
 )
 
@@ -59,3 +60,17 @@ def test_ids_and_family() -> None:
 )
 def test_device_names_match(short: str, long: str, ok: bool) -> None:
     assert device_names_match(short, long) is ok
+
+
+@pytest.mark.parametrize(
+    ("name", "size"),
+    [
+        ("Qwen3-0.6B-Q4_K_M", 0.6),
+        ("Meta-Llama-3.1-8B-Instruct-Q4_K_M", 8.0),
+        ("Llama-3.2-1B", 1.0),
+        ("gemma-3-270m-it-Q4_0", 0.27),
+        ("ngram", None),
+    ],
+)
+def test_parameter_billions(name: str, size: float | None) -> None:
+    assert parameter_billions(name) == size

@@ -137,3 +137,18 @@ def device_names_match(short: str, long: str) -> bool:
         if not found:
             return False
     return True
+
+
+_PARAMS = re.compile(r"^(?P<n>\d+(?:\.\d+)?)(?P<unit>[bm])$", re.IGNORECASE)
+
+
+def parameter_billions(name: str) -> float | None:
+    """Parameter count in billions read from a model name (``Qwen3-0.6B`` → 0.6,
+    ``gemma-3-270m-it`` → 0.27); None when the name carries no size."""
+    base = split_model_file(name)[0]
+    for token in re.split(r"[-_/]", base):
+        match = _PARAMS.match(token)
+        if match:
+            value = float(match.group("n"))
+            return value / 1000.0 if match.group("unit").lower() == "m" else value
+    return None
