@@ -13,6 +13,7 @@ import typer
 from configspec._version import __version__
 from configspec.cli._console import err_console, setup_logging
 from configspec.cli.importers import import_app
+from configspec.cli.paper import paper_app
 from configspec.errors import ConfigSpecError
 
 app = typer.Typer(
@@ -32,6 +33,7 @@ def _root(
 
 
 app.add_typer(import_app, name="import")
+app.add_typer(paper_app, name="paper")
 
 
 @app.command()
