@@ -11,9 +11,13 @@ import sys
 import typer
 
 from configspec._version import __version__
+from configspec.cli import models as _models_cli
+from configspec.cli import run as _run_cli
+from configspec.cli import serve as _serve_cli
 from configspec.cli._console import err_console, setup_logging
 from configspec.cli.importers import import_app
 from configspec.cli.paper import paper_app
+from configspec.cli.select import select_command
 from configspec.errors import ConfigSpecError
 
 app = typer.Typer(
@@ -23,6 +27,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.add_typer(_models_cli.app, name="models")
+app.add_typer(_serve_cli.app, name="serve")
+app.add_typer(_run_cli.app, name="run")
 
 
 @app.callback()
@@ -34,6 +41,7 @@ def _root(
 
 app.add_typer(import_app, name="import")
 app.add_typer(paper_app, name="paper")
+app.command("select")(select_command)
 
 
 @app.command()
