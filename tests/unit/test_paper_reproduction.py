@@ -220,3 +220,43 @@ def test_cli_robustness_bad_input(tmp_path: Path, capsys) -> None:  # type: igno
     err = capsys.readouterr().err
     assert code != 0 and "no device profile" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_select_gives_the_optimum_per_target_and_device(
+    profiles: Path, evaluator: Evaluator, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    code = main(
+        [
+            "select",
+            "--profiles",
+            str(profiles),
+            "--model",
+            "paper",
+            "--format",
+            "json",
+            "--no-breakeven",
+        ]
+    )
+    assert code == 0
+    doc = json.loads(capsys.readouterr().out)
+    pairs = {(p["target"], p["device"], p["objective"]): p for p in doc["per_pair"]}
+    assert len(pairs) == 2 * 3 * 3  # targets x devices x objectives
+    for o in optima(evaluator.frame()):
+        got = pairs[(o.target, o.device, o.objective)]
+        if o.drafter is None:
+            assert got == {**got, "note": "no power data"} and "drafter" not in got
+            continue
+        assert (got["drafter"], got["quantization"], got["k"]) == (o.drafter, o.quantization, o.k)
+        assert got["goodput_tok_s"] == pytest.approx(o.goodput_tok_s)
+        assert got["tokens_per_usd"] == pytest.approx(o.tokens_per_usd)
+    rpi4 = pairs[("Qwen/Qwen3-32B", "RPi 4B", "goodput")]
+    assert rpi4["energy_j_per_token"] is None and rpi4["energy_note"] == "no power data"
+
+
+def test_select_table_says_no_power_data_and_is_not_called_illustrative(
+    profiles: Path, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    assert main(["select", "--profiles", str(profiles), "--model", "paper", "--no-breakeven"]) == 0
+    out = capsys.readouterr().out
+    assert "Best per (target, device)" in out and "no power data" in out
+    assert "Illustrative profiles" not in out
