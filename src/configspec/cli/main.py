@@ -15,6 +15,8 @@ from configspec.cli import models as _models_cli
 from configspec.cli import run as _run_cli
 from configspec.cli import serve as _serve_cli
 from configspec.cli._console import err_console, setup_logging
+from configspec.cli.importers import import_app
+from configspec.cli.paper import paper_app
 from configspec.cli.select import select_command
 from configspec.errors import ConfigSpecError
 
@@ -37,6 +39,8 @@ def _root(
     setup_logging(verbose)
 
 
+app.add_typer(import_app, name="import")
+app.add_typer(paper_app, name="paper")
 app.command("select")(select_command)
 
 
