@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from configspec import records as R
-from configspec.cli._console import console, err_console, progress_bar
+from configspec.cli._console import console, err_console, make_progress
 from configspec.deploy import ENGINES, Deployment, emit
 from configspec.deploy.fingerprint import fingerprint_warnings, installed_fingerprint
 from configspec.errors import InvalidInput
@@ -423,7 +423,8 @@ def select_command(
     if sensitivity is None:
         sensitivity = len(space) <= SENSITIVITY_AUTO_LIMIT
     if sensitivity and objective != "pareto" and fmt != "csv":
-        with progress_bar("sensitivity sweeps", total=2) as bar:
+        with make_progress(transient=True) as bar:
+            bar.add_task("sensitivity sweeps", total=2)
             if preset.include_network:
                 crossings += crossovers(
                     space, network, preset, constraints, objective, "rtt_ms", 0, 1000
