@@ -339,6 +339,8 @@ def select_command(
     output: Path | None = typer.Option(None, "--output", "-o", help="Write here (atomically)."),
     k_max: int | None = typer.Option(None, "--k-max", help="Largest K (default: preset's)."),
     context_tokens: int = typer.Option(512, help="Context length the latencies are read at."),
+    domain: str = typer.Option("all", help="Alignment domain to read acceptance for."),
+    temperature: float = typer.Option(0.0, help="Sampling temperature of the acceptance data."),
     device: list[str] = typer.Option([], "--device", help="Only these devices."),
     drafter: list[str] = typer.Option([], "--drafter", help="Only these drafters."),
     target: list[str] = typer.Option([], "--target", help="Only these targets."),
@@ -390,6 +392,10 @@ def select_command(
         raise InvalidInput(f"--emit {emit_engine!r} is unknown; use {' | '.join(ENGINES)}")
     if emit_engine is not None and fmt == "csv":
         raise InvalidInput("--emit needs --format table or json")
+    if context_tokens < 0 or temperature < 0:
+        raise InvalidInput(
+            f"--context-tokens {context_tokens} and --temperature {temperature} must be ≥ 0"
+        )
     if top < 1:
         raise InvalidInput(f"--top {top} must be ≥ 1")
     if not profiles.is_dir():
@@ -398,6 +404,8 @@ def select_command(
     settings = SearchSettings(
         k_max=k_max,
         context_tokens=context_tokens,
+        domain=domain,
+        temperature=temperature,
         devices=tuple(device),
         drafters=tuple(drafter),
         targets=tuple(target),
