@@ -42,6 +42,7 @@ from configspec.store import ProfileStore, atomic_write_text
 
 FORMATS = ("table", "json", "csv")
 SENSITIVITY_AUTO_LIMIT = 200_000
+PER_PAIR_AUTO_LIMIT = 24
 OBJECTIVE_UNITS = {"goodput": "tok/s", "cost": "tok/USD", "energy": "tok/J"}
 
 
@@ -368,7 +369,7 @@ def select_command(
         None,
         "--per-pair/--no-per-pair",
         help="Optimum per objective for every (target, device) pair "
-        "[default: on when there is more than one pair].",
+        "[default: on for 2 to 24 pairs].",
     ),
     max_profile_age_days: float = typer.Option(
         90.0, help="Warn about profiles older than this (days)."
@@ -412,10 +413,11 @@ def select_command(
     )
     constraints = parse_constraints(constraint, allow_edge_only=allow_edge_only)
     deployed = _read_fingerprint(deployed_fingerprint)
-    loaded = read_profiles(ProfileStore(profiles))
-    space = space_from_profiles(loaded, preset, settings)
-    network = loaded.network
-    sel = pick(space, network, objective, preset, constraints, rtt_ms)
+    with err_console.status("reading profiles and evaluating the configuration space"):
+        loaded = read_profiles(ProfileStore(profiles))
+        space = space_from_profiles(loaded, preset, settings)
+        network = loaded.network
+        sel = pick(space, network, objective, preset, constraints, rtt_ms)
     sel.warnings.extend(
         fingerprint_warnings(
             loaded.devices, loaded.alignments, loaded.verifications, deployed, max_profile_age_days
@@ -444,8 +446,9 @@ def select_command(
             bar.advance(bar.task_ids[0])
 
     pairs = best_per_pair(sel) if per_pair is not False and fmt != "csv" else []
-    if per_pair is None and len({(p.target, p.device) for p in pairs}) < 2:
-        pairs = []
+    n_pairs = len({(p.target, p.device) for p in pairs})
+    if per_pair is None and not 2 <= n_pairs <= PER_PAIR_AUTO_LIMIT:
+        pairs = []  # one pair repeats the optimum; hundreds would bury it
 
     if fmt == "json":
         doc = selection_record(sel, top, crossings)
