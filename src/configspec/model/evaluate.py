@@ -12,7 +12,7 @@ and an optimistic pass its upper bound.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -215,8 +215,3 @@ def evaluate_grid(
             R.SPEEDUP_VS_CLOUD_AR: mean["goodput"] / mean["cloud_ar"],
             R.SPEEDUP_VS_EDGE_ONLY: mean["goodput"] / mean["edge_only"],
         }
-
-
-def with_link(link: Link, **changes: float) -> Link:
-    """A copy of ``link`` with fields replaced (e.g. ``rtt_ms=...``)."""
-    return replace(link, **changes)

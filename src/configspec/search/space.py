@@ -28,7 +28,6 @@ from configspec.config import (
     Estimate,
     GpuTimePrice,
     NetworkSettings,
-    Source,
     VerificationProfile,
 )
 from configspec.errors import InvalidInput, ProfileMissing
@@ -556,7 +555,6 @@ __all__ = [
     "ACCEPTANCE_SOURCES",
     "Profiles",
     "SearchSettings",
-    "Source",
     "Space",
     "acceptance_table",
     "build_space",
