@@ -375,7 +375,7 @@ def select_command(
         None,
         "--per-pair/--no-per-pair",
         help="Optimum per objective for every (target, device) pair "
-        "[default: on for 2 to 24 pairs].",
+        "(default: on for 2 to 24 pairs).",
     ),
     max_profile_age_days: float = typer.Option(
         90.0, help="Warn about profiles older than this (days)."
