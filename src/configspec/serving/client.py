@@ -78,6 +78,19 @@ class Generation:
     sessions: list[str] = field(default_factory=list)
 
 
+_DRAFT_STREAM = 0xD5AF7
+
+
+def draft_seed(seed: int, round_no: int) -> int:
+    """The drafter's seed for one round.
+
+    Independent of every other round's and of the verifier's stream, which is derived
+    from the same ``seed`` (see :func:`configspec.serving.sessions.verifier_rng`).
+    """
+    state = np.random.SeedSequence([seed, round_no, _DRAFT_STREAM]).generate_state(2, np.uint32)
+    return int(state[0]) << 32 | int(state[1])
+
+
 def sparse_support(q: np.ndarray, top_k: int, mass: float = 1.0 - 1e-6) -> SparseDistribution:
     """The smallest top set of ``q`` covering ``mass`` (at most ``top_k`` ids), renormalised."""
     q = np.asarray(q, dtype=np.float64)
@@ -355,7 +368,7 @@ class EdgeClient:
     def _draft(self, context: list[int], k: int, round_no: int) -> DraftResult:
         if k == 0:
             return DraftResult(tokens=[], token_probs=[])
-        seed = None if self.seed is None else self.seed + round_no
+        seed = None if self.seed is None else draft_seed(self.seed, round_no)
         return self.drafter.draft(context, k, temperature=self.temperature, seed=seed)
 
     def _close_session(self, session_id: str) -> None:
