@@ -32,6 +32,12 @@ from configspec.errors import BackendUnavailable, InvalidInput, ModelFileError
 logger = logging.getLogger(__name__)
 
 
+def _silence_llama_logger() -> None:
+    # Llama(verbose=False) sets ERROR, which still lets llama.cpp warnings through
+    log = logging.getLogger("llama-cpp-python")
+    log.setLevel(max(log.level, logging.CRITICAL + 1))
+
+
 def softmax(logits: FloatArray, temperature: float = 1.0) -> FloatArray:
     """Row-wise softmax of ``logits / temperature`` in float64, returned as float32."""
     z = np.asarray(logits, dtype=np.float64) / temperature
@@ -86,6 +92,7 @@ class LlamaCppModel:
                 )
         except (ValueError, RuntimeError) as exc:
             raise ModelFileError(f"llama.cpp cannot load {self.path}: {exc}") from None
+        _silence_llama_logger()
         self.n_threads = n_threads
         self.n_ctx = int(self._llm.n_ctx())
         self.n_batch = n_batch
@@ -344,6 +351,7 @@ class LlamaCppTokenizer:
                 )
         except (ValueError, RuntimeError) as exc:
             raise ModelFileError(f"llama.cpp cannot load {self.path}: {exc}") from None
+        _silence_llama_logger()
         self.n_vocab = int(self._llm.n_vocab())
 
     @property
