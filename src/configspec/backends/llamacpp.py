@@ -238,6 +238,7 @@ class LlamaCppDrafter(LlamaCppModel):
         self._check_tokens(context, "context")
         keep = min(self._common_prefix(context), len(context) - 1)
         self._truncate(keep)
+        keep = len(self._tokens)  # 0 if the cache had to be cleared
         last: FloatArray = self._decode(context[keep:], all_logits=False)[-1]
         return last
 
@@ -308,6 +309,7 @@ class LlamaCppTarget(LlamaCppModel):
         # positions len(context)-1 .. len(full)-1 need logits, so they are (re)decoded
         keep = min(self._common_prefix(full), len(context) - 1)
         self._truncate(keep)
+        keep = len(self._tokens)  # 0 if the cache had to be cleared
         logits = self._decode(full[keep:], all_logits=True)
         rows = logits[len(context) - 1 - keep :]
         probs = softmax(rows)
