@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from configspec.backends.base import DraftResult, ModelIdentity
+from configspec.backends.base import DraftResult
 from configspec.backends.llamacpp import LlamaCppDrafter, LlamaCppTarget
 from configspec.backends.models import PreparedFamily
+from configspec.backends.ngram import NgramDrafter
 from configspec.serving.client import EdgeClient
 from configspec.serving.server import ServerThread, free_port
 from configspec.serving.sessions import ServerLimits, VerifierService
@@ -31,50 +32,28 @@ PROMPTS = [
 N_TOKENS = 16
 
 
-class PromptLookupDrafter:
-    """A cheap model-free drafter (test stand-in for an n-gram drafter): proposes what
-    followed the last earlier occurrence of the final two tokens, else repeats the last."""
+class MostlyWrongDrafter:
+    """Test stand-in: the n-gram drafter on every 4th call, token 0 (padding, never
+    predicted) otherwise. Deterministic, and at most a quarter of rounds accept, so the
+    number of rounds is close to the number of tokens."""
 
-    def __init__(self, identity: ModelIdentity) -> None:
-        self.identity = identity
+    def __init__(self, tokenizer: LlamaCppTarget) -> None:
+        self.ngram = NgramDrafter(tokenizer)
+        self.identity = self.ngram.identity
+        self.calls = 0
 
     def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
-        raise NotImplementedError
+        return self.ngram.tokenize(text, add_bos=add_bos)
 
     def detokenize(self, tokens: Sequence[int]) -> str:
-        return " ".join(map(str, tokens))
-
-    def draft(
-        self, context: Sequence[int], k: int, *, temperature: float = 0.0, seed: int | None = None
-    ) -> DraftResult:
-        seq = list(context)
-        out: list[int] = []
-        for _ in range(k):
-            key = seq[-2:]
-            nxt = seq[-1]
-            for i in range(len(seq) - 3, -1, -1):
-                if seq[i : i + 2] == key:
-                    nxt = seq[i + 2]
-                    break
-            out.append(nxt)
-            seq.append(nxt)
-        return DraftResult(tokens=out, token_probs=[1.0] * k)
-
-
-class MostlyWrongDrafter(PromptLookupDrafter):
-    """Prompt lookup on every 4th call, token 0 (padding, never predicted) otherwise:
-    deterministic, and at most a quarter of rounds accept, so rounds ≈ tokens."""
-
-    def __init__(self, identity: ModelIdentity) -> None:
-        super().__init__(identity)
-        self.calls = 0
+        return " ".join(map(str, tokens))  # thread-safe; the text is not under test
 
     def draft(
         self, context: Sequence[int], k: int, *, temperature: float = 0.0, seed: int | None = None
     ) -> DraftResult:
         self.calls += 1
         if self.calls % 4 == 0:
-            return super().draft(context, k)
+            return self.ngram.draft(context, k)
         return DraftResult(tokens=[0] * k, token_probs=[1.0] * k)
 
 
@@ -115,7 +94,7 @@ def references(target: LlamaCppTarget) -> dict[str, tuple[list[int], list[int]]]
     return out
 
 
-@pytest.mark.parametrize("drafter_kind", ["Q4_0", "prompt-lookup"])
+@pytest.mark.parametrize("drafter_kind", ["Q4_0", "ngram"])
 def test_greedy_identical_to_target_only(
     server: ServerThread,
     target: LlamaCppTarget,
@@ -123,7 +102,7 @@ def test_greedy_identical_to_target_only(
     references: dict[str, tuple[list[int], list[int]]],
     drafter_kind: str,
 ) -> None:
-    drafter = q4_drafter if drafter_kind == "Q4_0" else PromptLookupDrafter(target.identity)
+    drafter = q4_drafter if drafter_kind == "Q4_0" else NgramDrafter(target)
     for text, (prompt, want) in references.items():
         for k in (1, 2, 4, 8):
             with EdgeClient(server.url, drafter, k=k) as client:  # type: ignore[arg-type]
@@ -226,7 +205,7 @@ def test_eight_concurrent_clients(eight_targets: list[LlamaCppTarget]) -> None:
 
     def worker(i: int, url: str) -> None:
         try:
-            drafter = MostlyWrongDrafter(target.identity)
+            drafter = MostlyWrongDrafter(target)
             with EdgeClient(url, drafter, k=1) as c:  # type: ignore[arg-type]
                 gen = c.generate(prompts[i], n_tokens)
             results[i] = (gen.tokens, len(gen.rounds))
@@ -246,7 +225,7 @@ def test_eight_concurrent_clients(eight_targets: list[LlamaCppTarget]) -> None:
     # token by token against single-client runs (one client at a time, fresh server)
     with ServerThread(VerifierService(eight_targets[:1])) as srv:
         for i in range(8):
-            with EdgeClient(srv.url, MostlyWrongDrafter(target.identity), k=1) as c:  # type: ignore[arg-type]
+            with EdgeClient(srv.url, MostlyWrongDrafter(target), k=1) as c:  # type: ignore[arg-type]
                 alone = c.generate(prompts[i], n_tokens).tokens
             assert results[i][0] == alone, f"client {i} differs from its single-client run"
 
