@@ -147,6 +147,11 @@ class Metrics:
             buckets=_LATENCY_BUCKETS_S,
             registry=r,
         )
+        self.evaluated_tokens = Counter(
+            "configspec_target_evaluated_tokens",
+            "Tokens the target decoded (drafts, plus prefixes re-evaluated on a session switch)",
+            registry=r,
+        )
         self.sessions = Gauge("configspec_sessions_active", "Open sessions", registry=r)
 
 
@@ -417,6 +422,7 @@ class VerifierService:
             m.accepted_tokens.inc(outcome.accepted)
             m.emitted_tokens.inc(outcome.accepted + 1)
             m.verify_latency.observe(ev.elapsed_s)
+            m.evaluated_tokens.inc(ev.extra.get("evaluated_tokens", len(req.draft_tokens) + 1))
             if approximate:
                 m.approximate_rounds.inc()
             resp = VerifyResponse(
