@@ -27,6 +27,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from configspec.backends.base import Evaluation, Target
+from configspec.errors import ConfigSpecError
 from configspec.serving.protocol import (
     PROTOCOL_VERSION,
     CloseSessionResponse,
@@ -326,9 +327,11 @@ class VerifierService:
         try:
             async with session.lock, slot.lock, self._compute:
                 prompt = session.tokens
-                ev = await asyncio.to_thread(slot.target.evaluate, prompt[:-1], prompt[-1:])
+                ev = await asyncio.to_thread(slot.target.evaluate, prompt, [])
         except Exception as exc:
             self._drop(session.session_id, expired=False)
+            if isinstance(exc, ConfigSpecError):  # e.g. the prompt exceeds the context
+                raise ApiError(422, "target_error", f"the target refused: {exc}") from None
             log.exception("prefill failed")
             raise ApiError(500, "target_error", f"the target failed to prefill: {exc}") from exc
         self.metrics.prefill_latency.observe(ev.elapsed_s)
@@ -407,6 +410,8 @@ class VerifierService:
             async with slot.lock, self._compute:
                 try:
                     outcome, ev, approximate = await asyncio.to_thread(self._run, s, req)
+                except ConfigSpecError as exc:
+                    raise ApiError(422, "target_error", f"the target refused: {exc}") from None
                 except Exception as exc:
                     log.exception("verification failed in session %s", session_id)
                     raise ApiError(
