@@ -315,7 +315,8 @@ def _render_breakeven(out: Console, report: list[Breakeven]) -> None:
         header_style="bold",
         caption=(
             f"α: single per-token acceptance rate; this drafter's profiled E(K) corresponds to "
-            f"α ≈ {report[0].measured_acceptance:.3f}. Compared with cloud-only decoding."
+            f"α ≈ {report[0].measured_acceptance:.3f}. Compared with cloud-only decoding of the "
+            "same target from the same device."
         ),
         caption_justify="left",
     )
