@@ -229,10 +229,11 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"| {_fmt(o['energy_j_per_token'], '.3f') if o['drafter'] else o['note']} "
             f"| {', '.join(o['ties']) or ''} |"
         )
+    lines += ["", "## Baseline findings, with the evidence per (target, device)"]
     for f in report["baseline"]["findings"]:
-        if f["failures"]:
-            lines += ["", f"**{f['claim']}** does not hold everywhere:"]
-            lines += [f"- {x}" for x in f["failures"]]
+        verdict = "holds" if f["holds"] else "does NOT hold everywhere"
+        lines += ["", f"**{f['claim']}** — {verdict}:"]
+        lines += [f"- {'✗ ' if x in f['failures'] else ''}{x}" for x in f["evidence"]]
     for key, title in (("verify_ms", "verification latency"), ("rtt_ms", "network RTT")):
         sw = report["sweeps"][key]
         lines += ["", f"## Crossovers along {title} ({sw['unit']})", ""]
