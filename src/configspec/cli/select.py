@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from configspec import records as R
-from configspec.cli._console import console, err_console
+from configspec.cli._console import console, err_console, make_progress
 from configspec.deploy import ENGINES, Deployment, emit
 from configspec.deploy.fingerprint import fingerprint_warnings, installed_fingerprint
 from configspec.errors import InvalidInput
@@ -41,6 +41,8 @@ from configspec.search.space import read_profiles, space_from_profiles
 from configspec.store import ProfileStore, atomic_write_text
 
 FORMATS = ("table", "json", "csv")
+SENSITIVITY_AUTO_LIMIT = 200_000
+PER_PAIR_AUTO_LIMIT = 24
 OBJECTIVE_UNITS = {"goodput": "tok/s", "cost": "tok/USD", "energy": "tok/J"}
 
 
@@ -197,17 +199,23 @@ def _render(sel: Selection, out: Console, top: int, crossings: list[Crossover]) 
             f"{_bounded(t.iloc[row], col, lo, hi)} {OBJECTIVE_UNITS[name]}",
         )
     out.print(best)
-    if crossings:
+    for parameter, what, unit, start in (
+        ("rtt_ms", "the RTT grows", " ms", "0"),
+        ("price_scale", "every cloud price is scaled (×0.1..×10)", "×", "0.1"),
+    ):
+        found = [c for c in crossings if c.parameter == parameter]
+        if not found:
+            continue
         sens = Table(
-            title=f"Sensitivity: the {sel.objective} optimum as the RTT grows (modelled)",
+            title=f"Sensitivity: the {sel.objective} optimum as {what} (modelled)",
             title_justify="left",
             header_style="bold",
         )
-        sens.add_column("RTT from", justify="right")
+        sens.add_column("from", justify="right")
         sens.add_column("optimum")
-        sens.add_row("0 ms", crossings[0].before)
-        for c in crossings:
-            sens.add_row(f"{_num(c.at)} ms", c.after)
+        sens.add_row(f"{start}{unit}", found[0].before)
+        for c in found:
+            sens.add_row(f"{_num(c.at)}{unit}", c.after)
         out.print(sens)
     if (t[R.ENERGY_NOTE].astype(str) == "drafting only (no idle power)").any():
         out.print("  * energy charges drafting only (the device profile has no idle power)")
@@ -332,6 +340,8 @@ def select_command(
     output: Path | None = typer.Option(None, "--output", "-o", help="Write here (atomically)."),
     k_max: int | None = typer.Option(None, "--k-max", help="Largest K (default: preset's)."),
     context_tokens: int = typer.Option(512, help="Context length the latencies are read at."),
+    domain: str = typer.Option("all", help="Alignment domain to read acceptance for."),
+    temperature: float = typer.Option(0.0, help="Sampling temperature of the acceptance data."),
     device: list[str] = typer.Option([], "--device", help="Only these devices."),
     drafter: list[str] = typer.Option([], "--drafter", help="Only these drafters."),
     target: list[str] = typer.Option([], "--target", help="Only these targets."),
@@ -339,7 +349,11 @@ def select_command(
     allow_edge_only: bool = typer.Option(
         False, help="Let edge-only decoding (the drafter's own text) be selected."
     ),
-    sensitivity: bool = typer.Option(True, help="Report RTT crossovers (table and JSON)."),
+    sensitivity: bool | None = typer.Option(
+        None,
+        "--sensitivity/--no-sensitivity",
+        help="Report RTT and price crossovers (default: on up to 200,000 configurations).",
+    ),
     rows: str = typer.Option("feasible", help="CSV rows: feasible | all | pareto."),
     emit_engine: str | None = typer.Option(
         None,
@@ -355,7 +369,7 @@ def select_command(
         None,
         "--per-pair/--no-per-pair",
         help="Optimum per objective for every (target, device) pair "
-        "[default: on when there is more than one pair].",
+        "[default: on for 2 to 24 pairs].",
     ),
     max_profile_age_days: float = typer.Option(
         90.0, help="Warn about profiles older than this (days)."
@@ -379,6 +393,10 @@ def select_command(
         raise InvalidInput(f"--emit {emit_engine!r} is unknown; use {' | '.join(ENGINES)}")
     if emit_engine is not None and fmt == "csv":
         raise InvalidInput("--emit needs --format table or json")
+    if context_tokens < 0 or temperature < 0:
+        raise InvalidInput(
+            f"--context-tokens {context_tokens} and --temperature {temperature} must be ≥ 0"
+        )
     if top < 1:
         raise InvalidInput(f"--top {top} must be ≥ 1")
     if not profiles.is_dir():
@@ -387,16 +405,19 @@ def select_command(
     settings = SearchSettings(
         k_max=k_max,
         context_tokens=context_tokens,
+        domain=domain,
+        temperature=temperature,
         devices=tuple(device),
         drafters=tuple(drafter),
         targets=tuple(target),
     )
     constraints = parse_constraints(constraint, allow_edge_only=allow_edge_only)
     deployed = _read_fingerprint(deployed_fingerprint)
-    loaded = read_profiles(ProfileStore(profiles))
-    space = space_from_profiles(loaded, preset, settings)
-    network = loaded.network
-    sel = pick(space, network, objective, preset, constraints, rtt_ms)
+    with err_console.status("reading profiles and evaluating the configuration space"):
+        loaded = read_profiles(ProfileStore(profiles))
+        space = space_from_profiles(loaded, preset, settings)
+        network = loaded.network
+        sel = pick(space, network, objective, preset, constraints, rtt_ms)
     sel.warnings.extend(
         fingerprint_warnings(
             loaded.devices, loaded.alignments, loaded.verifications, deployed, max_profile_age_days
@@ -409,12 +430,25 @@ def select_command(
     if show_breakeven and fmt != "csv" and (space.inputs.mode == 0).any():
         report = breakeven(sel)
     crossings: list[Crossover] = []
-    if sensitivity and objective != "pareto" and preset.include_network and fmt != "csv":
-        crossings = crossovers(space, network, preset, constraints, objective, "rtt_ms", 0, 1000)
+    if sensitivity is None:
+        sensitivity = len(space) <= SENSITIVITY_AUTO_LIMIT
+    if sensitivity and objective != "pareto" and fmt != "csv":
+        with make_progress(transient=True) as bar:
+            bar.add_task("sensitivity sweeps", total=2)
+            if preset.include_network:
+                crossings += crossovers(
+                    space, network, preset, constraints, objective, "rtt_ms", 0, 1000
+                )
+            bar.advance(bar.task_ids[0])
+            crossings += crossovers(
+                space, network, preset, constraints, objective, "price_scale", 0.1, 10.0
+            )
+            bar.advance(bar.task_ids[0])
 
     pairs = best_per_pair(sel) if per_pair is not False and fmt != "csv" else []
-    if per_pair is None and len({(p.target, p.device) for p in pairs}) < 2:
-        pairs = []
+    n_pairs = len({(p.target, p.device) for p in pairs})
+    if per_pair is None and not 2 <= n_pairs <= PER_PAIR_AUTO_LIMIT:
+        pairs = []  # one pair repeats the optimum; hundreds would bury it
 
     if fmt == "json":
         doc = selection_record(sel, top, crossings)

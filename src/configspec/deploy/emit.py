@@ -30,8 +30,9 @@ ENGINE_VERSIONS = {
         "prompt-lookup-decoding (--draft_model, --draft_model_num_pred_tokens)"
     ),
     "vllm": (
-        "vLLM `vllm serve` with --speculative-config JSON, method draft_model/ngram, as "
-        "documented for current vLLM (2026); vLLM 0.10.x cannot run a separate draft model"
+        "vLLM `vllm serve` --speculative-config JSON (method draft_model | ngram); a draft model "
+        "needs vLLM <= 0.9.2 (V0 engine) or a release with vllm-project/vllm#24322 - 0.10.0 to "
+        "0.13.0 refuse draft models (ngram works there)"
     ),
     "configspec": "configspec (this version): `serve verifier` and `run edge`",
 }
@@ -130,6 +131,11 @@ def emit(
         if mode == "cloud_only":
             notes.append("no speculation: run the verifier and send plain generation requests")
             return Deployment(engine, [verifier], version, notes)
+        if model_free:
+            raise EngineCannotExpress(
+                f"`configspec run edge` drafts with a GGUF model; the model-free drafter "
+                f"{drafter!r} is not available there yet: use --emit vllm or llama-cpp-python"
+            )
         verifier += ["--max-k", str(max(k, 16))]
         edge = [
             "configspec",
@@ -138,11 +144,13 @@ def emit(
             "--server",
             url,
             "--drafter",
-            (drafter or "") if model_free else _gguf(model_dir, drafter or ""),
+            _gguf(model_dir, drafter or ""),
             "--k",
             str(k),
         ]
         notes.append("run the first command in the cloud and the second on the edge device")
+        if server_url is None:
+            notes.append("replace 127.0.0.1 with the verifier's address, or pass --server-url")
         return Deployment(engine, [verifier, edge], version, notes)
 
     if engine == "llama-server":

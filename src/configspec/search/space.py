@@ -306,7 +306,14 @@ def build_space(
                 continue
             if key not in cache:
                 cache[key] = len(acc_tables)
-                acc_tables.append(acceptance_table(_pick_entry(by_drafter[key], s), k_cap, preset))
+                entry = _pick_entry(by_drafter[key], s)
+                if (entry.domain, entry.temperature) != (s.domain, s.temperature):
+                    warnings.append(
+                        f"no acceptance for drafter {key!r} on {v.target!r} at domain "
+                        f"{s.domain!r}, temperature {s.temperature:g}; using domain "
+                        f"{entry.domain!r}, temperature {entry.temperature:g}"
+                    )
+                acc_tables.append(acceptance_table(entry, k_cap, preset))
             pair_d.append(i)
             pair_t.append(j)
             pair_a.append(cache[key])
