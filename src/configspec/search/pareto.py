@@ -1,0 +1,42 @@
+"""Non-dominated filtering (every objective maximised)."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+
+def pareto_mask(points: ArrayLike) -> NDArray[np.bool_]:
+    """Mask of the non-dominated rows of ``points`` (shape (n, m), every column maximised).
+
+    A row is dominated when another row is ≥ in every column and > in at least one;
+    identical rows do not dominate each other, so duplicates of a front point are all
+    kept. NaN counts as the worst value (−inf).
+
+    Rows are visited in descending lexicographic order, so a row can only be dominated by
+    rows before it; each visited survivor is on the front and removes, in one vectorised
+    step, every later row it dominates. Cost is O(n log n + n·F) for a front of F rows.
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.ndim != 2:
+        raise ValueError("points must be a 2-D array (configurations × objectives)")
+    n = pts.shape[0]
+    mask = np.zeros(n, dtype=bool)
+    if n == 0:
+        return mask
+    pts = np.where(np.isnan(pts), -np.inf, pts)
+    order = np.lexsort(pts.T[::-1])[::-1]
+    cand = pts[order]
+    idx = order
+    i = 0
+    while i < cand.shape[0]:
+        p = cand[i]
+        rest = cand[i + 1 :]
+        dominated = np.all(rest <= p, axis=1) & np.any(rest < p, axis=1)
+        if dominated.any():
+            keep = np.concatenate([np.ones(i + 1, dtype=bool), ~dominated])
+            cand = cand[keep]
+            idx = idx[keep]
+        i += 1
+    mask[idx] = True
+    return mask

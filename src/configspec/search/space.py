@@ -1,0 +1,528 @@
+"""Enumerate the configuration space from a profile store into flat per-configuration arrays.
+
+A configuration is (device, drafter on that device — which fixes its quantisation —,
+target, K) for speculative decoding, plus the two no-speculation baselines (K = 0):
+``cloud_only`` per (device, target) and ``edge_only`` per (device, drafter). A drafter and
+a target are paired only when their ``family`` (tokenizer) matches and the target's
+alignment profile has an entry for the drafter (by exact id, or by the id with its
+quantisation suffix removed: acceptance is usually measured per model, speed per file).
+
+Python loops here run over profile entries (devices × drafters, targets, alignment
+entries) and pairs; every per-configuration quantity is gathered with numpy indexing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from configspec.config import (
+    AlignmentEntry,
+    AlignmentProfile,
+    DeviceProfile,
+    DrafterOnDevice,
+    Estimate,
+    GpuTimePrice,
+    NetworkSettings,
+    Source,
+    VerificationProfile,
+)
+from configspec.errors import InvalidInput, ProfileMissing
+from configspec.model.acceptance import (
+    tokens_per_round_from_alpha,
+    tokens_per_round_from_measured,
+    tokens_per_round_from_positions,
+)
+from configspec.model.evaluate import Bounded, GridInputs
+from configspec.model.latency import interpolate_separable
+from configspec.model.presets import ModelPreset
+from configspec.store import ProfileStore
+
+log = logging.getLogger(__name__)
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+
+ACCEPTANCE_SOURCES = ("none", "alpha", "per_position", "by_k")
+"""Codes of :attr:`Space.acceptance_source` index this tuple."""
+
+K_LIMIT = 256
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """What to enumerate. ``k_max`` None means the preset's default, clipped per drafter to
+    the profiled range; an explicit ``k_max`` beyond every profiled range is an error."""
+
+    k_max: int | None = None
+    context_tokens: int = 512
+    batch: int = 1
+    domain: str = "all"
+    temperature: float = 0.0
+    devices: tuple[str, ...] = ()
+    drafters: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Space:
+    """The enumerated space: model inputs plus the labels of every configuration."""
+
+    inputs: GridInputs
+    device_names: list[str]
+    drafter_names: list[str]
+    quantizations: list[str]
+    target_names: list[str]
+    family_names: list[str]
+    device_code: IntArray
+    drafter_code: IntArray
+    quant_code: IntArray
+    target_code: IntArray
+    family_code: IntArray
+    device_emulated: NDArray[np.bool_]
+    acceptance_source: IntArray
+    drafter_memory_bytes: FloatArray
+    device_memory_bytes: FloatArray
+    sources: dict[str, set[str]] = field(default_factory=dict)
+    """Input kind (device, alignment, verification, network) → provenance sources seen."""
+    warnings: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+
+# ---------------------------------------------------------------- per-profile tables
+
+
+def _triple(est: Estimate | None) -> tuple[float, float, float]:
+    if est is None:
+        return (np.nan, np.nan, np.nan)
+    return (est.mean, est.low, est.high)
+
+
+def drafter_latency_table(
+    drafter: DrafterOnDevice, k_cap: int, context_tokens: int
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Per-token drafting latency (ms) for K = 1..k_cap as (mean, low, high) arrays.
+
+    Interpolated over context (clamped) and K (flat beyond the largest profiled K: drafting
+    K tokens is K single-token decodes).
+    """
+    ks = [p.k for p in drafter.latency]
+    ctx = [p.context_tokens for p in drafter.latency]
+    qk = np.arange(1, k_cap + 1, dtype=np.float64)
+    out = []
+    for attr in ("mean", "low", "high"):
+        vals = [getattr(p.per_token_ms, attr) for p in drafter.latency]
+        out.append(interpolate_separable([ctx, ks], vals, [context_tokens], qk, "clamp"))
+    return out[0], out[1], out[2]
+
+
+def verify_latency_table(
+    profile: VerificationProfile, k_cap: int, context_tokens: int, batch: int
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Verification latency (ms) for positions 0..k_cap+1 (index = positions) as
+    (mean, low, high); NaN outside the profiled range of positions."""
+    pts = profile.latency
+    coords = [[p.batch for p in pts], [p.context_tokens for p in pts], [p.positions for p in pts]]
+    qp = np.arange(0, k_cap + 2, dtype=np.float64)
+    out = []
+    for attr in ("mean", "low", "high"):
+        vals = [getattr(p.latency_ms, attr) for p in pts]
+        out.append(interpolate_separable(coords, vals, [batch, context_tokens], qp, "nan"))
+    return out[0], out[1], out[2]
+
+
+def acceptance_table(
+    entry: AlignmentEntry, k_cap: int, preset: ModelPreset
+) -> tuple[FloatArray, FloatArray, FloatArray, IntArray]:
+    """E(K) for K = 0..k_cap as (mean, low, high, source code); NaN where no data covers K.
+
+    ``best``: single α fills every K, per-position data overrides up to its length, measured
+    by_k figures override their K. ``by_k_formula`` (paper): K·α(K)+1 from by_k only.
+    """
+    ks = np.arange(k_cap + 1, dtype=np.float64)
+    mean, low, high = (np.full(k_cap + 1, np.nan) for _ in range(3))
+    src = np.zeros(k_cap + 1, dtype=np.int64)
+    if preset.acceptance == "best" and entry.alpha is not None:
+        for arr, a in zip((mean, low, high), _triple(entry.alpha), strict=True):
+            arr[:] = tokens_per_round_from_alpha(a, ks)
+        src[:] = 1
+    if preset.acceptance == "best" and entry.per_position:
+        n = min(len(entry.per_position), k_cap)
+        for arr, attr in zip((mean, low, high), ("mean", "low", "high"), strict=True):
+            per = [getattr(e, attr) for e in entry.per_position[:n]]
+            arr[: n + 1] = tokens_per_round_from_positions(per)
+        src[: n + 1] = 2
+    for point in entry.by_k or []:
+        if point.k > k_cap:
+            continue
+        frac = point.accepted_fraction
+        measured = point.tokens_per_round if preset.acceptance == "best" else None
+        for arr, f, t in zip((mean, low, high), _triple(frac), _triple(measured), strict=True):
+            arr[point.k] = tokens_per_round_from_measured(point.k, f, t)
+        src[point.k] = 3
+    mean[0] = low[0] = high[0] = 1.0
+    return mean, low, high, src
+
+
+def _base_id(drafter: DrafterOnDevice) -> str:
+    q = drafter.quantization
+    name = drafter.drafter
+    if q and name.lower().endswith(q.lower()) and len(name) > len(q):
+        return name[: -len(q)].rstrip("-._")
+    return name
+
+
+def _pick_entry(entries: list[AlignmentEntry], settings: SearchSettings) -> AlignmentEntry:
+    def score(e: AlignmentEntry) -> tuple[int, int]:
+        return (e.domain == settings.domain, e.temperature == settings.temperature)
+
+    best = max(entries, key=score)
+    return best
+
+
+# ---------------------------------------------------------------- enumeration
+
+
+def _check_filters(
+    names: Sequence[str], wanted: tuple[str, ...], what: str, where: str, hint: str
+) -> None:
+    for w in wanted:
+        if w not in names:
+            raise ProfileMissing(
+                f"{what} {w!r} has no {where} (known: {', '.join(sorted(set(names))) or 'none'}); "
+                f"{hint}"
+            )
+
+
+def build_space(
+    devices: list[DeviceProfile],
+    alignments: list[AlignmentProfile],
+    verifications: list[VerificationProfile],
+    preset: ModelPreset,
+    settings: SearchSettings | None = None,
+) -> Space:
+    """Enumerate every configuration (see the module docstring) into a :class:`Space`."""
+    s = settings or SearchSettings()
+    warnings: list[str] = []
+    if s.k_max is not None and not preset.k_min <= s.k_max <= K_LIMIT:
+        raise InvalidInput(
+            f"K={s.k_max} is out of range ({preset.k_min}..{K_LIMIT}); pass a --k-max in range"
+        )
+    k_cap = s.k_max if s.k_max is not None else preset.k_max_default
+
+    all_drafters = [d.drafter for dev in devices for d in dev.drafters]
+    _check_filters(
+        [d.device.name for d in devices],
+        s.devices,
+        "device",
+        "device profile",
+        "run `configspec profile device` on it or fix --device",
+    )
+    _check_filters(
+        all_drafters,
+        s.drafters,
+        "drafter",
+        "device profile",
+        "run `configspec profile device --drafter ...` for it or fix --drafter",
+    )
+    _check_filters(
+        [v.target for v in verifications],
+        s.targets,
+        "target",
+        "verification profile",
+        "run `configspec profile verify` or fix --target",
+    )
+
+    # Edge rows: one per (device, drafter on device).
+    d_rows: list[tuple[DeviceProfile, DrafterOnDevice]] = [
+        (dev, d)
+        for dev in devices
+        if not s.devices or dev.device.name in s.devices
+        for d in dev.drafters
+        if not s.drafters or d.drafter in s.drafters
+    ]
+    n_d = len(d_rows)
+    d_lat = np.empty((3, n_d, k_cap))
+    d_power = np.empty((3, n_d))
+    d_idle = np.empty((3, n_d))
+    for i, (dev, d) in enumerate(d_rows):
+        d_lat[:, i] = drafter_latency_table(d, k_cap, s.context_tokens)
+        d_power[:, i] = _triple(d.draft_power_w)
+        d_idle[:, i] = _triple(dev.idle_power_w)
+
+    # Target rows: verification profiles (the alignment profile is optional for cloud-only).
+    align_by_target = {a.target: a for a in alignments}
+    t_rows = [v for v in verifications if not s.targets or v.target in s.targets]
+    n_t = len(t_rows)
+    t_lat = np.empty((3, n_t, k_cap + 2))
+    for j, v in enumerate(t_rows):
+        if preset.require_per_token_price and isinstance(v.price, GpuTimePrice):
+            raise InvalidInput(
+                f"model preset {preset.name!r} bills per token but target {v.target!r} has a "
+                "gpu_time price; give its verification profile a per_token price"
+            )
+        t_lat[:, j] = verify_latency_table(v, k_cap, s.context_tokens, s.batch)
+    for a in alignments:
+        if a.target not in {v.target for v in verifications}:
+            warnings.append(
+                f"target {a.target!r} has an alignment profile but no verification profile; "
+                f"skipped (run `configspec profile verify --target {a.target}`)"
+            )
+
+    # Speculative pairs.
+    pair_d: list[int] = []
+    pair_t: list[int] = []
+    pair_a: list[int] = []
+    acc_tables: list[tuple[FloatArray, FloatArray, FloatArray, IntArray]] = []
+    drafters_on_devices = {d.drafter for _, d in d_rows} | {_base_id(d) for _, d in d_rows}
+    for j, v in enumerate(t_rows):
+        align = align_by_target.get(v.target)
+        if align is None:
+            warnings.append(
+                f"target {v.target!r} has no alignment profile: only cloud-only decoding is "
+                f"modelled (run `configspec profile alignment --target {v.target}`)"
+            )
+            continue
+        by_drafter: dict[str, list[AlignmentEntry]] = {}
+        for e in align.entries:
+            by_drafter.setdefault(e.drafter, []).append(e)
+            if e.drafter not in drafters_on_devices and not s.drafters:
+                warnings.append(
+                    f"drafter {e.drafter!r} (alignment profile of {v.target!r}) has no device "
+                    "profile; skipped (run `configspec profile device` with it)"
+                )
+        cache: dict[str, int] = {}
+        for i, (_, d) in enumerate(d_rows):
+            if d.family != align.target_family:
+                continue
+            key = d.drafter if d.drafter in by_drafter else _base_id(d)
+            if key not in by_drafter:
+                continue
+            if key not in cache:
+                cache[key] = len(acc_tables)
+                acc_tables.append(acceptance_table(_pick_entry(by_drafter[key], s), k_cap, preset))
+            pair_d.append(i)
+            pair_t.append(j)
+            pair_a.append(cache[key])
+    return _assemble(
+        d_rows,
+        t_rows,
+        d_lat,
+        d_power,
+        d_idle,
+        t_lat,
+        acc_tables,
+        np.asarray(pair_d, dtype=np.int64),
+        np.asarray(pair_t, dtype=np.int64),
+        np.asarray(pair_a, dtype=np.int64),
+        preset,
+        s,
+        k_cap,
+        warnings,
+    )
+
+
+def _cat(labels: list[str]) -> tuple[list[str], dict[str, int]]:
+    names = sorted(set(labels))
+    return names, {n: i for i, n in enumerate(names)}
+
+
+def _assemble(
+    d_rows: list[tuple[DeviceProfile, DrafterOnDevice]],
+    t_rows: list[VerificationProfile],
+    d_lat: FloatArray,
+    d_power: FloatArray,
+    d_idle: FloatArray,
+    t_lat: FloatArray,
+    acc_tables: list[tuple[FloatArray, FloatArray, FloatArray, IntArray]],
+    pair_d: IntArray,
+    pair_t: IntArray,
+    pair_a: IntArray,
+    preset: ModelPreset,
+    s: SearchSettings,
+    k_cap: int,
+    warnings: list[str],
+) -> Space:
+    n_a = len(acc_tables)
+    acc = np.full((3, max(n_a, 1), k_cap + 1), np.nan)
+    acc_src = np.zeros((max(n_a, 1), k_cap + 1), dtype=np.int64)
+    for idx, (m, lo, hi, src) in enumerate(acc_tables):
+        acc[:, idx] = (m, lo, hi)
+        acc_src[idx] = src
+    ks = np.arange(1, k_cap + 1)
+    e_pk = acc[0][pair_a][:, 1:]
+    v_pk = t_lat[0][pair_t][:, 2:]
+    valid = np.isfinite(e_pk) & np.isfinite(v_pk) & (ks >= preset.k_min)[None, :]
+    if s.k_max is not None and pair_d.size and not valid[:, s.k_max - 1].any():
+        k_best = int(ks[valid.any(axis=0)].max()) if valid.any() else 0
+        e_max = int(ks[np.isfinite(e_pk).any(axis=0)].max()) if np.isfinite(e_pk).any() else 0
+        v_max = int(ks[np.isfinite(v_pk).any(axis=0)].max()) if np.isfinite(v_pk).any() else 0
+        limit = "acceptance" if e_max < s.k_max else "verification (K+1 positions)"
+        raise InvalidInput(
+            f"K={s.k_max} is beyond the profiled range: {limit} data reach K={min(e_max, v_max)}"
+            f" at most; pass --k-max {max(k_best, preset.k_min)} or profile longer drafts"
+        )
+    pi, ki = np.nonzero(valid)
+    k = (ki + 1).astype(np.int64)
+    di, ti, ai = pair_d[pi], pair_t[pi], pair_a[pi]
+    if pair_d.size and valid.sum(axis=1).min() < k_cap - preset.k_min + 1:
+        log.info(
+            "some drafter/target pairs have data for fewer K than %d; those K are skipped", k_cap
+        )
+
+    # No-speculation rows: cloud-only per (device, target), edge-only per (device, drafter).
+    dev_names_rows = [dev.device.name for dev, _ in d_rows]
+    first_row_of_device: dict[str, int] = {}
+    for i, name in enumerate(dev_names_rows):
+        first_row_of_device.setdefault(name, i)
+    dev_rows = np.asarray(list(first_row_of_device.values()), dtype=np.int64)
+    cd = np.repeat(dev_rows, len(t_rows))
+    ct = np.tile(np.arange(len(t_rows), dtype=np.int64), dev_rows.size)
+    ed = np.arange(len(d_rows), dtype=np.int64)
+    n_s, n_c, n_e = k.size, cd.size, ed.size
+    nan_c = np.full(n_c, np.nan)
+    zero_c, zero_e = np.zeros(n_c), np.zeros(n_e)
+    nan_e = np.full(n_e, np.nan)
+
+    def bounded(spec: list[FloatArray], cloud: list[FloatArray], edge: list[FloatArray]) -> Bounded:
+        parts = [np.concatenate([a, b, c]) for a, b, c in zip(spec, cloud, edge, strict=True)]
+        return Bounded(parts[0], parts[1], parts[2])
+
+    tokens = bounded([acc[x][ai, k] for x in range(3)], [np.ones(n_c)] * 3, [np.ones(n_e)] * 3)
+    draft_tok = bounded(
+        [d_lat[x][di, k - 1] for x in range(3)], [zero_c] * 3, [d_lat[x][ed, 0] for x in range(3)]
+    )
+    edge_tok = bounded(
+        [d_lat[x][di, 0] for x in range(3)],
+        [d_lat[x][cd, 0] for x in range(3)],
+        [d_lat[x][ed, 0] for x in range(3)],
+    )
+    verify = bounded(
+        [t_lat[x][ti, k + 1] for x in range(3)],
+        [t_lat[x][ct, 1] for x in range(3)],
+        [zero_e] * 3,
+    )
+    verify_one = bounded(
+        [t_lat[x][ti, 1] for x in range(3)], [t_lat[x][ct, 1] for x in range(3)], [nan_e] * 3
+    )
+    power = bounded(
+        [d_power[x][di] for x in range(3)], [nan_c] * 3, [d_power[x][ed] for x in range(3)]
+    )
+    idle = bounded(
+        [d_idle[x][di] for x in range(3)],
+        [d_idle[x][cd] for x in range(3)],
+        [d_idle[x][ed] for x in range(3)],
+    )
+
+    gpu = np.asarray([isinstance(v.price, GpuTimePrice) for v in t_rows], dtype=bool)
+    per_hour = np.asarray([getattr(v.price, "price_usd_per_hour", 0.0) for v in t_rows])
+    overhead = np.asarray([getattr(v.price, "overhead_ms_per_round", 0.0) for v in t_rows])
+    per_mtok = np.asarray([getattr(v.price, "price_usd_per_million_tokens", 0.0) for v in t_rows])
+    bill = np.asarray([getattr(v.price, "billed", "") == "draft_tokens" for v in t_rows])
+
+    def by_target(arr: NDArray[np.generic], fill: float | bool) -> NDArray[np.generic]:
+        if arr.size == 0:
+            arr = np.asarray([fill])
+        return np.concatenate([arr[ti], arr[ct], np.full(n_e, fill, dtype=arr.dtype)])
+
+    inputs = GridInputs(
+        mode=np.concatenate([np.zeros(n_s), np.ones(n_c), np.full(n_e, 2)]).astype(np.int64),
+        k=np.concatenate([k, np.zeros(n_c + n_e, dtype=np.int64)]),
+        tokens_per_round=tokens,
+        draft_ms_per_token=draft_tok,
+        edge_ms_per_token=edge_tok,
+        verify_ms=verify,
+        verify_one_ms=verify_one,
+        draft_power_w=power,
+        idle_power_w=idle,
+        gpu_price=by_target(gpu, False).astype(bool),
+        price_usd_per_hour=by_target(per_hour, 0.0).astype(np.float64),
+        overhead_ms_per_round=by_target(overhead, 0.0).astype(np.float64),
+        price_usd_per_mtok=by_target(per_mtok, 0.0).astype(np.float64),
+        bill_draft_tokens=by_target(bill, False).astype(bool),
+    )
+
+    device_names, dev_idx = _cat([dev.device.name for dev, _ in d_rows])
+    drafter_names, drf_idx = _cat([d.drafter for _, d in d_rows])
+    quant_names, q_idx = _cat([d.quantization or "" for _, d in d_rows])
+    target_names, tgt_idx = _cat([v.target for v in t_rows])
+    family_names, fam_idx = _cat([d.family for _, d in d_rows] + [v.target_family for v in t_rows])
+    row_dev = np.asarray([dev_idx[dev.device.name] for dev, _ in d_rows], dtype=np.int64)
+    row_drf = np.asarray([drf_idx[d.drafter] for _, d in d_rows], dtype=np.int64)
+    row_q = np.asarray([q_idx[d.quantization or ""] for _, d in d_rows], dtype=np.int64)
+    row_fam = np.asarray([fam_idx[d.family] for _, d in d_rows], dtype=np.int64)
+    t_code = np.asarray([tgt_idx[v.target] for v in t_rows], dtype=np.int64)
+    t_fam = np.asarray([fam_idx[v.target_family] for v in t_rows], dtype=np.int64)
+    row_emul = np.asarray([dev.device.emulated for dev, _ in d_rows], dtype=bool)
+    row_dmem = np.asarray([float(d.memory_bytes) for _, d in d_rows])
+    row_devmem = np.asarray(
+        [float(dev.device.memory_bytes or np.nan) for dev, _ in d_rows], dtype=np.float64
+    )
+    minus_e = np.full(n_e, -1, dtype=np.int64)
+    minus_c = np.full(n_c, -1, dtype=np.int64)
+    sources: dict[str, set[str]] = {
+        "device": {dev.provenance.source for dev, _ in d_rows},
+        "verification": {v.provenance.source for v in t_rows},
+    }
+    est_sources: set[str] = set()
+    for _, d in d_rows:
+        est_sources.update(p.per_token_ms.source for p in d.latency)
+    sources["device estimates"] = est_sources
+    return Space(
+        inputs=inputs,
+        device_names=device_names,
+        drafter_names=drafter_names,
+        quantizations=quant_names,
+        target_names=target_names,
+        family_names=family_names,
+        device_code=np.concatenate([row_dev[di], row_dev[cd], row_dev[ed]]),
+        drafter_code=np.concatenate([row_drf[di], minus_c, row_drf[ed]]),
+        quant_code=np.concatenate([row_q[di], minus_c, row_q[ed]]),
+        target_code=np.concatenate(
+            [t_code[ti] if t_code.size else ti, t_code[ct] if t_code.size else ct, minus_e]
+        ),
+        family_code=np.concatenate(
+            [row_fam[di], t_fam[ct] if t_fam.size else minus_c, row_fam[ed]]
+        ),
+        device_emulated=np.concatenate([row_emul[di], row_emul[cd], row_emul[ed]]),
+        acceptance_source=np.concatenate([acc_src[ai, k], np.zeros(n_c + n_e, dtype=np.int64)]),
+        drafter_memory_bytes=np.concatenate([row_dmem[di], zero_c, row_dmem[ed]]),
+        device_memory_bytes=np.concatenate([row_devmem[di], row_devmem[cd], row_devmem[ed]]),
+        sources=sources,
+        warnings=warnings,
+    )
+
+
+def load_space(
+    store: ProfileStore, preset: ModelPreset, settings: SearchSettings | None = None
+) -> tuple[Space, NetworkSettings]:
+    """Read every profile in ``store`` and enumerate the space; also return the network."""
+    space = build_space(
+        store.device_profiles(),
+        store.alignment_profiles(),
+        store.verification_profiles(),
+        preset,
+        settings,
+    )
+    network = store.network()
+    space.sources["network"] = {network.source}
+    return space, network
+
+
+__all__ = [
+    "ACCEPTANCE_SOURCES",
+    "SearchSettings",
+    "Source",
+    "Space",
+    "acceptance_table",
+    "build_space",
+    "drafter_latency_table",
+    "load_space",
+    "verify_latency_table",
+]
