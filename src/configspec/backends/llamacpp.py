@@ -32,6 +32,12 @@ from configspec.errors import BackendUnavailable, InvalidInput, ModelFileError
 logger = logging.getLogger(__name__)
 
 
+def _silence_llama_logger() -> None:
+    # Llama(verbose=False) sets ERROR, which still lets llama.cpp warnings through
+    log = logging.getLogger("llama-cpp-python")
+    log.setLevel(max(log.level, logging.CRITICAL + 1))
+
+
 def softmax(logits: FloatArray, temperature: float = 1.0) -> FloatArray:
     """Row-wise softmax of ``logits / temperature`` in float64, returned as float32."""
     z = np.asarray(logits, dtype=np.float64) / temperature
@@ -86,6 +92,7 @@ class LlamaCppModel:
                 )
         except (ValueError, RuntimeError) as exc:
             raise ModelFileError(f"llama.cpp cannot load {self.path}: {exc}") from None
+        _silence_llama_logger()
         self.n_threads = n_threads
         self.n_ctx = int(self._llm.n_ctx())
         self.n_batch = n_batch
@@ -231,6 +238,7 @@ class LlamaCppDrafter(LlamaCppModel):
         self._check_tokens(context, "context")
         keep = min(self._common_prefix(context), len(context) - 1)
         self._truncate(keep)
+        keep = len(self._tokens)  # 0 if the cache had to be cleared
         last: FloatArray = self._decode(context[keep:], all_logits=False)[-1]
         return last
 
@@ -301,6 +309,7 @@ class LlamaCppTarget(LlamaCppModel):
         # positions len(context)-1 .. len(full)-1 need logits, so they are (re)decoded
         keep = min(self._common_prefix(full), len(context) - 1)
         self._truncate(keep)
+        keep = len(self._tokens)  # 0 if the cache had to be cleared
         logits = self._decode(full[keep:], all_logits=True)
         rows = logits[len(context) - 1 - keep :]
         probs = softmax(rows)
@@ -344,6 +353,7 @@ class LlamaCppTokenizer:
                 )
         except (ValueError, RuntimeError) as exc:
             raise ModelFileError(f"llama.cpp cannot load {self.path}: {exc}") from None
+        _silence_llama_logger()
         self.n_vocab = int(self._llm.n_vocab())
 
     @property
