@@ -308,3 +308,92 @@ Profile = Annotated[
     DeviceProfile | AlignmentProfile | VerificationProfile | NetworkSettings,
     Field(discriminator="kind"),
 ]
+
+
+# --------------------------------------------------------------------------- runs
+
+
+class RunConfig(_Strict):
+    """The configuration a run executed (what ``validate`` looks the model up with).
+
+    ``added_rtt_ms`` is the round-trip delay injected between client and server (delay
+    proxy or netem), 0 for a direct connection; ``draft_top_k`` bounds the draft
+    distributions sent when sampling.
+    """
+
+    drafter: str = Field(min_length=1)
+    drafter_family: str = ""
+    target: str = Field(min_length=1)
+    target_family: str = ""
+    k: int = Field(ge=0)
+    temperature: float = Field(default=0.0, ge=0)
+    added_rtt_ms: float = Field(default=0.0, ge=0)
+    server_url: str = ""
+    device: str | None = None
+    prompt_tokens: int = Field(default=0, ge=0)
+    max_tokens: int = Field(default=0, ge=0)
+    seed: int | None = None
+    draft_top_k: int | None = None
+
+
+class RoundTiming(_Strict):
+    """One speculative round as the edge saw it (all times in ms).
+
+    ``round_ms`` is wall time from the start of drafting to the parsed answer;
+    ``network_ms`` = request round trip − ``server_ms`` (clock-free); ``uplink_ms`` and
+    ``downlink_ms`` split it using the server's wall-clock stamps, so they are estimates
+    that are only meaningful when client and server clocks agree (None otherwise).
+    ``energy_j`` is edge energy over the round from the device meter (None without one).
+    """
+
+    round: int = Field(ge=0)
+    k: int = Field(ge=0)
+    accepted: int = Field(ge=0)
+    bonus: bool
+    draft_ms: float = Field(ge=0)
+    uplink_ms: float | None = None
+    verify_ms: float = Field(ge=0)
+    server_ms: float = Field(ge=0)
+    downlink_ms: float | None = None
+    network_ms: float
+    round_ms: float = Field(ge=0)
+    energy_j: float | None = None
+    retries: int = Field(default=0, ge=0)
+
+
+class RunTotals(_Strict):
+    """Sums over a run. ``decode_s`` is the wall time of the rounds (prefill excluded)."""
+
+    rounds: int = Field(ge=0)
+    generated_tokens: int = Field(ge=0)
+    draft_tokens: int = Field(ge=0)
+    accepted_tokens: int = Field(ge=0)
+    decode_s: float = Field(ge=0)
+    prefill_ms: float = Field(ge=0)
+    draft_ms: float = Field(ge=0)
+    verify_ms: float = Field(ge=0)
+    network_ms: float
+    energy_j: float | None = None
+    reconnects: int = Field(default=0, ge=0)
+    stopped_by: Literal["max_tokens", "stop_token", "context_limit"] = "max_tokens"
+
+
+class RunRecord(_Strict):
+    """What one edge run did, round by round, for ``validate`` to compare with the model.
+
+    ``goodput_tokens_per_s`` is measured (generated tokens / decode wall time, with a
+    bootstrap CI over rounds); ``tokens_per_joule`` is None when no meter was available
+    (``energy_note`` says why).
+    """
+
+    schema_version: int = SCHEMA_VERSION
+    kind: Literal["run"] = "run"
+    run_id: str = Field(min_length=1)
+    config: RunConfig
+    rounds: list[RoundTiming]
+    totals: RunTotals
+    goodput_tokens_per_s: Estimate
+    accepted_fraction: Estimate | None = None
+    tokens_per_joule: Estimate | None = None
+    energy_note: str = ""
+    provenance: Provenance

@@ -12,7 +12,10 @@ import typer
 
 from configspec._version import __version__
 from configspec.cli import models as _models_cli
+from configspec.cli import run as _run_cli
+from configspec.cli import serve as _serve_cli
 from configspec.cli._console import err_console, setup_logging
+from configspec.cli.select import select_command
 from configspec.errors import ConfigSpecError
 
 app = typer.Typer(
@@ -23,6 +26,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(_models_cli.app, name="models")
+app.add_typer(_serve_cli.app, name="serve")
+app.add_typer(_run_cli.app, name="run")
 
 
 @app.callback()
@@ -30,6 +35,9 @@ def _root(
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="-v info, -vv debug."),
 ) -> None:
     setup_logging(verbose)
+
+
+app.command("select")(select_command)
 
 
 @app.command()

@@ -104,19 +104,22 @@ def crossovers(
     labels = [at(float(x)) for x in grid]
     found: list[Crossover] = []
     for a, b, la, lb in zip(grid[:-1], grid[1:], labels[:-1], labels[1:], strict=True):
-        if la == lb:
-            continue
-        lo, hi, l_lo, l_hi = float(a), float(b), la, lb
-        while hi - lo > rel_tol * max(hi, 1e-9):
-            mid = 0.5 * (lo + hi)
-            lm = at(mid)
-            if lm == l_lo:
-                lo = mid
-            else:
-                hi, l_hi = mid, lm
-        found.append(
-            Crossover(
-                parameter, objective, hi, str(l_lo or "infeasible"), str(l_hi or "infeasible")
+        lo, l_lo = float(a), la
+        for _ in range(16):  # several changes may fall inside one sweep step
+            if l_lo == lb:
+                break
+            hi = float(b)
+            while hi - lo > rel_tol * max(hi, 1e-9):
+                mid = 0.5 * (lo + hi)
+                if at(mid) == l_lo:
+                    lo = mid
+                else:
+                    hi = mid
+            l_hi = at(hi)
+            found.append(
+                Crossover(
+                    parameter, objective, hi, str(l_lo or "infeasible"), str(l_hi or "infeasible")
+                )
             )
-        )
+            lo, l_lo = hi, l_hi
     return found

@@ -325,6 +325,11 @@ def build_space(
         s,
         k_cap,
         warnings,
+        [
+            align_by_target[v.target].provenance.source
+            for v in t_rows
+            if v.target in align_by_target
+        ],
     )
 
 
@@ -348,6 +353,7 @@ def _assemble(
     s: SearchSettings,
     k_cap: int,
     warnings: list[str],
+    alignment_sources: list[str],
 ) -> Space:
     n_a = len(acc_tables)
     acc = np.full((3, max(n_a, 1), k_cap + 1), np.nan)
@@ -469,6 +475,7 @@ def _assemble(
     sources: dict[str, set[str]] = {
         "device": {dev.provenance.source for dev, _ in d_rows},
         "verification": {v.provenance.source for v in t_rows},
+        "alignment": set(alignment_sources),
     }
     est_sources: set[str] = set()
     for _, d in d_rows:
@@ -499,24 +506,48 @@ def _assemble(
     )
 
 
+@dataclass(frozen=True)
+class Profiles:
+    """Every profile read from one profile directory."""
+
+    devices: list[DeviceProfile]
+    alignments: list[AlignmentProfile]
+    verifications: list[VerificationProfile]
+    network: NetworkSettings
+
+
+def read_profiles(store: ProfileStore) -> Profiles:
+    """Read and validate every profile in ``store`` (one clear error per bad file)."""
+    return Profiles(
+        store.device_profiles(),
+        store.alignment_profiles(),
+        store.verification_profiles(),
+        store.network(),
+    )
+
+
+def space_from_profiles(
+    profiles: Profiles, preset: ModelPreset, settings: SearchSettings | None = None
+) -> Space:
+    """Enumerate the space of already-read ``profiles``."""
+    space = build_space(
+        profiles.devices, profiles.alignments, profiles.verifications, preset, settings
+    )
+    space.sources["network"] = {profiles.network.source}
+    return space
+
+
 def load_space(
     store: ProfileStore, preset: ModelPreset, settings: SearchSettings | None = None
 ) -> tuple[Space, NetworkSettings]:
     """Read every profile in ``store`` and enumerate the space; also return the network."""
-    space = build_space(
-        store.device_profiles(),
-        store.alignment_profiles(),
-        store.verification_profiles(),
-        preset,
-        settings,
-    )
-    network = store.network()
-    space.sources["network"] = {network.source}
-    return space, network
+    profiles = read_profiles(store)
+    return space_from_profiles(profiles, preset, settings), profiles.network
 
 
 __all__ = [
     "ACCEPTANCE_SOURCES",
+    "Profiles",
     "SearchSettings",
     "Source",
     "Space",
@@ -524,5 +555,7 @@ __all__ = [
     "build_space",
     "drafter_latency_table",
     "load_space",
+    "read_profiles",
+    "space_from_profiles",
     "verify_latency_table",
 ]

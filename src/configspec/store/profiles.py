@@ -15,6 +15,7 @@ from configspec.config import (
     DeviceProfile,
     NetworkSettings,
     Profile,
+    RunRecord,
     VerificationProfile,
 )
 from configspec.errors import ProfileError, ProfileMissing
@@ -128,6 +129,12 @@ class ProfileStore:
         atomic_write_text(self.network_path, network.model_dump_json(indent=2) + "\n")
         return self.network_path
 
+    def save_run(self, record: RunRecord) -> Path:
+        """Atomically write a run record to ``runs/<run_id>.json``; return the path."""
+        path = self.run_path(record.run_id)
+        atomic_write_text(path, record.model_dump_json(indent=2) + "\n")
+        return path
+
     # reading ----------------------------------------------------------------
     def _load_dir(self, sub: str, kind: type[P], hint: str) -> list[P]:
         folder = self.root / sub
@@ -153,3 +160,27 @@ class ProfileStore:
         if not self.network_path.exists():
             return NetworkSettings()
         return load_profile(self.network_path, NetworkSettings)  # type: ignore[return-value]
+
+    def runs(self) -> list[RunRecord]:
+        """All run records, oldest first by file name; empty when none were written.
+
+        A malformed or too-new record raises :class:`ProfileError` naming the file.
+        """
+        folder = self.root / "runs"
+        out: list[RunRecord] = []
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            try:
+                raw = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise ProfileError(f"run record {path} is unreadable: {exc}") from None
+            version = raw.get("schema_version") if isinstance(raw, dict) else None
+            if isinstance(version, int) and version > SCHEMA_VERSION:
+                raise ProfileError(
+                    f"run record {path} has schema_version {version}, newer than this tool "
+                    f"understands ({SCHEMA_VERSION}); upgrade configspec"
+                )
+            try:
+                out.append(RunRecord.model_validate(raw))
+            except ValidationError as exc:
+                raise ProfileError(f"run record {path} is malformed: {_first_error(exc)}") from None
+        return out

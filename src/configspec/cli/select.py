@@ -1,0 +1,413 @@
+"""``configspec select``: pick the best configuration from a profile directory.
+
+Thin: parse options, call :func:`configspec.search.select`, render with rich (or JSON/CSV).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from configspec import records as R
+from configspec.cli._console import console, err_console, progress_bar
+from configspec.deploy import ENGINES, Deployment, emit
+from configspec.deploy.fingerprint import fingerprint_warnings, installed_fingerprint
+from configspec.errors import InvalidInput
+from configspec.model.presets import PRESETS, get_preset
+from configspec.search import (
+    OBJECTIVES,
+    Crossover,
+    SearchSettings,
+    Selection,
+    config_label,
+    crossovers,
+    parse_constraints,
+    pick,
+)
+from configspec.search.breakeven import Breakeven, breakeven
+from configspec.search.export import selection_csv, selection_record
+from configspec.search.space import read_profiles, space_from_profiles
+from configspec.store import ProfileStore, atomic_write_text
+
+FORMATS = ("table", "json", "csv")
+SENSITIVITY_AUTO_LIMIT = 200_000
+OBJECTIVE_UNITS = {"goodput": "tok/s", "cost": "tok/USD", "energy": "tok/J"}
+
+
+def _num(x: float, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    if math.isinf(x):
+        return "∞"
+    if abs(x) >= 1e5:
+        return f"{x:.3g}"
+    return f"{x:.{digits}g}" if abs(x) < 10 else f"{x:,.{max(digits - 2, 0)}f}"
+
+
+def _bounded(row: pd.Series, col: str, lo: str, hi: str) -> str:
+    mean, low, high = row[col], row[lo], row[hi]
+    if (isinstance(mean, float) and (math.isnan(mean) or math.isinf(mean))) or low == high:
+        return _num(mean)
+    return f"{_num(mean)} [{_num(low)}–{_num(high)}]"
+
+
+def _sources(sel: Selection) -> str:
+    parts = [f"{kind}: {'/'.join(sorted(src))}" for kind, src in sel.space.sources.items() if src]
+    return "; ".join(parts)
+
+
+_SOURCE_SHORT = {"by_k": "by K", "per_position": "per pos", "alpha": "α", "none": "—"}
+
+
+def _config_table(sel: Selection, rows: list[int], title: str) -> Table:
+    t = sel.table
+    table = Table(
+        title=title,
+        title_justify="left",
+        header_style="bold",
+        caption=escape(
+            "All figures modelled from the profiles; [low–high] = bounds propagated from the "
+            "profiles' confidence intervals. E(K) from: the acceptance data used."
+        ),
+        caption_justify="left",
+    )
+    table.add_column("#", justify="right")
+    table.add_column("device")
+    table.add_column("drafter", overflow="fold")
+    table.add_column("target", overflow="fold")
+    table.add_column("K", justify="right")
+    table.add_column("tok/round\n(modelled)", justify="right")
+    table.add_column("E(K)\nfrom")
+    table.add_column("goodput tok/s\n(modelled)", justify="right")
+    table.add_column("USD/1M tok\n(modelled)", justify="right")
+    table.add_column("tok/J\n(modelled)", justify="right")
+    table.add_column("× cloud\nonly", justify="right")
+    for rank, i in enumerate(rows, 1):
+        r = t.iloc[i]
+        mode = r[R.MODE]
+        drafter = "—" if pd.isna(r[R.DRAFTER]) else str(r[R.DRAFTER])
+        target = "—" if pd.isna(r[R.TARGET]) else str(r[R.TARGET])
+        if mode == R.MODE_CLOUD_ONLY:
+            drafter = "[italic]none: cloud-only[/]"
+        elif mode == R.MODE_EDGE_ONLY:
+            target = "[italic]none: edge-only[/]"
+        energy = _bounded(r, R.TOKENS_PER_J, R.TOKENS_PER_J_LOW, R.TOKENS_PER_J_HIGH)
+        if str(r[R.ENERGY_NOTE]) == "no power data":
+            energy = "no power data"
+        elif str(r[R.ENERGY_NOTE]) != "full":
+            energy += " *"
+        device = str(r[R.DEVICE]) + (" (emulated)" if r[R.DEVICE_EMULATED] else "")
+        speedup = r[R.SPEEDUP_VS_CLOUD_AR]
+        table.add_row(
+            str(rank),
+            device,
+            drafter,
+            target,
+            str(int(r[R.K])),
+            _bounded(r, R.TOKENS_PER_ROUND, R.TOKENS_PER_ROUND_LOW, R.TOKENS_PER_ROUND_HIGH),
+            "—" if mode != R.MODE_SPECULATIVE else _SOURCE_SHORT[str(r[R.ACCEPTANCE_SOURCE])],
+            _bounded(r, R.GOODPUT_TOK_S, R.GOODPUT_TOK_S_LOW, R.GOODPUT_TOK_S_HIGH),
+            _num(r[R.COST_USD_PER_MTOK]),
+            energy,
+            "—" if pd.isna(speedup) else f"{_num(speedup)}×",
+        )
+    return table
+
+
+def _top_rows(sel: Selection, n: int) -> list[int]:
+    if sel.objective == "pareto":
+        return [int(i) for i in sel.pareto[:n]]
+    col = R.OBJECTIVE_COLUMNS[sel.objective]
+    idx = np.flatnonzero(sel.feasible)
+    vals = np.nan_to_num(sel.table[col].to_numpy()[idx], nan=-np.inf)
+    return [int(i) for i in idx[np.argsort(-vals, kind="stable")][:n]]
+
+
+def _render(sel: Selection, out: Console, top: int, crossings: list[Crossover]) -> None:
+    t = sel.table
+    illustrative = any("illustrative" in s for s in sel.space.sources.values())
+    out.print(
+        f"[bold]ConfigSpec select[/] — objective [cyan]{sel.objective}[/], model "
+        f"[cyan]{sel.preset.name}[/] ({sel.preset.description})"
+    )
+    out.print(
+        f"{len(t):,} configurations, {int(sel.feasible.sum()):,} feasible; RTT "
+        f"{_num(float(np.asarray(sel.link.rtt_ms)))} ms "
+        f"(network: {sel.network.source}); inputs — {_sources(sel)}"
+    )
+    if illustrative:
+        out.print(
+            "[bold yellow]Illustrative profiles:[/] these inputs are example data, not "
+            "measurements; every figure below is modelled from them."
+        )
+    chosen = sel.chosen
+    r = t.iloc[chosen]
+    out.print()
+    out.print(f"[bold green]Chosen ({sel.objective}):[/] {config_label(t, chosen)}")
+    out.print(
+        f"  goodput {_bounded(r, R.GOODPUT_TOK_S, R.GOODPUT_TOK_S_LOW, R.GOODPUT_TOK_S_HIGH)} "
+        f"tok/s · {_num(r[R.COST_USD_PER_MTOK])} USD/1M tok · "
+        f"{_num(r[R.ENERGY_J_PER_TOKEN])} J/tok ({r[R.ENERGY_NOTE]}) · "
+        f"{_num(r[R.SPEEDUP_VS_CLOUD_AR])}× vs cloud-only, "
+        f"{_num(r[R.SPEEDUP_VS_EDGE_ONLY])}× vs edge-only (modelled)"
+    )
+    if r[R.MODE] != R.MODE_SPECULATIVE:
+        out.print(
+            "  [bold]No speculation wins here:[/] no drafter beats plain decoding for this "
+            "objective under these profiles."
+        )
+    out.print()
+    title = (
+        "Pareto front (goodput, tokens/USD, tokens/J)"
+        if sel.objective == "pareto"
+        else (f"Top {top} by {sel.objective} ({OBJECTIVE_UNITS[sel.objective]})")
+    )
+    out.print(_config_table(sel, _top_rows(sel, top), title))
+    best = Table(title="Best per objective", title_justify="left", header_style="bold")
+    best.add_column("objective")
+    best.add_column("configuration")
+    best.add_column("value (modelled) [CI]", justify="right")
+    for name, row in sel.best.items():
+        if row is None:
+            best.add_row(name, "no power data", "n/a")
+            continue
+        col = R.OBJECTIVE_COLUMNS[name]
+        lo, hi = R.OBJECTIVE_BOUNDS[name]
+        best.add_row(
+            name,
+            config_label(t, row),
+            f"{_bounded(t.iloc[row], col, lo, hi)} {OBJECTIVE_UNITS[name]}",
+        )
+    out.print(best)
+    for parameter, what, unit, start in (
+        ("rtt_ms", "the RTT grows", " ms", "0"),
+        ("price_scale", "every cloud price is scaled (×0.1..×10)", "×", "0.1"),
+    ):
+        found = [c for c in crossings if c.parameter == parameter]
+        if not found:
+            continue
+        sens = Table(
+            title=f"Sensitivity: the {sel.objective} optimum as {what} (modelled)",
+            title_justify="left",
+            header_style="bold",
+        )
+        sens.add_column("from", justify="right")
+        sens.add_column("optimum")
+        sens.add_row(f"{start}{unit}", found[0].before)
+        for c in found:
+            sens.add_row(f"{_num(c.at)}{unit}", c.after)
+        out.print(sens)
+    if (t[R.ENERGY_NOTE].astype(str) == "drafting only (no idle power)").any():
+        out.print("  * energy charges drafting only (the device profile has no idle power)")
+
+
+def _render_breakeven(out: Console, report: list[Breakeven]) -> None:
+    if not report:
+        return
+    table = Table(
+        title=f"Breakeven for {report[0].configuration} (modelled)",
+        title_justify="left",
+        header_style="bold",
+        caption=(
+            f"α: single per-token acceptance rate; this drafter's profiled E(K) corresponds to "
+            f"α ≈ {report[0].measured_acceptance:.3f}. Compared with cloud-only decoding."
+        ),
+        caption_justify="left",
+    )
+    table.add_column("objective")
+    table.add_column("speculation pays when α >", justify="right")
+    table.add_column("round-trip time")
+    for b in report:
+        alpha = "never (even α = 1)" if b.acceptance is None else f"{b.acceptance:.3f}"
+        table.add_row(b.objective, alpha, b.rtt_note)
+    out.print(table)
+
+
+def _render_deployment(out: Console, dep: Deployment) -> None:
+    out.print(f"[bold]Deploy with {dep.engine}[/] (flags: {dep.version})")
+    for cmd in dep.shell().splitlines():
+        out.print(f"  {cmd}", highlight=False, soft_wrap=True)
+    for note in dep.notes:
+        out.print(f"  note: {note}", highlight=False)
+
+
+def _deployment(sel: Selection, engine: str, model_dir: str, server_url: str | None) -> Deployment:
+    r = sel.table.iloc[sel.chosen]
+    return emit(
+        engine,
+        str(r[R.MODE]),
+        None if pd.isna(r[R.TARGET]) else str(r[R.TARGET]),
+        None if pd.isna(r[R.DRAFTER]) else str(r[R.DRAFTER]),
+        None
+        if pd.isna(r[R.QUANTIZATION]) or not str(r[R.QUANTIZATION])
+        else str(r[R.QUANTIZATION]),
+        int(r[R.K]),
+        model_dir=model_dir,
+        server_url=server_url,
+        rtt_ms=float(np.asarray(sel.link.rtt_ms)) if sel.preset.include_network else None,
+    )
+
+
+def select_command(
+    profiles: Path = typer.Option(..., "--profiles", "-p", help="Profile directory."),
+    objective: str = typer.Option("goodput", help="goodput | cost | energy | pareto."),
+    rtt_ms: float | None = typer.Option(None, "--rtt-ms", help="Override the network RTT (ms)."),
+    constraint: list[str] = typer.Option(
+        [],
+        "--constraint",
+        "-c",
+        help="KEY=VALUE: min_goodput_tok_s, max_cost_usd_per_mtok, max_energy_j_per_token.",
+    ),
+    model: str = typer.Option("configspec", "--model", help="Model preset: configspec | paper."),
+    fmt: str = typer.Option("table", "--format", help="table | json | csv."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write here (atomically)."),
+    k_max: int | None = typer.Option(None, "--k-max", help="Largest K (default: preset's)."),
+    context_tokens: int = typer.Option(512, help="Context length the latencies are read at."),
+    device: list[str] = typer.Option([], "--device", help="Only these devices."),
+    drafter: list[str] = typer.Option([], "--drafter", help="Only these drafters."),
+    target: list[str] = typer.Option([], "--target", help="Only these targets."),
+    top: int = typer.Option(10, help="Rows in the table / JSON top list."),
+    allow_edge_only: bool = typer.Option(
+        False, help="Let edge-only decoding (the drafter's own text) be selected."
+    ),
+    sensitivity: bool | None = typer.Option(
+        None,
+        "--sensitivity/--no-sensitivity",
+        help="Report RTT and price crossovers (default: on up to 200,000 configurations).",
+    ),
+    rows: str = typer.Option("feasible", help="CSV rows: feasible | all | pareto."),
+    emit_engine: str | None = typer.Option(
+        None,
+        "--emit",
+        help="Print deploy commands: llama-server | llama-cpp-python | vllm | configspec.",
+    ),
+    model_dir: str = typer.Option("models", help="Where --emit expects <model id>.gguf files."),
+    server_url: str | None = typer.Option(None, help="Verifier URL for --emit configspec."),
+    show_breakeven: bool = typer.Option(
+        True, "--breakeven/--no-breakeven", help="Breakeven acceptance and RTT per objective."
+    ),
+    max_profile_age_days: float = typer.Option(
+        90.0, help="Warn about profiles older than this (days)."
+    ),
+    deployed_fingerprint: Path | None = typer.Option(
+        None,
+        help="JSON fingerprint of the deployment (engine, engine_version, build_flags, "
+        "threads, device, model_sha256); default: the installed llama-cpp-python.",
+    ),
+) -> None:
+    """Select the best drafter, quantisation, K and device for an objective."""
+    if objective not in OBJECTIVES:
+        raise InvalidInput(f"--objective {objective!r} is unknown; use {' | '.join(OBJECTIVES)}")
+    if fmt not in FORMATS:
+        raise InvalidInput(f"--format {fmt!r} is unknown; use {' | '.join(FORMATS)}")
+    if model not in PRESETS:
+        raise InvalidInput(f"--model {model!r} is unknown; use {' | '.join(sorted(PRESETS))}")
+    if rows not in ("feasible", "all", "pareto"):
+        raise InvalidInput(f"--rows {rows!r} is unknown; use feasible | all | pareto")
+    if emit_engine is not None and emit_engine not in ENGINES:
+        raise InvalidInput(f"--emit {emit_engine!r} is unknown; use {' | '.join(ENGINES)}")
+    if emit_engine is not None and fmt == "csv":
+        raise InvalidInput("--emit needs --format table or json")
+    if top < 1:
+        raise InvalidInput(f"--top {top} must be ≥ 1")
+    if not profiles.is_dir():
+        raise InvalidInput(f"--profiles {profiles} is not a directory; pass a profile directory")
+    preset = get_preset(model)
+    settings = SearchSettings(
+        k_max=k_max,
+        context_tokens=context_tokens,
+        devices=tuple(device),
+        drafters=tuple(drafter),
+        targets=tuple(target),
+    )
+    constraints = parse_constraints(constraint, allow_edge_only=allow_edge_only)
+    deployed = _read_fingerprint(deployed_fingerprint)
+    loaded = read_profiles(ProfileStore(profiles))
+    space = space_from_profiles(loaded, preset, settings)
+    network = loaded.network
+    sel = pick(space, network, objective, preset, constraints, rtt_ms)
+    sel.warnings.extend(
+        fingerprint_warnings(
+            loaded.devices, loaded.alignments, loaded.verifications, deployed, max_profile_age_days
+        )
+    )
+    deployment = None
+    if emit_engine is not None:
+        deployment = _deployment(sel, emit_engine, model_dir, server_url)
+    report: list[Breakeven] = []
+    if show_breakeven and fmt != "csv" and (space.inputs.mode == 0).any():
+        report = breakeven(sel)
+    crossings: list[Crossover] = []
+    if sensitivity is None:
+        sensitivity = len(space) <= SENSITIVITY_AUTO_LIMIT
+    if sensitivity and objective != "pareto" and fmt != "csv":
+        with progress_bar("sensitivity sweeps", total=2) as bar:
+            if preset.include_network:
+                crossings += crossovers(
+                    space, network, preset, constraints, objective, "rtt_ms", 0, 1000
+                )
+            bar.advance(bar.task_ids[0])
+            crossings += crossovers(
+                space, network, preset, constraints, objective, "price_scale", 0.1, 10.0
+            )
+            bar.advance(bar.task_ids[0])
+
+    if fmt == "json":
+        doc = selection_record(sel, top, crossings)
+        doc["breakeven"] = [b.__dict__ for b in report]
+        if deployment is not None:
+            doc["deployment"] = {
+                "engine": deployment.engine,
+                "version": deployment.version,
+                "commands": deployment.commands,
+                "shell": deployment.shell(),
+                "notes": deployment.notes,
+            }
+        text = json.dumps(doc, indent=2) + "\n"
+    elif fmt == "csv":
+        text = selection_csv(sel, rows)
+    else:
+        if output is not None:
+            with open(os.devnull, "w") as sink:
+                rec = Console(record=True, width=170, file=sink)
+                _render(sel, rec, top, crossings)
+                _render_breakeven(rec, report)
+                if deployment is not None:
+                    _render_deployment(rec, deployment)
+            text = rec.export_text()
+        else:
+            # Piped output has no width; give the table room instead of rich's 80 columns.
+            out = console if console.is_terminal else Console(width=170)
+            _render(sel, out, top, crossings)
+            _render_breakeven(out, report)
+            if deployment is not None:
+                _render_deployment(out, deployment)
+            text = ""
+    for w in sel.warnings:
+        err_console.print(f"[yellow]note:[/] {w}", highlight=False, soft_wrap=True)
+    if output is not None:
+        atomic_write_text(output, text)
+        err_console.print(f"wrote {output}")
+    elif fmt != "table":
+        typer.echo(text, nl=False)
+
+
+def _read_fingerprint(path: Path | None) -> dict[str, object]:
+    if path is None:
+        return installed_fingerprint()
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"--deployed-fingerprint {path}: cannot read JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise InvalidInput(f"--deployed-fingerprint {path} must hold a JSON object")
+    return doc

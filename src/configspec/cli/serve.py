@@ -1,0 +1,86 @@
+"""``configspec serve``: the cloud verifier and the network delay proxy."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import typer
+
+from configspec.cli._console import console, err_console
+from configspec.errors import InvalidInput
+
+app = typer.Typer(help="Run the cloud verifier or a network delay proxy.", no_args_is_help=True)
+
+
+def _host_port(text: str, what: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise InvalidInput(f"{what} {text!r} is not HOST:PORT (e.g. 127.0.0.1:8001)")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+@app.command()
+def verifier(
+    target: str = typer.Option(..., help="Target model: registered name or GGUF path."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on."),
+    n_ctx: int = typer.Option(4096, "--n-ctx", min=16, help="Target context window (tokens)."),
+    threads: int = typer.Option(2, min=1, help="Threads per target instance."),
+    slots: int = typer.Option(
+        1, min=1, help="Target instances (each keeps one session's cache warm)."
+    ),
+    max_sessions: int = typer.Option(32, min=1, help="Most sessions open at once."),
+    max_k: int = typer.Option(16, min=1, max=64, help="Largest K accepted per round."),
+    session_ttl_s: float = typer.Option(300.0, min=0.1, help="Idle seconds before expiry."),
+    cache_dir: Path | None = typer.Option(None, help="Model cache (see `configspec models`)."),
+) -> None:
+    """Serve speculative verification over HTTP (Ctrl+C stops)."""
+    from configspec.serving.loaders import load_target
+    from configspec.serving.server import run_server
+    from configspec.serving.sessions import ServerLimits, VerifierService
+
+    with err_console.status(f"loading {target}"):
+        targets = [
+            load_target(target, n_ctx=n_ctx, n_threads=threads, cache_dir=cache_dir)
+            for _ in range(slots)
+        ]
+    limits = ServerLimits(
+        max_sessions=max_sessions,
+        max_k=max_k,
+        max_context_tokens=n_ctx,
+        session_ttl_s=session_ttl_s,
+    )
+    service = VerifierService(targets, limits)
+    err_console.print(
+        f"verifying with {service.info.name} on http://{host}:{port} "
+        f"(K<={max_k}, {max_sessions} sessions, context {n_ctx}); /health, /metrics",
+        highlight=False,
+    )
+    run_server(service, host, port)
+
+
+@app.command()
+def proxy(
+    listen: str = typer.Option("127.0.0.1:8001", help="HOST:PORT to listen on (loopback)."),
+    upstream: str = typer.Option("127.0.0.1:8000", help="HOST:PORT of the verifier."),
+    delay_ms: float = typer.Option(0.0, help="One-way delay added in each direction (ms)."),
+    jitter_ms: float = typer.Option(0.0, help="Uniform jitter ± this much per chunk (ms)."),
+    bandwidth_mbps: float | None = typer.Option(
+        None, help="Bandwidth cap per direction (Mbit/s); default uncapped."
+    ),
+    seed: int | None = typer.Option(None, help="Seed of the jitter."),
+) -> None:
+    """Forward TCP to the verifier, adding delay, jitter and a bandwidth cap (Ctrl+C stops)."""
+    from configspec.serving.proxy import LinkSettings, serve_proxy
+
+    l_host, l_port = _host_port(listen, "--listen")
+    u_host, u_port = _host_port(upstream, "--upstream")
+    link = LinkSettings(delay_ms=delay_ms, jitter_ms=jitter_ms, bandwidth_mbps=bandwidth_mbps)
+    cap = f"{bandwidth_mbps:g} Mbit/s" if bandwidth_mbps else "uncapped"
+    console.print(
+        f"proxy {l_host}:{l_port} -> {u_host}:{u_port}: +{delay_ms:g}±{jitter_ms:g} ms each "
+        f"way (RTT +{2 * delay_ms:g} ms), {cap}",
+        highlight=False,
+    )
+    asyncio.run(serve_proxy(l_host, l_port, u_host, u_port, link, link, seed=seed))

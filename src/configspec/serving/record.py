@@ -1,0 +1,111 @@
+"""Turning a :class:`~configspec.serving.client.Generation` into a stored run record."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from configspec.config import Estimate, Provenance, RunConfig, RunRecord, RunTotals
+from configspec.serving.client import Generation
+
+_BOOTSTRAP_SAMPLES = 2000
+
+
+def _ratio_estimate(num: np.ndarray, den: np.ndarray, scale: float, seed: int = 0) -> Estimate:
+    """sum(num)/sum(den)·scale with a 95% bootstrap CI over rounds (measured)."""
+    mean = float(num.sum() / den.sum() * scale) if den.sum() > 0 else 0.0
+    n = len(num)
+    if n < 2 or den.sum() <= 0:
+        return Estimate(mean=mean, n=n, source="measured")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(_BOOTSTRAP_SAMPLES, n))
+    dens = den[idx].sum(axis=1)
+    ratios = num[idx].sum(axis=1) / np.where(dens > 0, dens, np.nan) * scale
+    lo, hi = np.nanpercentile(ratios, [2.5, 97.5])
+    return Estimate(mean=mean, ci_low=min(float(lo), mean), ci_high=max(float(hi), mean), n=n)
+
+
+def run_id_now(prefix: str = "edge") -> str:
+    """A sortable, unique run id: ``edge-20260101T120000Z-1a2b3c``."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{prefix}-{stamp}-{secrets.token_hex(3)}"
+
+
+def build_run_record(
+    gen: Generation,
+    config: RunConfig,
+    *,
+    run_id: str | None = None,
+    energy_note: str = "",
+    settings: dict[str, Any] | None = None,
+    backend: str | None = None,
+    backend_version: str | None = None,
+    model_sha256: dict[str, str] | None = None,
+) -> RunRecord:
+    """A :class:`RunRecord` with totals, measured goodput and acceptance (bootstrap CIs).
+
+    Goodput is generated tokens per second of decode wall time (prefill excluded), the
+    quantity the model predicts; ``tokens_per_joule`` is filled only when every round has
+    a metered energy.
+    """
+    rounds = gen.rounds
+    tokens = np.array([r.accepted + 1 for r in rounds], dtype=np.float64)
+    round_ms = np.array([r.round_ms for r in rounds], dtype=np.float64)
+    drafted = np.array([r.k for r in rounds], dtype=np.float64)
+    accepted = np.array([r.accepted for r in rounds], dtype=np.float64)
+    energies = [r.energy_j for r in rounds]
+    have_energy = bool(rounds) and all(e is not None for e in energies)
+    energy_j = float(sum(e or 0.0 for e in energies)) if have_energy else None
+    totals = RunTotals(
+        rounds=len(rounds),
+        generated_tokens=len(gen.tokens),
+        draft_tokens=int(drafted.sum()),
+        accepted_tokens=int(accepted.sum()),
+        decode_s=gen.decode_s,
+        prefill_ms=gen.prefill_ms,
+        draft_ms=float(sum(r.draft_ms for r in rounds)),
+        verify_ms=float(sum(r.verify_ms for r in rounds)),
+        network_ms=float(sum(r.network_ms for r in rounds)),
+        energy_j=energy_j,
+        reconnects=gen.reconnects,
+        stopped_by=gen.stopped_by,
+    )
+    goodput = Estimate(mean=0.0, n=0, source="measured")
+    if rounds and gen.decode_s > 0:
+        # mean from the true decode wall time; the CI's relative width from the rounds
+        per_round = _ratio_estimate(tokens, round_ms, 1e3)
+        mean = len(gen.tokens) / gen.decode_s
+        f = mean / per_round.mean if per_round.mean > 0 else 1.0
+        goodput = Estimate(
+            mean=mean,
+            ci_low=min(per_round.low * f, mean),
+            ci_high=max(per_round.high * f, mean),
+            n=len(rounds),
+        )
+    acceptance = _ratio_estimate(accepted, drafted, 1.0) if drafted.sum() > 0 else None
+    per_joule = None
+    if have_energy:
+        e = np.array(energies, dtype=np.float64)
+        per_joule = _ratio_estimate(tokens, e, 1.0) if e.sum() > 0 else None
+    elif not energy_note:
+        energy_note = "no device power meter was used; energy not recorded"
+    return RunRecord(
+        run_id=run_id or run_id_now(),
+        config=config,
+        rounds=rounds,
+        totals=totals,
+        goodput_tokens_per_s=goodput,
+        accepted_fraction=acceptance,
+        tokens_per_joule=per_joule,
+        energy_note=energy_note,
+        provenance=Provenance.here(
+            "measured",
+            backend=backend,
+            backend_version=backend_version,
+            model_sha256=model_sha256 or {},
+            settings=settings or {},
+        ),
+    )

@@ -1,0 +1,111 @@
+"""The verification rules, as pure numpy: greedy acceptance and speculative sampling.
+
+Greedy (temperature 0): accept the longest prefix of the draft that matches the target's
+argmax at each position; the next token is the target's argmax where the first mismatch
+happened (the correction), or after the last draft when all were accepted (the bonus).
+The output is then token-identical to decoding with the target alone.
+
+Speculative sampling (Leviathan et al. 2023, Chen et al. 2023): draft token ``x_i`` drawn
+from ``q_i`` is accepted with probability ``min(1, p_i(x_i) / q_i(x_i))``; on the first
+rejection the next token is drawn from the residual ``normalise(max(0, p_i - q_i))``;
+when all K are accepted the bonus is drawn from ``p_K``. Every emitted token is then
+distributed exactly as the target's ``p`` given the tokens before it, whatever ``q`` is,
+provided ``q`` is the distribution the draft was really sampled from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from configspec.serving.protocol import SparseDistribution
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Accepted draft count, the token that follows them, and whether it is a bonus."""
+
+    accepted: int
+    next_token: int
+    bonus: bool
+
+
+def greedy_verify(draft_tokens: Sequence[int], target_argmax: Sequence[int]) -> Outcome:
+    """Greedy acceptance; ``target_argmax`` has ``len(draft_tokens) + 1`` entries."""
+    k = len(draft_tokens)
+    if len(target_argmax) != k + 1:
+        raise ValueError(f"need {k + 1} target argmax entries for {k} drafts")
+    for i, tok in enumerate(draft_tokens):
+        if tok != target_argmax[i]:
+            return Outcome(i, int(target_argmax[i]), bonus=False)
+    return Outcome(k, int(target_argmax[k]), bonus=True)
+
+
+def apply_temperature(probs: FloatArray, temperature: float) -> FloatArray:
+    """Rows of ``probs`` (at temperature 1) re-tempered: ``p^(1/T)`` renormalised.
+
+    Equals ``softmax(logits / T)`` for the logits ``probs`` came from.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature {temperature} must be positive to sample")
+    p = np.asarray(probs, dtype=np.float64)
+    if temperature == 1.0:
+        return p / p.sum(axis=-1, keepdims=True)  # type: ignore[no-any-return]
+    with np.errstate(divide="ignore"):
+        logp = np.log(p) / temperature
+    logp -= logp.max(axis=-1, keepdims=True)
+    out = np.exp(logp)
+    return out / out.sum(axis=-1, keepdims=True)  # type: ignore[no-any-return]
+
+
+def dense_draft(dist: SparseDistribution, vocab_size: int) -> FloatArray:
+    """The full-vocabulary distribution a :class:`SparseDistribution` stands for.
+
+    Mass in ``remainder`` is spread uniformly over the ids not listed (an approximation,
+    see :mod:`configspec.serving.protocol`); with ``remainder == 0`` this is exact.
+    """
+    q = np.zeros(vocab_size, dtype=np.float64)
+    ids = np.asarray(dist.ids, dtype=np.int64)
+    if dist.remainder > 0 and vocab_size > len(ids):
+        q[:] = dist.remainder / (vocab_size - len(ids))
+    q[ids] = np.asarray(dist.probs, dtype=np.float64)
+    return q / q.sum()  # type: ignore[no-any-return]
+
+
+def sample_from(p: FloatArray, u: float) -> int:
+    """Inverse-CDF sample of an (unnormalised, non-negative) vector with uniform ``u``."""
+    cdf = np.cumsum(p)
+    idx = int(np.searchsorted(cdf, u * cdf[-1], side="right"))
+    return min(idx, len(p) - 1)
+
+
+def speculative_verify(
+    draft_tokens: Sequence[int],
+    draft_dists: Sequence[FloatArray],
+    target_probs: FloatArray,
+    rng: np.random.Generator,
+) -> Outcome:
+    """Speculative sampling over one round.
+
+    ``draft_dists[i]`` is the full distribution draft ``i`` was sampled from;
+    ``target_probs`` has shape (K + 1, vocab) at the sampling temperature.
+    """
+    k = len(draft_tokens)
+    if target_probs.shape[0] != k + 1 or len(draft_dists) != k:
+        raise ValueError(f"need {k + 1} target rows and {k} draft rows for {k} drafts")
+    for i, tok in enumerate(draft_tokens):
+        p = target_probs[i]
+        q = draft_dists[i]
+        px, qx = float(p[tok]), float(q[tok])
+        if qx > 0 and rng.random() * qx < px:  # u < p/q without dividing
+            continue
+        residual = np.maximum(p - q, 0.0)
+        if residual.sum() <= 0.0:  # p == q up to rounding: the residual is p itself
+            residual = p
+        return Outcome(i, sample_from(residual, rng.random()), bonus=False)
+    return Outcome(k, sample_from(target_probs[k], rng.random()), bonus=True)

@@ -1,0 +1,127 @@
+"""Small deterministic stand-ins for llama.cpp models (tests only).
+
+A "bigram" model: the distribution of the next token depends only on the previous one,
+through a fixed random table, so target-only decoding and exact distributions are cheap
+to compute and compare against.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from configspec.backends.base import DraftResult, Evaluation, ModelIdentity
+
+
+def bigram_table(vocab: int, seed: int, sharpness: float = 3.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(vocab, vocab)) * sharpness
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def identity(name: str, vocab: int, fingerprint: str = "fake-tok") -> ModelIdentity:
+    return ModelIdentity(
+        name=name,
+        family="fake",
+        architecture="bigram",
+        quantization=None,
+        parameter_count=None,
+        context_length=None,
+        vocab_size=vocab,
+        tokenizer_fingerprint=fingerprint,
+        file_sha256=None,
+    )
+
+
+class _Tok:
+    vocab: int
+
+    def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
+        return ([1] if add_bos else []) + [2 + (ord(c) % (self.vocab - 2)) for c in text]
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return "".join(f"<{t}>" for t in tokens)
+
+
+class FakeTarget(_Tok):
+    """A bigram target with a real rollback-able 'cache' (the evaluated sequence)."""
+
+    def __init__(
+        self, table: np.ndarray, *, stop_token_ids: Sequence[int] = (), delay_s: float = 0.0
+    ):
+        self.table = table
+        self.vocab = table.shape[0]
+        self.identity = identity("fake-target", self.vocab)
+        self.stop_token_ids = list(stop_token_ids)
+        self.cache: list[int] = []
+        self.evaluated_tokens = 0
+        self.delay_s = delay_s
+
+    def evaluate(self, context: Sequence[int], tokens: Sequence[int]) -> Evaluation:
+        t0 = time.perf_counter()
+        seq = [*context, *tokens]
+        common = 0
+        while common < min(len(seq), len(self.cache)) and seq[common] == self.cache[common]:
+            common += 1
+        self.evaluated_tokens += len(seq) - common
+        self.cache = seq
+        rows = self.table[seq[len(context) - 1 : len(seq)]]
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        return Evaluation(
+            argmax=[int(i) for i in rows.argmax(axis=1)],
+            probs=rows,
+            elapsed_s=time.perf_counter() - t0,
+        )
+
+    def rollback(self, n_tokens: int) -> None:
+        assert n_tokens <= len(self.cache), (n_tokens, len(self.cache))
+        self.cache = self.cache[:n_tokens]
+
+    def greedy(self, prompt: Sequence[int], n: int) -> list[int]:
+        out, prev = [], prompt[-1]
+        for _ in range(n):
+            prev = int(self.table[prev].argmax())
+            out.append(prev)
+        return out
+
+
+class FakeDrafter(_Tok):
+    """A bigram drafter: greedy argmax, or sampling from its table at a temperature."""
+
+    def __init__(
+        self, table: np.ndarray, *, fingerprint: str = "fake-tok", name: str = "fake-draft"
+    ):
+        self.table = table.astype(np.float64)
+        self.vocab = table.shape[0]
+        self.identity = identity(name, self.vocab, fingerprint)
+        self.calls = 0
+
+    def draft(
+        self, context: Sequence[int], k: int, *, temperature: float = 0.0, seed: int | None = None
+    ) -> DraftResult:
+        self.calls += 1
+        rng = np.random.default_rng(seed)
+        prev = context[-1]
+        toks, probs, dists = [], [], []
+        for _ in range(k):
+            q = self.table[prev]
+            if temperature == 0:
+                tok = int(q.argmax())
+                probs.append(1.0)
+            else:
+                q = q ** (1 / temperature)
+                q = q / q.sum()
+                tok = int(rng.choice(self.vocab, p=q))
+                probs.append(float(q[tok]))
+                dists.append(q)
+            toks.append(tok)
+            prev = tok
+        return DraftResult(
+            tokens=toks,
+            token_probs=probs,
+            distributions=np.array(dists, dtype=np.float32) if dists else None,
+        )

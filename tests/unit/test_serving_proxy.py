@@ -1,0 +1,131 @@
+"""The delay proxy adds the delay, jitter bound and bandwidth cap it is set to (loopback)."""
+
+from __future__ import annotations
+
+import socket
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from configspec.errors import InvalidInput
+from configspec.serving.proxy import DelayProxy, LinkSettings, check_loopback
+
+
+@pytest.fixture
+def echo_server() -> Iterator[tuple[str, int]]:
+    """A threaded TCP echo server on a free loopback port."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve_one(conn: socket.socket) -> None:
+        with conn:
+            while True:
+                try:
+                    data = conn.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                conn.sendall(data)
+
+    def accept_loop() -> None:
+        srv.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=serve_one, args=(conn,), daemon=True).start()
+
+    t = threading.Thread(target=accept_loop, daemon=True)
+    t.start()
+    yield srv.getsockname()[:2]
+    stop.set()
+    t.join()
+    srv.close()
+
+
+def _rtts_ms(port: int, n: int, payload: bytes = b"x" * 32) -> list[float]:
+    out = []
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for _ in range(n):
+            t0 = time.perf_counter()
+            s.sendall(payload)
+            got = b""
+            while len(got) < len(payload):
+                got += s.recv(65536)
+            out.append((time.perf_counter() - t0) * 1e3)
+            assert got == payload
+    return out
+
+
+def test_added_round_trip_matches_setting(echo_server: tuple[str, int]) -> None:
+    with DelayProxy(echo_server) as plain:
+        base = statistics.median(_rtts_ms(plain.port, 10))
+    with DelayProxy(echo_server, delay_ms=15.0) as proxy:
+        assert proxy.added_rtt_ms == 30.0
+        delayed = statistics.median(_rtts_ms(proxy.port, 10))
+    added = delayed - base
+    assert 29.0 <= added <= 40.0, f"added {added:.1f} ms for a 30 ms setting"
+
+
+def test_asymmetric_delay(echo_server: tuple[str, int]) -> None:
+    up, down = LinkSettings(delay_ms=20.0), LinkSettings(delay_ms=0.0)
+    with DelayProxy(echo_server, uplink=up, downlink=down) as proxy:
+        rtt = statistics.median(_rtts_ms(proxy.port, 6))
+    assert 19.5 <= rtt <= 30.0
+
+
+def test_jitter_stays_in_bounds_and_preserves_order(echo_server: tuple[str, int]) -> None:
+    with DelayProxy(echo_server, delay_ms=10.0, jitter_ms=5.0, seed=1) as proxy:
+        rtts = _rtts_ms(proxy.port, 20)
+        # bytes of a stream never reorder, even with jitter
+        with socket.create_connection(("127.0.0.1", proxy.port)) as s:
+            msg = b"".join(i.to_bytes(2, "big") for i in range(500))
+            for i in range(0, len(msg), 10):
+                s.sendall(msg[i : i + 10])
+            got = b""
+            while len(got) < len(msg):
+                got += s.recv(65536)
+            assert got == msg
+    assert min(rtts) >= 10.0  # two legs of >= 5 ms each
+    assert max(rtts) <= 35.0  # two legs of <= 15 ms each, plus slack
+    assert statistics.pstdev(rtts) > 0.5  # jitter is actually applied
+
+
+def test_bandwidth_cap(echo_server: tuple[str, int]) -> None:
+    payload = b"y" * 250_000  # 2 Mbit each way
+    with DelayProxy(echo_server, bandwidth_mbps=40.0) as proxy:
+        rtt = _rtts_ms(proxy.port, 1, payload)[0]
+    # 2 Mbit at 40 Mbit/s = 50 ms per direction; the two directions pipeline, so the
+    # echo takes at least one transfer time and at most about two.
+    assert 50.0 <= rtt <= 160.0, rtt
+
+
+def test_rejects_bad_settings() -> None:
+    with pytest.raises(InvalidInput, match="delay -1"):
+        LinkSettings(delay_ms=-1)
+    with pytest.raises(InvalidInput, match="bandwidth 0"):
+        LinkSettings(bandwidth_mbps=0)
+    with pytest.raises(InvalidInput, match="loopback"):
+        check_loopback("0.0.0.0")
+    assert check_loopback("::1") == "::1"
+
+
+def test_unreachable_upstream_closes_connection() -> None:
+    with socket.socket() as tmp:
+        tmp.bind(("127.0.0.1", 0))
+        dead_port = tmp.getsockname()[1]
+    with (
+        DelayProxy(("127.0.0.1", dead_port)) as proxy,
+        socket.create_connection(("127.0.0.1", proxy.port)) as s,
+    ):
+        s.settimeout(5)
+        assert s.recv(10) == b""

@@ -1,0 +1,114 @@
+"""The accept/resample rules: greedy equivalence and exact output distributions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from configspec.serving.protocol import SparseDistribution
+from configspec.serving.verify import (
+    apply_temperature,
+    dense_draft,
+    greedy_verify,
+    sample_from,
+    speculative_verify,
+)
+
+V = 5
+
+
+def test_greedy_accepts_longest_matching_prefix() -> None:
+    o = greedy_verify([1, 2, 3], [1, 2, 3, 4])
+    assert (o.accepted, o.next_token, o.bonus) == (3, 4, True)
+    o = greedy_verify([1, 9, 3], [1, 2, 3, 4])
+    assert (o.accepted, o.next_token, o.bonus) == (1, 2, False)
+    o = greedy_verify([], [7])
+    assert (o.accepted, o.next_token, o.bonus) == (0, 7, True)
+    with pytest.raises(ValueError):
+        greedy_verify([1], [1])
+
+
+def test_temperature_matches_softmax_of_logits() -> None:
+    logits = np.array([[1.0, 2.0, -1.0, 0.5]])
+    p1 = np.exp(logits) / np.exp(logits).sum()
+    for t in (0.3, 0.7, 1.0, 2.0):
+        want = np.exp(logits / t) / np.exp(logits / t).sum()
+        np.testing.assert_allclose(apply_temperature(p1, t), want, rtol=1e-9)
+
+
+def test_dense_draft_exact_and_remainder() -> None:
+    q = dense_draft(SparseDistribution(ids=[3, 1], probs=[0.75, 0.25]), 5)
+    np.testing.assert_allclose(q, [0, 0.25, 0, 0.75, 0])
+    q = dense_draft(SparseDistribution(ids=[0], probs=[0.4], remainder=0.6), 4)
+    np.testing.assert_allclose(q, [0.4, 0.2, 0.2, 0.2])
+
+
+def test_sample_from_inverse_cdf() -> None:
+    p = np.array([0.0, 0.5, 0.0, 0.5])
+    assert sample_from(p, 0.0) == 1
+    assert sample_from(p, 0.49) == 1
+    assert sample_from(p, 0.51) == 3
+    assert sample_from(p, 0.999999) == 3
+
+
+def _tables(rng: np.random.Generator, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic bigram target p and draft q (row = previous token) of one kind."""
+    p = rng.dirichlet(np.ones(V), size=V)
+    if kind == "random":
+        q = rng.dirichlet(np.ones(V), size=V)
+    elif kind == "equal":
+        q = p.copy()
+    elif kind == "onehot":  # a deterministic drafter (e.g. n-gram)
+        q = np.eye(V)[rng.integers(0, V, size=V)]
+    elif kind == "disjoint":  # q puts mass where p has none, and vice versa
+        p[:, :2] = 0.0
+        p /= p.sum(axis=1, keepdims=True)
+        q = np.zeros((V, V))
+        q[:, :3] = rng.dirichlet(np.ones(3), size=V)
+    else:
+        raise AssertionError(kind)
+    return p, q
+
+
+@pytest.mark.parametrize("kind", ["random", "equal", "onehot", "disjoint"])
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_speculative_sampling_matches_target_joint(kind: str, k: int) -> None:
+    """First and second emitted tokens are jointly distributed as p(t1|s) p(t2|t1)."""
+    rng = np.random.default_rng(1234 + k)
+    p, q = _tables(np.random.default_rng(7), kind)
+    start = 0
+    n = 6000
+    counts = np.zeros((V, V))
+    for _ in range(n):
+        out: list[int] = []
+        prev = start
+        while len(out) < 2:
+            drafts, dists, ctx = [], [], prev
+            for _ in range(k):
+                tok = int(rng.choice(V, p=q[ctx]))
+                drafts.append(tok)
+                dists.append(q[ctx])
+                ctx = tok
+            rows = [p[prev]] + [p[t] for t in drafts]
+            o = speculative_verify(drafts, dists, np.array(rows), rng)
+            out.extend(drafts[: o.accepted])
+            out.append(o.next_token)
+            prev = out[-1]
+        counts[out[0], out[1]] += 1
+    expected = p[start][:, None] * p
+    mask = expected.ravel() > 0
+    assert counts.ravel()[~mask].sum() == 0, "emitted a token the target gives probability 0"
+    chi2 = stats.chisquare(counts.ravel()[mask], n * expected.ravel()[mask])
+    assert chi2.pvalue > 1e-3, f"{kind} K={k}: chi2 p={chi2.pvalue:.2e}"
+
+
+def test_speculative_detects_a_wrong_rule() -> None:
+    """The chi-square test above has power: always-accept is caught."""
+    rng = np.random.default_rng(0)
+    p, q = _tables(np.random.default_rng(7), "random")
+    counts = np.zeros(V)
+    n = 6000
+    for _ in range(n):
+        counts[int(rng.choice(V, p=q[0]))] += 1  # the draft token, accepted blindly
+    assert stats.chisquare(counts, n * p[0]).pvalue < 1e-6
