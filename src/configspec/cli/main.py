@@ -12,6 +12,7 @@ import typer
 
 from configspec._version import __version__
 from configspec.cli import models as _models_cli
+from configspec.cli import profile as _profile_cli
 from configspec.cli import run as _run_cli
 from configspec.cli import serve as _serve_cli
 from configspec.cli._console import err_console, setup_logging
@@ -26,6 +27,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(_models_cli.app, name="models")
+app.add_typer(_profile_cli.profile_app, name="profile")
 app.add_typer(_serve_cli.app, name="serve")
 app.add_typer(_run_cli.app, name="run")
 
