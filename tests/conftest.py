@@ -20,6 +20,14 @@ def repo_root() -> Path:
     return REPO_ROOT
 
 
+@pytest.fixture(scope="session")
+def paper_data() -> Path:
+    """The paper's published measurements (read in place, never copied into the project)."""
+    if not (PAPER_DATA / "draft_speed.csv").is_file():
+        pytest.skip(f"paper data not found at {PAPER_DATA}")
+    return PAPER_DATA
+
+
 def _test_models_dir() -> Path:
     """Where the test model family lives: $CONFIGSPEC_TEST_MODELS, the shared machine cache,
     or (in CI / elsewhere) ``.cache/`` inside the repository (gitignored)."""

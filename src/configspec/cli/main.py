@@ -16,6 +16,8 @@ from configspec.cli import profile as _profile_cli
 from configspec.cli import run as _run_cli
 from configspec.cli import serve as _serve_cli
 from configspec.cli._console import err_console, setup_logging
+from configspec.cli.importers import import_app
+from configspec.cli.paper import paper_app
 from configspec.cli.select import select_command
 from configspec.errors import ConfigSpecError
 
@@ -39,6 +41,8 @@ def _root(
     setup_logging(verbose)
 
 
+app.add_typer(import_app, name="import")
+app.add_typer(paper_app, name="paper")
 app.command("select")(select_command)
 
 

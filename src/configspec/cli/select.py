@@ -26,8 +26,10 @@ from configspec.model.presets import PRESETS, get_preset
 from configspec.search import (
     OBJECTIVES,
     Crossover,
+    PairBest,
     SearchSettings,
     Selection,
+    best_per_pair,
     config_label,
     crossovers,
     parse_constraints,
@@ -134,15 +136,23 @@ def _top_rows(sel: Selection, n: int) -> list[int]:
 
 def _render(sel: Selection, out: Console, top: int, crossings: list[Crossover]) -> None:
     t = sel.table
-    illustrative = any("illustrative" in s for s in sel.space.sources.values())
+    illustrative = any(
+        "illustrative" in s
+        for kind, s in sel.space.sources.items()
+        if kind != "network" or sel.preset.include_network
+    )
+    link = (
+        f"RTT {_num(float(np.asarray(sel.link.rtt_ms)))} ms (network: {sel.network.source})"
+        if sel.preset.include_network
+        else f"no network term (model {sel.preset.name!r})"
+    )
     out.print(
         f"[bold]ConfigSpec select[/] — objective [cyan]{sel.objective}[/], model "
         f"[cyan]{sel.preset.name}[/] ({sel.preset.description})"
     )
     out.print(
-        f"{len(t):,} configurations, {int(sel.feasible.sum()):,} feasible; RTT "
-        f"{_num(float(np.asarray(sel.link.rtt_ms)))} ms "
-        f"(network: {sel.network.source}); inputs — {_sources(sel)}"
+        f"{len(t):,} configurations, {int(sel.feasible.sum()):,} feasible; {link}; "
+        f"inputs — {_sources(sel)}"
     )
     if illustrative:
         out.print(
@@ -208,6 +218,63 @@ def _render(sel: Selection, out: Console, top: int, crossings: list[Crossover]) 
         out.print(sens)
     if (t[R.ENERGY_NOTE].astype(str) == "drafting only (no idle power)").any():
         out.print("  * energy charges drafting only (the device profile has no idle power)")
+
+
+def _render_per_pair(sel: Selection, out: Console, pairs: list[PairBest]) -> None:
+    if not pairs:
+        return
+    t = sel.table
+    table = Table(
+        title="Best per (target, device) (modelled)", title_justify="left", header_style="bold"
+    )
+    for col in ("target", "device", "objective", "drafter", "quant", "K"):
+        table.add_column(col)
+    for col in ("goodput tok/s", "tokens/USD", "J/token"):
+        table.add_column(col, justify="right")
+    for p in pairs:
+        if p.row is None:
+            why = "no power data" if p.objective == "energy" else "no feasible configuration"
+            table.add_row(p.target, p.device, p.objective, f"[yellow]{why}[/]", "", "", "", "", "")
+            continue
+        r = t.iloc[p.row]
+        energy = r[R.ENERGY_J_PER_TOKEN]
+        table.add_row(
+            p.target,
+            p.device,
+            p.objective,
+            str(r[R.DRAFTER]),
+            str(r[R.QUANTIZATION]),
+            str(int(r[R.K])),
+            _num(r[R.GOODPUT_TOK_S]),
+            f"{r[R.TOKENS_PER_USD]:,.0f}",
+            "no power data" if pd.isna(energy) else _num(energy),
+        )
+    out.print(table)
+
+
+def _pair_record(sel: Selection, pairs: list[PairBest]) -> list[dict[str, object]]:
+    t = sel.table
+    out: list[dict[str, object]] = []
+    for p in pairs:
+        doc: dict[str, object] = {"target": p.target, "device": p.device, "objective": p.objective}
+        if p.row is None:
+            doc["note"] = (
+                "no power data" if p.objective == "energy" else "no feasible configuration"
+            )
+        else:
+            r = t.iloc[p.row]
+            energy = r[R.ENERGY_J_PER_TOKEN]
+            doc.update(
+                drafter=str(r[R.DRAFTER]),
+                quantization=str(r[R.QUANTIZATION]),
+                k=int(r[R.K]),
+                goodput_tok_s=float(r[R.GOODPUT_TOK_S]),
+                tokens_per_usd=float(r[R.TOKENS_PER_USD]),
+                energy_j_per_token=None if pd.isna(energy) else float(energy),
+                energy_note="no power data" if pd.isna(energy) else str(r[R.ENERGY_NOTE]),
+            )
+        out.append(doc)
+    return out
 
 
 def _render_breakeven(out: Console, report: list[Breakeven]) -> None:
@@ -295,6 +362,12 @@ def select_command(
     show_breakeven: bool = typer.Option(
         True, "--breakeven/--no-breakeven", help="Breakeven acceptance and RTT per objective."
     ),
+    per_pair: bool | None = typer.Option(
+        None,
+        "--per-pair/--no-per-pair",
+        help="Optimum per objective for every (target, device) pair "
+        "[default: on when there is more than one pair].",
+    ),
     max_profile_age_days: float = typer.Option(
         90.0, help="Warn about profiles older than this (days)."
     ),
@@ -361,8 +434,14 @@ def select_command(
             )
             bar.advance(bar.task_ids[0])
 
+    pairs = best_per_pair(sel) if per_pair is not False and fmt != "csv" else []
+    if per_pair is None and len({(p.target, p.device) for p in pairs}) < 2:
+        pairs = []
+
     if fmt == "json":
         doc = selection_record(sel, top, crossings)
+        if pairs:
+            doc["per_pair"] = _pair_record(sel, pairs)
         doc["breakeven"] = [b.__dict__ for b in report]
         if deployment is not None:
             doc["deployment"] = {
@@ -380,6 +459,7 @@ def select_command(
             with open(os.devnull, "w") as sink:
                 rec = Console(record=True, width=170, file=sink)
                 _render(sel, rec, top, crossings)
+                _render_per_pair(sel, rec, pairs)
                 _render_breakeven(rec, report)
                 if deployment is not None:
                     _render_deployment(rec, deployment)
@@ -388,6 +468,7 @@ def select_command(
             # Piped output has no width; give the table room instead of rich's 80 columns.
             out = console if console.is_terminal else Console(width=170)
             _render(sel, out, top, crossings)
+            _render_per_pair(sel, out, pairs)
             _render_breakeven(out, report)
             if deployment is not None:
                 _render_deployment(out, deployment)

@@ -247,3 +247,30 @@ def select(
     p = get_preset(preset)
     space, network = load_space(store, p, settings)
     return pick(space, network, objective, p, constraints, rtt_ms)
+
+
+@dataclass(frozen=True)
+class PairBest:
+    """The optimum of one objective for one (target, device) pair; ``row`` is None when no
+    feasible configuration of the pair has a value (e.g. energy without power data)."""
+
+    target: str
+    device: str
+    objective: str
+    row: int | None
+
+
+def best_per_pair(sel: Selection) -> list[PairBest]:
+    """The optimum per objective for every (target, device) pair of speculative
+    configurations, with :func:`best_row`'s tie rule; pairs sorted by target, device."""
+    table = sel.table
+    spec = (table[R.MODE] == R.MODE_SPECULATIVE).to_numpy()
+    targets = table[R.TARGET].astype(str).to_numpy()
+    devices = table[R.DEVICE].astype(str).to_numpy()
+    pairs = sorted(set(zip(targets[spec], devices[spec], strict=True)))
+    out = []
+    for target, device in pairs:
+        mask = sel.feasible & spec & (targets == target) & (devices == device)
+        for name, col in R.OBJECTIVE_COLUMNS.items():
+            out.append(PairBest(target, device, name, best_row(table, col, mask)))
+    return out

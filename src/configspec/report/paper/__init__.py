@@ -1,0 +1,1 @@
+"""Reproduce the ConfigSpec paper's analysis from imported profiles, and stress it."""
