@@ -160,7 +160,7 @@ def greedy_match(target_tokens: npt.ArrayLike, drafter_tokens: npt.ArrayLike) ->
     d = np.asarray(drafter_tokens, dtype=np.int64)
     if y.shape != d.shape:
         raise ValueError(f"trajectory length {y.shape} != drafter length {d.shape}")
-    return (y == d).astype(np.float64)
+    return np.asarray(y == d, dtype=np.float64)
 
 
 # --------------------------------------------------------------------------- rounds
@@ -187,7 +187,7 @@ def block_match_matrix(target_tokens: npt.ArrayLike, blocks: npt.ArrayLike) -> F
     idx = np.arange(n)[:, None] + np.arange(k_max)[None, :]
     inside = idx < n
     y_at = np.where(inside, y[np.minimum(idx, n - 1)], -2)
-    out = ((d == y_at) & (d >= 0)).astype(np.float64)
+    out: FloatArray = np.asarray((d == y_at) & (d >= 0), dtype=np.float64)
     out[~inside] = np.nan
     return out
 
