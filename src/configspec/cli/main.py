@@ -11,6 +11,7 @@ import sys
 import typer
 
 from configspec._version import __version__
+from configspec.cli import models as _models_cli
 from configspec.cli._console import err_console, setup_logging
 from configspec.errors import ConfigSpecError
 
@@ -21,6 +22,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.add_typer(_models_cli.app, name="models")
 
 
 @app.callback()

@@ -1,0 +1,109 @@
+"""``configspec models``: prepare the embedded family, list and register GGUF models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from configspec.backends.models import DRAFTER_QUANTS, TARGET_QUANT, ModelRegistry, quant_ftype
+from configspec.cli._console import console, make_progress
+
+app = typer.Typer(help="Prepare, list and register GGUF models.", no_args_is_help=True)
+
+_CACHE_OPT = typer.Option(
+    None,
+    "--cache-dir",
+    help="Model cache (default $CONFIGSPEC_CACHE_DIR or ~/.cache/configspec).",
+)
+
+
+def _size(n_bytes: int | None) -> str:
+    return "?" if n_bytes is None else f"{n_bytes / 1e6:,.0f} MB"
+
+
+def _params(n: int | None) -> str:
+    if n is None:
+        return "?"
+    return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.0f} M"
+
+
+@app.command()
+def prepare(
+    cache_dir: Path | None = _CACHE_OPT,
+    quant: list[str] = typer.Option(
+        list(DRAFTER_QUANTS), "--quant", "-q", help="Drafter quantisation (repeatable)."
+    ),
+    target_quant: str = typer.Option(TARGET_QUANT, help="Quantisation of the target."),
+    threads: int = typer.Option(2, min=1, help="Threads for quantisation."),
+) -> None:
+    """Write the Gemma 3 270M drafter variants and target into the cache (idempotent)."""
+    registry = ModelRegistry(cache_dir)
+    for q in [*quant, target_quant]:
+        quant_ftype(q)  # fail on a bad name before drawing a progress bar
+    with make_progress() as progress:
+        task = progress.add_task("preparing", total=None)
+
+        def on_step(i: int, total: int, description: str) -> None:
+            progress.update(task, completed=i, total=total, description=description)
+
+        family = registry.prepare_family(
+            quant, target_quant=target_quant, n_threads=threads, on_step=on_step
+        )
+    built = set(family.built)
+    for identity in [*family.drafters.values(), family.target]:
+        state = "written" if identity.name in built else "up to date"
+        console.print(f"{identity.name:<24} {state:<11} {identity.path}", highlight=False)
+    console.print(f"registry: {registry.registry_path}", highlight=False)
+
+
+@app.command("list")
+def list_models(cache_dir: Path | None = _CACHE_OPT) -> None:
+    """Show the registered models with their GGUF metadata."""
+    registry = ModelRegistry(cache_dir)
+    entries = registry.entries()
+    if not entries:
+        console.print(
+            f"no models in {registry.cache_dir}; run `configspec models prepare` or "
+            "`configspec models register PATH`",
+            highlight=False,
+        )
+        return
+    table = Table(title=f"models in {registry.cache_dir}", title_justify="left")
+    table.add_column("name", no_wrap=True)
+    for col in ("family", "arch", "quant", "params", "ctx", "vocab", "size", "sha256", "source"):
+        right = col in ("params", "ctx", "vocab", "size")
+        table.add_column(col, justify="right" if right else "left", no_wrap=col != "family")
+    for entry in entries:
+        ident = entry.identity
+        table.add_row(
+            ident.name,
+            ident.family,
+            ident.architecture,
+            ident.quantization or "?",
+            _params(ident.parameter_count),
+            f"{ident.context_length:,}" if ident.context_length else "?",
+            f"{ident.vocab_size:,}",
+            _size(ident.file_size_bytes),
+            (ident.file_sha256 or "?")[:8],
+            entry.source,
+        )
+    console.print(table)
+
+
+@app.command("register")
+def register_model(
+    path: Path = typer.Argument(..., help="A GGUF model file."),
+    name: str | None = typer.Option(None, help="Name to register (default: from metadata)."),
+    cache_dir: Path | None = _CACHE_OPT,
+) -> None:
+    """Validate, hash and register your own GGUF file."""
+    registry = ModelRegistry(cache_dir)
+    with console.status(f"hashing {path}"):
+        ident = registry.register(path, name=name)
+    console.print(
+        f"registered {ident.name} ({ident.architecture}, {ident.quantization}, family "
+        f"{ident.family}) from {ident.path}",
+        highlight=False,
+    )
