@@ -88,3 +88,16 @@ def test_cli_bad_input_one_line(
     err = capsys.readouterr().err.strip()
     assert needle in err
     assert err.startswith("error:") and len(err.splitlines()) == 1
+
+
+def test_registered_file_changed_or_gone(tmp_path: Path) -> None:
+    reg = ModelRegistry(tmp_path / "cache")
+    model = write_tiny_gguf(tmp_path / "mine.gguf")
+    first = reg.register(model, name="mine")
+    write_tiny_gguf(model, file_type=7)  # replaced in place with a Q8_0 file
+    again = reg.get("mine")
+    assert again.quantization == "Q8_0" and again.file_sha256 != first.file_sha256
+    assert reg.entries()[0].identity == again  # the registry was updated
+    model.unlink()
+    with pytest.raises(ModelFileError, match="is gone"):
+        reg.resolve("mine")
