@@ -107,7 +107,11 @@ class Drafter(Tokenizing, Protocol):
         temperature: float = 0.0,
         seed: int | None = None,
     ) -> DraftResult:
-        """Propose ``k`` tokens after ``context`` (greedy at temperature 0, else sampled)."""
+        """Propose ``k`` tokens after ``context`` (greedy at temperature 0, else sampled).
+
+        Model drafters always return ``k`` tokens; a model-free drafter (n-gram lookup)
+        may return fewer, even none, when the context offers no match.
+        """
         ...
 
 

@@ -32,6 +32,12 @@ from configspec.errors import BackendUnavailable, InvalidInput, ModelFileError
 logger = logging.getLogger(__name__)
 
 
+def _silence_llama_logger() -> None:
+    # Llama(verbose=False) sets ERROR, which still lets llama.cpp warnings through
+    log = logging.getLogger("llama-cpp-python")
+    log.setLevel(max(log.level, logging.CRITICAL + 1))
+
+
 def softmax(logits: FloatArray, temperature: float = 1.0) -> FloatArray:
     """Row-wise softmax of ``logits / temperature`` in float64, returned as float32."""
     z = np.asarray(logits, dtype=np.float64) / temperature
@@ -86,6 +92,7 @@ class LlamaCppModel:
                 )
         except (ValueError, RuntimeError) as exc:
             raise ModelFileError(f"llama.cpp cannot load {self.path}: {exc}") from None
+        _silence_llama_logger()
         self.n_threads = n_threads
         self.n_ctx = int(self._llm.n_ctx())
         self.n_batch = n_batch
@@ -231,6 +238,7 @@ class LlamaCppDrafter(LlamaCppModel):
         self._check_tokens(context, "context")
         keep = min(self._common_prefix(context), len(context) - 1)
         self._truncate(keep)
+        keep = len(self._tokens)  # 0 if the cache had to be cleared
         last: FloatArray = self._decode(context[keep:], all_logits=False)[-1]
         return last
 
@@ -301,6 +309,7 @@ class LlamaCppTarget(LlamaCppModel):
         # positions len(context)-1 .. len(full)-1 need logits, so they are (re)decoded
         keep = min(self._common_prefix(full), len(context) - 1)
         self._truncate(keep)
+        keep = len(self._tokens)  # 0 if the cache had to be cleared
         logits = self._decode(full[keep:], all_logits=True)
         rows = logits[len(context) - 1 - keep :]
         probs = softmax(rows)
@@ -318,3 +327,49 @@ class LlamaCppTarget(LlamaCppModel):
                 f"rollback to {n_tokens} tokens is out of range (0..{len(self._tokens)})"
             )
         self._truncate(n_tokens)
+
+
+class LlamaCppTokenizer:
+    """Only the vocabulary of a GGUF model (``vocab_only``): tokenize/detokenize, no weights.
+
+    What the n-gram drafter and the remote target use to speak the target's token ids.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        identity: ModelIdentity | None = None,
+        hash_cache: Sha256Cache | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self._identity = identity or read_identity(self.path, hash_cache=hash_cache)
+        import llama_cpp
+
+        try:
+            with quiet_native_stderr():
+                self._llm = llama_cpp.Llama(
+                    model_path=str(self.path), vocab_only=True, verbose=False
+                )
+        except (ValueError, RuntimeError) as exc:
+            raise ModelFileError(f"llama.cpp cannot load {self.path}: {exc}") from None
+        _silence_llama_logger()
+        self.n_vocab = int(self._llm.n_vocab())
+
+    @property
+    def identity(self) -> ModelIdentity:
+        """The identity of the model whose vocabulary this is."""
+        return self._identity
+
+    def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
+        """Token ids of ``text`` (special tokens parsed)."""
+        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """Text of ``tokens`` (invalid UTF-8 fragments replaced)."""
+        return self._llm.detokenize(list(tokens)).decode("utf-8", errors="replace")
+
+    @property
+    def bos_token(self) -> int:
+        """The beginning-of-sequence token id."""
+        return int(self._llm.token_bos())

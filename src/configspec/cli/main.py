@@ -12,6 +12,7 @@ import typer
 
 from configspec._version import __version__
 from configspec.cli import models as _models_cli
+from configspec.cli import profile as _profile_cli
 from configspec.cli import run as _run_cli
 from configspec.cli import serve as _serve_cli
 from configspec.cli._console import err_console, setup_logging
@@ -28,6 +29,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(_models_cli.app, name="models")
+app.add_typer(_profile_cli.profile_app, name="profile")
 app.add_typer(_serve_cli.app, name="serve")
 app.add_typer(_run_cli.app, name="run")
 
@@ -50,29 +52,41 @@ def version() -> None:
     typer.echo(__version__)
 
 
+def _usage_error_types() -> tuple[type[BaseException], ...]:
+    """Click's exception classes: typer >= 0.20 vendors its own click, older ones use click."""
+    import click
+
+    found: list[type[BaseException]] = [click.ClickException]
+    try:
+        from typer._click.exceptions import ClickException as VendoredClickException
+    except ImportError:  # pragma: no cover - depends on the typer version
+        pass
+    else:
+        found.append(VendoredClickException)
+    return tuple(found)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; map expected errors to one line on stderr and a non-zero exit code."""
     try:
-        app(args=argv, standalone_mode=False)
+        result = app(args=argv, standalone_mode=False)
     except ConfigSpecError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return exc.exit_code
-    except typer.Abort:
-        err_console.print("aborted")
-        return 130
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130
-    except SystemExit as exc:  # typer/click exit paths
-        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
+        if isinstance(exc, _usage_error_types()):
+            exc.show()  # type: ignore[attr-defined]
+            return int(exc.exit_code)  # type: ignore[attr-defined]
+        if type(exc).__name__ == "Abort":
+            err_console.print("aborted")
+            return 130
         raise
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -59,10 +60,16 @@ def prepare(
 
 
 @app.command("list")
-def list_models(cache_dir: Path | None = _CACHE_OPT) -> None:
+def list_models(
+    cache_dir: Path | None = _CACHE_OPT,
+    as_json: bool = typer.Option(False, "--json", help="Print the registry entries as JSON."),
+) -> None:
     """Show the registered models with their GGUF metadata."""
     registry = ModelRegistry(cache_dir)
     entries = registry.entries()
+    if as_json:
+        typer.echo(json.dumps([e.to_dict() for e in entries], indent=2))
+        return
     if not entries:
         console.print(
             f"no models in {registry.cache_dir}; run `configspec models prepare` or "
@@ -107,3 +114,43 @@ def register_model(
         f"{ident.family}) from {ident.path}",
         highlight=False,
     )
+
+
+@app.command("check")
+def check_pair(
+    drafter: str = typer.Argument(..., help="Drafter: registered name, GGUF path or ngram."),
+    target: str = typer.Argument(..., help="Target: registered name, GGUF path or http(s) URL."),
+    tokenizer: str | None = typer.Option(
+        None, help="For a URL target: registered name or GGUF path with its vocabulary."
+    ),
+    cache_dir: Path | None = _CACHE_OPT,
+) -> None:
+    """Check that a drafter and a target can be paired (same tokenizer; server reachable)."""
+    from configspec.backends.factory import (
+        check_compatible,
+        is_url,
+        open_target,
+        open_tokenizer,
+        resolve_identity,
+    )
+    from configspec.backends.ngram import NgramDrafter
+
+    if is_url(target):
+        with console.status(f"contacting {target}"):
+            remote = open_target(target, tokenizer=tokenizer, cache_dir=cache_dir)
+        target_id = remote.identity
+    else:
+        target_id = resolve_identity(target, cache_dir=cache_dir)
+    if drafter.startswith("ngram"):
+        tok = open_tokenizer(tokenizer or str(target_id.path), cache_dir=cache_dir)
+        drafter_id = NgramDrafter(tok).identity
+    else:
+        drafter_id = resolve_identity(drafter, cache_dir=cache_dir)
+    check_compatible(drafter_id, target_id)
+    for role, ident in (("drafter", drafter_id), ("target", target_id)):
+        console.print(
+            f"{role:<8} {ident.name} ({ident.architecture}, {ident.quantization or '-'}, "
+            f"family {ident.family})",
+            highlight=False,
+        )
+    console.print("compatible: same tokenizer", highlight=False)

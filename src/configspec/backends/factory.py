@@ -1,0 +1,177 @@
+"""Open drafters and targets from one-word specs, and refuse incompatible pairs.
+
+A spec is one of:
+
+* a registered model name (``configspec models list``), e.g. ``gemma-3-270m-q4_0``;
+* a path to a GGUF file;
+* ``ngram`` or ``ngram:MIN-MAX`` (drafter only; uses the target's tokenizer);
+* an ``http(s)://`` URL of an OpenAI-compatible server (target only; needs a local
+  tokenizer: a spec of a GGUF file with the served model's vocabulary).
+
+Pairing checks tokenizer fingerprints from GGUF metadata before any weights are loaded.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from configspec.backends.base import Drafter, ModelIdentity, Target, Tokenizing
+from configspec.backends.llamacpp import LlamaCppDrafter, LlamaCppTarget, LlamaCppTokenizer
+from configspec.backends.models import ModelRegistry
+from configspec.backends.ngram import NgramDrafter
+from configspec.backends.remote import RemoteTarget
+from configspec.errors import IncompatibleModels, InvalidInput
+
+_NGRAM = re.compile(r"^ngram(?::(\d+)-(\d+))?$")
+
+
+@dataclass(frozen=True)
+class LlamaSettings:
+    """llama.cpp settings shared by local drafters and targets (threads, tokens)."""
+
+    n_threads: int = 2
+    n_ctx: int = 512
+    n_batch: int = 512
+
+
+def is_url(spec: str) -> bool:
+    """True for an ``http://`` or ``https://`` spec."""
+    return spec.startswith(("http://", "https://"))
+
+
+def check_compatible(drafter: ModelIdentity, target: ModelIdentity) -> None:
+    """Raise :class:`IncompatibleModels` unless both use the same tokenizer."""
+    if (
+        drafter.tokenizer_fingerprint != target.tokenizer_fingerprint
+        or drafter.vocab_size != target.vocab_size
+    ):
+        raise IncompatibleModels(
+            f"drafter {drafter.name} (family {drafter.family}, vocab {drafter.vocab_size}) "
+            f"and target {target.name} (family {target.family}, vocab {target.vocab_size}) "
+            "use different tokenizers; pick a drafter from the target's family"
+        )
+
+
+def resolve_identity(spec: str, *, cache_dir: Path | None = None) -> ModelIdentity:
+    """Identity of a registered name or GGUF path, from metadata (no weights loaded)."""
+    return ModelRegistry(cache_dir).resolve(spec)
+
+
+def open_tokenizer(spec: str | Tokenizing, *, cache_dir: Path | None = None) -> Tokenizing:
+    """A tokenizer: an object that already tokenizes, or the vocabulary of a GGUF spec."""
+    if not isinstance(spec, str):
+        return spec
+    if is_url(spec) or _NGRAM.match(spec):
+        raise InvalidInput(f"{spec!r} has no vocabulary; give a registered model or GGUF path")
+    identity = resolve_identity(spec, cache_dir=cache_dir)
+    return LlamaCppTokenizer(str(identity.path), identity=identity)
+
+
+def open_target(
+    spec: str,
+    *,
+    tokenizer: str | Tokenizing | None = None,
+    cache_dir: Path | None = None,
+    settings: LlamaSettings | None = None,
+    top_k: int = 10,
+    timeout_s: float = 60.0,
+) -> Target:
+    """Open the target named by ``spec`` (registered name, GGUF path or server URL).
+
+    A URL needs ``tokenizer`` (a spec or object with the served model's vocabulary).
+    """
+    settings = settings or LlamaSettings()
+    if _NGRAM.match(spec):
+        raise InvalidInput("ngram is a drafter, not a target; give a model or server URL")
+    if is_url(spec):
+        if tokenizer is None:
+            raise InvalidInput(
+                f"remote target {spec} needs a local tokenizer: pass --tokenizer with a GGUF "
+                "file or registered model of the served model's family"
+            )
+        return RemoteTarget(
+            spec, open_tokenizer(tokenizer, cache_dir=cache_dir), top_k=top_k, timeout_s=timeout_s
+        )
+    identity = resolve_identity(spec, cache_dir=cache_dir)
+    return LlamaCppTarget(
+        str(identity.path),
+        identity=identity,
+        n_threads=settings.n_threads,
+        n_ctx=settings.n_ctx,
+        n_batch=settings.n_batch,
+    )
+
+
+def open_drafter(
+    spec: str,
+    *,
+    tokenizer: str | Tokenizing | None = None,
+    cache_dir: Path | None = None,
+    settings: LlamaSettings | None = None,
+) -> Drafter:
+    """Open the drafter named by ``spec`` (registered name, GGUF path, or ``ngram[:MIN-MAX]``).
+
+    ``ngram`` needs ``tokenizer`` (normally the target object).
+    """
+    settings = settings or LlamaSettings()
+    if is_url(spec):
+        raise InvalidInput(f"{spec} is a server URL; remote models can only be targets")
+    match = _NGRAM.match(spec)
+    if match:
+        if tokenizer is None:
+            raise InvalidInput("the ngram drafter needs the target's tokenizer")
+        min_n, max_n = (int(match[1]), int(match[2])) if match[1] else (1, 3)
+        return NgramDrafter(
+            open_tokenizer(tokenizer, cache_dir=cache_dir), min_n=min_n, max_n=max_n
+        )
+    identity = resolve_identity(spec, cache_dir=cache_dir)
+    return LlamaCppDrafter(
+        str(identity.path),
+        identity=identity,
+        n_threads=settings.n_threads,
+        n_ctx=settings.n_ctx,
+        n_batch=settings.n_batch,
+    )
+
+
+def open_pair(
+    drafter_spec: str,
+    target_spec: str,
+    *,
+    tokenizer: str | Tokenizing | None = None,
+    cache_dir: Path | None = None,
+    settings: LlamaSettings | None = None,
+    top_k: int = 10,
+    timeout_s: float = 60.0,
+) -> tuple[Drafter, Target]:
+    """Open a drafter and a target and check they share a tokenizer.
+
+    GGUF identities are compared before loading any weights; :class:`IncompatibleModels`
+    names both models otherwise. ``tokenizer`` is needed only for a URL target.
+    """
+    if not is_url(target_spec) and not _NGRAM.match(drafter_spec) and not is_url(drafter_spec):
+        check_compatible(
+            resolve_identity(drafter_spec, cache_dir=cache_dir),
+            resolve_identity(target_spec, cache_dir=cache_dir),
+        )
+    target = open_target(
+        target_spec,
+        tokenizer=tokenizer,
+        cache_dir=cache_dir,
+        settings=settings,
+        top_k=top_k,
+        timeout_s=timeout_s,
+    )
+    try:
+        drafter = open_drafter(
+            drafter_spec, tokenizer=target, cache_dir=cache_dir, settings=settings
+        )
+        check_compatible(drafter.identity, target.identity)
+    except BaseException:
+        close = getattr(target, "close", None)
+        if callable(close):
+            close()
+        raise
+    return drafter, target

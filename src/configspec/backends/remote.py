@@ -1,0 +1,320 @@
+"""OpenAI-compatible remote target: verification through ``/v1/completions``.
+
+One request per block: the prompt is ``context + tokens``, with ``echo=true``,
+``logprobs=top_k``, ``max_tokens=1`` and ``temperature=0``. The prompt tokens' log-probs
+come back echoed, so position ``i`` of the block gets the server's top-k after
+``context + tokens[:i]``; the one generated token's log-probs give the distribution past
+the block (``max_tokens=0`` would lose that row). The server keeps its own prefix cache
+(vLLM's automatic prefix caching, llama-cpp-python's KV reuse), so :meth:`rollback` is
+local bookkeeping.
+
+Prompts are sent as token ids (vLLM and OpenAI accept lists of ints) and log-prob keys
+are read as ids when the server honours vLLM's ``return_tokens_as_token_ids``. Servers
+that only take text prompts (``python -m llama_cpp.server``) get the detokenized text;
+the echoed tokens are then checked against ours piece by piece and the text keys of the
+top-k are mapped back to ids with the local tokenizer (tokens whose text is not unique
+map to the first id that spells it, -1 if none).
+
+``transport`` is an :mod:`httpx` transport seam (tests, proxies, custom TLS).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import numpy as np
+
+from configspec.backends.base import Evaluation, ModelIdentity, Tokenizing
+from configspec.errors import BackendUnavailable, InvalidInput
+
+logger = logging.getLogger(__name__)
+
+_TOKEN_ID_PREFIX = "token_id:"
+
+
+def _short(text: str, limit: int = 160) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+class RemoteTarget:
+    """A target served by an OpenAI-compatible HTTP server (a Target).
+
+    ``base_url`` is ``http(s)://host:port`` (with or without ``/v1``); ``tokenizer`` is a
+    local copy of the served model's vocabulary (e.g.
+    :class:`~configspec.backends.llamacpp.LlamaCppTokenizer`), whose identity stands for
+    the remote model's; ``model`` is the served model id (default: the first listed by
+    ``/v1/models``); ``top_k`` the number of log-probs asked per position;
+    ``timeout_s`` the per-request timeout in seconds.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        tokenizer: Tokenizing,
+        *,
+        model: str | None = None,
+        top_k: int = 10,
+        timeout_s: float = 60.0,
+        api_key: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise InvalidInput(f"remote target URL {base_url!r} must start with http(s)://")
+        if top_k < 1:
+            raise InvalidInput(f"top_k={top_k} is out of range (>= 1)")
+        root = base_url.rstrip("/")
+        self.base_url = root[:-3] if root.endswith("/v1") else root
+        self.tokenizer = tokenizer
+        self.top_k = top_k
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(
+            base_url=self.base_url, timeout=timeout_s, transport=transport, headers=headers
+        )
+        self.timeout_s = timeout_s
+        self.requests = 0  # HTTP requests answered
+        self.model = model or self._first_model()
+        self._identity = dataclasses.replace(
+            tokenizer.identity,
+            name=self.model,
+            file_sha256=None,
+            file_size_bytes=None,
+            path=f"{self.base_url}/v1",
+        )
+        self._token_ids_ok: bool | None = None  # learnt from the first completion
+        self._piece_ids: dict[str, int] = {}
+        self._tokens: list[int] = []
+
+    # HTTP --------------------------------------------------------------------
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        url = f"{self.base_url}{path}"
+        try:
+            response = self._client.request(method, path, json=body)
+        except httpx.ConnectError as exc:
+            raise BackendUnavailable(
+                f"cannot connect to {url} ({_short(str(exc), 80)}); start the server or fix the URL"
+            ) from None
+        except httpx.TimeoutException:
+            raise BackendUnavailable(
+                f"{url} did not answer within {self.timeout_s:g} s; raise the timeout or "
+                "check the server"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise BackendUnavailable(f"request to {url} failed: {_short(str(exc))}") from None
+        self.requests += 1
+        if response.status_code >= 400:
+            raise _HttpStatus(response.status_code, url, _error_message(response))
+        try:
+            return response.json()
+        except ValueError:
+            raise BackendUnavailable(
+                f"{url} is not an OpenAI-compatible server (answered "
+                f"{response.headers.get('content-type', 'no content type')}, not JSON)"
+            ) from None
+
+    def _first_model(self) -> str:
+        try:
+            listing = self._request("GET", "/v1/models")
+        except _HttpStatus as exc:
+            raise BackendUnavailable(
+                f"{self.base_url} is not an OpenAI-compatible server (GET /v1/models: HTTP "
+                f"{exc.status}); give the URL of a vLLM or llama.cpp server"
+            ) from None
+        data = listing.get("data") if isinstance(listing, dict) else None
+        if not isinstance(data, list) or not data or not isinstance(data[0], dict):
+            raise BackendUnavailable(
+                f"{self.base_url} is not an OpenAI-compatible server (GET /v1/models has no "
+                "model list)"
+            )
+        return str(data[0].get("id", "default"))
+
+    def close(self) -> None:
+        """Close the HTTP connection pool."""
+        self._client.close()
+
+    def __enter__(self) -> RemoteTarget:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # Tokenizing ----------------------------------------------------------------
+    @property
+    def identity(self) -> ModelIdentity:
+        """The local tokenizer's identity, named after the served model, path = the URL."""
+        return self._identity
+
+    def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
+        """Token ids of ``text`` with the local copy of the served vocabulary."""
+        return self.tokenizer.tokenize(text, add_bos=add_bos)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """Text of ``tokens``."""
+        return self.tokenizer.detokenize(tokens)
+
+    @property
+    def cached_tokens(self) -> list[int]:
+        """Tokens of the current sequence (the server holds their KV cache)."""
+        return list(self._tokens)
+
+    # Target ----------------------------------------------------------------------
+    def _complete(self, prompt: list[int]) -> tuple[dict[str, Any], bool]:
+        """POST the completion; returns (logprobs object, prompt was sent as token ids)."""
+        body: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "echo": True,
+            "logprobs": self.top_k,
+            "return_tokens_as_token_ids": True,
+        }
+        if self._token_ids_ok is not False:
+            try:
+                reply = self._request("POST", "/v1/completions", {**body, "prompt": prompt})
+                self._token_ids_ok = True
+                return _logprobs_of(reply, self.base_url), True
+            except _HttpStatus as exc:
+                if self._token_ids_ok or exc.status not in (400, 422, 500):
+                    raise exc.as_error() from None
+                logger.info("%s rejects token-id prompts; sending text", self.base_url)
+                self._token_ids_ok = False
+        text = self.tokenizer.detokenize(prompt[1:] if self._starts_with_bos(prompt) else prompt)
+        try:
+            reply = self._request("POST", "/v1/completions", {**body, "prompt": text})
+        except _HttpStatus as exc:
+            raise exc.as_error() from None
+        return _logprobs_of(reply, self.base_url), False
+
+    def _starts_with_bos(self, prompt: list[int]) -> bool:
+        bos = self.tokenizer.tokenize("", add_bos=True)
+        return bool(bos) and prompt[:1] == bos[:1]
+
+    def _piece(self, token: int) -> str:
+        return self.tokenizer.detokenize([token])
+
+    def _id_of(self, key: str, hint: int | None) -> int:
+        """Token id of a log-prob key: ``token_id:N``, else the text mapped back to an id."""
+        if key.startswith(_TOKEN_ID_PREFIX):
+            return int(key[len(_TOKEN_ID_PREFIX) :])
+        if hint is not None and self._piece(hint) == key:
+            return hint
+        if key not in self._piece_ids:
+            ids = self.tokenizer.tokenize(key, add_bos=False)
+            self._piece_ids[key] = ids[0] if len(ids) == 1 else -1
+        return self._piece_ids[key]
+
+    def evaluate(self, context: Sequence[int], tokens: Sequence[int]) -> Evaluation:
+        """Server top-k after ``context + tokens[:i]`` for i = 0..len(tokens).
+
+        ``top_ids``/``top_probs`` are (len(tokens)+1) × width, sorted by probability,
+        padded with id -1 / probability 0; ``argmax`` is each row's top id. ``probs`` is
+        None (servers return top-k only). ``elapsed_s`` is the round trip in seconds.
+        """
+        if len(context) < 2:
+            raise InvalidInput(
+                f"the context has {len(context)} token(s); the remote target needs at least 2 "
+                "(servers return no log-prob for the first prompt token)"
+            )
+        start = time.perf_counter()
+        full = [int(t) for t in (*context, *tokens)]
+        logprobs, as_ids = self._complete(full)
+        echoed = logprobs["tokens"]
+        tops = logprobs["top_logprobs"]
+        # echoed = prompt tokens (some servers drop BOS) + the one generated token
+        offset = len(full) - (len(echoed) - 1)
+        if offset not in (0, 1) or (offset == 1 and not self._starts_with_bos(full)):
+            raise BackendUnavailable(
+                f"{self.base_url} echoed {len(echoed) - 1} prompt tokens for {len(full)} sent; "
+                "it re-tokenised the prompt text (special tokens such as EOS do not survive "
+                "as text); use a server that accepts token-id prompts, e.g. vLLM"
+            )
+        if not as_ids:
+            for pos in range(max(offset, len(context)), len(full)):
+                mine, theirs = self._piece(full[pos]), str(echoed[pos - offset])
+                if mine != theirs:
+                    raise BackendUnavailable(
+                        f"{self.base_url} re-tokenised the prompt differently at position "
+                        f"{pos} ({theirs!r} vs {mine!r}); use a server that accepts token-id "
+                        "prompts, e.g. vLLM"
+                    )
+        rows_ids: list[list[int]] = []
+        rows_p: list[list[float]] = []
+        for q in range(len(context), len(full) + 1):  # q = index of the predicted token
+            top = tops[q - offset] if q - offset < len(tops) else None
+            if not isinstance(top, dict) or not top:
+                raise BackendUnavailable(
+                    f"{self.base_url} returned no top log-probs for prompt position {q}; "
+                    "start llama_cpp.server with --logits_all true"
+                )
+            hint = full[q] if q < len(full) else None
+            pairs = sorted(
+                ((self._id_of(str(k), hint), math.exp(float(v))) for k, v in top.items()),
+                key=lambda kv: -kv[1],
+            )
+            rows_ids.append([i for i, _ in pairs])
+            rows_p.append([p for _, p in pairs])
+        width = max(len(r) for r in rows_ids)
+        top_ids = np.full((len(rows_ids), width), -1, dtype=np.int64)
+        top_probs = np.zeros((len(rows_ids), width), dtype=np.float32)
+        for r, (ids, ps) in enumerate(zip(rows_ids, rows_p, strict=True)):
+            top_ids[r, : len(ids)] = ids
+            top_probs[r, : len(ps)] = ps
+        self._tokens = full
+        return Evaluation(
+            argmax=[int(r[0]) for r in top_ids],
+            top_ids=top_ids,
+            top_probs=top_probs,
+            elapsed_s=time.perf_counter() - start,
+            extra={"token_id_prompt": float(as_ids)},
+        )
+
+    def rollback(self, n_tokens: int) -> None:
+        """Keep the first ``n_tokens`` of the sequence (the server's cache follows)."""
+        if not 0 <= n_tokens <= len(self._tokens):
+            raise InvalidInput(
+                f"rollback to {n_tokens} tokens is out of range (0..{len(self._tokens)})"
+            )
+        del self._tokens[n_tokens:]
+
+
+class _HttpStatus(Exception):
+    """Internal: an HTTP error status, turned into a BackendUnavailable by callers."""
+
+    def __init__(self, status: int, url: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.url, self.message = status, url, message
+
+    def as_error(self) -> BackendUnavailable:
+        return BackendUnavailable(f"{self.url} returned HTTP {self.status}: {self.message}")
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return _short(response.text or response.reason_phrase)
+    err = body.get("error", body) if isinstance(body, dict) else body
+    if isinstance(err, dict):
+        err = err.get("message", err)
+    return _short(str(err))
+
+
+def _logprobs_of(reply: Any, base_url: str) -> dict[str, Any]:
+    try:
+        logprobs = reply["choices"][0]["logprobs"]
+        if not isinstance(logprobs["tokens"], list) or not isinstance(
+            logprobs["top_logprobs"], list
+        ):
+            raise TypeError
+    except (KeyError, IndexError, TypeError):
+        raise BackendUnavailable(
+            f"{base_url} is not an OpenAI-compatible completions server: the reply to "
+            "/v1/completions has no choices[0].logprobs.tokens/top_logprobs"
+        ) from None
+    return dict(logprobs)

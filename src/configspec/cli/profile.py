@@ -1,0 +1,290 @@
+"""``configspec profile ...``: measure the device and the target, store the profiles.
+
+Thin: parse options, call :mod:`configspec.profiling`, draw progress bars and a summary
+table. Other stages add their sweeps to :data:`profile_app` (e.g. ``profile alignment``).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+from rich.progress import Progress, TaskID
+from rich.table import Table
+
+from configspec.cli._console import console, make_progress
+from configspec.config import Estimate
+from configspec.errors import InvalidInput
+from configspec.profiling.sweep import ProgressEvent, ProgressFn
+from configspec.store import ProfileStore
+
+profile_app = typer.Typer(
+    help="Measure drafters on this device, targets in the cloud, and store the profiles.",
+    no_args_is_help=True,
+)
+
+DEFAULT_DRAFTERS = (
+    "gemma-3-270m-q4_0",
+    "gemma-3-270m-q4_k_m",
+    "gemma-3-270m-q8_0",
+    "gemma-3-270m-f16",
+    "ngram",
+)
+
+PROFILES_OPTION = typer.Option(
+    Path(os.environ.get("CONFIGSPEC_PROFILES", "profiles")),
+    "--profiles",
+    help="Profile directory (env CONFIGSPEC_PROFILES).",
+)
+CACHE_DIR_OPTION = typer.Option(
+    None, "--cache-dir", help="Model cache directory (default: configspec's cache)."
+)
+
+
+def parse_cpus(text: str | None) -> tuple[int, ...] | None:
+    """``"0,2-3"`` → (0, 2, 3); None stays None."""
+    if not text:
+        return None
+    cpus: set[int] = set()
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            cpus.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise InvalidInput(f"--cpus {text!r} is not a CPU list like 0,2-3") from None
+    return tuple(sorted(cpus))
+
+
+@contextmanager
+def _progress() -> Iterator[ProgressFn]:
+    with make_progress() as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def on_event(event: ProgressEvent) -> None:
+            if event.label not in tasks:
+                tasks[event.label] = bar.add_task(event.label, total=event.total)
+            desc = f"{event.label} [dim]{event.detail}[/]" if event.detail else event.label
+            bar.update(
+                tasks[event.label], completed=event.done, total=event.total, description=desc
+            )
+
+        yield on_event
+        _finish(bar)
+
+
+def _finish(bar: Progress) -> None:
+    bar.refresh()
+
+
+def _fmt(est: Estimate | None, unit: str = "", digits: int = 3) -> str:
+    if est is None:
+        return "—"
+    rel = (est.high - est.mean) / est.mean if est.mean else 0.0
+    tag = "" if est.source == "measured" else f" [dim]({est.source})[/]"
+    return f"{est.mean:.{digits}g}{unit} ±{rel:.1%}{tag}"
+
+
+@profile_app.command("device")
+def device(
+    drafter: list[str] = typer.Option(
+        list(DEFAULT_DRAFTERS),
+        "--drafter",
+        "-d",
+        help="Drafter spec (registered name, GGUF path, ngram[:MIN-MAX]); repeatable.",
+    ),
+    device_name: str = typer.Option(
+        None, "--device", help="Device name (default: host name, -Nt suffix if emulated)."
+    ),
+    description: str = typer.Option("", "--description", help="Free-text device description."),
+    k_max: int = typer.Option(16, "--k-max", help="Largest K profiled (1..64)."),
+    context: list[int] = typer.Option([128, 512], "--context", help="Context length; repeatable."),
+    threads: int = typer.Option(None, "--threads", help="llama.cpp threads (default: all CPUs)."),
+    cpus: str = typer.Option(None, "--cpus", help="CPU affinity, e.g. 0-1 (emulates a device)."),
+    meter: str = typer.Option("auto", "--meter", help="Power meter: auto, none, rapl, nvml, ..."),
+    meter_trace: Path = typer.Option(None, "--meter-trace", help="Trace CSV for --meter replay."),
+    meter_root: Path = typer.Option(
+        None, "--meter-root", help="sysfs root for rapl/hwmon/jetson (e.g. a mounted /sys copy)."
+    ),
+    idle_power_w: float = typer.Option(None, "--idle-power-w", help="Estimator idle power (W)."),
+    power_w_per_core: float = typer.Option(
+        None, "--power-w-per-core", help="Estimator power per busy core (W)."
+    ),
+    idle_s: float = typer.Option(3.0, "--idle-s", help="Seconds of idle power measurement."),
+    ci: float = typer.Option(0.05, "--ci", help="Target 95% CI half-width, relative to mean."),
+    point_budget_s: float = typer.Option(10.0, "--point-budget-s", help="Max seconds per point."),
+    min_repeats: int = typer.Option(5, "--min-repeats"),
+    max_repeats: int = typer.Option(100, "--max-repeats"),
+    tokenizer: str = typer.Option(None, "--tokenizer", help="Vocabulary for the ngram drafter."),
+    restart: bool = typer.Option(False, "--restart", help="Ignore an existing checkpoint."),
+    profiles: Path = PROFILES_OPTION,
+    cache_dir: Path = CACHE_DIR_OPTION,
+) -> None:
+    """Profile drafting latency (K = 1..K_max × contexts), prefill, memory and power."""
+    from configspec.power import make_meter
+    from configspec.power.base import PowerMeter
+    from configspec.profiling.device import DeviceProfiler, DeviceSweepSettings
+
+    settings = DeviceSweepSettings(
+        k_max=k_max,
+        context_tokens=tuple(context),
+        min_repeats=min_repeats,
+        max_repeats=max_repeats,
+        rel_half_width=ci,
+        point_budget_s=point_budget_s,
+        threads=threads,
+        cpus=parse_cpus(cpus),
+        idle_s=idle_s,
+    )
+    settings.validate()
+    power: PowerMeter | None = None
+    if meter != "none":
+        kwargs: dict[str, object] = {}
+        if meter_root is not None:
+            if meter not in ("rapl", "hwmon", "jetson"):
+                raise InvalidInput(f"--meter-root applies to rapl, hwmon and jetson, not {meter}")
+            kwargs["root"] = meter_root
+        if meter == "replay" and meter_trace is not None:
+            kwargs["path"] = meter_trace
+        if meter == "estimate":
+            if idle_power_w is not None:
+                kwargs["idle_power_w"] = idle_power_w
+            if power_w_per_core is not None:
+                kwargs["power_w_per_busy_core"] = power_w_per_core
+        power = make_meter(meter, **kwargs)
+        power.probe()
+    name = device_name or (platform.node() or "device")
+    if device_name is None and settings.emulated():
+        name += f"-{settings.resolved_threads()}t"
+    profiler = DeviceProfiler(
+        drafter,
+        ProfileStore(profiles),
+        device=name,
+        description=description,
+        settings=settings,
+        meter=power,
+        cache_dir=cache_dir,
+        tokenizer=tokenizer,
+        restart=restart,
+    )
+    try:
+        with _progress() as on_event:
+            profile, path, report = profiler.run(on_event)
+    finally:
+        if power is not None:
+            power.close()
+
+    table = Table(title=f"device profile {profile.device.name}" + (
+        " (emulated)" if profile.device.emulated else ""))  # fmt: skip
+    table.add_column("drafter", no_wrap=True)
+    for ctx in settings.context_tokens:
+        table.add_column(f"ms/token K=1 ctx={ctx}", justify="right")
+        table.add_column(f"K={settings.k_max}", justify="right")
+    table.add_column("prefill tok/s", justify="right")
+    table.add_column("peak MB", justify="right")
+    table.add_column("power W", justify="right")
+    for d in profile.drafters:
+        by = {(p.k, p.context_tokens): p.per_token_ms for p in d.latency}
+        row = [d.drafter]
+        for ctx in settings.context_tokens:
+            row += [_fmt(by.get((1, ctx))), _fmt(by.get((settings.k_max, ctx)))]
+        row += [
+            _fmt(d.prefill_tokens_per_s),
+            f"{d.memory_bytes / 1e6:.0f}",
+            _fmt(d.draft_power_w),
+        ]
+        table.add_row(*row)
+    console.print(table)
+    n_ok = sum(p.converged for p in report.points)
+    idle = f"idle {_fmt(profile.idle_power_w, ' W')}, " if profile.idle_power_w else ""
+    meter_line = f"meter {profile.meter.name} ({profile.meter.source})" if profile.meter else (
+        "no power meter")  # fmt: skip
+    console.print(
+        f"{n_ok}/{len(report.points)} points within ±{ci:.0%} (95% CI), worst "
+        f"±{report.worst_rel_half_width:.1%}; {report.resumed_points} resumed from checkpoint; "
+        f"{idle}{meter_line}; {report.wall_time_s:.0f} s wall. Latencies measured on "
+        f"{settings.resolved_threads()} thread(s). Saved {path}",
+        highlight=False,
+    )
+
+
+@profile_app.command("verify")
+def verify(
+    target: str = typer.Option(
+        "gemma-3-270m-f32",
+        "--target",
+        "-t",
+        help="Target: registered name, GGUF path, or OpenAI-compatible server URL.",
+    ),
+    tokenizer: str = typer.Option(None, "--tokenizer", help="Vocabulary for a server target."),
+    price_usd_per_hour: float = typer.Option(
+        None, "--price-usd-per-hour", help="Cloud price per GPU hour (USD)."
+    ),
+    price_usd_per_million_tokens: float = typer.Option(
+        None, "--price-usd-per-million-tokens", help="Cloud price per million tokens (USD)."
+    ),
+    hardware: str = typer.Option("", "--hardware", help="Where the target runs (e.g. 1×A10G)."),
+    k_max: int = typer.Option(16, "--k-max", help="Largest K; positions 1..K_max+1 are timed."),
+    context: list[int] = typer.Option([128, 512], "--context", help="Context length; repeatable."),
+    batch: list[int] = typer.Option(
+        [1], "--batch", help="Batch size (server targets); repeatable."
+    ),
+    threads: int = typer.Option(None, "--threads", help="llama.cpp threads for a local target."),
+    ci: float = typer.Option(0.05, "--ci", help="Target 95% CI half-width, relative to mean."),
+    point_budget_s: float = typer.Option(10.0, "--point-budget-s", help="Max seconds per point."),
+    min_repeats: int = typer.Option(5, "--min-repeats"),
+    max_repeats: int = typer.Option(50, "--max-repeats"),
+    restart: bool = typer.Option(False, "--restart", help="Ignore an existing checkpoint."),
+    profiles: Path = PROFILES_OPTION,
+    cache_dir: Path = CACHE_DIR_OPTION,
+) -> None:
+    """Profile target verification latency for 1..K_max+1 positions, with its price."""
+    from configspec.profiling.verification import (
+        VerificationProfiler,
+        VerifySweepSettings,
+        parse_price,
+    )
+
+    price = parse_price(price_usd_per_hour, price_usd_per_million_tokens)
+    settings = VerifySweepSettings(
+        k_max=k_max,
+        context_tokens=tuple(context),
+        batch_sizes=tuple(batch),
+        min_repeats=min_repeats,
+        max_repeats=max_repeats,
+        rel_half_width=ci,
+        point_budget_s=point_budget_s,
+        threads=threads,
+    )
+    profiler = VerificationProfiler(
+        target,
+        ProfileStore(profiles),
+        price=price,
+        settings=settings,
+        tokenizer=tokenizer,
+        cache_dir=cache_dir,
+        hardware=hardware,
+        restart=restart,
+    )
+    with _progress() as on_event:
+        profile, path, report = profiler.run(on_event)
+    table = Table(title=f"verification profile {profile.target} ({profile.endpoint})")
+    table.add_column("positions", justify="right")
+    cols = [(c, b) for b in settings.batch_sizes for c in settings.context_tokens]
+    for c, b in cols:
+        table.add_column(f"ms ctx={c}" + (f" B={b}" if b > 1 else ""), justify="right")
+    by = {(p.positions, p.context_tokens, p.batch): p.latency_ms for p in profile.latency}
+    for positions in range(1, k_max + 2):
+        table.add_row(str(positions), *[_fmt(by.get((positions, c, b))) for c, b in cols])
+    console.print(table)
+    n_ok = sum(p.converged for p in report.points)
+    worst = max((p.rel_half_width for p in report.points), default=0.0)
+    console.print(
+        f"{n_ok}/{len(report.points)} points within ±{ci:.0%} (95% CI), worst ±{worst:.1%}; "
+        f"{report.resumed_points} resumed; price {profile.price.model_dump_json()}; "
+        f"{report.wall_time_s:.0f} s wall. Saved {path}",
+        highlight=False,
+    )

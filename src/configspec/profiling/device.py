@@ -1,0 +1,537 @@
+"""Device profiling: how fast each drafter drafts on this device, its memory and power.
+
+For every drafter and every context length C and K = 1..K_max the sweep measures the
+per-token drafting latency: the drafter holds C context tokens in its cache (as it does
+after a verification round), then proposes K tokens; latency / K is one sample. Each point
+is warmed up, then repeated until the 95% CI half-width is within the target (default 5%)
+of the mean or the point's time budget runs out; both outcomes are recorded. Prefill
+throughput (tokens/s from an empty cache), peak resident memory while the drafter is loaded
+and drafting, and average power while drafting (with the idle power measured before any
+drafting) complete the profile.
+
+``threads`` and ``cpus`` (CPU affinity via ``os.sched_setaffinity``) let one machine stand
+in for a smaller device class; such profiles are marked ``emulated``. Progress is
+checkpointed after every point (:mod:`configspec.profiling.sweep`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from configspec.backends.base import Drafter, ModelIdentity, Tokenizing
+from configspec.config import (
+    DeviceInfo,
+    DeviceProfile,
+    DrafterOnDevice,
+    DraftLatencyPoint,
+    Estimate,
+    Provenance,
+    Source,
+)
+from configspec.errors import InvalidInput, ProfileError
+from configspec.power.base import Measurement, PowerMeter
+from configspec.profiling import host
+from configspec.profiling.stats import estimate, repeat_until, t975
+from configspec.profiling.sweep import NO_PROGRESS, Checkpoint, ProgressEvent, ProgressFn
+from configspec.store import ProfileStore
+
+log = logging.getLogger(__name__)
+
+K_LIMIT = 64
+#: Plain prose the drafting contexts are cut from (repeated to length; written for this
+#: project, no licence attached). Repetition also gives the n-gram drafter matches, as a
+#: real conversation does.
+CONTEXT_TEXT = (
+    "Speculative decoding lets a small model guess the next few words and a large model "
+    "check them all at once. When the guesses are good, several tokens are produced for the "
+    "price of one pass of the large model; when they are bad, little is lost. The edge "
+    "device drafts, the cloud verifies, and the network sits in between. A good "
+    "configuration balances how long drafting takes, how often the guesses are accepted, "
+    "what the cloud charges and how much energy the device spends. "
+)
+
+
+@dataclass(frozen=True)
+class DeviceSweepSettings:
+    """What the device sweep measures and how hard it tries.
+
+    ``rel_half_width`` is the target 95% CI half-width relative to the mean;
+    ``point_budget_s`` the most time spent repeating one point; ``threads`` the llama.cpp
+    thread count (default: every allowed CPU); ``cpus`` an optional CPU affinity set;
+    ``idle_s`` how long idle power is measured before drafting (0 skips it).
+    """
+
+    k_max: int = 16
+    context_tokens: tuple[int, ...] = (128, 512)
+    warmup: int = 2
+    min_repeats: int = 5
+    max_repeats: int = 100
+    rel_half_width: float = 0.05
+    point_budget_s: float = 10.0
+    prefill_repeats: int = 3
+    threads: int | None = None
+    cpus: tuple[int, ...] | None = None
+    idle_s: float = 3.0
+
+    def validate(self) -> None:
+        """Raise :class:`InvalidInput` naming the first out-of-range setting."""
+        if not 1 <= self.k_max <= K_LIMIT:
+            raise InvalidInput(f"K_max={self.k_max} is out of range (1..{K_LIMIT})")
+        if not self.context_tokens or min(self.context_tokens) < 1:
+            raise InvalidInput(
+                f"context lengths {list(self.context_tokens)} must be ≥ 1 token each"
+            )
+        if self.warmup < 0 or self.min_repeats < 2 or self.max_repeats < self.min_repeats:
+            raise InvalidInput(
+                f"repeats out of range: warmup={self.warmup} (≥ 0), min_repeats="
+                f"{self.min_repeats} (≥ 2), max_repeats={self.max_repeats} (≥ min_repeats)"
+            )
+        if not 0 < self.rel_half_width < 1:
+            raise InvalidInput(f"CI target {self.rel_half_width} is out of range (0..1)")
+        if self.point_budget_s <= 0 or self.idle_s < 0 or self.prefill_repeats < 1:
+            raise InvalidInput(
+                f"point_budget_s={self.point_budget_s} must be > 0, idle_s={self.idle_s} "
+                f"≥ 0 and prefill_repeats={self.prefill_repeats} ≥ 1"
+            )
+        if self.threads is not None and self.threads < 1:
+            raise InvalidInput(f"threads={self.threads} is out of range (≥ 1)")
+
+    def resolved_threads(self) -> int:
+        """llama.cpp threads: ``threads``, else one per CPU in ``cpus`` or allowed CPUs."""
+        if self.threads is not None:
+            return self.threads
+        return len(self.cpus) if self.cpus else len(host.allowed_cpus())
+
+    def emulated(self) -> bool:
+        """True when fewer threads or CPUs are used than the machine allows."""
+        allowed = host.allowed_cpus()
+        restricted = self.cpus is not None and set(self.cpus) != set(allowed)
+        return restricted or self.resolved_threads() < len(allowed)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Settings as plain JSON data (recorded in provenance and checkpoints)."""
+        data = asdict(self)
+        data["context_tokens"] = list(self.context_tokens)
+        data["cpus"] = list(self.cpus) if self.cpus is not None else None
+        data["threads"] = self.resolved_threads()
+        return data
+
+
+@dataclass
+class PointResult:
+    """One measured sweep point, as shown in the summary table."""
+
+    drafter: str
+    k: int
+    context_tokens: int
+    per_token_ms: Estimate
+    rel_half_width: float
+    converged: bool
+
+
+@dataclass
+class DeviceSweepReport:
+    """Everything the CLI shows after a sweep."""
+
+    points: list[PointResult] = field(default_factory=list)
+    resumed_points: int = 0
+    wall_time_s: float = 0.0
+
+    @property
+    def converged_fraction(self) -> float:
+        """Fraction of points whose CI reached the target."""
+        return sum(p.converged for p in self.points) / len(self.points) if self.points else 0.0
+
+    @property
+    def worst_rel_half_width(self) -> float:
+        """Largest relative CI half-width over all points."""
+        return max((p.rel_half_width for p in self.points), default=math.nan)
+
+
+def build_context(tokenizer: Tokenizing, n_tokens: int) -> list[int]:
+    """``n_tokens`` token ids of :data:`CONTEXT_TEXT` (repeated), starting with BOS."""
+    text = CONTEXT_TEXT
+    ids = tokenizer.tokenize(text, add_bos=True)
+    while len(ids) < n_tokens:
+        text += CONTEXT_TEXT
+        ids = tokenizer.tokenize(text, add_bos=True)
+    return ids[:n_tokens]
+
+
+def _est_dict(est: Estimate) -> dict[str, Any]:
+    return est.model_dump()
+
+
+def _time_draft(drafter: Drafter, context: list[int], k: int, inner: int) -> float:
+    start = time.perf_counter()
+    for _ in range(inner):
+        drafter.draft(context, k)
+    return (time.perf_counter() - start) * 1000.0 / (inner * k)
+
+
+def _inner_repeats(drafter: Drafter, context: list[int], k: int) -> int:
+    """Calls per sample so one sample lasts ≥ 2 ms (the n-gram drafter takes µs)."""
+    once_ms = _time_draft(drafter, context, k, 1) * k
+    return 1 if once_ms >= 2.0 else min(1000, math.ceil(2.0 / max(once_ms, 1e-4)))
+
+
+def _segment(m: Measurement) -> dict[str, float]:
+    """A window's energy, duration and power-sample sums (added up across resumed runs)."""
+    return {
+        "energy_j": m.energy_j,
+        "duration_s": m.duration_s,
+        "n": float(len(m.sample_power_w)),
+        "sum_w": sum(m.sample_power_w),
+        "sumsq_w": sum(x * x for x in m.sample_power_w),
+    }
+
+
+def _power_estimate(seg: dict[str, float], source: Source) -> Estimate | None:
+    """Mean power = energy / duration; CI from the spread of the power samples (widened to
+    contain the mean). Samples are autocorrelated, so the interval is optimistic."""
+    if seg.get("duration_s", 0.0) <= 0:
+        return None
+    mean = seg["energy_j"] / seg["duration_s"]
+    n = int(seg.get("n", 0))
+    if n >= 2:
+        m = seg["sum_w"] / n
+        var = max(0.0, (seg["sumsq_w"] - n * m * m) / (n - 1))
+        hw = t975(n - 1) * math.sqrt(var / n)
+        return Estimate(
+            mean=mean, ci_low=min(mean, m - hw), ci_high=max(mean, m + hw), n=n, source=source
+        )
+    return Estimate(mean=mean, n=n, source=source)
+
+
+class DeviceProfiler:
+    """Runs the device sweep for a list of drafter specs (see the module docstring).
+
+    ``drafters`` are specs as accepted by :func:`configspec.backends.factory.open_drafter`
+    (registered name, GGUF path, ``ngram[:MIN-MAX]``); ``tokenizer`` is the vocabulary the
+    n-gram drafter uses (default: the first model drafter's). ``meter`` None means no
+    power data. ``proc_root`` is where ``/proc`` lives (tests point it elsewhere).
+    """
+
+    def __init__(
+        self,
+        drafters: Sequence[str],
+        store: ProfileStore,
+        *,
+        device: str,
+        description: str = "",
+        settings: DeviceSweepSettings | None = None,
+        meter: PowerMeter | None = None,
+        cache_dir: Path | None = None,
+        tokenizer: str | None = None,
+        restart: bool = False,
+        proc_root: Path = Path("/proc"),
+    ) -> None:
+        self.settings = settings or DeviceSweepSettings()
+        self.settings.validate()
+        if not drafters:
+            raise InvalidInput("no drafter to profile; pass at least one --drafter")
+        if len(set(drafters)) != len(drafters):
+            raise InvalidInput(f"drafter specs repeat: {list(drafters)}")
+        self.specs = list(drafters)
+        self.store = store
+        self.device = device
+        self.description = description
+        self.meter = meter
+        self.cache_dir = cache_dir
+        self.tokenizer_spec = tokenizer or next(
+            (s for s in self.specs if not s.startswith("ngram")), None
+        )
+        self.proc_root = proc_root
+        self.checkpoint = Checkpoint(
+            store.checkpoint_path(f"device-{device}"),
+            kind="device",
+            settings={
+                **self.settings.as_dict(),
+                "drafters": self.specs,
+                "meter": meter.name if meter else None,
+            },
+            restart=restart,
+        )
+
+    # ------------------------------------------------------------------ helpers
+    def _llama_settings(self) -> Any:
+        from configspec.backends.factory import LlamaSettings
+
+        need = max(self.settings.context_tokens) + self.settings.k_max + 16
+        return LlamaSettings(n_threads=self.settings.resolved_threads(), n_ctx=need)
+
+    def _identities(self) -> dict[str, ModelIdentity]:
+        from configspec.backends.factory import open_drafter, resolve_identity
+
+        out: dict[str, ModelIdentity] = {}
+        for spec in self.specs:
+            if spec.startswith("ngram"):
+                if self.tokenizer_spec is None:
+                    raise InvalidInput(
+                        "the ngram drafter needs a vocabulary: pass --tokenizer with a GGUF "
+                        "file or registered model, or profile a model drafter with it"
+                    )
+                identity = open_drafter(
+                    spec, tokenizer=self.tokenizer_spec, cache_dir=self.cache_dir
+                ).identity
+            else:
+                identity = resolve_identity(spec, cache_dir=self.cache_dir)
+            limit = identity.context_length
+            need = max(self.settings.context_tokens) + self.settings.k_max
+            if limit is not None and need > limit:
+                raise InvalidInput(
+                    f"context {max(self.settings.context_tokens)} + K_max "
+                    f"{self.settings.k_max} exceeds {identity.name}'s context length {limit}"
+                )
+            out[spec] = identity
+        return out
+
+    def _open(self, spec: str) -> Drafter:
+        from configspec.backends.factory import open_drafter
+
+        return open_drafter(
+            spec,
+            tokenizer=self.tokenizer_spec,
+            cache_dir=self.cache_dir,
+            settings=self._llama_settings(),
+        )
+
+    # ------------------------------------------------------------------ sweep
+    def run(
+        self, progress: ProgressFn = NO_PROGRESS
+    ) -> tuple[DeviceProfile, Path, DeviceSweepReport]:
+        """Run (or resume) the sweep; save the profile; return it, its path and a report."""
+        started = time.perf_counter()
+        identities = self._identities()
+        models = {identities[s].name: identities[s].file_sha256 for s in self.specs}
+        state = self.checkpoint.load(models)
+        state.setdefault("started_at", time.time())
+        state.setdefault("drafters", {})
+        report = DeviceSweepReport()
+        previous = host.set_affinity(list(self.settings.cpus) if self.settings.cpus else None)
+        try:
+            if self.meter is not None and "idle" not in state and self.settings.idle_s > 0:
+                progress(ProgressEvent("idle power", 0, 1))
+                m = self.meter.measure_idle(self.settings.idle_s)
+                idle = _power_estimate(_segment(m), self.meter.source)
+                state["idle"] = _est_dict(idle) if idle else None
+                self.checkpoint.save(state, models)
+                progress(ProgressEvent("idle power", 1, 1, f"{m.mean_power_w:.2f} W"))
+            for spec in self.specs:
+                self._sweep_drafter(spec, identities[spec], state, models, report, progress)
+        finally:
+            if previous is not None:
+                host.set_affinity(previous)
+        profile = self._profile(identities, state, report)
+        path = self.store.save(profile)
+        self.checkpoint.remove()
+        report.wall_time_s = time.perf_counter() - started
+        return profile, path, report
+
+    def _sweep_drafter(
+        self,
+        spec: str,
+        identity: ModelIdentity,
+        state: dict[str, Any],
+        models: dict[str, str | None],
+        report: DeviceSweepReport,
+        progress: ProgressFn,
+    ) -> None:
+        s = self.settings
+        entry = state["drafters"].setdefault(
+            identity.name,
+            {"points": [], "prefill": None, "memory_bytes": 0, "done": False,
+             "power": {"energy_j": 0.0, "duration_s": 0.0, "n": 0, "sum_w": 0.0, "sumsq_w": 0.0}},
+        )  # fmt: skip
+        total = len(s.context_tokens) * s.k_max
+        done_keys = {(p["k"], p["context_tokens"]) for p in entry["points"]}
+        for p in entry["points"]:
+            report.points.append(
+                PointResult(identity.name, p["k"], p["context_tokens"],
+                            Estimate(**p["per_token_ms"]), p["rel_half_width"], p["converged"])
+            )  # fmt: skip
+        report.resumed_points += len(done_keys)
+        label = identity.name
+        if entry["done"]:
+            progress(ProgressEvent(label, total, total, "from checkpoint"))
+            return
+        progress(ProgressEvent(label, len(done_keys), total, "loading"))
+        rss = host.PeakRss(self.proc_root)
+        rss.start()
+        drafter = self._open(spec)
+        window = f"draft:{label}"
+        if self.meter is not None:
+            self.meter.begin_window(window)
+        try:
+            if entry["prefill"] is None and identity.architecture != "ngram":
+                entry["prefill"] = self._prefill(drafter)
+                self.checkpoint.save(state, models)
+            for ctx_len in s.context_tokens:
+                context = build_context(drafter, ctx_len)
+                warmed = False
+                for k in range(1, s.k_max + 1):
+                    if (k, ctx_len) in done_keys:
+                        continue
+                    for _ in range(s.warmup if not warmed else 1):
+                        drafter.draft(context, k)
+                    warmed = True
+                    inner = _inner_repeats(drafter, context, k)
+                    sampled = repeat_until(
+                        functools.partial(_time_draft, drafter, context, k, inner),
+                        rel_half_width=s.rel_half_width,
+                        min_repeats=s.min_repeats,
+                        max_repeats=s.max_repeats,
+                        budget_s=s.point_budget_s,
+                    )
+                    est = estimate(sampled.samples)
+                    entry["points"].append({
+                        "k": k, "context_tokens": ctx_len, "per_token_ms": _est_dict(est),
+                        "rel_half_width": sampled.rel_half_width, "converged": sampled.converged,
+                        "inner_calls": inner,
+                    })  # fmt: skip
+                    entry["memory_bytes"] = max(entry["memory_bytes"], rss.peak_bytes())
+                    self.checkpoint.save(state, models)
+                    report.points.append(
+                        PointResult(label, k, ctx_len, est, sampled.rel_half_width,
+                                    sampled.converged)
+                    )  # fmt: skip
+                    mark = "" if sampled.converged else " (budget)"
+                    detail = f"K={k} ctx={ctx_len}: {est.mean:.3g} ms"
+                    detail += f" ±{sampled.rel_half_width:.1%}{mark}"
+                    progress(ProgressEvent(label, len(entry["points"]), total, detail))
+        finally:
+            if self.meter is not None:
+                seg = _segment(self.meter.end_window(window))
+                for key, value in seg.items():
+                    entry["power"][key] += value
+            entry["memory_bytes"] = max(entry["memory_bytes"], rss.peak_bytes())
+            close = getattr(drafter, "close", None)
+            if callable(close):
+                close()
+            self.checkpoint.save(state, models)
+        entry["done"] = True
+        self.checkpoint.save(state, models)
+
+    def _prefill(self, drafter: Drafter) -> dict[str, Any]:
+        s = self.settings
+        context = build_context(drafter, max(s.context_tokens))
+        reset = getattr(drafter, "reset", None)
+
+        def once() -> float:
+            if callable(reset):
+                reset()
+            start = time.perf_counter()
+            drafter.draft(context, 1)
+            return len(context) / (time.perf_counter() - start)
+
+        once()  # warm-up
+        sampled = repeat_until(
+            once,
+            rel_half_width=s.rel_half_width,
+            min_repeats=s.prefill_repeats,
+            max_repeats=max(s.prefill_repeats, 4 * s.prefill_repeats),
+            budget_s=s.point_budget_s,
+        )
+        return _est_dict(estimate(sampled.samples))
+
+    # ------------------------------------------------------------------ profile
+    def _profile(
+        self,
+        identities: dict[str, ModelIdentity],
+        state: dict[str, Any],
+        report: DeviceSweepReport,
+    ) -> DeviceProfile:
+        drafters = []
+        source: Source = self.meter.source if self.meter else "measured"
+        for spec in self.specs:
+            identity = identities[spec]
+            entry = state["drafters"][identity.name]
+            points = sorted(entry["points"], key=lambda p: (p["context_tokens"], p["k"]))
+            drafters.append(
+                DrafterOnDevice(
+                    drafter=identity.name,
+                    family=identity.family,
+                    quantization=identity.quantization,
+                    model_sha256=identity.file_sha256,
+                    memory_bytes=int(entry["memory_bytes"]),
+                    latency=[
+                        DraftLatencyPoint(
+                            k=p["k"],
+                            context_tokens=p["context_tokens"],
+                            per_token_ms=Estimate(**p["per_token_ms"]),
+                        )
+                        for p in points
+                    ],
+                    prefill_tokens_per_s=Estimate(**entry["prefill"]) if entry["prefill"] else None,
+                    draft_power_w=_power_estimate(entry["power"], source) if self.meter else None,
+                )
+            )
+        s = self.settings
+        n_ok = sum(p.converged for p in report.points)
+        notes = (
+            f"{n_ok} of {len(report.points)} latency points reached the ±{s.rel_half_width:.0%} "
+            f"95% CI target; the others stopped at the {s.point_budget_s:g} s budget "
+            f"(worst ±{report.worst_rel_half_width:.1%}). Per-token latency = time to draft K "
+            "tokens after a cached context / K. Memory = peak RSS increase while loaded."
+        )
+        if self.meter is not None and self.meter.source == "estimated":
+            notes += " Power figures are estimated from CPU time, not measured."
+        import llama_cpp
+
+        settings = {
+            **self.checkpoint.settings,
+            "meter_detail": self.meter.describe() if self.meter else None,
+        }
+        return DeviceProfile(
+            device=DeviceInfo(
+                name=self.device,
+                description=self.description or f"{platform.system()} {platform.machine()}",
+                cpu_model=host.cpu_model(self.proc_root),
+                memory_bytes=host.memory_total_bytes(self.proc_root),
+                threads=s.resolved_threads(),
+                emulated=s.emulated(),
+            ),
+            meter=self.meter.info() if self.meter else None,
+            idle_power_w=Estimate(**state["idle"]) if state.get("idle") else None,
+            drafters=drafters,
+            provenance=Provenance.here(
+                "measured",
+                backend="llama.cpp (llama-cpp-python)",
+                backend_version=str(getattr(llama_cpp, "__version__", "unknown")),
+                model_sha256={
+                    identities[x].name: identities[x].file_sha256 or ""
+                    for x in self.specs
+                    if identities[x].file_sha256
+                },
+                settings={**settings, "started_at_unix_s": state["started_at"], "pid": os.getpid()},
+                notes=notes,
+            ),
+        )
+
+
+def check_profile_models(profile: DeviceProfile, identities: Sequence[ModelIdentity]) -> None:
+    """Raise :class:`ProfileError` when ``profile`` was measured with other model files.
+
+    Each identity whose name appears in the profile must have the same sha256 as the file
+    the profile was measured with; a profile is never silently applied to another model.
+    """
+    by_name = {d.drafter: d for d in profile.drafters}
+    for identity in identities:
+        entry = by_name.get(identity.name)
+        if entry is None or entry.model_sha256 is None or identity.file_sha256 is None:
+            continue
+        if entry.model_sha256 != identity.file_sha256:
+            raise ProfileError(
+                f"device profile {profile.device.name!r} was measured with {identity.name} "
+                f"sha256 {entry.model_sha256[:12]}…, but {identity.path or identity.name} has "
+                f"sha256 {identity.file_sha256[:12]}…; re-run `configspec profile device`"
+            )

@@ -1,0 +1,119 @@
+"""What every profiling sweep shares: resumable checkpoints and progress reporting.
+
+A sweep writes its partial results to ``ProfileStore.checkpoint_path(name)`` after every
+point (atomically), so a killed run loses at most the point in flight. A re-run with the
+same settings resumes from it; a checkpoint taken with other settings, or with a model
+file that has since changed (different sha256), is refused with one line saying what to
+do, rather than silently mixed into the new run. The finished profile is written by
+``ProfileStore.save`` (atomic), and only then is the checkpoint removed, so an earlier
+profile is never replaced by a partial one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from configspec.errors import ProfileError
+from configspec.store import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One step of a sweep: ``done`` of ``total`` points of task ``label`` finished.
+
+    ``detail`` describes the point just finished (e.g. ``K=4 ctx=128: 10.7 ms ±1.2%``).
+    """
+
+    label: str
+    done: int
+    total: int
+    detail: str = ""
+
+
+ProgressFn = Callable[[ProgressEvent], None]
+
+
+def _no_progress(event: ProgressEvent) -> None:
+    del event
+
+
+NO_PROGRESS: ProgressFn = _no_progress
+
+
+class Checkpoint:
+    """A sweep's partial results on disk (see the module docstring)."""
+
+    def __init__(
+        self, path: Path, *, kind: str, settings: Mapping[str, Any], restart: bool = False
+    ) -> None:
+        self.path = Path(path)
+        self.kind = kind
+        self.settings = json.loads(json.dumps(dict(settings), default=str))
+        self.restart = restart
+
+    def load(self, models: Mapping[str, str | None]) -> dict[str, Any]:
+        """The saved state (``{}`` when there is none, or on ``restart``).
+
+        ``models`` maps each model id to its current sha256; a checkpoint recorded with a
+        different hash for the same id raises :class:`ProfileError`.
+        """
+        if self.restart or not self.path.exists():
+            return {}
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ProfileError(
+                f"checkpoint {self.path} is unreadable ({exc}); pass --restart to start over"
+            ) from None
+        if raw.get("version") != CHECKPOINT_VERSION or raw.get("kind") != self.kind:
+            raise ProfileError(
+                f"checkpoint {self.path} is not a {self.kind} checkpoint of this tool "
+                "version; pass --restart to start over"
+            )
+        if raw.get("settings") != self.settings:
+            old, new = raw.get("settings", {}), self.settings
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            shown = ", ".join(f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in diff[:3])
+            raise ProfileError(
+                f"checkpoint {self.path} was taken with other settings ({shown}); re-run with "
+                "the same settings to resume, or pass --restart to start over"
+            )
+        for model_id, sha in (raw.get("models") or {}).items():
+            now = models.get(model_id)
+            if model_id in models and now != sha:
+                raise ProfileError(
+                    f"checkpoint {self.path} was measured with {model_id} sha256 "
+                    f"{str(sha)[:12]}…, but that model file now has sha256 {str(now)[:12]}…; "
+                    "pass --restart to profile the new file"
+                )
+        state = raw.get("state")
+        if not isinstance(state, dict):
+            raise ProfileError(f"checkpoint {self.path} has no state; pass --restart")
+        log.info("resuming from checkpoint %s", self.path)
+        return state
+
+    def save(self, state: Mapping[str, Any], models: Mapping[str, str | None]) -> None:
+        """Atomically write ``state`` (plain JSON data)."""
+        atomic_write_json(
+            self.path,
+            {
+                "version": CHECKPOINT_VERSION,
+                "kind": self.kind,
+                "settings": self.settings,
+                "models": dict(models),
+                "state": state,
+            },
+        )
+
+    def remove(self) -> None:
+        """Delete the checkpoint (after the finished profile was saved)."""
+        self.path.unlink(missing_ok=True)

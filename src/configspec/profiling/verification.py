@@ -1,0 +1,315 @@
+"""Verification profiling: how long the target takes to check K drafted tokens.
+
+For each context length C and positions P = 1..K_max+1 (K drafted tokens plus the bonus
+position) the sweep times one verification call: the target holds C context tokens in its
+cache (as it does between rounds) and evaluates the last context token plus P-1 new
+tokens, returning distributions at all P positions. Against a remote OpenAI-compatible
+server the time is the full HTTP round trip (what the edge waits for). With ``batch_sizes``
+above 1 (remote only: llama.cpp's Python binding evaluates one sequence at a time), B
+independent sequences are verified concurrently, as a batching server (vLLM) would see
+them, and the wall time of the whole batch is recorded.
+
+The price model (per GPU hour or per million tokens) is stored with the latencies, so the
+cost model can turn them into USD. Repeats, CI targets, checkpoints and resume work as in
+:mod:`configspec.profiling.device`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from configspec.backends.base import Target
+from configspec.config import (
+    Estimate,
+    GpuTimePrice,
+    PerTokenPrice,
+    Provenance,
+    VerificationProfile,
+    VerifyLatencyPoint,
+)
+from configspec.errors import InvalidInput
+from configspec.profiling import host
+from configspec.profiling.device import K_LIMIT, build_context
+from configspec.profiling.stats import estimate, repeat_until
+from configspec.profiling.sweep import NO_PROGRESS, Checkpoint, ProgressEvent, ProgressFn
+from configspec.store import ProfileStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VerifySweepSettings:
+    """What the verification sweep measures (positions 1..``k_max``+1 per context)."""
+
+    k_max: int = 16
+    context_tokens: tuple[int, ...] = (128, 512)
+    batch_sizes: tuple[int, ...] = (1,)
+    warmup: int = 1
+    min_repeats: int = 5
+    max_repeats: int = 50
+    rel_half_width: float = 0.05
+    point_budget_s: float = 10.0
+    threads: int | None = None
+
+    def validate(self) -> None:
+        """Raise :class:`InvalidInput` naming the first out-of-range setting."""
+        if not 1 <= self.k_max <= K_LIMIT:
+            raise InvalidInput(f"K_max={self.k_max} is out of range (1..{K_LIMIT})")
+        if not self.context_tokens or min(self.context_tokens) < 2:
+            raise InvalidInput(
+                f"context lengths {list(self.context_tokens)} must be ≥ 2 tokens each"
+            )
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise InvalidInput(f"batch sizes {list(self.batch_sizes)} must be ≥ 1 each")
+        if self.min_repeats < 2 or self.max_repeats < self.min_repeats or self.warmup < 0:
+            raise InvalidInput(
+                f"repeats out of range: warmup={self.warmup} (≥ 0), min_repeats="
+                f"{self.min_repeats} (≥ 2), max_repeats={self.max_repeats} (≥ min_repeats)"
+            )
+        if not 0 < self.rel_half_width < 1 or self.point_budget_s <= 0:
+            raise InvalidInput(
+                f"CI target {self.rel_half_width} must be in (0, 1) and point budget "
+                f"{self.point_budget_s} s > 0"
+            )
+        if self.threads is not None and self.threads < 1:
+            raise InvalidInput(f"threads={self.threads} is out of range (≥ 1)")
+
+    def as_dict(self) -> dict[str, Any]:
+        """Settings as plain JSON data."""
+        data = asdict(self)
+        data["context_tokens"] = list(self.context_tokens)
+        data["batch_sizes"] = list(self.batch_sizes)
+        return data
+
+
+@dataclass
+class VerifyPointResult:
+    """One measured point, as shown in the summary table."""
+
+    positions: int
+    context_tokens: int
+    batch: int
+    latency_ms: Estimate
+    rel_half_width: float
+    converged: bool
+
+
+@dataclass
+class VerifySweepReport:
+    """Everything the CLI shows after a sweep."""
+
+    points: list[VerifyPointResult] = field(default_factory=list)
+    resumed_points: int = 0
+    wall_time_s: float = 0.0
+
+
+def parse_price(
+    price_usd_per_hour: float | None, price_usd_per_million_tokens: float | None
+) -> GpuTimePrice | PerTokenPrice:
+    """The price model from exactly one of the two CLI options."""
+    if (price_usd_per_hour is None) == (price_usd_per_million_tokens is None):
+        raise InvalidInput(
+            "give exactly one price: --price-usd-per-hour (GPU time) or "
+            "--price-usd-per-million-tokens (per token)"
+        )
+    if price_usd_per_hour is not None:
+        if price_usd_per_hour < 0:
+            raise InvalidInput(f"--price-usd-per-hour={price_usd_per_hour} must be ≥ 0")
+        return GpuTimePrice(price_usd_per_hour=price_usd_per_hour)
+    assert price_usd_per_million_tokens is not None
+    if price_usd_per_million_tokens < 0:
+        raise InvalidInput(
+            f"--price-usd-per-million-tokens={price_usd_per_million_tokens} must be ≥ 0"
+        )
+    return PerTokenPrice(price_usd_per_million_tokens=price_usd_per_million_tokens)
+
+
+def _time_batch(targets: Sequence[Target], context: list[int], tokens: list[int],
+                pool: ThreadPoolExecutor | None) -> float:  # fmt: skip
+    start = time.perf_counter()
+    if pool is None:
+        targets[0].evaluate(context, tokens)
+    else:
+        list(pool.map(lambda t: t.evaluate(context, tokens), targets))
+    return (time.perf_counter() - start) * 1000.0
+
+
+class VerificationProfiler:
+    """Runs the verification sweep against one target spec (local GGUF or server URL).
+
+    ``tokenizer`` is needed for a URL (a GGUF spec with the served model's vocabulary);
+    ``hardware`` describes where the target runs (default: this CPU for a local target).
+    """
+
+    def __init__(
+        self,
+        target: str,
+        store: ProfileStore,
+        *,
+        price: GpuTimePrice | PerTokenPrice,
+        settings: VerifySweepSettings | None = None,
+        tokenizer: str | None = None,
+        cache_dir: Path | None = None,
+        hardware: str = "",
+        restart: bool = False,
+    ) -> None:
+        from configspec.backends.factory import is_url
+
+        self.settings = settings or VerifySweepSettings()
+        self.settings.validate()
+        self.remote = is_url(target)
+        if not self.remote and max(self.settings.batch_sizes) > 1:
+            raise InvalidInput(
+                f"batch sizes {list(self.settings.batch_sizes)}: the local llama.cpp target "
+                "verifies one sequence at a time; use --batch 1 or a server URL"
+            )
+        self.target_spec = target
+        self.store = store
+        self.price = price
+        self.tokenizer = tokenizer
+        self.cache_dir = cache_dir
+        self.hardware = hardware or ("" if self.remote else (host.cpu_model() or ""))
+        self.restart = restart
+
+    def _open(self) -> Target:
+        from configspec.backends.factory import LlamaSettings, open_target
+
+        s = self.settings
+        threads = s.threads or len(host.allowed_cpus())
+        return open_target(
+            self.target_spec,
+            tokenizer=self.tokenizer,
+            cache_dir=self.cache_dir,
+            settings=LlamaSettings(n_threads=threads, n_ctx=max(s.context_tokens) + s.k_max + 16),
+        )
+
+    def run(
+        self, progress: ProgressFn = NO_PROGRESS
+    ) -> tuple[VerificationProfile, Path, VerifySweepReport]:
+        """Run (or resume) the sweep; save the profile; return it, its path and a report."""
+        started = time.perf_counter()
+        s = self.settings
+        targets = [self._open()]
+        try:
+            identity = targets[0].identity
+            models = {identity.name: identity.file_sha256}
+            checkpoint = Checkpoint(
+                self.store.checkpoint_path(f"verify-{identity.name}"),
+                kind="verification",
+                settings={**s.as_dict(), "target": self.target_spec},
+                restart=self.restart,
+            )
+            state = checkpoint.load(models)
+            state.setdefault("started_at", time.time())
+            points: list[dict[str, Any]] = state.setdefault("points", [])
+            done = {(p["positions"], p["context_tokens"], p["batch"]) for p in points}
+            report = VerifySweepReport(resumed_points=len(done))
+            total = len(s.context_tokens) * (s.k_max + 1) * len(s.batch_sizes)
+            label = f"verify {identity.name}"
+            progress(ProgressEvent(label, len(done), total, "starting"))
+            while len(targets) < max(s.batch_sizes):
+                targets.append(self._open())
+            for batch in s.batch_sizes:
+                group = targets[:batch]
+                pool = ThreadPoolExecutor(max_workers=batch) if batch > 1 else None
+                try:
+                    for ctx_len in s.context_tokens:
+                        full = build_context(targets[0], ctx_len + s.k_max)
+                        context = full[:ctx_len]
+                        for positions in range(1, s.k_max + 2):
+                            if (positions, ctx_len, batch) in done:
+                                continue
+                            tokens = full[ctx_len : ctx_len + positions - 1]
+                            measure = functools.partial(_time_batch, group, context, tokens, pool)
+                            for _ in range(s.warmup):
+                                measure()
+                            sampled = repeat_until(
+                                measure,
+                                rel_half_width=s.rel_half_width,
+                                min_repeats=s.min_repeats,
+                                max_repeats=s.max_repeats,
+                                budget_s=s.point_budget_s,
+                            )
+                            est = estimate(sampled.samples)
+                            points.append({
+                                "positions": positions, "context_tokens": ctx_len,
+                                "batch": batch, "latency_ms": est.model_dump(),
+                                "rel_half_width": sampled.rel_half_width,
+                                "converged": sampled.converged,
+                            })  # fmt: skip
+                            checkpoint.save(state, models)
+                            mark = "" if sampled.converged else " (budget)"
+                            detail = f"P={positions} ctx={ctx_len} B={batch}: {est.mean:.3g} ms"
+                            progress(ProgressEvent(label, len(points), total, detail + mark))
+                finally:
+                    if pool is not None:
+                        pool.shutdown()
+        finally:
+            for t in targets:
+                close = getattr(t, "close", None)
+                if callable(close):
+                    close()
+        for p in points:
+            report.points.append(
+                VerifyPointResult(p["positions"], p["context_tokens"], p["batch"],
+                                  Estimate(**p["latency_ms"]), p["rel_half_width"],
+                                  p["converged"])
+            )  # fmt: skip
+        profile = self._profile(identity, state, report)
+        path = self.store.save(profile)
+        checkpoint.remove()
+        report.wall_time_s = time.perf_counter() - started
+        return profile, path, report
+
+    def _profile(
+        self, identity: Any, state: dict[str, Any], report: VerifySweepReport
+    ) -> VerificationProfile:
+        import llama_cpp
+
+        s = self.settings
+        n_ok = sum(p.converged for p in report.points)
+        worst = max((p.rel_half_width for p in report.points), default=0.0)
+        points = sorted(
+            state["points"], key=lambda p: (p["batch"], p["context_tokens"], p["positions"])
+        )
+        return VerificationProfile(
+            target=identity.name,
+            target_family=identity.family,
+            endpoint=self.target_spec if self.remote else "local",
+            hardware=self.hardware,
+            latency=[
+                VerifyLatencyPoint(
+                    positions=p["positions"],
+                    context_tokens=p["context_tokens"],
+                    batch=p["batch"],
+                    latency_ms=Estimate(**p["latency_ms"]),
+                )
+                for p in points
+            ],
+            price=self.price,
+            provenance=Provenance.here(
+                "measured",
+                backend="openai-compatible HTTP" if self.remote else "llama.cpp (llama-cpp-python)",
+                backend_version=None if self.remote else str(llama_cpp.__version__),
+                model_sha256={identity.name: identity.file_sha256} if identity.file_sha256 else {},
+                settings={
+                    **s.as_dict(),
+                    "target": self.target_spec,
+                    "threads": None if self.remote else (s.threads or len(host.allowed_cpus())),
+                    "started_at_unix_s": state["started_at"],
+                },
+                notes=(
+                    f"{n_ok} of {len(report.points)} points reached the ±{s.rel_half_width:.0%} "
+                    f"95% CI target (worst ±{worst:.1%}). Latency = wall time of one "
+                    "verification call after a cached context"
+                    + (", including the HTTP round trip." if self.remote else ".")
+                ),
+            ),
+        )

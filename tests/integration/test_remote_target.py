@@ -1,0 +1,146 @@
+"""Remote target against a real ``python -m llama_cpp.server`` started by the test.
+
+llama-cpp-python's server only takes text prompts and keys top log-probs by token text,
+so this exercises the text fallback; it computes log-probs in Python over the whole
+262k vocabulary per echoed position (~0.4 s each), hence the short prompts.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from configspec.backends.factory import open_pair, open_target
+from configspec.backends.llamacpp import LlamaCppDrafter, LlamaCppTarget, LlamaCppTokenizer
+from configspec.backends.models import PreparedFamily
+from configspec.backends.remote import RemoteTarget
+from configspec.errors import BackendUnavailable
+
+pytestmark = pytest.mark.slow
+
+PROB_TOLERANCE = 2e-3
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server_url(
+    model_family: PreparedFamily, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_family.target_path)]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "128", "--n_threads", "2"]
+    cmd += ["--logits_all", "true", "--verbose", "false"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"llama_cpp.server did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(model_family: PreparedFamily) -> LlamaCppTokenizer:
+    return LlamaCppTokenizer(model_family.target_path, identity=model_family.target)
+
+
+def _decisions(draft: list[int], argmax: list[int]) -> tuple[int, int]:
+    """Greedy verification: (accepted count, bonus token)."""
+    n = 0
+    while n < len(draft) and draft[n] == argmax[n]:
+        n += 1
+    return n, argmax[n]
+
+
+def test_remote_decisions_equal_local(
+    model_family: PreparedFamily, server_url: str, tokenizer: LlamaCppTokenizer
+) -> None:
+    drafter = LlamaCppDrafter(
+        model_family.drafter_path("Q4_0"), identity=model_family.drafters["Q4_0"], n_ctx=128
+    )
+    local = LlamaCppTarget(model_family.target_path, identity=model_family.target, n_ctx=128)
+    remote = RemoteTarget(server_url, tokenizer, top_k=4)
+    context = tokenizer.tokenize("Water boils at")
+    seen_accept_counts = []
+    try:
+        for _ in range(2):
+            draft = drafter.draft(context, 3).tokens
+            ev_local = local.evaluate(context, draft)
+            ev_remote = remote.evaluate(context, draft)
+            assert ev_remote.extra["token_id_prompt"] == 0.0  # text fallback was used
+            assert ev_remote.argmax == ev_local.argmax
+            decision = _decisions(draft, ev_remote.argmax)
+            assert decision == _decisions(draft, ev_local.argmax)
+            # the remote top-k probabilities are the local distribution's
+            assert ev_local.probs is not None
+            assert ev_remote.top_ids is not None and ev_remote.top_probs is not None
+            for row in range(len(draft) + 1):
+                ids = ev_remote.top_ids[row]
+                keep = ids >= 0
+                diff = ev_local.probs[row, ids[keep]] - ev_remote.top_probs[row, keep]
+                assert np.abs(diff).max() < PROB_TOLERANCE
+            n, bonus = decision
+            seen_accept_counts.append(n)
+            local.rollback(len(context) + n)
+            remote.rollback(len(context) + n)
+            context = context + draft[:n] + [bonus]
+    finally:
+        remote.close()
+        local.close()
+        drafter.close()
+    assert len(seen_accept_counts) == 2
+
+
+def test_factory_opens_remote_and_ngram_pair(
+    model_family: PreparedFamily, server_url: str, tokenizer: LlamaCppTokenizer
+) -> None:
+    drafter, target = open_pair("ngram:1-2", server_url, tokenizer=tokenizer)
+    assert isinstance(target, RemoteTarget)
+    assert drafter.identity.tokenizer_fingerprint == model_family.target.tokenizer_fingerprint
+    target.close()
+
+
+def test_remote_down_and_wrong_path(tokenizer: LlamaCppTokenizer, server_url: str) -> None:
+    with pytest.raises(BackendUnavailable, match="cannot connect"):
+        open_target(f"http://127.0.0.1:{_free_port()}", tokenizer=tokenizer)
+    # a real server, but the URL points at a path that is not the API root
+    with pytest.raises(BackendUnavailable, match="not an OpenAI-compatible server"):
+        RemoteTarget(f"{server_url}/docs", tokenizer)
+
+
+def test_missing_model_file_through_factory(tmp_path: Path) -> None:
+    from configspec.errors import ModelFileError
+
+    bad = tmp_path / "corrupt.gguf"
+    bad.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 8)
+    with pytest.raises(ModelFileError, match="corrupt or truncated"):
+        open_target(str(bad))
