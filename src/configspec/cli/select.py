@@ -137,11 +137,12 @@ def _top_rows(sel: Selection, n: int) -> list[int]:
 
 def _render(sel: Selection, out: Console, top: int, crossings: list[Crossover]) -> None:
     t = sel.table
-    illustrative = any(
-        "illustrative" in s
+    illustrative_kinds = {
+        kind
         for kind, s in sel.space.sources.items()
-        if kind != "network" or sel.preset.include_network
-    )
+        if "illustrative" in s and (kind != "network" or sel.preset.include_network)
+    }
+    illustrative = bool(illustrative_kinds - {"network"})
     link = (
         f"RTT {_num(float(np.asarray(sel.link.rtt_ms)))} ms (network: {sel.network.source})"
         if sel.preset.include_network
@@ -159,6 +160,11 @@ def _render(sel: Selection, out: Console, top: int, crossings: list[Crossover]) 
         out.print(
             "[bold yellow]Illustrative profiles:[/] these inputs are example data, not "
             "measurements; every figure below is modelled from them."
+        )
+    elif illustrative_kinds:
+        out.print(
+            "[yellow]Network:[/] illustrative settings (no measured network.json); pass "
+            "--rtt-ms or write network.json with your link's figures."
         )
     chosen = sel.chosen
     r = t.iloc[chosen]
@@ -369,7 +375,7 @@ def select_command(
         None,
         "--per-pair/--no-per-pair",
         help="Optimum per objective for every (target, device) pair "
-        "[default: on for 2 to 24 pairs].",
+        "(default: on for 2 to 24 pairs).",
     ),
     max_profile_age_days: float = typer.Option(
         90.0, help="Warn about profiles older than this (days)."

@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 from configspec import records as R
 from configspec.errors import InvalidInput
-from configspec.model.acceptance import acceptance_from_speedup_inputs, tokens_per_round_from_alpha
+from configspec.model.acceptance import alpha_from_tokens_per_round, tokens_per_round_from_alpha
 from configspec.model.evaluate import Bounded, GridInputs, Link, evaluate_grid
 from configspec.model.presets import ModelPreset
 from configspec.search.select import Selection
@@ -206,7 +206,7 @@ def breakeven(
         raise InvalidInput(f"row {row} is not a speculative configuration: no breakeven")
     spec, _ = _pair_rows(sel, row)
     e = table[R.TOKENS_PER_ROUND].to_numpy()[row]
-    measured = float(acceptance_from_speedup_inputs(e, table[R.K].to_numpy()[row]))
+    measured = float(alpha_from_tokens_per_round(e, table[R.K].to_numpy()[row]))
     out = []
     for objective in R.OBJECTIVE_COLUMNS:
         rtt, above, note = breakeven_rtt(sel, row, objective, rtt_max_ms)
