@@ -214,7 +214,11 @@ def _power_estimate(seg: dict[str, float], source: Source) -> Estimate | None:
         var = max(0.0, (seg["sumsq_w"] - n * m * m) / (n - 1))
         hw = t975(n - 1) * math.sqrt(var / n)
         return Estimate(
-            mean=mean, ci_low=min(mean, m - hw), ci_high=max(mean, m + hw), n=n, source=source
+            mean=mean,
+            ci_low=max(0.0, min(mean, m - hw)),
+            ci_high=max(mean, m + hw),
+            n=n,
+            source=source,
         )
     return Estimate(mean=mean, n=n, source=source)
 
