@@ -149,3 +149,19 @@ def test_bad_calls_are_clear(drafter: LlamaCppDrafter, target: LlamaCppTarget) -
         target.evaluate([2] * 300, [])
     with pytest.raises(InvalidInput, match="rollback to 9999"):
         target.rollback(9999)
+
+
+def test_blocks_longer_than_n_batch_are_chunked(
+    model_family: PreparedFamily, target: LlamaCppTarget
+) -> None:
+    context = target.tokenize(PROMPTS[0])
+    block = [15687, 236761, 669, 5279, 529, 506]
+    target.reset()
+    whole = target.evaluate(context, block)
+    with LlamaCppTarget(
+        model_family.target_path, identity=model_family.target, n_ctx=64, n_batch=4
+    ) as small:
+        chunked = small.evaluate(context, block)
+    assert chunked.argmax == whole.argmax
+    assert chunked.probs is not None and whole.probs is not None
+    assert np.abs(chunked.probs - whole.probs).max() < PROB_TOLERANCE

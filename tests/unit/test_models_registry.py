@@ -88,3 +88,41 @@ def test_cli_bad_input_one_line(
     err = capsys.readouterr().err.strip()
     assert needle in err
     assert err.startswith("error:") and len(err.splitlines()) == 1
+
+
+def test_registered_file_changed_or_gone(tmp_path: Path) -> None:
+    reg = ModelRegistry(tmp_path / "cache")
+    model = write_tiny_gguf(tmp_path / "mine.gguf")
+    first = reg.register(model, name="mine")
+    write_tiny_gguf(model, file_type=7)  # replaced in place with a Q8_0 file
+    again = reg.get("mine")
+    assert again.quantization == "Q8_0" and again.file_sha256 != first.file_sha256
+    assert reg.entries()[0].identity == again  # the registry was updated
+    model.unlink()
+    with pytest.raises(ModelFileError, match="is gone"):
+        reg.resolve("mine")
+
+
+def test_cli_list_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    model = write_tiny_gguf(tmp_path / "mine.gguf")
+    cache = str(tmp_path / "cache")
+    assert main(["models", "register", str(model), "--name", "x", "--cache-dir", cache]) == 0
+    capsys.readouterr()
+    assert main(["models", "list", "--json", "--cache-dir", cache]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["identity"]["name"] == "x" and rows[0]["source"] == "registered"
+    assert rows[0]["identity"]["vocab_size"] == 4
+
+
+def test_quiet_native_stderr_hides_fd2_and_restores(capfd: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    from configspec.backends._native import quiet_native_stderr
+
+    with quiet_native_stderr():
+        os.write(2, b"native chatter\n")
+    os.write(2, b"after\n")
+    err = capfd.readouterr().err
+    assert "native chatter" not in err and "after" in err

@@ -213,3 +213,17 @@ def test_timeout_is_clear() -> None:
     )
     with pytest.raises(BackendUnavailable, match="within 2 s"):
         rt.evaluate([0, 1], [2])
+
+
+def test_cli_check_non_openai_server(
+    html_server: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from _tiny_gguf import write_tiny_gguf
+
+    from configspec.cli.main import main
+
+    model = write_tiny_gguf(tmp_path / "m.gguf")
+    args = ["models", "check", str(model), html_server, "--tokenizer", str(model)]
+    assert main([*args, "--cache-dir", str(tmp_path / "c")]) == 8
+    err = capsys.readouterr().err.strip()
+    assert "not an OpenAI-compatible server" in err and len(err.splitlines()) == 1

@@ -234,7 +234,11 @@ class ModelRegistry:
         return [m for _, m in sorted(self._load().items())]
 
     def get(self, name: str) -> ModelIdentity:
-        """Identity of the registered model ``name``; :class:`ModelFileError` if unknown."""
+        """Identity of the registered model ``name``; :class:`ModelFileError` if unknown.
+
+        A file changed since registration (size or mtime) is identified again; a file
+        that has gone is an error naming it.
+        """
         models = self._load()
         if name not in models:
             known = ", ".join(sorted(models)) or "none"
@@ -242,14 +246,32 @@ class ModelRegistry:
                 f"no model named {name!r} in {self.registry_path} (registered: {known}); "
                 "run `configspec models prepare` or `configspec models register PATH`"
             )
-        return models[name].identity
+        return self._fresh(models[name])
+
+    def _fresh(self, entry: RegisteredModel) -> ModelIdentity:
+        ident = entry.identity
+        path = Path(str(ident.path))
+        try:
+            st = path.stat()
+        except OSError:
+            raise ModelFileError(
+                f"registered model {ident.name}: its file {path} is gone; run "
+                "`configspec models prepare` or register it again"
+            ) from None
+        if st.st_mtime_ns == entry.mtime_ns and st.st_size == ident.file_size_bytes:
+            return ident
+        logger.info("%s changed since it was registered; identifying it again", path)
+        with self.locked():
+            fresh = read_identity(path, name=ident.name, hash_cache=self.hashes)
+            self._record(fresh, entry.source)
+        return fresh
 
     def resolve(self, spec: str | Path) -> ModelIdentity:
         """Identity of a registered name or of a GGUF path (read from its metadata)."""
         text = str(spec)
         models = self._load()
         if text in models:
-            return models[text].identity
+            return self._fresh(models[text])
         path = Path(text).expanduser()
         if path.exists() or text.endswith(".gguf") or os.sep in text:
             return read_identity(path, hash_cache=self.hashes)

@@ -231,8 +231,8 @@ class RemoteTarget:
         if offset not in (0, 1) or (offset == 1 and not self._starts_with_bos(full)):
             raise BackendUnavailable(
                 f"{self.base_url} echoed {len(echoed) - 1} prompt tokens for {len(full)} sent; "
-                "it re-tokenised the prompt (use a server that accepts token-id prompts, "
-                "e.g. vLLM)"
+                "it re-tokenised the prompt text (special tokens such as EOS do not survive "
+                "as text); use a server that accepts token-id prompts, e.g. vLLM"
             )
         if not as_ids:
             for pos in range(max(offset, len(context)), len(full)):

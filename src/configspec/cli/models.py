@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -59,10 +60,16 @@ def prepare(
 
 
 @app.command("list")
-def list_models(cache_dir: Path | None = _CACHE_OPT) -> None:
+def list_models(
+    cache_dir: Path | None = _CACHE_OPT,
+    as_json: bool = typer.Option(False, "--json", help="Print the registry entries as JSON."),
+) -> None:
     """Show the registered models with their GGUF metadata."""
     registry = ModelRegistry(cache_dir)
     entries = registry.entries()
+    if as_json:
+        typer.echo(json.dumps([e.to_dict() for e in entries], indent=2))
+        return
     if not entries:
         console.print(
             f"no models in {registry.cache_dir}; run `configspec models prepare` or "
