@@ -13,6 +13,7 @@ import typer
 from configspec._version import __version__
 from configspec.cli import models as _models_cli
 from configspec.cli._console import err_console, setup_logging
+from configspec.cli.profile import profile_app
 from configspec.errors import ConfigSpecError
 
 app = typer.Typer(
@@ -23,6 +24,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(_models_cli.app, name="models")
+app.add_typer(profile_app, name="profile")
 
 
 @app.callback()
