@@ -64,6 +64,9 @@ from configspec.store import ProfileStore
 logger = logging.getLogger(__name__)
 
 ALL_DOMAINS = "all"
+#: Speculative rounds start after the first continuation token: it comes from the
+#: target's prefill of the prompt (llama.cpp and every speculative decoder do this).
+FIRST_ROUND_AT = 1
 _ROWS_PER_CHUNK = 32  # softmax over a 262k vocabulary: bound the float64 temporaries
 
 
@@ -376,7 +379,7 @@ def profile_alignment(
                     b, g = acceptance_matrix(ref, cand, temp, settings.k_max)
                     cand.elapsed_s += time.perf_counter() - t1
                     widths.append(g)
-                    ps = prompt_stats(b, settings.k_max)
+                    ps = prompt_stats(b, settings.k_max, FIRST_ROUND_AT)
                     for dom in (ref.domain, ALL_DOMAINS):
                         stats.setdefault((cand.name, dom, temp), []).append(ps)
                     progress.advance()
