@@ -13,6 +13,7 @@ import typer
 from configspec._version import __version__
 from configspec.cli import models as _models_cli
 from configspec.cli import profile as _profile_cli
+from configspec.cli import profile_alignment as _profile_alignment_cli  # noqa: F401  (registers)
 from configspec.cli import run as _run_cli
 from configspec.cli import serve as _serve_cli
 from configspec.cli._console import err_console, setup_logging
