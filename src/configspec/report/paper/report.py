@@ -164,6 +164,13 @@ def build_report(
             "and RTT move only the goodput optimum.",
             "GPU-time pricing with a fixed T_verify charges every round the same, so the "
             "cost optimum does not depend on the hourly price chosen.",
+            f"The RTT sweep adds the round trip plus payload transfer with the stored network "
+            f"settings ({network.uplink_mbps:g} Mbps up, {network.downlink_mbps:g} Mbps down, "
+            f"{network.bytes_per_message:g} B per message; source: {network.source}) to the "
+            "paper's fixed T_verify.",
+            "Drafting speeds are whatever the profiles hold; for the paper's data the "
+            "drafting-speed table and the device-run CSVs are separate runs that differ — "
+            "`configspec import paper-data --speeds device-csv` imports the latter.",
         ],
     }
     frames = {"baseline": base_spec, "verify_ms": verify.optima, "rtt_ms": rtt.optima}
