@@ -55,6 +55,8 @@ class Link:
     bytes_per_token: float | FloatArray = 8.0
     bytes_per_message: float | FloatArray = 400.0
     radio_energy_j_per_byte: float | FloatArray = 0.0
+    round_overhead_ms: float | FloatArray = 0.0
+    """Fixed runtime time per networked round (HTTP, serialisation, bookkeeping), ms."""
 
 
 @dataclass(frozen=True)
@@ -116,9 +118,12 @@ def _pass(
         up = np.where(edge, 0.0, transfer_ms(link.rtt_ms, up_bytes, link.uplink_mbps))
         down = np.where(edge, 0.0, transfer_ms(link.rtt_ms, down_bytes, link.downlink_mbps))
         radio_bytes = np.where(edge, 0.0, up_bytes + down_bytes)
+        overhead = np.where(edge, 0.0, np.asarray(link.round_overhead_ms, dtype=np.float64))
     else:
-        up = down = radio_bytes = np.zeros_like(kf)
-    round_ms = draft + up + verify + down
+        up = down = radio_bytes = overhead = np.zeros_like(kf)
+    # The runtime's fixed per-round cost (HTTP, serialisation, bookkeeping): the edge
+    # waits through it, the cloud does not bill it.
+    round_ms = draft + up + verify + down + overhead
     goodput = e * 1e3 / round_ms
 
     bill = g.bill_draft_tokens
@@ -138,7 +143,7 @@ def _pass(
         radio_j: float | FloatArray = 0.0
     else:
         radio_j = link.radio_energy_j_per_byte
-    wait = up + verify + down
+    wait = up + verify + down + overhead
     energy = edge_energy_j(draft, p_draft, wait, p_idle, radio_bytes, radio_j)
     # Cloud-only rounds draw no drafting power: the edge only waits, so without an idle
     # power there is nothing to charge and the figure is NaN ("no power data").
@@ -163,6 +168,8 @@ def _pass(
             downlink_payload_bytes(1.0, link.bytes_per_token, link.bytes_per_message),
             link.downlink_mbps,
         )
+        # every networked round pays the runtime's per-round overhead
+        ar_up = ar_up + np.asarray(link.round_overhead_ms, dtype=np.float64)
         if not preset.include_network:
             ar_up = ar_down = np.zeros_like(kf)
         out["cloud_ar"] = 1e3 / (ar_up + verify_one + ar_down)
