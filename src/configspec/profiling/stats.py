@@ -61,7 +61,12 @@ def estimate(samples: Sequence[float], source: Source = "measured") -> Estimate:
     hw = half_width(samples)
     if not math.isfinite(hw):
         return Estimate(mean=mean, n=n, source=source)
-    return Estimate(mean=mean, ci_low=mean - hw, ci_high=mean + hw, n=n, source=source)
+    low = mean - hw
+    if min(samples) >= 0:
+        # a t interval on few, skewed samples can dip below zero; a non-negative quantity
+        # (a latency, a power) cannot
+        low = max(low, 0.0)
+    return Estimate(mean=mean, ci_low=low, ci_high=mean + hw, n=n, source=source)
 
 
 @dataclass(frozen=True)
