@@ -395,8 +395,12 @@ def validate(
     configs: Sequence[ConfigFilter] = (),
     preset: str = "configspec",
     runs: Sequence[RunRecord] | None = None,
+    overhead_ms_by_rtt: dict[float, float] | None = None,
 ) -> ValidationResult:
     """Compare every stored run (or ``runs``) matching ``configs`` with the model.
+
+    ``overhead_ms_by_rtt`` maps an added RTT (ms) to the runtime overhead measured at it,
+    for runs at several RTTs; other runs use the stored ``round_overhead_ms``.
 
     Raises :class:`~configspec.errors.ProfileMissing` naming the profile command to run
     when a piece is missing, and when there are no runs to compare.
@@ -425,7 +429,11 @@ def validate(
                 f"run {run.run_id} sampled at temperature {run.config.temperature}; the "
                 "alignment entry closest to it is used"
             )
-        rows.append(_row(run, profiles, preset, profiles.network))
+        network = profiles.network
+        for rtt, over in (overhead_ms_by_rtt or {}).items():
+            if math.isclose(rtt, run.config.added_rtt_ms):
+                network = network.model_copy(update={"round_overhead_ms": over})
+        rows.append(_row(run, profiles, preset, network))
     if profiles.network.round_overhead_ms == 0:
         warnings.append(
             "the network settings have no measured round_overhead_ms: the runtime's per-round "

@@ -11,6 +11,7 @@ import sys
 import typer
 
 from configspec._version import __version__
+from configspec.cli import loop as _loop_cli
 from configspec.cli import models as _models_cli
 from configspec.cli import profile as _profile_cli
 from configspec.cli import run as _run_cli
@@ -44,6 +45,9 @@ def _root(
 app.add_typer(import_app, name="import")
 app.add_typer(paper_app, name="paper")
 app.command("select")(select_command)
+app.command("validate")(_loop_cli.validate_command)
+app.command("report")(_loop_cli.report_command)
+app.command("quickstart")(_loop_cli.quickstart_command)
 
 
 @app.command()
