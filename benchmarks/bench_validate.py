@@ -18,7 +18,6 @@ from ``configspec quickstart``); they are copied, never modified. Prints a table
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import sys
@@ -51,7 +50,9 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--prompts-per-domain", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_validate.json")
+    ap.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_validate.json"
+    )
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-validate-"))
@@ -75,15 +76,18 @@ def main() -> int:
         for rtt in args.rtts:
             over = runtime.calibrate_overhead(args.drafters[0], rtt)
             overheads[rtt] = over.mean
-            print(f"RTT +{rtt:g} ms: runtime overhead {over.mean:.1f} ms/round "
-                  f"(95% CI {over.low:.1f}..{over.high:.1f}, measured, K=0)", flush=True)  # fmt: skip
+            ci = f"95% CI {over.low:.1f}..{over.high:.1f}"
+            print(f"RTT +{rtt:g} ms: runtime overhead {over.mean:.1f} ms/round ({ci}, K=0)")
             for drafter in args.drafters:
                 for k in args.ks:
                     record = runtime.run(RunPlan(drafter, k, rtt))
                     store.save_run(record)
                     records.append(record)
-                    print(f"  [{len(records)}/{total}] {record.config.drafter} K={k}: "
-                          f"{record.goodput_tokens_per_s.mean:.2f} tok/s measured", flush=True)  # fmt: skip
+                    gp = record.goodput_tokens_per_s.mean
+                    print(
+                        f"  [{len(records)}/{total}] {record.config.drafter} K={k}: {gp:.2f} tok/s",
+                        flush=True,
+                    )
     result = validate(store, runs=records, overhead_ms_by_rtt=overheads)
     wall_s = time.perf_counter() - started
 

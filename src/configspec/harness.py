@@ -31,7 +31,7 @@ import numpy as np
 
 from configspec.backends.base import Drafter, Tokenizing
 from configspec.backends.factory import LlamaSettings, open_drafter, open_tokenizer
-from configspec.config import Estimate, RunConfig, RunRecord
+from configspec.config import Estimate, RoundTiming, RunConfig, RunRecord
 from configspec.errors import BackendUnavailable, InvalidInput
 from configspec.profiling.prompts import Prompt
 from configspec.profiling.sweep import NO_PROGRESS, ProgressEvent, ProgressFn
@@ -121,9 +121,7 @@ class VerifierProcess:
         fd, name = tempfile.mkstemp(prefix="configspec-verifier-", suffix=".log")
         self._log_path = Path(name)
         with os.fdopen(fd, "wb") as log_file:
-            self._proc = subprocess.Popen(  # noqa: S603 - our own interpreter and CLI
-                cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env
-            )
+            self._proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + s.start_timeout_s
         while True:
             if self._proc.poll() is not None:
@@ -168,7 +166,7 @@ def merge_generations(gens: Sequence[Generation]) -> Generation:
     renumbered; decode time, prefill time and reconnects add up)."""
     if not gens:
         raise InvalidInput("no generations to merge")
-    rounds = []
+    rounds: list[RoundTiming] = []
     for g in gens:
         for r in g.rounds:
             rounds.append(r.model_copy(update={"round": len(rounds)}))
@@ -202,7 +200,10 @@ class Runtime:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 
@@ -245,17 +246,19 @@ class Runtime:
         upstream = ("127.0.0.1", self._server.port if self._server else 0)
         gens: list[Generation] = []
         prompt_lengths: list[int] = []
-        with DelayProxy(upstream, delay_ms=plan.added_rtt_ms / 2.0) as proxy:
-            with EdgeClient(proxy.url, drafter, k=plan.k, timeout_s=120.0) as client:
-                if s.warmup_rounds:
-                    # warm the connection, the server's slot and the drafter (not recorded)
-                    first = drafter.tokenize(s.prompts[0].text)
-                    client.generate(first, max_tokens=min(s.max_tokens, s.warmup_rounds + 1))
-                for i, prompt in enumerate(s.prompts):
-                    tokens = drafter.tokenize(prompt.text)
-                    prompt_lengths.append(len(tokens))
-                    gens.append(client.generate(tokens, s.max_tokens))
-                    progress(ProgressEvent(label, i + 1, len(s.prompts), prompt.id))
+        with (
+            DelayProxy(upstream, delay_ms=plan.added_rtt_ms / 2.0) as proxy,
+            EdgeClient(proxy.url, drafter, k=plan.k, timeout_s=120.0) as client,
+        ):
+            if s.warmup_rounds:
+                # warm the connection, the server's slot and the drafter (not recorded)
+                first = drafter.tokenize(s.prompts[0].text)
+                client.generate(first, max_tokens=min(s.max_tokens, s.warmup_rounds + 1))
+            for i, prompt in enumerate(s.prompts):
+                tokens = drafter.tokenize(prompt.text)
+                prompt_lengths.append(len(tokens))
+                gens.append(client.generate(tokens, s.max_tokens))
+                progress(ProgressEvent(label, i + 1, len(s.prompts), prompt.id))
         return merge_generations(gens), prompt_lengths
 
     def run(self, plan: RunPlan, progress: ProgressFn = NO_PROGRESS) -> RunRecord:
@@ -312,9 +315,7 @@ class Runtime:
         ):
             client.generate(prompt, max_tokens=3)  # warm-up
             gen = client.generate(prompt, max_tokens=rounds)
-        over = np.array(
-            [r.round_ms - r.draft_ms - r.verify_ms - added_rtt_ms for r in gen.rounds]
-        )
+        over = np.array([r.round_ms - r.draft_ms - r.verify_ms - added_rtt_ms for r in gen.rounds])
         med = float(np.median(over))
         rng = np.random.default_rng(0)
         boots = np.median(rng.choice(over, size=(1000, over.size)), axis=1)

@@ -28,8 +28,8 @@ from pathlib import Path
 from configspec import records as R
 from configspec.config import GpuTimePrice, NetworkSettings
 from configspec.errors import InvalidInput
-from configspec.model.presets import ModelPreset, get_preset
 from configspec.harness import RunPlan, Runtime, RuntimeSettings
+from configspec.model.presets import ModelPreset, get_preset
 from configspec.profiling.prompts import bundled_prompts, select_prompts
 from configspec.profiling.sweep import ProgressEvent, ProgressFn
 from configspec.search.select import Selection, pick
@@ -203,9 +203,8 @@ def run_quickstart(
 
     t = step("profile verification")
     price = GpuTimePrice(price_usd_per_hour=s.price_usd_per_hour or ILLUSTRATIVE_PRICE_USD_PER_HOUR)
-    price_note = (
-        f"{price.price_usd_per_hour:g} USD per hour of verification time"
-        + (" (illustrative: pass --price-usd-per-hour)" if s.price_usd_per_hour is None else "")
+    price_note = f"{price.price_usd_per_hour:g} USD per hour of verification time" + (
+        " (illustrative: pass --price-usd-per-hour)" if s.price_usd_per_hour is None else ""
     )
     VerificationProfiler(
         s.target,
@@ -313,4 +312,4 @@ def prompts_context(runtime: Runtime, s: QuickstartSettings) -> int:
     """Mean decoding context of the quickstart's prompts (prompt + half the generation)."""
     d = runtime.drafter(s.drafters[0])
     lengths = [len(d.tokenize(p.text)) for p in runtime.settings.prompts]
-    return int(round(sum(lengths) / len(lengths) + s.max_tokens / 2))
+    return round(sum(lengths) / len(lengths) + s.max_tokens / 2)

@@ -254,7 +254,7 @@ def _context_tokens(run: RunRecord) -> int:
     c = run.config
     n_prompts = max(1, len(run.provenance.settings.get("prompts", [])) or 1)
     per_prompt = run.totals.generated_tokens / n_prompts
-    return int(round(c.prompt_tokens + per_prompt / 2))
+    return round(c.prompt_tokens + per_prompt / 2)
 
 
 def _row(
@@ -304,7 +304,9 @@ def _row(
     rounds = run.rounds
     tpr_meas = [r.accepted + 1 for r in rounds]
 
-    def triple(col: str, lo: str | None = None, hi: str | None = None) -> tuple[float, float, float]:
+    def triple(
+        col: str, lo: str | None = None, hi: str | None = None
+    ) -> tuple[float, float, float]:
         v = float(row[col])
         return (v, float(row[lo]) if lo else v, float(row[hi]) if hi else v)
 
@@ -346,11 +348,11 @@ def _row(
         tokens_per_round=Compared.of(_mean_est(tpr_meas) if tpr_meas else None, e_k),
         draft_ms=Compared.of(
             _mean_est([r.draft_ms for r in rounds]) if rounds else None,
-            (float(row[R.DRAFT_MS]),) * 3,  # type: ignore[arg-type]
+            (float(row[R.DRAFT_MS]),) * 3,
         ),
         verify_ms=Compared.of(
             _mean_est([r.verify_ms for r in rounds]) if rounds else None,
-            (float(row[R.VERIFY_MS]),) * 3,  # type: ignore[arg-type]
+            (float(row[R.VERIFY_MS]),) * 3,
         ),
         link_ms=Compared.of(
             _mean_est([r.round_ms - r.draft_ms - r.verify_ms for r in rounds]) if rounds else None,

@@ -93,7 +93,9 @@ def test_validation_recovers_a_known_error(profiles: Path) -> None:
     assert row.objectives["cost"].error is not None
 
 
-def test_validate_cli_json_and_filters(profiles: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_cli_json_and_filters(
+    profiles: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     store = ProfileStore(profiles)
     store.save_run(_record(2, 0.0, 300.0, 2))
     store.save_run(_record(4, 50.0, 500.0, 3))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -11,6 +13,9 @@ from rich.table import Table
 from configspec.cli._console import console, err_console, make_progress
 from configspec.errors import InvalidInput
 from configspec.profiling.sweep import ProgressEvent, ProgressFn
+
+if TYPE_CHECKING:
+    from configspec.config import RunRecord
 
 PROFILES = typer.Option(Path("profiles"), "--profiles", help="Profile directory.")
 
@@ -129,7 +134,7 @@ def validate_command(
         store,
         filters if records is None else (),
         preset,
-        runs=records,  # type: ignore[arg-type]
+        runs=records,
         overhead_ms_by_rtt=overheads,
     )
     render_validation(result)
@@ -140,7 +145,7 @@ def validate_command(
 
 def _run_configs(
     store: object,
-    filters: list[object],
+    filters: Sequence[object],
     target: str,
     rtts: list[float],
     max_tokens: int,
@@ -148,7 +153,7 @@ def _run_configs(
     threads: int,
     device: str | None,
     cache_dir: Path | None,
-) -> tuple[list[object], dict[float, float]]:
+) -> tuple[list[RunRecord], dict[float, float]]:
     from configspec.config import NetworkSettings
     from configspec.harness import RunPlan, Runtime, RuntimeSettings
     from configspec.profiling.prompts import bundled_prompts, select_prompts
@@ -174,7 +179,7 @@ def _run_configs(
         device=device or (devices[0].device.name if len(devices) == 1 else None),
         cache_dir=cache_dir,
     )
-    records = []
+    records: list[RunRecord] = []
     overheads: dict[float, float] = {}
     with make_progress() as bar:
         on_event = _progress_fn(bar)
@@ -188,9 +193,7 @@ def _run_configs(
                 on_event(ProgressEvent(label, i + 1, len(rtts), f"+{rtt:g} ms: {est.mean:.1f} ms"))
             net = store.network()
             store.save_network(
-                NetworkSettings(
-                    **{**net.model_dump(), "round_overhead_ms": overheads[rtts[0]]}
-                )
+                NetworkSettings(**{**net.model_dump(), "round_overhead_ms": overheads[rtts[0]]})
             )
             for i, plan in enumerate(plans):
                 record = runtime.run(plan, on_event)
@@ -282,7 +285,8 @@ def _render_optima(result: object) -> None:
             name,
             str(r[R.DRAFTER]) if r[R.MODE] == R.MODE_SPECULATIVE else str(r[R.MODE]),
             str(int(r[R.K])),
-            f"{r[R.GOODPUT_TOK_S]:.2f} ({r[R.GOODPUT_TOK_S_LOW]:.2f}..{r[R.GOODPUT_TOK_S_HIGH]:.2f})",
+            f"{r[R.GOODPUT_TOK_S]:.2f} "
+            f"({r[R.GOODPUT_TOK_S_LOW]:.2f}..{r[R.GOODPUT_TOK_S_HIGH]:.2f})",
             f"{r[R.TOKENS_PER_USD]:.3g}",
             f"{r[R.TOKENS_PER_J]:.3g}",
         )

@@ -13,6 +13,7 @@ import base64
 import html
 import io
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +96,7 @@ def write_report(
     progress(ProgressEvent("report", 0, steps, "selection"))
 
     images: list[tuple[str, str, bytes]] = []
-    rtts = sorted({r.config.added_rtt_ms for r in spec_runs}) or [float(sel.link.rtt_ms)]  # type: ignore[arg-type]
+    rtts = sorted({r.config.added_rtt_ms for r in spec_runs}) or [float(np.mean(sel.link.rtt_ms))]
     link0 = link_from_network(profiles.network)
     # the runs go through the delay proxy with no bandwidth cap: model them the same way
     from configspec.model.evaluate import with_link
@@ -186,14 +187,17 @@ def _optima_html(sel: object) -> str:
             continue
         r = t.iloc[row]
         rows.append([
-            f"best {name}", str(r[R.DRAFTER]) if r[R.MODE] == R.MODE_SPECULATIVE else str(r[R.MODE]),
+            f"best {name}",
+            str(r[R.DRAFTER]) if r[R.MODE] == R.MODE_SPECULATIVE else str(r[R.MODE]),
             str(int(r[R.K])), f"{_fmt(r[R.GOODPUT_TOK_S])} ({_fmt(r[R.GOODPUT_TOK_S_LOW])}.."
             f"{_fmt(r[R.GOODPUT_TOK_S_HIGH])})", _fmt(r[R.TOKENS_PER_USD]), _fmt(r[R.TOKENS_PER_J]),
         ])  # fmt: skip
     net = sel.network
     return (
         f"<h2>Optima (modelled, RTT {_fmt(sel.link.rtt_ms)} ms)</h2>"
-        + _table(["objective", "drafter", "K", "goodput tok/s (range)", "tokens/USD", "tokens/J"], rows)
+        + _table(
+            ["objective", "drafter", "K", "goodput tok/s (range)", "tokens/USD", "tokens/J"], rows
+        )
         + f"<p class='src'>Network: source {net.source}; runtime overhead per round "
         f"{net.round_overhead_ms:.2f} ms; Pareto front: {len(sel.pareto)} configurations. "
         "Energy is <span class='tag'>estimated</span> when the device profile's meter is an "
@@ -216,7 +220,8 @@ def _validation_html(result: object) -> str:
         ])  # fmt: skip
     s = result.summary["goodput"]
     summary = (
-        f"goodput median |error| {s.median_abs_error:.1%}, max {s.max_abs_error:.1%} over {s.n} runs"
+        f"goodput median |error| {s.median_abs_error:.1%}, max {s.max_abs_error:.1%} "
+        f"over {s.n} runs"
         if s.n and s.median_abs_error is not None and s.max_abs_error is not None
         else "no comparable runs"
     )
@@ -228,7 +233,7 @@ def _validation_html(result: object) -> str:
     )  # fmt: skip
 
 
-def _provenance_html(profiles: object, runs: list[object]) -> str:
+def _provenance_html(profiles: object, runs: Sequence[object]) -> str:
     from configspec.config import RunRecord
     from configspec.search.space import Profiles
 

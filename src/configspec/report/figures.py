@@ -12,17 +12,18 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-from configspec import records as R  # noqa: E402
-from configspec.config import AlignmentProfile, RunRecord  # noqa: E402
-from configspec.model.evaluate import Bounded, Link, evaluate_grid, with_link  # noqa: E402
-from configspec.model.presets import ModelPreset  # noqa: E402
-from configspec.search.select import Selection  # noqa: E402
-from configspec.search.space import Space  # noqa: E402
+from configspec import records as R
+from configspec.config import AlignmentProfile, RunRecord
+from configspec.model.evaluate import Bounded, Link, evaluate_grid, with_link
+from configspec.model.presets import ModelPreset
+from configspec.search.select import Selection
+from configspec.search.space import Space
 
 OBJ_LABELS = {
     R.GOODPUT_TOK_S: "goodput (tok/s)",
@@ -68,7 +69,7 @@ def goodput_vs_k(
         ax.set_ylabel("goodput (tok/s)")
         ax.grid(alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    handles.append(plt.Line2D([], [], marker="o", linestyle="", color="grey", mec="black"))
+    handles.append(Line2D([], [], marker="o", linestyle="", color="grey", mec="black"))
     labels.append("measured run (95% CI)")
     axes[0][-1].legend(handles, labels, fontsize=7, loc="best")
     fig.suptitle("Goodput vs K: lines modelled from profiles, points measured by the runtime")
@@ -106,7 +107,8 @@ def pareto_views(sel: Selection) -> Figure:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.suptitle(
-        f"Pareto front over the three objectives (modelled, RTT {float(np.mean(sel.link.rtt_ms)):g} ms)"
+        "Pareto front over the three objectives (modelled, "
+        f"RTT {float(np.mean(sel.link.rtt_ms)):g} ms)"
     )
     fig.tight_layout()
     return fig
@@ -162,7 +164,9 @@ def acceptance_curves(profiles: list[AlignmentProfile]) -> Figure:
             if e.by_k:
                 ks = [b.k for b in e.by_k]
                 tpr = [
-                    b.tokens_per_round.mean if b.tokens_per_round else b.k * b.accepted_fraction.mean + 1
+                    b.tokens_per_round.mean
+                    if b.tokens_per_round
+                    else b.k * b.accepted_fraction.mean + 1
                     for b in e.by_k
                 ]
                 a2.plot(ks, tpr, ls, marker=".", label=label)
