@@ -221,6 +221,9 @@ def quickstart_command(
     out: Path = typer.Option(Path("configspec-quickstart"), "--out", help="Output directory."),
     rtt_ms: float = typer.Option(30.0, "--rtt-ms", help="RTT injected by the delay proxy (ms)."),
     k_max: int = typer.Option(8, "--k-max", help="Largest K profiled and searched."),
+    context: list[int] = typer.Option(
+        [64, 192], "--context", help="Context lengths profiled (tokens); repeatable."
+    ),
     max_tokens: int = typer.Option(32, "--max-tokens", help="Tokens per prompt."),
     prompts_per_domain: int = typer.Option(1, "--prompts-per-domain", min=1),
     validate_k: list[int] = typer.Option([2, 6], "--validate-k", help="K run per drafter."),
@@ -241,6 +244,7 @@ def quickstart_command(
         rtt_ms=rtt_ms,
         drafters=tuple(drafter),
         k_max=k_max,
+        contexts=tuple(context),
         max_tokens=max_tokens,
         prompts_per_domain=prompts_per_domain,
         validate_ks=tuple(validate_k),
