@@ -14,6 +14,7 @@ from configspec._version import __version__
 from configspec.cli import loop as _loop_cli
 from configspec.cli import models as _models_cli
 from configspec.cli import profile as _profile_cli
+from configspec.cli import profile_alignment as _profile_alignment_cli  # noqa: F401 (registers `profile alignment`)
 from configspec.cli import run as _run_cli
 from configspec.cli import serve as _serve_cli
 from configspec.cli._console import err_console, setup_logging

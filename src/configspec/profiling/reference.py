@@ -137,7 +137,11 @@ def cache_key(target_sha256: str, prompt: Prompt, settings: ReferenceSettings) -
             "format": CACHE_FORMAT,
             "target_sha256": target_sha256,
             "prompt": prompt.text,
-            "settings": asdict(settings),
+            # top-k is not used at temperature 0 (no distributions are stored)
+            "settings": {
+                **asdict(settings),
+                "top_k": settings.top_k if settings.temperature else None,
+            },
         },
         sort_keys=True,
     )
