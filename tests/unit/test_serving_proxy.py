@@ -67,20 +67,23 @@ def _rtts_ms(port: int, n: int, payload: bytes = b"x" * 32) -> list[float]:
 
 
 def test_added_round_trip_matches_setting(echo_server: tuple[str, int]) -> None:
+    # minima: a loaded machine only ever adds scheduling delay, so the least-disturbed
+    # sample is the one that shows what the proxy itself adds
     with DelayProxy(echo_server) as plain:
-        base = statistics.median(_rtts_ms(plain.port, 10))
+        base = min(_rtts_ms(plain.port, 10))
     with DelayProxy(echo_server, delay_ms=15.0) as proxy:
         assert proxy.added_rtt_ms == 30.0
-        delayed = statistics.median(_rtts_ms(proxy.port, 10))
-    added = delayed - base
-    assert 29.0 <= added <= 40.0, f"added {added:.1f} ms for a 30 ms setting"
+        delayed = _rtts_ms(proxy.port, 10)
+    added = min(delayed) - base
+    assert 29.0 <= added <= 35.0, f"added {added:.1f} ms for a 30 ms setting"
+    assert min(delayed) >= 30.0  # never less than the setting
 
 
 def test_asymmetric_delay(echo_server: tuple[str, int]) -> None:
     up, down = LinkSettings(delay_ms=20.0), LinkSettings(delay_ms=0.0)
     with DelayProxy(echo_server, uplink=up, downlink=down) as proxy:
-        rtt = statistics.median(_rtts_ms(proxy.port, 6))
-    assert 19.5 <= rtt <= 30.0
+        rtt = min(_rtts_ms(proxy.port, 6))
+    assert 20.0 <= rtt <= 26.0
 
 
 def test_jitter_stays_in_bounds_and_preserves_order(echo_server: tuple[str, int]) -> None:
@@ -96,7 +99,8 @@ def test_jitter_stays_in_bounds_and_preserves_order(echo_server: tuple[str, int]
                 got += s.recv(65536)
             assert got == msg
     assert min(rtts) >= 10.0  # two legs of >= 5 ms each
-    assert max(rtts) <= 35.0  # two legs of <= 15 ms each, plus slack
+    assert min(rtts) <= 22.0  # some round trips draw below the 20 ms mean
+    assert statistics.median(rtts) <= 40.0  # two legs of <= 15 ms each, plus load slack
     assert statistics.pstdev(rtts) > 0.5  # jitter is actually applied
 
 

@@ -22,7 +22,12 @@ def _host_port(text: str, what: str) -> tuple[str, int]:
 
 @app.command()
 def verifier(
-    target: str = typer.Option(..., help="Target model: registered name or GGUF path."),
+    target: str = typer.Option(
+        ..., help="Target: registered model, GGUF path, or URL of an OpenAI-compatible server."
+    ),
+    tokenizer: str | None = typer.Option(
+        None, help="GGUF or registered model with the vocabulary of a URL target."
+    ),
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on."),
     n_ctx: int = typer.Option(4096, "--n-ctx", min=16, help="Target context window (tokens)."),
@@ -36,13 +41,14 @@ def verifier(
     cache_dir: Path | None = typer.Option(None, help="Model cache (see `configspec models`)."),
 ) -> None:
     """Serve speculative verification over HTTP (Ctrl+C stops)."""
-    from configspec.serving.loaders import load_target
+    from configspec.backends.factory import LlamaSettings, open_target
     from configspec.serving.server import run_server
     from configspec.serving.sessions import ServerLimits, VerifierService
 
     with err_console.status(f"loading {target}"):
+        settings = LlamaSettings(n_threads=threads, n_ctx=n_ctx)
         targets = [
-            load_target(target, n_ctx=n_ctx, n_threads=threads, cache_dir=cache_dir)
+            open_target(target, tokenizer=tokenizer, cache_dir=cache_dir, settings=settings)
             for _ in range(slots)
         ]
     limits = ServerLimits(

@@ -32,13 +32,14 @@ import httpx
 import numpy as np
 from pydantic import ValidationError
 
-from configspec.backends.base import Drafter, DraftResult
+from configspec.backends.base import Drafter, DraftResult, ModelIdentity
 from configspec.config import RoundTiming
 from configspec.errors import BackendUnavailable, ConfigSpecError, IncompatibleModels, InvalidInput
 from configspec.serving.protocol import (
     ErrorResponse,
     OpenSessionRequest,
     OpenSessionResponse,
+    ServerInfo,
     SparseDistribution,
     VerifyRequest,
     VerifyResponse,
@@ -76,6 +77,19 @@ class Generation:
     target_family: str
     energy_j: float | None = None
     sessions: list[str] = field(default_factory=list)
+
+
+_DRAFT_STREAM = 0xD5AF7
+
+
+def draft_seed(seed: int, round_no: int) -> int:
+    """The drafter's seed for one round.
+
+    Independent of every other round's and of the verifier's stream, which is derived
+    from the same ``seed`` (see :func:`configspec.serving.sessions.verifier_rng`).
+    """
+    state = np.random.SeedSequence([seed, round_no, _DRAFT_STREAM]).generate_state(2, np.uint32)
+    return int(state[0]) << 32 | int(state[1])
 
 
 def sparse_support(q: np.ndarray, top_k: int, mass: float = 1.0 - 1e-6) -> SparseDistribution:
@@ -132,6 +146,43 @@ def build_request(
         draft_token_probs=[d.prob_of(t) or 0.0 for d, t in zip(dists, kept, strict=True)],
         draft_distributions=dists or None,
     )
+
+
+def probe_server(url: str, *, timeout_s: float = 5.0) -> ServerInfo:
+    """The verifier's target and limits from ``/v1/info``; fails fast with one clear line."""
+    try:
+        resp = httpx.get(url.rstrip("/") + "/v1/info", timeout=timeout_s, trust_env=False)
+    except httpx.TransportError as exc:
+        raise BackendUnavailable(
+            f"cannot reach the verifier at {url} ({type(exc).__name__}); start it with "
+            "`configspec serve verifier` or check --server"
+        ) from None
+    except httpx.InvalidURL as exc:
+        raise InvalidInput(f"--server {url!r} is not a valid URL: {exc}") from None
+    try:
+        resp.raise_for_status()
+        return ServerInfo.model_validate_json(resp.content)
+    except (httpx.HTTPStatusError, ValidationError):
+        raise BackendUnavailable(
+            f"{url} answered /v1/info with HTTP {resp.status_code} but is not a ConfigSpec "
+            "verifier; check --server"
+        ) from None
+
+
+def check_drafter(drafter: ModelIdentity, info: ServerInfo, k: int) -> None:
+    """Raise unless ``drafter`` shares the served target's tokenizer and K fits the limit."""
+    target = info.target
+    if (
+        drafter.tokenizer_fingerprint != target.tokenizer_fingerprint
+        or drafter.vocab_size != target.vocab_size
+    ):
+        raise IncompatibleModels(
+            f"drafter {drafter.name} (family {drafter.family}) does not share the tokenizer of "
+            f"target {target.name} (family {target.family}); pick a drafter of family "
+            f"{target.family}"
+        )
+    if k > info.max_k:
+        raise InvalidInput(f"K={k} is above the verifier's limit ({info.max_k})")
 
 
 class EdgeClient:
@@ -229,16 +280,15 @@ class EdgeClient:
         return opened
 
     def _check_compatible(self, opened: OpenSessionResponse) -> None:
-        mine = self.drafter.identity
-        theirs = opened.target
-        if mine.tokenizer_fingerprint != theirs.tokenizer_fingerprint:
-            raise IncompatibleModels(
-                f"drafter {mine.name} (family {mine.family}) does not share the tokenizer of "
-                f"target {theirs.name} (family {theirs.family}); pick a drafter of family "
-                f"{theirs.family}"
-            )
-        if self.k > opened.max_k:
-            raise InvalidInput(f"K={self.k} is above the verifier's limit ({opened.max_k})")
+        info = ServerInfo(
+            target=opened.target,
+            max_k=opened.max_k,
+            max_sessions=1,
+            max_context_tokens=opened.max_context_tokens,
+            session_ttl_s=opened.session_ttl_s,
+            active_sessions=0,
+        )
+        check_drafter(self.drafter.identity, info, self.k)
 
     # ------------------------------------------------------------------ decode
     def generate(
@@ -355,7 +405,7 @@ class EdgeClient:
     def _draft(self, context: list[int], k: int, round_no: int) -> DraftResult:
         if k == 0:
             return DraftResult(tokens=[], token_probs=[])
-        seed = None if self.seed is None else self.seed + round_no
+        seed = None if self.seed is None else draft_seed(self.seed, round_no)
         return self.drafter.draft(context, k, temperature=self.temperature, seed=seed)
 
     def _close_session(self, session_id: str) -> None:

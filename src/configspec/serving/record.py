@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from configspec.config import Estimate, Provenance, RunConfig, RunRecord, RunTotals
+from configspec.config import Estimate, Provenance, RunConfig, RunRecord, RunTotals, Source
 from configspec.serving.client import Generation
 
 _BOOTSTRAP_SAMPLES = 2000
@@ -40,6 +40,7 @@ def build_run_record(
     *,
     run_id: str | None = None,
     energy_note: str = "",
+    energy_source: Source = "measured",
     settings: dict[str, Any] | None = None,
     backend: str | None = None,
     backend_version: str | None = None,
@@ -89,7 +90,8 @@ def build_run_record(
     per_joule = None
     if have_energy:
         e = np.array(energies, dtype=np.float64)
-        per_joule = _ratio_estimate(tokens, e, 1.0) if e.sum() > 0 else None
+        if e.sum() > 0:
+            per_joule = _ratio_estimate(tokens, e, 1.0).model_copy(update={"source": energy_source})
     elif not energy_note:
         energy_note = "no device power meter was used; energy not recorded"
     return RunRecord(

@@ -27,6 +27,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from configspec.backends.base import Evaluation, Target
+from configspec.errors import ConfigSpecError
 from configspec.serving.protocol import (
     PROTOCOL_VERSION,
     CloseSessionResponse,
@@ -64,12 +65,18 @@ class ApiError(Exception):
 
 @dataclass(frozen=True)
 class ServerLimits:
-    """What one verifier accepts. ``max_context_tokens`` counts prompt + generated + K + 1."""
+    """What one verifier accepts. ``max_context_tokens`` counts prompt + generated + K + 1.
+
+    ``parallel_evaluations`` bounds how many targets of the pool compute at once: on a
+    CPU every target already uses all its threads, and running several at once only
+    oversubscribes the cores (raise it for GPU slots or many-core hosts).
+    """
 
     max_sessions: int = 32
     max_k: int = 16
     max_context_tokens: int = 4096
     session_ttl_s: float = 300.0
+    parallel_evaluations: int = 1
 
     def __post_init__(self) -> None:
         if self.max_sessions < 1:
@@ -78,6 +85,8 @@ class ServerLimits:
             raise ValueError(f"max_k={self.max_k} is out of range (1..64)")
         if self.max_context_tokens < 2:
             raise ValueError(f"max_context_tokens={self.max_context_tokens} is too small")
+        if self.parallel_evaluations < 1:
+            raise ValueError(f"parallel_evaluations={self.parallel_evaluations} must be >= 1")
         if self.session_ttl_s <= 0:
             raise ValueError(f"session_ttl_s={self.session_ttl_s} must be positive")
 
@@ -139,7 +148,27 @@ class Metrics:
             buckets=_LATENCY_BUCKETS_S,
             registry=r,
         )
+        self.evaluated_tokens = Counter(
+            "configspec_target_evaluated_tokens",
+            "Tokens the target decoded (drafts, plus prefixes re-evaluated on a session switch)",
+            registry=r,
+        )
         self.sessions = Gauge("configspec_sessions_active", "Open sessions", registry=r)
+
+
+_VERIFIER_STREAM = 0x7E21F1E5
+
+
+def verifier_rng(seed: int | None) -> np.random.Generator:
+    """The accept/resample random stream of a session seeded with ``seed``.
+
+    Derived through a SeedSequence with a stream tag, never ``default_rng(seed)`` itself:
+    a drafter seeded with the same number would otherwise draw the same uniforms, and
+    reusing the uniform that picked a draft token to accept it biases the output.
+    """
+    if seed is None:
+        return np.random.default_rng()
+    return np.random.default_rng(np.random.SeedSequence([seed, _VERIFIER_STREAM]))
 
 
 def target_info(target: Target) -> TargetInfo:
@@ -182,6 +211,7 @@ class VerifierService:
         self.metrics = Metrics()
         self.started_s = clock()
         self._sessions: dict[str, _Session] = {}
+        self._compute = asyncio.Semaphore(self.limits.parallel_evaluations)
         self._expired: OrderedDict[str, None] = OrderedDict()
 
     # ----------------------------------------------------------------- sessions
@@ -287,7 +317,7 @@ class VerifierService:
             session_id=secrets.token_hex(8),
             tokens=list(req.prompt_tokens),
             temperature=req.temperature,
-            rng=np.random.default_rng(req.seed),
+            rng=verifier_rng(req.seed),
             slot=slot,
             last_used_s=self.clock(),
         )
@@ -295,11 +325,13 @@ class VerifierService:
         self._sessions[session.session_id] = session
         self.metrics.sessions.set(len(self._sessions))
         try:
-            async with session.lock, slot.lock:
+            async with session.lock, slot.lock, self._compute:
                 prompt = session.tokens
-                ev = await asyncio.to_thread(slot.target.evaluate, prompt[:-1], prompt[-1:])
+                ev = await asyncio.to_thread(slot.target.evaluate, prompt, [])
         except Exception as exc:
             self._drop(session.session_id, expired=False)
+            if isinstance(exc, ConfigSpecError):  # e.g. the prompt exceeds the context
+                raise ApiError(422, "target_error", f"the target refused: {exc}") from None
             log.exception("prefill failed")
             raise ApiError(500, "target_error", f"the target failed to prefill: {exc}") from exc
         self.metrics.prefill_latency.observe(ev.elapsed_s)
@@ -375,9 +407,11 @@ class VerifierService:
                 return s.last_response.model_copy(update={"replayed": True})
             self._validate(s, req)
             slot = s.slot
-            async with slot.lock:
+            async with slot.lock, self._compute:
                 try:
                     outcome, ev, approximate = await asyncio.to_thread(self._run, s, req)
+                except ConfigSpecError as exc:
+                    raise ApiError(422, "target_error", f"the target refused: {exc}") from None
                 except Exception as exc:
                     log.exception("verification failed in session %s", session_id)
                     raise ApiError(
@@ -393,6 +427,7 @@ class VerifierService:
             m.accepted_tokens.inc(outcome.accepted)
             m.emitted_tokens.inc(outcome.accepted + 1)
             m.verify_latency.observe(ev.elapsed_s)
+            m.evaluated_tokens.inc(ev.extra.get("evaluated_tokens", len(req.draft_tokens) + 1))
             if approximate:
                 m.approximate_rounds.inc()
             resp = VerifyResponse(

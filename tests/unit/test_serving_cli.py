@@ -1,0 +1,93 @@
+"""``configspec run edge`` / ``serve`` bad input: one clear line and a non-zero exit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from _serving_fakes import FakeTarget, bigram_table
+from _tiny_gguf import write_tiny_gguf
+
+from configspec.cli.main import main
+from configspec.serving.server import ServerThread, free_port
+from configspec.serving.sessions import ServerLimits, VerifierService
+
+
+@pytest.fixture
+def fake_server() -> Iterator[str]:
+    service = VerifierService([FakeTarget(bigram_table(8, 0))], ServerLimits(max_k=4))
+    with ServerThread(service) as srv:
+        yield srv.url
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error:")
+    return lines[0]
+
+
+def test_unreachable_server(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    rc = main(["run", "edge", "--server", url, "--drafter", "anything", "--k", "2"])
+    assert rc == 8
+    assert "cannot reach the verifier" in _one_error_line(capsys)
+
+
+def test_incompatible_drafter(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, fake_server: str
+) -> None:
+    gguf = write_tiny_gguf(tmp_path / "other.gguf")
+    rc = main(
+        [
+            "run",
+            "edge",
+            "--server",
+            fake_server,
+            "--drafter",
+            str(gguf),
+            "--k",
+            "2",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ]
+    )
+    assert rc == 5
+    assert "does not share the tokenizer" in _one_error_line(capsys)
+
+
+def test_k_above_server_limit(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, fake_server: str
+) -> None:
+    rc = main(["run", "edge", "--server", fake_server, "--drafter", "x", "--k", "9"])
+    assert rc == 2
+    assert "K=9 is above the verifier's limit (4)" in _one_error_line(capsys)
+
+
+def test_ngram_needs_tokenizer(capsys: pytest.CaptureFixture[str], fake_server: str) -> None:
+    rc = main(["run", "edge", "--server", fake_server, "--drafter", "ngram", "--k", "2"])
+    assert rc == 2
+    assert "--tokenizer" in _one_error_line(capsys)
+
+
+def test_not_a_verifier(capsys: pytest.CaptureFixture[str]) -> None:
+    with ServerThread(VerifierService([FakeTarget(bigram_table(8, 0))])) as srv:
+        url = srv.url + "/nothing-here"
+        rc = main(["run", "edge", "--server", url, "--drafter", "x", "--k", "2"])
+    assert rc == 8
+    assert "not a ConfigSpec verifier" in _one_error_line(capsys)
+
+
+def test_proxy_refuses_non_loopback(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["serve", "proxy", "--listen", "0.0.0.0:9999", "--upstream", "127.0.0.1:1"])
+    assert rc == 2
+    assert "only listens on loopback" in _one_error_line(capsys)
+
+
+def test_proxy_bad_host_port(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["serve", "proxy", "--listen", "nonsense", "--upstream", "127.0.0.1:1"])
+    assert rc == 2
+    assert "is not HOST:PORT" in _one_error_line(capsys)
