@@ -97,3 +97,12 @@ def test_no_speculation_wins_when_drafting_is_too_slow() -> None:
     assert chosen[R.MODE] == R.MODE_CLOUD_ONLY and int(chosen[R.K]) == 0
     report = breakeven(sel)  # falls back to the best speculative configuration
     assert report[0].acceptance is None or report[0].acceptance > 0.3
+
+
+def test_breakeven_survives_constraints_that_exclude_all_speculation() -> None:
+    # The drafter does not fit the device: only cloud-only decoding is feasible.
+    devs = [device(drafters=[drafter(memory_bytes=10_000)], memory_bytes=1_000)]
+    space = build_space(devs, [alignment([alpha_entry(alpha=0.7)])], [verification()], CONFIGSPEC)
+    sel = pick(space, NET, "goodput")
+    assert sel.table.iloc[sel.chosen][R.MODE] == R.MODE_CLOUD_ONLY
+    assert [b.objective for b in breakeven(sel)] == ["goodput", "cost", "energy"]

@@ -14,7 +14,7 @@ from configspec.model import (
     tokens_per_round_from_measured,
     tokens_per_round_from_positions,
 )
-from configspec.model.acceptance import acceptance_from_speedup_inputs
+from configspec.model.acceptance import alpha_from_tokens_per_round
 from configspec.model.latency import interpolate_separable, transfer_ms
 
 
@@ -73,7 +73,7 @@ def test_e_is_monotone_in_alpha_and_k(a1: float, a2: float, k1: int, k2: int) ->
 def test_inverse_alpha_round_trips() -> None:
     ks = np.array([1, 4, 8, 16])
     alphas = np.array([0.1, 0.5, 0.8, 0.95])
-    back = acceptance_from_speedup_inputs(tokens_per_round_from_alpha(alphas, ks), ks)
+    back = alpha_from_tokens_per_round(tokens_per_round_from_alpha(alphas, ks), ks)
     assert np.allclose(back, alphas, atol=1e-9)
 
 

@@ -245,6 +245,12 @@ def test_k_beyond_profiled_range_is_a_clear_error() -> None:
     # Without an explicit K_max the space is clipped to the profiled range.
     space = build_space([device()], aligns, [verification()], CONFIGSPEC)
     assert int(space.inputs.k.max()) == 8
+    # An explicit K_max that only some pairs reach: evaluated, with a warning.
+    two = [alignment([by_k_entry("d", {k: 0.5 for k in range(1, 9)}), alpha_entry("e")])]
+    devs = [device(drafters=[drafter("d"), drafter("e")])]
+    space = build_space(devs, two, [verification()], CONFIGSPEC, SearchSettings(k_max=12))
+    assert int(space.inputs.k.max()) == 12
+    assert any("d → t reaches K=8" in w for w in space.warnings)
 
 
 def test_drafter_without_device_profile_is_a_clear_error() -> None:

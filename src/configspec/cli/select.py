@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from configspec import records as R
-from configspec.cli._console import console, err_console, progress_bar
+from configspec.cli._console import console, err_console, make_progress
 from configspec.deploy import ENGINES, Deployment, emit
 from configspec.deploy.fingerprint import fingerprint_warnings, installed_fingerprint
 from configspec.errors import InvalidInput
@@ -42,6 +42,7 @@ from configspec.store import ProfileStore, atomic_write_text
 
 FORMATS = ("table", "json", "csv")
 SENSITIVITY_AUTO_LIMIT = 200_000
+PER_PAIR_AUTO_LIMIT = 24
 OBJECTIVE_UNITS = {"goodput": "tok/s", "cost": "tok/USD", "energy": "tok/J"}
 
 
@@ -136,11 +137,12 @@ def _top_rows(sel: Selection, n: int) -> list[int]:
 
 def _render(sel: Selection, out: Console, top: int, crossings: list[Crossover]) -> None:
     t = sel.table
-    illustrative = any(
-        "illustrative" in s
+    illustrative_kinds = {
+        kind
         for kind, s in sel.space.sources.items()
-        if kind != "network" or sel.preset.include_network
-    )
+        if "illustrative" in s and (kind != "network" or sel.preset.include_network)
+    }
+    illustrative = bool(illustrative_kinds - {"network"})
     link = (
         f"RTT {_num(float(np.asarray(sel.link.rtt_ms)))} ms (network: {sel.network.source})"
         if sel.preset.include_network
@@ -158,6 +160,11 @@ def _render(sel: Selection, out: Console, top: int, crossings: list[Crossover]) 
         out.print(
             "[bold yellow]Illustrative profiles:[/] these inputs are example data, not "
             "measurements; every figure below is modelled from them."
+        )
+    elif illustrative_kinds:
+        out.print(
+            "[yellow]Network:[/] illustrative settings (no measured network.json); pass "
+            "--rtt-ms or write network.json with your link's figures."
         )
     chosen = sel.chosen
     r = t.iloc[chosen]
@@ -339,6 +346,8 @@ def select_command(
     output: Path | None = typer.Option(None, "--output", "-o", help="Write here (atomically)."),
     k_max: int | None = typer.Option(None, "--k-max", help="Largest K (default: preset's)."),
     context_tokens: int = typer.Option(512, help="Context length the latencies are read at."),
+    domain: str = typer.Option("all", help="Alignment domain to read acceptance for."),
+    temperature: float = typer.Option(0.0, help="Sampling temperature of the acceptance data."),
     device: list[str] = typer.Option([], "--device", help="Only these devices."),
     drafter: list[str] = typer.Option([], "--drafter", help="Only these drafters."),
     target: list[str] = typer.Option([], "--target", help="Only these targets."),
@@ -366,7 +375,7 @@ def select_command(
         None,
         "--per-pair/--no-per-pair",
         help="Optimum per objective for every (target, device) pair "
-        "[default: on when there is more than one pair].",
+        "(default: on for 2 to 24 pairs).",
     ),
     max_profile_age_days: float = typer.Option(
         90.0, help="Warn about profiles older than this (days)."
@@ -390,6 +399,10 @@ def select_command(
         raise InvalidInput(f"--emit {emit_engine!r} is unknown; use {' | '.join(ENGINES)}")
     if emit_engine is not None and fmt == "csv":
         raise InvalidInput("--emit needs --format table or json")
+    if context_tokens < 0 or temperature < 0:
+        raise InvalidInput(
+            f"--context-tokens {context_tokens} and --temperature {temperature} must be ≥ 0"
+        )
     if top < 1:
         raise InvalidInput(f"--top {top} must be ≥ 1")
     if not profiles.is_dir():
@@ -398,16 +411,19 @@ def select_command(
     settings = SearchSettings(
         k_max=k_max,
         context_tokens=context_tokens,
+        domain=domain,
+        temperature=temperature,
         devices=tuple(device),
         drafters=tuple(drafter),
         targets=tuple(target),
     )
     constraints = parse_constraints(constraint, allow_edge_only=allow_edge_only)
     deployed = _read_fingerprint(deployed_fingerprint)
-    loaded = read_profiles(ProfileStore(profiles))
-    space = space_from_profiles(loaded, preset, settings)
-    network = loaded.network
-    sel = pick(space, network, objective, preset, constraints, rtt_ms)
+    with err_console.status("reading profiles and evaluating the configuration space"):
+        loaded = read_profiles(ProfileStore(profiles))
+        space = space_from_profiles(loaded, preset, settings)
+        network = loaded.network
+        sel = pick(space, network, objective, preset, constraints, rtt_ms)
     sel.warnings.extend(
         fingerprint_warnings(
             loaded.devices, loaded.alignments, loaded.verifications, deployed, max_profile_age_days
@@ -423,7 +439,8 @@ def select_command(
     if sensitivity is None:
         sensitivity = len(space) <= SENSITIVITY_AUTO_LIMIT
     if sensitivity and objective != "pareto" and fmt != "csv":
-        with progress_bar("sensitivity sweeps", total=2) as bar:
+        with make_progress(transient=True) as bar:
+            bar.add_task("sensitivity sweeps", total=2)
             if preset.include_network:
                 crossings += crossovers(
                     space, network, preset, constraints, objective, "rtt_ms", 0, 1000
@@ -435,8 +452,9 @@ def select_command(
             bar.advance(bar.task_ids[0])
 
     pairs = best_per_pair(sel) if per_pair is not False and fmt != "csv" else []
-    if per_pair is None and len({(p.target, p.device) for p in pairs}) < 2:
-        pairs = []
+    n_pairs = len({(p.target, p.device) for p in pairs})
+    if per_pair is None and not 2 <= n_pairs <= PER_PAIR_AUTO_LIMIT:
+        pairs = []  # one pair repeats the optimum; hundreds would bury it
 
     if fmt == "json":
         doc = selection_record(sel, top, crossings)

@@ -30,8 +30,9 @@ ENGINE_VERSIONS = {
         "prompt-lookup-decoding (--draft_model, --draft_model_num_pred_tokens)"
     ),
     "vllm": (
-        "vLLM `vllm serve` with --speculative-config JSON, method draft_model/ngram, as "
-        "documented for current vLLM (2026); vLLM 0.10.x cannot run a separate draft model"
+        "vLLM `vllm serve` --speculative-config JSON (method draft_model | ngram); a draft model "
+        "needs vLLM <= 0.9.2 (V0 engine) or a release with vllm-project/vllm#24322 - 0.10.0 to "
+        "0.13.0 refuse draft models (ngram works there)"
     ),
     "configspec": "configspec (this version): `serve verifier` and `run edge`",
 }

@@ -83,7 +83,7 @@ def tokens_per_round_from_measured(
     return np.where(np.isfinite(measured), measured, formula)
 
 
-def acceptance_from_speedup_inputs(tokens_per_round: ArrayLike, k: ArrayLike) -> FloatArray:
+def alpha_from_tokens_per_round(tokens_per_round: ArrayLike, k: ArrayLike) -> FloatArray:
     """The single rate α whose closed form gives ``tokens_per_round`` at ``k`` (bisection).
 
     Used by the breakeven analysis to express a required E(K) as an acceptance rate.
@@ -100,3 +100,7 @@ def acceptance_from_speedup_inputs(tokens_per_round: ArrayLike, k: ArrayLike) ->
         lo = np.where(below, mid, lo)
         hi = np.where(below, hi, mid)
     return np.asarray(0.5 * (lo + hi))
+
+
+acceptance_from_speedup_inputs = alpha_from_tokens_per_round
+"""Deprecated alias of :func:`alpha_from_tokens_per_round` (first committed name)."""

@@ -12,7 +12,7 @@ and an optimistic pass its upper bound.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -89,8 +89,44 @@ class GridInputs:
         return int(self.k.shape[0])
 
 
+@dataclass(frozen=True)
+class _Static:
+    """Quantities that do not depend on which bound is evaluated (computed once)."""
+
+    edge: BoolArray
+    cloud: BoolArray
+    kf: FloatArray
+    up_bytes: FloatArray
+    up: FloatArray
+    per_token_cost: FloatArray
+    radio_j: float | FloatArray
+
+
+def _static(g: GridInputs, link: Link, preset: ModelPreset, price_scale: float) -> _Static:
+    edge = g.mode == 2
+    cloud = g.mode == 1
+    kf = g.k.astype(np.float64)
+    up_bytes = uplink_payload_bytes(kf, link.bytes_per_token, link.bytes_per_message)
+    if preset.include_network:
+        up = np.where(edge, 0.0, transfer_ms(link.rtt_ms, up_bytes, link.uplink_mbps))
+    else:
+        up = np.zeros_like(kf)
+    bill = g.bill_draft_tokens
+    if preset.bill_draft_tokens is not None:
+        bill = np.full(kf.shape, preset.bill_draft_tokens)
+    per_token = per_token_cost_usd(kf, g.price_usd_per_mtok, bill) * price_scale
+    radio_j = 0.0 if preset.energy_drafting_only else link.radio_energy_j_per_byte
+    return _Static(edge, cloud, kf, up_bytes, up, per_token, radio_j)
+
+
 def _pass(
-    g: GridInputs, link: Link, preset: ModelPreset, price_scale: float, which: str, full: bool
+    g: GridInputs,
+    st: _Static,
+    link: Link,
+    preset: ModelPreset,
+    price_scale: float,
+    which: str,
+    full: bool,
 ) -> dict[str, FloatArray]:
     """One evaluation with the inputs' ``mean``/``low``/``high`` chosen per ``which``."""
     pick_good = {"mean": "mean", "low": "high", "high": "low"}[which]  # for "bad" inputs
@@ -102,52 +138,41 @@ def _pass(
     p_draft: FloatArray = getattr(g.draft_power_w, pick_good)
     p_idle: FloatArray = getattr(g.idle_power_w, pick_good)
 
-    edge = g.mode == 2
-    cloud = g.mode == 1
-    kf = g.k.astype(np.float64)
+    edge, cloud, kf, up = st.edge, st.cloud, st.kf, st.up
     if preset.fixed_verify_ms is not None:
         verify = np.full_like(kf, preset.fixed_verify_ms)
         verify_one = verify
-    verify = np.where(cloud, verify_one, verify)
-    verify = np.where(edge, 0.0, verify)
+    verify = np.where(edge, 0.0, np.where(cloud, verify_one, verify))
     draft = np.where(edge, edge_tok, kf * draft_tok)
 
-    up_bytes = uplink_payload_bytes(kf, link.bytes_per_token, link.bytes_per_message)
-    down_bytes = downlink_payload_bytes(e, link.bytes_per_token, link.bytes_per_message)
     if preset.include_network:
-        up = np.where(edge, 0.0, transfer_ms(link.rtt_ms, up_bytes, link.uplink_mbps))
+        down_bytes = downlink_payload_bytes(e, link.bytes_per_token, link.bytes_per_message)
         down = np.where(edge, 0.0, transfer_ms(link.rtt_ms, down_bytes, link.downlink_mbps))
-        radio_bytes = np.where(edge, 0.0, up_bytes + down_bytes)
+        radio_bytes = np.where(edge, 0.0, st.up_bytes + down_bytes)
         overhead = np.where(edge, 0.0, np.asarray(link.round_overhead_ms, dtype=np.float64))
     else:
-        up = down = radio_bytes = overhead = np.zeros_like(kf)
+        down = radio_bytes = overhead = np.zeros_like(kf)
     # The runtime's fixed per-round cost (HTTP, serialisation, bookkeeping): the edge
     # waits through it, the cloud does not bill it.
-    round_ms = draft + up + verify + down + overhead
+    wait = up + verify + down + overhead
+    round_ms = draft + wait
     goodput = e * 1e3 / round_ms
 
-    bill = g.bill_draft_tokens
-    if preset.bill_draft_tokens is not None:
-        bill = np.full(kf.shape, preset.bill_draft_tokens)
     cost = np.where(
         g.gpu_price,
-        gpu_time_cost_usd(verify, g.price_usd_per_hour, g.overhead_ms_per_round),
-        per_token_cost_usd(kf, g.price_usd_per_mtok, bill),
+        gpu_time_cost_usd(verify, g.price_usd_per_hour, g.overhead_ms_per_round) * price_scale,
+        st.per_token_cost,
     )
-    cost = np.where(edge, 0.0, cost * price_scale)
+    cost = np.where(edge, 0.0, cost)
     with np.errstate(divide="ignore"):
         tokens_per_usd = e / cost
 
     if preset.energy_drafting_only:
         p_idle = np.full_like(kf, np.nan)
-        radio_j: float | FloatArray = 0.0
-    else:
-        radio_j = link.radio_energy_j_per_byte
-    wait = up + verify + down + overhead
-    energy = edge_energy_j(draft, p_draft, wait, p_idle, radio_bytes, radio_j)
+    energy = edge_energy_j(draft, p_draft, wait, p_idle, radio_bytes, st.radio_j)
     # Cloud-only rounds draw no drafting power: the edge only waits, so without an idle
     # power there is nothing to charge and the figure is NaN ("no power data").
-    energy = np.where(cloud, p_idle * wait / 1e3 + radio_bytes * radio_j, energy)
+    energy = np.where(cloud, p_idle * wait / 1e3 + radio_bytes * st.radio_j, energy)
     with np.errstate(divide="ignore", invalid="ignore"):
         tokens_per_j = e / energy
 
@@ -186,9 +211,10 @@ def evaluate_grid(
     Returns a dict of column name → array (energy notes as integer codes into
     :data:`configspec.model.energy.ENERGY_NOTES` under :data:`~configspec.records.ENERGY_NOTE`).
     """
-    mean = _pass(g, link, preset, price_scale, "mean", full=True)
-    low = _pass(g, link, preset, price_scale, "low", full=False)
-    high = _pass(g, link, preset, price_scale, "high", full=False)
+    st = _static(g, link, preset, price_scale)
+    mean = _pass(g, st, link, preset, price_scale, "mean", full=True)
+    low = _pass(g, st, link, preset, price_scale, "low", full=False)
+    high = _pass(g, st, link, preset, price_scale, "high", full=False)
     idle = g.idle_power_w.mean
     if preset.energy_drafting_only:
         idle = np.full_like(idle, np.nan)
@@ -222,8 +248,3 @@ def evaluate_grid(
             R.SPEEDUP_VS_CLOUD_AR: mean["goodput"] / mean["cloud_ar"],
             R.SPEEDUP_VS_EDGE_ONLY: mean["goodput"] / mean["edge_only"],
         }
-
-
-def with_link(link: Link, **changes: float) -> Link:
-    """A copy of ``link`` with fields replaced (e.g. ``rtt_ms=...``)."""
-    return replace(link, **changes)

@@ -99,7 +99,7 @@ def write_report(
     rtts = sorted({r.config.added_rtt_ms for r in spec_runs}) or [float(np.mean(sel.link.rtt_ms))]
     link0 = link_from_network(profiles.network)
     # the runs go through the delay proxy with no bandwidth cap: model them the same way
-    from configspec.model.evaluate import with_link
+    from dataclasses import replace as with_link
     from configspec.validate import UNCAPPED_MBPS
 
     curves = {}

@@ -20,7 +20,7 @@ from matplotlib.lines import Line2D
 
 from configspec import records as R
 from configspec.config import AlignmentProfile, RunRecord
-from configspec.model.evaluate import Bounded, Link, evaluate_grid, with_link
+from configspec.model.evaluate import Bounded, Link, evaluate_grid
 from configspec.model.presets import ModelPreset
 from configspec.search.select import Selection
 from configspec.search.space import Space
@@ -135,7 +135,7 @@ def optimum_k_grid(
             draft_ms_per_token=Bounded(d.mean / f, d.low / f, d.high / f),
         )
         for j, rtt in enumerate(rtts_ms):
-            cols = evaluate_grid(scaled, with_link(link, rtt_ms=float(rtt)), preset)
+            cols = evaluate_grid(scaled, replace(link, rtt_ms=float(rtt)), preset)
             gp = np.asarray(cols[R.GOODPUT_TOK_S])[idx]
             best_k[i, j] = g.k[idx][int(np.nanargmax(gp))] if np.isfinite(gp).any() else np.nan
     fig, ax = plt.subplots(figsize=(6.5, 4.5))

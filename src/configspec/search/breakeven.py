@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 from configspec import records as R
 from configspec.errors import InvalidInput
-from configspec.model.acceptance import acceptance_from_speedup_inputs, tokens_per_round_from_alpha
+from configspec.model.acceptance import alpha_from_tokens_per_round, tokens_per_round_from_alpha
 from configspec.model.evaluate import Bounded, GridInputs, Link, evaluate_grid
 from configspec.model.presets import ModelPreset
 from configspec.search.select import Selection
@@ -183,23 +183,30 @@ def breakeven(
     """Breakeven acceptance and RTT per objective for the drafter of ``row``.
 
     ``row`` defaults to the chosen configuration, or, when no speculation won, the best
-    speculative configuration for the selection's objective (goodput for ``pareto``).
+    speculative configuration for the selection's objective (goodput for ``pareto``);
+    an empty list when the space has no speculative configuration with a value.
     """
     table = sel.table
     if row is None:
         row = sel.chosen
         if table.iloc[row][R.MODE] != R.MODE_SPECULATIVE:
+            # Breakeven is about the drafter, not the constraints: when no speculative
+            # configuration is feasible, use the best one regardless.
             col = R.OBJECTIVE_COLUMNS.get(sel.objective, R.GOODPUT_TOK_S)
-            spec = np.flatnonzero(sel.feasible & (sel.space.inputs.mode == 0))
+            vals_all = table[col].to_numpy()
+            is_spec = (sel.space.inputs.mode == 0) & np.isfinite(vals_all)
+            spec = np.flatnonzero(sel.feasible & is_spec)
             if spec.size == 0:
-                raise InvalidInput("no speculative configuration is feasible: no breakeven")
+                spec = np.flatnonzero(is_spec)
+            if spec.size == 0:
+                return []
             vals = np.nan_to_num(table[col].to_numpy()[spec], nan=-np.inf)
             row = int(spec[np.argmax(vals)])
     if sel.space.inputs.mode[row] != 0:
         raise InvalidInput(f"row {row} is not a speculative configuration: no breakeven")
     spec, _ = _pair_rows(sel, row)
     e = table[R.TOKENS_PER_ROUND].to_numpy()[row]
-    measured = float(acceptance_from_speedup_inputs(e, table[R.K].to_numpy()[row]))
+    measured = float(alpha_from_tokens_per_round(e, table[R.K].to_numpy()[row]))
     out = []
     for objective in R.OBJECTIVE_COLUMNS:
         rtt, above, note = breakeven_rtt(sel, row, objective, rtt_max_ms)

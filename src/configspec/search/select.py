@@ -80,7 +80,7 @@ def feasible_mask(table: pd.DataFrame, c: Constraints) -> BoolArray:
             "undefined); check that verification profiles cover positions 1..K+1"
         )
     if not c.allow_edge_only:
-        mask &= table[R.MODE].to_numpy() != R.MODE_EDGE_ONLY
+        mask &= (table[R.MODE] != R.MODE_EDGE_ONLY).to_numpy()
         if not mask.any():
             raise NoFeasibleConfig(
                 "only edge-only decoding is left; pass --allow-edge-only or add targets"
@@ -207,8 +207,8 @@ def pick(
                 "draft_power_w; profile the device with a power meter or choose --objective "
                 "goodput|cost"
             )
-    notes = table[R.ENERGY_NOTE].to_numpy()[mask]
-    if (notes == "drafting only (no idle power)").any():
+    draft_only = (table[R.ENERGY_NOTE] == "drafting only (no idle power)").to_numpy()
+    if (draft_only & mask).any():
         warnings.append(
             "some devices have no idle_power_w: their energy charges drafting only "
             "(waiting for the cloud is not counted)"
@@ -262,15 +262,32 @@ class PairBest:
 
 def best_per_pair(sel: Selection) -> list[PairBest]:
     """The optimum per objective for every (target, device) pair of speculative
-    configurations, with :func:`best_row`'s tie rule; pairs sorted by target, device."""
+    configurations, with :func:`best_row`'s tie rule; pairs sorted by target, device.
+
+    Vectorised: rows are grouped by (target, device) codes and ordered within each group
+    by (value desc, goodput desc, K asc); the first row of each group is its optimum.
+    """
     table = sel.table
-    spec = (table[R.MODE] == R.MODE_SPECULATIVE).to_numpy()
-    targets = table[R.TARGET].astype(str).to_numpy()
-    devices = table[R.DEVICE].astype(str).to_numpy()
-    pairs = sorted(set(zip(targets[spec], devices[spec], strict=True)))
+    space = sel.space
+    spec = space.inputs.mode == 0
+    group = space.target_code.astype(np.int64) * (len(space.device_names) + 1) + space.device_code
+    groups = np.unique(group[spec])
+    goodput = table[R.GOODPUT_TOK_S].to_numpy()
+    k = table[R.K].to_numpy()
+    best: dict[str, dict[int, int]] = {}
+    for name, col in R.OBJECTIVE_COLUMNS.items():
+        vals = table[col].to_numpy()
+        rows = np.flatnonzero(sel.feasible & spec & ~np.isnan(vals))
+        order = rows[np.lexsort((k[rows], -goodput[rows], -vals[rows], group[rows]))]
+        first_groups, first = np.unique(group[order], return_index=True)
+        best[name] = dict(zip(first_groups.tolist(), order[first].tolist(), strict=True))
+    labels = []
+    for g in groups.tolist():
+        t_code, d_code = divmod(int(g), len(space.device_names) + 1)
+        labels.append((space.target_names[t_code], space.device_names[d_code], g))
     out = []
-    for target, device in pairs:
-        mask = sel.feasible & spec & (targets == target) & (devices == device)
-        for name, col in R.OBJECTIVE_COLUMNS.items():
-            out.append(PairBest(target, device, name, best_row(table, col, mask)))
+    for target, device, g in sorted(labels):
+        for name in R.OBJECTIVE_COLUMNS:
+            row = best[name].get(g)
+            out.append(PairBest(target, device, name, None if row is None else int(row)))
     return out

@@ -28,7 +28,6 @@ from configspec.config import (
     Estimate,
     GpuTimePrice,
     NetworkSettings,
-    Source,
     VerificationProfile,
 )
 from configspec.errors import InvalidInput, ProfileMissing
@@ -306,7 +305,14 @@ def build_space(
                 continue
             if key not in cache:
                 cache[key] = len(acc_tables)
-                acc_tables.append(acceptance_table(_pick_entry(by_drafter[key], s), k_cap, preset))
+                entry = _pick_entry(by_drafter[key], s)
+                if (entry.domain, entry.temperature) != (s.domain, s.temperature):
+                    warnings.append(
+                        f"no acceptance for drafter {key!r} on {v.target!r} at domain "
+                        f"{s.domain!r}, temperature {s.temperature:g}; using domain "
+                        f"{entry.domain!r}, temperature {entry.temperature:g}"
+                    )
+                acc_tables.append(acceptance_table(entry, k_cap, preset))
             pair_d.append(i)
             pair_t.append(j)
             pair_a.append(cache[key])
@@ -377,10 +383,19 @@ def _assemble(
     pi, ki = np.nonzero(valid)
     k = (ki + 1).astype(np.int64)
     di, ti, ai = pair_d[pi], pair_t[pi], pair_a[pi]
-    if pair_d.size and valid.sum(axis=1).min() < k_cap - preset.k_min + 1:
-        log.info(
-            "some drafter/target pairs have data for fewer K than %d; those K are skipped", k_cap
+    short = np.flatnonzero(~valid[:, -1]) if pair_d.size else np.zeros(0, dtype=np.int64)
+    if short.size:
+        first = int(short[0])
+        reach = int(ks[valid[first]].max()) if valid[first].any() else 0
+        message = (
+            f"{short.size} drafter/target pair(s) have no data up to K={k_cap} (e.g. "
+            f"{d_rows[pair_d[first]][1].drafter} → {t_rows[pair_t[first]].target} reaches "
+            f"K={reach}); they are evaluated within their profiled range"
         )
+        if s.k_max is not None:
+            warnings.append(message)
+        else:
+            log.info(message)
 
     # No-speculation rows: cloud-only per (device, target), edge-only per (device, drafter).
     dev_names_rows = [dev.device.name for dev, _ in d_rows]
@@ -549,7 +564,6 @@ __all__ = [
     "ACCEPTANCE_SOURCES",
     "Profiles",
     "SearchSettings",
-    "Source",
     "Space",
     "acceptance_table",
     "build_space",
