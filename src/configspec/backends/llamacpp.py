@@ -386,3 +386,8 @@ class LlamaCppTokenizer:
     def bos_token(self) -> int:
         """The beginning-of-sequence token id."""
         return int(self._llm.token_bos())
+
+    @property
+    def eos_token(self) -> int:
+        """The end-of-sequence token id."""
+        return int(self._llm.token_eos())
