@@ -45,6 +45,17 @@ def test_fingerprint_is_read_from_provenance() -> None:
     assert installed_fingerprint()["engine_version"]  # llama-cpp-python is installed here
 
 
+def test_engine_names_from_different_tools_are_one_family() -> None:
+    dev = device().model_copy(
+        update={"provenance": _measured(backend="llama-cpp-python", backend_version="0.3.36")}
+    )
+    same = {"engine": "llama.cpp (llama-cpp-python)", "engine_version": "0.3.36"}
+    assert fingerprint_warnings([dev], [], [], same, None, NOW) == []
+    other = {"engine": "vllm", "engine_version": "0.9.2"}
+    warnings = fingerprint_warnings([dev], [], [], other, None, NOW)
+    assert len(warnings) == 1 and "engine='llama-cpp-python'" in warnings[0]
+
+
 def test_drift_and_age_warnings() -> None:
     dev = device().model_copy(
         update={

@@ -13,6 +13,7 @@ energy figures do not apply there.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from dataclasses import dataclass, field
 
@@ -38,6 +39,7 @@ ENGINE_VERSIONS = {
 }
 
 MODEL_FREE_PREFIXES = ("ngram", "prompt-lookup")
+_NGRAM_SPEC = re.compile(r"^ngram(?::\d+-\d+)?$")
 
 
 class EngineCannotExpress(InvalidInput):
@@ -131,23 +133,14 @@ def emit(
         if mode == "cloud_only":
             notes.append("no speculation: run the verifier and send plain generation requests")
             return Deployment(engine, [verifier], version, notes)
-        if model_free:
-            raise EngineCannotExpress(
-                f"`configspec run edge` drafts with a GGUF model; the model-free drafter "
-                f"{drafter!r} is not available there yet: use --emit vllm or llama-cpp-python"
-            )
         verifier += ["--max-k", str(max(k, 16))]
-        edge = [
-            "configspec",
-            "run",
-            "edge",
-            "--server",
-            url,
-            "--drafter",
-            _gguf(model_dir, drafter or ""),
-            "--k",
-            str(k),
-        ]
+        if model_free:
+            # The n-gram drafter drafts with the target's vocabulary.
+            ngram_spec = drafter if drafter and _NGRAM_SPEC.match(drafter) else "ngram"
+            draft_args = ["--drafter", ngram_spec, "--tokenizer", _gguf(model_dir, target)]
+        else:
+            draft_args = ["--drafter", _gguf(model_dir, drafter or "")]
+        edge = ["configspec", "run", "edge", "--server", url, *draft_args, "--k", str(k)]
         notes.append("run the first command in the cloud and the second on the edge device")
         if server_url is None:
             notes.append("replace 127.0.0.1 with the verifier's address, or pass --server-url")

@@ -39,14 +39,29 @@ def installed_fingerprint() -> dict[str, Any]:
     """The engine this process would deploy with: the installed llama-cpp-python."""
     try:
         return {
-            "engine": "llama.cpp",
+            "engine": "llama.cpp (llama-cpp-python)",
             "engine_version": importlib.metadata.version("llama_cpp_python"),
         }
     except importlib.metadata.PackageNotFoundError:
         return {}
 
 
-def _differs(recorded: Any, deployed: Any) -> bool:
+def engine_family(name: str) -> str:
+    """Engine names written differently by different tools, reduced to one family
+    (``llama.cpp (llama-cpp-python)``, ``llama-cpp-python``, ``llama.cpp`` → ``llama.cpp``)."""
+    low = name.lower()
+    if "llama" in low and ("cpp" in low or "ggml" in low):
+        return "llama.cpp"
+    if "vllm" in low:
+        return "vllm"
+    if "openai" in low or "http" in low:
+        return "remote"
+    return low
+
+
+def _differs(key: str, recorded: Any, deployed: Any) -> bool:
+    if key == "engine":
+        return engine_family(str(recorded)) != engine_family(str(deployed))
     if isinstance(recorded, dict) and isinstance(deployed, dict):
         common = set(recorded) & set(deployed)
         return any(recorded[k] != deployed[k] for k in common)
@@ -83,9 +98,20 @@ def fingerprint_warnings(
             continue
         recorded = profile_fingerprint(prov, desc)
         for key in FINGERPRINT_KEYS:
-            if key == "device" and what.startswith(("alignment", "verification")):
+            # Verification runs on the cloud's engine and hardware, not the deployed edge's;
+            # acceptance depends on the models, not the device: compare what applies.
+            if what.startswith("verification") and key != "model_sha256":
                 continue
-            if key in recorded and key in deployed and _differs(recorded[key], deployed[key]):
+            if what.startswith("alignment") and key == "device":
+                continue
+            if (
+                key == "engine_version"
+                and "engine" in recorded
+                and "engine" in deployed
+                and _differs("engine", recorded["engine"], deployed["engine"])
+            ):
+                continue  # a different engine is reported once, under "engine"
+            if key in recorded and key in deployed and _differs(key, recorded[key], deployed[key]):
                 out.append(
                     f"{what} was taken with {key}={recorded[key]!r} but the deployment has "
                     f"{key}={deployed[key]!r}; re-profile or expect the figures to be off"

@@ -49,8 +49,9 @@ def interpolate_separable(
     ``at`` holds scalar query values for every dimension but the last (clamped to the
     profiled range); ``last_at`` is the vector of queries along the last dimension. For
     each distinct value of the outer dimension the remaining dimensions are interpolated
-    first, then the results are interpolated along the outer one. Returns an array shaped
-    like ``last_at``.
+    first, then the results are interpolated along the outer one. ``values`` may carry
+    trailing dimensions (e.g. shape (n, 3) for mean/low/high, interpolated together);
+    the result has shape ``last_at.shape + values.shape[1:]``.
     """
     cs = [np.asarray(c, dtype=np.float64) for c in coords]
     vals = np.asarray(values, dtype=np.float64)
@@ -63,7 +64,7 @@ def interpolate_separable(
         xs_u, first = np.unique(xs, return_index=True)
         # Duplicate x (repeated measurements): average them.
         sums = np.add.reduceat(ys, first)
-        counts = np.diff(np.append(first, xs.size))
+        counts = np.diff(np.append(first, xs.size)).reshape((-1,) + (1,) * (ys.ndim - 1))
         return _interp_1d(xs_u, sums / counts, q_last, last_outside)
     outer = cs[0]
     levels = np.unique(outer)

@@ -114,11 +114,9 @@ def drafter_latency_table(
     ks = [p.k for p in drafter.latency]
     ctx = [p.context_tokens for p in drafter.latency]
     qk = np.arange(1, k_cap + 1, dtype=np.float64)
-    out = []
-    for attr in ("mean", "low", "high"):
-        vals = [getattr(p.per_token_ms, attr) for p in drafter.latency]
-        out.append(interpolate_separable([ctx, ks], vals, [context_tokens], qk, "clamp"))
-    return out[0], out[1], out[2]
+    vals = [_triple(p.per_token_ms) for p in drafter.latency]
+    out = interpolate_separable([ctx, ks], vals, [context_tokens], qk, "clamp")
+    return out[:, 0], out[:, 1], out[:, 2]
 
 
 def verify_latency_table(
@@ -129,11 +127,9 @@ def verify_latency_table(
     pts = profile.latency
     coords = [[p.batch for p in pts], [p.context_tokens for p in pts], [p.positions for p in pts]]
     qp = np.arange(0, k_cap + 2, dtype=np.float64)
-    out = []
-    for attr in ("mean", "low", "high"):
-        vals = [getattr(p.latency_ms, attr) for p in pts]
-        out.append(interpolate_separable(coords, vals, [batch, context_tokens], qp, "nan"))
-    return out[0], out[1], out[2]
+    vals = [_triple(p.latency_ms) for p in pts]
+    out = interpolate_separable(coords, vals, [batch, context_tokens], qp, "nan")
+    return out[:, 0], out[:, 1], out[:, 2]
 
 
 def acceptance_table(
@@ -157,14 +153,17 @@ def acceptance_table(
             per = [getattr(e, attr) for e in entry.per_position[:n]]
             arr[: n + 1] = tokens_per_round_from_positions(per)
         src[: n + 1] = 2
-    for point in entry.by_k or []:
-        if point.k > k_cap:
-            continue
-        frac = point.accepted_fraction
-        measured = point.tokens_per_round if preset.acceptance == "best" else None
-        for arr, f, t in zip((mean, low, high), _triple(frac), _triple(measured), strict=True):
-            arr[point.k] = tokens_per_round_from_measured(point.k, f, t)
-        src[point.k] = 3
+    points = [p for p in entry.by_k or [] if p.k <= k_cap]
+    if points:
+        kk = np.asarray([p.k for p in points], dtype=np.int64)
+        frac = np.asarray([_triple(p.accepted_fraction) for p in points])
+        use_measured = preset.acceptance == "best"
+        measured = np.asarray(
+            [_triple(p.tokens_per_round if use_measured else None) for p in points]
+        )
+        for j, arr in enumerate((mean, low, high)):
+            arr[kk] = tokens_per_round_from_measured(kk, frac[:, j], measured[:, j])
+        src[kk] = 3
     mean[0] = low[0] = high[0] = 1.0
     return mean, low, high, src
 
