@@ -34,6 +34,9 @@ def main() -> None:
     ap.add_argument("--target", default="gemma-3-270m-f32")
     ap.add_argument("--drafter", action="append")
     ap.add_argument("--models", type=Path, default=MODELS)
+    # 1 thread: on an oversubscribed machine llama.cpp's spinning 2-thread barrier was
+    # measured 10x slower per token than a single thread
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--store", type=Path, default=ROOT / "results" / "alignment-store")
     args = ap.parse_args()
     drafters = args.drafter or ["gemma-3-270m-q4_0"]
@@ -49,6 +52,7 @@ def main() -> None:
             prompts,
             k=args.k,
             n_predict=args.tokens,
+            n_threads=args.threads,
         )
         peer_s = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -57,7 +61,9 @@ def main() -> None:
             [spec],
             prompts,
             ProfileStore(args.store),
-            settings=AlignmentSettings(n_tokens=args.tokens, k_max=args.k, n_boot=200),
+            settings=AlignmentSettings(
+                n_tokens=args.tokens, k_max=args.k, n_boot=200, n_threads=args.threads
+            ),
             cache_dir=args.models,
             save=False,
         )
@@ -101,7 +107,7 @@ def main() -> None:
         )
     out = ROOT / "results" / "validate_alignment_llamacpp.json"
     out.write_text(json.dumps(rows, indent=2) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {out}", flush=True)
 
 
 if __name__ == "__main__":
