@@ -8,8 +8,10 @@ run did:
 * drafting: the device profile's per-token latency at the run's K and mean context
   (prompt + half the generated tokens: the context grows by one token per token produced);
 * verification: the verification profile's latency for K+1 positions at that context;
-* the link: the RTT the proxy injected (``RunConfig.added_rtt_ms``), no bandwidth cap (the
-  proxy's default), plus the runtime's measured per-round overhead
+* the link: for runs of the local harness (:mod:`configspec.harness`) the RTT the delay
+  proxy injected (``RunConfig.added_rtt_ms``) with no bandwidth cap (the proxy's default);
+  for other runs the stored network settings plus any injected RTT; in both cases plus the
+  runtime's measured per-round overhead
   (:attr:`~configspec.config.NetworkSettings.round_overhead_ms`, see
   :mod:`configspec.harness`);
 * acceptance: E(K) from the alignment profile.
@@ -283,10 +285,14 @@ def _row(
     space = build_space(
         profiles.devices, profiles.alignments, profiles.verifications, preset, settings
     )
+    # Runs of the local harness go through the delay proxy (loopback, no bandwidth cap):
+    # the link is exactly the injected RTT. Other runs (a real deployment) crossed the
+    # link the network settings describe, plus whatever delay was injected on top.
+    proxied = run.provenance.settings.get("link", "").startswith("configspec delay proxy")
     link = Link(
-        rtt_ms=c.added_rtt_ms,
-        uplink_mbps=UNCAPPED_MBPS,
-        downlink_mbps=UNCAPPED_MBPS,
+        rtt_ms=c.added_rtt_ms + (0.0 if proxied else network.rtt_ms),
+        uplink_mbps=UNCAPPED_MBPS if proxied else network.uplink_mbps,
+        downlink_mbps=UNCAPPED_MBPS if proxied else network.downlink_mbps,
         bytes_per_token=network.bytes_per_token,
         bytes_per_message=network.bytes_per_message,
         radio_energy_j_per_byte=network.radio_energy_j_per_byte,

@@ -138,3 +138,23 @@ def test_provenance_is_required_on_run_records() -> None:
             goodput_tokens_per_s={"mean": 0.0},
         )  # fmt: skip
     assert Provenance.here("measured").source == "measured"
+
+
+def test_proxied_runs_use_the_injected_rtt_only(profiles: Path) -> None:
+    store = ProfileStore(profiles)
+    real = _record(4, 10.0, 500.0, 3)
+    proxied = real.model_copy(
+        update={
+            "run_id": "proxied",
+            "provenance": Provenance.here(
+                "measured", settings={"link": "configspec delay proxy, no bandwidth cap"}
+            ),
+        }
+    )
+    rows = {r.run_id: r for r in validate(store, runs=[real, proxied]).rows}
+    network_rtt_ms = store.network().rtt_ms
+    real_link = rows[real.run_id].link_ms.predicted
+    proxied_link = rows["proxied"].link_ms.predicted
+    assert real_link is not None and proxied_link is not None
+    # the real link adds the stored RTT and serialisation at the stored bandwidth
+    assert real_link - proxied_link > network_rtt_ms

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from configspec.cli._console import console, err_console, make_progress
@@ -37,6 +38,14 @@ def _progress_fn(bar: object) -> ProgressFn:
     return on_event
 
 
+def _print_wide(renderable: object) -> None:
+    """Tables stay readable when piped: 140 columns unless a terminal says otherwise."""
+    if console.is_terminal:
+        console.print(renderable)
+    else:
+        Console(file=console.file, width=140, color_system=None).print(renderable)
+
+
 def _pct(x: float | None) -> str:
     return "—" if x is None else f"{x:+.1%}"
 
@@ -54,31 +63,25 @@ def render_validation(result: object) -> None:
         title="validation: predicted (modelled from profiles) vs measured (real runtime)",
         title_justify="left",
     )
-    for col in ("drafter", "K", "+RTT ms", "E(K) meas", "E(K) model"):
-        table.add_column(col, justify="right" if col != "drafter" else "left")
-    table.add_column("goodput tok/s measured (95% CI)", justify="right")
+    table.add_column("configuration", no_wrap=True)
+    table.add_column("E(K) meas/model", justify="right")
+    table.add_column("goodput measured tok/s", justify="right")
     table.add_column("modelled", justify="right")
     table.add_column("error", justify="right")
-    table.add_column("timing-only err", justify="right")
-    table.add_column("tok/USD err", justify="right")
-    table.add_column("tok/J", justify="right")
+    table.add_column("timing", justify="right")
+    table.add_column("tok/USD", justify="right")
     for r in result.rows:
         g = r.objectives["goodput"]
-        e = r.objectives["energy"]
         table.add_row(
-            r.drafter,
-            str(r.k),
-            f"{r.added_rtt_ms:g}",
-            _num(r.tokens_per_round.measured),
-            _num(r.tokens_per_round.predicted),
-            f"{_num(g.measured)} ({_num(g.measured_low)}..{_num(g.measured_high)})",
+            f"{r.drafter} K={r.k} +{r.added_rtt_ms:g}ms",
+            f"{_num(r.tokens_per_round.measured)}/{_num(r.tokens_per_round.predicted)}",
+            f"{_num(g.measured)} [{_num(g.measured_low)}, {_num(g.measured_high)}]",
             _num(g.predicted),
             _pct(g.error),
             _pct(r.objectives["goodput_timing"].error),
             _pct(r.objectives["cost"].error),
-            _pct(e.error) if e.error is not None else "not measured",
         )
-    console.print(table)
+    _print_wide(table)
     for name, s in result.summary.items():
         if s.n == 0:
             continue
@@ -90,7 +93,9 @@ def render_validation(result: object) -> None:
         )
     console.print(
         f"  runtime overhead per round {result.round_overhead_ms:.2f} ms (measured, K=0 rounds); "
-        "timing-only = modelled round time with the run's measured E(K)",
+        "errors are modelled/measured - 1; timing = modelled round time with the run's "
+        "measured E(K); tok/USD = measured verification time x price; tok/J is compared only "
+        "for runs with a power meter",
         highlight=False,
     )
     for w in result.warnings:
@@ -280,15 +285,17 @@ def _render_optima(result: object) -> None:
         title=f"optima at RTT {sel.link.rtt_ms:g} ms (modelled from the profiles just measured)",
         title_justify="left",
     )
-    for col in ("objective", "drafter", "K", "goodput tok/s", "tokens/USD", "tokens/J"):
-        table.add_column(col, justify="left" if col in ("objective", "drafter") else "right")
+    table.add_column("objective", no_wrap=True)
+    table.add_column("configuration", no_wrap=True)
+    for col in ("goodput tok/s", "tokens/USD", "tokens/J"):
+        table.add_column(col, justify="right")
 
     def add(name: str, row: int) -> None:
         r = t.iloc[row]
+        what = str(r[R.DRAFTER]) if r[R.MODE] == R.MODE_SPECULATIVE else str(r[R.MODE])
         table.add_row(
             name,
-            str(r[R.DRAFTER]) if r[R.MODE] == R.MODE_SPECULATIVE else str(r[R.MODE]),
-            str(int(r[R.K])),
+            f"{what} K={int(r[R.K])}",
             f"{r[R.GOODPUT_TOK_S]:.2f} "
             f"({r[R.GOODPUT_TOK_S_LOW]:.2f}..{r[R.GOODPUT_TOK_S_HIGH]:.2f})",
             f"{r[R.TOKENS_PER_USD]:.3g}",
@@ -298,12 +305,12 @@ def _render_optima(result: object) -> None:
     for name in ("goodput", "cost", "energy"):
         row = sel.best.get(name)
         if row is None:
-            table.add_row(name, "no data", "", "", "", "")
+            table.add_row(f"best {name}", "no data", "", "", "")
         else:
             add(f"best {name}", row)
     for row in sel.pareto[:8]:
         add("pareto", int(row))
-    console.print(table)
+    _print_wide(table)
     console.print(
         f"cost: {result.price_note}; energy: estimated from CPU time (no power meter) unless "
         "the device profile names a meter; RTT: injected by the delay proxy",
