@@ -100,6 +100,7 @@ def write_report(
     link0 = link_from_network(profiles.network)
     # the runs go through the delay proxy with no bandwidth cap: model them the same way
     from dataclasses import replace as with_link
+
     from configspec.validate import UNCAPPED_MBPS
 
     curves = {}
