@@ -306,6 +306,10 @@ class NetworkSettings(_Strict):
     bytes_per_token: float = Field(default=8.0, ge=0)
     bytes_per_message: float = Field(default=400.0, ge=0)
     radio_energy_j_per_byte: float = Field(default=0.0, ge=0)
+    round_overhead_ms: float = Field(default=0.0, ge=0)
+    """Fixed per-round time of the runtime beyond drafting, verification and the link
+    (HTTP framing, JSON, session bookkeeping on both ends); measured by running K=0 rounds
+    through the real edge client and verifier (``configspec.validation.calibrate``)."""
     source: Source = "illustrative"
 
 

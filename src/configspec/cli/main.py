@@ -11,9 +11,10 @@ import sys
 import typer
 
 from configspec._version import __version__
+from configspec.cli import loop as _loop_cli
 from configspec.cli import models as _models_cli
 from configspec.cli import profile as _profile_cli
-from configspec.cli import profile_alignment as _profile_alignment_cli  # noqa: F401  (registers)
+from configspec.cli import profile_alignment as _profile_alignment_cli  # noqa: F401 (registers `profile alignment`)
 from configspec.cli import run as _run_cli
 from configspec.cli import serve as _serve_cli
 from configspec.cli._console import err_console, setup_logging
@@ -45,6 +46,9 @@ def _root(
 app.add_typer(import_app, name="import")
 app.add_typer(paper_app, name="paper")
 app.command("select")(select_command)
+app.command("validate")(_loop_cli.validate_command)
+app.command("report")(_loop_cli.report_command)
+app.command("quickstart")(_loop_cli.quickstart_command)
 
 
 @app.command()

@@ -1,5 +1,4 @@
-"""``configspec profile alignment``: acceptance of drafters against a target (registers on
-:data:`configspec.cli.profile.profile_app`)."""
+"""``configspec profile alignment``, registered on the ``profile`` group of ``cli.profile``."""
 
 from __future__ import annotations
 
