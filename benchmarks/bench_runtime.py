@@ -123,6 +123,15 @@ def overheads_ms(gen: Generation, added_rtt_ms: float) -> list[float]:
     return [r.round_ms - r.draft_ms - r.verify_ms - added_rtt_ms for r in gen.rounds]
 
 
+def overhead_parts_ms(gen: Generation, added_rtt_ms: float) -> dict[str, list[float]]:
+    """Where the overhead goes: edge client, HTTP + transport, server outside the model."""
+    return {
+        "client": [r.round_ms - r.draft_ms - r.server_ms - r.network_ms for r in gen.rounds],
+        "http_and_transport": [r.network_ms - added_rtt_ms for r in gen.rounds],
+        "server_outside_model": [r.server_ms - r.verify_ms for r in gen.rounds],
+    }
+
+
 def q(values: list[float]) -> dict[str, float]:
     a = np.asarray(values, dtype=float)
     return {
@@ -166,8 +175,13 @@ def main() -> int:
     ovh_delayed: list[float] = []
     arms: dict[str, list[float]] = {"edge_k": [], "edge_k0": [], "xllamacpp": []}
     same_tokens: list[bool] = []
+    parts: dict[str, list[float]] = {}
     try:
         with DelayProxy(("127.0.0.1", port), delay_ms=args.delay_ms) as proxy:
+            console.print("warm-up (not recorded)")
+            run_edge(url, drafter, prompts[0], args.k, 8)
+            run_edge(url, drafter, prompts[0], 0, 4)
+            run_xllamacpp(xserver, PROMPTS[0], 8)
             total = args.reps * len(PROMPTS)
             i = 0
             for rep in range(args.reps):
@@ -180,6 +194,8 @@ def main() -> int:
                     xl = run_xllamacpp(xserver, text, args.tokens)
                     ovh_direct += overheads_ms(spec, 0.0)
                     ovh_delayed += overheads_ms(delayed, proxy.added_rtt_ms)
+                    for name, vals in overhead_parts_ms(spec, 0.0).items():
+                        parts.setdefault(name, []).extend(vals)
                     arms["edge_k"].append(len(spec.tokens) / spec.decode_s)
                     arms["edge_k0"].append(len(plain.tokens) / plain.decode_s)
                     arms["xllamacpp"].append(xl["goodput_tokens_per_s"])
@@ -241,6 +257,7 @@ def main() -> int:
         "a_overhead_ms": {
             "direct": q(ovh_direct),
             "via_proxy": q(ovh_delayed),
+            "direct_parts": {name: q(vals) for name, vals in parts.items()},
             "target_median_ms": TARGET_OVERHEAD_MS,
         },
         "b_vs_xllamacpp": {
@@ -275,6 +292,8 @@ def main() -> int:
         fmt(q(ovh_delayed)),
         f"<= {TARGET_OVERHEAD_MS:g} {'ok' if ok else 'MISSED'}",
     )
+    for name, vals in parts.items():
+        table.add_row(f"    of which {name.replace('_', ' ')} (ms)", fmt(q(vals)), "")
     table.add_row("edge speculative goodput (tok/s)", fmt(q(arms["edge_k"])), "")
     table.add_row("xllamacpp co-located speculative (tok/s)", fmt(q(arms["xllamacpp"])), "")
     table.add_row("(b) edge / xllamacpp (paired)", fmt(q(paired_b)), "")

@@ -171,11 +171,16 @@ class AcceptanceAtK(_Strict):
     ``accepted_fraction`` is the mean fraction of the k drafted tokens accepted
     (the paper's α(K)); ``tokens_per_round`` the mean tokens produced per round
     including the bonus token, when it was measured directly.
+    ``tokens_per_round_iid`` and ``tokens_per_round_positional`` are what the fitted
+    single-α and per-position models predict for this K (source ``fitted``), kept next
+    to the measurement so the error of the i.i.d. assumption is visible.
     """
 
     k: int = Field(ge=1)
     accepted_fraction: Estimate
     tokens_per_round: Estimate | None = None
+    tokens_per_round_iid: Estimate | None = None
+    tokens_per_round_positional: Estimate | None = None
 
 
 class AlignmentEntry(_Strict):
@@ -301,6 +306,10 @@ class NetworkSettings(_Strict):
     bytes_per_token: float = Field(default=8.0, ge=0)
     bytes_per_message: float = Field(default=400.0, ge=0)
     radio_energy_j_per_byte: float = Field(default=0.0, ge=0)
+    round_overhead_ms: float = Field(default=0.0, ge=0)
+    """Fixed per-round time of the runtime beyond drafting, verification and the link
+    (HTTP framing, JSON, session bookkeeping on both ends); measured by running K=0 rounds
+    through the real edge client and verifier (``configspec.validation.calibrate``)."""
     source: Source = "illustrative"
 
 

@@ -26,3 +26,10 @@ def test_module_entry_point_runs() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "configspec" in out.stdout
+
+
+def test_usage_error_is_one_message_not_a_traceback(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["no-such-command"]) == 2
+    err = capsys.readouterr().err
+    assert "No such command" in err
+    assert "Traceback" not in err

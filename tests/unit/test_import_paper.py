@@ -206,3 +206,13 @@ def test_write_import_refuses_colliding_names(paper_data: Path, tmp_path: Path) 
     with pytest.raises(DataImportError, match="would both be written"):
         write_import(result, tmp_path / "p")
     assert not (tmp_path / "p").exists()
+
+
+def test_ambiguous_device_names_ask_for_a_map(data_copy: Path) -> None:
+    runs = pd.read_csv(data_copy / JETSON_CSV)
+    runs["device"] = "raspberry_pi_5_lab"
+    runs.to_csv(data_copy / JETSON_CSV, index=False)
+    with pytest.raises(DataImportError, match=r"--device-map 'RPi 5="):
+        import_paper_data(data_copy)
+    result = import_paper_data(data_copy, device_map={"RPi 5": "raspberry_pi_5"})
+    assert "raspberry_pi_5" in {d.device.name for d in result.devices}

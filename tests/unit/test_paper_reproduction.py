@@ -21,7 +21,7 @@ from configspec.importers import import_paper_data, write_import
 from configspec.importers.names import model_key, split_model_file
 from configspec.model.presets import PAPER
 from configspec.report.paper.findings import check_findings, optima
-from configspec.report.paper.report import build_report, write_report
+from configspec.report.paper.report import build_report
 from configspec.report.paper.robustness import Evaluator
 from configspec.search.space import load_space
 from configspec.store import ProfileStore
@@ -158,20 +158,18 @@ def test_gpu_time_pricing_moves_the_cost_optimum_to_the_largest_k(evaluator: Eva
     assert findings["cost_largest_drafter"].holds
 
 
-def test_report_files_and_summary(profiles: Path, tmp_path: Path) -> None:
+def test_report_summary(profiles: Path) -> None:
     report, frames = build_report(
-        profiles, verify_values=[50.0, 500.0, 2000.0], rtt_values=[0.0, 100.0, 200.0]
+        profiles, verify_values=[400.0, 500.0, 600.0], rtt_values=[0.0, 50.0]
     )
     rows = {s["finding"]: s for s in report["summary"]}
     assert rows["cost_at_k_min"]["gpu_time_pricing"] == "fails"
     assert rows["energy_at_k_min"]["verify_latency"] == "holds"
     assert rows["goodput_fastest"]["baseline"] == "fails"
-    paths = write_report(report, frames, tmp_path / "out")
-    names = {p.name for p in paths}
-    assert {"robustness.json", "robustness.md", "kstar_vs_verify.png"} <= names
-    assert all(p.stat().st_size > 0 for p in paths)
-    md = (tmp_path / "out" / "robustness.md").read_text()
-    assert "no power data" in md and "Crossovers along verification latency" in md
+    assert set(frames) == {"baseline", "verify_ms", "rtt_ms"}
+    # every change of optimum inside the sweep is listed, bracketed by the sweep
+    for c in report["sweeps"]["verify_ms"]["crossovers"]:
+        assert 400.0 < c["at"] < 600.0 and c["before"] != c["after"]
 
 
 def test_cli_robustness(profiles: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -186,15 +184,25 @@ def test_cli_robustness(profiles: Path, tmp_path: Path, capsys) -> None:  # type
             str(out),
             "--verify-points",
             "3",
+            "--verify-min-ms",
+            "450",
+            "--verify-max-ms",
+            "550",
             "--rtt-step-ms",
-            "100",
+            "25",
+            "--rtt-max-ms",
+            "50",
         ]
     )
     assert code == 0
     assert "wrote 7 files" in capsys.readouterr().out
     report = json.loads((out / "robustness.json").read_text())
     assert report["preset"] == "paper" and report["sources"]["verification"] == ["modelled"]
-    assert "energy efficiency is maximised at K=2" in (out / "robustness.md").read_text()
+    md = (out / "robustness.md").read_text()
+    assert "energy efficiency is maximised at K=2" in md and "no power data" in md
+    pngs = {p.name for p in out.glob("*.png")}
+    assert {"kstar_vs_verify.png", "efficiency_by_drafter.png", "optimum_vs_rtt.png"} <= pngs
+    assert len([p for p in pngs if p.startswith("goodput_vs_k_")]) == 2
 
 
 def test_cli_robustness_bad_input(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -260,3 +268,9 @@ def test_select_table_says_no_power_data_and_is_not_called_illustrative(
     out = capsys.readouterr().out
     assert "Best per (target, device)" in out and "no power data" in out
     assert "Illustrative profiles" not in out
+
+
+def test_cli_robustness_bad_range(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    args = ["paper", "robustness", "--profiles", str(tmp_path), "--out", str(tmp_path / "o")]
+    assert main([*args, "--verify-min-ms", "900", "--verify-max-ms", "100"]) == 2
+    assert "0 < --verify-min-ms < --verify-max-ms" in capsys.readouterr().err

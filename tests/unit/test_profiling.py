@@ -128,6 +128,8 @@ def test_t_quantiles_and_estimate() -> None:
     assert est.mean == 10.0 and est.n == 3
     assert est.high - est.mean == pytest.approx(4.303 * 1.0 / math.sqrt(3))
     assert relative_half_width([5.0]) == math.inf
+    wide = estimate([0.1, 10.0])  # mean - half-width < 0: truncated at 0, never negative
+    assert wide.ci_low == 0.0 and wide.mean == pytest.approx(5.05)
 
 
 def test_repeat_until_converges_or_reports_budget() -> None:

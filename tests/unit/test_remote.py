@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from configspec.backends.base import ModelIdentity, Target
@@ -227,3 +228,30 @@ def test_cli_check_non_openai_server(
     assert main([*args, "--cache-dir", str(tmp_path / "c")]) == 8
     err = capsys.readouterr().err.strip()
     assert "not an OpenAI-compatible server" in err and len(err.splitlines()) == 1
+
+
+def test_server_stopping_at_eos_gives_an_eos_row() -> None:
+    class WithEos(WordTokenizer):
+        eos_token = 4
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if (r := _models(request)) is not None:
+            return r
+        if not isinstance(json.loads(request.content)["prompt"], str):
+            return httpx.Response(422, json={"detail": "prompt must be a string"})
+        # llama-cpp-python stops at EOS without echoing it: no row past the block
+        toks = [" a", " b", " c"]
+        top = [None, {" b": -0.1}, {" c": -0.2, " a": -2.0}]
+        return httpx.Response(
+            200,
+            json={
+                "choices": [{"logprobs": {"tokens": toks, "top_logprobs": top}}],
+                "usage": {"prompt_tokens": 4, "completion_tokens": 0},
+            },
+        )
+
+    rt = RemoteTarget("http://llama:8000", WithEos(), transport=httpx.MockTransport(handler))
+    ev = rt.evaluate([0, 1, 2], [3])
+    assert ev.argmax == [3, 4]
+    assert ev.extra["stopped_at_eos"] == 1.0
+    assert ev.top_probs is not None and np.isnan(ev.top_probs[1, 0])

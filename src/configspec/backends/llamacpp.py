@@ -133,9 +133,14 @@ class LlamaCppModel:
 
     # KV cache ------------------------------------------------------------
     def _check_tokens(self, tokens: Sequence[int], what: str) -> None:
-        for t in tokens:
-            if not 0 <= int(t) < self.n_vocab:
-                raise InvalidInput(f"{what} token id {t} is out of range (0..{self.n_vocab - 1})")
+        if not len(tokens):
+            return
+        arr = np.asarray(tokens, dtype=np.int64)
+        bad = arr[(arr < 0) | (arr >= self.n_vocab)]
+        if bad.size:
+            raise InvalidInput(
+                f"{what} token id {int(bad[0])} is out of range (0..{self.n_vocab - 1})"
+            )
 
     def _truncate(self, n_keep: int) -> None:
         if n_keep >= len(self._tokens):
@@ -147,8 +152,12 @@ class LlamaCppModel:
             n_keep = 0
         del self._tokens[n_keep:]
 
-    def _decode(self, tokens: Sequence[int], *, all_logits: bool) -> FloatArray:
-        """Append ``tokens`` to the KV cache; return logits (all rows, or the last row)."""
+    def _decode(self, tokens: Sequence[int], *, all_logits: bool, copy: bool = True) -> FloatArray:
+        """Append ``tokens`` to the KV cache; return logits (all rows, or the last row).
+
+        ``copy=False`` returns the last row as a view of llama.cpp's buffer, valid only
+        until the next decode (the drafting loop's argmax needs no 1 MB copy per token).
+        """
         if not tokens:
             raise InvalidInput("nothing to evaluate: the token block is empty")
         if len(self._tokens) + len(tokens) > self.n_ctx:
@@ -180,14 +189,15 @@ class LlamaCppModel:
                     .copy()
                 )
             elif last_chunk:
-                rows.append(self._last_logits().reshape(1, -1))
+                rows.append(self._last_logits(copy).reshape(1, -1))
         return np.concatenate(rows, axis=0) if len(rows) > 1 else rows[0]
 
-    def _last_logits(self) -> FloatArray:
+    def _last_logits(self, copy: bool = True) -> FloatArray:
         ptr = self._llm._ctx.get_logits_ith(-1)
-        return np.ctypeslib.as_array(
+        view: FloatArray = np.ctypeslib.as_array(
             ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(self.n_vocab,)
-        ).copy()
+        )
+        return view.copy() if copy else view
 
     def _clear_kv(self) -> None:
         import llama_cpp
@@ -232,14 +242,17 @@ class LlamaCppDrafter(LlamaCppModel):
     """A llama.cpp model proposing tokens (a :class:`~configspec.backends.base.Drafter`)."""
 
     def _prime(self, context: Sequence[int]) -> FloatArray:
-        """Make the cache hold ``context``; return the logits after its last token."""
+        """Make the cache hold ``context``; return the logits after its last token.
+
+        The row is a view of llama.cpp's buffer: use it before the next decode.
+        """
         if not context:
             raise InvalidInput("the context is empty; it needs at least one token (BOS)")
         self._check_tokens(context, "context")
         keep = min(self._common_prefix(context), len(context) - 1)
         self._truncate(keep)
         keep = len(self._tokens)  # 0 if the cache had to be cleared
-        last: FloatArray = self._decode(context[keep:], all_logits=False)[-1]
+        last: FloatArray = self._decode(context[keep:], all_logits=False, copy=False)[-1]
         return last
 
     def draft(
@@ -282,7 +295,7 @@ class LlamaCppDrafter(LlamaCppModel):
                 dists.append(dist)
             tokens.append(tok)
             if i + 1 < k:
-                logits = self._decode([tok], all_logits=False)[-1]
+                logits = self._decode([tok], all_logits=False, copy=False)[-1]
         return DraftResult(
             tokens=tokens,
             token_probs=probs,
@@ -373,3 +386,8 @@ class LlamaCppTokenizer:
     def bos_token(self) -> int:
         """The beginning-of-sequence token id."""
         return int(self._llm.token_bos())
+
+    @property
+    def eos_token(self) -> int:
+        """The end-of-sequence token id."""
+        return int(self._llm.token_eos())

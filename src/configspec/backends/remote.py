@@ -214,7 +214,10 @@ class RemoteTarget:
 
         ``top_ids``/``top_probs`` are (len(tokens)+1) × width, sorted by probability,
         padded with id -1 / probability 0; ``argmax`` is each row's top id. ``probs`` is
-        None (servers return top-k only). ``elapsed_s`` is the round trip in seconds.
+        None (servers return top-k only). llama-cpp-python stops at an end-of-generation
+        token (EOS, Gemma's ``<end_of_turn>`` ...) without returning it, so that row is
+        the tokenizer's EOS id standing for "generation ends", with probability NaN
+        (``extra["stopped_at_eos"]`` = 1). ``elapsed_s`` is the round trip in seconds.
         """
         if len(context) < 2:
             raise InvalidInput(
@@ -226,11 +229,14 @@ class RemoteTarget:
         logprobs, as_ids = self._complete(full)
         echoed = logprobs["tokens"]
         tops = logprobs["top_logprobs"]
-        # echoed = prompt tokens (some servers drop BOS) + the one generated token
-        offset = len(full) - (len(echoed) - 1)
+        # echoed = prompt tokens (some servers drop BOS) + the generated token, which
+        # llama-cpp-python leaves out when it is end-of-sequence (usage says 0 generated)
+        generated = 0 if logprobs.get("completion_tokens") == 0 else 1
+        offset = len(full) - (len(echoed) - generated)
         if offset not in (0, 1) or (offset == 1 and not self._starts_with_bos(full)):
             raise BackendUnavailable(
-                f"{self.base_url} echoed {len(echoed) - 1} prompt tokens for {len(full)} sent; "
+                f"{self.base_url} echoed {len(echoed) - generated} prompt tokens for "
+                f"{len(full)} sent; "
                 "it re-tokenised the prompt text (special tokens such as EOS do not survive "
                 "as text); use a server that accepts token-id prompts, e.g. vLLM"
             )
@@ -246,6 +252,11 @@ class RemoteTarget:
         rows_ids: list[list[int]] = []
         rows_p: list[list[float]] = []
         for q in range(len(context), len(full) + 1):  # q = index of the predicted token
+            if q == len(full) and not generated:
+                # the server stopped at end-of-sequence: greedy argmax known, its p not
+                rows_ids.append([int(getattr(self.tokenizer, "eos_token", -1))])
+                rows_p.append([math.nan])
+                continue
             top = tops[q - offset] if q - offset < len(tops) else None
             if not isinstance(top, dict) or not top:
                 raise BackendUnavailable(
@@ -271,7 +282,7 @@ class RemoteTarget:
             top_ids=top_ids,
             top_probs=top_probs,
             elapsed_s=time.perf_counter() - start,
-            extra={"token_id_prompt": float(as_ids)},
+            extra={"token_id_prompt": float(as_ids), "stopped_at_eos": float(not generated)},
         )
 
     def rollback(self, n_tokens: int) -> None:
@@ -317,4 +328,8 @@ def _logprobs_of(reply: Any, base_url: str) -> dict[str, Any]:
             f"{base_url} is not an OpenAI-compatible completions server: the reply to "
             "/v1/completions has no choices[0].logprobs.tokens/top_logprobs"
         ) from None
-    return dict(logprobs)
+    out = dict(logprobs)
+    usage = reply.get("usage") if isinstance(reply, dict) else None
+    if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
+        out["completion_tokens"] = usage["completion_tokens"]
+    return out

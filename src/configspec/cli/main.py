@@ -11,8 +11,10 @@ import sys
 import typer
 
 from configspec._version import __version__
+from configspec.cli import loop as _loop_cli
 from configspec.cli import models as _models_cli
 from configspec.cli import profile as _profile_cli
+from configspec.cli import profile_alignment as _profile_alignment_cli  # noqa: F401 (registers `profile alignment`)
 from configspec.cli import run as _run_cli
 from configspec.cli import serve as _serve_cli
 from configspec.cli._console import err_console, setup_logging
@@ -44,6 +46,9 @@ def _root(
 app.add_typer(import_app, name="import")
 app.add_typer(paper_app, name="paper")
 app.command("select")(select_command)
+app.command("validate")(_loop_cli.validate_command)
+app.command("report")(_loop_cli.report_command)
+app.command("quickstart")(_loop_cli.quickstart_command)
 
 
 @app.command()
@@ -52,29 +57,41 @@ def version() -> None:
     typer.echo(__version__)
 
 
+def _usage_error_types() -> tuple[type[BaseException], ...]:
+    """Click's exception classes: typer >= 0.20 vendors its own click, older ones use click."""
+    import click
+
+    found: list[type[BaseException]] = [click.ClickException]
+    try:
+        from typer._click.exceptions import ClickException as VendoredClickException
+    except ImportError:  # pragma: no cover - depends on the typer version
+        pass
+    else:
+        found.append(VendoredClickException)
+    return tuple(found)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; map expected errors to one line on stderr and a non-zero exit code."""
     try:
-        app(args=argv, standalone_mode=False)
+        result = app(args=argv, standalone_mode=False)
     except ConfigSpecError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return exc.exit_code
-    except typer.Abort:
-        err_console.print("aborted")
-        return 130
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130
-    except SystemExit as exc:  # typer/click exit paths
-        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
+        if isinstance(exc, _usage_error_types()):
+            exc.show()  # type: ignore[attr-defined]
+            return int(exc.exit_code)  # type: ignore[attr-defined]
+        if type(exc).__name__ == "Abort":
+            err_console.print("aborted")
+            return 130
         raise
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

@@ -37,11 +37,13 @@ def _cell(text: str) -> str:
 
 def _summary_table(report: dict[str, Any]) -> Table:
     table = Table(title="Paper's conclusions under moved assumptions (preset 'paper')")
+    verify = report["sweeps"]["verify_ms"]["values"]
+    rtt = report["sweeps"]["rtt_ms"]["values"]
     for col in (
         "finding",
         "baseline",
-        "T_verify 0.05–2 s",
-        "RTT 0–200 ms",
+        f"T_verify {verify[0]:g}–{verify[-1]:g} ms",
+        f"RTT {rtt[0]:g}–{rtt[-1]:g} ms",
         "GPU-time price",
         "α −1σ",
         "α +1σ",
@@ -102,8 +104,11 @@ def robustness(
         ..., "--profiles", help="Profile directory (e.g. from `configspec import paper-data`)."
     ),
     out: Path = typer.Option(..., "--out", help="Folder for robustness.json/.md and PNGs."),
-    verify_points: int = typer.Option(40, help="Log-spaced T_verify values over 0.05–2 s."),
-    rtt_step_ms: float = typer.Option(10.0, help="RTT step over 0–200 ms."),
+    verify_points: int = typer.Option(40, help="Log-spaced T_verify values in the range."),
+    verify_min_ms: float = typer.Option(50.0, help="Smallest T_verify swept (ms)."),
+    verify_max_ms: float = typer.Option(2000.0, help="Largest T_verify swept (ms)."),
+    rtt_step_ms: float = typer.Option(10.0, help="RTT step (ms)."),
+    rtt_max_ms: float = typer.Option(200.0, help="Largest RTT swept (ms); sweeps from 0."),
     gpu_usd_per_hour: float = typer.Option(
         GPU_USD_PER_HOUR_DEFAULT, help="Illustrative GPU price for the GPU-time variant."
     ),
@@ -112,12 +117,19 @@ def robustness(
     acceptance move; report where each optimum changes (crossovers)."""
     if verify_points < 2:
         raise InvalidInput(f"--verify-points {verify_points} must be >= 2")
-    if rtt_step_ms <= 0:
-        raise InvalidInput(f"--rtt-step-ms {rtt_step_ms} must be > 0")
+    if not 0 < verify_min_ms < verify_max_ms:
+        raise InvalidInput(
+            f"T_verify range {verify_min_ms:g}..{verify_max_ms:g} ms must satisfy "
+            "0 < --verify-min-ms < --verify-max-ms"
+        )
+    if rtt_step_ms <= 0 or rtt_max_ms <= 0:
+        raise InvalidInput(
+            f"--rtt-step-ms {rtt_step_ms:g} and --rtt-max-ms {rtt_max_ms:g} must be > 0"
+        )
     if gpu_usd_per_hour <= 0:
         raise InvalidInput(f"--gpu-usd-per-hour {gpu_usd_per_hour} must be > 0")
-    verify_values = default_verify_values(verify_points)
-    rtt_values = default_rtt_values(rtt_step_ms)
+    verify_values = default_verify_values(verify_points, verify_min_ms, verify_max_ms)
+    rtt_values = default_rtt_values(rtt_step_ms, rtt_max_ms)
     with make_progress(transient=True) as bar:
         task = bar.add_task("evaluating", total=len(verify_values) + len(rtt_values) + 1)
         report, frames = build_report(

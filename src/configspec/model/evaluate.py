@@ -55,6 +55,8 @@ class Link:
     bytes_per_token: float | FloatArray = 8.0
     bytes_per_message: float | FloatArray = 400.0
     radio_energy_j_per_byte: float | FloatArray = 0.0
+    round_overhead_ms: float | FloatArray = 0.0
+    """Fixed runtime time per networked round (HTTP, serialisation, bookkeeping), ms."""
 
 
 @dataclass(frozen=True)
@@ -147,9 +149,12 @@ def _pass(
         down_bytes = downlink_payload_bytes(e, link.bytes_per_token, link.bytes_per_message)
         down = np.where(edge, 0.0, transfer_ms(link.rtt_ms, down_bytes, link.downlink_mbps))
         radio_bytes = np.where(edge, 0.0, st.up_bytes + down_bytes)
+        overhead = np.where(edge, 0.0, np.asarray(link.round_overhead_ms, dtype=np.float64))
     else:
-        down = radio_bytes = np.zeros_like(kf)
-    wait = up + verify + down
+        down = radio_bytes = overhead = np.zeros_like(kf)
+    # The runtime's fixed per-round cost (HTTP, serialisation, bookkeeping): the edge
+    # waits through it, the cloud does not bill it.
+    wait = up + verify + down + overhead
     round_ms = draft + wait
     goodput = e * 1e3 / round_ms
 
@@ -188,6 +193,8 @@ def _pass(
             downlink_payload_bytes(1.0, link.bytes_per_token, link.bytes_per_message),
             link.downlink_mbps,
         )
+        # every networked round pays the runtime's per-round overhead
+        ar_up = ar_up + np.asarray(link.round_overhead_ms, dtype=np.float64)
         if not preset.include_network:
             ar_up = ar_down = np.zeros_like(kf)
         out["cloud_ar"] = 1e3 / (ar_up + verify_one + ar_down)

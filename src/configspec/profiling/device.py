@@ -47,6 +47,8 @@ from configspec.store import ProfileStore
 log = logging.getLogger(__name__)
 
 K_LIMIT = 64
+#: Shortest timed sample, ms: faster calls are repeated inside one sample.
+MIN_SAMPLE_MS = 10.0
 #: Plain prose the drafting contexts are cut from (repeated to length; written for this
 #: project, no licence attached). Repetition also gives the n-gram drafter matches, as a
 #: real conversation does.
@@ -67,7 +69,8 @@ class DeviceSweepSettings:
     ``rel_half_width`` is the target 95% CI half-width relative to the mean;
     ``point_budget_s`` the most time spent repeating one point; ``threads`` the llama.cpp
     thread count (default: every allowed CPU); ``cpus`` an optional CPU affinity set;
-    ``idle_s`` how long idle power is measured before drafting (0 skips it).
+    ``idle_s`` how long idle power is measured before drafting (0 skips it); ``warmup`` the
+    untimed calls that prime each context before its first point.
     """
 
     k_max: int = 16
@@ -179,9 +182,13 @@ def _time_draft(drafter: Drafter, context: list[int], k: int, inner: int) -> flo
 
 
 def _inner_repeats(drafter: Drafter, context: list[int], k: int) -> int:
-    """Calls per sample so one sample lasts ≥ 2 ms (the n-gram drafter takes µs)."""
+    """Calls per sample so one sample lasts ≥ :data:`MIN_SAMPLE_MS` (the n-gram drafter
+    takes µs, and µs timings are dominated by interpreter and scheduler noise); the
+    calibration call itself is discarded (it doubles as the point's warm-up)."""
     once_ms = _time_draft(drafter, context, k, 1) * k
-    return 1 if once_ms >= 2.0 else min(1000, math.ceil(2.0 / max(once_ms, 1e-4)))
+    if once_ms >= MIN_SAMPLE_MS:
+        return 1
+    return min(10_000, math.ceil(MIN_SAMPLE_MS / max(once_ms, 1e-4)))
 
 
 def _segment(m: Measurement) -> dict[str, float]:
@@ -207,7 +214,11 @@ def _power_estimate(seg: dict[str, float], source: Source) -> Estimate | None:
         var = max(0.0, (seg["sumsq_w"] - n * m * m) / (n - 1))
         hw = t975(n - 1) * math.sqrt(var / n)
         return Estimate(
-            mean=mean, ci_low=min(mean, m - hw), ci_high=max(mean, m + hw), n=n, source=source
+            mean=mean,
+            ci_low=max(0.0, min(mean, m - hw)),
+            ci_high=max(mean, m + hw),
+            n=n,
+            source=source,
         )
     return Estimate(mean=mean, n=n, source=source)
 
@@ -381,7 +392,9 @@ class DeviceProfiler:
                 for k in range(1, s.k_max + 1):
                     if (k, ctx_len) in done_keys:
                         continue
-                    for _ in range(s.warmup if not warmed else 1):
+                    # the context's cache is primed by ``warmup`` calls once; afterwards the
+                    # untimed calibration call of each K is its warm-up
+                    for _ in range(0 if warmed else s.warmup):
                         drafter.draft(context, k)
                     warmed = True
                     inner = _inner_repeats(drafter, context, k)

@@ -52,8 +52,14 @@ def relative_half_width(samples: Sequence[float]) -> float:
     return half_width(samples) / abs(mean) if mean else math.inf
 
 
-def estimate(samples: Sequence[float], source: Source = "measured") -> Estimate:
-    """Mean of ``samples`` with its 95% CI (no interval for a single sample)."""
+def estimate(
+    samples: Sequence[float], source: Source = "measured", *, nonnegative: bool = True
+) -> Estimate:
+    """Mean of ``samples`` with its 95% CI (no interval for a single sample).
+
+    With ``nonnegative`` (latencies, throughputs, powers) the interval is truncated at 0:
+    a few noisy samples can put mean - half-width below zero, which no such quantity is.
+    """
     n = len(samples)
     if n == 0:
         raise ValueError("no samples")
@@ -61,7 +67,8 @@ def estimate(samples: Sequence[float], source: Source = "measured") -> Estimate:
     hw = half_width(samples)
     if not math.isfinite(hw):
         return Estimate(mean=mean, n=n, source=source)
-    return Estimate(mean=mean, ci_low=mean - hw, ci_high=mean + hw, n=n, source=source)
+    low = max(0.0, mean - hw) if nonnegative and mean >= 0 else mean - hw
+    return Estimate(mean=mean, ci_low=low, ci_high=mean + hw, n=n, source=source)
 
 
 @dataclass(frozen=True)

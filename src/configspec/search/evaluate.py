@@ -23,6 +23,7 @@ def link_from_network(network: NetworkSettings, rtt_ms: float | None = None) -> 
         bytes_per_token=network.bytes_per_token,
         bytes_per_message=network.bytes_per_message,
         radio_energy_j_per_byte=network.radio_energy_j_per_byte,
+        round_overhead_ms=network.round_overhead_ms,
     )
 
 

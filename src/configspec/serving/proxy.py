@@ -178,6 +178,10 @@ class _ProxyServer:
                 _pump(c_reader, u_writer, up, self.max_buffer_bytes),
                 _pump(u_reader, c_writer, down, self.max_buffer_bytes),
             )
+        except asyncio.CancelledError:
+            # proxy shutdown: end quietly (a cancelled handler makes asyncio's stream
+            # callback log a CancelledError traceback)
+            pass
         finally:
             for w in (u_writer, c_writer):
                 w.close()

@@ -9,6 +9,7 @@ Layout of a profile directory::
       network.json                  NetworkSettings (optional; defaults apply)
       runs/<run-id>.json            run records written by the runtime
       checkpoints/<name>.json       partial sweeps, so an interrupted run resumes
+      cache/<kind>/<key>.<ext>      cached intermediates (e.g. target reference trajectories)
 
 Writes are atomic (temporary file in the same directory, fsync, rename), so a killed
 process leaves either the old file or the new one, never half of one.

@@ -112,6 +112,10 @@ class ProfileStore:
         """Path of a sweep checkpoint (partial results an interrupted run resumes from)."""
         return self.root / "checkpoints" / f"{safe_name(name)}.json"
 
+    def cache_path(self, kind: str, key: str, suffix: str = ".json") -> Path:
+        """Path of a cached intermediate result (e.g. a target's reference trajectory)."""
+        return self.root / "cache" / safe_name(kind) / f"{safe_name(key)}{suffix}"
+
     # writing ----------------------------------------------------------------
     def save(self, profile: DeviceProfile | AlignmentProfile | VerificationProfile) -> Path:
         """Atomically write a profile to its place in the layout; return the path."""

@@ -230,7 +230,7 @@ def check_findings(spec: pd.DataFrame, best: list[Optimum] | None = None) -> lis
     )
     check(
         "goodput_smallest",
-        "  … is the smallest drafter",
+        "the goodput optimum is the smallest drafter",
         "goodput",
         lambda o, smin, _smax, _v: (
             o.size_b == smin,
@@ -239,7 +239,7 @@ def check_findings(spec: pd.DataFrame, best: list[Optimum] | None = None) -> lis
     )
     check(
         "goodput_fastest",
-        "  … is the fastest drafter on the device",
+        "the goodput optimum is the fastest drafter on the device",
         "goodput",
         lambda o, _smin, _smax, vmax: (
             bool(np.isclose(o.draft_tok_s or 0.0, vmax)),
@@ -250,7 +250,10 @@ def check_findings(spec: pd.DataFrame, best: list[Optimum] | None = None) -> lis
     evidence, failures = [], []
     for target in sorted({t for t, _ in groups}):
         ks = {d: by[(t, d, "goodput")].k for t, d in groups if t == target}
-        line = f"{target}: K* " + ", ".join(f"{d}={k}" for d, k in sorted(ks.items()))
+        line = f"{target}: K* " + ", ".join(
+            f"{d}={k}" + (" (edge of the K range)" if k in (k_min, k_max) else "")
+            for d, k in sorted(ks.items())
+        )
         evidence.append(line)
         values = [k for k in ks.values() if k is not None]
         if len(set(values)) < 2 or not all(k_min <= k <= k_max for k in values):

@@ -18,6 +18,7 @@ evaluate_space`); nothing here computes an objective itself.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -140,19 +141,6 @@ def _frame_for(ev: Evaluator, parameter: str, value: float) -> pd.DataFrame:
     raise ValueError(f"unknown sweep parameter {parameter!r}")
 
 
-def _ranges(values: Sequence[float], ok: Sequence[bool]) -> list[tuple[float, float]]:
-    """Contiguous [from, to] ranges of ``values`` where ``ok`` is False."""
-    out: list[tuple[float, float]] = []
-    start: float | None = None
-    for i, (v, good) in enumerate(zip(values, ok, strict=True)):
-        if not good and start is None:
-            start = v
-        if start is not None and (good or i == len(values) - 1):
-            out.append((start, values[i - 1] if good else v))
-            start = None
-    return out
-
-
 def sweep(
     ev: Evaluator,
     parameter: Literal["verify_ms", "rtt_ms"],
@@ -198,16 +186,50 @@ def sweep(
                         hi, chi = mid, now if now is not None else chi
                 crossovers.append(Crossover(*key, at=round((lo + hi) / 2, 2), before=ca, after=chi))
                 a, ca = hi, chi
-    unit = "ms"
+    crossovers.sort(key=lambda c: (c.target, c.device, c.objective, c.at))
     return SweepResult(
         parameter=parameter,
-        unit=unit,
+        unit="ms",
         values=values,
         optima=pd.concat(frames, ignore_index=True),
         crossovers=crossovers,
         findings=held,
-        fails_on={name: _ranges(values, ok) for name, ok in held.items()},
+        fails_on=_refined_failures(ev, parameter, values, crossovers, held),
     )
+
+
+def _refined_failures(
+    ev: Evaluator,
+    parameter: str,
+    values: list[float],
+    crossovers: list[Crossover],
+    held: dict[str, list[bool]],
+) -> dict[str, list[tuple[float, float]]]:
+    """Where each finding fails, with the refined crossovers as range ends.
+
+    Optima, hence findings, are constant between consecutive crossovers, so one
+    evaluation per segment (at its middle) decides the whole segment.
+    """
+    cuts = sorted({c.at for c in crossovers if values[0] < c.at < values[-1]})
+    edges = [values[0], *cuts, values[-1]]
+    status: dict[str, list[bool]] = {name: [] for name in held}
+    for lo, hi in itertools.pairwise(edges):
+        spec = _frame_for(ev, parameter, (lo + hi) / 2)
+        found = {f.name: f.holds for f in check_findings(spec)}
+        for name in status:
+            status[name].append(found.get(name, True))
+    out: dict[str, list[tuple[float, float]]] = {}
+    for name, oks in status.items():
+        spans: list[tuple[float, float]] = []
+        for (lo, hi), ok in zip(itertools.pairwise(edges), oks, strict=True):
+            if ok:
+                continue
+            if spans and spans[-1][1] == lo:
+                spans[-1] = (spans[-1][0], hi)
+            else:
+                spans.append((lo, hi))
+        out[name] = spans
+    return out
 
 
 @dataclass

@@ -1,0 +1,319 @@
+"""``configspec validate``, ``configspec report`` and ``configspec quickstart`` (thin)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from configspec.cli._console import console, err_console, make_progress
+from configspec.errors import InvalidInput
+from configspec.profiling.sweep import ProgressEvent, ProgressFn
+
+if TYPE_CHECKING:
+    from configspec.config import RunRecord
+
+PROFILES = typer.Option(Path("profiles"), "--profiles", help="Profile directory.")
+
+
+def _progress_fn(bar: object) -> ProgressFn:
+    from rich.progress import Progress, TaskID
+
+    assert isinstance(bar, Progress)
+    tasks: dict[str, TaskID] = {}
+
+    def on_event(event: ProgressEvent) -> None:
+        if event.label not in tasks:
+            tasks[event.label] = bar.add_task(event.label, total=max(event.total, 1))
+        desc = f"{event.label} [dim]{event.detail}[/]" if event.detail else event.label
+        bar.update(
+            tasks[event.label], completed=event.done, total=max(event.total, 1), description=desc
+        )
+
+    return on_event
+
+
+def _print_wide(renderable: object) -> None:
+    """Tables stay readable when piped: 140 columns unless a terminal says otherwise."""
+    if console.is_terminal:
+        console.print(renderable)
+    else:
+        Console(file=console.file, width=140, color_system=None).print(renderable)
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{x:+.1%}"
+
+
+def _num(x: float | None, digits: int = 3) -> str:
+    return "—" if x is None else f"{x:.{digits}g}"
+
+
+def render_validation(result: object) -> None:
+    """Print the predicted-vs-measured table and the error summary."""
+    from configspec.validate import ValidationResult
+
+    assert isinstance(result, ValidationResult)
+    table = Table(
+        title="validation: predicted (modelled from profiles) vs measured (real runtime)",
+        title_justify="left",
+    )
+    table.add_column("configuration", no_wrap=True)
+    table.add_column("E(K) meas/model", justify="right")
+    table.add_column("goodput measured tok/s", justify="right")
+    table.add_column("modelled", justify="right")
+    table.add_column("error", justify="right")
+    table.add_column("timing", justify="right")
+    table.add_column("tok/USD", justify="right")
+    for r in result.rows:
+        g = r.objectives["goodput"]
+        table.add_row(
+            f"{r.drafter} K={r.k} +{r.added_rtt_ms:g}ms",
+            f"{_num(r.tokens_per_round.measured)}/{_num(r.tokens_per_round.predicted)}",
+            f"{_num(g.measured)} [{_num(g.measured_low)}, {_num(g.measured_high)}]",
+            _num(g.predicted),
+            _pct(g.error),
+            _pct(r.objectives["goodput_timing"].error),
+            _pct(r.objectives["cost"].error),
+        )
+    _print_wide(table)
+    for name, s in result.summary.items():
+        if s.n == 0:
+            continue
+        console.print(
+            f"  {name}: median |error| {_pct(s.median_abs_error).lstrip('+')}, max "
+            f"{_pct(s.max_abs_error).lstrip('+')}, mean {_pct(s.mean_error)} over {s.n} runs; "
+            f"modelled range overlaps the measured 95% CI in {s.within_ci}/{s.n}",
+            highlight=False,
+        )
+    console.print(
+        f"  runtime overhead per round {result.round_overhead_ms:.2f} ms (measured, K=0 rounds); "
+        "errors are modelled/measured - 1; timing = modelled round time with the run's "
+        "measured E(K); tok/USD = measured verification time x price; tok/J is compared only "
+        "for runs with a power meter",
+        highlight=False,
+    )
+    for w in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+
+
+def validate_command(
+    profiles: Path = PROFILES,
+    configs: list[str] = typer.Option(
+        [], "--configs", "-c", help="DRAFTER[:K][@RTT_MS]; repeatable (default: every run)."
+    ),
+    run: bool = typer.Option(
+        False, "--run", help="Run --configs through the local runtime first (needs :K)."
+    ),
+    target: str = typer.Option("gemma-3-270m-f32", "--target", help="Target for --run."),
+    rtt_ms: list[float] = typer.Option(
+        [], "--rtt-ms", help="Added RTT for --run configs without @RTT (repeatable; default 0)."
+    ),
+    max_tokens: int = typer.Option(32, "--max-tokens", min=2, help="Tokens per prompt (--run)."),
+    prompts_per_domain: int = typer.Option(1, "--prompts-per-domain", min=1),
+    threads: int = typer.Option(1, "--threads", min=1, help="llama.cpp threads (--run)."),
+    device: str = typer.Option(None, "--device", help="Device name recorded in runs (--run)."),
+    preset: str = typer.Option("configspec", "--model", help="Model preset."),
+    json_out: Path = typer.Option(None, "--json", help="Also write the result as JSON here."),
+    cache_dir: Path = typer.Option(None, "--cache-dir", help="Model cache directory."),
+) -> None:
+    """Predicted (model on the stored profiles) versus measured (run records), per objective."""
+    from configspec.store import ProfileStore, atomic_write_json
+    from configspec.validate import parse_config, validate
+
+    filters = [parse_config(c) for c in configs]
+    store = ProfileStore(profiles)
+    records = None
+    overheads: dict[float, float] = {}
+    if run:
+        records, overheads = _run_configs(
+            store, filters, target, rtt_ms or [0.0], max_tokens, prompts_per_domain, threads,
+            device, cache_dir,
+        )  # fmt: skip
+    result = validate(
+        store,
+        filters if records is None else (),
+        preset,
+        runs=records,
+        overhead_ms_by_rtt=overheads,
+    )
+    render_validation(result)
+    if json_out is not None:
+        atomic_write_json(json_out, result.to_json())
+        err_console.print(f"wrote {json_out}", highlight=False)
+
+
+def _run_configs(
+    store: object,
+    filters: Sequence[object],
+    target: str,
+    rtts: list[float],
+    max_tokens: int,
+    per_domain: int,
+    threads: int,
+    device: str | None,
+    cache_dir: Path | None,
+) -> tuple[list[RunRecord], dict[float, float]]:
+    from configspec.config import NetworkSettings
+    from configspec.harness import RunPlan, Runtime, RuntimeSettings
+    from configspec.profiling.prompts import bundled_prompts, select_prompts
+    from configspec.store import ProfileStore
+    from configspec.validate import ConfigFilter
+
+    assert isinstance(store, ProfileStore)
+    plans = []
+    for f in filters:
+        assert isinstance(f, ConfigFilter)
+        if f.k is None:
+            raise InvalidInput(f"--run needs K for every config: {f.drafter}:K")
+        for rtt in [f.added_rtt_ms] if f.added_rtt_ms is not None else rtts:
+            plans.append(RunPlan(f.drafter, f.k, rtt))
+    if not plans:
+        raise InvalidInput("--run needs at least one --configs DRAFTER:K")
+    devices = store.device_profiles()
+    settings = RuntimeSettings(
+        target=target,
+        prompts=tuple(select_prompts(bundled_prompts(), per_domain)),
+        max_tokens=max_tokens,
+        threads=threads,
+        device=device or (devices[0].device.name if len(devices) == 1 else None),
+        cache_dir=cache_dir,
+    )
+    records: list[RunRecord] = []
+    overheads: dict[float, float] = {}
+    with make_progress() as bar:
+        on_event = _progress_fn(bar)
+        with Runtime(settings) as runtime:
+            rtts = sorted({p.added_rtt_ms for p in plans})
+            label = "runtime overhead (K=0 rounds)"
+            on_event(ProgressEvent(label, 0, len(rtts)))
+            for i, rtt in enumerate(rtts):
+                est = runtime.calibrate_overhead(plans[0].drafter, rtt)
+                overheads[rtt] = est.mean
+                on_event(ProgressEvent(label, i + 1, len(rtts), f"+{rtt:g} ms: {est.mean:.1f} ms"))
+            net = store.network()
+            store.save_network(
+                NetworkSettings(**{**net.model_dump(), "round_overhead_ms": overheads[rtts[0]]})
+            )
+            for i, plan in enumerate(plans):
+                record = runtime.run(plan, on_event)
+                store.save_run(record)
+                records.append(record)
+                on_event(ProgressEvent("validation runs", i + 1, len(plans)))
+    return records, overheads
+
+
+def report_command(
+    profiles: Path = PROFILES,
+    out: Path = typer.Option(Path("report"), "--out", help="Directory for report.html + PNGs."),
+    rtt_ms: float = typer.Option(None, "--rtt-ms", help="RTT for the modelled curves (ms)."),
+) -> None:
+    """Write a self-contained HTML report with PNG plots from a profile directory."""
+    from configspec.report.build import write_report
+    from configspec.store import ProfileStore
+
+    with make_progress() as bar:
+        path = write_report(ProfileStore(profiles), out, rtt_ms=rtt_ms, progress=_progress_fn(bar))
+    console.print(f"report: {path} (open it in a browser)", highlight=False)
+
+
+def quickstart_command(
+    out: Path = typer.Option(Path("configspec-quickstart"), "--out", help="Output directory."),
+    rtt_ms: float = typer.Option(30.0, "--rtt-ms", help="RTT injected by the delay proxy (ms)."),
+    k_max: int = typer.Option(8, "--k-max", help="Largest K profiled and searched."),
+    context: list[int] = typer.Option(
+        [64, 192], "--context", help="Context lengths profiled (tokens); repeatable."
+    ),
+    max_tokens: int = typer.Option(32, "--max-tokens", help="Tokens per prompt."),
+    prompts_per_domain: int = typer.Option(1, "--prompts-per-domain", min=1),
+    validate_k: list[int] = typer.Option([2, 6], "--validate-k", help="K run per drafter."),
+    drafter: list[str] = typer.Option(
+        ["gemma-3-270m-q4_0", "gemma-3-270m-q8_0", "ngram"], "--drafter", "-d"
+    ),
+    threads: int = typer.Option(1, "--threads", min=1, help="llama.cpp threads."),
+    price_usd_per_hour: float = typer.Option(
+        None, "--price-usd-per-hour", help="Price of the target's verification time."
+    ),
+    cache_dir: Path = typer.Option(None, "--cache-dir", help="Model cache directory."),
+) -> None:
+    """Prepare models, profile this machine, select, run and validate, write the report."""
+    from configspec.quickstart import QuickstartSettings, run_quickstart
+
+    settings = QuickstartSettings(
+        out=out,
+        rtt_ms=rtt_ms,
+        drafters=tuple(drafter),
+        k_max=k_max,
+        contexts=tuple(context),
+        max_tokens=max_tokens,
+        prompts_per_domain=prompts_per_domain,
+        validate_ks=tuple(validate_k),
+        threads=threads,
+        price_usd_per_hour=price_usd_per_hour,
+        cache_dir=cache_dir,
+    )
+    with make_progress() as bar:
+        on_event = _progress_fn(bar)
+        result = run_quickstart(
+            settings, on_event, on_step=lambda s: bar.console.print(f"[bold]» {s}[/]")
+        )
+    _render_optima(result)
+    render_validation(result.validation)
+    steps = ", ".join(f"{k} {v:.0f} s" for k, v in result.step_s.items())
+    console.print(f"time: {steps}", highlight=False)
+    if result.report_path is not None:
+        console.print(f"report: {result.report_path}", highlight=False)
+    summary = out / "quickstart.json"
+    from configspec.store import atomic_write_json
+
+    atomic_write_json(summary, {"validation": result.validation.to_json(), "step_s": result.step_s})
+
+
+def _render_optima(result: object) -> None:
+    from configspec import records as R
+    from configspec.quickstart import QuickstartResult
+
+    assert isinstance(result, QuickstartResult)
+    sel = result.selection
+    t = sel.table
+    table = Table(
+        title=f"optima at RTT {sel.link.rtt_ms:g} ms (modelled from the profiles just measured)",
+        title_justify="left",
+    )
+    table.add_column("objective", no_wrap=True)
+    table.add_column("configuration", no_wrap=True)
+    for col in ("goodput tok/s", "tokens/USD", "tokens/J"):
+        table.add_column(col, justify="right")
+
+    def add(name: str, row: int) -> None:
+        r = t.iloc[row]
+        what = str(r[R.DRAFTER]) if r[R.MODE] == R.MODE_SPECULATIVE else str(r[R.MODE])
+        table.add_row(
+            name,
+            f"{what} K={int(r[R.K])}",
+            f"{r[R.GOODPUT_TOK_S]:.2f} "
+            f"({r[R.GOODPUT_TOK_S_LOW]:.2f}..{r[R.GOODPUT_TOK_S_HIGH]:.2f})",
+            f"{r[R.TOKENS_PER_USD]:.3g}",
+            f"{r[R.TOKENS_PER_J]:.3g}",
+        )
+
+    for name in ("goodput", "cost", "energy"):
+        row = sel.best.get(name)
+        if row is None:
+            table.add_row(f"best {name}", "no data", "", "", "")
+        else:
+            add(f"best {name}", row)
+    for row in sel.pareto[:8]:
+        add("pareto", int(row))
+    _print_wide(table)
+    console.print(
+        f"cost: {result.price_note}; energy: estimated from CPU time (no power meter) unless "
+        "the device profile names a meter; RTT: injected by the delay proxy",
+        highlight=False,
+    )
+    _ = json  # json kept for symmetry with validate --json

@@ -1,0 +1,144 @@
+"""``configspec profile alignment``, registered on the ``profile`` group of ``cli.profile``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import Progress, TaskID
+from rich.table import Table
+
+from configspec.cli._console import console, make_progress
+from configspec.cli.profile import profile_app
+from configspec.config import AlignmentEntry
+from configspec.profiling.alignment import AlignmentSettings, profile_alignment
+from configspec.profiling.prompts import bundled_prompts, load_prompts, select_prompts
+from configspec.store import ProfileStore
+
+
+class _RichSink:
+    """Draws each profiling phase as a rich progress bar."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task: TaskID | None = None
+
+    def phase(self, description: str, total: int) -> None:
+        self.task = self.progress.add_task(description, total=total)
+
+    def advance(self, n: int = 1) -> None:
+        if self.task is not None:
+            self.progress.advance(self.task, n)
+
+
+def _ci(lo: float, hi: float) -> str:
+    return f"[{lo:.3f}, {hi:.3f}]"
+
+
+def _row(e: AlignmentEntry, k: int) -> list[str]:
+    assert e.alpha is not None and e.by_k is not None and e.per_position is not None
+    at = e.by_k[k - 1]
+    tpr = at.tokens_per_round
+    assert tpr is not None and at.tokens_per_round_iid and at.tokens_per_round_positional
+    return [
+        e.drafter,
+        e.domain,
+        f"{e.temperature:g}",
+        f"{e.alpha.mean:.3f} {_ci(e.alpha.low, e.alpha.high)}",
+        " ".join(f"{p.mean:.2f}" for p in e.per_position[:4]),
+        f"{at.accepted_fraction.mean:.3f}",
+        f"{tpr.mean:.2f} {_ci(tpr.low, tpr.high)}",
+        f"{at.tokens_per_round_iid.mean:.2f}",
+        f"{at.tokens_per_round_positional.mean:.2f}",
+        str(e.n_prompts),
+    ]
+
+
+@profile_app.command("alignment")
+def alignment(
+    target: str = typer.Option(..., "--target", "-t", help="Target: registered name or GGUF."),
+    drafter: list[str] = typer.Option(
+        ..., "--drafter", "-d", help="Drafter: registered name, GGUF or ngram[:MIN-MAX]."
+    ),
+    prompts_file: Path | None = typer.Option(
+        None, "--prompts", help="Your prompts (JSONL: prompt, optional domain, id)."
+    ),
+    domain: list[str] = typer.Option([], "--domain", help="Bundled domains (default all)."),
+    per_domain: int | None = typer.Option(None, "--per-domain", help="Prompts per domain."),
+    tokens: int = typer.Option(128, "--tokens", help="Reference tokens per prompt."),
+    temperature: list[float] = typer.Option(
+        [0.0], "--temperature", "-T", help="Sampling temperature (repeatable; 0 = greedy)."
+    ),
+    k_max: int = typer.Option(8, "--k-max", help="Longest speculative length simulated."),
+    top_k: int = typer.Option(256, "--top-k", help="Target ids kept per position at T>0."),
+    seed: int = typer.Option(0, "--seed", help="Seed for sampled references and bootstrap."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples."),
+    threads: int = typer.Option(2, "--threads", help="llama.cpp threads."),
+    n_ctx: int = typer.Option(1024, "--n-ctx", help="llama.cpp context window (tokens)."),
+    profiles: Path = typer.Option(Path("profiles"), "--profiles", help="Profile directory."),
+    cache_dir: Path | None = typer.Option(
+        None, "--cache-dir", help="Model cache (default $CONFIGSPEC_CACHE_DIR)."
+    ),
+) -> None:
+    """Measure how often each drafter's tokens are accepted by the target (per domain, T, K)."""
+    settings = AlignmentSettings(
+        n_tokens=tokens,
+        temperatures=tuple(temperature),
+        k_max=k_max,
+        top_k=top_k,
+        seed=seed,
+        n_boot=bootstrap,
+        n_ctx=n_ctx,
+        n_threads=threads,
+    )
+    if prompts_file is not None:
+        prompts = load_prompts(prompts_file)
+        source = str(prompts_file)
+    else:
+        prompts = bundled_prompts(domain or None)
+        source = "bundled" + (f":{','.join(domain)}" if domain else "")
+    prompts = select_prompts(prompts, per_domain)
+    store = ProfileStore(profiles)
+    with make_progress() as progress:
+        result = profile_alignment(
+            target,
+            drafter,
+            prompts,
+            store,
+            settings=settings,
+            cache_dir=cache_dir,
+            progress=_RichSink(progress),
+            prompt_source=source,
+        )
+    k_show = min(4, k_max)
+    table = Table(
+        title=(
+            f"alignment vs {result.profile.target}: {len(prompts)} prompts × ≤{tokens} tokens "
+            f"(measured; E(K) at K={k_show}, fits are fitted predictions)"
+        ),
+        title_justify="left",
+    )
+    for col in (
+        "drafter",
+        "domain",
+        "T",
+        "α (95% CI)",
+        "a1..a4",
+        f"acc.frac K={k_show}",
+        f"E(K={k_show}) measured",
+        "i.i.d. fit",
+        "per-pos fit",
+        "prompts",
+    ):
+        table.add_column(col, justify="left" if col in ("drafter", "domain") else "right")
+    fresh = set(result.summaries)
+    for e in result.profile.entries:
+        if (e.drafter, e.domain, e.temperature) in fresh:
+            table.add_row(*_row(e, k_show))
+    console.print(table)
+    console.print(
+        f"target reference: {result.n_references_computed} computed, "
+        f"{result.n_references_cached} from cache ({result.reference_s:.1f} s); drafters: "
+        + ", ".join(f"{n} {s:.1f} s" for n, s in result.drafter_s.items())
+    )
+    console.print(f"wrote {store.alignment_path(result.profile.target)}")

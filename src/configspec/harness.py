@@ -1,0 +1,329 @@
+"""Run configurations through the real runtime, for ``validate``, ``quickstart`` and benchmarks.
+
+:class:`Runtime` starts the verifier as a subprocess (``configspec serve verifier``, the
+very command a user deploys), puts the TCP delay proxy in front of it, and drives the real
+:class:`~configspec.serving.client.EdgeClient` with real drafters. Each configuration is run
+over the same prompt set (one session per prompt) and stored as one
+:class:`~configspec.config.RunRecord` whose rounds are those of every prompt in turn.
+
+:meth:`Runtime.calibrate_overhead` measures the runtime's fixed per-round cost — the part
+of a round that is neither drafting, verification nor the injected delay (HTTP framing,
+JSON, session bookkeeping, the proxy hop, loopback) — with K=0 rounds (no drafting, one
+position verified), so it becomes an explicit, measured model input
+(:attr:`~configspec.config.NetworkSettings.round_overhead_ms`) instead of a fudge factor.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+import numpy as np
+
+from configspec.backends.base import Drafter, Tokenizing
+from configspec.backends.factory import LlamaSettings, open_drafter, open_tokenizer
+from configspec.config import Estimate, RoundTiming, RunConfig, RunRecord
+from configspec.errors import BackendUnavailable, InvalidInput
+from configspec.profiling.prompts import Prompt
+from configspec.profiling.sweep import NO_PROGRESS, ProgressEvent, ProgressFn
+from configspec.serving.client import EdgeClient, Generation
+from configspec.serving.proxy import DelayProxy
+from configspec.serving.record import build_run_record
+from configspec.serving.server import free_port
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One configuration to execute: drafter spec, K and the RTT injected by the proxy (ms)."""
+
+    drafter: str
+    k: int
+    added_rtt_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.k <= 64:
+            raise InvalidInput(f"K={self.k} is out of range (0..64)")
+        if not (np.isfinite(self.added_rtt_ms) and 0 <= self.added_rtt_ms <= 20_000):
+            raise InvalidInput(f"added RTT {self.added_rtt_ms} ms is out of range (0..20000)")
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """How the local runtime is set up.
+
+    ``target`` and drafter specs are registered model names or GGUF paths; ``threads``
+    applies to the verifier and to each drafter (they never run at the same time: a round
+    drafts, then waits for verification); ``max_tokens`` is generated per prompt.
+    """
+
+    target: str
+    prompts: tuple[Prompt, ...]
+    max_tokens: int = 48
+    threads: int = 2
+    n_ctx: int = 1024
+    max_k: int = 16
+    device: str | None = None
+    cache_dir: Path | None = None
+    start_timeout_s: float = 180.0
+    warmup_rounds: int = 2
+
+    def __post_init__(self) -> None:
+        if not self.prompts:
+            raise InvalidInput("no prompts to run; give at least one")
+        if self.max_tokens < 2:
+            raise InvalidInput(f"max_tokens={self.max_tokens} is out of range (>= 2)")
+
+
+class VerifierProcess:
+    """``configspec serve verifier`` in a subprocess on a free loopback port.
+
+    The process is started by :meth:`start` and always terminated by :meth:`stop` (only
+    this process, by its own handle).
+    """
+
+    def __init__(self, settings: RuntimeSettings, port: int | None = None) -> None:
+        self.settings = settings
+        self.port = port or free_port()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL of the verifier."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> VerifierProcess:
+        """Start the server and wait until ``/health`` answers (or raise)."""
+        s = self.settings
+        cmd = [
+            sys.executable, "-m", "configspec", "serve", "verifier",
+            "--target", s.target, "--host", "127.0.0.1", "--port", str(self.port),
+            "--threads", str(s.threads), "--n-ctx", str(s.n_ctx), "--max-k", str(s.max_k),
+        ]  # fmt: skip
+        if s.cache_dir is not None:
+            cmd += ["--cache-dir", str(s.cache_dir)]
+        env = dict(os.environ)
+        src = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
+        import tempfile
+
+        fd, name = tempfile.mkstemp(prefix="configspec-verifier-", suffix=".log")
+        self._log_path = Path(name)
+        with os.fdopen(fd, "wb") as log_file:
+            self._proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + s.start_timeout_s
+        while True:
+            if self._proc.poll() is not None:
+                tail = self._log_tail()
+                self.stop()
+                raise BackendUnavailable(f"the verifier exited at start: {tail}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1.0, trust_env=False).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise BackendUnavailable(
+                    f"the verifier did not answer on {self.url} within {s.start_timeout_s:g} s"
+                )
+            time.sleep(0.2)
+
+    def _log_tail(self) -> str:
+        if self._log_path is None or not self._log_path.exists():
+            return "no output"
+        lines = self._log_path.read_text(errors="replace").strip().splitlines()
+        return lines[-1] if lines else "no output"
+
+    def stop(self) -> None:
+        """Terminate the server (SIGTERM, then SIGKILL after 10 s) and remove its log."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(timeout=10)
+        self._proc = None
+        if self._log_path is not None:
+            self._log_path.unlink(missing_ok=True)
+            self._log_path = None
+
+
+def merge_generations(gens: Sequence[Generation]) -> Generation:
+    """One :class:`Generation` holding the rounds of several prompts in turn (rounds are
+    renumbered; decode time, prefill time and reconnects add up)."""
+    if not gens:
+        raise InvalidInput("no generations to merge")
+    rounds: list[RoundTiming] = []
+    for g in gens:
+        for r in g.rounds:
+            rounds.append(r.model_copy(update={"round": len(rounds)}))
+    stopped = {g.stopped_by for g in gens}
+    return Generation(
+        prompt_tokens=gens[0].prompt_tokens,
+        tokens=[t for g in gens for t in g.tokens],
+        text="".join(g.text for g in gens),
+        rounds=rounds,
+        decode_s=sum(g.decode_s for g in gens),
+        prefill_ms=sum(g.prefill_ms for g in gens),
+        reconnects=sum(g.reconnects for g in gens),
+        stopped_by="max_tokens" if "max_tokens" in stopped else gens[-1].stopped_by,
+        target_name=gens[0].target_name,
+        target_family=gens[0].target_family,
+        sessions=[s for g in gens for s in g.sessions],
+    )
+
+
+@dataclass
+class Runtime:
+    """The real runtime on this machine: verifier subprocess, delay proxy, edge client."""
+
+    settings: RuntimeSettings
+    _server: VerifierProcess | None = None
+    _drafters: dict[str, Drafter] = field(default_factory=dict)
+    _tokenizer: Tokenizing | None = None
+
+    def __enter__(self) -> Runtime:
+        self._server = VerifierProcess(self.settings).start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the verifier and free the drafters."""
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+        for d in self._drafters.values():
+            close = getattr(d, "close", None)
+            if callable(close):
+                close()
+        self._drafters.clear()
+
+    @property
+    def url(self) -> str:
+        """The verifier's URL (direct, without the proxy)."""
+        if self._server is None:
+            raise RuntimeError("runtime not started")
+        return self._server.url
+
+    def drafter(self, spec: str) -> Drafter:
+        """The drafter for ``spec``, loaded once and kept for the runtime's lifetime."""
+        if spec not in self._drafters:
+            s = self.settings
+            if self._tokenizer is None and spec.startswith("ngram"):
+                self._tokenizer = open_tokenizer(s.target, cache_dir=s.cache_dir)
+            self._drafters[spec] = open_drafter(
+                spec,
+                tokenizer=self._tokenizer,
+                cache_dir=s.cache_dir,
+                settings=LlamaSettings(n_threads=s.threads, n_ctx=s.n_ctx),
+            )
+        return self._drafters[spec]
+
+    def _generate(
+        self, plan: RunPlan, drafter: Drafter, progress: ProgressFn, label: str
+    ) -> tuple[Generation, list[int]]:
+        s = self.settings
+        upstream = ("127.0.0.1", self._server.port if self._server else 0)
+        gens: list[Generation] = []
+        prompt_lengths: list[int] = []
+        with (
+            DelayProxy(upstream, delay_ms=plan.added_rtt_ms / 2.0) as proxy,
+            EdgeClient(proxy.url, drafter, k=plan.k, timeout_s=120.0) as client,
+        ):
+            if s.warmup_rounds:
+                # warm the connection, the server's slot and the drafter (not recorded)
+                first = drafter.tokenize(s.prompts[0].text)
+                client.generate(first, max_tokens=min(s.max_tokens, s.warmup_rounds + 1))
+            for i, prompt in enumerate(s.prompts):
+                tokens = drafter.tokenize(prompt.text)
+                prompt_lengths.append(len(tokens))
+                gens.append(client.generate(tokens, s.max_tokens))
+                progress(ProgressEvent(label, i + 1, len(s.prompts), prompt.id))
+        return merge_generations(gens), prompt_lengths
+
+    def run(self, plan: RunPlan, progress: ProgressFn = NO_PROGRESS) -> RunRecord:
+        """Execute ``plan`` over every prompt; return its run record (not yet stored)."""
+        s = self.settings
+        drafter = self.drafter(plan.drafter)
+        label = f"run {drafter.identity.name} K={plan.k} +{plan.added_rtt_ms:g} ms RTT"
+        progress(ProgressEvent(label, 0, len(s.prompts), "starting"))
+        gen, lengths = self._generate(plan, drafter, progress, label)
+        ident = drafter.identity
+        config = RunConfig(
+            drafter=ident.name,
+            drafter_family=ident.family,
+            target=gen.target_name,
+            target_family=gen.target_family,
+            k=plan.k,
+            added_rtt_ms=plan.added_rtt_ms,
+            server_url=self.url,
+            device=s.device,
+            prompt_tokens=round(statistics.fmean(lengths)),
+            max_tokens=s.max_tokens,
+        )
+        return build_run_record(
+            gen,
+            config,
+            backend="llama.cpp",
+            model_sha256={ident.name: ident.file_sha256} if ident.file_sha256 else {},
+            settings={
+                "prompts": [p.id for p in s.prompts],
+                "max_tokens_per_prompt": s.max_tokens,
+                "threads": s.threads,
+                "link": "configspec delay proxy, no bandwidth cap",
+            },
+            energy_note="energy not recorded: no device power meter is wired into the edge client",
+        )
+
+    def calibrate_overhead(
+        self, drafter: str, added_rtt_ms: float = 0.0, rounds: int = 24
+    ) -> Estimate:
+        """The runtime's fixed per-round cost (ms) beyond drafting, verification and the
+        injected delay, measured with K=0 rounds through the proxy at ``added_rtt_ms``.
+
+        Measure it at the RTT the configurations will run at: on a loaded host the time
+        the processes wait to be scheduled depends on how long they slept. Returns the
+        median of ``round_ms - draft_ms - verify_ms - added_rtt_ms`` with a bootstrap 95%
+        CI (source ``measured``).
+        """
+        d = self.drafter(drafter)
+        upstream = ("127.0.0.1", self._server.port if self._server else 0)
+        prompt = d.tokenize(self.settings.prompts[0].text)
+        with (
+            DelayProxy(upstream, delay_ms=added_rtt_ms / 2.0) as proxy,
+            EdgeClient(proxy.url, d, k=0) as client,
+        ):
+            client.generate(prompt, max_tokens=3)  # warm-up
+            gen = client.generate(prompt, max_tokens=rounds)
+        over = np.array([r.round_ms - r.draft_ms - r.verify_ms - added_rtt_ms for r in gen.rounds])
+        med = float(np.median(over))
+        rng = np.random.default_rng(0)
+        boots = np.median(rng.choice(over, size=(1000, over.size)), axis=1)
+        lo, hi = np.percentile(boots, [2.5, 97.5])
+        return Estimate(
+            mean=max(med, 0.0),
+            ci_low=max(min(float(lo), med), 0.0),
+            ci_high=max(float(hi), med, 0.0),
+            n=int(over.size),
+            source="measured",
+        )

@@ -1,0 +1,461 @@
+"""Alignment profiling: how often each drafter's tokens are accepted by the target.
+
+For every prompt the target's reference trajectory is computed once and cached
+(:mod:`configspec.profiling.reference`). Each model drafter is then teacher-forced along
+that trajectory in one batched pass per prompt; a model-free proposer (the n-gram
+drafter) is asked for a K_max-token block at every position. The acceptance math
+(:mod:`configspec.profiling.acceptance`) turns that into per-position acceptance,
+simulated rounds E(K) for K = 1..K_max, fitted single-α and per-position models, and
+bootstrap confidence intervals over prompts, stored as an
+:class:`~configspec.config.AlignmentProfile` per drafter × domain × temperature.
+
+Exactness: at temperature 0 the simulation is exactly what greedy speculative decoding
+accepts (a teacher-forced argmax equals the greedy draft as long as the previous draft
+tokens were accepted). At T > 0 it uses the expected acceptance Σ min(p, q) at each
+position of the target's sampled trajectory (the standard along-trajectory estimate).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from configspec.backends.base import Drafter, ModelIdentity
+from configspec.backends.factory import check_compatible, open_drafter, resolve_identity
+from configspec.backends.llamacpp import LlamaCppTokenizer
+from configspec.config import (
+    AcceptanceAtK,
+    AlignmentEntry,
+    AlignmentProfile,
+    Estimate,
+    Provenance,
+)
+from configspec.errors import IncompatibleModels, InvalidInput, ProfileError
+from configspec.profiling.acceptance import (
+    FloatArray,
+    PromptStats,
+    Summary,
+    TopK,
+    block_match_matrix,
+    check_temperature,
+    greedy_match,
+    overlap_topk_full,
+    overlap_topk_onehot,
+    positional_matrix,
+    prompt_stats,
+    softmax_temperature,
+    summarize,
+)
+from configspec.profiling.prompts import Prompt
+from configspec.profiling.reference import (
+    ReferenceSettings,
+    TargetReference,
+    TeacherForcedModel,
+    reference_for,
+)
+from configspec.store import ProfileStore
+
+logger = logging.getLogger(__name__)
+
+ALL_DOMAINS = "all"
+#: Speculative rounds start after the first continuation token: it comes from the
+#: target's prefill of the prompt (llama.cpp and every speculative decoder do this).
+FIRST_ROUND_AT = 1
+_ROWS_PER_CHUNK = 32  # softmax over a 262k vocabulary: bound the float64 temporaries
+
+
+@dataclass(frozen=True)
+class AlignmentSettings:
+    """Settings of one alignment profiling run.
+
+    ``n_tokens`` reference tokens per prompt; ``temperatures`` (0 = greedy verification);
+    ``k_max`` the longest speculative length simulated; ``top_k`` target ids kept per
+    position at T > 0; ``n_boot`` bootstrap resamples over prompts; ``n_ctx``/``n_threads``
+    for llama.cpp.
+    """
+
+    n_tokens: int = 128
+    temperatures: tuple[float, ...] = (0.0,)
+    k_max: int = 8
+    top_k: int = 256
+    seed: int = 0
+    n_boot: int = 1000
+    n_ctx: int = 1024
+    n_threads: int = 2
+
+    def __post_init__(self) -> None:
+        if not self.temperatures:
+            raise InvalidInput("no temperature given; pass at least one (0 = greedy)")
+        for t in self.temperatures:
+            check_temperature(t)
+        if not 1 <= self.k_max <= 32:
+            raise InvalidInput(f"K_max={self.k_max} is out of range (1..32)")
+        if self.n_boot < 1:
+            raise InvalidInput(f"bootstrap resamples {self.n_boot} is out of range (>= 1)")
+
+    def reference(self, temperature: float) -> ReferenceSettings:
+        """Reference settings for one temperature."""
+        return ReferenceSettings(
+            n_tokens=self.n_tokens, temperature=temperature, seed=self.seed, top_k=self.top_k
+        )
+
+
+class ProgressSink(Protocol):
+    """Receives progress: a new phase with its total, then one advance per unit of work."""
+
+    def phase(self, description: str, total: int) -> None:
+        """Start a phase of ``total`` units."""
+        ...
+
+    def advance(self, n: int = 1) -> None:
+        """``n`` more units done in the current phase."""
+        ...
+
+
+class _NoProgress:
+    def phase(self, description: str, total: int) -> None:
+        logger.info("%s (%d)", description, total)
+
+    def advance(self, n: int = 1) -> None:
+        return None
+
+
+@dataclass
+class _Candidate:
+    """A drafter under test: a teacher-forceable model, or a model-free proposer."""
+
+    name: str
+    identity: ModelIdentity
+    model: TeacherForcedModel | None = None
+    proposer: Drafter | None = None
+    elapsed_s: float = 0.0
+
+    def close(self) -> None:
+        if self.model is not None:
+            self.model.close()
+
+
+@dataclass
+class AlignmentResult:
+    """What a run produced: the profile, per-drafter timings and cache use."""
+
+    profile: AlignmentProfile
+    reference_s: float
+    drafter_s: dict[str, float]
+    n_references_cached: int
+    n_references_computed: int
+    mean_topk_bound_width: float
+    summaries: dict[tuple[str, str, float], Summary] = field(default_factory=dict)
+
+
+def _gather_topk(dist: TopK, idx: np.ndarray) -> TopK:
+    return TopK(ids=dist.ids[idx], probs=dist.probs[idx], remainder=dist.remainder[idx])
+
+
+def acceptance_matrix(
+    ref: TargetReference, cand: _Candidate, temperature: float, k_max: int
+) -> tuple[FloatArray, float]:
+    """``B[s, j]`` for one drafter along one reference, and the mean top-k bound width.
+
+    At T > 0 the target is stored as top-k plus remainder, so Σ min(p, q) is known only
+    within bounds; the upper bound is used (exact when drafter and target agree outside
+    the top-k, e.g. an identical drafter) and the mean width of the bounds is returned.
+    """
+    n = len(ref.tokens)
+    gap = 0.0
+    if cand.model is not None:
+        logits = cand.model.logits_along(ref.prompt_tokens.tolist(), ref.tokens.tolist())
+        if temperature == 0.0:
+            beta = greedy_match(ref.argmax, np.argmax(logits, axis=1))
+        else:
+            assert ref.dist is not None
+            parts = []
+            for lo in range(0, n, _ROWS_PER_CHUNK):
+                rows = slice(lo, min(n, lo + _ROWS_PER_CHUNK))
+                q = softmax_temperature(logits[rows], temperature)
+                ov = overlap_topk_full(_gather_topk(ref.dist, np.arange(n)[rows]), q)
+                gap += float(np.sum(ov.high - ov.low))
+                parts.append(ov.high)
+            beta = np.concatenate(parts)
+        return positional_matrix(beta, k_max), gap / max(n, 1)
+    assert cand.proposer is not None
+    context = [*ref.prompt_tokens.tolist(), *ref.tokens.tolist()]
+    n_prompt = len(ref.prompt_tokens)
+    blocks = np.full((n, k_max), -1, dtype=np.int64)
+    for s in range(n):
+        drafted = cand.proposer.draft(context[: n_prompt + s], k_max).tokens[:k_max]
+        blocks[s, : len(drafted)] = drafted
+    if temperature == 0.0:
+        return block_match_matrix(ref.argmax, blocks), gap
+    assert ref.dist is not None
+    idx = np.arange(n)[:, None] + np.arange(k_max)[None, :]
+    inside = idx < n
+    flat = np.minimum(idx, n - 1).ravel()
+    ov = overlap_topk_onehot(_gather_topk(ref.dist, flat), blocks.ravel())
+    width = (ov.high - ov.low).reshape(n, k_max)[:, 0]
+    gap = float(np.mean(width)) if width.size else 0.0
+    b = ov.high.reshape(n, k_max)
+    b[~inside] = np.nan
+    return b, gap
+
+
+def _unit(x: float) -> float:
+    return min(1.0, max(0.0, x))
+
+
+def _est(mean: float, lo: float, hi: float, n: int) -> Estimate:
+    """A measured rate in [0, 1] with its bootstrap interval."""
+    return Estimate(mean=_unit(mean), ci_low=_unit(lo), ci_high=_unit(hi), n=n)
+
+
+def entry_from_summary(drafter: str, domain: str, temperature: float, s: Summary) -> AlignmentEntry:
+    """An :class:`AlignmentEntry` from pooled statistics (measured; fits marked fitted)."""
+    by_k = []
+    for i, (af, tr) in enumerate(zip(s.accepted_fraction, s.tokens_per_round, strict=True)):
+        by_k.append(
+            AcceptanceAtK(
+                k=i + 1,
+                accepted_fraction=_est(af.mean, af.ci_low, af.ci_high, s.n_prompts),
+                tokens_per_round=Estimate(
+                    mean=tr.mean, ci_low=tr.ci_low, ci_high=tr.ci_high, n=s.n_prompts
+                ),
+                tokens_per_round_iid=Estimate(
+                    mean=float(s.iid_tokens_per_round[i]), n=s.n_prompts, source="fitted"
+                ),
+                tokens_per_round_positional=Estimate(
+                    mean=float(s.positional_tokens_per_round[i]), n=s.n_prompts, source="fitted"
+                ),
+            )
+        )
+    return AlignmentEntry(
+        drafter=drafter,
+        domain=domain,
+        temperature=temperature,
+        alpha=_est(s.alpha.mean, s.alpha.ci_low, s.alpha.ci_high, s.n_prompts),
+        per_position=[_est(p.mean, p.ci_low, p.ci_high, s.n_prompts) for p in s.per_position],
+        by_k=by_k,
+        n_prompts=s.n_prompts,
+        n_tokens=s.n_tokens,
+    )
+
+
+def _open_candidates(
+    target: ModelIdentity,
+    drafter_specs: Sequence[str],
+    settings: AlignmentSettings,
+    cache_dir: Path | None,
+) -> list[_Candidate]:
+    identities: list[tuple[str, ModelIdentity | None]] = []
+    for spec in drafter_specs:
+        if spec.startswith("ngram"):
+            identities.append((spec, None))
+            continue
+        resolved = resolve_identity(spec, cache_dir=cache_dir)
+        check_compatible(resolved, target)  # before any weights are loaded
+        identities.append((spec, resolved))
+    cands: list[_Candidate] = []
+    try:
+        for spec, ident in identities:
+            if ident is None:
+                tok = LlamaCppTokenizer(str(target.path), identity=target)
+                prop = open_drafter(spec, tokenizer=tok, cache_dir=cache_dir)
+                cands.append(
+                    _Candidate(name=prop.identity.name, identity=prop.identity, proposer=prop)
+                )
+            else:
+                model = TeacherForcedModel(
+                    str(ident.path),
+                    identity=ident,
+                    n_threads=settings.n_threads,
+                    n_ctx=settings.n_ctx,
+                )
+                cands.append(_Candidate(name=ident.name, identity=ident, model=model))
+    except BaseException:
+        for c in cands:
+            c.close()
+        raise
+    names = [c.name for c in cands]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup is not None:
+        for c in cands:
+            c.close()
+        raise InvalidInput(f"drafter {dup!r} is given twice; list each drafter once")
+    return cands
+
+
+def _merge(
+    store: ProfileStore, target: str, entries: list[AlignmentEntry]
+) -> tuple[list[AlignmentEntry], list[str]]:
+    """New entries plus earlier ones for other (drafter, domain, temperature) keys."""
+    path = store.alignment_path(target)
+    if not path.exists():
+        return entries, []
+    try:
+        old = next(p for p in store.alignment_profiles() if p.target == target)
+    except (StopIteration, ProfileError):
+        logger.warning("existing alignment profile %s unreadable; replacing it", path)
+        return entries, []
+    new_keys = {(e.drafter, e.domain, e.temperature) for e in entries}
+    kept = [e for e in old.entries if (e.drafter, e.domain, e.temperature) not in new_keys]
+    return [*kept, *entries], sorted({e.drafter for e in kept})
+
+
+def profile_alignment(
+    target_spec: str,
+    drafter_specs: Sequence[str],
+    prompts: Sequence[Prompt],
+    store: ProfileStore,
+    *,
+    settings: AlignmentSettings | None = None,
+    cache_dir: Path | None = None,
+    progress: ProgressSink | None = None,
+    prompt_source: str = "bundled",
+    save: bool = True,
+) -> AlignmentResult:
+    """Profile ``drafter_specs`` against ``target_spec`` on ``prompts``; save the profile.
+
+    Specs are registered model names, GGUF paths or ``ngram[:MIN-MAX]``. Raises
+    :class:`IncompatibleModels` for a drafter with another tokenizer (before loading any
+    weights) and :class:`InvalidInput` for bad settings. Returns the profile (one entry
+    per drafter × domain × temperature plus domain ``all``) with timings in seconds.
+    """
+    settings = settings or AlignmentSettings()
+    progress = progress or _NoProgress()
+    if not drafter_specs:
+        raise InvalidInput("no drafter given; pass at least one --drafter")
+    if not prompts:
+        raise InvalidInput("no prompts to profile on")
+    target_id = resolve_identity(target_spec, cache_dir=cache_dir)
+    if target_id.path is None or target_id.file_sha256 is None:
+        raise IncompatibleModels(f"target {target_spec} is not a local GGUF file")
+    target_sha = target_id.file_sha256
+    cands = _open_candidates(target_id, drafter_specs, settings, cache_dir)
+    target_model: list[TeacherForcedModel] = []
+
+    def open_target() -> TeacherForcedModel:
+        if not target_model:
+            target_model.append(
+                TeacherForcedModel(
+                    str(target_id.path),
+                    identity=target_id,
+                    n_threads=settings.n_threads,
+                    n_ctx=settings.n_ctx,
+                )
+            )
+        return target_model[0]
+
+    stats: dict[tuple[str, str, float], list[PromptStats]] = {}
+    n_cached = n_computed = 0
+    ref_s = 0.0
+    widths: list[float] = []
+    try:
+        for temp in settings.temperatures:
+            ref_settings = settings.reference(temp)
+            refs: list[TargetReference] = []
+            progress.phase(f"target reference T={temp:g}", len(prompts))
+            t0 = time.perf_counter()
+            for prompt in prompts:
+                ref, cached = reference_for(store, target_sha, prompt, ref_settings, open_target)
+                n_cached += cached
+                n_computed += not cached
+                refs.append(ref)
+                progress.advance()
+            ref_s += time.perf_counter() - t0
+            if target_model:  # free the target's memory before the drafters run
+                target_model.pop().close()
+            progress.phase(f"drafters T={temp:g}", len(prompts) * len(cands))
+            for ref in refs:
+                if len(ref.tokens) == 0:
+                    progress.advance(len(cands))
+                    continue
+                for cand in cands:
+                    t1 = time.perf_counter()
+                    b, g = acceptance_matrix(ref, cand, temp, settings.k_max)
+                    cand.elapsed_s += time.perf_counter() - t1
+                    widths.append(g)
+                    ps = prompt_stats(b, settings.k_max, FIRST_ROUND_AT)
+                    for dom in (ref.domain, ALL_DOMAINS):
+                        stats.setdefault((cand.name, dom, temp), []).append(ps)
+                    progress.advance()
+    finally:
+        for c in cands:
+            c.close()
+        for t in target_model:
+            t.close()
+
+    gap = float(np.mean(widths)) if widths else 0.0
+    summaries = {
+        key: summarize(v, n_boot=settings.n_boot, seed=settings.seed)
+        for key, v in sorted(stats.items())
+    }
+    entries = [entry_from_summary(d, dom, t, s) for (d, dom, t), s in summaries.items()]
+    entries, kept = _merge(store, target_id.name, entries) if save else (entries, [])
+    profile = AlignmentProfile(
+        target=target_id.name,
+        target_family=target_id.family,
+        entries=entries,
+        provenance=_provenance(target_id, cands, settings, prompt_source, len(prompts), gap, kept),
+    )
+    if save:
+        path = store.save(profile)
+        logger.info("wrote %s", path)
+    return AlignmentResult(
+        profile=profile,
+        reference_s=ref_s,
+        drafter_s={c.name: c.elapsed_s for c in cands},
+        n_references_cached=n_cached,
+        n_references_computed=n_computed,
+        mean_topk_bound_width=gap,
+        summaries=summaries,
+    )
+
+
+def _provenance(
+    target: ModelIdentity,
+    cands: Sequence[_Candidate],
+    settings: AlignmentSettings,
+    prompt_source: str,
+    n_prompts: int,
+    gap: float,
+    kept: list[str],
+) -> Provenance:
+    import llama_cpp
+
+    shas = {target.name: target.file_sha256 or ""}
+    shas.update({c.name: c.identity.file_sha256 or "" for c in cands if c.model is not None})
+    run_settings: dict[str, Any] = {
+        "n_tokens": settings.n_tokens,
+        "temperatures": list(settings.temperatures),
+        "k_max": settings.k_max,
+        "top_k": settings.top_k,
+        "seed": settings.seed,
+        "n_boot": settings.n_boot,
+        "ci_level": 0.95,
+        "prompts": prompt_source,
+        "n_prompts": n_prompts,
+        "drafters": [c.name for c in cands],
+        "mean_topk_bound_width": round(gap, 6),
+    }
+    notes = (
+        "alpha = mean per-token acceptance along the target's trajectory (exact match at "
+        "T=0, sum min(p,q) at T>0 with the target stored as top-k: the tail overlap is "
+        "taken at its upper bound, mean bound width in settings); per_position = "
+        "conditional acceptance of draft step j; by_k from simulated speculative rounds; "
+        "*_iid/*_positional are fitted predictions."
+    )
+    if kept:
+        notes += f" Entries for {', '.join(kept)} kept from an earlier run."
+    return Provenance.here(
+        "measured",
+        backend="llama-cpp-python",
+        backend_version=getattr(llama_cpp, "__version__", None),
+        model_sha256=shas,
+        settings=run_settings,
+        notes=notes,
+    )

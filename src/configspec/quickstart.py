@@ -1,0 +1,315 @@
+"""The whole loop on this machine: prepare, profile, select, run, validate, report.
+
+:func:`run_quickstart` is what ``configspec quickstart`` does, as a library call with a
+progress callback. Every step is the real one (the same code as the individual
+commands), with short settings so it finishes in minutes on a small CPU:
+
+1. prepare the embedded model family (Gemma 3 270M drafters + F32 target) in the cache;
+2. profile this device (drafting latency K × context, memory, power from the best meter);
+3. profile verification of the target on this machine (positions 1..K_max+1);
+4. profile alignment (acceptance of every drafter along the target's own outputs);
+5. start the real verifier, measure the runtime's per-round overhead (K=0 rounds) and
+   store the network settings (the RTT the delay proxy will inject);
+6. select the optimum for goodput, cost and energy and the Pareto front;
+7. run the chosen configurations plus a few others spanning K and drafters through the
+   real runtime behind the delay proxy, and compare predicted with measured;
+8. write the HTML report.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from configspec import records as R
+from configspec.config import GpuTimePrice, NetworkSettings
+from configspec.errors import InvalidInput
+from configspec.harness import RunPlan, Runtime, RuntimeSettings
+from configspec.model.presets import ModelPreset, get_preset
+from configspec.profiling.prompts import bundled_prompts, select_prompts
+from configspec.profiling.sweep import ProgressEvent, ProgressFn
+from configspec.search.select import Selection, pick
+from configspec.search.space import SearchSettings, read_profiles, space_from_profiles
+from configspec.store import ProfileStore
+from configspec.validate import ValidationResult, validate
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DRAFTERS = ("gemma-3-270m-q4_0", "gemma-3-270m-q8_0", "ngram")
+DEFAULT_TARGET = "gemma-3-270m-f32"
+ILLUSTRATIVE_PRICE_USD_PER_HOUR = 1.0
+UNCAPPED_MBPS = 1e6
+
+
+@dataclass(frozen=True)
+class QuickstartSettings:
+    """Short settings for the whole loop (see the module docstring).
+
+    ``rtt_ms`` is the round trip the delay proxy injects for the validation runs and the
+    network the selection assumes; ``price_usd_per_hour`` prices the local target's
+    verification time (illustrative unless you pass your own); ``k_max`` bounds every
+    sweep; ``validate_ks`` are the K values run per drafter besides the optima.
+    """
+
+    out: Path
+    rtt_ms: float = 30.0
+    drafters: tuple[str, ...] = DEFAULT_DRAFTERS
+    target: str = DEFAULT_TARGET
+    k_max: int = 8
+    contexts: tuple[int, ...] = (64, 192)
+    prompts_per_domain: int = 1
+    max_tokens: int = 32
+    threads: int = 1
+    validate_ks: tuple[int, ...] = (2, 6)
+    price_usd_per_hour: float | None = None
+    cache_dir: Path | None = None
+    device: str | None = None
+    point_budget_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.rtt_ms <= 10_000):
+            raise InvalidInput(f"--rtt-ms {self.rtt_ms} is out of range (0..10000)")
+        if not 1 <= self.k_max <= 16:
+            raise InvalidInput(f"--k-max {self.k_max} is out of range (1..16)")
+        if any(not 1 <= k <= self.k_max for k in self.validate_ks):
+            raise InvalidInput(f"validation K {self.validate_ks} must lie in 1..{self.k_max}")
+        if not self.drafters:
+            raise InvalidInput("no drafter given; pass at least one --drafter")
+
+
+@dataclass
+class QuickstartResult:
+    """What the quickstart produced."""
+
+    store: ProfileStore
+    selection: Selection
+    validation: ValidationResult
+    report_path: Path | None
+    overhead_ms: float
+    price_note: str
+    step_s: dict[str, float] = field(default_factory=dict)
+
+
+class _AlignmentProgress:
+    """Adapts the alignment profiler's phase/advance progress to :data:`ProgressFn`."""
+
+    def __init__(self, progress: ProgressFn) -> None:
+        self.progress = progress
+        self.label = ""
+        self.done = 0
+        self.total = 0
+
+    def phase(self, description: str, total: int) -> None:
+        self.label, self.done, self.total = f"alignment: {description}", 0, total
+        self.progress(ProgressEvent(self.label, 0, total))
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        self.progress(ProgressEvent(self.label, self.done, self.total))
+
+
+def plans_to_validate(
+    selection: Selection, drafters: Sequence[str], ks: Sequence[int], rtt_ms: float
+) -> list[RunPlan]:
+    """The optima of every objective, then each drafter at ``ks`` (duplicates dropped)."""
+    table = selection.table
+    plans: list[RunPlan] = []
+    for row in [selection.best.get(o) for o in ("goodput", "cost", "energy")]:
+        if row is None or table[R.MODE].iloc[row] != R.MODE_SPECULATIVE:
+            continue
+        plans.append(RunPlan(str(table[R.DRAFTER].iloc[row]), int(table[R.K].iloc[row]), rtt_ms))
+    names = {str(d) for d in table[R.DRAFTER].dropna().unique()}
+    for spec in drafters:
+        name = next((n for n in names if n == spec or n.startswith(spec)), spec)
+        for k in ks:
+            plans.append(RunPlan(name, k, rtt_ms))
+    seen: set[tuple[str, int]] = set()
+    out = []
+    for p in plans:
+        if (p.drafter, p.k) not in seen:
+            seen.add((p.drafter, p.k))
+            out.append(p)
+    return out
+
+
+def _spec_for(name: str, specs: Sequence[str]) -> str:
+    """The drafter spec a profiled drafter name came from (``ngram[1-3]`` → ``ngram``)."""
+    for s in specs:
+        if name == s or name.startswith(s.split(":")[0]):
+            return s
+    return name
+
+
+def run_quickstart(
+    s: QuickstartSettings,
+    progress: ProgressFn,
+    on_step: Callable[[str], None] = lambda _: None,
+    make_report: bool = True,
+) -> QuickstartResult:
+    """Run the whole loop (module docstring) into ``s.out``; return what it found."""
+    from configspec.backends.models import prepare_family
+    from configspec.power import make_meter
+    from configspec.profiling.alignment import AlignmentSettings, profile_alignment
+    from configspec.profiling.device import DeviceProfiler, DeviceSweepSettings
+    from configspec.profiling.verification import VerificationProfiler, VerifySweepSettings
+
+    store = ProfileStore(s.out / "profiles")
+    times: dict[str, float] = {}
+
+    def step(name: str) -> float:
+        on_step(name)
+        return time.perf_counter()
+
+    t = step("prepare models")
+    prepare_family(
+        s.cache_dir,
+        on_step=lambda i, n, what: progress(ProgressEvent("prepare models", i, n, what)),
+    )
+    progress(ProgressEvent("prepare models", 1, 1, "ready"))
+    times["prepare models"] = time.perf_counter() - t
+
+    t = step("profile device")
+    meter = make_meter("auto")
+    meter.probe()
+    device = s.device or f"{platform.node() or 'device'}-{s.threads}t"
+    dev_settings = DeviceSweepSettings(
+        k_max=s.k_max,
+        context_tokens=s.contexts,
+        min_repeats=3,
+        max_repeats=8,
+        rel_half_width=0.1,
+        point_budget_s=s.point_budget_s,
+        threads=s.threads,
+        idle_s=1.0,
+    )
+    try:
+        DeviceProfiler(
+            list(s.drafters),
+            store,
+            device=device,
+            description="this machine (configspec quickstart)",
+            settings=dev_settings,
+            meter=meter,
+            cache_dir=s.cache_dir,
+            tokenizer=s.target,
+        ).run(progress)
+    finally:
+        meter.close()
+    times["profile device"] = time.perf_counter() - t
+
+    t = step("profile verification")
+    price = GpuTimePrice(price_usd_per_hour=s.price_usd_per_hour or ILLUSTRATIVE_PRICE_USD_PER_HOUR)
+    price_note = f"{price.price_usd_per_hour:g} USD per hour of verification time" + (
+        " (illustrative: pass --price-usd-per-hour)" if s.price_usd_per_hour is None else ""
+    )
+    VerificationProfiler(
+        s.target,
+        store,
+        price=price,
+        settings=VerifySweepSettings(
+            k_max=s.k_max,
+            context_tokens=s.contexts,
+            min_repeats=3,
+            max_repeats=8,
+            rel_half_width=0.1,
+            point_budget_s=s.point_budget_s,
+            threads=s.threads,
+        ),
+        cache_dir=s.cache_dir,
+        hardware="this machine (local llama.cpp target)",
+    ).run(progress)
+    times["profile verification"] = time.perf_counter() - t
+
+    t = step("profile alignment")
+    prompts = select_prompts(bundled_prompts(), s.prompts_per_domain)
+    profile_alignment(
+        s.target,
+        list(s.drafters),
+        prompts,
+        store,
+        settings=AlignmentSettings(
+            n_tokens=s.max_tokens, k_max=s.k_max, n_threads=s.threads, n_boot=300
+        ),
+        cache_dir=s.cache_dir,
+        progress=_AlignmentProgress(progress),
+    )
+    times["profile alignment"] = time.perf_counter() - t
+
+    runtime_settings = RuntimeSettings(
+        target=s.target,
+        prompts=tuple(prompts),
+        max_tokens=s.max_tokens,
+        threads=s.threads,
+        device=device,
+        cache_dir=s.cache_dir,
+        max_k=max(16, s.k_max),
+    )
+    with Runtime(runtime_settings) as runtime:
+        t = step("measure runtime overhead")
+        progress(ProgressEvent("runtime overhead (K=0 rounds)", 0, 1))
+        overhead = runtime.calibrate_overhead(s.drafters[0], s.rtt_ms)
+        progress(ProgressEvent("runtime overhead (K=0 rounds)", 1, 1, f"{overhead.mean:.1f} ms"))
+        store.save_network(
+            NetworkSettings(
+                rtt_ms=s.rtt_ms,
+                uplink_mbps=UNCAPPED_MBPS,
+                downlink_mbps=UNCAPPED_MBPS,
+                round_overhead_ms=overhead.mean,
+                source="measured",
+            )
+        )
+        times["measure runtime overhead"] = time.perf_counter() - t
+
+        t = step("select")
+        profiles = read_profiles(store)
+        space = space_from_profiles(
+            profiles,
+            _preset(),
+            SearchSettings(k_max=s.k_max, context_tokens=prompts_context(runtime, s)),
+        )
+        selection = pick(space, profiles.network, "goodput")
+        times["select"] = time.perf_counter() - t
+
+        t = step("validate")
+        plans = plans_to_validate(selection, list(s.drafters), s.validate_ks, s.rtt_ms)
+        records = []
+        for i, plan in enumerate(plans):
+            spec_plan = RunPlan(_spec_for(plan.drafter, s.drafters), plan.k, plan.added_rtt_ms)
+            record = runtime.run(spec_plan, progress)
+            store.save_run(record)
+            records.append(record)
+            progress(ProgressEvent("validation runs", i + 1, len(plans), plan.drafter))
+        result = validate(store, runs=records)
+        times["validate"] = time.perf_counter() - t
+
+    report_path = None
+    if make_report:
+        from configspec.report.build import write_report
+
+        t = step("report")
+        report_path = write_report(store, s.out / "report", progress=progress)
+        times["report"] = time.perf_counter() - t
+    return QuickstartResult(
+        store=store,
+        selection=selection,
+        validation=result,
+        report_path=report_path,
+        overhead_ms=overhead.mean,
+        price_note=price_note,
+        step_s=times,
+    )
+
+
+def _preset() -> ModelPreset:
+    return get_preset("configspec")
+
+
+def prompts_context(runtime: Runtime, s: QuickstartSettings) -> int:
+    """Mean decoding context of the quickstart's prompts (prompt + half the generation)."""
+    d = runtime.drafter(s.drafters[0])
+    lengths = [len(d.tokenize(p.text)) for p in runtime.settings.prompts]
+    return round(sum(lengths) / len(lengths) + s.max_tokens / 2)

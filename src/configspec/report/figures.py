@@ -1,0 +1,183 @@
+"""The report's figures (matplotlib, Agg backend); each function returns a Figure.
+
+Every figure says in its title or legend which numbers are measured (run records,
+alignment profiles) and which are modelled (the model evaluated on the profiles).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from configspec import records as R
+from configspec.config import AlignmentProfile, RunRecord
+from configspec.model.evaluate import Bounded, Link, evaluate_grid
+from configspec.model.presets import ModelPreset
+from configspec.search.select import Selection
+from configspec.search.space import Space
+
+OBJ_LABELS = {
+    R.GOODPUT_TOK_S: "goodput (tok/s)",
+    R.TOKENS_PER_USD: "tokens per USD",
+    R.TOKENS_PER_J: "tokens per J",
+}
+
+
+def goodput_vs_k(
+    curves: dict[float, pd.DataFrame], runs: list[RunRecord], device: str | None = None
+) -> Figure:
+    """Modelled goodput against K (one line per drafter, one panel per RTT) with the
+    measured runs as points with their 95% CI."""
+    rtts = sorted(curves)
+    fig, axes = plt.subplots(1, len(rtts), figsize=(5.2 * len(rtts), 4.0), squeeze=False)
+    colors: dict[str, str] = {}
+    for ax, rtt in zip(axes[0], rtts, strict=True):
+        table = curves[rtt]
+        spec = table[table[R.MODE] == R.MODE_SPECULATIVE]
+        n_dev = spec[R.DEVICE].nunique()
+        for (dev, drafter), grp in spec.groupby([R.DEVICE, R.DRAFTER], observed=True):
+            grp = grp.sort_values(R.K)
+            where = f" @ {dev}" if n_dev > 1 else ""
+            (line,) = ax.plot(
+                grp[R.K], grp[R.GOODPUT_TOK_S], "-", label=f"{drafter}{where} (modelled)"
+            )
+            colors.setdefault(str(drafter), line.get_color())
+            ax.fill_between(
+                grp[R.K], grp[R.GOODPUT_TOK_S_LOW], grp[R.GOODPUT_TOK_S_HIGH],
+                color=line.get_color(), alpha=0.15, linewidth=0,
+            )  # fmt: skip
+        for run in runs:
+            if abs(run.config.added_rtt_ms - rtt) > 1e-6:
+                continue
+            g = run.goodput_tokens_per_s
+            c = colors.get(run.config.drafter, "black")
+            ax.errorbar(
+                [run.config.k], [g.mean], yerr=[[g.mean - g.low], [g.high - g.mean]],
+                fmt="o", color=c, markeredgecolor="black", capsize=3,
+            )  # fmt: skip
+        ax.set_title(f"added RTT {rtt:g} ms" + (f" — {device}" if device else ""))
+        ax.set_xlabel("K (draft tokens per round)")
+        ax.set_ylabel("goodput (tok/s)")
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    handles.append(Line2D([], [], marker="o", linestyle="", color="grey", mec="black"))
+    labels.append("measured run (95% CI)")
+    axes[0][-1].legend(handles, labels, fontsize=7, loc="best")
+    fig.suptitle("Goodput vs K: lines modelled from profiles, points measured by the runtime")
+    fig.tight_layout()
+    return fig
+
+
+def pareto_views(sel: Selection) -> Figure:
+    """Pairwise views of the three objectives: feasible configurations, the Pareto front,
+    and the optimum of each objective marked (all modelled)."""
+    t = sel.table
+    mask = sel.feasible & (t[R.MODE] == R.MODE_SPECULATIVE).to_numpy()
+    pairs = [
+        (R.GOODPUT_TOK_S, R.TOKENS_PER_USD),
+        (R.GOODPUT_TOK_S, R.TOKENS_PER_J),
+        (R.TOKENS_PER_USD, R.TOKENS_PER_J),
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    front = np.zeros(len(t), dtype=bool)
+    front[sel.pareto] = True
+    markers = {"goodput": "*", "cost": "D", "energy": "P"}
+    for ax, (x, y) in zip(axes, pairs, strict=True):
+        xs, ys = t[x].to_numpy(), t[y].to_numpy()
+        ax.scatter(xs[mask], ys[mask], s=10, color="0.7", label="configuration")
+        ax.scatter(xs[front], ys[front], s=18, color="tab:red", label="Pareto front")
+        for name, row in sel.best.items():
+            if row is None:
+                continue
+            ax.scatter(
+                [xs[row]], [ys[row]], s=140, marker=markers[name], edgecolor="black",
+                facecolor="gold", label=f"best {name}", zorder=3,
+            )  # fmt: skip
+        ax.set_xlabel(OBJ_LABELS[x])
+        ax.set_ylabel(OBJ_LABELS[y])
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(
+        "Pareto front over the three objectives (modelled, "
+        f"RTT {float(np.mean(sel.link.rtt_ms)):g} ms)"
+    )
+    fig.tight_layout()
+    return fig
+
+
+def optimum_k_grid(
+    space: Space,
+    link: Link,
+    preset: ModelPreset,
+    drafter_code: int,
+    rtts_ms: np.ndarray,
+    speed_factors: np.ndarray,
+) -> Figure:
+    """The goodput-optimal K of one drafter over a grid of RTT and drafting speed
+    (modelled: drafting latency divided by the speed factor)."""
+    g = space.inputs
+    sel = (g.mode == 0) & (space.drafter_code == drafter_code)
+    idx = np.flatnonzero(sel)
+    best_k = np.zeros((speed_factors.size, rtts_ms.size))
+    for i, f in enumerate(speed_factors):
+        d = g.draft_ms_per_token
+        scaled = replace(
+            g,
+            draft_ms_per_token=Bounded(d.mean / f, d.low / f, d.high / f),
+        )
+        for j, rtt in enumerate(rtts_ms):
+            cols = evaluate_grid(scaled, replace(link, rtt_ms=float(rtt)), preset)
+            gp = np.asarray(cols[R.GOODPUT_TOK_S])[idx]
+            best_k[i, j] = g.k[idx][int(np.nanargmax(gp))] if np.isfinite(gp).any() else np.nan
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    mesh = ax.pcolormesh(rtts_ms, speed_factors, best_k, shading="nearest", cmap="viridis")
+    fig.colorbar(mesh, ax=ax, label="optimal K (goodput)")
+    ax.set_yscale("log")
+    ax.set_xlabel("RTT (ms)")
+    ax.set_ylabel("drafting speed × profiled")
+    ax.set_title(f"Optimal K for {space.drafter_names[drafter_code]} (modelled)")
+    fig.tight_layout()
+    return fig
+
+
+def acceptance_curves(profiles: list[AlignmentProfile]) -> Figure:
+    """Per-position conditional acceptance and E(K) by drafter and domain (measured)."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.2))
+    styles = ["-", "--", ":", "-."]
+    for prof in profiles:
+        domains = sorted({e.domain for e in prof.entries})
+        for e in prof.entries:
+            ls = styles[domains.index(e.domain) % len(styles)]
+            label = f"{e.drafter} / {e.domain}"
+            if e.per_position:
+                pos = np.arange(1, len(e.per_position) + 1)
+                a1.plot(pos, [p.mean for p in e.per_position], ls, marker=".", label=label)
+            if e.by_k:
+                ks = [b.k for b in e.by_k]
+                tpr = [
+                    b.tokens_per_round.mean
+                    if b.tokens_per_round
+                    else b.k * b.accepted_fraction.mean + 1
+                    for b in e.by_k
+                ]
+                a2.plot(ks, tpr, ls, marker=".", label=label)
+    a1.set_xlabel("draft position i")
+    a1.set_ylabel("P(accept i | accepted < i)")
+    a1.set_title("Acceptance by position (measured)")
+    a2.set_xlabel("K")
+    a2.set_ylabel("E(K): tokens per round")
+    a2.set_title("Tokens per round by K (measured, simulated rounds)")
+    for ax in (a1, a2):
+        ax.grid(alpha=0.3)
+    a2.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,457 @@
+"""Predicted versus measured: the model on stored profiles against the runtime's run records.
+
+For every run record in a profile directory (``runs/``), the configuration it executed —
+device, drafter, target, K and the RTT the delay proxy injected — is looked up through the
+same model and search code ``select`` uses, with the model's inputs matched to what the
+run did:
+
+* drafting: the device profile's per-token latency at the run's K and mean context
+  (prompt + half the generated tokens: the context grows by one token per token produced);
+* verification: the verification profile's latency for K+1 positions at that context;
+* the link: for runs of the local harness (:mod:`configspec.harness`) the RTT the delay
+  proxy injected (``RunConfig.added_rtt_ms``) with no bandwidth cap (the proxy's default);
+  for other runs the stored network settings plus any injected RTT; in both cases plus the
+  runtime's measured per-round overhead
+  (:attr:`~configspec.config.NetworkSettings.round_overhead_ms`, see
+  :mod:`configspec.harness`);
+* acceptance: E(K) from the alignment profile.
+
+Each objective's relative error is ``predicted / measured - 1``. Goodput is measured by
+the run (tokens over decode wall time); tokens per USD are derived from the run's measured
+verification time (or billed positions) and the profile's price; tokens per joule only
+when the run had a power meter. A second goodput figure, ``goodput_timing``, replaces the
+modelled E(K) by the run's measured tokens per round, separating the timing model from the
+acceptance model.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from configspec import records as R
+from configspec.config import (
+    Estimate,
+    GpuTimePrice,
+    NetworkSettings,
+    PerTokenPrice,
+    RunRecord,
+    VerificationProfile,
+)
+from configspec.errors import InvalidInput, ProfileMissing
+from configspec.model.evaluate import Link
+from configspec.model.presets import get_preset
+from configspec.search.evaluate import evaluate_space
+from configspec.search.space import Profiles, SearchSettings, build_space, read_profiles
+from configspec.store import ProfileStore
+
+log = logging.getLogger(__name__)
+
+OBJECTIVES = ("goodput", "goodput_timing", "cost", "energy")
+UNCAPPED_MBPS = 1e6
+"""Bandwidth used for runs through the delay proxy without a cap (serialisation ≈ 0)."""
+
+_CONFIG = re.compile(r"^(?P<drafter>[^:@]+)(?::(?P<k>\d+))?(?:@(?P<rtt>\d+(?:\.\d+)?))?$")
+
+
+@dataclass(frozen=True)
+class ConfigFilter:
+    """``DRAFTER[:K][@RTT_MS]``: which runs to validate (K and RTT optional)."""
+
+    drafter: str
+    k: int | None = None
+    added_rtt_ms: float | None = None
+
+    def matches(self, run: RunRecord) -> bool:
+        """True when ``run`` executed this configuration."""
+        c = run.config
+        name_ok = self.drafter in (c.drafter, c.drafter.split("[")[0])
+        return (
+            name_ok
+            and (self.k is None or c.k == self.k)
+            and (self.added_rtt_ms is None or math.isclose(c.added_rtt_ms, self.added_rtt_ms))
+        )
+
+
+def parse_config(text: str) -> ConfigFilter:
+    """Parse ``DRAFTER[:K][@RTT_MS]`` (e.g. ``gemma-3-270m-q4_0:4@30``)."""
+    m = _CONFIG.match(text.strip())
+    if not m:
+        raise InvalidInput(
+            f"configuration {text!r} is not DRAFTER[:K][@RTT_MS] (e.g. gemma-3-270m-q4_0:4@30)"
+        )
+    return ConfigFilter(
+        m["drafter"],
+        int(m["k"]) if m["k"] else None,
+        float(m["rtt"]) if m["rtt"] else None,
+    )
+
+
+@dataclass(frozen=True)
+class Compared:
+    """One objective of one run: measured and modelled values (with bounds) and the error."""
+
+    measured: float | None
+    measured_low: float | None
+    measured_high: float | None
+    predicted: float | None
+    predicted_low: float | None
+    predicted_high: float | None
+    measured_source: str
+    error: float | None
+    """predicted / measured − 1 (None when either side is missing)."""
+
+    @classmethod
+    def of(
+        cls,
+        measured: Estimate | None,
+        predicted: tuple[float, float, float] | None,
+        measured_source: str = "measured",
+    ) -> Compared:
+        """Compare a measured estimate with a modelled (mean, low, high)."""
+        m = measured.mean if measured is not None else None
+        p = predicted[0] if predicted is not None else None
+        ok = m is not None and p is not None and m > 0 and math.isfinite(p)
+        return cls(
+            measured=m,
+            measured_low=measured.low if measured is not None else None,
+            measured_high=measured.high if measured is not None else None,
+            predicted=p if p is None or math.isfinite(p) else None,
+            predicted_low=predicted[1] if predicted is not None else None,
+            predicted_high=predicted[2] if predicted is not None else None,
+            measured_source=measured_source,
+            error=(p / m - 1.0) if ok and m and p is not None else None,
+        )
+
+
+@dataclass(frozen=True)
+class ValidationRow:
+    """One run compared with the model (times in ms per round, means over rounds)."""
+
+    run_id: str
+    device: str
+    drafter: str
+    target: str
+    k: int
+    added_rtt_ms: float
+    context_tokens: int
+    rounds: int
+    generated_tokens: int
+    tokens_per_round: Compared
+    draft_ms: Compared
+    verify_ms: Compared
+    link_ms: Compared
+    """Network plus runtime overhead per round (measured: round − draft − verify)."""
+    round_ms: Compared
+    objectives: dict[str, Compared]
+
+
+@dataclass(frozen=True)
+class ObjectiveSummary:
+    """Error statistics of one objective over the validated runs (relative errors)."""
+
+    n: int
+    median_abs_error: float | None
+    max_abs_error: float | None
+    mean_error: float | None
+    within_ci: int
+    """Runs whose modelled interval overlaps the measured 95% CI."""
+
+
+@dataclass
+class ValidationResult:
+    """Every compared run, the error summary per objective and the inputs used."""
+
+    rows: list[ValidationRow]
+    summary: dict[str, ObjectiveSummary]
+    round_overhead_ms: float
+    network: NetworkSettings
+    preset: str
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (every figure labelled by where it came from)."""
+        return {
+            "kind": "validation",
+            "preset": self.preset,
+            "sources": {
+                "measured": "run records written by the runtime (configspec run edge / harness)",
+                "predicted": "modelled from the stored profiles by configspec.model",
+            },
+            "error_definition": "predicted / measured - 1",
+            "round_overhead_ms": self.round_overhead_ms,
+            "network": self.network.model_dump(mode="json"),
+            "summary": {k: asdict(v) for k, v in self.summary.items()},
+            "runs": [asdict(r) for r in self.rows],
+            "warnings": self.warnings,
+        }
+
+
+def _measured_cost(run: RunRecord, v: VerificationProfile) -> Estimate | None:
+    """Tokens per USD from the run's measured verification time (or billed tokens)."""
+    t = run.totals
+    if t.generated_tokens == 0 or t.rounds == 0:
+        return None
+    price = v.price
+    if isinstance(price, GpuTimePrice):
+        usd = (
+            (t.verify_ms + price.overhead_ms_per_round * t.rounds)
+            / 3.6e6
+            * price.price_usd_per_hour
+        )
+    else:
+        assert isinstance(price, PerTokenPrice)
+        billed = t.draft_tokens + (t.rounds if price.billed == "positions" else 0)
+        usd = billed * price.price_usd_per_million_tokens / 1e6
+    if usd <= 0:
+        return None
+    return Estimate(mean=t.generated_tokens / usd, n=t.rounds, source="measured")
+
+
+def _mean_est(values: Sequence[float]) -> Estimate:
+    """Mean with a normal 95% CI over rounds."""
+    m = statistics.fmean(values)
+    if len(values) < 2:
+        return Estimate(mean=m, n=len(values))
+    half = 1.96 * statistics.stdev(values) / math.sqrt(len(values))
+    return Estimate(mean=m, ci_low=m - half, ci_high=m + half, n=len(values))
+
+
+def _pick_device(profiles: Profiles, run: RunRecord) -> str:
+    names = [d.device.name for d in profiles.devices]
+    if run.config.device is not None:
+        if run.config.device not in names:
+            raise ProfileMissing(
+                f"run {run.run_id} was on device {run.config.device!r}, which has no device "
+                f"profile (known: {', '.join(names)}); run `configspec profile device "
+                f"--device {run.config.device}`"
+            )
+        return run.config.device
+    with_drafter = [
+        d.device.name for d in profiles.devices if any(
+            x.drafter == run.config.drafter for x in d.drafters)
+    ]  # fmt: skip
+    if len(with_drafter) == 1:
+        return with_drafter[0]
+    if not with_drafter:
+        raise ProfileMissing(
+            f"drafter {run.config.drafter!r} of run {run.run_id} has no device profile; run "
+            f"`configspec profile device --drafter {run.config.drafter}`"
+        )
+    raise InvalidInput(
+        f"run {run.run_id} names no device and {len(with_drafter)} device profiles have "
+        f"drafter {run.config.drafter!r}; record runs with --device"
+    )
+
+
+def _context_tokens(run: RunRecord) -> int:
+    """Mean context during decoding: prompt plus half the tokens generated per prompt."""
+    c = run.config
+    n_prompts = max(1, len(run.provenance.settings.get("prompts", [])) or 1)
+    per_prompt = run.totals.generated_tokens / n_prompts
+    return round(c.prompt_tokens + per_prompt / 2)
+
+
+def _row(
+    run: RunRecord, profiles: Profiles, preset_name: str, network: NetworkSettings
+) -> ValidationRow:
+    c = run.config
+    if c.k < 1:
+        raise InvalidInput(f"run {run.run_id} has K={c.k}; only speculative runs are validated")
+    device = _pick_device(profiles, run)
+    targets = [v.target for v in profiles.verifications]
+    if c.target not in targets:
+        raise ProfileMissing(
+            f"target {c.target!r} of run {run.run_id} has no verification profile; run "
+            f"`configspec profile verify --target {c.target}`"
+        )
+    ctx = _context_tokens(run)
+    settings = SearchSettings(
+        k_max=c.k,
+        context_tokens=ctx,
+        temperature=c.temperature,
+        devices=(device,),
+        drafters=(c.drafter,),
+        targets=(c.target,),
+    )
+    preset = get_preset(preset_name)
+    space = build_space(
+        profiles.devices, profiles.alignments, profiles.verifications, preset, settings
+    )
+    # Runs of the local harness go through the delay proxy (loopback, no bandwidth cap):
+    # the link is exactly the injected RTT. Other runs (a real deployment) crossed the
+    # link the network settings describe, plus whatever delay was injected on top.
+    proxied = run.provenance.settings.get("link", "").startswith("configspec delay proxy")
+    link = Link(
+        rtt_ms=c.added_rtt_ms + (0.0 if proxied else network.rtt_ms),
+        uplink_mbps=UNCAPPED_MBPS if proxied else network.uplink_mbps,
+        downlink_mbps=UNCAPPED_MBPS if proxied else network.downlink_mbps,
+        bytes_per_token=network.bytes_per_token,
+        bytes_per_message=network.bytes_per_message,
+        radio_energy_j_per_byte=network.radio_energy_j_per_byte,
+        round_overhead_ms=network.round_overhead_ms,
+    )
+    table = evaluate_space(space, link, preset)
+    hit = table[(table[R.MODE] == R.MODE_SPECULATIVE) & (table[R.K] == c.k)]
+    if hit.empty:
+        raise ProfileMissing(
+            f"drafter {c.drafter!r} with target {c.target!r} at K={c.k} cannot be modelled: "
+            f"the alignment profile has no entry for it; run `configspec profile alignment "
+            f"--target {c.target} --drafter {c.drafter}`"
+        )
+    row = hit.iloc[0]
+    rounds = run.rounds
+    tpr_meas = [r.accepted + 1 for r in rounds]
+
+    def triple(
+        col: str, lo: str | None = None, hi: str | None = None
+    ) -> tuple[float, float, float]:
+        v = float(row[col])
+        return (v, float(row[lo]) if lo else v, float(row[hi]) if hi else v)
+
+    e_k = triple(R.TOKENS_PER_ROUND, R.TOKENS_PER_ROUND_LOW, R.TOKENS_PER_ROUND_HIGH)
+    round_ms = float(row[R.ROUND_MS])
+    link_pred = float(row[R.UPLINK_MS] + row[R.DOWNLINK_MS]) + network.round_overhead_ms
+    measured_tpr = statistics.fmean(tpr_meas) if tpr_meas else 0.0
+    timing = measured_tpr * 1e3 / round_ms if round_ms > 0 else float("nan")
+    verification = next(v for v in profiles.verifications if v.target == c.target)
+    objectives = {
+        "goodput": Compared.of(
+            run.goodput_tokens_per_s,
+            triple(R.GOODPUT_TOK_S, R.GOODPUT_TOK_S_LOW, R.GOODPUT_TOK_S_HIGH),
+        ),
+        "goodput_timing": Compared.of(run.goodput_tokens_per_s, (timing, timing, timing)),
+        "cost": Compared.of(
+            _measured_cost(run, verification),
+            triple(R.TOKENS_PER_USD, R.TOKENS_PER_USD_LOW, R.TOKENS_PER_USD_HIGH),
+            "measured verification time x profiled price",
+        ),
+        "energy": Compared.of(
+            run.tokens_per_joule,
+            triple(R.TOKENS_PER_J, R.TOKENS_PER_J_LOW, R.TOKENS_PER_J_HIGH)
+            if math.isfinite(float(row[R.TOKENS_PER_J]))
+            else None,
+            "measured" if run.tokens_per_joule is not None else f"not measured: {run.energy_note}",
+        ),
+    }
+    return ValidationRow(
+        run_id=run.run_id,
+        device=device,
+        drafter=c.drafter,
+        target=c.target,
+        k=c.k,
+        added_rtt_ms=c.added_rtt_ms,
+        context_tokens=ctx,
+        rounds=len(rounds),
+        generated_tokens=run.totals.generated_tokens,
+        tokens_per_round=Compared.of(_mean_est(tpr_meas) if tpr_meas else None, e_k),
+        draft_ms=Compared.of(
+            _mean_est([r.draft_ms for r in rounds]) if rounds else None,
+            (float(row[R.DRAFT_MS]),) * 3,
+        ),
+        verify_ms=Compared.of(
+            _mean_est([r.verify_ms for r in rounds]) if rounds else None,
+            (float(row[R.VERIFY_MS]),) * 3,
+        ),
+        link_ms=Compared.of(
+            _mean_est([r.round_ms - r.draft_ms - r.verify_ms for r in rounds]) if rounds else None,
+            (link_pred, link_pred, link_pred),
+        ),
+        round_ms=Compared.of(
+            _mean_est([r.round_ms for r in rounds]) if rounds else None,
+            (round_ms, round_ms, round_ms),
+        ),
+        objectives=objectives,
+    )
+
+
+def summarize(rows: Sequence[ValidationRow]) -> dict[str, ObjectiveSummary]:
+    """Median / maximum absolute relative error per objective over ``rows``."""
+    out = {}
+    for name in OBJECTIVES:
+        comps = [r.objectives[name] for r in rows if r.objectives[name].error is not None]
+        errs = np.array([c.error for c in comps], dtype=np.float64)
+        within = sum(
+            1
+            for c in comps
+            if c.predicted_low is not None
+            and c.predicted_high is not None
+            and c.measured_low is not None
+            and c.measured_high is not None
+            and c.predicted_low <= c.measured_high
+            and c.predicted_high >= c.measured_low
+        )
+        out[name] = ObjectiveSummary(
+            n=int(errs.size),
+            median_abs_error=float(np.median(np.abs(errs))) if errs.size else None,
+            max_abs_error=float(np.max(np.abs(errs))) if errs.size else None,
+            mean_error=float(np.mean(errs)) if errs.size else None,
+            within_ci=within,
+        )
+    return out
+
+
+def validate(
+    store: ProfileStore,
+    configs: Sequence[ConfigFilter] = (),
+    preset: str = "configspec",
+    runs: Sequence[RunRecord] | None = None,
+    overhead_ms_by_rtt: dict[float, float] | None = None,
+) -> ValidationResult:
+    """Compare every stored run (or ``runs``) matching ``configs`` with the model.
+
+    ``overhead_ms_by_rtt`` maps an added RTT (ms) to the runtime overhead measured at it,
+    for runs at several RTTs; other runs use the stored ``round_overhead_ms``.
+
+    Raises :class:`~configspec.errors.ProfileMissing` naming the profile command to run
+    when a piece is missing, and when there are no runs to compare.
+    """
+    profiles = read_profiles(store)
+    records = list(runs) if runs is not None else store.runs()
+    if not records:
+        raise ProfileMissing(
+            f"no run records in {store.root / 'runs'}; run configurations with `configspec "
+            "validate --run ...`, `configspec quickstart` or `configspec run edge --profiles "
+            f"{store.root}`"
+        )
+    if configs:
+        records = [r for r in records if any(f.matches(r) for f in configs)]
+        if not records:
+            wanted = ", ".join(f.drafter + (f":{f.k}" if f.k else "") for f in configs)
+            raise InvalidInput(f"no stored run matches {wanted}; check --configs or run them")
+    warnings: list[str] = []
+    rows = []
+    for run in records:
+        if run.config.k == 0:
+            warnings.append(f"run {run.run_id} is K=0 (cloud-only calibration); not validated")
+            continue
+        if run.config.temperature > 0:
+            warnings.append(
+                f"run {run.run_id} sampled at temperature {run.config.temperature}; the "
+                "alignment entry closest to it is used"
+            )
+        network = profiles.network
+        for rtt, over in (overhead_ms_by_rtt or {}).items():
+            if math.isclose(rtt, run.config.added_rtt_ms):
+                network = network.model_copy(update={"round_overhead_ms": over})
+        rows.append(_row(run, profiles, preset, network))
+    if profiles.network.round_overhead_ms == 0:
+        warnings.append(
+            "the network settings have no measured round_overhead_ms: the runtime's per-round "
+            "HTTP/JSON cost is not modelled (configspec quickstart / validate --run measure it)"
+        )
+    return ValidationResult(
+        rows=rows,
+        summary=summarize(rows),
+        round_overhead_ms=profiles.network.round_overhead_ms,
+        network=profiles.network,
+        preset=preset,
+        warnings=warnings,
+    )

@@ -1,0 +1,160 @@
+"""``validate`` and ``report`` on the example profiles with run records built here.
+
+The run records are synthetic (written by the test from the model's own per-round figures
+plus a known distortion), so the validation must recover that distortion exactly; the
+real runtime is exercised by the slow quickstart test and ``benchmarks/bench_validate.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from configspec.cli.main import main
+from configspec.config import Provenance, RoundTiming, RunConfig, RunRecord, RunTotals
+from configspec.errors import InvalidInput, ProfileMissing
+from configspec.serving.client import Generation
+from configspec.serving.record import build_run_record
+from configspec.store import ProfileStore
+from configspec.validate import parse_config, validate
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples" / "profiles"
+DEVICE, DRAFTER, TARGET = "rpi5-8gb", "gemma-3-270m-it-Q4_0", "gemma-3-27b-it"
+
+
+def _record(k: int, rtt_ms: float, round_ms: float, accepted: int, n: int = 20) -> RunRecord:
+    rounds = [
+        RoundTiming(
+            round=i, k=k, accepted=accepted, bonus=accepted == k, draft_ms=round_ms * 0.3,
+            verify_ms=round_ms * 0.3, server_ms=round_ms * 0.3, network_ms=round_ms * 0.4,
+            round_ms=round_ms,
+        )
+        for i in range(n)
+    ]  # fmt: skip
+    gen = Generation(
+        prompt_tokens=[1] * 100, tokens=[5] * (n * (accepted + 1)), text="", rounds=rounds,
+        decode_s=n * round_ms / 1e3, prefill_ms=1.0, reconnects=0, stopped_by="max_tokens",
+        target_name=TARGET, target_family="gemma3",
+    )  # fmt: skip
+    config = RunConfig(
+        drafter=DRAFTER, target=TARGET, k=k, added_rtt_ms=rtt_ms, device=DEVICE,
+        prompt_tokens=100, max_tokens=n * (accepted + 1),
+    )  # fmt: skip
+    return build_run_record(gen, config, run_id=f"run-k{k}-rtt{rtt_ms:g}")
+
+
+@pytest.fixture()
+def profiles(tmp_path: Path) -> Path:
+    dest = tmp_path / "profiles"
+    shutil.copytree(EXAMPLES, dest)
+    return dest
+
+
+def test_parse_config() -> None:
+    c = parse_config("gemma-3-270m-q4_0:4@30")
+    assert (c.drafter, c.k, c.added_rtt_ms) == ("gemma-3-270m-q4_0", 4, 30.0)
+    assert parse_config("ngram").k is None
+    with pytest.raises(InvalidInput, match="DRAFTER"):
+        parse_config("q4:x")
+
+
+def test_no_runs_says_how_to_make_them(profiles: Path) -> None:
+    with pytest.raises(ProfileMissing, match="configspec quickstart"):
+        validate(ProfileStore(profiles))
+
+
+def test_missing_alignment_names_the_profile_command(profiles: Path) -> None:
+    shutil.rmtree(profiles / "alignment")
+    with pytest.raises(ProfileMissing, match="configspec profile alignment"):
+        validate(ProfileStore(profiles))
+    assert main(["validate", "--profiles", str(profiles)]) == ProfileMissing.exit_code
+
+
+def test_validation_recovers_a_known_error(profiles: Path) -> None:
+    store = ProfileStore(profiles)
+    # first learn what the model predicts, then write runs 10 % slower than that
+    store.save_run(_record(4, 50.0, 500.0, 3))
+    first = validate(store).rows[0]
+    predicted_round_ms = first.round_ms.predicted
+    predicted_tpr = first.tokens_per_round.predicted
+    assert predicted_round_ms is not None and predicted_tpr is not None
+    (profiles / "runs" / "run-k4-rtt50.json").unlink()
+    accepted = round(predicted_tpr) - 1
+    store.save_run(_record(4, 50.0, predicted_round_ms * 1.1, accepted))
+    row = validate(store).rows[0]
+    timing = row.objectives["goodput_timing"]
+    # the context (prompt + half the output) moved a little with the output length
+    assert timing.error == pytest.approx(0.1, abs=0.005)
+    assert row.objectives["energy"].error is None  # no meter in the run
+    assert row.objectives["cost"].error is not None
+
+
+def test_validate_cli_json_and_filters(
+    profiles: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = ProfileStore(profiles)
+    store.save_run(_record(2, 0.0, 300.0, 2))
+    store.save_run(_record(4, 50.0, 500.0, 3))
+    out = tmp_path / "v.json"
+    code = main(["validate", "--profiles", str(profiles), "-c", f"{DRAFTER}:4", "--json", str(out)])
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert [r["k"] for r in data["runs"]] == [4]
+    assert data["summary"]["goodput"]["n"] == 1
+    printed = capsys.readouterr().out
+    assert "measured" in printed and "modelled" in printed
+    assert main(["validate", "--profiles", str(profiles), "-c", "nope:3"]) == InvalidInput.exit_code
+
+
+def test_report_writes_html_with_every_image(profiles: Path, tmp_path: Path) -> None:
+    from configspec.report.build import write_report
+
+    store = ProfileStore(profiles)
+    store.save_run(_record(4, 50.0, 500.0, 3))
+    path = write_report(store, tmp_path / "report")
+    page = path.read_text()
+    pngs = sorted(p.name for p in path.parent.glob("*.png"))
+    assert pngs == ["acceptance.png", "goodput_vs_k.png", "optimum_k.png", "pareto.png"]
+    assert page.count("data:image/png;base64,") == 4
+    for word in ("Provenance", "Validation", "modelled", "measured", "illustrative"):
+        assert word in page
+
+
+def test_report_on_missing_profiles_names_the_command(tmp_path: Path) -> None:
+    assert main(["report", "--profiles", str(tmp_path), "--out", str(tmp_path / "r")]) == 4
+    assert not (tmp_path / "r" / "report.html").exists()
+
+
+def test_provenance_is_required_on_run_records() -> None:
+    with pytest.raises(ValueError):
+        RunRecord(  # type: ignore[call-arg]
+            run_id="x", config=RunConfig(drafter="d", target="t", k=1), rounds=[],
+            totals=RunTotals(rounds=0, generated_tokens=0, draft_tokens=0, accepted_tokens=0,
+                             decode_s=0, prefill_ms=0, draft_ms=0, verify_ms=0, network_ms=0),
+            goodput_tokens_per_s={"mean": 0.0},
+        )  # fmt: skip
+    assert Provenance.here("measured").source == "measured"
+
+
+def test_proxied_runs_use_the_injected_rtt_only(profiles: Path) -> None:
+    store = ProfileStore(profiles)
+    real = _record(4, 10.0, 500.0, 3)
+    proxied = real.model_copy(
+        update={
+            "run_id": "proxied",
+            "provenance": Provenance.here(
+                "measured", settings={"link": "configspec delay proxy, no bandwidth cap"}
+            ),
+        }
+    )
+    rows = {r.run_id: r for r in validate(store, runs=[real, proxied]).rows}
+    network_rtt_ms = store.network().rtt_ms
+    real_link = rows[real.run_id].link_ms.predicted
+    proxied_link = rows["proxied"].link_ms.predicted
+    assert real_link is not None and proxied_link is not None
+    # the real link adds the stored RTT and serialisation at the stored bandwidth
+    assert real_link - proxied_link > network_rtt_ms
