@@ -159,16 +159,24 @@ class LlamaCppModel:
         del self._tokens[n_keep:]
 
     def _decode(
-        self, tokens: Sequence[int], *, logits_from: int | None = None, copy: bool = True
+        self,
+        tokens: Sequence[int],
+        *,
+        logits_from: int | None = None,
+        all_logits: bool = False,
+        copy: bool = True,
     ) -> FloatArray:
         """Append ``tokens`` to the KV cache and return logits.
 
         With ``logits_from=None`` only the last token's row is returned (1 × vocab);
         otherwise the rows of ``tokens[logits_from:]`` (earlier positions get no logits, so
-        a long new prompt does not cost a prompt × vocab buffer). ``copy=False`` returns
-        the last row as a view of llama.cpp's buffer, valid only until the next decode
-        (the drafting loop's argmax needs no 1 MB copy per token).
+        a long new prompt does not cost a prompt × vocab buffer). ``all_logits=True`` is
+        ``logits_from=0`` (kept for subclasses written against the first version).
+        ``copy=False`` returns the last row as a view of llama.cpp's buffer, valid only
+        until the next decode (the drafting loop's argmax needs no 1 MB copy per token).
         """
+        if all_logits and logits_from is None:
+            logits_from = 0
         if not tokens:
             raise InvalidInput("nothing to evaluate: the token block is empty")
         if len(self._tokens) + len(tokens) > self.n_ctx:
