@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from configspec.harness import RunPlan, Runtime, RuntimeSettings  # noqa: E402
 from configspec.profiling.prompts import bundled_prompts, select_prompts  # noqa: E402
 from configspec.store import ProfileStore, atomic_write_json  # noqa: E402
-from configspec.validate import validate  # noqa: E402
+from configspec.validate import ValidationResult, summarize, validate  # noqa: E402
 
 MEDIAN_TARGET = 0.05
 MAX_TARGET = 0.15
@@ -113,28 +113,47 @@ def main() -> int:
         max_k=max(16, max(args.ks)),
     )
     started = time.perf_counter()
-    if args.reprofile:
-        reprofile(store, args, devices[0].device.name)
     records = []
+    rows = []
     overheads: dict[float, float] = {}
     total = len(args.rtts) * len(args.drafters) * len(args.ks)
+    last = None
     with Runtime(settings) as runtime:
         for rtt in args.rtts:
+            # one profile set per RTT block, taken just before its runs (the verifier
+            # subprocess is idle meanwhile): profiles and runs see the same host load
+            block_store = ProfileStore(work / f"rtt-{rtt:g}")
+            shutil.copytree(store.root, block_store.root, ignore=shutil.ignore_patterns("runs"))
+            if args.reprofile:
+                reprofile(block_store, args, devices[0].device.name)
             over = runtime.calibrate_overhead(args.drafters[0], rtt)
             overheads[rtt] = over.mean
             ci = f"95% CI {over.low:.1f}..{over.high:.1f}"
             print(f"RTT +{rtt:g} ms: runtime overhead {over.mean:.1f} ms/round ({ci}, K=0)")
+            block = []
             for drafter in args.drafters:
                 for k in args.ks:
                     record = runtime.run(RunPlan(drafter, k, rtt))
-                    store.save_run(record)
-                    records.append(record)
+                    block_store.save_run(record)
+                    block.append(record)
                     gp = record.goodput_tokens_per_s.mean
                     print(
-                        f"  [{len(records)}/{total}] {record.config.drafter} K={k}: {gp:.2f} tok/s",
+                        f"  [{len(records) + len(block)}/{total}] {record.config.drafter} "
+                        f"K={k}: {gp:.2f} tok/s",
                         flush=True,
                     )
-    result = validate(store, runs=records, overhead_ms_by_rtt=overheads)
+            records += block
+            last = validate(block_store, runs=block, overhead_ms_by_rtt={rtt: over.mean})
+            rows += last.rows
+    assert last is not None
+    result = ValidationResult(
+        rows=rows,
+        summary=summarize(rows),
+        round_overhead_ms=float(statistics.fmean(overheads.values())),
+        network=last.network,
+        preset=last.preset,
+        warnings=last.warnings,
+    )
     wall_s = time.perf_counter() - started
 
     print()
