@@ -95,6 +95,8 @@ def test_bad_url_and_settings() -> None:
 def _models(request: httpx.Request) -> httpx.Response | None:
     if request.url.path == "/v1/models":
         return httpx.Response(200, json={"object": "list", "data": [{"id": "served"}]})
+    if request.url.path in ("/tokenize", "/extras/tokenize"):
+        return httpx.Response(404, json={"detail": "Not Found"})
     return None
 
 
@@ -255,3 +257,31 @@ def test_server_stopping_at_eos_gives_an_eos_row() -> None:
     assert ev.argmax == [3, 4]
     assert ev.extra["stopped_at_eos"] == 1.0
     assert ev.top_probs is not None and np.isnan(ev.top_probs[1, 0])
+
+
+@pytest.mark.parametrize("path", ["/tokenize", "/extras/tokenize"])
+def test_server_tokenizer_is_cross_checked(path: str) -> None:
+    from configspec.errors import IncompatibleModels
+
+    def handler_for(tokens: list[int]) -> httpx.MockTransport:
+        def handler(request: httpx.Request) -> httpx.Response:
+            if request.url.path == "/v1/models":
+                return _models(request)  # type: ignore[return-value]
+            if request.url.path == path:
+                return httpx.Response(200, json={"tokens": tokens})
+            return httpx.Response(404)
+
+        return httpx.MockTransport(handler)
+
+    class Probe(WordTokenizer):
+        def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
+            return ([0] if add_bos else []) + [len(w) for w in text.split()]
+
+    from configspec.backends import remote
+
+    mine = Probe().tokenize(remote._PROBE_TEXT, add_bos=False)
+    # same split (the server adds BOS): accepted
+    RemoteTarget("http://x:1", Probe(), transport=handler_for([0, *mine]))
+    with pytest.raises(IncompatibleModels, match="tokenizes differently") as err:
+        RemoteTarget("http://x:1", Probe(), transport=handler_for([0, *mine[:-1], 99]))
+    assert "words" in str(err.value) and "served" in str(err.value)

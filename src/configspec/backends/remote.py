@@ -31,11 +31,12 @@ import httpx
 import numpy as np
 
 from configspec.backends.base import Evaluation, ModelIdentity, Tokenizing
-from configspec.errors import BackendUnavailable, InvalidInput
+from configspec.errors import BackendUnavailable, IncompatibleModels, InvalidInput
 
 logger = logging.getLogger(__name__)
 
 _TOKEN_ID_PREFIX = "token_id:"
+_PROBE_TEXT = "ConfigSpec probe: Hello, world! 12345 naïve café 東京 <b>x</b>"
 
 
 def _short(text: str, limit: int = 160) -> str:
@@ -64,6 +65,7 @@ class RemoteTarget:
         timeout_s: float = 60.0,
         api_key: str | None = None,
         transport: httpx.BaseTransport | None = None,
+        check_tokenizer: bool = True,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise InvalidInput(f"remote target URL {base_url!r} must start with http(s)://")
@@ -90,6 +92,8 @@ class RemoteTarget:
         self._token_ids_ok: bool | None = None  # learnt from the first completion
         self._piece_ids: dict[str, int] = {}
         self._tokens: list[int] = []
+        if check_tokenizer:
+            self._check_tokenizer()
 
     # HTTP --------------------------------------------------------------------
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -133,6 +137,38 @@ class RemoteTarget:
                 "model list)"
             )
         return str(data[0].get("id", "default"))
+
+    def _server_tokens(self, text: str) -> list[int] | None:
+        """The server's tokenization of ``text`` via vLLM's ``/tokenize`` or
+        llama-cpp-python's ``/extras/tokenize``; None if it offers neither."""
+        attempts: list[tuple[str, dict[str, Any]]] = [
+            ("/tokenize", {"model": self.model, "prompt": text}),
+            ("/extras/tokenize", {"model": self.model, "input": text}),
+        ]
+        for path, body in attempts:
+            try:
+                reply = self._request("POST", path, body)
+            except _HttpStatus:
+                continue
+            tokens = reply.get("tokens") if isinstance(reply, dict) else None
+            if isinstance(tokens, list) and all(isinstance(t, int) for t in tokens):
+                return [int(t) for t in tokens]
+        return None
+
+    def _check_tokenizer(self) -> None:
+        """Refuse a local tokenizer that splits a probe text differently from the server."""
+        theirs = self._server_tokens(_PROBE_TEXT)
+        if theirs is None:
+            logger.info("%s cannot tokenize for us; tokenizer not cross-checked", self.base_url)
+            return
+        mine = self.tokenizer.tokenize(_PROBE_TEXT, add_bos=False)
+        # servers differ on adding BOS: compare from the first token of the text
+        if theirs[-len(mine) :] != mine or len(theirs) > len(mine) + 1:
+            raise IncompatibleModels(
+                f"the server at {self.base_url} ({self.model}) tokenizes differently from "
+                f"the local tokenizer {self.tokenizer.identity.name}; pass the served "
+                "model's GGUF as the tokenizer"
+            )
 
     def close(self) -> None:
         """Close the HTTP connection pool."""
