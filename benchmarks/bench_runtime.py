@@ -51,14 +51,14 @@ TARGET_OVERHEAD_MS = 5.0
 
 
 def start_verifier(
-    target: str, port: int, threads: int, cache_dir: Path
+    target: str, port: int, threads: int, cache_dir: Path, extra: list[str]
 ) -> subprocess.Popen[bytes]:
     """The verifier in its own process (the cloud side), waiting until /health answers."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "configspec", "serve", "verifier", "--target", target,
          "--port", str(port), "--threads", str(threads), "--n-ctx", "1024",
-         "--cache-dir", str(cache_dir)],
+         "--cache-dir", str(cache_dir), *extra],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     deadline = time.monotonic() + 180
@@ -150,10 +150,27 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--delay-ms", type=float, default=10.0, help="one-way delay for (a)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--inline", dest="offload", action="store_false", help="verifier computes inline"
+    )
+    ap.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="niceness increment for this process and the verifier (negative needs root); "
+        "on a shared, oversubscribed host it keeps the scheduler from queueing the "
+        "runtime behind other jobs after every compute burst",
+    )
     ap.add_argument("--cache-dir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args()
     console = Console()
+    if args.nice:
+        try:
+            os.nice(args.nice)  # the verifier subprocess inherits it
+        except PermissionError:
+            console.print(f"cannot apply --nice {args.nice} (not root); running at default")
+            args.nice = 0
 
     cache_dir = args.cache_dir or Path(
         os.environ.get("CONFIGSPEC_TEST_MODELS", "/work/.cache/configspec-test-models")
@@ -165,7 +182,9 @@ def main() -> int:
         n_threads=args.threads,
     )  # fmt: skip
     port = free_port()
-    verifier = start_verifier(family.target.name, port, args.threads, cache_dir)
+    verifier = start_verifier(
+        family.target.name, port, args.threads, cache_dir, [] if args.offload else ["--inline"]
+    )
     url = f"http://127.0.0.1:{port}"
     xserver = xllamacpp_server(family.target_path, family.drafter_path(args.drafter_quant),
                                args.k, args.threads)  # fmt: skip
@@ -252,6 +271,8 @@ def main() -> int:
             "reps": args.reps,
             "delay_ms_each_way": args.delay_ms,
             "threads": args.threads,
+            "verifier_offload_compute": args.offload,
+            "nice": args.nice,
             "temperature": 0.0,
         },
         "a_overhead_ms": {
