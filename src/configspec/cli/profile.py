@@ -227,6 +227,9 @@ def verify(
         None, "--price-usd-per-million-tokens", help="Cloud price per million tokens (USD)."
     ),
     hardware: str = typer.Option("", "--hardware", help="Where the target runs (e.g. 1×A10G)."),
+    target_name: str = typer.Option(
+        None, "--target-name", help="Profile name (default: model name / server model id)."
+    ),
     k_max: int = typer.Option(16, "--k-max", help="Largest K; positions 1..K_max+1 are timed."),
     context: list[int] = typer.Option([128, 512], "--context", help="Context length; repeatable."),
     batch: list[int] = typer.Option(
@@ -267,6 +270,7 @@ def verify(
         tokenizer=tokenizer,
         cache_dir=cache_dir,
         hardware=hardware,
+        target_name=target_name,
         restart=restart,
     )
     with _progress() as on_event:
