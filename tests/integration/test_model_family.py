@@ -47,6 +47,16 @@ def test_killed_or_damaged_files_are_rebuilt(tmp_path: Path) -> None:
     assert fam2.built == ["gemma-3-270m-q4_0"]
     assert fam2.drafters["Q4_0"].file_sha256 == good_sha
     assert not stale.exists()
+    # same size AND the old mtime restored: only a full re-hash (--verify) notices
+    st = q4.stat()
+    data = bytearray(q4.read_bytes())
+    data[-10:] = bytes(10)
+    q4.write_bytes(bytes(data))
+    os.utime(q4, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert prepare_family(tmp_path, ["Q4_0"], target_quant="Q4_K_M").built == []
+    fam3 = prepare_family(tmp_path, ["Q4_0"], target_quant="Q4_K_M", verify=True)
+    assert fam3.built == ["gemma-3-270m-q4_0"]
+    assert fam3.drafters["Q4_0"].file_sha256 == good_sha
     # truncated file: rebuilt too
     q4.write_bytes(q4.read_bytes()[:1_000_000])
     assert prepare_family(tmp_path, ["Q4_0"], target_quant="Q4_K_M").built == ["gemma-3-270m-q4_0"]

@@ -144,3 +144,16 @@ def test_missing_model_file_through_factory(tmp_path: Path) -> None:
     bad.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 8)
     with pytest.raises(ModelFileError, match="corrupt or truncated"):
         open_target(str(bad))
+
+
+def test_server_tokenizer_cross_check(
+    server_url: str, tokenizer: LlamaCppTokenizer, tmp_path: Path
+) -> None:
+    from _tokenizer_doubles import other_vocab_tokenizer
+
+    from configspec.errors import IncompatibleModels
+
+    # the real server tokenizes the probe like the local Gemma tokenizer: accepted above;
+    # a tokenizer with another vocabulary is refused, naming both
+    with pytest.raises(IncompatibleModels, match="tokenizes differently"):
+        RemoteTarget(server_url, other_vocab_tokenizer(tokenizer))

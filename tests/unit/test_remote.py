@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from configspec.backends.base import ModelIdentity, Target
@@ -94,6 +95,8 @@ def test_bad_url_and_settings() -> None:
 def _models(request: httpx.Request) -> httpx.Response | None:
     if request.url.path == "/v1/models":
         return httpx.Response(200, json={"object": "list", "data": [{"id": "served"}]})
+    if request.url.path in ("/tokenize", "/extras/tokenize"):
+        return httpx.Response(404, json={"detail": "Not Found"})
     return None
 
 
@@ -227,3 +230,58 @@ def test_cli_check_non_openai_server(
     assert main([*args, "--cache-dir", str(tmp_path / "c")]) == 8
     err = capsys.readouterr().err.strip()
     assert "not an OpenAI-compatible server" in err and len(err.splitlines()) == 1
+
+
+def test_server_stopping_at_eos_gives_an_eos_row() -> None:
+    class WithEos(WordTokenizer):
+        eos_token = 4
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if (r := _models(request)) is not None:
+            return r
+        if not isinstance(json.loads(request.content)["prompt"], str):
+            return httpx.Response(422, json={"detail": "prompt must be a string"})
+        # llama-cpp-python stops at EOS without echoing it: no row past the block
+        toks = [" a", " b", " c"]
+        top = [None, {" b": -0.1}, {" c": -0.2, " a": -2.0}]
+        return httpx.Response(
+            200,
+            json={
+                "choices": [{"logprobs": {"tokens": toks, "top_logprobs": top}}],
+                "usage": {"prompt_tokens": 4, "completion_tokens": 0},
+            },
+        )
+
+    rt = RemoteTarget("http://llama:8000", WithEos(), transport=httpx.MockTransport(handler))
+    ev = rt.evaluate([0, 1, 2], [3])
+    assert ev.argmax == [3, 4]
+    assert ev.extra["stopped_at_eos"] == 1.0
+    assert ev.top_probs is not None and np.isnan(ev.top_probs[1, 0])
+
+
+@pytest.mark.parametrize("path", ["/tokenize", "/extras/tokenize"])
+def test_server_tokenizer_is_cross_checked(path: str) -> None:
+    from configspec.errors import IncompatibleModels
+
+    def handler_for(tokens: list[int]) -> httpx.MockTransport:
+        def handler(request: httpx.Request) -> httpx.Response:
+            if request.url.path == "/v1/models":
+                return _models(request)  # type: ignore[return-value]
+            if request.url.path == path:
+                return httpx.Response(200, json={"tokens": tokens})
+            return httpx.Response(404)
+
+        return httpx.MockTransport(handler)
+
+    class Probe(WordTokenizer):
+        def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
+            return ([0] if add_bos else []) + [len(w) for w in text.split()]
+
+    from configspec.backends import remote
+
+    mine = Probe().tokenize(remote._PROBE_TEXT, add_bos=False)
+    # same split (the server adds BOS): accepted
+    RemoteTarget("http://x:1", Probe(), transport=handler_for([0, *mine]))
+    with pytest.raises(IncompatibleModels, match="tokenizes differently") as err:
+        RemoteTarget("http://x:1", Probe(), transport=handler_for([0, *mine[:-1], 99]))
+    assert "words" in str(err.value) and "served" in str(err.value)

@@ -90,6 +90,10 @@ class Sha256Cache:
             except (OSError, ValueError):
                 logger.warning("ignoring unreadable hash cache %s", self.cache_file)
 
+    def forget(self, path: Path) -> None:
+        """Drop the cached digest of ``path`` so the next :meth:`sha256` reads the file."""
+        self._entries.pop(str(Path(path).resolve()), None)
+
     def sha256(self, path: Path) -> str:
         """Hex sha256 of ``path``, from the cache when its size and mtime are unchanged."""
         path = Path(path).resolve()

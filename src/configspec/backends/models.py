@@ -305,11 +305,13 @@ class ModelRegistry:
         logger.info("registered %s as %s", path, identity.name)
         return identity
 
-    def _verified(self, name: str, path: Path) -> ModelIdentity | None:
+    def _verified(self, name: str, path: Path, *, rehash: bool) -> ModelIdentity | None:
         """Identity of an existing prepared file whose sha256 matches the registry."""
         entry = self._load().get(name)
         if not path.exists():
             return None
+        if rehash:
+            self.hashes.forget(path)
         try:
             identity = read_identity(path, name=name, hash_cache=self.hashes)
         except ModelFileError as exc:
@@ -326,12 +328,14 @@ class ModelRegistry:
         *,
         target_quant: str = TARGET_QUANT,
         n_threads: int = 2,
+        verify: bool = False,
         on_step: StepCallback | None = None,
     ) -> PreparedFamily:
         """Assemble Gemma 3 270M and write its drafter variants and target (see module doc).
 
         ``on_step(i, total, description)`` is called before each of the ``total`` steps.
-        Idempotent: files whose sha256 matches the registry are kept. Returns the family.
+        Idempotent: files whose sha256 matches the registry are kept. Digests are cached by
+        size and mtime; ``verify=True`` re-reads every file. Returns the family.
         """
         quants = [q.upper() for q in quantizations]
         for q in [*quants, target_quant]:
@@ -348,7 +352,7 @@ class ModelRegistry:
                 path = self.models_dir / f"{name}.gguf"
                 if on_step is not None:
                     on_step(i, len(wanted), f"{name}")
-                identity = self._verified(name, path)
+                identity = self._verified(name, path, rehash=verify)
                 if (
                     quant == _BASE_QUANT
                     and identity is not None
@@ -406,11 +410,16 @@ def prepare_family(
     *,
     target_quant: str = TARGET_QUANT,
     n_threads: int = 2,
+    verify: bool = False,
     on_step: StepCallback | None = None,
 ) -> PreparedFamily:
     """Prepare the embedded family in ``cache_dir`` (default :func:`default_cache_dir`)."""
     return ModelRegistry(cache_dir).prepare_family(
-        quantizations, target_quant=target_quant, n_threads=n_threads, on_step=on_step
+        quantizations,
+        target_quant=target_quant,
+        n_threads=n_threads,
+        verify=verify,
+        on_step=on_step,
     )
 
 

@@ -31,11 +31,12 @@ import httpx
 import numpy as np
 
 from configspec.backends.base import Evaluation, ModelIdentity, Tokenizing
-from configspec.errors import BackendUnavailable, InvalidInput
+from configspec.errors import BackendUnavailable, IncompatibleModels, InvalidInput
 
 logger = logging.getLogger(__name__)
 
 _TOKEN_ID_PREFIX = "token_id:"
+_PROBE_TEXT = "ConfigSpec probe: Hello, world! 12345 naïve café 東京 <b>x</b>"
 
 
 def _short(text: str, limit: int = 160) -> str:
@@ -64,6 +65,7 @@ class RemoteTarget:
         timeout_s: float = 60.0,
         api_key: str | None = None,
         transport: httpx.BaseTransport | None = None,
+        check_tokenizer: bool = True,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise InvalidInput(f"remote target URL {base_url!r} must start with http(s)://")
@@ -90,6 +92,8 @@ class RemoteTarget:
         self._token_ids_ok: bool | None = None  # learnt from the first completion
         self._piece_ids: dict[str, int] = {}
         self._tokens: list[int] = []
+        if check_tokenizer:
+            self._check_tokenizer()
 
     # HTTP --------------------------------------------------------------------
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -133,6 +137,38 @@ class RemoteTarget:
                 "model list)"
             )
         return str(data[0].get("id", "default"))
+
+    def _server_tokens(self, text: str) -> list[int] | None:
+        """The server's tokenization of ``text`` via vLLM's ``/tokenize`` or
+        llama-cpp-python's ``/extras/tokenize``; None if it offers neither."""
+        attempts: list[tuple[str, dict[str, Any]]] = [
+            ("/tokenize", {"model": self.model, "prompt": text}),
+            ("/extras/tokenize", {"model": self.model, "input": text}),
+        ]
+        for path, body in attempts:
+            try:
+                reply = self._request("POST", path, body)
+            except _HttpStatus:
+                continue
+            tokens = reply.get("tokens") if isinstance(reply, dict) else None
+            if isinstance(tokens, list) and all(isinstance(t, int) for t in tokens):
+                return [int(t) for t in tokens]
+        return None
+
+    def _check_tokenizer(self) -> None:
+        """Refuse a local tokenizer that splits a probe text differently from the server."""
+        theirs = self._server_tokens(_PROBE_TEXT)
+        if theirs is None:
+            logger.info("%s cannot tokenize for us; tokenizer not cross-checked", self.base_url)
+            return
+        mine = self.tokenizer.tokenize(_PROBE_TEXT, add_bos=False)
+        # servers differ on adding BOS: compare from the first token of the text
+        if theirs[-len(mine) :] != mine or len(theirs) > len(mine) + 1:
+            raise IncompatibleModels(
+                f"the server at {self.base_url} ({self.model}) tokenizes differently from "
+                f"the local tokenizer {self.tokenizer.identity.name}; pass the served "
+                "model's GGUF as the tokenizer"
+            )
 
     def close(self) -> None:
         """Close the HTTP connection pool."""
@@ -214,7 +250,10 @@ class RemoteTarget:
 
         ``top_ids``/``top_probs`` are (len(tokens)+1) × width, sorted by probability,
         padded with id -1 / probability 0; ``argmax`` is each row's top id. ``probs`` is
-        None (servers return top-k only). ``elapsed_s`` is the round trip in seconds.
+        None (servers return top-k only). llama-cpp-python stops at an end-of-generation
+        token (EOS, Gemma's ``<end_of_turn>`` ...) without returning it, so that row is
+        the tokenizer's EOS id standing for "generation ends", with probability NaN
+        (``extra["stopped_at_eos"]`` = 1). ``elapsed_s`` is the round trip in seconds.
         """
         if len(context) < 2:
             raise InvalidInput(
@@ -226,11 +265,14 @@ class RemoteTarget:
         logprobs, as_ids = self._complete(full)
         echoed = logprobs["tokens"]
         tops = logprobs["top_logprobs"]
-        # echoed = prompt tokens (some servers drop BOS) + the one generated token
-        offset = len(full) - (len(echoed) - 1)
+        # echoed = prompt tokens (some servers drop BOS) + the generated token, which
+        # llama-cpp-python leaves out when it is end-of-sequence (usage says 0 generated)
+        generated = 0 if logprobs.get("completion_tokens") == 0 else 1
+        offset = len(full) - (len(echoed) - generated)
         if offset not in (0, 1) or (offset == 1 and not self._starts_with_bos(full)):
             raise BackendUnavailable(
-                f"{self.base_url} echoed {len(echoed) - 1} prompt tokens for {len(full)} sent; "
+                f"{self.base_url} echoed {len(echoed) - generated} prompt tokens for "
+                f"{len(full)} sent; "
                 "it re-tokenised the prompt text (special tokens such as EOS do not survive "
                 "as text); use a server that accepts token-id prompts, e.g. vLLM"
             )
@@ -246,6 +288,11 @@ class RemoteTarget:
         rows_ids: list[list[int]] = []
         rows_p: list[list[float]] = []
         for q in range(len(context), len(full) + 1):  # q = index of the predicted token
+            if q == len(full) and not generated:
+                # the server stopped at end-of-sequence: greedy argmax known, its p not
+                rows_ids.append([int(getattr(self.tokenizer, "eos_token", -1))])
+                rows_p.append([math.nan])
+                continue
             top = tops[q - offset] if q - offset < len(tops) else None
             if not isinstance(top, dict) or not top:
                 raise BackendUnavailable(
@@ -271,7 +318,7 @@ class RemoteTarget:
             top_ids=top_ids,
             top_probs=top_probs,
             elapsed_s=time.perf_counter() - start,
-            extra={"token_id_prompt": float(as_ids)},
+            extra={"token_id_prompt": float(as_ids), "stopped_at_eos": float(not generated)},
         )
 
     def rollback(self, n_tokens: int) -> None:
@@ -317,4 +364,8 @@ def _logprobs_of(reply: Any, base_url: str) -> dict[str, Any]:
             f"{base_url} is not an OpenAI-compatible completions server: the reply to "
             "/v1/completions has no choices[0].logprobs.tokens/top_logprobs"
         ) from None
-    return dict(logprobs)
+    out = dict(logprobs)
+    usage = reply.get("usage") if isinstance(reply, dict) else None
+    if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
+        out["completion_tokens"] = usage["completion_tokens"]
+    return out

@@ -38,6 +38,9 @@ def prepare(
     ),
     target_quant: str = typer.Option(TARGET_QUANT, help="Quantisation of the target."),
     threads: int = typer.Option(2, min=1, help="Threads for quantisation."),
+    verify: bool = typer.Option(
+        False, "--verify", help="Re-hash every file instead of trusting size and mtime."
+    ),
 ) -> None:
     """Write the Gemma 3 270M drafter variants and target into the cache (idempotent)."""
     registry = ModelRegistry(cache_dir)
@@ -50,7 +53,7 @@ def prepare(
             progress.update(task, completed=i, total=total, description=description)
 
         family = registry.prepare_family(
-            quant, target_quant=target_quant, n_threads=threads, on_step=on_step
+            quant, target_quant=target_quant, n_threads=threads, verify=verify, on_step=on_step
         )
     built = set(family.built)
     for identity in [*family.drafters.values(), family.target]:
