@@ -115,6 +115,14 @@ def test_iid_and_positional_predictions() -> None:
     assert predict_tokens_per_round_positional([0.5, 0.5]).tolist() == [1.5, 1.75]
 
 
+def test_rounds_start_after_prefill_token() -> None:
+    m = np.array([0, 1, 1, 1, 1, 0, 1], dtype=float)
+    r = simulate_rounds(positional_matrix(m, 4), 2, start=1)
+    # s=1 accepts 2 -> s=4 accepts 1 (m[5]=0) -> s=6 has one position left: stop.
+    assert (r.rounds, r.accepted, r.tokens) == (2, 3, 5)
+    assert simulate_rounds(positional_matrix(m, 4), 2, start=6).rounds == 0.0
+
+
 def test_short_trajectory_has_no_rounds() -> None:
     r = simulate_rounds(positional_matrix(np.ones(2), 4), 3)
     assert r.rounds == 0.0

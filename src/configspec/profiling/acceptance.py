@@ -203,7 +203,7 @@ class RoundSums:
     tokens: float
 
 
-def simulate_rounds(accept: npt.ArrayLike, k: int) -> RoundSums:
+def simulate_rounds(accept: npt.ArrayLike, k: int, start: int = 0) -> RoundSums:
     """Run speculative rounds with ``k`` drafts along a trajectory; expected totals.
 
     ``accept[s, j]`` (N, ≥k) is the probability draft step j of a round starting at s is
@@ -211,15 +211,17 @@ def simulate_rounds(accept: npt.ArrayLike, k: int) -> RoundSums:
     ``s .. s+k-1`` on the trajectory; rounds stop when fewer remain (the tail is dropped,
     as a fixed-K decoder would stop drafting there). A round with ``a`` accepted drafts
     yields ``a + 1`` tokens (accepted prefix plus the target's bonus/correction token)
-    and the next round starts at ``s + a + 1``. Exact expectation by dynamic programming;
-    with 0/1 entries it is the deterministic simulation.
+    and the next round starts at ``s + a + 1``. The first round starts at ``start``
+    (1 when the first token comes from the target's prefill, as in any speculative
+    decoder). Exact expectation by dynamic programming; with 0/1 entries it is the
+    deterministic simulation.
     """
     b = np.asarray(accept, dtype=np.float64)
     n = b.shape[0]
     if k < 1 or k > b.shape[1]:
         raise InvalidInput(f"K={k} is out of range (1..{b.shape[1]})")
     last = n - k  # last start position with k positions left
-    if last < 0:
+    if last < start:
         return RoundSums(k=k, rounds=0.0, drafted=0.0, accepted=0.0, tokens=0.0)
     # Rows for every start; P(a = j) for j = 0..k.
     bk = np.clip(np.nan_to_num(b[: last + 1, :k], nan=0.0), 0.0, 1.0)
@@ -231,17 +233,17 @@ def simulate_rounds(accept: npt.ArrayLike, k: int) -> RoundSums:
     size = n + k + 2
     rounds = np.zeros(size)
     acc = np.zeros(size)
-    for s in range(last, -1, -1):
+    for s in range(last, start - 1, -1):
         nxt = s + 1 + np.arange(k + 1)
         row = p_a[s]
         rounds[s] = 1.0 + row @ rounds[nxt]
         acc[s] = exp_acc[s] + row @ acc[nxt]
     return RoundSums(
         k=k,
-        rounds=float(rounds[0]),
-        drafted=float(k * rounds[0]),
-        accepted=float(acc[0]),
-        tokens=float(acc[0] + rounds[0]),
+        rounds=float(rounds[start]),
+        drafted=float(k * rounds[start]),
+        accepted=float(acc[start]),
+        tokens=float(acc[start] + rounds[start]),
     )
 
 
@@ -264,8 +266,12 @@ class PromptStats:
     tokens: FloatArray
 
 
-def prompt_stats(accept: npt.ArrayLike, k_max: int) -> PromptStats:
-    """Statistics of one prompt from its acceptance matrix ``accept`` (N, ≥k_max)."""
+def prompt_stats(accept: npt.ArrayLike, k_max: int, first_round: int = 0) -> PromptStats:
+    """Statistics of one prompt from its acceptance matrix ``accept`` (N, ≥k_max).
+
+    Rounds are simulated from position ``first_round``; α and the per-position rates use
+    every position.
+    """
     b = np.asarray(accept, dtype=np.float64)[:, :k_max]
     n = b.shape[0]
     first = np.nan_to_num(b[:, 0], nan=0.0) if n else np.zeros(0)
@@ -275,7 +281,7 @@ def prompt_stats(accept: npt.ArrayLike, k_max: int) -> PromptStats:
     prev = np.concatenate([np.ones((n, 1)), reach[:, :-1]], axis=1)
     num = np.where(valid, reach, 0.0).sum(axis=0)
     den = np.where(valid, prev, 0.0).sum(axis=0)
-    sums = [simulate_rounds(b, k) for k in range(1, k_max + 1)]
+    sums = [simulate_rounds(b, k, first_round) for k in range(1, k_max + 1)]
     return PromptStats(
         n_positions=n,
         beta_sum=float(first.sum()),
