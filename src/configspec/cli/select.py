@@ -5,6 +5,7 @@ Thin: parse options, call :func:`configspec.search.select`, render with rich (or
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -68,32 +69,38 @@ def _sources(sel: Selection) -> str:
     return "; ".join(parts)
 
 
-_SOURCE_SHORT = {"by_k": "by K", "per_position": "per pos", "alpha": "α", "none": "—"}
+_SOURCE_SHORT = {"by_k": "by K", "per_position": "pos", "alpha": "α", "none": "—"}
 
 
 def _config_table(sel: Selection, rows: list[int], title: str) -> Table:
+    """Ranked configurations; the CI bounds are shown for the objective's own column
+    (goodput for ``pareto``) to keep the table readable; JSON/CSV carry all bounds."""
     t = sel.table
+    focus = sel.objective if sel.objective in R.OBJECTIVE_COLUMNS else "goodput"
     table = Table(
         title=title,
         title_justify="left",
         header_style="bold",
         caption=escape(
             "All figures modelled from the profiles; [low–high] = bounds propagated from the "
-            "profiles' confidence intervals. E(K) from: the acceptance data used."
+            "profiles' confidence intervals. E(K) src: acceptance data used (by K = measured per "
+            "K, pos = per-position, α = single rate). Speedup: vs cloud-only decoding."
         ),
         caption_justify="left",
     )
     table.add_column("#", justify="right")
-    table.add_column("device")
-    table.add_column("drafter", overflow="fold")
+    table.add_column("device", overflow="fold")
+    names = [str(t.iloc[i][R.DRAFTER]) for i in rows if not pd.isna(t.iloc[i][R.DRAFTER])]
+    table.add_column("drafter", overflow="fold", min_width=max(map(len, names), default=7))
     table.add_column("target", overflow="fold")
     table.add_column("K", justify="right")
-    table.add_column("tok/round\n(modelled)", justify="right")
-    table.add_column("E(K)\nfrom")
-    table.add_column("goodput tok/s\n(modelled)", justify="right")
-    table.add_column("USD/1M tok\n(modelled)", justify="right")
-    table.add_column("tok/J\n(modelled)", justify="right")
-    table.add_column("× cloud\nonly", justify="right")
+    table.add_column("tok/\nround", justify="right")
+    table.add_column("E(K)\nsrc")
+    ci = " [CI]"
+    table.add_column(f"goodput\ntok/s{ci if focus == 'goodput' else ''}", justify="right")
+    table.add_column(f"USD/\n1M tok{ci if focus == 'cost' else ''}", justify="right")
+    table.add_column(f"tok/J{ci if focus == 'energy' else ''}", justify="right")
+    table.add_column("speed-\nup", justify="right")
     for rank, i in enumerate(rows, 1):
         r = t.iloc[i]
         mode = r[R.MODE]
@@ -103,7 +110,21 @@ def _config_table(sel: Selection, rows: list[int], title: str) -> Table:
             drafter = "[italic]none: cloud-only[/]"
         elif mode == R.MODE_EDGE_ONLY:
             target = "[italic]none: edge-only[/]"
-        energy = _bounded(r, R.TOKENS_PER_J, R.TOKENS_PER_J_LOW, R.TOKENS_PER_J_HIGH)
+        goodput = (
+            _bounded(r, R.GOODPUT_TOK_S, R.GOODPUT_TOK_S_LOW, R.GOODPUT_TOK_S_HIGH)
+            if focus == "goodput"
+            else _num(r[R.GOODPUT_TOK_S])
+        )
+        cost = _num(r[R.COST_USD_PER_MTOK])
+        if focus == "cost":  # bounds of USD/1M tok are the inverse of tokens/USD's
+            lo, hi = r[R.TOKENS_PER_USD_HIGH], r[R.TOKENS_PER_USD_LOW]
+            if lo != hi and np.isfinite(lo) and np.isfinite(hi) and lo > 0 and hi > 0:
+                cost += f" [{_num(1e6 / lo)}–{_num(1e6 / hi)}]"
+        energy = (
+            _bounded(r, R.TOKENS_PER_J, R.TOKENS_PER_J_LOW, R.TOKENS_PER_J_HIGH)
+            if focus == "energy"
+            else _num(r[R.TOKENS_PER_J])
+        )
         if str(r[R.ENERGY_NOTE]) == "no power data":
             energy = "no power data"
         elif str(r[R.ENERGY_NOTE]) != "full":
@@ -116,11 +137,11 @@ def _config_table(sel: Selection, rows: list[int], title: str) -> Table:
             drafter,
             target,
             str(int(r[R.K])),
-            _bounded(r, R.TOKENS_PER_ROUND, R.TOKENS_PER_ROUND_LOW, R.TOKENS_PER_ROUND_HIGH),
+            _num(r[R.TOKENS_PER_ROUND]),
             "—" if mode != R.MODE_SPECULATIVE else _SOURCE_SHORT[str(r[R.ACCEPTANCE_SOURCE])],
-            _bounded(r, R.GOODPUT_TOK_S, R.GOODPUT_TOK_S_LOW, R.GOODPUT_TOK_S_HIGH),
-            _num(r[R.COST_USD_PER_MTOK]),
-            energy,
+            escape(goodput),
+            escape(cost),
+            escape(energy),
             "—" if pd.isna(speedup) else f"{_num(speedup)}×",
         )
     return table
@@ -137,6 +158,7 @@ def _top_rows(sel: Selection, n: int) -> list[int]:
 
 def _render(sel: Selection, out: Console, top: int, crossings: list[Crossover]) -> None:
     t = sel.table
+    say = functools.partial(out.print, highlight=False)
     illustrative_kinds = {
         kind
         for kind, s in sel.space.sources.items()
@@ -148,29 +170,29 @@ def _render(sel: Selection, out: Console, top: int, crossings: list[Crossover]) 
         if sel.preset.include_network
         else f"no network term (model {sel.preset.name!r})"
     )
-    out.print(
+    say(
         f"[bold]ConfigSpec select[/] — objective [cyan]{sel.objective}[/], model "
         f"[cyan]{sel.preset.name}[/] ({sel.preset.description})"
     )
-    out.print(
+    say(
         f"{len(t):,} configurations, {int(sel.feasible.sum()):,} feasible; {link}; "
         f"inputs — {_sources(sel)}"
     )
     if illustrative:
-        out.print(
+        say(
             "[bold yellow]Illustrative profiles:[/] these inputs are example data, not "
             "measurements; every figure below is modelled from them."
         )
     elif illustrative_kinds:
-        out.print(
+        say(
             "[yellow]Network:[/] illustrative settings (no measured network.json); pass "
             "--rtt-ms or write network.json with your link's figures."
         )
     chosen = sel.chosen
     r = t.iloc[chosen]
-    out.print()
-    out.print(f"[bold green]Chosen ({sel.objective}):[/] {config_label(t, chosen)}")
-    out.print(
+    say()
+    say(f"[bold green]Chosen ({sel.objective}):[/] {config_label(t, chosen)}")
+    say(
         f"  goodput {_bounded(r, R.GOODPUT_TOK_S, R.GOODPUT_TOK_S_LOW, R.GOODPUT_TOK_S_HIGH)} "
         f"tok/s · {_num(r[R.COST_USD_PER_MTOK])} USD/1M tok · "
         f"{_num(r[R.ENERGY_J_PER_TOKEN])} J/tok ({r[R.ENERGY_NOTE]}) · "
@@ -178,16 +200,16 @@ def _render(sel: Selection, out: Console, top: int, crossings: list[Crossover]) 
         f"{_num(r[R.SPEEDUP_VS_EDGE_ONLY])}× vs edge-only (modelled)"
     )
     if r[R.MODE] != R.MODE_SPECULATIVE:
-        out.print(
+        say(
             "  [bold]No speculation wins here:[/] no drafter beats plain decoding for this "
             "objective under these profiles."
         )
-    out.print()
+    say()
     title = (
         "Pareto front (goodput, tokens/USD, tokens/J)"
         if sel.objective == "pareto"
-        else (f"Top {top} by {sel.objective} ({OBJECTIVE_UNITS[sel.objective]})")
-    )
+        else f"Top {top} by {sel.objective} ({OBJECTIVE_UNITS[sel.objective]})"
+    ) + " — every number column is modelled (not measured)"
     out.print(_config_table(sel, _top_rows(sel, top), title))
     best = Table(title="Best per objective", title_justify="left", header_style="bold")
     best.add_column("objective")
@@ -224,7 +246,7 @@ def _render(sel: Selection, out: Console, top: int, crossings: list[Crossover]) 
             sens.add_row(f"{_num(c.at)}{unit}", c.after)
         out.print(sens)
     if (t[R.ENERGY_NOTE].astype(str) == "drafting only (no idle power)").any():
-        out.print("  * energy charges drafting only (the device profile has no idle power)")
+        say("  * energy charges drafting only (the device profile has no idle power)")
 
 
 def _render_per_pair(sel: Selection, out: Console, pairs: list[PairBest]) -> None:
@@ -293,7 +315,8 @@ def _render_breakeven(out: Console, report: list[Breakeven]) -> None:
         header_style="bold",
         caption=(
             f"α: single per-token acceptance rate; this drafter's profiled E(K) corresponds to "
-            f"α ≈ {report[0].measured_acceptance:.3f}. Compared with cloud-only decoding."
+            f"α ≈ {report[0].measured_acceptance:.3f}. Compared with cloud-only decoding of the "
+            "same target from the same device."
         ),
         caption_justify="left",
     )
@@ -307,7 +330,7 @@ def _render_breakeven(out: Console, report: list[Breakeven]) -> None:
 
 
 def _render_deployment(out: Console, dep: Deployment) -> None:
-    out.print(f"[bold]Deploy with {dep.engine}[/] (flags: {dep.version})")
+    out.print(f"[bold]Deploy with {dep.engine}[/] (flags: {dep.version})", highlight=False)
     for cmd in dep.shell().splitlines():
         out.print(f"  {cmd}", highlight=False, soft_wrap=True)
     for note in dep.notes:
@@ -484,7 +507,7 @@ def select_command(
             text = rec.export_text()
         else:
             # Piped output has no width; give the table room instead of rich's 80 columns.
-            out = console if console.is_terminal else Console(width=170)
+            out = console if console.is_terminal else Console(width=170, highlight=False)
             _render(sel, out, top, crossings)
             _render_per_pair(sel, out, pairs)
             _render_breakeven(out, report)
