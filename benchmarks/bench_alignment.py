@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--warm-only", action="store_true", help="only fill the target cache")
     args = ap.parse_args()
-    console = Console()
+    console = Console(width=120)
     family = prepare_family(args.models)
     target = family.target.name
     drafters = [family.drafters[q].name for q in ("Q4_0", "Q4_K_M", "Q8_0", "F16")] + ["ngram"]
@@ -79,7 +79,7 @@ def main() -> None:
         title_justify="left",
     )
     for col in ("drafter", "time s", "α (95% CI)", "E(4) meas.", "E(4) iid", "E(4) pos."):
-        table.add_column(col, justify="left" if col == "drafter" else "right")
+        table.add_column(col, justify="left" if col == "drafter" else "right", no_wrap=True)
     rows = []
     for e in result.profile.entries:
         if e.domain != "all" or e.drafter not in result.drafter_s:
@@ -114,7 +114,7 @@ def main() -> None:
         f"{verdict}; load average before {load_before[0]:.1f}, after {os.getloadavg()[0]:.1f} "
         f"on {os.cpu_count()} CPUs"
     )
-    out = ROOT / "results" / "bench_alignment.json"
+    out = ROOT / "results" / f"bench_alignment_{len(prompts)}x{args.tokens}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
         json.dumps(

@@ -31,10 +31,46 @@ sys.path.insert(0, str(ROOT / "src"))
 from configspec.harness import RunPlan, Runtime, RuntimeSettings  # noqa: E402
 from configspec.profiling.prompts import bundled_prompts, select_prompts  # noqa: E402
 from configspec.store import ProfileStore, atomic_write_json  # noqa: E402
-from configspec.validate import validate  # noqa: E402
+from configspec.validate import ValidationResult, summarize, validate  # noqa: E402
 
 MEDIAN_TARGET = 0.05
 MAX_TARGET = 0.15
+
+
+def reprofile(store: ProfileStore, args: argparse.Namespace, device: str) -> None:
+    """Re-take the device and verification profiles now, so that profiles and runs see the
+    same host load (this machine is shared; its load moves by 2x within minutes)."""
+    from configspec.profiling.device import DeviceProfiler, DeviceSweepSettings
+    from configspec.profiling.verification import VerificationProfiler, VerifySweepSettings
+
+    ks = max(args.ks)
+    common = {
+        "k_max": ks,
+        "context_tokens": tuple(args.contexts),
+        "min_repeats": 5,
+        "max_repeats": 30,
+        "rel_half_width": 0.05,
+        "point_budget_s": args.point_budget_s,
+        "threads": args.threads,
+    }
+    t = time.perf_counter()
+    DeviceProfiler(
+        args.drafters,
+        store,
+        device=device,
+        settings=DeviceSweepSettings(**common, idle_s=1.0),  # type: ignore[arg-type]
+        tokenizer=args.target,
+        restart=True,
+    ).run()
+    price = store.verification_profiles()[0].price
+    VerificationProfiler(
+        args.target,
+        store,
+        price=price,
+        settings=VerifySweepSettings(**common),  # type: ignore[arg-type]
+        restart=True,
+    ).run()
+    print(f"re-profiled device and verification in {time.perf_counter() - t:.0f} s", flush=True)
 
 
 def main() -> int:
@@ -50,6 +86,14 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--prompts-per-domain", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--reprofile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="re-take device and verification profiles right before the runs",
+    )
+    ap.add_argument("--contexts", nargs="+", type=int, default=[64, 128])
+    ap.add_argument("--point-budget-s", type=float, default=2.0)
     ap.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_validate.json"
     )
@@ -70,25 +114,46 @@ def main() -> int:
     )
     started = time.perf_counter()
     records = []
+    rows = []
     overheads: dict[float, float] = {}
     total = len(args.rtts) * len(args.drafters) * len(args.ks)
+    last = None
     with Runtime(settings) as runtime:
         for rtt in args.rtts:
+            # one profile set per RTT block, taken just before its runs (the verifier
+            # subprocess is idle meanwhile): profiles and runs see the same host load
+            block_store = ProfileStore(work / f"rtt-{rtt:g}")
+            shutil.copytree(store.root, block_store.root, ignore=shutil.ignore_patterns("runs"))
+            if args.reprofile:
+                reprofile(block_store, args, devices[0].device.name)
             over = runtime.calibrate_overhead(args.drafters[0], rtt)
             overheads[rtt] = over.mean
             ci = f"95% CI {over.low:.1f}..{over.high:.1f}"
             print(f"RTT +{rtt:g} ms: runtime overhead {over.mean:.1f} ms/round ({ci}, K=0)")
+            block = []
             for drafter in args.drafters:
                 for k in args.ks:
                     record = runtime.run(RunPlan(drafter, k, rtt))
-                    store.save_run(record)
-                    records.append(record)
+                    block_store.save_run(record)
+                    block.append(record)
                     gp = record.goodput_tokens_per_s.mean
                     print(
-                        f"  [{len(records)}/{total}] {record.config.drafter} K={k}: {gp:.2f} tok/s",
+                        f"  [{len(records) + len(block)}/{total}] {record.config.drafter} "
+                        f"K={k}: {gp:.2f} tok/s",
                         flush=True,
                     )
-    result = validate(store, runs=records, overhead_ms_by_rtt=overheads)
+            records += block
+            last = validate(block_store, runs=block, overhead_ms_by_rtt={rtt: over.mean})
+            rows += last.rows
+    assert last is not None
+    result = ValidationResult(
+        rows=rows,
+        summary=summarize(rows),
+        round_overhead_ms=float(statistics.fmean(overheads.values())),
+        network=last.network,
+        preset=last.preset,
+        warnings=last.warnings,
+    )
     wall_s = time.perf_counter() - started
 
     print()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from configspec.backends.models import PreparedFamily
@@ -118,3 +120,40 @@ def test_agrees_with_llama_cpp_speculative_decoding(
         f"profiler {predicted:.3f}"
     )
     assert abs(predicted - measured) <= 0.05
+
+
+def test_cli_end_to_end(
+    model_family: PreparedFamily, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from configspec.cli.main import main
+
+    prompts = tmp_path / "mine.jsonl"
+    prompts.write_text('{"prompt": "List three colours of the rainbow.", "domain": "mine"}\n')
+    code = main(
+        [
+            "profile",
+            "alignment",
+            "-t",
+            str(model_family.target_path),
+            "-d",
+            "ngram",
+            "--prompts",
+            str(prompts),
+            "--tokens",
+            "8",
+            "--k-max",
+            "2",
+            "--threads",
+            str(THREADS),
+            "--bootstrap",
+            "20",
+            "--profiles",
+            str(tmp_path / "p"),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "ngram[1-3]" in out and "mine" in out
+    saved = ProfileStore(tmp_path / "p").alignment_profiles()[0]
+    assert {e.domain for e in saved.entries} == {"mine", "all"}
+    assert saved.provenance.settings["prompts"] == str(prompts)

@@ -13,7 +13,7 @@ import pytest
 
 from configspec.backends.models import PreparedFamily
 from configspec.config import DeviceProfile, VerificationProfile
-from configspec.power import CpuTimeEstimator
+from configspec.power import CpuTimeEstimator, ReplayMeter
 from configspec.profiling.device import DeviceProfiler, DeviceSweepSettings
 from configspec.profiling.verification import (
     VerificationProfiler,
@@ -103,7 +103,8 @@ def test_killed_profiling_run_resumes(tmp_path: Path, model_family: PreparedFami
     proc.communicate()
     assert not store.device_path("killed").exists()
     json.loads(ckpt.read_text())  # the checkpoint is whole
-    rerun = _cli(args)
+    trace = tmp_path / "power.csv"
+    rerun = _cli([*args, "--meter-record", str(trace)])
     out, err = rerun.communicate(timeout=180)
     assert rerun.returncode == 0, err
     resumed = int(out.split(" resumed from checkpoint")[0].split(";")[-1].strip().split()[-1])
@@ -113,6 +114,8 @@ def test_killed_profiling_run_resumes(tmp_path: Path, model_family: PreparedFami
     assert [len(d.latency) for d in profile.drafters] == [4, 4]
     assert profile.idle_power_w is not None
     assert not ckpt.exists()
+    replay = ReplayMeter(trace)  # the recorded trace replays
+    assert replay.available() and replay.sample().power_w > 0
 
 
 def test_local_verification_profile(tmp_path: Path, model_family: PreparedFamily) -> None:

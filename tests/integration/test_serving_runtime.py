@@ -190,8 +190,8 @@ def eight_targets(model_family: PreparedFamily) -> Iterator[list[LlamaCppTarget]
 
     The smallest model stands in for the target here: the test is about sessions."""
     path, ident = model_family.drafter_path("Q4_0"), model_family.drafters["Q4_0"]
-    # one thread each: the service runs one evaluation at a time anyway, and a single
-    # thread cannot stall on a spin barrier when the machine is oversubscribed
+    # one thread each: measured faster than two on a shared 2-core host (a two-thread
+    # graph stalls whenever another job holds one of the cores)
     ts = [LlamaCppTarget(path, identity=ident, n_ctx=256, n_threads=1) for _ in range(8)]
     yield ts
     for t in ts:
@@ -226,12 +226,18 @@ def test_eight_concurrent_clients(eight_targets: list[LlamaCppTarget]) -> None:
     assert not errors, errors
     assert rounds_served == sum(r for _, r in results.values())
     assert min(r for _, r in results.values()) >= 100
-    # token by token against single-client runs (one client at a time, fresh server)
-    with ServerThread(VerifierService(eight_targets[:1])) as srv:
-        for i in range(8):
-            with EdgeClient(srv.url, MostlyWrongDrafter(target), k=1) as c:  # type: ignore[arg-type]
-                alone = c.generate(prompts[i], n_tokens).tokens
-            assert results[i][0] == alone, f"client {i} differs from its single-client run"
+    # token by token against what any single client must produce: greedy target-only
+    # decoding (test_greedy_identical_to_target_only shows single-client runs equal it);
+    # this reference costs one position per token instead of two per round
+    for i in range(8):
+        alone = target_only(target, prompts[i], n_tokens)
+        assert results[i][0] == alone, f"client {i} differs from its single-client decoding"
+    # and one client for real, alone on a fresh server
+    with (
+        ServerThread(VerifierService(eight_targets[:1])) as srv,
+        EdgeClient(srv.url, MostlyWrongDrafter(target), k=1) as c,  # type: ignore[arg-type]
+    ):
+        assert c.generate(prompts[0], n_tokens).tokens == results[0][0]
 
 
 WORDS = ["a cat", "the sea", "a robot", "winter", "a city", "music", "a forest", "time"]

@@ -14,6 +14,7 @@ from configspec.power import (
     HwmonMeter,
     JetsonMeter,
     NvmlMeter,
+    PowerMeter,
     RaplMeter,
     RaspberryPiMeter,
     ReplayMeter,
@@ -22,6 +23,16 @@ from configspec.power import (
     parse_pmic,
     write_trace,
 )
+
+
+@pytest.fixture(autouse=True)
+def _no_background_sampling(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tests driving a fake clock sample by hand; a sampling thread reading the same fake
+    clock would race them. Tests named *thread* keep the real thread."""
+    if "thread" not in request.node.name:
+        monkeypatch.setattr(PowerMeter, "_ensure_thread", lambda self: None)
 
 
 class Clock:
@@ -74,6 +85,8 @@ def test_rapl_sums_package_and_dram_and_unwraps(tmp_path: Path) -> None:
     expected_j = (262143328850 - (262_143_000_000 - 1_000_000) + 2_000_000) * 1e-6 + 0.5
     assert s.energy_j == pytest.approx(expected_j)
     assert s.power_w == pytest.approx(expected_j / 1.0)
+    first, second = meter.trace()
+    assert first.power_w == second.power_w  # first sample back-filled, not a false 0 W
 
 
 def test_rapl_window_energy_and_mean_power(tmp_path: Path) -> None:

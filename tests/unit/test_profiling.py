@@ -303,3 +303,68 @@ def test_cli_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert f"cannot read {pkg / 'energy_uj'}: permission denied" in msg and "chmod" in msg
     msg = _one_line_error(capsys, ["profile", "verify", "--profiles", str(tmp_path)], 2)
     assert "give exactly one price" in msg
+
+
+# ------------------------------------------------------------------ verification sweep
+
+
+class FakeTarget:
+    """Busy-waits 2 ms + 1 ms per evaluated position; raises when asked for ``crash_at``."""
+
+    def __init__(self, crash_at: int | None = None) -> None:
+        self.identity = dataclasses.replace(
+            IDENT, name="/srv/models/big-f32.gguf", quantization="F32", file_sha256=None
+        )
+        self.crash_at = crash_at
+        self.calls = 0
+
+    def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
+        return FakeDrafter(IDENT, 0).tokenize(text, add_bos=add_bos)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return ""
+
+    def evaluate(self, context: Sequence[int], tokens: Sequence[int]) -> object:
+        self.calls += 1
+        if len(tokens) + 1 == self.crash_at:
+            raise KeyboardInterrupt("simulated kill")
+        end = time.perf_counter() + (2 + len(tokens) + 1) / 1000
+        while time.perf_counter() < end:
+            pass
+        return None
+
+    def rollback(self, n_tokens: int) -> None:
+        pass
+
+
+def test_remote_verification_sweep_with_batches_and_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from configspec.profiling.verification import VerifySweepSettings
+
+    settings = VerifySweepSettings(
+        k_max=3, context_tokens=(8,), batch_sizes=(1, 2), point_budget_s=0.2, max_repeats=10
+    )
+    store = ProfileStore(tmp_path)
+
+    def profiler(crash_at: int | None = None) -> VerificationProfiler:
+        p = VerificationProfiler(
+            "http://gpu-box:8000", store, price=parse_price(None, 0.5), settings=settings
+        )
+        monkeypatch.setattr(p, "_open", lambda: FakeTarget(crash_at))
+        return p
+
+    with pytest.raises(KeyboardInterrupt):
+        profiler(crash_at=4).run()
+    ckpt = json.loads(store.checkpoint_path("verify-big-f32").read_text())
+    assert len(ckpt["state"]["points"]) == 3  # positions 1..3 of batch 1
+    profile, path, report = profiler().run()
+    assert path == store.verification_path("big-f32") and profile.target == "big-f32"
+    assert report.resumed_points == 3 and len(report.points) == 8
+    assert {(p.positions, p.batch) for p in profile.latency} == {
+        (p, b) for p in (1, 2, 3, 4) for b in (1, 2)
+    }
+    assert profile.endpoint == "http://gpu-box:8000" and profile.price.kind == "per_token"
+    one = [p.latency_ms.mean for p in profile.latency if p.batch == 1]
+    assert one[-1] > one[0]  # more positions take longer
+    assert profile.provenance.settings["batch_sizes"] == [1, 2]

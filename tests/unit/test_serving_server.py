@@ -306,3 +306,10 @@ def test_client_errors_are_one_clear_line(server: ServerThread) -> None:
         pytest.raises(ServerRejected, match="outside the target vocabulary"),
     ):
         c.generate([1, 10_000], 5)
+
+
+def test_offloaded_compute_gives_the_same_tokens(target: FakeTarget) -> None:
+    service = VerifierService([target], ServerLimits(offload_compute=True))
+    with ServerThread(service) as srv, EdgeClient(srv.url, _similar_drafter(), k=4) as client:
+        gen = client.generate(PROMPT, 30)
+    assert gen.tokens == target.greedy(PROMPT, 30)

@@ -106,6 +106,9 @@ def device(
     cpus: str = typer.Option(None, "--cpus", help="CPU affinity, e.g. 0-1 (emulates a device)."),
     meter: str = typer.Option("auto", "--meter", help="Power meter: auto, none, rapl, nvml, ..."),
     meter_trace: Path = typer.Option(None, "--meter-trace", help="Trace CSV for --meter replay."),
+    meter_record: Path = typer.Option(
+        None, "--meter-record", help="Write the meter's power trace (CSV) here, for --meter replay."
+    ),
     meter_root: Path = typer.Option(
         None, "--meter-root", help="sysfs root for rapl/hwmon/jetson (e.g. a mounted /sys copy)."
     ),
@@ -176,6 +179,10 @@ def device(
     finally:
         if power is not None:
             power.close()
+            if meter_record is not None:
+                from configspec.power import write_trace
+
+                write_trace(meter_record, power.trace())
 
     table = Table(title=f"device profile {profile.device.name}" + (
         " (emulated)" if profile.device.emulated else ""))  # fmt: skip
@@ -227,6 +234,9 @@ def verify(
         None, "--price-usd-per-million-tokens", help="Cloud price per million tokens (USD)."
     ),
     hardware: str = typer.Option("", "--hardware", help="Where the target runs (e.g. 1×A10G)."),
+    target_name: str = typer.Option(
+        None, "--target-name", help="Profile name (default: model name / server model id)."
+    ),
     k_max: int = typer.Option(16, "--k-max", help="Largest K; positions 1..K_max+1 are timed."),
     context: list[int] = typer.Option([128, 512], "--context", help="Context length; repeatable."),
     batch: list[int] = typer.Option(
@@ -267,6 +277,7 @@ def verify(
         tokenizer=tokenizer,
         cache_dir=cache_dir,
         hardware=hardware,
+        target_name=target_name,
         restart=restart,
     )
     with _progress() as on_event:

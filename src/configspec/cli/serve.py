@@ -38,6 +38,12 @@ def verifier(
     max_sessions: int = typer.Option(32, min=1, help="Most sessions open at once."),
     max_k: int = typer.Option(16, min=1, max=64, help="Largest K accepted per round."),
     session_ttl_s: float = typer.Option(300.0, min=0.1, help="Idle seconds before expiry."),
+    offload: bool = typer.Option(
+        False,
+        "--offload/--inline",
+        help="Model calls in a worker thread (health answers during compute) or inline "
+        "in the event loop (two fewer thread hand-offs per round).",
+    ),
     cache_dir: Path | None = typer.Option(None, help="Model cache (see `configspec models`)."),
 ) -> None:
     """Serve speculative verification over HTTP (Ctrl+C stops)."""
@@ -56,6 +62,7 @@ def verifier(
         max_k=max_k,
         max_context_tokens=n_ctx,
         session_ttl_s=session_ttl_s,
+        offload_compute=offload,
     )
     service = VerifierService(targets, limits)
     err_console.print(

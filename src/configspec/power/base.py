@@ -22,6 +22,7 @@ Every figure carries the meter's :attr:`source` (``measured`` for hardware senso
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -246,6 +247,15 @@ class PowerMeter(ABC):
             self._energy_j = energy_j
             self._last_power_w = power_w
             sample = PowerSample(now, power_w, energy_j)
+            if (
+                reading.energy_j is not None
+                and reading.power_w is None
+                and len(self._trace) == 1
+                and self._trace[0].power_w == 0.0
+            ):
+                # a counter meter's first sample has no interval to derive power from:
+                # back-fill it with the first interval's power instead of a false 0 W
+                self._trace[0] = dataclasses.replace(self._trace[0], power_w=power_w)
             self._trace.append(sample)
             self._last = sample
             return sample

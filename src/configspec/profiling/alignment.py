@@ -18,6 +18,7 @@ position of the target's sampled trajectory (the standard along-trajectory estim
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -64,6 +65,7 @@ from configspec.store import ProfileStore
 logger = logging.getLogger(__name__)
 
 ALL_DOMAINS = "all"
+_NGRAM_SPEC = re.compile(r"^ngram(?::\d+-\d+)?$")
 #: Speculative rounds start after the first continuation token: it comes from the
 #: target's prefill of the prompt (llama.cpp and every speculative decoder do this).
 FIRST_ROUND_AT = 1
@@ -253,7 +255,7 @@ def _open_candidates(
 ) -> list[_Candidate]:
     identities: list[tuple[str, ModelIdentity | None]] = []
     for spec in drafter_specs:
-        if spec.startswith("ngram"):
+        if _NGRAM_SPEC.match(spec):
             identities.append((spec, None))
             continue
         resolved = resolve_identity(spec, cache_dir=cache_dir)

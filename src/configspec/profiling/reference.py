@@ -18,6 +18,7 @@ import io
 import json
 import logging
 import time
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -194,7 +195,7 @@ def _load(store: ProfileStore, key: str, prompt: Prompt) -> TargetReference | No
                 temperature=float(meta["temperature"]),
                 generate_s=float(meta["generate_s"]),
             )
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         logger.warning("ignoring unreadable reference cache %s (%s); recomputing", path, exc)
         return None
 

@@ -16,6 +16,7 @@ cost model can turn them into USD. Repeats, CI targets, checkpoints and resume w
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
@@ -25,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from configspec.backends.base import Target
+from configspec.backends.base import ModelIdentity, Target
 from configspec.config import (
     Estimate,
     GpuTimePrice,
@@ -145,7 +146,8 @@ class VerificationProfiler:
     """Runs the verification sweep against one target spec (local GGUF or server URL).
 
     ``tokenizer`` is needed for a URL (a GGUF spec with the served model's vocabulary);
-    ``hardware`` describes where the target runs (default: this CPU for a local target).
+    ``hardware`` describes where the target runs (default: this CPU for a local target);
+    ``target_name`` names the profile (default: the model's name or the server's model id).
     """
 
     def __init__(
@@ -158,6 +160,7 @@ class VerificationProfiler:
         tokenizer: str | None = None,
         cache_dir: Path | None = None,
         hardware: str = "",
+        target_name: str | None = None,
         restart: bool = False,
     ) -> None:
         from configspec.backends.factory import is_url
@@ -177,6 +180,14 @@ class VerificationProfiler:
         self.cache_dir = cache_dir
         self.hardware = hardware or ("" if self.remote else (host.cpu_model() or ""))
         self.restart = restart
+        self.target_name = target_name
+
+    def _name(self, served: str) -> str:
+        """The profile's target name: ``target_name``, else the model id (a server that
+        names its model by file path, like llama_cpp.server, gets the file's stem)."""
+        if self.target_name:
+            return self.target_name
+        return Path(served).stem if served.endswith(".gguf") else served
 
     def _open(self) -> Target:
         from configspec.backends.factory import LlamaSettings, open_target
@@ -199,6 +210,7 @@ class VerificationProfiler:
         targets = [self._open()]
         try:
             identity = targets[0].identity
+            identity = dataclasses.replace(identity, name=self._name(identity.name))
             models = {identity.name: identity.file_sha256}
             checkpoint = Checkpoint(
                 self.store.checkpoint_path(f"verify-{identity.name}"),
@@ -269,7 +281,7 @@ class VerificationProfiler:
         return profile, path, report
 
     def _profile(
-        self, identity: Any, state: dict[str, Any], report: VerifySweepReport
+        self, identity: ModelIdentity, state: dict[str, Any], report: VerifySweepReport
     ) -> VerificationProfile:
         import llama_cpp
 

@@ -38,7 +38,8 @@ def goodput_vs_k(
     """Modelled goodput against K (one line per drafter, one panel per RTT) with the
     measured runs as points with their 95% CI."""
     rtts = sorted(curves)
-    fig, axes = plt.subplots(1, len(rtts), figsize=(5.2 * len(rtts), 4.0), squeeze=False)
+    width = max(8.0, 5.2 * len(rtts))
+    fig, axes = plt.subplots(1, len(rtts), figsize=(width, 4.4), squeeze=False)
     colors: dict[str, str] = {}
     for ax, rtt in zip(axes[0], rtts, strict=True):
         table = curves[rtt]
@@ -72,7 +73,7 @@ def goodput_vs_k(
     handles.append(Line2D([], [], marker="o", linestyle="", color="grey", mec="black"))
     labels.append("measured run (95% CI)")
     axes[0][-1].legend(handles, labels, fontsize=7, loc="best")
-    fig.suptitle("Goodput vs K: lines modelled from profiles, points measured by the runtime")
+    fig.suptitle("Goodput vs K — lines: modelled from profiles; points: measured runs")
     fig.tight_layout()
     return fig
 
@@ -142,6 +143,9 @@ def optimum_k_grid(
     mesh = ax.pcolormesh(rtts_ms, speed_factors, best_k, shading="nearest", cmap="viridis")
     fig.colorbar(mesh, ax=ax, label="optimal K (goodput)")
     ax.set_yscale("log")
+    ticks = [f for f in (0.25, 0.5, 1.0, 2.0, 4.0) if speed_factors[0] <= f <= speed_factors[-1]]
+    ax.set_yticks(ticks, [f"{f:g}×" for f in ticks])
+    ax.minorticks_off()
     ax.set_xlabel("RTT (ms)")
     ax.set_ylabel("drafting speed × profiled")
     ax.set_title(f"Optimal K for {space.drafter_names[drafter_code]} (modelled)")
@@ -152,15 +156,22 @@ def optimum_k_grid(
 def acceptance_curves(profiles: list[AlignmentProfile]) -> Figure:
     """Per-position conditional acceptance and E(K) by drafter and domain (measured)."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.2))
-    styles = ["-", "--", ":", "-."]
+    styles = ["-", "--", ":", "-.", (0, (1, 3))]
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for prof in profiles:
-        domains = sorted({e.domain for e in prof.entries})
+        # colour = drafter, line style = domain ("all" pooled is solid)
+        domains = sorted({e.domain for e in prof.entries}, key=lambda d: (d != "all", d))
+        drafters = sorted({e.drafter for e in prof.entries})
         for e in prof.entries:
             ls = styles[domains.index(e.domain) % len(styles)]
+            color = palette[drafters.index(e.drafter) % len(palette)]
             label = f"{e.drafter} / {e.domain}"
             if e.per_position:
                 pos = np.arange(1, len(e.per_position) + 1)
-                a1.plot(pos, [p.mean for p in e.per_position], ls, marker=".", label=label)
+                a1.plot(
+                    pos, [p.mean for p in e.per_position], linestyle=ls, color=color,
+                    marker=".", label=label,
+                )  # fmt: skip
             if e.by_k:
                 ks = [b.k for b in e.by_k]
                 tpr = [
@@ -169,7 +180,7 @@ def acceptance_curves(profiles: list[AlignmentProfile]) -> Figure:
                     else b.k * b.accepted_fraction.mean + 1
                     for b in e.by_k
                 ]
-                a2.plot(ks, tpr, ls, marker=".", label=label)
+                a2.plot(ks, tpr, linestyle=ls, color=color, marker=".", label=label)
     a1.set_xlabel("draft position i")
     a1.set_ylabel("P(accept i | accepted < i)")
     a1.set_title("Acceptance by position (measured)")

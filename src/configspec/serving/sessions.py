@@ -22,6 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -49,6 +50,7 @@ from configspec.serving.verify import (
 )
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 _LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
@@ -70,6 +72,10 @@ class ServerLimits:
     ``parallel_evaluations`` bounds how many targets of the pool compute at once: on a
     CPU every target already uses all its threads, and running several at once only
     oversubscribes the cores (raise it for GPU slots or many-core hosts).
+    ``offload_compute`` runs model calls in a worker thread so ``/health`` and
+    ``/metrics`` answer during a verification. Off by default: with one evaluation at a
+    time nothing else could run anyway, and waking the event loop from a thread that just
+    finished a compute burst measured 2.2 ms per round (vs 0.18 ms inline) on a busy host.
     """
 
     max_sessions: int = 32
@@ -77,6 +83,7 @@ class ServerLimits:
     max_context_tokens: int = 4096
     session_ttl_s: float = 300.0
     parallel_evaluations: int = 1
+    offload_compute: bool = False
 
     def __post_init__(self) -> None:
         if self.max_sessions < 1:
@@ -327,7 +334,7 @@ class VerifierService:
         try:
             async with session.lock, slot.lock, self._compute:
                 prompt = session.tokens
-                ev = await asyncio.to_thread(slot.target.evaluate, prompt, [])
+                ev = await self._call(slot.target.evaluate, prompt, [])
         except Exception as exc:
             self._drop(session.session_id, expired=False)
             if isinstance(exc, ConfigSpecError):  # e.g. the prompt exceeds the context
@@ -409,7 +416,7 @@ class VerifierService:
             slot = s.slot
             async with slot.lock, self._compute:
                 try:
-                    outcome, ev, approximate = await asyncio.to_thread(self._run, s, req)
+                    outcome, ev, approximate = await self._call(self._run, s, req)
                 except ConfigSpecError as exc:
                     raise ApiError(422, "target_error", f"the target refused: {exc}") from None
                 except Exception as exc:
@@ -443,6 +450,12 @@ class VerifierService:
             )
             s.last_request, s.last_response = req, resp
             return resp
+
+    async def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run a model call in a worker thread, or inline (see ``offload_compute``)."""
+        if self.limits.offload_compute:
+            return await asyncio.to_thread(fn, *args)
+        return fn(*args)
 
     def _run(self, s: _Session, req: VerifyRequest) -> tuple[Outcome, Evaluation, bool]:
         """Evaluate, decide and roll the target back to the accepted prefix (worker thread)."""
