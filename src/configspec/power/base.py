@@ -29,7 +29,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +148,18 @@ class CounterUnwrapper:
         return self.total
 
 
+def read_energy_counters_uj(
+    counters: Iterable[tuple[Path, CounterUnwrapper]], *, fix: str
+) -> Reading:
+    """Sum cumulative µJ counter files, each wrap-corrected by its unwrapper.
+
+    Returns one :class:`Reading` with the total in joules; ``fix`` is as for
+    :func:`read_number`.
+    """
+    total_uj = sum(unwrap.update(read_number(path, fix=fix)) for path, unwrap in counters)
+    return Reading(energy_j=total_uj * 1e-6)
+
+
 class PowerMeter(ABC):
     """Base class of every power meter (see the module docstring for the contract)."""
 
@@ -158,14 +170,14 @@ class PowerMeter(ABC):
         self,
         *,
         sample_hz: float = DEFAULT_SAMPLE_HZ,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         if not MIN_SAMPLE_HZ <= sample_hz <= 1000:
             raise InvalidInput(
                 f"sample_hz={sample_hz} is out of range ({MIN_SAMPLE_HZ:g}..1000 Hz)"
             )
         self.sample_hz = float(sample_hz)
-        self._clock = clock
+        self._clock = clock or time.monotonic
         self._lock = threading.RLock()
         self._probed: MeterError | bool | None = False  # False: not yet probed
         self._trace: deque[PowerSample] = deque(maxlen=_MAX_TRACE_SAMPLES)

@@ -61,7 +61,7 @@ class CpuTimeEstimator(PowerMeter):
         sample_hz: float = DEFAULT_SAMPLE_HZ,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        super().__init__(sample_hz=sample_hz, **({"clock": clock} if clock else {}))
+        super().__init__(sample_hz=sample_hz, clock=clock)
         if idle_power_w < 0 or power_w_per_busy_core < 0:
             raise InvalidInput(
                 f"estimator powers must be ≥ 0 W (idle {idle_power_w}, per core "

@@ -26,6 +26,7 @@ from configspec.power.base import (
     CounterUnwrapper,
     PowerMeter,
     Reading,
+    read_energy_counters_uj,
     read_label,
     read_number,
 )
@@ -49,7 +50,7 @@ class HwmonMeter(PowerMeter):
         sample_hz: float = DEFAULT_SAMPLE_HZ,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        super().__init__(sample_hz=sample_hz, **({"clock": clock} if clock else {}))
+        super().__init__(sample_hz=sample_hz, clock=clock)
         self.root = Path(root)
         self.names = list(names) if names is not None else None
         self._energy: list[tuple[Path, CounterUnwrapper]] = []
@@ -93,8 +94,7 @@ class HwmonMeter(PowerMeter):
 
     def _read(self) -> Reading:
         if self._energy:
-            total_uj = sum(u.update(read_number(f, fix=_FIX)) for f, u in self._energy)
-            return Reading(energy_j=total_uj * 1e-6)
+            return read_energy_counters_uj(self._energy, fix=_FIX)
         return Reading(power_w=sum(read_number(f, fix=_FIX) for f in self._power) * 1e-6)
 
     def describe(self) -> str:

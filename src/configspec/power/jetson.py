@@ -92,7 +92,7 @@ class JetsonMeter(PowerMeter):
         sample_hz: float = DEFAULT_SAMPLE_HZ,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        super().__init__(sample_hz=sample_hz, **({"clock": clock} if clock else {}))
+        super().__init__(sample_hz=sample_hz, clock=clock)
         self.root = Path(root)
         self.rail_names = list(rails) if rails is not None else None
         self._rails: list[Rail] = []

@@ -44,7 +44,7 @@ class NvmlMeter(PowerMeter):
         sample_hz: float = DEFAULT_SAMPLE_HZ,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        super().__init__(sample_hz=sample_hz, **({"clock": clock} if clock else {}))
+        super().__init__(sample_hz=sample_hz, clock=clock)
         self.devices = list(devices) if devices is not None else None
         self._handles: list[Any] = []
         self._use_counter = False

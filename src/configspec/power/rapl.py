@@ -28,6 +28,7 @@ from configspec.power.base import (
     CounterUnwrapper,
     PowerMeter,
     Reading,
+    read_energy_counters_uj,
     read_label,
     read_number,
 )
@@ -53,7 +54,7 @@ class RaplMeter(PowerMeter):
         sample_hz: float = DEFAULT_SAMPLE_HZ,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        super().__init__(sample_hz=sample_hz, **({"clock": clock} if clock else {}))
+        super().__init__(sample_hz=sample_hz, clock=clock)
         self.root = Path(root)
         self.domains = list(domains) if domains is not None else None
         self._zones: list[tuple[str, Path, CounterUnwrapper]] = []
@@ -89,10 +90,8 @@ class RaplMeter(PowerMeter):
         self._zones = zones
 
     def _read(self) -> Reading:
-        total_uj = 0.0
-        for _label, zone, unwrap in self._zones:
-            total_uj += unwrap.update(read_number(zone / "energy_uj", fix=_FIX))
-        return Reading(energy_j=total_uj * 1e-6)
+        counters = ((zone / "energy_uj", unwrap) for _label, zone, unwrap in self._zones)
+        return read_energy_counters_uj(counters, fix=_FIX)
 
     def describe(self) -> str:
         """Which zones are summed."""

@@ -92,7 +92,7 @@ class ReplayMeter(PowerMeter):
         sample_hz: float = DEFAULT_SAMPLE_HZ,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        super().__init__(sample_hz=sample_hz, **({"clock": clock} if clock else {}))
+        super().__init__(sample_hz=sample_hz, clock=clock)
         self.path = Path(path)
         self.loop = loop
         self._t: list[float] = []

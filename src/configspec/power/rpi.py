@@ -78,7 +78,7 @@ class RaspberryPiMeter(PowerMeter):
         sample_hz: float = DEFAULT_SAMPLE_HZ,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        super().__init__(sample_hz=sample_hz, **({"clock": clock} if clock else {}))
+        super().__init__(sample_hz=sample_hz, clock=clock)
         self.runner = runner
         self.rails = list(rails) if rails is not None else None
         self._seen: list[str] = []
