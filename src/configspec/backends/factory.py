@@ -16,15 +16,22 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from configspec.backends.base import Drafter, ModelIdentity, Target, Tokenizing
-from configspec.backends.llamacpp import LlamaCppDrafter, LlamaCppTarget, LlamaCppTokenizer
+from configspec.backends.llamacpp import (
+    LlamaCppDrafter,
+    LlamaCppModel,
+    LlamaCppTarget,
+    LlamaCppTokenizer,
+)
 from configspec.backends.models import ModelRegistry
 from configspec.backends.ngram import NgramDrafter
 from configspec.backends.remote import RemoteTarget
 from configspec.errors import IncompatibleModels, InvalidInput
 
 _NGRAM = re.compile(r"^ngram(?::(\d+)-(\d+))?$")
+_LocalModel = TypeVar("_LocalModel", bound=LlamaCppModel)
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,20 @@ def open_tokenizer(spec: str | Tokenizing, *, cache_dir: Path | None = None) -> 
     return LlamaCppTokenizer(str(identity.path), identity=identity)
 
 
+def _open_local(
+    cls: type[_LocalModel], spec: str, *, cache_dir: Path | None, settings: LlamaSettings
+) -> _LocalModel:
+    """Load the registered name or GGUF path ``spec`` as ``cls`` with ``settings``."""
+    identity = resolve_identity(spec, cache_dir=cache_dir)
+    return cls(
+        str(identity.path),
+        identity=identity,
+        n_threads=settings.n_threads,
+        n_ctx=settings.n_ctx,
+        n_batch=settings.n_batch,
+    )
+
+
 def open_target(
     spec: str,
     *,
@@ -94,14 +115,7 @@ def open_target(
         return RemoteTarget(
             spec, open_tokenizer(tokenizer, cache_dir=cache_dir), top_k=top_k, timeout_s=timeout_s
         )
-    identity = resolve_identity(spec, cache_dir=cache_dir)
-    return LlamaCppTarget(
-        str(identity.path),
-        identity=identity,
-        n_threads=settings.n_threads,
-        n_ctx=settings.n_ctx,
-        n_batch=settings.n_batch,
-    )
+    return _open_local(LlamaCppTarget, spec, cache_dir=cache_dir, settings=settings)
 
 
 def open_drafter(
@@ -126,14 +140,7 @@ def open_drafter(
         return NgramDrafter(
             open_tokenizer(tokenizer, cache_dir=cache_dir), min_n=min_n, max_n=max_n
         )
-    identity = resolve_identity(spec, cache_dir=cache_dir)
-    return LlamaCppDrafter(
-        str(identity.path),
-        identity=identity,
-        n_threads=settings.n_threads,
-        n_ctx=settings.n_ctx,
-        n_batch=settings.n_batch,
-    )
+    return _open_local(LlamaCppDrafter, spec, cache_dir=cache_dir, settings=settings)
 
 
 def open_pair(
