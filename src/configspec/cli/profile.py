@@ -43,6 +43,12 @@ PROFILES_OPTION = typer.Option(
 CACHE_DIR_OPTION = typer.Option(
     None, "--cache-dir", help="Model cache directory (default: configspec's cache)."
 )
+# Knobs every measurement sweep (device, verify) takes, declared once so they read alike.
+CONTEXT_OPTION = typer.Option([128, 512], "--context", help="Context length; repeatable.")
+CI_OPTION = typer.Option(0.05, "--ci", help="Target 95% CI half-width, relative to mean.")
+POINT_BUDGET_OPTION = typer.Option(10.0, "--point-budget-s", help="Max seconds per point.")
+MIN_REPEATS_OPTION = typer.Option(5, "--min-repeats")
+RESTART_OPTION = typer.Option(False, "--restart", help="Ignore an existing checkpoint.")
 
 
 def parse_cpus(text: str | None) -> tuple[int, ...] | None:
@@ -101,7 +107,7 @@ def device(
     ),
     description: str = typer.Option("", "--description", help="Free-text device description."),
     k_max: int = typer.Option(16, "--k-max", help="Largest K profiled (1..64)."),
-    context: list[int] = typer.Option([128, 512], "--context", help="Context length; repeatable."),
+    context: list[int] = CONTEXT_OPTION,
     threads: int = typer.Option(None, "--threads", help="llama.cpp threads (default: all CPUs)."),
     cpus: str = typer.Option(None, "--cpus", help="CPU affinity, e.g. 0-1 (emulates a device)."),
     meter: str = typer.Option("auto", "--meter", help="Power meter: auto, none, rapl, nvml, ..."),
@@ -117,12 +123,12 @@ def device(
         None, "--power-w-per-core", help="Estimator power per busy core (W)."
     ),
     idle_s: float = typer.Option(3.0, "--idle-s", help="Seconds of idle power measurement."),
-    ci: float = typer.Option(0.05, "--ci", help="Target 95% CI half-width, relative to mean."),
-    point_budget_s: float = typer.Option(10.0, "--point-budget-s", help="Max seconds per point."),
-    min_repeats: int = typer.Option(5, "--min-repeats"),
+    ci: float = CI_OPTION,
+    point_budget_s: float = POINT_BUDGET_OPTION,
+    min_repeats: int = MIN_REPEATS_OPTION,
     max_repeats: int = typer.Option(100, "--max-repeats"),
     tokenizer: str = typer.Option(None, "--tokenizer", help="Vocabulary for the ngram drafter."),
-    restart: bool = typer.Option(False, "--restart", help="Ignore an existing checkpoint."),
+    restart: bool = RESTART_OPTION,
     profiles: Path = PROFILES_OPTION,
     cache_dir: Path = CACHE_DIR_OPTION,
 ) -> None:
@@ -238,16 +244,16 @@ def verify(
         None, "--target-name", help="Profile name (default: model name / server model id)."
     ),
     k_max: int = typer.Option(16, "--k-max", help="Largest K; positions 1..K_max+1 are timed."),
-    context: list[int] = typer.Option([128, 512], "--context", help="Context length; repeatable."),
+    context: list[int] = CONTEXT_OPTION,
     batch: list[int] = typer.Option(
         [1], "--batch", help="Batch size (server targets); repeatable."
     ),
     threads: int = typer.Option(None, "--threads", help="llama.cpp threads for a local target."),
-    ci: float = typer.Option(0.05, "--ci", help="Target 95% CI half-width, relative to mean."),
-    point_budget_s: float = typer.Option(10.0, "--point-budget-s", help="Max seconds per point."),
-    min_repeats: int = typer.Option(5, "--min-repeats"),
+    ci: float = CI_OPTION,
+    point_budget_s: float = POINT_BUDGET_OPTION,
+    min_repeats: int = MIN_REPEATS_OPTION,
     max_repeats: int = typer.Option(50, "--max-repeats"),
-    restart: bool = typer.Option(False, "--restart", help="Ignore an existing checkpoint."),
+    restart: bool = RESTART_OPTION,
     profiles: Path = PROFILES_OPTION,
     cache_dir: Path = CACHE_DIR_OPTION,
 ) -> None:
