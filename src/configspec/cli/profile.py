@@ -211,7 +211,7 @@ def device(
         ]
         table.add_row(*row)
     console.print(table)
-    n_ok = sum(p.converged for p in report.points)
+    n_ok = report.converged_points
     idle = f"idle {_fmt(profile.idle_power_w, ' W')}, " if profile.idle_power_w else ""
     meter_line = f"meter {profile.meter.name} ({profile.meter.source})" if profile.meter else (
         "no power meter")  # fmt: skip
@@ -297,8 +297,8 @@ def verify(
     for positions in range(1, k_max + 2):
         table.add_row(str(positions), *[_fmt(by.get((positions, c, b))) for c, b in cols])
     console.print(table)
-    n_ok = sum(p.converged for p in report.points)
-    worst = max((p.rel_half_width for p in report.points), default=0.0)
+    n_ok = report.converged_points
+    worst = report.worst_rel_half_width
     console.print(
         f"{n_ok}/{len(report.points)} points within ±{ci:.0%} (95% CI), worst ±{worst:.1%}; "
         f"{report.resumed_points} resumed; price {profile.price.model_dump_json()}; "

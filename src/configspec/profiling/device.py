@@ -23,7 +23,7 @@ import os
 import platform
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,13 @@ from configspec.errors import InvalidInput, ProfileError
 from configspec.power.base import Measurement, PowerMeter
 from configspec.profiling import host
 from configspec.profiling.stats import estimate, repeat_until, t975
-from configspec.profiling.sweep import NO_PROGRESS, Checkpoint, ProgressEvent, ProgressFn
+from configspec.profiling.sweep import (
+    NO_PROGRESS,
+    Checkpoint,
+    ProgressEvent,
+    ProgressFn,
+    SweepReport,
+)
 from configspec.store import ProfileStore
 
 log = logging.getLogger(__name__)
@@ -141,23 +147,8 @@ class PointResult:
     converged: bool
 
 
-@dataclass
-class DeviceSweepReport:
-    """Everything the CLI shows after a sweep."""
-
-    points: list[PointResult] = field(default_factory=list)
-    resumed_points: int = 0
-    wall_time_s: float = 0.0
-
-    @property
-    def converged_fraction(self) -> float:
-        """Fraction of points whose CI reached the target."""
-        return sum(p.converged for p in self.points) / len(self.points) if self.points else 0.0
-
-    @property
-    def worst_rel_half_width(self) -> float:
-        """Largest relative CI half-width over all points."""
-        return max((p.rel_half_width for p in self.points), default=math.nan)
+class DeviceSweepReport(SweepReport[PointResult]):
+    """Everything the CLI shows after a device sweep."""
 
 
 def build_context(tokenizer: Tokenizing, n_tokens: int) -> list[int]:
@@ -275,10 +266,12 @@ class DeviceProfiler:
 
     # ------------------------------------------------------------------ helpers
     def _llama_settings(self) -> Any:
-        from configspec.backends.factory import LlamaSettings
+        from configspec.backends.factory import LlamaSettings, profiling_n_ctx
 
         need = max(self.settings.context_tokens) + self.settings.k_max + 16
-        return LlamaSettings(n_threads=self.settings.resolved_threads(), n_ctx=need)
+        return LlamaSettings(
+            n_threads=self.settings.resolved_threads(), n_ctx=profiling_n_ctx(need)
+        )
 
     def _identities(self) -> dict[str, ModelIdentity]:
         from configspec.backends.factory import open_drafter, resolve_identity
@@ -489,7 +482,7 @@ class DeviceProfiler:
                 )
             )
         s = self.settings
-        n_ok = sum(p.converged for p in report.points)
+        n_ok = report.converged_points
         notes = (
             f"{n_ok} of {len(report.points)} latency points reached the ±{s.rel_half_width:.0%} "
             f"95% CI target; the others stopped at the {s.point_budget_s:g} s budget "

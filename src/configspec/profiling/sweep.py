@@ -1,4 +1,4 @@
-"""What every profiling sweep shares: resumable checkpoints and progress reporting.
+"""What every profiling sweep shares: resumable checkpoints, progress and the report.
 
 A sweep writes its partial results to ``ProfileStore.checkpoint_path(name)`` after every
 point (atomically), so a killed run loses at most the point in flight. A re-run with the
@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from configspec.errors import ProfileError
 from configspec.store import atomic_write_json
@@ -47,6 +48,41 @@ def _no_progress(event: ProgressEvent) -> None:
 
 
 NO_PROGRESS: ProgressFn = _no_progress
+
+
+class SweepPoint(Protocol):
+    """What a sweep report needs of each measured point."""
+
+    rel_half_width: float
+    converged: bool
+
+
+PointT = TypeVar("PointT", bound=SweepPoint)
+
+
+@dataclass
+class SweepReport(Generic[PointT]):
+    """Everything the CLI shows after a sweep: every point (resumed ones included), how
+    many came from the checkpoint, and the wall time in seconds."""
+
+    points: list[PointT] = field(default_factory=list)
+    resumed_points: int = 0
+    wall_time_s: float = 0.0
+
+    @property
+    def converged_points(self) -> int:
+        """Number of points whose CI reached the target."""
+        return sum(p.converged for p in self.points)
+
+    @property
+    def converged_fraction(self) -> float:
+        """Fraction of points whose CI reached the target."""
+        return self.converged_points / len(self.points) if self.points else 0.0
+
+    @property
+    def worst_rel_half_width(self) -> float:
+        """Largest relative CI half-width over all points (NaN when there are none)."""
+        return max((p.rel_half_width for p in self.points), default=math.nan)
 
 
 class Checkpoint:

@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,13 @@ from configspec.errors import InvalidInput
 from configspec.profiling import host
 from configspec.profiling.device import K_LIMIT, build_context
 from configspec.profiling.stats import estimate, repeat_until
-from configspec.profiling.sweep import NO_PROGRESS, Checkpoint, ProgressEvent, ProgressFn
+from configspec.profiling.sweep import (
+    NO_PROGRESS,
+    Checkpoint,
+    ProgressEvent,
+    ProgressFn,
+    SweepReport,
+)
 from configspec.store import ProfileStore
 
 log = logging.getLogger(__name__)
@@ -102,13 +108,8 @@ class VerifyPointResult:
     converged: bool
 
 
-@dataclass
-class VerifySweepReport:
-    """Everything the CLI shows after a sweep."""
-
-    points: list[VerifyPointResult] = field(default_factory=list)
-    resumed_points: int = 0
-    wall_time_s: float = 0.0
+class VerifySweepReport(SweepReport[VerifyPointResult]):
+    """Everything the CLI shows after a verification sweep."""
 
 
 def parse_price(
@@ -190,7 +191,7 @@ class VerificationProfiler:
         return Path(served).stem if served.endswith(".gguf") else served
 
     def _open(self) -> Target:
-        from configspec.backends.factory import LlamaSettings, open_target
+        from configspec.backends.factory import LlamaSettings, open_target, profiling_n_ctx
 
         s = self.settings
         threads = s.threads or len(host.allowed_cpus())
@@ -198,7 +199,9 @@ class VerificationProfiler:
             self.target_spec,
             tokenizer=self.tokenizer,
             cache_dir=self.cache_dir,
-            settings=LlamaSettings(n_threads=threads, n_ctx=max(s.context_tokens) + s.k_max + 16),
+            settings=LlamaSettings(
+                n_threads=threads, n_ctx=profiling_n_ctx(max(s.context_tokens) + s.k_max + 16)
+            ),
         )
 
     def run(
@@ -286,8 +289,8 @@ class VerificationProfiler:
         import llama_cpp
 
         s = self.settings
-        n_ok = sum(p.converged for p in report.points)
-        worst = max((p.rel_half_width for p in report.points), default=0.0)
+        n_ok = report.converged_points
+        worst = report.worst_rel_half_width
         points = sorted(
             state["points"], key=lambda p: (p["batch"], p["context_tokens"], p["positions"])
         )
