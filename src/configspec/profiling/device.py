@@ -47,6 +47,7 @@ from configspec.profiling.sweep import (
     ProgressEvent,
     ProgressFn,
     SweepReport,
+    check_repeats,
 )
 from configspec.store import ProfileStore
 
@@ -99,11 +100,7 @@ class DeviceSweepSettings:
             raise InvalidInput(
                 f"context lengths {list(self.context_tokens)} must be ≥ 1 token each"
             )
-        if self.warmup < 0 or self.min_repeats < 2 or self.max_repeats < self.min_repeats:
-            raise InvalidInput(
-                f"repeats out of range: warmup={self.warmup} (≥ 0), min_repeats="
-                f"{self.min_repeats} (≥ 2), max_repeats={self.max_repeats} (≥ min_repeats)"
-            )
+        check_repeats(self.warmup, self.min_repeats, self.max_repeats)
         if not 0 < self.rel_half_width < 1:
             raise InvalidInput(f"CI target {self.rel_half_width} is out of range (0..1)")
         if self.point_budget_s <= 0 or self.idle_s < 0 or self.prefill_repeats < 1:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
-from configspec.errors import ProfileError
+from configspec.errors import InvalidInput, ProfileError
 from configspec.store import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,15 @@ def _no_progress(event: ProgressEvent) -> None:
 
 
 NO_PROGRESS: ProgressFn = _no_progress
+
+
+def check_repeats(warmup: int, min_repeats: int, max_repeats: int) -> None:
+    """Raise :class:`InvalidInput` unless a sweep's repeat counts make sense."""
+    if warmup < 0 or min_repeats < 2 or max_repeats < min_repeats:
+        raise InvalidInput(
+            f"repeats out of range: warmup={warmup} (≥ 0), min_repeats="
+            f"{min_repeats} (≥ 2), max_repeats={max_repeats} (≥ min_repeats)"
+        )
 
 
 class SweepPoint(Protocol):

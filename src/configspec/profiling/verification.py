@@ -45,6 +45,7 @@ from configspec.profiling.sweep import (
     ProgressEvent,
     ProgressFn,
     SweepReport,
+    check_repeats,
 )
 from configspec.store import ProfileStore
 
@@ -75,11 +76,7 @@ class VerifySweepSettings:
             )
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise InvalidInput(f"batch sizes {list(self.batch_sizes)} must be ≥ 1 each")
-        if self.min_repeats < 2 or self.max_repeats < self.min_repeats or self.warmup < 0:
-            raise InvalidInput(
-                f"repeats out of range: warmup={self.warmup} (≥ 0), min_repeats="
-                f"{self.min_repeats} (≥ 2), max_repeats={self.max_repeats} (≥ min_repeats)"
-            )
+        check_repeats(self.warmup, self.min_repeats, self.max_repeats)
         if not 0 < self.rel_half_width < 1 or self.point_budget_s <= 0:
             raise InvalidInput(
                 f"CI target {self.rel_half_width} must be in (0, 1) and point budget "
