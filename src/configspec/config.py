@@ -138,6 +138,12 @@ class DrafterOnDevice(_Strict):
     ``family`` names the tokenizer family it shares with targets (drafter and target
     are only paired when families match). ``draft_power_w`` is None when the device
     has no power data; energy objectives then report "no power data".
+    ``catchup_ms`` is the extra time of a round that starts with two new tokens instead
+    of one: after all K drafts were accepted, the drafter has not yet read its own last
+    draft, so it reads it together with the target's bonus token (a two-token batch,
+    which llama.cpp may run on a slower path than one token). The model charges it with
+    the probability that every draft is accepted. None = not measured (taken as 0; a
+    model-free drafter has none).
     """
 
     drafter: str = Field(min_length=1)
@@ -148,6 +154,7 @@ class DrafterOnDevice(_Strict):
     latency: list[DraftLatencyPoint] = Field(min_length=1)
     prefill_tokens_per_s: Estimate | None = None
     draft_power_w: Estimate | None = None
+    catchup_ms: Estimate | None = None
 
 
 class DeviceProfile(_Strict):
@@ -174,6 +181,10 @@ class AcceptanceAtK(_Strict):
     ``tokens_per_round_iid`` and ``tokens_per_round_positional`` are what the fitted
     single-α and per-position models predict for this K (source ``fitted``), kept next
     to the measurement so the error of the i.i.d. assumption is visible.
+    ``drafted_per_round`` is the mean number of tokens actually drafted per round when it
+    is below ``k`` (a model-free drafter such as n-gram lookup proposes fewer, or none,
+    when the context has no match); None means every round drafts ``k``. The model
+    charges drafting, uplink and verification for these tokens, not for ``k``.
     """
 
     k: int = Field(ge=1)
@@ -181,6 +192,7 @@ class AcceptanceAtK(_Strict):
     tokens_per_round: Estimate | None = None
     tokens_per_round_iid: Estimate | None = None
     tokens_per_round_positional: Estimate | None = None
+    drafted_per_round: Estimate | None = None
 
 
 class AlignmentEntry(_Strict):
@@ -353,10 +365,15 @@ class RoundTiming(_Strict):
     ``downlink_ms`` split it using the server's wall-clock stamps, so they are estimates
     that are only meaningful when client and server clocks agree (None otherwise).
     ``energy_j`` is edge energy over the round from the device meter (None without one).
+    ``k`` is how many tokens were drafted; ``k_limit`` how many the client asked for (the
+    configured K, less near ``max_tokens`` or the context limit; a model-free drafter may
+    draft fewer than it was asked for). Rounds with ``k_limit`` below the configured K are
+    the tail of a generation, which ``validate`` leaves out of steady-state figures.
     """
 
     round: int = Field(ge=0)
     k: int = Field(ge=0)
+    k_limit: int | None = Field(default=None, ge=0)
     accepted: int = Field(ge=0)
     bonus: bool
     draft_ms: float = Field(ge=0)
@@ -379,6 +396,8 @@ class RunTotals(_Strict):
     accepted_tokens: int = Field(ge=0)
     decode_s: float = Field(ge=0)
     prefill_ms: float = Field(ge=0)
+    draft_prefill_ms: float = Field(default=0.0, ge=0)
+    """The drafter's own prefill of the prompts (edge side, before the first round)."""
     draft_ms: float = Field(ge=0)
     verify_ms: float = Field(ge=0)
     network_ms: float

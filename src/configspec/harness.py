@@ -163,7 +163,7 @@ class VerifierProcess:
 
 def merge_generations(gens: Sequence[Generation]) -> Generation:
     """One :class:`Generation` holding the rounds of several prompts in turn (rounds are
-    renumbered; decode time, prefill time and reconnects add up)."""
+    renumbered; decode time, prefill times and reconnects add up)."""
     if not gens:
         raise InvalidInput("no generations to merge")
     rounds: list[RoundTiming] = []
@@ -178,6 +178,7 @@ def merge_generations(gens: Sequence[Generation]) -> Generation:
         rounds=rounds,
         decode_s=sum(g.decode_s for g in gens),
         prefill_ms=sum(g.prefill_ms for g in gens),
+        draft_prefill_ms=sum(g.draft_prefill_ms for g in gens),
         reconnects=sum(g.reconnects for g in gens),
         stopped_by="max_tokens" if "max_tokens" in stopped else gens[-1].stopped_by,
         target_name=gens[0].target_name,

@@ -71,7 +71,7 @@ def _cand(model: object = None, proposer: object = None) -> _Candidate:
 
 def test_model_drafter_greedy_matrix() -> None:
     ref = _ref([2, 3, 4, 5])
-    b, width = acceptance_matrix(ref, _cand(model=_FakeModel([2, 3, 0, 5])), 0.0, 2)
+    b, width, _ = acceptance_matrix(ref, _cand(model=_FakeModel([2, 3, 0, 5])), 0.0, 2)
     assert np.nan_to_num(b[:, 0]).tolist() == [1, 1, 0, 1]
     assert width == 0.0
 
@@ -85,7 +85,7 @@ def test_identical_model_drafter_at_temperature_is_one() -> None:
             p[np.arange(len(tokens)), list(tokens)] = 0.9
             return np.log(p).astype(np.float32)
 
-    b, width = acceptance_matrix(ref, _cand(model=_Same([])), 1.0, 1)
+    b, width, _ = acceptance_matrix(ref, _cand(model=_Same([])), 1.0, 1)
     assert b[:, 0] == pytest.approx([1.0] * 4, abs=1e-6)
     assert width > 0  # top-3 of 6 ids: the tail is bounded, not known
 
@@ -94,14 +94,14 @@ def test_proposer_block_matrix() -> None:
     ref = _ref([2, 3, 4, 5])
     # context length = 2 (prompt) + s
     prop = _FakeProposer({2: [2, 3, 9], 3: [3], 5: [5, 1]})
-    b, _ = acceptance_matrix(ref, _cand(proposer=prop), 0.0, 3)
+    b, _, _ = acceptance_matrix(ref, _cand(proposer=prop), 0.0, 3)
     assert np.nan_to_num(b, nan=-1).tolist() == [
         [1, 1, 0],
         [1, 0, 0],
         [0, 0, -1],
         [1, -1, -1],
     ]
-    bt, _ = acceptance_matrix(_ref([2, 3, 4, 5], 1.0), _cand(proposer=prop), 1.0, 3)
+    bt, _, _ = acceptance_matrix(_ref([2, 3, 4, 5], 1.0), _cand(proposer=prop), 1.0, 3)
     assert bt[0, 0] == pytest.approx(0.9)
     assert bt[2, 0] == 0.0  # no proposal
 

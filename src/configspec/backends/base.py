@@ -111,6 +111,9 @@ class Drafter(Tokenizing, Protocol):
 
         Model drafters always return ``k`` tokens; a model-free drafter (n-gram lookup)
         may return fewer, even none, when the context offers no match.
+
+        A drafter may also offer ``prefill(context) -> None`` to read a prompt ahead of
+        the first draft (the edge client calls it before decoding starts when present).
         """
         ...
 

@@ -43,6 +43,19 @@ class LlamaSettings:
     n_batch: int = 512
 
 
+CTX_ALIGN = 256
+"""Profilers size llama.cpp's context window in multiples of this. A window that is not a
+multiple of 256 tokens decodes markedly slower on CPU (F32 Gemma 3 270M, 9 positions,
+1 thread: 101 ms at n_ctx=216 against 79 ms at 256..4096), which would make profiles
+disagree with the runtime that serves at 1024 or 4096."""
+
+
+def profiling_n_ctx(tokens_needed: int) -> int:
+    """The context window a profiler opens for ``tokens_needed`` tokens (a multiple of
+    :data:`CTX_ALIGN`, so the profile sees the same decode speed as the runtime)."""
+    return max(CTX_ALIGN, -(-tokens_needed // CTX_ALIGN) * CTX_ALIGN)
+
+
 def is_url(spec: str) -> bool:
     """True for an ``http://`` or ``https://`` spec."""
     return spec.startswith(("http://", "https://"))

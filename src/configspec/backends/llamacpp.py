@@ -282,6 +282,11 @@ class LlamaCppDrafter(LlamaCppModel):
         last: FloatArray = self._decode(context[keep:], copy=False)[-1]
         return last
 
+    def prefill(self, context: Sequence[int]) -> None:
+        """Evaluate ``context`` into the cache, so the next :meth:`draft` after it (or after
+        it plus a few tokens) decodes only what is new."""
+        self._prime(context)
+
     def draft(
         self,
         context: Sequence[int],

@@ -67,7 +67,12 @@ class GridInputs:
     ``draft_ms_per_token`` is the per-token drafting latency at this K and
     ``edge_ms_per_token`` at K = 1 (edge-only decoding). ``verify_ms`` is for K+1 positions
     and ``verify_one_ms`` for one position (cloud-only decoding). Missing powers are NaN.
-    Prices: ``gpu_price`` selects GPU-time billing (else per-token).
+    Prices: ``gpu_price`` selects GPU-time billing (else per-token). ``drafted`` is the
+    mean number of tokens drafted per round (K, or fewer for a model-free drafter that
+    may propose less; None = K): drafting, uplink and per-token billing are charged for
+    it, and ``verify_ms`` must already be for ``drafted`` + 1 positions.
+    ``draft_catchup_ms`` is the expected extra drafting time per round for reading two
+    new tokens after a fully accepted round (catch-up × P(all K accepted); None = 0).
     """
 
     mode: IntArray
@@ -84,6 +89,8 @@ class GridInputs:
     overhead_ms_per_round: FloatArray
     price_usd_per_mtok: FloatArray
     bill_draft_tokens: BoolArray
+    drafted: FloatArray | None = None
+    draft_catchup_ms: Bounded | None = None
 
     def __len__(self) -> int:
         return int(self.k.shape[0])
@@ -96,6 +103,7 @@ class _Static:
     edge: BoolArray
     cloud: BoolArray
     kf: FloatArray
+    """Tokens drafted per round (K, or the measured mean for a model-free drafter)."""
     up_bytes: FloatArray
     up: FloatArray
     per_token_cost: FloatArray
@@ -105,7 +113,7 @@ class _Static:
 def _static(g: GridInputs, link: Link, preset: ModelPreset, price_scale: float) -> _Static:
     edge = g.mode == 2
     cloud = g.mode == 1
-    kf = g.k.astype(np.float64)
+    kf = g.k.astype(np.float64) if g.drafted is None else g.drafted.astype(np.float64)
     up_bytes = uplink_payload_bytes(kf, link.bytes_per_token, link.bytes_per_message)
     if preset.include_network:
         up = np.where(edge, 0.0, transfer_ms(link.rtt_ms, up_bytes, link.uplink_mbps))
@@ -144,6 +152,8 @@ def _pass(
         verify_one = verify
     verify = np.where(edge, 0.0, np.where(cloud, verify_one, verify))
     draft = np.where(edge, edge_tok, kf * draft_tok)
+    if g.draft_catchup_ms is not None:
+        draft = draft + np.where(edge, 0.0, getattr(g.draft_catchup_ms, pick_good))
 
     if preset.include_network:
         down_bytes = downlink_payload_bytes(e, link.bytes_per_token, link.bytes_per_message)

@@ -199,11 +199,16 @@ class RoundSums:
     k: int
     rounds: float
     drafted: float
+    """Draft slots: ``k`` per round."""
     accepted: float
     tokens: float
+    proposed: float = 0.0
+    """Tokens actually proposed (a model-free proposer may offer fewer than ``k``)."""
 
 
-def simulate_rounds(accept: npt.ArrayLike, k: int, start: int = 0) -> RoundSums:
+def simulate_rounds(
+    accept: npt.ArrayLike, k: int, start: int = 0, proposed: npt.ArrayLike | None = None
+) -> RoundSums:
     """Run speculative rounds with ``k`` drafts along a trajectory; expected totals.
 
     ``accept[s, j]`` (N, ≥k) is the probability draft step j of a round starting at s is
@@ -213,8 +218,9 @@ def simulate_rounds(accept: npt.ArrayLike, k: int, start: int = 0) -> RoundSums:
     yields ``a + 1`` tokens (accepted prefix plus the target's bonus/correction token)
     and the next round starts at ``s + a + 1``. The first round starts at ``start``
     (1 when the first token comes from the target's prefill, as in any speculative
-    decoder). Exact expectation by dynamic programming; with 0/1 entries it is the
-    deterministic simulation.
+    decoder). ``proposed[s]`` (N,) is how many tokens the proposer offers from ``s``
+    (None: always at least ``k``, as a model drafter). Exact expectation by dynamic
+    programming; with 0/1 entries it is the deterministic simulation.
     """
     b = np.asarray(accept, dtype=np.float64)
     n = b.shape[0]
@@ -223,6 +229,11 @@ def simulate_rounds(accept: npt.ArrayLike, k: int, start: int = 0) -> RoundSums:
     last = n - k  # last start position with k positions left
     if last < start:
         return RoundSums(k=k, rounds=0.0, drafted=0.0, accepted=0.0, tokens=0.0)
+    offered = (
+        np.full(last + 1, float(k))
+        if proposed is None
+        else np.minimum(np.asarray(proposed, dtype=np.float64)[: last + 1], float(k))
+    )
     # Rows for every start; P(a = j) for j = 0..k.
     bk = np.clip(np.nan_to_num(b[: last + 1, :k], nan=0.0), 0.0, 1.0)
     reach = np.concatenate([np.ones((last + 1, 1)), np.cumprod(bk, axis=1)], axis=1)
@@ -233,17 +244,20 @@ def simulate_rounds(accept: npt.ArrayLike, k: int, start: int = 0) -> RoundSums:
     size = n + k + 2
     rounds = np.zeros(size)
     acc = np.zeros(size)
+    prop = np.zeros(size)
     for s in range(last, start - 1, -1):
         nxt = s + 1 + np.arange(k + 1)
         row = p_a[s]
         rounds[s] = 1.0 + row @ rounds[nxt]
         acc[s] = exp_acc[s] + row @ acc[nxt]
+        prop[s] = offered[s] + row @ prop[nxt]
     return RoundSums(
         k=k,
         rounds=float(rounds[start]),
         drafted=float(k * rounds[start]),
         accepted=float(acc[start]),
         tokens=float(acc[start] + rounds[start]),
+        proposed=float(prop[start]),
     )
 
 
@@ -253,7 +267,8 @@ class PromptStats:
 
     ``beta_sum``/``n_positions`` give the per-token rate; ``reach_num[j]``/``reach_den[j]``
     the conditional acceptance of draft step j over all start positions; ``rounds``,
-    ``drafted``, ``accepted``, ``tokens`` (index K-1) the simulated round totals.
+    ``drafted``, ``accepted``, ``tokens``, ``proposed`` (index K-1) the simulated round
+    totals.
     """
 
     n_positions: int
@@ -264,13 +279,19 @@ class PromptStats:
     drafted: FloatArray
     accepted: FloatArray
     tokens: FloatArray
+    proposed: FloatArray | None = None
 
 
-def prompt_stats(accept: npt.ArrayLike, k_max: int, first_round: int = 0) -> PromptStats:
+def prompt_stats(
+    accept: npt.ArrayLike,
+    k_max: int,
+    first_round: int = 0,
+    proposed: npt.ArrayLike | None = None,
+) -> PromptStats:
     """Statistics of one prompt from its acceptance matrix ``accept`` (N, ≥k_max).
 
     Rounds are simulated from position ``first_round``; α and the per-position rates use
-    every position.
+    every position. ``proposed`` is as in :func:`simulate_rounds`.
     """
     b = np.asarray(accept, dtype=np.float64)[:, :k_max]
     n = b.shape[0]
@@ -281,7 +302,7 @@ def prompt_stats(accept: npt.ArrayLike, k_max: int, first_round: int = 0) -> Pro
     prev = np.concatenate([np.ones((n, 1)), reach[:, :-1]], axis=1)
     num = np.where(valid, reach, 0.0).sum(axis=0)
     den = np.where(valid, prev, 0.0).sum(axis=0)
-    sums = [simulate_rounds(b, k, first_round) for k in range(1, k_max + 1)]
+    sums = [simulate_rounds(b, k, first_round, proposed) for k in range(1, k_max + 1)]
     return PromptStats(
         n_positions=n,
         beta_sum=float(first.sum()),
@@ -291,6 +312,7 @@ def prompt_stats(accept: npt.ArrayLike, k_max: int, first_round: int = 0) -> Pro
         drafted=np.array([r.drafted for r in sums]),
         accepted=np.array([r.accepted for r in sums]),
         tokens=np.array([r.tokens for r in sums]),
+        proposed=np.array([r.proposed for r in sums]),
     )
 
 
@@ -338,6 +360,8 @@ class Summary:
     tokens_per_round: list[Interval]
     iid_tokens_per_round: FloatArray
     positional_tokens_per_round: FloatArray
+    proposed_per_round: list[Interval] | None = None
+    """Tokens actually proposed per round (None when every round drafted the full K)."""
 
 
 def _ratio(num: FloatArray, den: FloatArray) -> FloatArray:
@@ -363,7 +387,8 @@ def summarize(
 
     ``alpha`` is the pooled per-token acceptance (mean β), ``per_position[j]`` the pooled
     conditional acceptance of draft step j+1, ``accepted_fraction[K-1]`` and
-    ``tokens_per_round[K-1]`` the simulated round results. The fitted predictions use the
+    ``tokens_per_round[K-1]`` the simulated round results (``proposed_per_round[K-1]``
+    too, for a proposer that may offer fewer than K). The fitted predictions use the
     point estimates.
     """
     if not stats:
@@ -388,6 +413,14 @@ def summarize(
     af_pt, af_bs = pooled(accepted, drafted)
     tr_pt, tr_bs = pooled(tokens, rounds)
     k_max = num.shape[1]
+    proposed_per_round = None
+    if any(s.proposed is not None for s in stats):
+        prop = np.stack([s.proposed if s.proposed is not None else s.drafted for s in stats])
+        pr_pt, pr_bs = pooled(prop, rounds)
+        if np.any(pr_pt < np.arange(1, k_max + 1) - 1e-9):
+            proposed_per_round = [
+                _interval(float(pr_pt[j]), pr_bs[:, j], level) for j in range(k_max)
+            ]
     return Summary(
         n_prompts=m,
         n_tokens=int(n_pos.sum()),
@@ -397,4 +430,5 @@ def summarize(
         tokens_per_round=[_interval(float(tr_pt[j]), tr_bs[:, j], level) for j in range(k_max)],
         iid_tokens_per_round=predict_tokens_per_round_iid(float(a_pt), np.arange(1, k_max + 1)),
         positional_tokens_per_round=predict_tokens_per_round_positional(pp_pt),
+        proposed_per_round=proposed_per_round,
     )

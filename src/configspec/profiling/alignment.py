@@ -40,6 +40,7 @@ from configspec.config import (
 from configspec.errors import IncompatibleModels, InvalidInput, ProfileError
 from configspec.profiling.acceptance import (
     FloatArray,
+    IntArray,
     PromptStats,
     Summary,
     TopK,
@@ -162,8 +163,10 @@ def _gather_topk(dist: TopK, idx: np.ndarray) -> TopK:
 
 def acceptance_matrix(
     ref: TargetReference, cand: _Candidate, temperature: float, k_max: int
-) -> tuple[FloatArray, float]:
-    """``B[s, j]`` for one drafter along one reference, and the mean top-k bound width.
+) -> tuple[FloatArray, float, IntArray | None]:
+    """``B[s, j]`` for one drafter along one reference, the mean top-k bound width, and
+    (for a model-free proposer) how many tokens it proposes from each position (None for
+    a model drafter, which always drafts K).
 
     At T > 0 the target is stored as top-k plus remainder, so Σ min(p, q) is known only
     within bounds; the upper bound is used (exact when drafter and target agree outside
@@ -185,7 +188,7 @@ def acceptance_matrix(
                 gap += float(np.sum(ov.high - ov.low))
                 parts.append(ov.high)
             beta = np.concatenate(parts)
-        return positional_matrix(beta, k_max), gap / max(n, 1)
+        return positional_matrix(beta, k_max), gap / max(n, 1), None
     assert cand.proposer is not None
     context = [*ref.prompt_tokens.tolist(), *ref.tokens.tolist()]
     n_prompt = len(ref.prompt_tokens)
@@ -193,8 +196,9 @@ def acceptance_matrix(
     for s in range(n):
         drafted = cand.proposer.draft(context[: n_prompt + s], k_max).tokens[:k_max]
         blocks[s, : len(drafted)] = drafted
+    proposed = (blocks >= 0).sum(axis=1)
     if temperature == 0.0:
-        return block_match_matrix(ref.argmax, blocks), gap
+        return block_match_matrix(ref.argmax, blocks), gap, proposed
     assert ref.dist is not None
     idx = np.arange(n)[:, None] + np.arange(k_max)[None, :]
     inside = idx < n
@@ -204,7 +208,7 @@ def acceptance_matrix(
     gap = float(np.mean(width)) if width.size else 0.0
     b = ov.high.reshape(n, k_max)
     b[~inside] = np.nan
-    return b, gap
+    return b, gap, proposed
 
 
 def _unit(x: float) -> float:
@@ -220,6 +224,7 @@ def entry_from_summary(drafter: str, domain: str, temperature: float, s: Summary
     """An :class:`AlignmentEntry` from pooled statistics (measured; fits marked fitted)."""
     by_k = []
     for i, (af, tr) in enumerate(zip(s.accepted_fraction, s.tokens_per_round, strict=True)):
+        pr = s.proposed_per_round[i] if s.proposed_per_round is not None else None
         by_k.append(
             AcceptanceAtK(
                 k=i + 1,
@@ -233,6 +238,9 @@ def entry_from_summary(drafter: str, domain: str, temperature: float, s: Summary
                 tokens_per_round_positional=Estimate(
                     mean=float(s.positional_tokens_per_round[i]), n=s.n_prompts, source="fitted"
                 ),
+                drafted_per_round=None
+                if pr is None
+                else Estimate(mean=pr.mean, ci_low=pr.ci_low, ci_high=pr.ci_high, n=s.n_prompts),
             )
         )
     return AlignmentEntry(
@@ -378,10 +386,10 @@ def profile_alignment(
                     continue
                 for cand in cands:
                     t1 = time.perf_counter()
-                    b, g = acceptance_matrix(ref, cand, temp, settings.k_max)
+                    b, g, proposed = acceptance_matrix(ref, cand, temp, settings.k_max)
                     cand.elapsed_s += time.perf_counter() - t1
                     widths.append(g)
-                    ps = prompt_stats(b, settings.k_max, FIRST_ROUND_AT)
+                    ps = prompt_stats(b, settings.k_max, FIRST_ROUND_AT, proposed)
                     for dom in (ref.domain, ALL_DOMAINS):
                         stats.setdefault((cand.name, dom, temp), []).append(ps)
                     progress.advance()

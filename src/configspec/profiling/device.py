@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import platform
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -376,6 +377,9 @@ class DeviceProfiler:
             if entry["prefill"] is None and identity.architecture != "ngram":
                 entry["prefill"] = self._prefill(drafter)
                 self.checkpoint.save(state, models)
+            if entry.get("catchup") is None and identity.architecture != "ngram":
+                entry["catchup"] = self._catchup(drafter)
+                self.checkpoint.save(state, models)
             for ctx_len in s.context_tokens:
                 context = build_context(drafter, ctx_len)
                 warmed = False
@@ -446,6 +450,41 @@ class DeviceProfiler:
         )
         return _est_dict(estimate(sampled.samples))
 
+    def _catchup(self, drafter: Drafter) -> dict[str, Any] | None:
+        """Extra ms of a round that starts with two new tokens instead of one (see
+        :attr:`~configspec.config.DrafterOnDevice.catchup_ms`): draft 1 token after a
+        context whose last two tokens are not cached, minus the same with only the last
+        one uncached, in interleaved pairs (difference of means, normal 95% CI)."""
+        prefill = getattr(drafter, "prefill", None)
+        if not callable(prefill):
+            return None
+        s = self.settings
+        context = build_context(drafter, min(s.context_tokens))
+
+        def once(new: int) -> float:
+            prefill(context[:-new])
+            start = time.perf_counter()
+            drafter.draft(context, 1)
+            return (time.perf_counter() - start) * 1000.0
+
+        def pair() -> float:
+            return once(2) - once(1)
+
+        for _ in range(max(1, s.warmup)):
+            pair()
+        sampled = repeat_until(
+            pair,
+            rel_half_width=s.rel_half_width,
+            min_repeats=max(5, s.min_repeats),
+            max_repeats=max(20, s.max_repeats),
+            budget_s=s.point_budget_s,
+        )
+        samples = sampled.samples
+        mean = statistics.fmean(samples)
+        half = 1.96 * statistics.stdev(samples) / math.sqrt(len(samples))
+        est = Estimate(mean=mean, ci_low=mean - half, ci_high=mean + half, n=len(samples))
+        return _est_dict(est)
+
     # ------------------------------------------------------------------ profile
     def _profile(
         self,
@@ -476,6 +515,7 @@ class DeviceProfiler:
                     ],
                     prefill_tokens_per_s=Estimate(**entry["prefill"]) if entry["prefill"] else None,
                     draft_power_w=_power_estimate(entry["power"], source) if self.meter else None,
+                    catchup_ms=Estimate(**entry["catchup"]) if entry.get("catchup") else None,
                 )
             )
         s = self.settings
@@ -484,7 +524,8 @@ class DeviceProfiler:
             f"{n_ok} of {len(report.points)} latency points reached the ±{s.rel_half_width:.0%} "
             f"95% CI target; the others stopped at the {s.point_budget_s:g} s budget "
             f"(worst ±{report.worst_rel_half_width:.1%}). Per-token latency = time to draft K "
-            "tokens after a cached context / K. Memory = peak RSS increase while loaded."
+            "tokens after a cached context / K; catch-up = extra time of a round that starts "
+            "with two new tokens. Memory = peak RSS increase while loaded."
         )
         if self.meter is not None and self.meter.source == "estimated":
             notes += " Power figures are estimated from CPU time, not measured."

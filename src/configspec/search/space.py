@@ -134,11 +134,13 @@ def verify_latency_table(
 
 def acceptance_table(
     entry: AlignmentEntry, k_cap: int, preset: ModelPreset
-) -> tuple[FloatArray, FloatArray, FloatArray, IntArray]:
-    """E(K) for K = 0..k_cap as (mean, low, high, source code); NaN where no data covers K.
+) -> tuple[FloatArray, FloatArray, FloatArray, IntArray, FloatArray]:
+    """E(K) for K = 0..k_cap as (mean, low, high, source code, drafted tokens per round);
+    NaN where no data covers K.
 
     ``best``: single α fills every K, per-position data overrides up to its length, measured
     by_k figures override their K. ``by_k_formula`` (paper): K·α(K)+1 from by_k only.
+    Drafted tokens per round are K unless the profile measured fewer (a model-free drafter).
     """
     ks = np.arange(k_cap + 1, dtype=np.float64)
     mean, low, high = (np.full(k_cap + 1, np.nan) for _ in range(3))
@@ -165,7 +167,11 @@ def acceptance_table(
             arr[kk] = tokens_per_round_from_measured(kk, frac[:, j], measured[:, j])
         src[kk] = 3
     mean[0] = low[0] = high[0] = 1.0
-    return mean, low, high, src
+    drafted = ks.copy()
+    for p in points:
+        if p.drafted_per_round is not None and preset.acceptance == "best":
+            drafted[p.k] = min(float(p.k), max(0.0, p.drafted_per_round.mean))
+    return mean, low, high, src, drafted
 
 
 def _base_id(drafter: DrafterOnDevice) -> str:
@@ -249,10 +255,13 @@ def build_space(
     d_lat = np.empty((3, n_d, k_cap))
     d_power = np.empty((3, n_d))
     d_idle = np.empty((3, n_d))
+    d_catchup = np.zeros((3, n_d))
     for i, (dev, d) in enumerate(d_rows):
         d_lat[:, i] = drafter_latency_table(d, k_cap, s.context_tokens)
         d_power[:, i] = _triple(d.draft_power_w)
         d_idle[:, i] = _triple(dev.idle_power_w)
+        if d.catchup_ms is not None:
+            d_catchup[:, i] = np.clip(_triple(d.catchup_ms), 0.0, None)
 
     # Target rows: verification profiles (the alignment profile is optional for cloud-only).
     align_by_target = {a.target: a for a in alignments}
@@ -277,7 +286,7 @@ def build_space(
     pair_d: list[int] = []
     pair_t: list[int] = []
     pair_a: list[int] = []
-    acc_tables: list[tuple[FloatArray, FloatArray, FloatArray, IntArray]] = []
+    acc_tables: list[tuple[FloatArray, FloatArray, FloatArray, IntArray, FloatArray]] = []
     drafters_on_devices = {d.drafter for _, d in d_rows} | {_base_id(d) for _, d in d_rows}
     for j, v in enumerate(t_rows):
         align = align_by_target.get(v.target)
@@ -321,6 +330,7 @@ def build_space(
         d_lat,
         d_power,
         d_idle,
+        d_catchup,
         t_lat,
         acc_tables,
         np.asarray(pair_d, dtype=np.int64),
@@ -349,8 +359,9 @@ def _assemble(
     d_lat: FloatArray,
     d_power: FloatArray,
     d_idle: FloatArray,
+    d_catchup: FloatArray,
     t_lat: FloatArray,
-    acc_tables: list[tuple[FloatArray, FloatArray, FloatArray, IntArray]],
+    acc_tables: list[tuple[FloatArray, FloatArray, FloatArray, IntArray, FloatArray]],
     pair_d: IntArray,
     pair_t: IntArray,
     pair_a: IntArray,
@@ -363,9 +374,11 @@ def _assemble(
     n_a = len(acc_tables)
     acc = np.full((3, max(n_a, 1), k_cap + 1), np.nan)
     acc_src = np.zeros((max(n_a, 1), k_cap + 1), dtype=np.int64)
-    for idx, (m, lo, hi, src) in enumerate(acc_tables):
+    acc_drafted = np.tile(np.arange(k_cap + 1, dtype=np.float64), (max(n_a, 1), 1))
+    for idx, (m, lo, hi, src, drafted) in enumerate(acc_tables):
         acc[:, idx] = (m, lo, hi)
         acc_src[idx] = src
+        acc_drafted[idx] = drafted
     ks = np.arange(1, k_cap + 1)
     e_pk = acc[0][pair_a][:, 1:]
     v_pk = t_lat[0][pair_t][:, 2:]
@@ -423,8 +436,23 @@ def _assemble(
         [d_lat[x][cd, 0] for x in range(3)],
         [d_lat[x][ed, 0] for x in range(3)],
     )
+    # Verification covers the drafted tokens plus one position; a drafter that proposes
+    # fewer than K on average (n-gram lookup) is charged between the neighbouring profiled
+    # position counts (verification latency is piecewise linear in positions).
+    drafted = acc_drafted[ai, k]
+    lo_pos = np.floor(drafted).astype(np.int64)
+    frac = drafted - lo_pos
+    hi_pos = np.minimum(lo_pos + 1, k)
+
+    def verify_at(x: int) -> FloatArray:
+        lat = t_lat[x][ti]
+        rows = np.arange(ti.size)
+        return np.asarray(
+            (1.0 - frac) * lat[rows, lo_pos + 1] + frac * lat[rows, hi_pos + 1], dtype=np.float64
+        )
+
     verify = bounded(
-        [t_lat[x][ti, k + 1] for x in range(3)],
+        [verify_at(x) for x in range(3)],
         [t_lat[x][ct, 1] for x in range(3)],
         [zero_e] * 3,
     )
@@ -434,6 +462,11 @@ def _assemble(
     power = bounded(
         [d_power[x][di] for x in range(3)], [nan_c] * 3, [d_power[x][ed] for x in range(3)]
     )
+    # A round after one whose K drafts were all accepted starts with two new tokens; the
+    # probability of that is E(K) - E(K-1) (= a_1 ... a_K, the reach of the last draft).
+    p_all = np.clip(acc[0][ai, k] - acc[0][ai, k - 1], 0.0, 1.0)
+    p_all = np.where(np.isfinite(p_all), p_all, 0.0)
+    catchup = bounded([p_all * d_catchup[x][di] for x in range(3)], [zero_c] * 3, [zero_e] * 3)
     idle = bounded(
         [d_idle[x][di] for x in range(3)],
         [d_idle[x][cd] for x in range(3)],
@@ -466,6 +499,8 @@ def _assemble(
         overhead_ms_per_round=by_target(overhead, 0.0).astype(np.float64),
         price_usd_per_mtok=by_target(per_mtok, 0.0).astype(np.float64),
         bill_draft_tokens=by_target(bill, False).astype(bool),
+        drafted=np.concatenate([drafted, np.zeros(n_c + n_e)]),
+        draft_catchup_ms=catchup,
     )
 
     device_names, dev_idx = _cat([dev.device.name for dev, _ in d_rows])

@@ -77,6 +77,8 @@ class Generation:
     target_family: str
     energy_j: float | None = None
     sessions: list[str] = field(default_factory=list)
+    draft_prefill_ms: float = 0.0
+    """The drafter's prefill of the prompt, done before the first round (not in decode)."""
 
 
 _DRAFT_STREAM = 0xD5AF7
@@ -317,6 +319,9 @@ class EdgeClient:
         reconnects = 0
         text = ""
         stopped_by = "max_tokens"
+        # The drafter reads the prompt once, before decoding starts (as the server's
+        # prefill did on open): otherwise the first round would carry a whole prefill.
+        draft_prefill_ms = self._prefill_drafter(prompt)
         energy0 = self.energy_j() if self.energy_j else None
         t_decode = time.perf_counter()
         round_no = 0
@@ -359,6 +364,7 @@ class EdgeClient:
                 RoundTiming(
                     round=round_no,
                     k=len(req.draft_tokens),
+                    k_limit=k,
                     accepted=v.accepted,
                     bonus=v.bonus,
                     draft_ms=draft_ms,
@@ -400,7 +406,17 @@ class EdgeClient:
             target_family=opened.target.family,
             energy_j=(self.energy_j() - energy0) if self.energy_j and energy0 is not None else None,
             sessions=sessions,
+            draft_prefill_ms=draft_prefill_ms,
         )
+
+    def _prefill_drafter(self, prompt: list[int]) -> float:
+        """Let the drafter read ``prompt`` (if it can); the time it took in ms."""
+        prefill = getattr(self.drafter, "prefill", None)
+        if not callable(prefill):
+            return 0.0
+        t0 = time.perf_counter()
+        prefill(prompt)
+        return (time.perf_counter() - t0) * 1e3
 
     def _draft(self, context: list[int], k: int, round_no: int) -> DraftResult:
         if k == 0:

@@ -14,7 +14,7 @@ from configspec.serving.client import Generation
 _BOOTSTRAP_SAMPLES = 2000
 
 
-def _ratio_estimate(num: np.ndarray, den: np.ndarray, scale: float, seed: int = 0) -> Estimate:
+def ratio_estimate(num: np.ndarray, den: np.ndarray, scale: float, seed: int = 0) -> Estimate:
     """sum(num)/sum(den)·scale with a 95% bootstrap CI over rounds (measured)."""
     mean = float(num.sum() / den.sum() * scale) if den.sum() > 0 else 0.0
     n = len(num)
@@ -67,6 +67,7 @@ def build_run_record(
         accepted_tokens=int(accepted.sum()),
         decode_s=gen.decode_s,
         prefill_ms=gen.prefill_ms,
+        draft_prefill_ms=gen.draft_prefill_ms,
         draft_ms=float(sum(r.draft_ms for r in rounds)),
         verify_ms=float(sum(r.verify_ms for r in rounds)),
         network_ms=float(sum(r.network_ms for r in rounds)),
@@ -77,7 +78,7 @@ def build_run_record(
     goodput = Estimate(mean=0.0, n=0, source="measured")
     if rounds and gen.decode_s > 0:
         # mean from the true decode wall time; the CI's relative width from the rounds
-        per_round = _ratio_estimate(tokens, round_ms, 1e3)
+        per_round = ratio_estimate(tokens, round_ms, 1e3)
         mean = len(gen.tokens) / gen.decode_s
         f = mean / per_round.mean if per_round.mean > 0 else 1.0
         goodput = Estimate(
@@ -86,12 +87,12 @@ def build_run_record(
             ci_high=max(per_round.high * f, mean),
             n=len(rounds),
         )
-    acceptance = _ratio_estimate(accepted, drafted, 1.0) if drafted.sum() > 0 else None
+    acceptance = ratio_estimate(accepted, drafted, 1.0) if drafted.sum() > 0 else None
     per_joule = None
     if have_energy:
         e = np.array(energies, dtype=np.float64)
         if e.sum() > 0:
-            per_joule = _ratio_estimate(tokens, e, 1.0).model_copy(update={"source": energy_source})
+            per_joule = ratio_estimate(tokens, e, 1.0).model_copy(update={"source": energy_source})
     elif not energy_note:
         energy_note = "no device power meter was used; energy not recorded"
     return RunRecord(
