@@ -225,3 +225,23 @@ def test_per_position_conditional_acceptance() -> None:
     assert s.per_position[0].mean == pytest.approx(2 / 3, abs=0.01)
     assert s.per_position[1].mean == pytest.approx(1 / 2, abs=0.02)
     assert s.per_position[2].mean == pytest.approx(0.0, abs=0.01)
+
+
+def test_proposer_that_drafts_fewer_than_k_counts_what_it_proposed() -> None:
+    # y = 1 2 3 4 5 6; from each start the proposer offers 0, 1 or 3 tokens
+    y = np.array([1, 2, 3, 4, 5, 6])
+    blocks = np.array([[-1, -1, -1], [2, -1, -1], [3, 4, 5], [-1, -1, -1], [5, 6, -1], [6, -1, -1]])
+    proposed = (blocks >= 0).sum(axis=1)
+    b = block_match_matrix(y, blocks)
+    r = simulate_rounds(b, 3, proposed=proposed)
+    # s=0 offers nothing (1 token) -> s=1 accepts its one draft (2 tokens) -> s=3 offers
+    # nothing -> s=4: fewer than K positions left, stop.
+    assert (r.rounds, r.accepted, r.tokens) == (3, 1, 4)
+    assert r.proposed == 0 + 1 + 0
+    assert r.drafted == 9  # draft slots stay K per round
+    stats = prompt_stats(b, 3, proposed=proposed)
+    model = prompt_stats(positional_matrix(np.ones(6), 3), 3)
+    s = summarize([stats], n_boot=10)
+    assert s.proposed_per_round is not None
+    assert s.proposed_per_round[2].mean == pytest.approx(1 / 3)
+    assert summarize([model], n_boot=10).proposed_per_round is None  # always drafts K

@@ -17,7 +17,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from configspec import records as R
-from configspec.config import NetworkSettings, PerTokenPrice
+from configspec.config import Estimate, NetworkSettings, PerTokenPrice
 from configspec.errors import InvalidInput, NoFeasibleConfig, ProfileMissing
 from configspec.model import CONFIGSPEC, PAPER
 from configspec.search import (
@@ -287,3 +287,45 @@ def test_rtt_crossover_is_where_the_optimum_changes() -> None:
         assert below == x.before or above == x.after
     ks = [int(x.after.rsplit("K=", 1)[1]) for x in found]
     assert ks == sorted(ks)
+
+
+def test_drafter_that_proposes_fewer_than_k_is_charged_for_what_it_drafts() -> None:
+    """An n-gram drafter at K=4 that drafts 1.5 tokens per round on average: drafting,
+    verification (interpolated between 2 and 3 positions) and E(K) follow the profile."""
+    from configspec.config import AcceptanceAtK, AlignmentEntry
+
+    entry = AlignmentEntry(
+        drafter="ng",
+        by_k=[
+            AcceptanceAtK(
+                k=4,
+                accepted_fraction=Estimate(mean=0.2),
+                tokens_per_round=Estimate(mean=1.8),
+                drafted_per_round=Estimate(mean=1.5),
+            )
+        ],
+    )
+    devs = [device(drafters=[drafter("ng", per_token_ms=2.0)])]
+    verifs = [verification(base_ms=10.0, per_position_ms=4.0)]  # 10 + 4 p ms
+    space = build_space(devs, [alignment([entry])], verifs, CONFIGSPEC, SearchSettings(k_max=4))
+    row = _spec(pick(space, NO_NETWORK).table).set_index(R.K).loc[4]
+    assert row[R.DRAFT_MS] == pytest.approx(1.5 * 2.0)
+    assert row[R.VERIFY_MS] == pytest.approx(10.0 + 4.0 * 2.5)  # 1.5 drafts + 1 position
+    assert row[R.TOKENS_PER_ROUND] == pytest.approx(1.8)
+    assert row[R.GOODPUT_TOK_S] == pytest.approx(1.8e3 / (3.0 + 20.0))
+
+
+def test_catchup_is_charged_with_the_probability_that_every_draft_is_accepted() -> None:
+    """E(K) - E(K-1) = a_1..a_K is the chance the next round starts with two new tokens."""
+    base = drafter("d", per_token_ms=10.0)
+    slow = base.model_copy(update={"catchup_ms": Estimate(mean=8.0)})
+    aligns = [alignment([alpha_entry("d", 0.5)])]
+    rows = []
+    for d in (base, slow):
+        space = build_space(
+            [device(drafters=[d])], aligns, [verification()], CONFIGSPEC, SearchSettings(k_max=2)
+        )
+        rows.append(_spec(pick(space, NO_NETWORK).table).set_index(R.K))
+    for k, p_all in ((1, 0.5), (2, 0.25)):
+        extra = rows[1].loc[k, R.DRAFT_MS] - rows[0].loc[k, R.DRAFT_MS]
+        assert extra == pytest.approx(8.0 * p_all)

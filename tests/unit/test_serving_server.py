@@ -313,3 +313,33 @@ def test_offloaded_compute_gives_the_same_tokens(target: FakeTarget) -> None:
     with ServerThread(service) as srv, EdgeClient(srv.url, _similar_drafter(), k=4) as client:
         gen = client.generate(PROMPT, 30)
     assert gen.tokens == target.greedy(PROMPT, 30)
+
+
+def test_drafter_prefill_happens_before_decoding_and_tail_rounds_are_marked(
+    server: ServerThread,
+) -> None:
+    """A drafter that can prefill reads the prompt before the first round (so no round
+    carries a prompt prefill), and every round records the K it asked for."""
+
+    class PrefillingDrafter(FakeDrafter):
+        prefilled: list[list[int]] = []  # noqa: RUF012
+
+        def prefill(self, context: list[int]) -> None:
+            self.prefilled.append(list(context))
+            time.sleep(0.05)
+
+    base = _similar_drafter()
+    drafter = PrefillingDrafter(base.table)
+    with EdgeClient(server.url, drafter, k=4) as client:
+        gen = client.generate(PROMPT, 10)
+    assert drafter.prefilled == [PROMPT]
+    assert gen.draft_prefill_ms >= 50.0
+    assert all(r.draft_ms < 50.0 for r in gen.rounds)
+    assert gen.decode_s * 1e3 < sum(r.round_ms for r in gen.rounds) + 50.0
+    limits = [r.k_limit for r in gen.rounds]
+    assert limits[0] == 4 and all(x is not None and x <= 4 for x in limits)
+    # the last round may not pass max_tokens: its K is cut to what is left
+    produced = 0
+    for r in gen.rounds:
+        assert r.k_limit == min(4, 10 - produced - 1)
+        produced += r.accepted + 1

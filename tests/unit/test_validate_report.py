@@ -158,3 +158,28 @@ def test_proxied_runs_use_the_injected_rtt_only(profiles: Path) -> None:
     assert real_link is not None and proxied_link is not None
     # the real link adds the stored RTT and serialisation at the stored bandwidth
     assert real_link - proxied_link > network_rtt_ms
+
+
+def test_tail_rounds_cut_by_max_tokens_are_left_out_of_steady_state(profiles: Path) -> None:
+    from configspec.validate import steady_rounds
+
+    run = _record(4, 50.0, 500.0, 3, n=10)
+    rounds = [r.model_copy(update={"k_limit": 4}) for r in run.rounds]
+    # the last two rounds of the generation drafted fewer than K (max_tokens was near)
+    # and were fast: they must not move the steady-state figures
+    rounds[-2:] = [
+        r.model_copy(update={"k": 1, "k_limit": 1, "accepted": 1, "round_ms": 100.0})
+        for r in rounds[-2:]
+    ]
+    run = run.model_copy(update={"rounds": rounds})
+    steady, tail = steady_rounds(run)
+    assert (len(steady), tail) == (8, 2)
+    store = ProfileStore(profiles)
+    store.save_run(run)
+    row = validate(store).rows[0]
+    assert (row.rounds, row.tail_rounds) == (8, 2)
+    assert row.objectives["goodput"].measured == pytest.approx(4 * 1e3 / 500.0)
+    assert row.objectives["goodput_end_to_end"].measured == run.goodput_tokens_per_s.mean
+    # records without k_limit (older runs) keep every round
+    legacy = _record(4, 50.0, 500.0, 3, n=10)
+    assert steady_rounds(legacy) == (legacy.rounds, 0)
