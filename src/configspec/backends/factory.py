@@ -44,10 +44,11 @@ class LlamaSettings:
 
 
 CTX_ALIGN = 256
-"""Profilers size llama.cpp's context window in multiples of this. A window that is not a
-multiple of 256 tokens decodes markedly slower on CPU (F32 Gemma 3 270M, 9 positions,
-1 thread: 101 ms at n_ctx=216 against 79 ms at 256..4096), which would make profiles
-disagree with the runtime that serves at 1024 or 4096."""
+"""Profilers size llama.cpp's context window in multiples of this. Some window sizes decode
+markedly slower on CPU (F32 Gemma 3 270M, 9 positions, 1 thread: 101-111 ms at n_ctx 216
+and 264 against 79-85 ms at 128, 250, 256, 300, 512, 1000, 1024, 2048 and 4096); every
+multiple of 256 (llama.cpp's KV-cache padding) was fast, like the 1024/4096 the runtime
+serves at, so a profile taken in a multiple-of-256 window matches the runtime."""
 
 
 def profiling_n_ctx(tokens_needed: int) -> int:
