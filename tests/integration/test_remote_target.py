@@ -157,3 +157,37 @@ def test_server_tokenizer_cross_check(
     # a tokenizer with another vocabulary is refused, naming both
     with pytest.raises(IncompatibleModels, match="tokenizes differently"):
         RemoteTarget(server_url, other_vocab_tokenizer(tokenizer))
+
+
+def test_verification_profile_of_a_real_remote_server(
+    model_family: PreparedFamily, server_url: str, tmp_path: Path
+) -> None:
+    """`profile verify` against a real OpenAI-compatible server: latency per position count
+    over HTTP, stored with the endpoint and the price (short context: the server computes
+    log-probs in Python over the whole vocabulary per echoed position)."""
+    from configspec.profiling.verification import (
+        VerificationProfiler,
+        VerifySweepSettings,
+        parse_price,
+    )
+    from configspec.store import ProfileStore
+
+    settings = VerifySweepSettings(
+        k_max=1, context_tokens=(4,), warmup=1, min_repeats=2, max_repeats=2, point_budget_s=30
+    )
+    store = ProfileStore(tmp_path)
+    profile, path, report = VerificationProfiler(
+        server_url,
+        store,
+        price=parse_price(2.0, None),
+        settings=settings,
+        tokenizer=str(model_family.target_path),
+        target_name="gemma-3-270m-f32-remote",
+    ).run()
+    assert path == store.verification_path("gemma-3-270m-f32-remote")
+    assert profile.endpoint == server_url
+    assert [p.positions for p in profile.latency] == [1, 2]
+    assert all(p.latency_ms.mean > 0 and p.latency_ms.n == 2 for p in profile.latency)
+    assert profile.price.kind == "gpu_time"
+    assert profile.provenance.settings["threads"] is None  # not ours to set remotely
+    assert len(report.points) == 2
