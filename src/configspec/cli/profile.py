@@ -197,6 +197,7 @@ def device(
         table.add_column(f"ms/token K=1 ctx={ctx}", justify="right")
         table.add_column(f"K={settings.k_max}", justify="right")
     table.add_column("prefill tok/s", justify="right")
+    table.add_column("catch-up ms", justify="right")
     table.add_column("peak MB", justify="right")
     table.add_column("power W", justify="right")
     for d in profile.drafters:
@@ -206,6 +207,9 @@ def device(
             row += [_fmt(by.get((1, ctx))), _fmt(by.get((settings.k_max, ctx)))]
         row += [
             _fmt(d.prefill_tokens_per_s),
+            "—"
+            if d.catchup_ms is None  # a difference near 0: absolute half-width
+            else f"{d.catchup_ms.mean:.3g} ±{d.catchup_ms.high - d.catchup_ms.mean:.2g}",
             f"{d.memory_bytes / 1e6:.0f}",
             _fmt(d.draft_power_w),
         ]
@@ -219,7 +223,8 @@ def device(
         f"{n_ok}/{len(report.points)} points within ±{ci:.0%} (95% CI), worst "
         f"±{report.worst_rel_half_width:.1%}; {report.resumed_points} resumed from checkpoint; "
         f"{idle}{meter_line}; {report.wall_time_s:.0f} s wall. Latencies measured on "
-        f"{settings.resolved_threads()} thread(s). Saved {path}",
+        f"{settings.resolved_threads()} thread(s); catch-up = extra time of a round that "
+        f"starts with two new tokens (after all K drafts were accepted). Saved {path}",
         highlight=False,
     )
 
