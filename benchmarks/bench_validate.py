@@ -89,6 +89,7 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--prompts-per-domain", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--link", choices=["auto", "netem", "proxy"], default="auto")
     ap.add_argument(
         "--reprofile",
         action=argparse.BooleanOptionalAction,
@@ -114,6 +115,7 @@ def main() -> int:
         threads=args.threads,
         device=devices[0].device.name,
         max_k=max(16, max(args.ks)),
+        link=args.link,
     )
     started = time.perf_counter()
     records = []

@@ -1,7 +1,8 @@
 """Run configurations through the real runtime, for ``validate``, ``quickstart`` and benchmarks.
 
 :class:`Runtime` starts the verifier as a subprocess (``configspec serve verifier``, the
-very command a user deploys), puts the TCP delay proxy in front of it, and drives the real
+very command a user deploys), injects the RTT with kernel netem where the machine offers
+it and the TCP delay proxy otherwise (:mod:`configspec.serving.netem`), and drives the real
 :class:`~configspec.serving.client.EdgeClient` with real drafters. Each configuration is run
 over the same prompt set (one session per prompt) and stored as one
 :class:`~configspec.config.RunRecord` whose rounds are those of every prompt in turn.
@@ -36,7 +37,7 @@ from configspec.errors import BackendUnavailable, InvalidInput
 from configspec.profiling.prompts import Prompt
 from configspec.profiling.sweep import NO_PROGRESS, ProgressEvent, ProgressFn
 from configspec.serving.client import EdgeClient, Generation
-from configspec.serving.proxy import DelayProxy
+from configspec.serving.netem import LINK_KINDS, open_link
 from configspec.serving.record import build_run_record
 from configspec.serving.server import free_port
 
@@ -77,12 +78,17 @@ class RuntimeSettings:
     cache_dir: Path | None = None
     start_timeout_s: float = 180.0
     warmup_rounds: int = 2
+    link: str = "auto"
+    """How the RTT is injected: ``auto`` (kernel netem where available, else the delay
+    proxy), ``netem`` or ``proxy`` (see :mod:`configspec.serving.netem`)."""
 
     def __post_init__(self) -> None:
         if not self.prompts:
             raise InvalidInput("no prompts to run; give at least one")
         if self.max_tokens < 2:
             raise InvalidInput(f"max_tokens={self.max_tokens} is out of range (>= 2)")
+        if self.link not in LINK_KINDS:
+            raise InvalidInput(f"link {self.link!r} is not one of {', '.join(LINK_KINDS)}")
 
 
 class VerifierProcess:
@@ -242,14 +248,14 @@ class Runtime:
 
     def _generate(
         self, plan: RunPlan, drafter: Drafter, progress: ProgressFn, label: str
-    ) -> tuple[Generation, list[int]]:
+    ) -> tuple[Generation, list[int], str]:
         s = self.settings
         upstream = ("127.0.0.1", self._server.port if self._server else 0)
         gens: list[Generation] = []
         prompt_lengths: list[int] = []
         with (
-            DelayProxy(upstream, delay_ms=plan.added_rtt_ms / 2.0) as proxy,
-            EdgeClient(proxy.url, drafter, k=plan.k, timeout_s=120.0) as client,
+            open_link(s.link, upstream, delay_ms=plan.added_rtt_ms / 2.0) as link,
+            EdgeClient(link.url, drafter, k=plan.k, timeout_s=120.0) as client,
         ):
             if s.warmup_rounds:
                 # warm the connection, the server's slot and the drafter (not recorded)
@@ -260,7 +266,8 @@ class Runtime:
                 prompt_lengths.append(len(tokens))
                 gens.append(client.generate(tokens, s.max_tokens))
                 progress(ProgressEvent(label, i + 1, len(s.prompts), prompt.id))
-        return merge_generations(gens), prompt_lengths
+            described = link.describe()
+        return merge_generations(gens), prompt_lengths, described
 
     def run(self, plan: RunPlan, progress: ProgressFn = NO_PROGRESS) -> RunRecord:
         """Execute ``plan`` over every prompt; return its run record (not yet stored)."""
@@ -268,7 +275,7 @@ class Runtime:
         drafter = self.drafter(plan.drafter)
         label = f"run {drafter.identity.name} K={plan.k} +{plan.added_rtt_ms:g} ms RTT"
         progress(ProgressEvent(label, 0, len(s.prompts), "starting"))
-        gen, lengths = self._generate(plan, drafter, progress, label)
+        gen, lengths, link = self._generate(plan, drafter, progress, label)
         ident = drafter.identity
         config = RunConfig(
             drafter=ident.name,
@@ -291,7 +298,7 @@ class Runtime:
                 "prompts": [p.id for p in s.prompts],
                 "max_tokens_per_prompt": s.max_tokens,
                 "threads": s.threads,
-                "link": "configspec delay proxy, no bandwidth cap",
+                "link": link,
             },
             energy_note="energy not recorded: no device power meter is wired into the edge client",
         )
@@ -311,8 +318,8 @@ class Runtime:
         upstream = ("127.0.0.1", self._server.port if self._server else 0)
         prompt = d.tokenize(self.settings.prompts[0].text)
         with (
-            DelayProxy(upstream, delay_ms=added_rtt_ms / 2.0) as proxy,
-            EdgeClient(proxy.url, d, k=0) as client,
+            open_link(self.settings.link, upstream, delay_ms=added_rtt_ms / 2.0) as link,
+            EdgeClient(link.url, d, k=0) as client,
         ):
             client.generate(prompt, max_tokens=3)  # warm-up
             gen = client.generate(prompt, max_tokens=rounds)

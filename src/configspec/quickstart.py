@@ -69,6 +69,8 @@ class QuickstartSettings:
     cache_dir: Path | None = None
     device: str | None = None
     point_budget_s: float = 1.0
+    link: str = "auto"
+    """How the validation runs inject the RTT: auto (netem where available), netem, proxy."""
 
     def __post_init__(self) -> None:
         if not (0 <= self.rtt_ms <= 10_000):
@@ -247,6 +249,7 @@ def run_quickstart(
         device=device,
         cache_dir=s.cache_dir,
         max_k=max(16, s.k_max),
+        link=s.link,
     )
     with Runtime(runtime_settings) as runtime:
         t = step("measure runtime overhead")

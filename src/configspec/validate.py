@@ -9,7 +9,7 @@ run did:
   (prompt + half the generated tokens: the context grows by one token per token produced);
 * verification: the verification profile's latency for K+1 positions at that context;
 * the link: for runs of the local harness (:mod:`configspec.harness`) the RTT the delay
-  proxy injected (``RunConfig.added_rtt_ms``) with no bandwidth cap (the proxy's default);
+  proxy or netem injected (``RunConfig.added_rtt_ms``) with no bandwidth cap (the default);
   for other runs the stored network settings plus any injected RTT; in both cases plus the
   runtime's measured per-round overhead
   (:attr:`~configspec.config.NetworkSettings.round_overhead_ms`, see
@@ -315,7 +315,9 @@ def _row(
     # Runs of the local harness go through the delay proxy (loopback, no bandwidth cap):
     # the link is exactly the injected RTT. Other runs (a real deployment) crossed the
     # link the network settings describe, plus whatever delay was injected on top.
-    proxied = run.provenance.settings.get("link", "").startswith("configspec delay proxy")
+    proxied = run.provenance.settings.get("link", "").startswith(
+        ("configspec delay proxy", "netem on lo")
+    )
     link = Link(
         rtt_ms=c.added_rtt_ms + (0.0 if proxied else network.rtt_ms),
         uplink_mbps=UNCAPPED_MBPS if proxied else network.uplink_mbps,

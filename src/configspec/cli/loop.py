@@ -121,6 +121,12 @@ def validate_command(
     preset: str = typer.Option("configspec", "--model", help="Model preset."),
     json_out: Path = typer.Option(None, "--json", help="Also write the result as JSON here."),
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Model cache directory."),
+    link: str = typer.Option(
+        "auto",
+        "--link",
+        help="How runs inject the RTT: auto (kernel netem where available, "
+        "else the TCP delay proxy), netem, proxy.",
+    ),
 ) -> None:
     """Predicted (model on the stored profiles) versus measured (run records), per objective."""
     from configspec.store import ProfileStore, atomic_write_json
@@ -133,7 +139,7 @@ def validate_command(
     if run:
         records, overheads = _run_configs(
             store, filters, target, rtt_ms or [0.0], max_tokens, prompts_per_domain, threads,
-            device, cache_dir,
+            device, cache_dir, link,
         )  # fmt: skip
     result = validate(
         store,
@@ -158,6 +164,7 @@ def _run_configs(
     threads: int,
     device: str | None,
     cache_dir: Path | None,
+    link: str = "auto",
 ) -> tuple[list[RunRecord], dict[float, float]]:
     from configspec.config import NetworkSettings
     from configspec.harness import RunPlan, Runtime, RuntimeSettings
@@ -183,6 +190,7 @@ def _run_configs(
         threads=threads,
         device=device or (devices[0].device.name if len(devices) == 1 else None),
         cache_dir=cache_dir,
+        link=link,
     )
     records: list[RunRecord] = []
     overheads: dict[float, float] = {}
@@ -224,7 +232,7 @@ def report_command(
 
 def quickstart_command(
     out: Path = typer.Option(Path("configspec-quickstart"), "--out", help="Output directory."),
-    rtt_ms: float = typer.Option(30.0, "--rtt-ms", help="RTT injected by the delay proxy (ms)."),
+    rtt_ms: float = typer.Option(30.0, "--rtt-ms", help="RTT injected for the runs (ms)."),
     k_max: int = typer.Option(8, "--k-max", help="Largest K profiled and searched."),
     context: list[int] = typer.Option(
         [64, 192], "--context", help="Context lengths profiled (tokens); repeatable."
@@ -240,6 +248,12 @@ def quickstart_command(
         None, "--price-usd-per-hour", help="Price of the target's verification time."
     ),
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Model cache directory."),
+    link: str = typer.Option(
+        "auto",
+        "--link",
+        help="How runs inject the RTT: auto (kernel netem where available, "
+        "else the TCP delay proxy), netem, proxy.",
+    ),
 ) -> None:
     """Prepare models, profile this machine, select, run and validate, write the report."""
     from configspec.quickstart import QuickstartSettings, run_quickstart
@@ -256,6 +270,7 @@ def quickstart_command(
         threads=threads,
         price_usd_per_hour=price_usd_per_hour,
         cache_dir=cache_dir,
+        link=link,
     )
     with make_progress() as bar:
         on_event = _progress_fn(bar)
