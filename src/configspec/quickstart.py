@@ -94,6 +94,8 @@ class QuickstartResult:
     overhead_ms: float
     price_note: str
     step_s: dict[str, float] = field(default_factory=dict)
+    link: str = "configspec delay proxy"
+    """How the validation runs' RTT was injected (the run records' ``link``)."""
 
 
 class _AlignmentProgress:
@@ -304,6 +306,7 @@ def run_quickstart(
         overhead_ms=overhead.mean,
         price_note=price_note,
         step_s=times,
+        link=str(records[0].provenance.settings.get("link", "")) if records else "",
     )
 
 

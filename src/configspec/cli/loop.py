@@ -328,7 +328,7 @@ def _render_optima(result: object) -> None:
     _print_wide(table)
     console.print(
         f"cost: {result.price_note}; energy: estimated from CPU time (no power meter) unless "
-        "the device profile names a meter; RTT: injected by the delay proxy",
+        f"the device profile names a meter; RTT: injected by {result.link or 'the link'}",
         highlight=False,
     )
     _ = json  # json kept for symmetry with validate --json
