@@ -59,6 +59,7 @@ from configspec.model.evaluate import Link
 from configspec.model.presets import get_preset
 from configspec.search.evaluate import evaluate_space
 from configspec.search.space import Profiles, SearchSettings, build_space, read_profiles
+from configspec.serving.netem import EMULATED_LINKS
 from configspec.serving.record import ratio_estimate
 from configspec.store import ProfileStore
 
@@ -236,7 +237,7 @@ def steady_rounds(run: RunRecord) -> tuple[list[RoundTiming], int]:
     existed) or when no round drafted the full K (K at or above ``max_tokens``).
     """
     k = run.config.k
-    steady = [r for r in run.rounds if r.k_limit is not None and r.k_limit == k]
+    steady = [r for r in run.rounds if r.k_limit == k]
     if not steady or any(r.k_limit is None for r in run.rounds):
         steady = list(run.rounds)
     return steady, len(run.rounds) - len(steady)
@@ -312,12 +313,10 @@ def _row(
     space = build_space(
         profiles.devices, profiles.alignments, profiles.verifications, preset, settings
     )
-    # Runs of the local harness go through the delay proxy (loopback, no bandwidth cap):
-    # the link is exactly the injected RTT. Other runs (a real deployment) crossed the
+    # Runs of the local harness go through the delay proxy or netem (loopback, no bandwidth
+    # cap): the link is exactly the injected RTT. Other runs (a real deployment) crossed the
     # link the network settings describe, plus whatever delay was injected on top.
-    proxied = run.provenance.settings.get("link", "").startswith(
-        ("configspec delay proxy", "netem on lo")
-    )
+    proxied = run.provenance.settings.get("link", "").startswith(EMULATED_LINKS)
     link = Link(
         rtt_ms=c.added_rtt_ms + (0.0 if proxied else network.rtt_ms),
         uplink_mbps=UNCAPPED_MBPS if proxied else network.uplink_mbps,

@@ -18,8 +18,6 @@ link closes (also after an error), and a root qdisc that is not ours is never to
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -42,6 +40,12 @@ DEVICE = "lo"
 _HANDLE = "1:"
 _BAND = "1:4"
 
+NETEM_PREFIX = f"netem on {DEVICE}"
+PROXY_PREFIX = "configspec delay proxy"
+EMULATED_LINKS = (PROXY_PREFIX, NETEM_PREFIX)
+"""How run records' ``link`` begins when the RTT was injected on loopback (the link is then
+exactly the injected delay, see :func:`configspec.validate.validate`)."""
+
 
 def run_command(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
     """Run ``argv`` capturing text output; a missing binary is a failed process, not a raise."""
@@ -53,6 +57,10 @@ def run_command(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
 
 def _fmt_ms(ms: float) -> str:
     return f"{ms:.3f}ms"
+
+
+def _cap_text(bandwidth_mbps: float | None) -> str:
+    return f", {bandwidth_mbps:g} Mbit/s" if bandwidth_mbps else ", no bandwidth cap"
 
 
 @dataclass
@@ -88,8 +96,10 @@ class NetemLink:
 
     def describe(self) -> str:
         """One line for run records' provenance."""
-        cap = f", {self.bandwidth_mbps:g} Mbit/s" if self.bandwidth_mbps else ", no bandwidth cap"
-        return f"netem on {DEVICE} port {self.port}: {self.delay_ms:g} ms each way{cap}"
+        return (
+            f"{NETEM_PREFIX} port {self.port}: {self.delay_ms:g} ms each way"
+            f"{_cap_text(self.bandwidth_mbps)}"
+        )
 
     def commands(self) -> list[list[str]]:
         """The ``tc`` commands that set the shaping up, in order."""
@@ -111,10 +121,7 @@ class NetemLink:
     def check(self) -> None:
         """Raise :class:`BackendUnavailable` (one line, what is missing) unless netem can
         be set up here without touching a qdisc that is not ours."""
-        if shutil.which("tc") is None and self.runner is run_command:
-            raise BackendUnavailable("netem: `tc` (iproute2) is not installed")
-        if hasattr(os, "geteuid") and os.geteuid() != 0 and self.runner is run_command:
-            raise BackendUnavailable("netem: needs root (CAP_NET_ADMIN) to change qdiscs")
+        # a missing `tc` shows up here (exit 127), missing rights or modules when adding
         shown = self.runner(["tc", "qdisc", "show", "dev", DEVICE])
         if shown.returncode != 0:
             raise BackendUnavailable(f"netem: `tc qdisc show dev {DEVICE}` failed: "
@@ -137,7 +144,8 @@ class NetemLink:
                 msg = (done.stderr or done.stdout).strip().splitlines()
                 raise BackendUnavailable(
                     f"netem: `{' '.join(argv[:4])} ...` failed: {msg[0] if msg else 'error'} "
-                    "(the kernel may lack sch_prio/sch_netem; the delay proxy works everywhere)"
+                    "(netem needs root and the kernel's sch_prio and sch_netem; the delay proxy "
+                    "works everywhere)"
                 )
             self._active = True
         log.info("%s", self.describe())
@@ -180,8 +188,7 @@ class _ProxyLink:
         return self.proxy.added_rtt_ms
 
     def describe(self) -> str:
-        cap = f", {self.bandwidth_mbps:g} Mbit/s" if self.bandwidth_mbps else ", no bandwidth cap"
-        return f"configspec delay proxy{cap}"
+        return f"{PROXY_PREFIX}{_cap_text(self.bandwidth_mbps)}"
 
     def __enter__(self) -> _ProxyLink:
         self.proxy.start()
