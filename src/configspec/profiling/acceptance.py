@@ -279,7 +279,7 @@ class PromptStats:
     drafted: FloatArray
     accepted: FloatArray
     tokens: FloatArray
-    proposed: FloatArray | None = None
+    proposed: FloatArray
 
 
 def prompt_stats(
@@ -413,14 +413,10 @@ def summarize(
     af_pt, af_bs = pooled(accepted, drafted)
     tr_pt, tr_bs = pooled(tokens, rounds)
     k_max = num.shape[1]
+    pr_pt, pr_bs = pooled(np.stack([s.proposed for s in stats]), rounds)
     proposed_per_round = None
-    if any(s.proposed is not None for s in stats):
-        prop = np.stack([s.proposed if s.proposed is not None else s.drafted for s in stats])
-        pr_pt, pr_bs = pooled(prop, rounds)
-        if np.any(pr_pt < np.arange(1, k_max + 1) - 1e-9):
-            proposed_per_round = [
-                _interval(float(pr_pt[j]), pr_bs[:, j], level) for j in range(k_max)
-            ]
+    if np.any(pr_pt < np.arange(1, k_max + 1) - 1e-9):  # some rounds drafted fewer than K
+        proposed_per_round = [_interval(float(pr_pt[j]), pr_bs[:, j], level) for j in range(k_max)]
     return Summary(
         n_prompts=m,
         n_tokens=int(n_pos.sum()),
