@@ -34,6 +34,7 @@ from configspec.profiling.prompts import bundled_prompts, select_prompts
 from configspec.profiling.sweep import ProgressEvent, ProgressFn
 from configspec.search.select import Selection, pick
 from configspec.search.space import SearchSettings, read_profiles, space_from_profiles
+from configspec.serving.netem import LINK_KINDS
 from configspec.store import ProfileStore
 from configspec.validate import ValidationResult, validate
 
@@ -75,6 +76,8 @@ class QuickstartSettings:
     def __post_init__(self) -> None:
         if not (0 <= self.rtt_ms <= 10_000):
             raise InvalidInput(f"--rtt-ms {self.rtt_ms} is out of range (0..10000)")
+        if self.link not in LINK_KINDS:
+            raise InvalidInput(f"--link {self.link!r} is not one of {', '.join(LINK_KINDS)}")
         if not 1 <= self.k_max <= 16:
             raise InvalidInput(f"--k-max {self.k_max} is out of range (1..16)")
         if any(not 1 <= k <= self.k_max for k in self.validate_ks):

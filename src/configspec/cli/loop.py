@@ -21,6 +21,14 @@ if TYPE_CHECKING:
 PROFILES = typer.Option(Path("profiles"), "--profiles", help="Profile directory.")
 
 
+LINK_OPTION = typer.Option(
+    "auto",
+    "--link",
+    help="How runs inject the RTT: auto (kernel netem where available, else the TCP delay "
+    "proxy), netem, proxy.",
+)
+
+
 def _progress_fn(bar: object) -> ProgressFn:
     from rich.progress import Progress, TaskID
 
@@ -121,12 +129,7 @@ def validate_command(
     preset: str = typer.Option("configspec", "--model", help="Model preset."),
     json_out: Path = typer.Option(None, "--json", help="Also write the result as JSON here."),
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Model cache directory."),
-    link: str = typer.Option(
-        "auto",
-        "--link",
-        help="How runs inject the RTT: auto (kernel netem where available, "
-        "else the TCP delay proxy), netem, proxy.",
-    ),
+    link: str = LINK_OPTION,
 ) -> None:
     """Predicted (model on the stored profiles) versus measured (run records), per objective."""
     from configspec.store import ProfileStore, atomic_write_json
@@ -248,12 +251,7 @@ def quickstart_command(
         None, "--price-usd-per-hour", help="Price of the target's verification time."
     ),
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Model cache directory."),
-    link: str = typer.Option(
-        "auto",
-        "--link",
-        help="How runs inject the RTT: auto (kernel netem where available, "
-        "else the TCP delay proxy), netem, proxy.",
-    ),
+    link: str = LINK_OPTION,
 ) -> None:
     """Prepare models, profile this machine, select, run and validate, write the report."""
     from configspec.quickstart import QuickstartSettings, run_quickstart
