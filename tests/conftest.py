@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,7 +13,6 @@ if TYPE_CHECKING:
     from configspec.backends.models import PreparedFamily
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PAPER_DATA = REPO_ROOT.parent / "shared" / "paper-data"
 
 
 @pytest.fixture
@@ -21,11 +21,13 @@ def repo_root() -> Path:
 
 
 @pytest.fixture(scope="session")
-def paper_data() -> Path:
-    """The paper's published measurements (read in place, never copied into the project)."""
-    if not (PAPER_DATA / "draft_speed.csv").is_file():
-        pytest.skip(f"paper data not found at {PAPER_DATA}")
-    return PAPER_DATA
+def paper_data() -> Iterator[Path]:
+    """The paper's published measurements, as shipped inside the package (never skipped:
+    a missing file is a broken package and fails the test)."""
+    from configspec.importers import shipped_paper_data
+
+    with shipped_paper_data() as folder:
+        yield folder
 
 
 def _test_models_dir() -> Path:

@@ -1,4 +1,4 @@
-"""Importing the paper's published CSVs (read in place from ../shared/paper-data)."""
+"""Importing the paper's published CSVs (the copy shipped in configspec/data/paper)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ import pytest
 
 from configspec.cli.main import main
 from configspec.config import PerTokenPrice
-from configspec.importers import DataImportError, import_paper_data, write_import
+from configspec.importers import (
+    SHIPPED_PAPER_FILES,
+    DataImportError,
+    import_paper_data,
+    shipped_paper_data,
+    write_import,
+)
+from configspec.importers import paper as paper_module
 from configspec.store import ProfileStore
 
 JETSON_CSV = "jetson_agx_orin_llamacpp_profile_19models.csv"
@@ -198,6 +205,38 @@ def test_cli_writes_loadable_profiles(paper_data: Path, tmp_path: Path) -> None:
     assert len(store.device_profiles()) == 3
     assert len(store.alignment_profiles()) == 2
     assert len(store.verification_profiles()) == 2
+
+
+def test_shipped_copy_is_complete_and_carries_its_licence(paper_data: Path) -> None:
+    assert sorted(f.name for f in paper_data.glob("*.csv")) == sorted(SHIPPED_PAPER_FILES)
+    licence = (paper_data / "LICENSE").read_text(encoding="utf-8")
+    assert "MIT License" in licence and "Copyright (c) 2025 leexcape" in licence
+    readme = (paper_data / "README.md").read_text(encoding="utf-8")
+    assert "MIT" in readme and all(name in readme for name in SHIPPED_PAPER_FILES)
+
+
+def test_cli_without_a_folder_imports_the_shipped_copy(paper_data: Path, tmp_path: Path) -> None:
+    shipped, given = tmp_path / "shipped", tmp_path / "given"
+    assert main(["import", "paper-data", "--out", str(shipped)]) == 0
+    assert main(["import", "paper-data", str(paper_data), "--out", str(given)]) == 0
+    names = sorted(p.relative_to(shipped) for p in shipped.rglob("*.json"))
+    assert names and names == sorted(p.relative_to(given) for p in given.rglob("*.json"))
+    a, b = ProfileStore(shipped), ProfileStore(given)
+    assert [d.drafters for d in a.device_profiles()] == [d.drafters for d in b.device_profiles()]
+    assert [al.entries for al in a.alignment_profiles()] == [
+        al.entries for al in b.alignment_profiles()
+    ]
+
+
+def test_incomplete_shipped_copy_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        paper_module, "SHIPPED_PAPER_FILES", (*SHIPPED_PAPER_FILES, "missing_sweep.csv")
+    )
+    with (
+        pytest.raises(DataImportError, match=r"incomplete .*missing missing_sweep\.csv"),
+        shipped_paper_data(),
+    ):
+        pass
 
 
 def test_write_import_refuses_colliding_names(paper_data: Path, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import typer
@@ -9,7 +10,12 @@ from rich.table import Table
 
 from configspec.cli._console import console, err_console
 from configspec.errors import InvalidInput
-from configspec.importers import PAPER_VERIFY_LATENCY_MS, import_paper_data, write_import
+from configspec.importers import (
+    PAPER_VERIFY_LATENCY_MS,
+    import_paper_data,
+    shipped_paper_data,
+    write_import,
+)
 
 import_app = typer.Typer(
     name="import",
@@ -30,7 +36,12 @@ def _pairs(values: list[str], option: str) -> dict[str, str]:
 
 @import_app.command("paper-data")
 def paper_data(
-    src_dir: Path = typer.Argument(..., help="Folder with the published CSVs."),
+    src_dir: Path | None = typer.Argument(
+        None,
+        help="Folder with the published CSVs; default: the copy shipped with ConfigSpec "
+        "(the paper's data, MIT licence).",
+        show_default=False,
+    ),
     out: Path = typer.Option(..., "--out", help="Profile directory to write into."),
     speeds: str = typer.Option(
         "table",
@@ -53,6 +64,7 @@ def paper_data(
 ) -> None:
     """Import the paper's device runs, acceptance sweeps and drafting speeds.
 
+    Without SRC_DIR the paper's published CSVs shipped inside the package are used.
     Writes one device profile per device, one alignment profile per target and the
     paper's verification assumption (fixed latency, per-token price) per target.
     """
@@ -66,15 +78,17 @@ def paper_data(
             prices[name] = float(value)
         except ValueError:
             raise InvalidInput(f"--price {name}={value!r}: price is not a number") from None
-    result = import_paper_data(
-        src_dir,
-        speeds=speeds,  # type: ignore[arg-type]
-        verify_latency_ms=verify_latency_ms,
-        prices_usd_per_m=prices,
-        device_map=_pairs(device_map, "--device-map"),
-        strict=strict,
-    )
-    table = Table(title=f"imported from {src_dir}")
+    with shipped_paper_data() if src_dir is None else nullcontext(src_dir) as folder:
+        result = import_paper_data(
+            folder,
+            speeds=speeds,  # type: ignore[arg-type]
+            verify_latency_ms=verify_latency_ms,
+            prices_usd_per_m=prices,
+            device_map=_pairs(device_map, "--device-map"),
+            strict=strict,
+        )
+    title = "the paper's data shipped with ConfigSpec" if src_dir is None else str(src_dir)
+    table = Table(title=f"imported from {title}")
     for col in ("profile", "name", "contents", "power"):
         table.add_column(col)
     for dev in result.devices:

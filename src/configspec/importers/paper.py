@@ -29,8 +29,10 @@ Policy decisions (documented for users in ``docs/paper.md``):
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Literal
 
@@ -74,6 +76,35 @@ PAPER_PRICES_USD_PER_M: dict[str, float] = {"Llama-3.1-70B": 0.90, "Qwen3-32B": 
 the target; billed on the K drafted tokens of each round (``billed="draft_tokens"``)."""
 
 SpeedSource = Literal["table", "device-csv"]
+
+SHIPPED_PAPER_FILES: tuple[str, ...] = (
+    "acceptance_llama-3.1-70b.csv",
+    "acceptance_qwen3-32b.csv",
+    "draft_speed.csv",
+    "jetson_agx_orin_llamacpp_profile_19models.csv",
+    "pi5_llamacpp_profile_19models.csv",
+)
+"""The paper's published CSVs shipped in ``configspec/data/paper`` (MIT, see LICENSE there)."""
+
+
+@contextmanager
+def shipped_paper_data() -> Iterator[Path]:
+    """The folder of the paper's published CSVs shipped with the package, as a real path.
+
+    A context manager because a zipped installation has to extract the files first; in a
+    normal (or editable) installation it yields the package's own folder. Raises
+    :class:`DataImportError` when the installation lacks the files (a broken install).
+    """
+    root = resources.files("configspec") / "data" / "paper"
+    with resources.as_file(root) as path:
+        missing = [name for name in SHIPPED_PAPER_FILES if not (path / name).is_file()]
+        if missing:
+            raise DataImportError(
+                f"the shipped paper data is incomplete in {path} (missing {', '.join(missing)}); "
+                "reinstall configspec or pass the folder of the published CSVs"
+            )
+        yield path
+
 
 _NOTE_SPEED_MISMATCH = 0.05  # relative difference worth telling the user about
 

@@ -5,7 +5,7 @@ available per K, drafting + uplink + verification + downlink per round, the veri
 profile's own price model, and edge energy including idle waiting and radio.
 
 ``paper`` reproduces the definitions of the ConfigSpec paper exactly
-(``shared/paper-data/README.md``), so its published figures can be checked:
+(``docs/paper.md``; data shipped in ``configspec/data/paper``), so its figures can be checked:
 
 * tokens per round = K·α(K) + 1 from the measured α per K (``AlignmentEntry.by_k``);
 * round time = K / draft_tokens_per_s + T_verify with T_verify fixed at 0.5 s; no network;
