@@ -3,12 +3,12 @@
 Runs every drafter × K × added RTT through the real runtime on this machine (verifier
 subprocess, TCP delay proxy, edge client with real llama.cpp / n-gram drafters) and compares
 the measured goodput with the model's prediction from the stored profiles
-(``configspec.validate``). The runtime's per-round overhead is measured with K=0 rounds at
+(``configspec.loop.validate``). The runtime's per-round overhead is measured with K=0 rounds at
 each RTT before its runs (an explicit model input, not fitted to the validated runs).
 
 Targets (issue 7): goodput median |error| ≤ 5 %, maximum ≤ 15 %. Measured goodput is
 taken over each run's steady-state rounds (those drafted with the configured K; see
-``configspec.validate``); the end-to-end figure, which also counts the short rounds at the
+``configspec.loop.validate``); the end-to-end figure, which also counts the short rounds at the
 end of each generation, is printed and stored next to it.
 
     PYTHONPATH=src python benchmarks/bench_validate.py --profiles configspec-quickstart/profiles
@@ -31,10 +31,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from configspec.harness import RunPlan, Runtime, RuntimeSettings  # noqa: E402
+from configspec.loop.runtime import RunPlan, Runtime, RuntimeSettings  # noqa: E402
+from configspec.loop.validate import ValidationResult, summarize, validate  # noqa: E402
 from configspec.profiling.prompts import bundled_prompts, select_prompts  # noqa: E402
 from configspec.store import ProfileStore, atomic_write_json  # noqa: E402
-from configspec.validate import ValidationResult, summarize, validate  # noqa: E402
 
 MEDIAN_TARGET = 0.05
 MAX_TARGET = 0.15

@@ -16,10 +16,10 @@ import pytest
 from configspec.cli.main import main
 from configspec.config import Provenance, RoundTiming, RunConfig, RunRecord, RunTotals
 from configspec.errors import InvalidInput, ProfileMissing
+from configspec.loop.validate import parse_config, validate
 from configspec.serving.client import Generation
 from configspec.serving.record import build_run_record
 from configspec.store import ProfileStore
-from configspec.validate import parse_config, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "profiles"
@@ -161,7 +161,7 @@ def test_proxied_runs_use_the_injected_rtt_only(profiles: Path) -> None:
 
 
 def test_tail_rounds_cut_by_max_tokens_are_left_out_of_steady_state(profiles: Path) -> None:
-    from configspec.validate import steady_rounds
+    from configspec.loop.validate import steady_rounds
 
     run = _record(4, 50.0, 500.0, 3, n=10)
     rounds = [r.model_copy(update={"k_limit": 4}) for r in run.rounds]

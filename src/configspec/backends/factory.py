@@ -13,7 +13,6 @@ Pairing checks tokenizer fingerprints from GGUF metadata before any weights are 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -28,9 +27,9 @@ from configspec.backends.llamacpp import (
 from configspec.backends.models import ModelRegistry
 from configspec.backends.ngram import NgramDrafter
 from configspec.backends.remote import RemoteTarget
+from configspec.backends.specs import SpecKind, is_url, parse_spec
 from configspec.errors import IncompatibleModels, InvalidInput
 
-_NGRAM = re.compile(r"^ngram(?::(\d+)-(\d+))?$")
 _LocalModel = TypeVar("_LocalModel", bound=LlamaCppModel)
 
 
@@ -57,11 +56,6 @@ def profiling_n_ctx(tokens_needed: int) -> int:
     return max(CTX_ALIGN, -(-tokens_needed // CTX_ALIGN) * CTX_ALIGN)
 
 
-def is_url(spec: str) -> bool:
-    """True for an ``http://`` or ``https://`` spec."""
-    return spec.startswith(("http://", "https://"))
-
-
 def check_compatible(drafter: ModelIdentity, target: ModelIdentity) -> None:
     """Raise :class:`IncompatibleModels` unless both use the same tokenizer."""
     if (
@@ -84,7 +78,7 @@ def open_tokenizer(spec: str | Tokenizing, *, cache_dir: Path | None = None) -> 
     """A tokenizer: an object that already tokenizes, or the vocabulary of a GGUF spec."""
     if not isinstance(spec, str):
         return spec
-    if is_url(spec) or _NGRAM.match(spec):
+    if parse_spec(spec).kind is not SpecKind.MODEL:
         raise InvalidInput(f"{spec!r} has no vocabulary; give a registered model or GGUF path")
     identity = resolve_identity(spec, cache_dir=cache_dir)
     return LlamaCppTokenizer(str(identity.path), identity=identity)
@@ -118,9 +112,10 @@ def open_target(
     A URL needs ``tokenizer`` (a spec or object with the served model's vocabulary).
     """
     settings = settings or LlamaSettings()
-    if _NGRAM.match(spec):
+    parsed = parse_spec(spec)
+    if parsed.is_ngram:
         raise InvalidInput("ngram is a drafter, not a target; give a model or server URL")
-    if is_url(spec):
+    if parsed.is_url:
         if tokenizer is None:
             raise InvalidInput(
                 f"remote target {spec} needs a local tokenizer: pass --tokenizer with a GGUF "
@@ -144,13 +139,13 @@ def open_drafter(
     ``ngram`` needs ``tokenizer`` (normally the target object).
     """
     settings = settings or LlamaSettings()
-    if is_url(spec):
+    parsed = parse_spec(spec)
+    if parsed.is_url:
         raise InvalidInput(f"{spec} is a server URL; remote models can only be targets")
-    match = _NGRAM.match(spec)
-    if match:
+    if parsed.ngram_range is not None:
         if tokenizer is None:
             raise InvalidInput("the ngram drafter needs the target's tokenizer")
-        min_n, max_n = (int(match[1]), int(match[2])) if match[1] else (1, 3)
+        min_n, max_n = parsed.ngram_range
         return NgramDrafter(
             open_tokenizer(tokenizer, cache_dir=cache_dir), min_n=min_n, max_n=max_n
         )
@@ -172,7 +167,7 @@ def open_pair(
     GGUF identities are compared before loading any weights; :class:`IncompatibleModels`
     names both models otherwise. ``tokenizer`` is needed only for a URL target.
     """
-    if not is_url(target_spec) and not _NGRAM.match(drafter_spec) and not is_url(drafter_spec):
+    if not is_url(target_spec) and parse_spec(drafter_spec).kind is SpecKind.MODEL:
         check_compatible(
             resolve_identity(drafter_spec, cache_dir=cache_dir),
             resolve_identity(target_spec, cache_dir=cache_dir),

@@ -21,6 +21,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from configspec.backends.base import DraftResult, ModelIdentity, Tokenizing
+from configspec.backends.specs import ngram_name
 from configspec.errors import InvalidInput
 
 
@@ -54,7 +55,7 @@ class NgramDrafter:
         base = tokenizer.identity
         self._identity = dataclasses.replace(
             base,
-            name=f"ngram[{min_n}-{max_n}]",
+            name=ngram_name(min_n, max_n),
             architecture="ngram",
             quantization=None,
             parameter_count=0,

@@ -13,10 +13,13 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+from configspec.progress import ProgressEvent, ProgressFn
 
 console = Console()
 err_console = Console(stderr=True)
@@ -53,3 +56,25 @@ def progress_bar(description: str, total: int | None) -> Iterator[Progress]:
     with make_progress() as progress:
         progress.add_task(description, total=total)
         yield progress
+
+
+def rich_progress(bar: Progress) -> ProgressFn:
+    """A :data:`~configspec.progress.ProgressFn` drawing one task of ``bar`` per label."""
+    tasks: dict[str, TaskID] = {}
+
+    def on_event(event: ProgressEvent) -> None:
+        if event.label not in tasks:
+            tasks[event.label] = bar.add_task(event.label, total=max(event.total, 1))
+        desc = f"{event.label} [dim]{event.detail}[/]" if event.detail else event.label
+        bar.update(
+            tasks[event.label], completed=event.done, total=max(event.total, 1), description=desc
+        )
+
+    return on_event
+
+
+@contextmanager
+def progress_events() -> Iterator[ProgressFn]:
+    """Context manager yielding a :data:`ProgressFn` drawn as progress bars on stderr."""
+    with make_progress() as bar:
+        yield rich_progress(bar)

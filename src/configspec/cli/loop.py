@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,12 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from configspec.cli._console import console, err_console, make_progress
-from configspec.errors import InvalidInput
-from configspec.profiling.sweep import ProgressEvent, ProgressFn
+from configspec.cli._console import console, err_console, make_progress, rich_progress
 
 if TYPE_CHECKING:
-    from configspec.config import RunRecord
+    pass
 
 PROFILES = typer.Option(Path("profiles"), "--profiles", help="Profile directory.")
 
@@ -27,23 +24,6 @@ LINK_OPTION = typer.Option(
     help="How runs inject the RTT: auto (kernel netem where available, else the TCP delay "
     "proxy), netem, proxy.",
 )
-
-
-def _progress_fn(bar: object) -> ProgressFn:
-    from rich.progress import Progress, TaskID
-
-    assert isinstance(bar, Progress)
-    tasks: dict[str, TaskID] = {}
-
-    def on_event(event: ProgressEvent) -> None:
-        if event.label not in tasks:
-            tasks[event.label] = bar.add_task(event.label, total=max(event.total, 1))
-        desc = f"{event.label} [dim]{event.detail}[/]" if event.detail else event.label
-        bar.update(
-            tasks[event.label], completed=event.done, total=max(event.total, 1), description=desc
-        )
-
-    return on_event
 
 
 def _print_wide(renderable: object) -> None:
@@ -64,7 +44,7 @@ def _num(x: float | None, digits: int = 3) -> str:
 
 def render_validation(result: object) -> None:
     """Print the predicted-vs-measured table and the error summary."""
-    from configspec.validate import ValidationResult
+    from configspec.loop.validate import ValidationResult
 
     assert isinstance(result, ValidationResult)
     table = Table(
@@ -132,18 +112,30 @@ def validate_command(
     link: str = LINK_OPTION,
 ) -> None:
     """Predicted (model on the stored profiles) versus measured (run records), per objective."""
+    from configspec.loop.runs import plans_from_filters, run_configs
+    from configspec.loop.runtime import RuntimeSettings
+    from configspec.loop.validate import parse_config, validate
+    from configspec.profiling.prompts import bundled_prompts, select_prompts
     from configspec.store import ProfileStore, atomic_write_json
-    from configspec.validate import parse_config, validate
 
     filters = [parse_config(c) for c in configs]
     store = ProfileStore(profiles)
     records = None
     overheads: dict[float, float] = {}
     if run:
-        records, overheads = _run_configs(
-            store, filters, target, rtt_ms or [0.0], max_tokens, prompts_per_domain, threads,
-            device, cache_dir, link,
-        )  # fmt: skip
+        plans = plans_from_filters(filters, rtt_ms or [0.0])
+        devices = store.device_profiles()
+        settings = RuntimeSettings(
+            target=target,
+            prompts=tuple(select_prompts(bundled_prompts(), prompts_per_domain)),
+            max_tokens=max_tokens,
+            threads=threads,
+            device=device or (devices[0].device.name if len(devices) == 1 else None),
+            cache_dir=cache_dir,
+            link=link,
+        )
+        with make_progress() as bar:
+            records, overheads = run_configs(store, plans, settings, rich_progress(bar))
     result = validate(
         store,
         filters if records is None else (),
@@ -157,68 +149,6 @@ def validate_command(
         err_console.print(f"wrote {json_out}", highlight=False)
 
 
-def _run_configs(
-    store: object,
-    filters: Sequence[object],
-    target: str,
-    rtts: list[float],
-    max_tokens: int,
-    per_domain: int,
-    threads: int,
-    device: str | None,
-    cache_dir: Path | None,
-    link: str = "auto",
-) -> tuple[list[RunRecord], dict[float, float]]:
-    from configspec.config import NetworkSettings
-    from configspec.harness import RunPlan, Runtime, RuntimeSettings
-    from configspec.profiling.prompts import bundled_prompts, select_prompts
-    from configspec.store import ProfileStore
-    from configspec.validate import ConfigFilter
-
-    assert isinstance(store, ProfileStore)
-    plans = []
-    for f in filters:
-        assert isinstance(f, ConfigFilter)
-        if f.k is None:
-            raise InvalidInput(f"--run needs K for every config: {f.drafter}:K")
-        for rtt in [f.added_rtt_ms] if f.added_rtt_ms is not None else rtts:
-            plans.append(RunPlan(f.drafter, f.k, rtt))
-    if not plans:
-        raise InvalidInput("--run needs at least one --configs DRAFTER:K")
-    devices = store.device_profiles()
-    settings = RuntimeSettings(
-        target=target,
-        prompts=tuple(select_prompts(bundled_prompts(), per_domain)),
-        max_tokens=max_tokens,
-        threads=threads,
-        device=device or (devices[0].device.name if len(devices) == 1 else None),
-        cache_dir=cache_dir,
-        link=link,
-    )
-    records: list[RunRecord] = []
-    overheads: dict[float, float] = {}
-    with make_progress() as bar:
-        on_event = _progress_fn(bar)
-        with Runtime(settings) as runtime:
-            rtts = sorted({p.added_rtt_ms for p in plans})
-            label = "runtime overhead (K=0 rounds)"
-            on_event(ProgressEvent(label, 0, len(rtts)))
-            for i, rtt in enumerate(rtts):
-                est = runtime.calibrate_overhead(plans[0].drafter, rtt)
-                overheads[rtt] = est.mean
-                on_event(ProgressEvent(label, i + 1, len(rtts), f"+{rtt:g} ms: {est.mean:.1f} ms"))
-            net = store.network()
-            store.save_network(
-                NetworkSettings(**{**net.model_dump(), "round_overhead_ms": overheads[rtts[0]]})
-            )
-            for i, plan in enumerate(plans):
-                record = runtime.run(plan, on_event)
-                store.save_run(record)
-                records.append(record)
-                on_event(ProgressEvent("validation runs", i + 1, len(plans)))
-    return records, overheads
-
-
 def report_command(
     profiles: Path = PROFILES,
     out: Path = typer.Option(Path("report"), "--out", help="Directory for report.html + PNGs."),
@@ -229,7 +159,7 @@ def report_command(
     from configspec.store import ProfileStore
 
     with make_progress() as bar:
-        path = write_report(ProfileStore(profiles), out, rtt_ms=rtt_ms, progress=_progress_fn(bar))
+        path = write_report(ProfileStore(profiles), out, rtt_ms=rtt_ms, progress=rich_progress(bar))
     console.print(f"report: {path} (open it in a browser)", highlight=False)
 
 
@@ -254,7 +184,7 @@ def quickstart_command(
     link: str = LINK_OPTION,
 ) -> None:
     """Prepare models, profile this machine, select, run and validate, write the report."""
-    from configspec.quickstart import QuickstartSettings, run_quickstart
+    from configspec.loop.quickstart import QuickstartSettings, run_quickstart
 
     settings = QuickstartSettings(
         out=out,
@@ -271,7 +201,7 @@ def quickstart_command(
         link=link,
     )
     with make_progress() as bar:
-        on_event = _progress_fn(bar)
+        on_event = rich_progress(bar)
         result = run_quickstart(
             settings, on_event, on_step=lambda s: bar.console.print(f"[bold]» {s}[/]")
         )
@@ -289,7 +219,7 @@ def quickstart_command(
 
 def _render_optima(result: object) -> None:
     from configspec import records as R
-    from configspec.quickstart import QuickstartResult
+    from configspec.loop.quickstart import QuickstartResult
 
     assert isinstance(result, QuickstartResult)
     sel = result.selection

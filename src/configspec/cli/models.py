@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from configspec.backends.models import DRAFTER_QUANTS, TARGET_QUANT, ModelRegistry, quant_ftype
+from configspec.backends.specs import is_ngram, is_url
 from configspec.cli._console import console, make_progress
 
 app = typer.Typer(help="Prepare, list and register GGUF models.", no_args_is_help=True)
@@ -131,7 +132,6 @@ def check_pair(
     """Check that a drafter and a target can be paired (same tokenizer; server reachable)."""
     from configspec.backends.factory import (
         check_compatible,
-        is_url,
         open_target,
         open_tokenizer,
         resolve_identity,
@@ -144,7 +144,7 @@ def check_pair(
         target_id = remote.identity
     else:
         target_id = resolve_identity(target, cache_dir=cache_dir)
-    if drafter.startswith("ngram"):
+    if is_ngram(drafter):
         tok = open_tokenizer(tokenizer or str(target_id.path), cache_dir=cache_dir)
         drafter_id = NgramDrafter(tok).identity
     else:

@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
-from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from configspec.cli._console import console, make_progress
+from configspec.cli._console import console, progress_events
 from configspec.config import Estimate
 from configspec.errors import InvalidInput
-from configspec.profiling.sweep import ProgressEvent, ProgressFn
 from configspec.store import ProfileStore
 
 profile_app = typer.Typer(
@@ -63,27 +59,6 @@ def parse_cpus(text: str | None) -> tuple[int, ...] | None:
     except ValueError:
         raise InvalidInput(f"--cpus {text!r} is not a CPU list like 0,2-3") from None
     return tuple(sorted(cpus))
-
-
-@contextmanager
-def _progress() -> Iterator[ProgressFn]:
-    with make_progress() as bar:
-        tasks: dict[str, TaskID] = {}
-
-        def on_event(event: ProgressEvent) -> None:
-            if event.label not in tasks:
-                tasks[event.label] = bar.add_task(event.label, total=event.total)
-            desc = f"{event.label} [dim]{event.detail}[/]" if event.detail else event.label
-            bar.update(
-                tasks[event.label], completed=event.done, total=event.total, description=desc
-            )
-
-        yield on_event
-        _finish(bar)
-
-
-def _finish(bar: Progress) -> None:
-    bar.refresh()
 
 
 def _fmt(est: Estimate | None, unit: str = "", digits: int = 3) -> str:
@@ -133,8 +108,7 @@ def device(
     cache_dir: Path = CACHE_DIR_OPTION,
 ) -> None:
     """Profile drafting latency (K = 1..K_max × contexts), prefill, memory and power."""
-    from configspec.power import make_meter
-    from configspec.power.base import PowerMeter
+    from configspec.power import open_meter
     from configspec.profiling.device import DeviceProfiler, DeviceSweepSettings
 
     settings = DeviceSweepSettings(
@@ -149,22 +123,13 @@ def device(
         idle_s=idle_s,
     )
     settings.validate()
-    power: PowerMeter | None = None
-    if meter != "none":
-        kwargs: dict[str, object] = {}
-        if meter_root is not None:
-            if meter not in ("rapl", "hwmon", "jetson"):
-                raise InvalidInput(f"--meter-root applies to rapl, hwmon and jetson, not {meter}")
-            kwargs["root"] = meter_root
-        if meter == "replay" and meter_trace is not None:
-            kwargs["path"] = meter_trace
-        if meter == "estimate":
-            if idle_power_w is not None:
-                kwargs["idle_power_w"] = idle_power_w
-            if power_w_per_core is not None:
-                kwargs["power_w_per_busy_core"] = power_w_per_core
-        power = make_meter(meter, **kwargs)
-        power.probe()
+    power = open_meter(
+        meter,
+        root=meter_root,
+        trace=meter_trace,
+        idle_power_w=idle_power_w,
+        power_w_per_core=power_w_per_core,
+    )
     name = device_name or (platform.node() or "device")
     if device_name is None and settings.emulated():
         name += f"-{settings.resolved_threads()}t"
@@ -180,7 +145,7 @@ def device(
         restart=restart,
     )
     try:
-        with _progress() as on_event:
+        with progress_events() as on_event:
             profile, path, report = profiler.run(on_event)
     finally:
         if power is not None:
@@ -291,7 +256,7 @@ def verify(
         target_name=target_name,
         restart=restart,
     )
-    with _progress() as on_event:
+    with progress_events() as on_event:
         profile, path, report = profiler.run(on_event)
     table = Table(title=f"verification profile {profile.target} ({profile.endpoint})")
     table.add_column("positions", justify="right")

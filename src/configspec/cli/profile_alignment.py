@@ -5,30 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from configspec.cli._console import console, make_progress
+from configspec.cli._console import console, progress_events
 from configspec.cli.profile import profile_app
 from configspec.config import AlignmentEntry
 from configspec.profiling.alignment import AlignmentSettings, profile_alignment
 from configspec.profiling.prompts import bundled_prompts, load_prompts, select_prompts
 from configspec.store import ProfileStore
-
-
-class _RichSink:
-    """Draws each profiling phase as a rich progress bar."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.task: TaskID | None = None
-
-    def phase(self, description: str, total: int) -> None:
-        self.task = self.progress.add_task(description, total=total)
-
-    def advance(self, n: int = 1) -> None:
-        if self.task is not None:
-            self.progress.advance(self.task, n)
 
 
 def _row(e: AlignmentEntry, k: int) -> list[str]:
@@ -93,7 +77,7 @@ def alignment(
         source = "bundled" + (f":{','.join(domain)}" if domain else "")
     prompts = select_prompts(prompts, per_domain)
     store = ProfileStore(profiles)
-    with make_progress() as progress:
+    with progress_events() as on_event:
         result = profile_alignment(
             target,
             drafter,
@@ -101,7 +85,7 @@ def alignment(
             store,
             settings=settings,
             cache_dir=cache_dir,
-            progress=_RichSink(progress),
+            progress=on_event,
             prompt_source=source,
         )
     k_show = min(4, k_max)

@@ -13,7 +13,7 @@ from configspec.cli._console import console, err_console
 from configspec.errors import InvalidInput
 
 if TYPE_CHECKING:
-    from configspec.power import PowerMeter
+    from configspec.config import RunRecord
 
 app = typer.Typer(help="Run a configuration against a verifier.", no_args_is_help=True)
 
@@ -52,10 +52,7 @@ def edge(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not stream the text."),
 ) -> None:
     """Draft locally, verify on SERVER, stream the text and record every round."""
-    from configspec.backends.factory import LlamaSettings, open_drafter, resolve_identity
-    from configspec.config import RunConfig
-    from configspec.serving.client import EdgeClient, check_drafter, probe_server
-    from configspec.serving.record import build_run_record
+    from configspec.loop.runs import EdgeRun, run_edge
     from configspec.store import ProfileStore
 
     if prompt is not None and prompt_file is not None:
@@ -65,102 +62,37 @@ def edge(
             prompt = prompt_file.read_text(encoding="utf-8")
         except OSError as exc:
             raise InvalidInput(f"cannot read --prompt-file {prompt_file}: {exc.strerror}") from None
-    text = prompt if prompt is not None else DEFAULT_PROMPT
-    # fail fast, before loading any weights: is the server there, and do we match it?
-    info = probe_server(server)
-    if k > info.max_k:
-        raise InvalidInput(f"K={k} is above the verifier's limit ({info.max_k}); lower --k")
-    is_ngram = drafter.startswith("ngram")
-    if is_ngram and tokenizer is None:
-        raise InvalidInput(
-            f"the ngram drafter needs --tokenizer (a GGUF of the target's family, "
-            f"{info.target.family})"
-        )
-    if not is_ngram:
-        check_drafter(resolve_identity(drafter, cache_dir=cache_dir), info, k)
-    energy_meter = _open_meter(meter)
-    with err_console.status(f"loading {drafter}"):
-        model = open_drafter(
-            drafter,
-            tokenizer=tokenizer,
-            cache_dir=cache_dir,
-            settings=LlamaSettings(n_threads=threads, n_ctx=n_ctx),
-        )
-    check_drafter(model.identity, info, k)
-    prompt_tokens = model.tokenize(text)
-    energy_note = "no device power meter was used (--meter none); energy not recorded"
-    if energy_meter is not None:
-        energy_meter.begin_window("edge-run")
-        energy_note = (
-            f"edge energy from the {energy_meter.name} meter ({energy_meter.source}); it "
-            "meters the whole host, so a verifier on the same host is included"
-        )
-    try:
-        with EdgeClient(
-            server,
-            model,
-            k=k,
-            temperature=temperature,
-            seed=seed,
-            draft_top_k=draft_top_k,
-            energy_j=(lambda: energy_meter.sample().energy_j) if energy_meter else None,
-        ) as client:
-            gen = client.generate(
-                prompt_tokens,
-                max_tokens,
-                on_text=None if quiet else (lambda s: console.print(s, end="", highlight=False)),
-            )
-    finally:
-        if energy_meter is not None:
-            energy_meter.end_window("edge-run")
+    run = EdgeRun(
+        server=server,
+        drafter=drafter,
+        k=k,
+        prompt=prompt if prompt is not None else DEFAULT_PROMPT,
+        max_tokens=max_tokens,
+        tokenizer=tokenizer,
+        temperature=temperature,
+        seed=seed,
+        draft_top_k=draft_top_k,
+        added_rtt_ms=added_rtt_ms,
+        device=device,
+        threads=threads,
+        n_ctx=n_ctx,
+        cache_dir=cache_dir,
+        meter=meter,
+    )
+    record, path = run_edge(
+        run,
+        on_text=None if quiet else (lambda s: console.print(s, end="", highlight=False)),
+        status=err_console.status,
+        store=ProfileStore(profiles) if profiles is not None else None,
+    )
     if not quiet:
         console.print()
-    ident = model.identity
-    config = RunConfig(
-        drafter=ident.name,
-        drafter_family=ident.family,
-        target=gen.target_name,
-        target_family=gen.target_family,
-        k=k,
-        temperature=temperature,
-        added_rtt_ms=added_rtt_ms,
-        server_url=server,
-        device=device,
-        prompt_tokens=len(prompt_tokens),
-        max_tokens=max_tokens,
-        seed=seed,
-        draft_top_k=draft_top_k if temperature > 0 else None,
-    )
-    record = build_run_record(
-        gen,
-        config,
-        backend="ngram" if is_ngram else "llama.cpp",
-        model_sha256={ident.name: ident.file_sha256} if ident.file_sha256 else {},
-        energy_note=energy_note,
-        energy_source=energy_meter.source if energy_meter is not None else "measured",
-        settings={"meter": energy_meter.name if energy_meter else None},
-    )
     _summary(record)
-    if profiles is not None:
-        path = ProfileStore(profiles).save_run(record)
+    if path is not None:
         err_console.print(f"run record: {path}", highlight=False)
 
 
-def _open_meter(name: str) -> PowerMeter | None:
-    """The edge power meter named ``name`` (probed), or None for ``none``."""
-    if name == "none":
-        return None
-    from configspec.power import make_meter
-
-    meter = make_meter(name)
-    meter.probe()
-    return meter
-
-
-def _summary(record: object) -> None:
-    from configspec.config import RunRecord
-
-    assert isinstance(record, RunRecord)
+def _summary(record: RunRecord) -> None:
     t, rounds = record.totals, record.rounds
     g = record.goodput_tokens_per_s
     table = Table(title=f"run {record.run_id} (measured)", title_justify="left")

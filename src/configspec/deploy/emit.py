@@ -13,10 +13,10 @@ energy figures do not apply there.
 from __future__ import annotations
 
 import json
-import re
 import shlex
 from dataclasses import dataclass, field
 
+from configspec.backends.specs import NGRAM, is_ngram, spec_of_name
 from configspec.errors import InvalidInput
 
 ENGINES = ("llama-server", "llama-cpp-python", "vllm", "configspec")
@@ -39,7 +39,6 @@ ENGINE_VERSIONS = {
 }
 
 MODEL_FREE_PREFIXES = ("ngram", "prompt-lookup")
-_NGRAM_SPEC = re.compile(r"^ngram(?::\d+-\d+)?$")
 
 
 class EngineCannotExpress(InvalidInput):
@@ -136,7 +135,8 @@ def emit(
         verifier += ["--max-k", str(max(k, 16))]
         if model_free:
             # The n-gram drafter drafts with the target's vocabulary.
-            ngram_spec = drafter if drafter and _NGRAM_SPEC.match(drafter) else "ngram"
+            ngram_spec = spec_of_name(drafter) if drafter else NGRAM
+            ngram_spec = ngram_spec if is_ngram(ngram_spec) else NGRAM
             draft_args = ["--drafter", ngram_spec, "--tokenizer", _gguf(model_dir, target)]
         else:
             draft_args = ["--drafter", _gguf(model_dir, drafter or "")]

@@ -9,7 +9,14 @@ See :mod:`configspec.power.base` for the contract every meter follows.
 """
 
 from configspec.power.base import Measurement, PowerMeter, PowerSample, Reading
-from configspec.power.detect import AUTO_ORDER, METER_NAMES, METERS, detect_meter, make_meter
+from configspec.power.detect import (
+    AUTO_ORDER,
+    METER_NAMES,
+    METERS,
+    detect_meter,
+    make_meter,
+    open_meter,
+)
 from configspec.power.estimate import CpuTimeEstimator
 from configspec.power.hwmon import HwmonMeter
 from configspec.power.jetson import JetsonMeter
@@ -35,6 +42,7 @@ __all__ = [
     "ReplayMeter",
     "detect_meter",
     "make_meter",
+    "open_meter",
     "parse_pmic",
     "read_trace",
     "write_trace",

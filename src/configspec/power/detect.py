@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from configspec.errors import MeterError
+from configspec.errors import InvalidInput, MeterError
 from configspec.power.base import PowerMeter
 from configspec.power.estimate import CpuTimeEstimator
 from configspec.power.hwmon import HwmonMeter
@@ -41,6 +42,8 @@ METERS: dict[str, type[PowerMeter]] = {
 }
 AUTO_ORDER: tuple[str, ...] = ("jetson", "rpi", "rapl", "nvml", "hwmon", "estimate")
 METER_NAMES: tuple[str, ...] = ("auto", *METERS)
+ROOTED_METERS: tuple[str, ...] = ("rapl", "hwmon", "jetson")
+"""Meters whose sysfs root can be moved (``--meter-root``)."""
 
 
 def make_meter(name: str, **kwargs: Any) -> PowerMeter:
@@ -84,3 +87,40 @@ def detect_meter(
         log.info("using power meter %s (%s)", name, meter.describe())
         return meter
     raise MeterError("no power meter available (" + "; ".join(reasons) + ")")
+
+
+def open_meter(
+    name: str,
+    *,
+    root: Path | None = None,
+    trace: Path | None = None,
+    idle_power_w: float | None = None,
+    power_w_per_core: float | None = None,
+) -> PowerMeter | None:
+    """The meter a ``--meter NAME`` flag asks for, probed; None for ``none``.
+
+    ``root`` moves the sysfs root of rapl, hwmon and jetson (:class:`InvalidInput` for
+    another meter); ``trace`` is the replay meter's CSV; ``idle_power_w`` (W) and
+    ``power_w_per_core`` (W per busy core) parameterise the estimator. Raises
+    :class:`MeterError` when the meter is unknown or unavailable.
+    """
+    if name == "none":
+        return None
+    kwargs: dict[str, object] = {}
+    if root is not None:
+        if name not in ROOTED_METERS:
+            raise InvalidInput(
+                f"--meter-root applies to {', '.join(ROOTED_METERS[:-1])} and "
+                f"{ROOTED_METERS[-1]}, not {name}"
+            )
+        kwargs["root"] = root
+    if name == "replay" and trace is not None:
+        kwargs["path"] = trace
+    if name == "estimate":
+        if idle_power_w is not None:
+            kwargs["idle_power_w"] = idle_power_w
+        if power_w_per_core is not None:
+            kwargs["power_w_per_busy_core"] = power_w_per_core
+    meter = make_meter(name, **kwargs)
+    meter.probe()
+    return meter

@@ -18,18 +18,18 @@ position of the target's sampled trajectory (the standard along-trajectory estim
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from configspec.backends.base import Drafter, ModelIdentity
 from configspec.backends.factory import check_compatible, open_drafter, resolve_identity
 from configspec.backends.llamacpp import LlamaCppTokenizer
+from configspec.backends.specs import is_ngram
 from configspec.config import (
     AcceptanceAtK,
     AlignmentEntry,
@@ -61,12 +61,12 @@ from configspec.profiling.reference import (
     TeacherForcedModel,
     reference_for,
 )
+from configspec.progress import NO_PROGRESS, Phase, ProgressFn
 from configspec.store import ProfileStore
 
 logger = logging.getLogger(__name__)
 
 ALL_DOMAINS = "all"
-_NGRAM_SPEC = re.compile(r"^ngram(?::\d+-\d+)?$")
 #: Speculative rounds start after the first continuation token: it comes from the
 #: target's prefill of the prompt (llama.cpp and every speculative decoder do this).
 FIRST_ROUND_AT = 1
@@ -107,26 +107,6 @@ class AlignmentSettings:
         return ReferenceSettings(
             n_tokens=self.n_tokens, temperature=temperature, seed=self.seed, top_k=self.top_k
         )
-
-
-class ProgressSink(Protocol):
-    """Receives progress: a new phase with its total, then one advance per unit of work."""
-
-    def phase(self, description: str, total: int) -> None:
-        """Start a phase of ``total`` units."""
-        ...
-
-    def advance(self, n: int = 1) -> None:
-        """``n`` more units done in the current phase."""
-        ...
-
-
-class _NoProgress:
-    def phase(self, description: str, total: int) -> None:
-        logger.info("%s (%d)", description, total)
-
-    def advance(self, n: int = 1) -> None:
-        return None
 
 
 @dataclass
@@ -263,7 +243,7 @@ def _open_candidates(
 ) -> list[_Candidate]:
     identities: list[tuple[str, ModelIdentity | None]] = []
     for spec in drafter_specs:
-        if _NGRAM_SPEC.match(spec):
+        if is_ngram(spec):
             identities.append((spec, None))
             continue
         resolved = resolve_identity(spec, cache_dir=cache_dir)
@@ -324,7 +304,7 @@ def profile_alignment(
     *,
     settings: AlignmentSettings | None = None,
     cache_dir: Path | None = None,
-    progress: ProgressSink | None = None,
+    progress: ProgressFn = NO_PROGRESS,
     prompt_source: str = "bundled",
     save: bool = True,
 ) -> AlignmentResult:
@@ -336,7 +316,6 @@ def profile_alignment(
     per drafter × domain × temperature plus domain ``all``) with timings in seconds.
     """
     settings = settings or AlignmentSettings()
-    progress = progress or _NoProgress()
     if not drafter_specs:
         raise InvalidInput("no drafter given; pass at least one --drafter")
     if not prompts:
@@ -368,21 +347,21 @@ def profile_alignment(
         for temp in settings.temperatures:
             ref_settings = settings.reference(temp)
             refs: list[TargetReference] = []
-            progress.phase(f"target reference T={temp:g}", len(prompts))
+            phase = Phase(progress, f"target reference T={temp:g}", len(prompts))
             t0 = time.perf_counter()
             for prompt in prompts:
                 ref, cached = reference_for(store, target_sha, prompt, ref_settings, open_target)
                 n_cached += cached
                 n_computed += not cached
                 refs.append(ref)
-                progress.advance()
+                phase.advance()
             ref_s += time.perf_counter() - t0
             if target_model:  # free the target's memory before the drafters run
                 target_model.pop().close()
-            progress.phase(f"drafters T={temp:g}", len(prompts) * len(cands))
+            phase = Phase(progress, f"drafters T={temp:g}", len(prompts) * len(cands))
             for ref in refs:
                 if len(ref.tokens) == 0:
-                    progress.advance(len(cands))
+                    phase.advance(len(cands))
                     continue
                 for cand in cands:
                     t1 = time.perf_counter()
@@ -392,7 +371,7 @@ def profile_alignment(
                     ps = prompt_stats(b, settings.k_max, FIRST_ROUND_AT, proposed)
                     for dom in (ref.domain, ALL_DOMAINS):
                         stats.setdefault((cand.name, dom, temp), []).append(ps)
-                    progress.advance()
+                    phase.advance()
     finally:
         for c in cands:
             c.close()

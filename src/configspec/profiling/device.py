@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from configspec.backends.base import Drafter, ModelIdentity, Tokenizing
+from configspec.backends.specs import is_ngram
 from configspec.config import (
     DeviceInfo,
     DeviceProfile,
@@ -41,14 +42,8 @@ from configspec.errors import InvalidInput, ProfileError
 from configspec.power.base import Measurement, PowerMeter
 from configspec.profiling import host
 from configspec.profiling.stats import estimate, repeat_until, t975
-from configspec.profiling.sweep import (
-    NO_PROGRESS,
-    Checkpoint,
-    ProgressEvent,
-    ProgressFn,
-    SweepReport,
-    check_repeats,
-)
+from configspec.profiling.sweep import Checkpoint, SweepReport, check_repeats
+from configspec.progress import NO_PROGRESS, ProgressEvent, ProgressFn
 from configspec.store import ProfileStore
 
 log = logging.getLogger(__name__)
@@ -246,9 +241,7 @@ class DeviceProfiler:
         self.description = description
         self.meter = meter
         self.cache_dir = cache_dir
-        self.tokenizer_spec = tokenizer or next(
-            (s for s in self.specs if not s.startswith("ngram")), None
-        )
+        self.tokenizer_spec = tokenizer or next((s for s in self.specs if not is_ngram(s)), None)
         self.proc_root = proc_root
         self.checkpoint = Checkpoint(
             store.checkpoint_path(f"device-{device}"),
@@ -275,7 +268,7 @@ class DeviceProfiler:
 
         out: dict[str, ModelIdentity] = {}
         for spec in self.specs:
-            if spec.startswith("ngram"):
+            if is_ngram(spec):
                 if self.tokenizer_spec is None:
                     raise InvalidInput(
                         "the ngram drafter needs a vocabulary: pass --tokenizer with a GGUF "

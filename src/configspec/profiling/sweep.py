@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -25,29 +25,6 @@ from configspec.store import atomic_write_json
 log = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class ProgressEvent:
-    """One step of a sweep: ``done`` of ``total`` points of task ``label`` finished.
-
-    ``detail`` describes the point just finished (e.g. ``K=4 ctx=128: 10.7 ms ±1.2%``).
-    """
-
-    label: str
-    done: int
-    total: int
-    detail: str = ""
-
-
-ProgressFn = Callable[[ProgressEvent], None]
-
-
-def _no_progress(event: ProgressEvent) -> None:
-    del event
-
-
-NO_PROGRESS: ProgressFn = _no_progress
 
 
 def check_repeats(warmup: int, min_repeats: int, max_repeats: int) -> None:

@@ -39,14 +39,8 @@ from configspec.errors import InvalidInput
 from configspec.profiling import host
 from configspec.profiling.device import K_LIMIT, build_context
 from configspec.profiling.stats import estimate, repeat_until
-from configspec.profiling.sweep import (
-    NO_PROGRESS,
-    Checkpoint,
-    ProgressEvent,
-    ProgressFn,
-    SweepReport,
-    check_repeats,
-)
+from configspec.profiling.sweep import Checkpoint, SweepReport, check_repeats
+from configspec.progress import NO_PROGRESS, ProgressEvent, ProgressFn
 from configspec.store import ProfileStore
 
 log = logging.getLogger(__name__)
@@ -161,7 +155,7 @@ class VerificationProfiler:
         target_name: str | None = None,
         restart: bool = False,
     ) -> None:
-        from configspec.backends.factory import is_url
+        from configspec.backends.specs import is_url
 
         self.settings = settings or VerifySweepSettings()
         self.settings.validate()

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from configspec import records as R
 from configspec.errors import ProfileMissing
 from configspec.model.presets import get_preset
-from configspec.profiling.sweep import NO_PROGRESS, ProgressEvent, ProgressFn
+from configspec.progress import NO_PROGRESS, ProgressEvent, ProgressFn
 from configspec.search.evaluate import evaluate_space, link_from_network
 from configspec.search.select import pick
 from configspec.search.space import SearchSettings, read_profiles, space_from_profiles
@@ -77,8 +77,8 @@ def write_report(
     ``rtt_ms`` sets the RTT of the modelled selection (default: the stored network's).
     Raises :class:`ProfileMissing` (naming the profile command) when profiles are missing.
     """
+    from configspec.loop.validate import validate
     from configspec.report import figures as F
-    from configspec.validate import validate
 
     out = Path(out)
     profiles = read_profiles(store)
@@ -101,7 +101,7 @@ def write_report(
     # the runs go through the delay proxy with no bandwidth cap: model them the same way
     from dataclasses import replace as with_link
 
-    from configspec.validate import UNCAPPED_MBPS
+    from configspec.loop.validate import UNCAPPED_MBPS
 
     curves = {}
     for rtt in rtts:
@@ -207,7 +207,7 @@ def _optima_html(sel: object) -> str:
 
 
 def _validation_html(result: object) -> str:
-    from configspec.validate import ValidationResult
+    from configspec.loop.validate import ValidationResult
 
     assert isinstance(result, ValidationResult)
     rows = []

@@ -44,7 +44,7 @@ NETEM_PREFIX = f"netem on {DEVICE}"
 PROXY_PREFIX = "configspec delay proxy"
 EMULATED_LINKS = (PROXY_PREFIX, NETEM_PREFIX)
 """How run records' ``link`` begins when the RTT was injected on loopback (the link is then
-exactly the injected delay, see :func:`configspec.validate.validate`)."""
+exactly the injected delay, see :func:`configspec.loop.validate.validate`)."""
 
 
 def run_command(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:

@@ -26,17 +26,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from configspec import records as R
+from configspec.backends.specs import parse_spec, spec_of_name
 from configspec.config import GpuTimePrice, NetworkSettings
 from configspec.errors import InvalidInput
-from configspec.harness import RunPlan, Runtime, RuntimeSettings
+from configspec.loop.runs import measure_overhead, run_plans
+from configspec.loop.runtime import RunPlan, Runtime, RuntimeSettings
+from configspec.loop.validate import ValidationResult, validate
 from configspec.model.presets import ModelPreset, get_preset
 from configspec.profiling.prompts import bundled_prompts, select_prompts
-from configspec.profiling.sweep import ProgressEvent, ProgressFn
+from configspec.progress import ProgressEvent, ProgressFn, prefixed
 from configspec.search.select import Selection, pick
 from configspec.search.space import SearchSettings, read_profiles, space_from_profiles
 from configspec.serving.netem import LINK_KINDS
 from configspec.store import ProfileStore
-from configspec.validate import ValidationResult, validate
 
 log = logging.getLogger(__name__)
 
@@ -101,24 +103,6 @@ class QuickstartResult:
     """How the validation runs' RTT was injected (the run records' ``link``)."""
 
 
-class _AlignmentProgress:
-    """Adapts the alignment profiler's phase/advance progress to :data:`ProgressFn`."""
-
-    def __init__(self, progress: ProgressFn) -> None:
-        self.progress = progress
-        self.label = ""
-        self.done = 0
-        self.total = 0
-
-    def phase(self, description: str, total: int) -> None:
-        self.label, self.done, self.total = f"alignment: {description}", 0, total
-        self.progress(ProgressEvent(self.label, 0, total))
-
-    def advance(self, n: int = 1) -> None:
-        self.done += n
-        self.progress(ProgressEvent(self.label, self.done, self.total))
-
-
 def plans_to_validate(
     selection: Selection, drafters: Sequence[str], ks: Sequence[int], rtt_ms: float
 ) -> list[RunPlan]:
@@ -129,9 +113,10 @@ def plans_to_validate(
         if row is None or table[R.MODE].iloc[row] != R.MODE_SPECULATIVE:
             continue
         plans.append(RunPlan(str(table[R.DRAFTER].iloc[row]), int(table[R.K].iloc[row]), rtt_ms))
-    names = {str(d) for d in table[R.DRAFTER].dropna().unique()}
+    names = sorted({str(d) for d in table[R.DRAFTER].dropna().unique()})
     for spec in drafters:
-        name = next((n for n in names if n == spec or n.startswith(spec)), spec)
+        parsed = parse_spec(spec)
+        name = next((n for n in names if parsed.matches(n)), parsed.profiled_name)
         for k in ks:
             plans.append(RunPlan(name, k, rtt_ms))
     seen: set[tuple[str, int]] = set()
@@ -145,10 +130,7 @@ def plans_to_validate(
 
 def _spec_for(name: str, specs: Sequence[str]) -> str:
     """The drafter spec a profiled drafter name came from (``ngram[1-3]`` → ``ngram``)."""
-    for s in specs:
-        if name == s or name.startswith(s.split(":")[0]):
-            return s
-    return name
+    return next((s for s in specs if parse_spec(s).matches(name)), spec_of_name(name))
 
 
 def run_quickstart(
@@ -242,7 +224,7 @@ def run_quickstart(
             n_tokens=s.max_tokens, k_max=s.k_max, n_threads=s.threads, n_boot=300
         ),
         cache_dir=s.cache_dir,
-        progress=_AlignmentProgress(progress),
+        progress=prefixed(progress, "alignment: "),
     )
     times["profile alignment"] = time.perf_counter() - t
 
@@ -258,15 +240,13 @@ def run_quickstart(
     )
     with Runtime(runtime_settings) as runtime:
         t = step("measure runtime overhead")
-        progress(ProgressEvent("runtime overhead (K=0 rounds)", 0, 1))
-        overhead = runtime.calibrate_overhead(s.drafters[0], s.rtt_ms)
-        progress(ProgressEvent("runtime overhead (K=0 rounds)", 1, 1, f"{overhead.mean:.1f} ms"))
+        overhead_ms = measure_overhead(runtime, s.drafters[0], [s.rtt_ms], progress)[s.rtt_ms]
         store.save_network(
             NetworkSettings(
                 rtt_ms=s.rtt_ms,
                 uplink_mbps=UNCAPPED_MBPS,
                 downlink_mbps=UNCAPPED_MBPS,
-                round_overhead_ms=overhead.mean,
+                round_overhead_ms=overhead_ms,
                 source="measured",
             )
         )
@@ -284,13 +264,9 @@ def run_quickstart(
 
         t = step("validate")
         plans = plans_to_validate(selection, list(s.drafters), s.validate_ks, s.rtt_ms)
-        records = []
-        for i, plan in enumerate(plans):
-            spec_plan = RunPlan(_spec_for(plan.drafter, s.drafters), plan.k, plan.added_rtt_ms)
-            record = runtime.run(spec_plan, progress)
-            store.save_run(record)
-            records.append(record)
-            progress(ProgressEvent("validation runs", i + 1, len(plans), plan.drafter))
+        records = run_plans(
+            runtime, plans, store, progress, spec_for=lambda n: _spec_for(n, s.drafters)
+        )
         result = validate(store, runs=records)
         times["validate"] = time.perf_counter() - t
 
@@ -306,7 +282,7 @@ def run_quickstart(
         selection=selection,
         validation=result,
         report_path=report_path,
-        overhead_ms=overhead.mean,
+        overhead_ms=overhead_ms,
         price_note=price_note,
         step_s=times,
         link=str(records[0].provenance.settings.get("link", "")) if records else "",

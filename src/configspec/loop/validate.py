@@ -8,12 +8,12 @@ run did:
 * drafting: the device profile's per-token latency at the run's K and mean context
   (prompt + half the generated tokens: the context grows by one token per token produced);
 * verification: the verification profile's latency for K+1 positions at that context;
-* the link: for runs of the local harness (:mod:`configspec.harness`) the RTT the delay
+* the link: for runs of the local harness (:mod:`configspec.loop.runtime`) the RTT the delay
   proxy or netem injected (``RunConfig.added_rtt_ms``) with no bandwidth cap (the default);
   for other runs the stored network settings plus any injected RTT; in both cases plus the
   runtime's measured per-round overhead
   (:attr:`~configspec.config.NetworkSettings.round_overhead_ms`, see
-  :mod:`configspec.harness`);
+  :mod:`configspec.loop.runtime`);
 * acceptance: E(K) from the alignment profile.
 
 The model describes steady-state decoding, so every measured figure is taken over the
@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from configspec import records as R
+from configspec.backends.specs import parse_spec
 from configspec.config import (
     Estimate,
     GpuTimePrice,
@@ -83,9 +84,8 @@ class ConfigFilter:
     def matches(self, run: RunRecord) -> bool:
         """True when ``run`` executed this configuration."""
         c = run.config
-        name_ok = self.drafter in (c.drafter, c.drafter.split("[")[0])
         return (
-            name_ok
+            parse_spec(self.drafter).matches(c.drafter)
             and (self.k is None or c.k == self.k)
             and (self.added_rtt_ms is None or math.isclose(c.added_rtt_ms, self.added_rtt_ms))
         )

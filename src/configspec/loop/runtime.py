@@ -32,10 +32,11 @@ import numpy as np
 
 from configspec.backends.base import Drafter, Tokenizing
 from configspec.backends.factory import LlamaSettings, open_drafter, open_tokenizer
+from configspec.backends.specs import is_ngram
 from configspec.config import Estimate, RoundTiming, RunConfig, RunRecord
 from configspec.errors import BackendUnavailable, InvalidInput
 from configspec.profiling.prompts import Prompt
-from configspec.profiling.sweep import NO_PROGRESS, ProgressEvent, ProgressFn
+from configspec.progress import NO_PROGRESS, ProgressEvent, ProgressFn
 from configspec.serving.client import EdgeClient, Generation
 from configspec.serving.netem import LINK_KINDS, open_link
 from configspec.serving.record import build_run_record
@@ -120,7 +121,7 @@ class VerifierProcess:
         if s.cache_dir is not None:
             cmd += ["--cache-dir", str(s.cache_dir)]
         env = dict(os.environ)
-        src = str(Path(__file__).resolve().parents[1])
+        src = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
         import tempfile
 
@@ -236,7 +237,7 @@ class Runtime:
         """The drafter for ``spec``, loaded once and kept for the runtime's lifetime."""
         if spec not in self._drafters:
             s = self.settings
-            if self._tokenizer is None and spec.startswith("ngram"):
+            if self._tokenizer is None and is_ngram(spec):
                 self._tokenizer = open_tokenizer(s.target, cache_dir=s.cache_dir)
             self._drafters[spec] = open_drafter(
                 spec,

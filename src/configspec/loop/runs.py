@@ -1,0 +1,224 @@
+"""Run configurations for real and store their records: one path for every caller.
+
+``configspec quickstart``, ``configspec validate --run`` and ``configspec run edge`` all
+execute configurations through the real edge client and write one
+:class:`~configspec.config.RunRecord` per configuration into a profile directory:
+
+* :func:`plans_from_filters` turns ``DRAFTER:K[@RTT]`` filters into :class:`RunPlan` s;
+* :func:`measure_overhead` measures the runtime's per-round overhead (K=0 rounds) at
+  every RTT the plans use;
+* :func:`run_plans` runs the plans through a local :class:`Runtime` and stores each record;
+* :func:`run_configs` is ``validate --run``: a runtime, the overhead, the runs;
+* :func:`run_edge` is ``run edge``: one prompt against a verifier somewhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from configspec.config import NetworkSettings, RunConfig, RunRecord
+from configspec.errors import InvalidInput
+from configspec.loop.runtime import RunPlan, Runtime, RuntimeSettings
+from configspec.progress import NO_PROGRESS, Phase, ProgressEvent, ProgressFn
+from configspec.store import ProfileStore
+
+if TYPE_CHECKING:
+    from configspec.loop.validate import ConfigFilter
+
+OVERHEAD_LABEL = "runtime overhead (K=0 rounds)"
+RUNS_LABEL = "validation runs"
+
+
+def plans_from_filters(filters: Iterable[ConfigFilter], rtts: Sequence[float]) -> list[RunPlan]:
+    """One plan per filter and RTT (a filter's own ``@RTT`` wins over ``rtts``).
+
+    Raises :class:`InvalidInput` for a filter without K or when there is no plan at all.
+    """
+    plans = []
+    for f in filters:
+        if f.k is None:
+            raise InvalidInput(f"--run needs K for every config: {f.drafter}:K")
+        for rtt in [f.added_rtt_ms] if f.added_rtt_ms is not None else rtts:
+            plans.append(RunPlan(f.drafter, f.k, rtt))
+    if not plans:
+        raise InvalidInput("--run needs at least one --configs DRAFTER:K")
+    return plans
+
+
+def measure_overhead(
+    runtime: Runtime, drafter: str, rtts: Sequence[float], progress: ProgressFn = NO_PROGRESS
+) -> dict[float, float]:
+    """The runtime's per-round overhead (ms, mean of the K=0 calibration) at each RTT (ms)."""
+    overheads: dict[float, float] = {}
+    phase = Phase(progress, OVERHEAD_LABEL, len(rtts))
+    for rtt in rtts:
+        est = runtime.calibrate_overhead(drafter, rtt)
+        overheads[rtt] = est.mean
+        detail = f"+{rtt:g} ms: {est.mean:.1f} ms" if len(rtts) > 1 else f"{est.mean:.1f} ms"
+        phase.advance(detail=detail)
+    return overheads
+
+
+def run_plans(
+    runtime: Runtime,
+    plans: Sequence[RunPlan],
+    store: ProfileStore,
+    progress: ProgressFn = NO_PROGRESS,
+    spec_for: Callable[[str], str] = lambda name: name,
+) -> list[RunRecord]:
+    """Run every plan through ``runtime``, store each record in ``store``; return them.
+
+    ``spec_for`` maps a plan's drafter (e.g. a profiled name) to the spec to open.
+    """
+    records: list[RunRecord] = []
+    for i, plan in enumerate(plans):
+        spec_plan = RunPlan(spec_for(plan.drafter), plan.k, plan.added_rtt_ms)
+        record = runtime.run(spec_plan, progress)
+        store.save_run(record)
+        records.append(record)
+        progress(ProgressEvent(RUNS_LABEL, i + 1, len(plans), plan.drafter))
+    return records
+
+
+def run_configs(
+    store: ProfileStore,
+    plans: Sequence[RunPlan],
+    settings: RuntimeSettings,
+    progress: ProgressFn = NO_PROGRESS,
+) -> tuple[list[RunRecord], dict[float, float]]:
+    """``validate --run``: start a runtime, measure its overhead at every RTT of ``plans``
+    (stored as the network's ``round_overhead_ms`` at the lowest RTT), run and store the
+    plans. Returns the records and the overhead (ms) per RTT (ms)."""
+    with Runtime(settings) as runtime:
+        rtts = sorted({p.added_rtt_ms for p in plans})
+        overheads = measure_overhead(runtime, plans[0].drafter, rtts, progress)
+        net = store.network()
+        store.save_network(
+            NetworkSettings(**{**net.model_dump(), "round_overhead_ms": overheads[rtts[0]]})
+        )
+        records = run_plans(runtime, plans, store, progress)
+    return records, overheads
+
+
+@dataclass(frozen=True)
+class EdgeRun:
+    """One ``run edge``: draft locally with ``drafter``, verify on ``server``.
+
+    ``added_rtt_ms`` is the RTT the user injected between edge and server (recorded, not
+    added); ``meter`` names the edge power meter (``none`` for no energy figure).
+    """
+
+    server: str
+    drafter: str
+    k: int
+    prompt: str
+    max_tokens: int = 128
+    tokenizer: str | None = None
+    temperature: float = 0.0
+    seed: int | None = None
+    draft_top_k: int = 64
+    added_rtt_ms: float = 0.0
+    device: str | None = None
+    threads: int = 2
+    n_ctx: int = 4096
+    cache_dir: Path | None = None
+    meter: str = "auto"
+
+
+def _no_status(_: str) -> AbstractContextManager[Any]:
+    return nullcontext()
+
+
+def run_edge(
+    run: EdgeRun,
+    *,
+    on_text: Callable[[str], None] | None = None,
+    status: Callable[[str], AbstractContextManager[Any]] = _no_status,
+    store: ProfileStore | None = None,
+) -> tuple[RunRecord, Path | None]:
+    """Execute ``run`` against its verifier; return the run record and, when ``store`` is
+    given, the path it was saved to.
+
+    Fails fast (before loading any weights) when the server is unreachable, K is above
+    its limit or the drafter does not match the target. ``on_text`` receives the text as
+    it is generated; ``status(what)`` wraps the slow drafter load (e.g. a spinner).
+    """
+    from configspec.backends.factory import LlamaSettings, open_drafter, resolve_identity
+    from configspec.backends.specs import parse_spec
+    from configspec.power import open_meter
+    from configspec.serving.client import EdgeClient, check_drafter, probe_server
+    from configspec.serving.record import build_run_record
+
+    info = probe_server(run.server)
+    if run.k > info.max_k:
+        raise InvalidInput(f"K={run.k} is above the verifier's limit ({info.max_k}); lower --k")
+    is_ngram = parse_spec(run.drafter).is_ngram
+    if is_ngram and run.tokenizer is None:
+        raise InvalidInput(
+            f"the ngram drafter needs --tokenizer (a GGUF of the target's family, "
+            f"{info.target.family})"
+        )
+    if not is_ngram:
+        check_drafter(resolve_identity(run.drafter, cache_dir=run.cache_dir), info, run.k)
+    energy_meter = open_meter(run.meter)
+    with status(f"loading {run.drafter}"):
+        model = open_drafter(
+            run.drafter,
+            tokenizer=run.tokenizer,
+            cache_dir=run.cache_dir,
+            settings=LlamaSettings(n_threads=run.threads, n_ctx=run.n_ctx),
+        )
+    check_drafter(model.identity, info, run.k)
+    prompt_tokens = model.tokenize(run.prompt)
+    energy_note = "no device power meter was used (--meter none); energy not recorded"
+    if energy_meter is not None:
+        energy_meter.begin_window("edge-run")
+        energy_note = (
+            f"edge energy from the {energy_meter.name} meter ({energy_meter.source}); it "
+            "meters the whole host, so a verifier on the same host is included"
+        )
+    try:
+        with EdgeClient(
+            run.server,
+            model,
+            k=run.k,
+            temperature=run.temperature,
+            seed=run.seed,
+            draft_top_k=run.draft_top_k,
+            energy_j=(lambda: energy_meter.sample().energy_j) if energy_meter else None,
+        ) as client:
+            gen = client.generate(prompt_tokens, run.max_tokens, on_text=on_text)
+    finally:
+        if energy_meter is not None:
+            energy_meter.end_window("edge-run")
+    ident = model.identity
+    config = RunConfig(
+        drafter=ident.name,
+        drafter_family=ident.family,
+        target=gen.target_name,
+        target_family=gen.target_family,
+        k=run.k,
+        temperature=run.temperature,
+        added_rtt_ms=run.added_rtt_ms,
+        server_url=run.server,
+        device=run.device,
+        prompt_tokens=len(prompt_tokens),
+        max_tokens=run.max_tokens,
+        seed=run.seed,
+        draft_top_k=run.draft_top_k if run.temperature > 0 else None,
+    )
+    record = build_run_record(
+        gen,
+        config,
+        backend="ngram" if is_ngram else "llama.cpp",
+        model_sha256={ident.name: ident.file_sha256} if ident.file_sha256 else {},
+        energy_note=energy_note,
+        energy_source=energy_meter.source if energy_meter is not None else "measured",
+        settings={"meter": energy_meter.name if energy_meter else None},
+    )
+    path = store.save_run(record) if store is not None else None
+    return record, path
