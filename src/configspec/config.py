@@ -355,6 +355,36 @@ class RunConfig(_Strict):
     max_tokens: int = Field(default=0, ge=0)
     seed: int | None = None
     draft_top_k: int | None = None
+    k_policy: Literal["static", "adaptive"] = "static"
+    """``adaptive``: K was chosen each round (``--k auto``) between ``k_min`` and ``k_max``
+    to maximise ``objective``; ``k`` is then ``k_max`` and each round's
+    :attr:`RoundTiming.choice` says what was chosen and why."""
+    k_min: int | None = Field(default=None, ge=0)
+    k_max: int | None = Field(default=None, ge=0)
+    objective: str | None = None
+
+
+class KChoice(_Strict):
+    """What the adaptive-K policy knew when it chose one round's K (its live estimates).
+
+    ``acceptance`` is the posterior mean per draft position i = 1..k_max of the chance
+    that position i yields an accepted token given all before it did (proposal × acceptance,
+    so a model-free drafter that proposes fewer is covered); ``tokens_per_round``,
+    ``round_ms`` and ``objective_value`` are what the round model predicts at the chosen
+    K; ``rtt_ms`` is the live link estimate, ``draft_ms_per_token`` and ``verify_ms`` the
+    profile figures at the chosen K corrected by the live measurements; ``rounds_seen``
+    counts the rounds observed so far.
+    """
+
+    k: int = Field(ge=0)
+    objective_value: float
+    tokens_per_round: float = Field(ge=0)
+    round_ms: float = Field(ge=0)
+    rtt_ms: float = Field(ge=0)
+    draft_ms_per_token: float = Field(ge=0)
+    verify_ms: float = Field(ge=0)
+    acceptance: list[float] = Field(default_factory=list)
+    rounds_seen: int = Field(default=0, ge=0)
 
 
 class RoundTiming(_Strict):
@@ -385,6 +415,8 @@ class RoundTiming(_Strict):
     round_ms: float = Field(ge=0)
     energy_j: float | None = None
     retries: int = Field(default=0, ge=0)
+    choice: KChoice | None = None
+    """The adaptive policy's decision for this round (None: a static K)."""
 
 
 class RunTotals(_Strict):

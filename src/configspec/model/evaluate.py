@@ -186,11 +186,14 @@ def _pass(
     with np.errstate(divide="ignore", invalid="ignore"):
         tokens_per_j = e / energy
 
-    out = {"goodput": goodput, "tokens_per_usd": tokens_per_usd, "tokens_per_j": tokens_per_j}
+    out = {
+        "goodput": goodput,
+        "tokens_per_usd": tokens_per_usd,
+        "tokens_per_j": tokens_per_j,
+        "round": round_ms,
+    }
     if full:
-        out.update(
-            draft=draft, up=up, verify=verify, down=down, round=round_ms, cost=cost, energy=energy
-        )
+        out.update(draft=draft, up=up, verify=verify, down=down, cost=cost, energy=energy)
         # Baselines in the same units, same link: one position verified per token, and
         # the drafter decoding alone at its single-token latency.
         ar_up = transfer_ms(
@@ -210,6 +213,19 @@ def _pass(
         out["cloud_ar"] = 1e3 / (ar_up + verify_one + ar_down)
         out["edge_only"] = 1e3 / edge_tok
     return out
+
+
+def evaluate_objectives(
+    g: GridInputs, link: Link, preset: ModelPreset, price_scale: float = 1.0
+) -> dict[str, FloatArray]:
+    """The three objectives at the inputs' means only (one pass, no bounds, no breakdown).
+
+    The same round model as :func:`evaluate_grid`, for callers that evaluate a few
+    configurations very often (the adaptive-K policy, every round). Returns ``goodput``
+    (tokens/s), ``tokens_per_usd``, ``tokens_per_j`` and ``round`` (ms) per configuration.
+    """
+    st = _static(g, link, preset, price_scale)
+    return _pass(g, st, link, preset, price_scale, "mean", full=False)
 
 
 def evaluate_grid(

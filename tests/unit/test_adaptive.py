@@ -1,0 +1,275 @@
+"""The adaptive-K policy on synthetic round streams (no models, no servers)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import _model_factory as mf
+import numpy as np
+import pytest
+
+from configspec.errors import InvalidInput, ProfileMissing
+from configspec.model.acceptance import tokens_per_round_from_positions
+from configspec.model.evaluate import Link
+from configspec.search.space import Profiles
+from configspec.serving.adaptive import (
+    ANCHOR,
+    AdaptiveK,
+    PolicyPrior,
+    PositionalBeta,
+    RunningMedian,
+    positions_from_tokens_per_round,
+    prior_from_profiles,
+)
+
+N = 12
+
+
+def make_prior(
+    alpha: float = 0.7,
+    rtt_ms: float = 20.0,
+    per_token_ms: float = 4.0,
+    verify_base_ms: float = 30.0,
+    verify_per_pos_ms: float = 1.0,
+    proposal: float = 1.0,
+) -> PolicyPrior:
+    positions = np.arange(N + 2, dtype=np.float64)
+    verify = verify_base_ms + verify_per_pos_ms * positions
+    verify[0] = np.nan
+    return PolicyPrior(
+        acceptance=np.full(N, alpha),
+        proposal=np.full(N, proposal),
+        draft_ms_per_token=np.full(N, per_token_ms),
+        verify_ms=verify,
+        link=Link(rtt_ms=rtt_ms, bytes_per_token=0.0, bytes_per_message=0.0),
+    )
+
+
+class World:
+    """A synthetic edge–cloud link: i.i.d. acceptance, fixed times, exactly the round model."""
+
+    def __init__(self, truth: PolicyPrior, seed: int = 0) -> None:
+        self.truth = truth
+        self.rng = np.random.default_rng(seed)
+
+    def round(self, k: int) -> dict[str, float | int]:
+        t = self.truth
+        drafted = 0
+        while drafted < k and self.rng.random() < t.proposal[drafted]:
+            drafted += 1
+        accepted = 0
+        while accepted < drafted and self.rng.random() < t.acceptance[accepted]:
+            accepted += 1
+        draft_ms = drafted * float(t.draft_ms_per_token[k - 1]) if k else 0.0
+        verify_ms = float(t.verify_ms[drafted + 1])
+        round_ms = draft_ms + verify_ms + float(t.link.rtt_ms)
+        return {
+            "k_asked": k,
+            "drafted": drafted,
+            "accepted": accepted,
+            "draft_ms": draft_ms,
+            "verify_ms": verify_ms,
+            "round_ms": round_ms,
+        }
+
+
+def best_k(truth: PolicyPrior, k_min: int = 1, k_max: int = N) -> int:
+    """The K the round model picks when it knows the truth (no learning needed)."""
+    return AdaptiveK(truth, k_min=k_min, k_max=k_max).choose().k
+
+
+def value(truth: PolicyPrior, k: int) -> float:
+    """The objective (goodput) of a static K under the true parameters."""
+    return AdaptiveK(truth, k_min=k, k_max=k).choose().objective_value
+
+
+def efficiency(truth: PolicyPrior, ks: list[int]) -> float:
+    """Mean true goodput of the K chosen, relative to the best static K's (≤ 1)."""
+    best = value(truth, best_k(truth))
+    return float(np.mean([value(truth, k) for k in ks])) / best
+
+
+def run(policy: AdaptiveK, world: World, rounds: int) -> list[int]:
+    ks = []
+    for _ in range(rounds):
+        k = policy.choose().k
+        ks.append(k)
+        policy.observe(**world.round(k))  # type: ignore[arg-type]
+    return ks
+
+
+def mode(ks: list[int]) -> int:
+    return Counter(ks).most_common(1)[0][0]
+
+
+def test_positions_round_trip_from_tokens_per_round() -> None:
+    a = np.array([0.9, 0.8, 0.7, 0.6])
+    q = np.array([1.0, 0.9, 0.5, 0.5])
+    e = tokens_per_round_from_positions(a * q)
+    drafted = np.concatenate([[0.0], np.cumsum(np.cumprod(q))])
+    got_a, got_q = positions_from_tokens_per_round(e, drafted)
+    np.testing.assert_allclose(got_a, a, atol=1e-9)
+    np.testing.assert_allclose(got_q, q, atol=1e-9)
+    # no drafted figures: the drafter always proposes K
+    got_a, got_q = positions_from_tokens_per_round(tokens_per_round_from_positions(a))
+    np.testing.assert_allclose(got_a, a, atol=1e-9)
+    np.testing.assert_allclose(got_q, 1.0)
+
+
+def test_known_truth_picks_the_model_optimum_at_once() -> None:
+    # long RTT favours long drafts, short RTT short ones: the model's own trade-off
+    assert best_k(make_prior(alpha=0.8, rtt_ms=200.0)) > best_k(make_prior(alpha=0.8, rtt_ms=1.0))
+    assert best_k(make_prior(alpha=0.3)) < best_k(make_prior(alpha=0.9))
+
+
+@pytest.mark.parametrize(
+    ("alpha_true", "rtt_true", "alpha_prior", "rtt_prior"),
+    [(0.85, 120.0, 0.4, 5.0), (0.35, 5.0, 0.9, 120.0), (0.7, 30.0, 0.7, 30.0)],
+)
+def test_converges_to_the_right_k_from_a_wrong_prior(
+    alpha_true: float, rtt_true: float, alpha_prior: float, rtt_prior: float
+) -> None:
+    truth = make_prior(alpha=alpha_true, rtt_ms=rtt_true)
+    policy = AdaptiveK(make_prior(alpha=alpha_prior, rtt_ms=rtt_prior))
+    ks = run(policy, World(truth, seed=1), 300)
+    assert efficiency(truth, ks[-100:]) > 0.97
+    assert abs(policy.rtt.value - rtt_true) < 1e-6
+    assert abs(policy.acceptance.mean()[0] - alpha_true) < 0.15
+
+
+def test_corrects_device_and_verifier_speed() -> None:
+    # the device drafts 3x slower and the verifier is 2x slower than profiled
+    prior = make_prior(alpha=0.8, rtt_ms=5.0, per_token_ms=2.0, verify_base_ms=10.0)
+    truth = make_prior(alpha=0.8, rtt_ms=5.0, per_token_ms=6.0, verify_base_ms=20.0)
+    truth = PolicyPrior(**{**truth.__dict__, "verify_ms": prior.verify_ms * 2.0})
+    policy = AdaptiveK(prior)
+    ks = run(policy, World(truth, seed=2), 200)
+    assert policy.draft_scale.value == pytest.approx(3.0)
+    assert policy.verify_scale.value == pytest.approx(2.0)
+    assert efficiency(truth, ks[-80:]) > 0.97
+
+
+def test_bounds_are_respected() -> None:
+    truth = make_prior(alpha=0.95, rtt_ms=300.0)  # would want the largest K
+    policy = AdaptiveK(make_prior(), k_min=2, k_max=5)
+    ks = run(policy, World(truth), 100)
+    assert min(ks) >= 2 and max(ks) <= 5
+    assert mode(ks[-50:]) == 5
+    policy = AdaptiveK(make_prior(), k_min=3, k_max=6)
+    ks = run(policy, World(make_prior(alpha=0.05, rtt_ms=0.0), seed=3), 100)
+    assert min(ks) >= 3 and mode(ks[-50:]) == 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"k_min": 0}, "--k-min 0 is out of range"),
+        ({"k_min": 5, "k_max": 4}, "--k-min 5 is out of range"),
+        ({"k_max": N + 1}, "beyond the profiled range"),
+        ({"objective": "speed"}, "objective 'speed'"),
+        ({"objective": "energy"}, "drafting power"),
+        ({"decay": 1.0}, "decay 1.0"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        AdaptiveK(make_prior(), **kwargs)  # type: ignore[arg-type]
+
+
+def test_follows_drift_in_acceptance_and_rtt() -> None:
+    phases = [
+        make_prior(alpha=0.9, rtt_ms=5.0),
+        make_prior(alpha=0.5, rtt_ms=120.0),
+        make_prior(alpha=0.5, rtt_ms=5.0),
+    ]
+    targets = [best_k(t) for t in phases]
+    assert len(set(targets)) >= 2  # the scenario really moves the optimum
+    policy = AdaptiveK(phases[0])
+    for i, truth in enumerate(phases):
+        ks = run(policy, World(truth, seed=10 + i), 100)
+        # after a settling period the policy is about as good as the new optimum
+        assert efficiency(truth, ks) > 0.96, (i, targets[i], Counter(ks[-100:]))
+        assert abs(policy.rtt.value - float(truth.link.rtt_ms)) < 1e-6
+
+
+def test_learns_that_a_model_free_drafter_proposes_fewer() -> None:
+    # the drafter proposes position i+1 only half the time: K beyond 2-3 buys little
+    truth = make_prior(alpha=0.9, rtt_ms=60.0, proposal=0.5)
+    policy = AdaptiveK(make_prior(alpha=0.9, rtt_ms=60.0, proposal=1.0))
+    assert policy.proposal is None  # a model drafter: proposes K, nothing to learn
+    policy = AdaptiveK(make_prior(alpha=0.9, rtt_ms=60.0, proposal=0.99))
+    ks = run(policy, World(truth, seed=4), 300)
+    assert policy.proposal is not None
+    assert abs(policy.proposal.mean()[1] - 0.5) < 0.2
+    assert efficiency(truth, ks[-100:]) > 0.97
+    assert abs(policy.acceptance.mean()[0] - 0.9) < 0.15
+
+
+def test_beta_forgets_and_moves_untried_positions_with_the_observed_shift() -> None:
+    beta = PositionalBeta(np.array([0.8, 0.6, 0.6]), strength=8.0, decay=0.9)
+    for _ in range(500):
+        beta.observe(1, stopped=True)  # position 1 always succeeds, position 2 always fails
+    m = beta.mean()
+    assert m[0] > 0.75 and m[1] < 0.25
+    assert beta.weight == pytest.approx(ANCHOR)  # the prior's weight decayed to the anchor
+    assert beta.a[0] == pytest.approx(10.0)  # 1 / (1 - decay) rounds of memory
+    # position 3 was never tried: it keeps the prior's log-odds, moved by the pooled shift
+    # (observed 50% where the prior expected 70%)
+    assert 0.3 < m[2] < 0.6
+    fresh = PositionalBeta(np.array([0.8, 0.6]), strength=8.0, decay=0.9)
+    np.testing.assert_allclose(fresh.mean(), [0.8, 0.6])
+
+
+def test_running_median_ignores_outliers_and_starts_at_the_prior() -> None:
+    med = RunningMedian(prior=7.0, window=5)
+    assert med.value == 7.0
+    for x in (10.0, 11.0, 500.0, 9.0, float("nan"), 10.0):
+        med.add(x)
+    assert med.value == 10.0
+
+
+def test_observe_rejects_an_impossible_outcome() -> None:
+    with pytest.raises(InvalidInput, match="inconsistent"):
+        AdaptiveK(make_prior()).observe(
+            k_asked=2, drafted=3, accepted=1, draft_ms=1.0, verify_ms=1.0, round_ms=3.0
+        )
+
+
+def test_choice_reports_the_estimates_behind_it() -> None:
+    policy = AdaptiveK(make_prior(alpha=0.8, rtt_ms=40.0), k_max=8)
+    c = policy.choose()
+    assert 1 <= c.k <= 8
+    assert c.rtt_ms == 40.0
+    assert len(c.acceptance) == N
+    assert c.tokens_per_round == pytest.approx(
+        float(tokens_per_round_from_positions([0.8] * N)[c.k])
+    )
+    assert c.objective_value == pytest.approx(c.tokens_per_round * 1e3 / c.round_ms)
+
+
+def test_prior_from_profiles_uses_the_selected_entry() -> None:
+    profiles = Profiles(
+        devices=[mf.device(drafters=[mf.drafter("d", per_token_ms=5.0)])],
+        alignments=[
+            mf.alignment(
+                [
+                    mf.alpha_entry("d", 0.8),
+                    mf.alpha_entry("d", 0.3).model_copy(update={"domain": "chat"}),
+                ]
+            )
+        ],
+        verifications=[mf.verification(base_ms=20.0, per_position_ms=1.0, max_positions=10)],
+        network=mf.NO_NETWORK.model_copy(update={"rtt_ms": 15.0}),
+    )
+    prior = prior_from_profiles(profiles, drafter="d", k_max=8, domain="chat")
+    assert prior.k_max == 8
+    np.testing.assert_allclose(prior.acceptance, 0.3, atol=1e-9)
+    np.testing.assert_allclose(prior.proposal, 1.0)
+    np.testing.assert_allclose(prior.draft_ms_per_token, 5.0)
+    assert prior.verify_ms[3] == pytest.approx(23.0)
+    assert prior.link.rtt_ms == 15.0
+    code = prior_from_profiles(profiles, drafter="d", k_max=8, rtt_ms=5.0)
+    np.testing.assert_allclose(code.acceptance, 0.8, atol=1e-9)
+    assert code.link.rtt_ms == 5.0
+    with pytest.raises(ProfileMissing, match="drafter 'x'"):
+        prior_from_profiles(profiles, drafter="x", k_max=8)
