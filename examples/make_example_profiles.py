@@ -156,13 +156,24 @@ def alignments() -> list[AlignmentProfile]:
 
 
 def verifications() -> list[VerificationProfile]:
-    def points(base_ms: float, per_pos_ms: float) -> list[VerifyLatencyPoint]:
+    def points(
+        base_ms: float,
+        per_pos_ms: float,
+        batches: tuple[int, ...] = (1,),
+        per_session_ms: float = 0,
+    ) -> list[VerifyLatencyPoint]:
+        # A batched pass: the weight-bound base once, a little per session, then work
+        # proportional to every position of every session in the batch.
         return [
             VerifyLatencyPoint(
                 positions=p,
                 context_tokens=ctx,
-                latency_ms=est(base_ms * (1 + ctx / 16384) + per_pos_ms * p),
+                batch=b,
+                latency_ms=est(
+                    base_ms * (1 + ctx / 16384) + per_session_ms * (b - 1) + per_pos_ms * b * p
+                ),
             )
+            for b in batches
             for p in range(1, 18)
             for ctx in (512, 2048)
         ]
@@ -173,7 +184,7 @@ def verifications() -> list[VerificationProfile]:
             target_family="gemma3",
             endpoint="https://verifier.example.invalid",
             hardware="1x NVIDIA L4 24GB (illustrative)",
-            latency=points(38.0, 0.9),
+            latency=points(38.0, 0.9, batches=(1, 2, 4, 8, 16, 32), per_session_ms=1.5),
             price=GpuTimePrice(price_usd_per_hour=0.80, overhead_ms_per_round=2.0),
             provenance=prov(),
         ),

@@ -61,3 +61,7 @@ class MeterError(ConfigSpecError):
     """A power meter is unknown, absent, or unreadable (the message names the file)."""
 
     exit_code = 9
+
+
+class SloInfeasible(NoFeasibleConfig):
+    """A fleet class cannot meet its SLO; the message names the class and by how much."""

@@ -20,6 +20,7 @@ from configspec.cli import serve as _serve_cli
 from configspec.cli._console import err_console, setup_logging
 from configspec.cli.importers import import_app
 from configspec.cli.paper import paper_app
+from configspec.cli.plan import plan_command
 from configspec.cli.select import select_command
 from configspec.errors import ConfigSpecError
 
@@ -46,6 +47,7 @@ def _root(
 app.add_typer(import_app, name="import")
 app.add_typer(paper_app, name="paper")
 app.command("select")(select_command)
+app.command("plan")(plan_command)
 app.command("validate")(_loop_cli.validate_command)
 app.command("report")(_loop_cli.report_command)
 app.command("quickstart")(_loop_cli.quickstart_command)

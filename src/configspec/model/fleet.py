@@ -1,0 +1,392 @@
+"""Many edge clients sharing one batched verifier: a closed queueing network (pure numpy).
+
+Every client loops *draft → uplink → queue → verification → downlink*. Everything but the
+verifier is a **delay station** (no contention between clients): its time per round is the
+client's *think time* ``think_ms`` = drafting + both link legs + the runtime's per-round
+overhead, taken from the single-client model (:mod:`configspec.model.evaluate`). The
+verifier is the one **queueing station**. A verifier replica runs one forward pass at a
+time; a pass verifies up to ``max_batch`` sessions' requests together and takes
+``S(b, p)`` ms for ``b`` sessions of ``p`` positions each — the measured latency against
+sessions per batch × positions (the ``batch`` dimension of the verification profile,
+:class:`BatchLatency`).
+
+Solution: mean-value analysis (MVA, Reiser & Lavenberg 1980) with a batch-dependent
+service time. By the arrival theorem, a request arriving at the verifier sees on average
+``A`` other requests there (the mean queue of the network with itself removed). It joins
+a batch of ``b = min(A + 1, max_batch)`` sessions, whose pass takes ``S(b, p)``; when more
+than ``max_batch`` requests are present it waits for ``(A + 1) / max_batch`` passes::
+
+    T = S(b, p) · max(1, (A + 1) / max_batch)          response time at the verifier
+    X = n / (Z + T)                                    rounds per second (Little, the loop)
+    Q = X · T                                          requests at the verifier (Little)
+
+This treats the verifier as a load-dependent server whose rate with ``n`` requests
+present is ``min(n, B) / S(min(n, B), p)``: the batch grows with the queue, as a batching
+server that takes everyone waiting does. With ``max_batch = 1`` it is **exactly classic
+MVA** with one delay and one FCFS queueing station (``T = S · (1 + A)``), and for a
+single class it is solved exactly by recursion over the population
+(:func:`solve_population`). Several classes (different K, positions, think times) are
+solved with the Bard–Schweitzer approximation (``A_c = Q − Q_c / n_c``, a damped fixed
+point; :func:`solve_fleet`), which also accepts fractional populations (clients spread
+over replicas). Limits it respects by construction: at N = 1 the round is ``Z + S(1, p)``;
+as N grows, throughput tends to ``max_batch / S(max_batch, p)`` rounds per second per
+replica (saturation) and each client's goodput falls towards zero.
+
+What MVA assumes: product form (service-time shape does not matter for the means when the
+station is processor-sharing-like; for a FCFS one-at-a-time server with near-constant
+service time MVA slightly underestimates throughput close to the knee of the curve, where
+a deterministic system saturates more sharply). It says nothing of the order in which a
+gated batch server groups clients; clients with equal think times tend to fall into step
+and share every pass, which is the ``b = A + 1`` case above.
+
+The p95 round time is an approximation with a hard cap, both stated in
+:func:`tail_round_ms`.
+
+Units: every time in ms, throughputs per second, populations in clients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+FloatArray = NDArray[np.float64]
+
+P95_TAIL = 0.05
+"""Tail probability of the reported latency percentile (p95)."""
+
+
+@dataclass(frozen=True)
+class BatchLatency:
+    """Verification pass latency (ms) against sessions per batch × positions per session.
+
+    ``table_ms[i, p]`` is the latency of one pass verifying ``batches[i]`` sessions of
+    ``p`` positions each (column 0 unused; NaN where not profiled); ``batches`` are the
+    profiled batch sizes, increasing, starting at 1 (default: 1, 2, ... one per row).
+    Calls interpolate linearly in both (fractional batch and positions allowed); batch is
+    clamped to ``1..max_batch``, positions beyond the table give NaN.
+    """
+
+    table_ms: FloatArray
+    batches: FloatArray | None = None
+
+    def __post_init__(self) -> None:
+        t = np.asarray(self.table_ms, dtype=np.float64)
+        if t.ndim != 2 or t.shape[0] < 1 or t.shape[1] < 2:
+            raise ValueError(f"table_ms must be (batch, positions) with positions ≥ 1: {t.shape}")
+        if self.batches is None:
+            b = np.arange(1, t.shape[0] + 1, dtype=np.float64)
+        else:
+            b = np.asarray(self.batches, dtype=np.float64)
+        if b.shape != (t.shape[0],) or b[0] != 1 or np.any(np.diff(b) <= 0):
+            raise ValueError(f"batches {b} must start at 1, increase, one per table row")
+        object.__setattr__(self, "table_ms", t)
+        object.__setattr__(self, "batches", b)
+
+    @property
+    def max_batch(self) -> int:
+        """The largest batch the table covers."""
+        assert self.batches is not None
+        return int(self.batches[-1])
+
+    @classmethod
+    def linear(
+        cls, base_ms: float, per_position_ms: float, per_session_ms: float, max_batch: int
+    ) -> BatchLatency:
+        """A synthetic affine table: ``base + per_session·(b − 1) + per_position·b·p`` ms
+        (a pass costs a fixed part plus work proportional to the tokens it evaluates);
+        for tests and examples."""
+        b = np.arange(1, max_batch + 1, dtype=np.float64)[:, None]
+        p = np.arange(0, 65, dtype=np.float64)[None, :]
+        table = base_ms + per_session_ms * (b - 1) + per_position_ms * b * p
+        table[:, 0] = np.nan
+        return cls(table)
+
+    def __call__(self, batch: ArrayLike, positions: ArrayLike) -> FloatArray:
+        t, levels = self.table_ms, self.batches
+        assert levels is not None
+        b = np.clip(np.asarray(batch, dtype=np.float64), 1.0, levels[-1])
+        p = np.asarray(positions, dtype=np.float64)
+        b, p = np.broadcast_arrays(b, p)
+        last = t.shape[1] - 1
+        inside = (p >= 1.0) & (p <= last)
+        pc = np.clip(np.where(inside, p, 1.0), 1.0, float(last))
+        if levels.size == 1:
+            b0 = b1 = np.zeros(b.shape, dtype=np.int64)
+            wb = np.zeros(b.shape)
+        else:
+            b0 = np.clip(np.searchsorted(levels, b, side="right") - 1, 0, levels.size - 2)
+            b1 = b0 + 1
+            wb = (b - levels[b0]) / (levels[b1] - levels[b0])
+        p0 = np.minimum(pc.astype(np.int64), last - 1)
+        p1 = p0 + 1
+        wp = pc - p0
+        lo = (1.0 - wp) * t[b0, p0] + wp * t[b0, p1]
+        hi = (1.0 - wp) * t[b1, p0] + wp * t[b1, p1]
+        out = (1.0 - wb) * lo + wb * hi
+        return np.where(inside, out, np.nan)
+
+
+@dataclass(frozen=True)
+class FleetSolution:
+    """The solved network; arrays are (scenarios, classes) unless noted.
+
+    ``batch`` is the mean size of the pass a class's request is verified in; ``pass_ms``
+    its latency; ``verifier_ms`` = queueing + pass; ``queue_ms`` = ``verifier_ms`` −
+    ``pass_ms``; ``rounds_per_s`` is per class, all its clients on one replica together;
+    ``goodput_tok_s`` per client; ``replica_goodput_tok_s`` (scenarios,) is the total of
+    one replica; ``utilisation`` (scenarios,) the verifier's busy fraction;
+    ``gpu_ms_per_token`` the verifier time one token uses when a pass's time is shared
+    equally by its sessions (``pass_ms / batch / tokens_per_round``); ``p95_round_ms`` and
+    ``max_round_ms`` see :func:`tail_round_ms`.
+    """
+
+    round_ms: FloatArray
+    verifier_ms: FloatArray
+    pass_ms: FloatArray
+    queue_ms: FloatArray
+    batch: FloatArray
+    rounds_per_s: FloatArray
+    goodput_tok_s: FloatArray
+    replica_goodput_tok_s: FloatArray
+    utilisation: FloatArray
+    gpu_ms_per_token: FloatArray
+    p95_round_ms: FloatArray
+    max_round_ms: FloatArray
+    converged: NDArray[np.bool_]
+
+
+def _as2d(x: ArrayLike) -> FloatArray:
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim == 0:
+        return a.reshape(1, 1)
+    if a.ndim == 1:
+        return a.reshape(1, -1)
+    return a
+
+
+def _response(
+    curve: BatchLatency, others: FloatArray, positions: FloatArray, max_batch: int
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """(batch joined, pass ms, response ms) for an arrival that sees ``others`` requests."""
+    present = others + 1.0
+    batch = np.minimum(present, float(max_batch))
+    pass_ms = curve(batch, positions)
+    return batch, pass_ms, pass_ms * np.maximum(1.0, present / max_batch)
+
+
+def tail_round_ms(
+    think_ms: FloatArray,
+    pass_ms: FloatArray,
+    queue_ms: FloatArray,
+    utilisation: FloatArray,
+    clients_per_replica: FloatArray,
+    worst_pass_ms: FloatArray,
+    max_batch: int,
+) -> tuple[FloatArray, FloatArray]:
+    """(p95 round time, hard upper bound on the round time), ms.
+
+    Think time (drafting, link, overhead) is taken at its mean: its spread is not
+    modelled. The queueing delay has the M/M/1 tail shape: a request waits with
+    probability ``P`` (the verifier's busy fraction), and a waiting request waits an
+    exponential time of mean ``queue_ms / P``, so ``p95 wait = queue_ms / P · ln(P / 0.05)``
+    (0 when ``P ≤ 0.05``); exact for M/M/1 FCFS, an approximation here. It is capped by a
+    hard bound that needs no distribution: with FIFO passes, a request waits at most for
+    the pass in progress and for every other client at its replica ahead of it,
+    ``ceil((N − 1) / max_batch) + 1`` passes of at most ``worst_pass_ms`` (the pass of the
+    largest batch and positions in the fleet). The bound holds whatever the arrival
+    pattern, as long as pass latency does not exceed ``worst_pass_ms``.
+    """
+    p_wait = np.clip(utilisation, 0.0, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tail = np.where(
+            p_wait > P95_TAIL,
+            queue_ms / np.maximum(p_wait, 1e-12) * np.log(np.maximum(p_wait, 1e-12) / P95_TAIL),
+            0.0,
+        )
+    n = np.ceil(np.maximum(clients_per_replica - 1e-9, 1.0))
+    hard = np.where(n <= 1.0, pass_ms, (np.ceil((n - 1.0) / max_batch) + 1.0) * worst_pass_ms)
+    hard = np.maximum(hard, pass_ms)
+    p95 = think_ms + np.minimum(pass_ms + np.maximum(tail, 0.0), hard)
+    return p95, think_ms + hard
+
+
+def _finish(
+    curve: BatchLatency,
+    n: FloatArray,
+    think: FloatArray,
+    positions: FloatArray,
+    tokens: FloatArray,
+    batch: FloatArray,
+    pass_ms: FloatArray,
+    resp: FloatArray,
+    max_batch: int,
+    converged: NDArray[np.bool_],
+) -> FleetSolution:
+    present = n > 0
+    rounds = np.where(present, n / (think + resp) * 1e3, 0.0)
+    good_client = np.where(present, tokens / (think + resp) * 1e3, np.nan)
+    util = np.clip(np.nansum(rounds * pass_ms / batch, axis=-1) / 1e3, 0.0, 1.0)
+    total = n.sum(axis=-1, keepdims=True)
+    p_max = np.nanmax(np.where(present, positions, np.nan), axis=-1, keepdims=True)
+    worst = curve(np.minimum(np.ceil(total), max_batch), p_max)
+    p95, hard = tail_round_ms(
+        think, pass_ms, resp - pass_ms, util[..., None], total, worst, max_batch
+    )
+    return FleetSolution(
+        round_ms=think + resp,
+        verifier_ms=resp,
+        pass_ms=pass_ms,
+        queue_ms=resp - pass_ms,
+        batch=batch,
+        rounds_per_s=rounds,
+        goodput_tok_s=good_client,
+        replica_goodput_tok_s=np.nansum(rounds * tokens, axis=-1),
+        utilisation=util,
+        gpu_ms_per_token=pass_ms / batch / tokens,
+        p95_round_ms=p95,
+        max_round_ms=hard,
+        converged=converged,
+    )
+
+
+def _check(max_batch: int, curve: BatchLatency) -> int:
+    if max_batch < 1:
+        raise ValueError(f"max_batch={max_batch} must be at least 1")
+    return min(int(max_batch), curve.max_batch)
+
+
+def solve_fleet(
+    clients: ArrayLike,
+    think_ms: ArrayLike,
+    positions: ArrayLike,
+    tokens_per_round: ArrayLike,
+    curve: BatchLatency,
+    max_batch: int,
+    *,
+    tol: float = 1e-6,
+    max_iter: int = 2000,
+    start: FleetSolution | None = None,
+    damping: float = 0.3,
+) -> FleetSolution:
+    """Solve one verifier replica shared by several client classes (Bard–Schweitzer AMVA).
+
+    Arrays broadcast to (scenarios, classes): ``clients`` per class at this replica
+    (fractional allowed; 0 = class absent), ``think_ms`` per round outside the verifier,
+    ``positions`` per verification (drafted tokens + 1), ``tokens_per_round`` E(K).
+    ``max_batch`` is capped at the largest batch ``curve`` covers. Iterates the damped
+    fixed point until the queue lengths move less than ``tol`` (relative); scenarios that
+    did not converge in ``max_iter`` are flagged in :attr:`FleetSolution.converged`.
+    ``start`` (a solution of the same shape) warm-starts the iteration from its queues;
+    ``damping`` is the weight of the previous queue lengths in each update (0 = plain
+    substitution; some damping keeps the batch-dependent service time from oscillating).
+    """
+    b_max = _check(max_batch, curve)
+    n, z, p, e = np.broadcast_arrays(
+        _as2d(clients), _as2d(think_ms), _as2d(positions), _as2d(tokens_per_round)
+    )
+    n = np.maximum(n, 0.0)
+    present = n > 0
+    safe_n = np.where(present, n, 1.0)
+    s1 = curve(1.0, p)
+    q = np.where(present, n * s1 / (z + s1), 0.0)
+    if start is not None and start.round_ms.shape == n.shape:
+        q0 = start.rounds_per_s * start.verifier_ms / 1e3
+        q = np.where(present & np.isfinite(q0), q0, q)
+    converged = np.zeros(n.shape[0], dtype=bool)
+    batch = pass_ms = resp = np.zeros_like(n)
+    for _ in range(max_iter):
+        q_tot = q.sum(axis=-1, keepdims=True)
+        others = np.maximum(q_tot - np.where(present, q / safe_n, 0.0), 0.0)
+        # Positions of the pass: the mean over the sessions in it (weighted by queue share).
+        pq = (q * p).sum(axis=-1, keepdims=True)
+        p_mix = np.where(others > 1e-12, (pq - q / safe_n * p + p) / (others + 1.0), p)
+        p_mix = np.where(np.isfinite(p_mix), p_mix, p)
+        batch, pass_ms, resp = _response(curve, others, p_mix, b_max)
+        q_new = np.where(present, n * resp / (z + resp), 0.0)
+        delta = np.nanmax(np.abs(q_new - q) / np.maximum(n, 1.0), axis=-1, initial=0.0)
+        q = damping * q + (1.0 - damping) * q_new
+        converged = delta < tol
+        if converged.all():
+            break
+    return _finish(curve, n, z, p, e, batch, pass_ms, resp, b_max, converged)
+
+
+def solve_population(
+    max_clients: int,
+    think_ms: ArrayLike,
+    positions: ArrayLike,
+    tokens_per_round: ArrayLike,
+    curve: BatchLatency,
+    max_batch: int,
+) -> FleetSolution:
+    """Exact MVA for one class of identical clients, for every N = 1..``max_clients``.
+
+    ``think_ms``, ``positions`` and ``tokens_per_round`` are scalars or (scenarios,)
+    arrays; the result's arrays are (scenarios, N) with column ``N − 1`` the network of N
+    clients. Recursion over the population: an arrival in the network of N clients sees
+    the mean queue of the network of N − 1 (the arrival theorem, exact for product-form
+    networks; with ``max_batch = 1`` this is textbook exact MVA).
+    """
+    if max_clients < 1:
+        raise ValueError(f"max_clients={max_clients} must be at least 1")
+    b_max = _check(max_batch, curve)
+    z, p, e = (np.atleast_1d(np.asarray(x, dtype=np.float64)) for x in (think_ms, positions,
+               tokens_per_round))  # fmt: skip
+    z, p, e = np.broadcast_arrays(z, p, e)
+    cols: list[tuple[FloatArray, FloatArray, FloatArray]] = []
+    q = np.zeros_like(z)
+    for n in range(1, max_clients + 1):
+        batch, pass_ms, resp = _response(curve, q, p, b_max)
+        q = n * resp / (z + resp)
+        cols.append((batch, pass_ms, resp))
+    batch_a, pass_a, resp_a = (np.stack(c, axis=-1) for c in zip(*cols, strict=True))
+    ns = np.broadcast_to(np.arange(1, max_clients + 1, dtype=np.float64), resp_a.shape)
+    zz, pp, ee = (np.broadcast_to(x[:, None], resp_a.shape) for x in (z, p, e))
+    sol = _finish_single(curve, ns, zz, pp, ee, batch_a, pass_a, resp_a, b_max)
+    return sol
+
+
+def _finish_single(
+    curve: BatchLatency,
+    n: FloatArray,
+    think: FloatArray,
+    positions: FloatArray,
+    tokens: FloatArray,
+    batch: FloatArray,
+    pass_ms: FloatArray,
+    resp: FloatArray,
+    max_batch: int,
+) -> FleetSolution:
+    """Like :func:`_finish` but each column is a separate single-class network."""
+    rounds = n / (think + resp) * 1e3
+    util = np.clip(rounds * pass_ms / batch / 1e3, 0.0, 1.0)
+    worst = curve(np.minimum(n, max_batch), positions)
+    p95, hard = tail_round_ms(think, pass_ms, resp - pass_ms, util, n, worst, max_batch)
+    return FleetSolution(
+        round_ms=think + resp,
+        verifier_ms=resp,
+        pass_ms=pass_ms,
+        queue_ms=resp - pass_ms,
+        batch=batch,
+        rounds_per_s=rounds,
+        goodput_tok_s=tokens / (think + resp) * 1e3,
+        replica_goodput_tok_s=rounds * tokens,
+        utilisation=util,
+        gpu_ms_per_token=pass_ms / batch / tokens,
+        p95_round_ms=p95,
+        max_round_ms=hard,
+        converged=np.ones(n.shape[0], dtype=bool),
+    )
+
+
+__all__ = [
+    "P95_TAIL",
+    "BatchLatency",
+    "FleetSolution",
+    "solve_fleet",
+    "solve_population",
+    "tail_round_ms",
+]

@@ -1,0 +1,422 @@
+"""Plan a fleet: a configuration per class and the number of verifier replicas.
+
+The classes share one pool of ``R`` identical verifier replicas; every replica serves
+``count / R`` devices of every class (a balanced load balancer), so one replica is solved
+with :func:`configspec.model.fleet.solve_fleet` and the fleet is ``R`` copies of it.
+
+For a given ``R`` the configurations are chosen by a best-response iteration: start
+from an idle verifier; each class takes, among its candidates that meet its SLOs against
+the verifier's current queue (as an arriving request sees it, the arrival theorem), the
+one that uses the least verifier time per token (its share of a pass / E(K)) — the
+cheapest for the fleet; the network is solved again with the new choices, until no class
+changes (at most :data:`MAX_ROUNDS` times). A plan is feasible when the solved network
+meets every class's SLOs. The smallest feasible ``R`` is found by bisection between a
+lower bound (the verifier work the goodput SLOs demand, at full batches and full
+utilisation, cannot exceed ``R`` replica-seconds per second) and doubling. Every step is
+vectorised over the SLO levels of the cost-versus-SLO trade-off.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from configspec.errors import SloInfeasible
+from configspec.model.fleet import BatchLatency, FleetSolution, solve_fleet, tail_round_ms
+from configspec.plan.candidates import Candidates, batch_curve, build_candidates
+from configspec.plan.spec import FleetSpec
+from configspec.search.space import Profiles
+
+log = logging.getLogger(__name__)
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+BoolArray = NDArray[np.bool_]
+
+MAX_ROUNDS = 8
+"""Best-response rounds per replica count (choices usually settle in 2-3)."""
+_RTOL = 1e-9
+
+
+@dataclass(frozen=True)
+class _Eval:
+    choice: IntArray  # (S, C)
+    sol: FleetSolution
+    class_ok: BoolArray  # (S, C)
+
+    @property
+    def ok(self) -> BoolArray:
+        return np.asarray(self.class_ok.all(axis=-1), dtype=bool)
+
+
+@dataclass(frozen=True)
+class FleetPlan:
+    """The plan at every SLO level (arrays over levels, then classes).
+
+    ``replicas`` is 0 where a level is infeasible. Per class: ``choice`` (candidate index),
+    ``goodput_tok_s`` and ``p95_itl_ms`` per device, ``queue_ms``, ``batch``. Per level:
+    ``utilisation`` of each replica, ``fleet_goodput_tok_s`` (all devices together),
+    ``cost_usd_per_mtok`` (every replica billed for wall time), ``shared_cost_usd_per_mtok``
+    (only the busy time, each pass's time shared by its sessions; the difference is idle
+    capacity). ``main`` indexes the level 1 (the SLOs as written).
+    """
+
+    spec: FleetSpec
+    candidates: Candidates
+    max_batch: int
+    scales: FloatArray
+    replicas: IntArray
+    feasible: BoolArray
+    choice: IntArray
+    goodput_tok_s: FloatArray
+    p95_itl_ms: FloatArray
+    round_ms: FloatArray
+    queue_ms: FloatArray
+    batch: FloatArray
+    utilisation: FloatArray
+    fleet_goodput_tok_s: FloatArray
+    cost_usd_per_mtok: FloatArray
+    shared_cost_usd_per_mtok: FloatArray
+    main: int
+    warnings: list[str]
+
+
+def _take(a: FloatArray, choice: IntArray) -> FloatArray:
+    """``a[c, choice[s, c]]`` as (S, C)."""
+    return a[np.arange(a.shape[0])[None, :], choice]
+
+
+def _tagged(
+    cands: Candidates,
+    curve: BatchLatency,
+    b_max: int,
+    choice: IntArray,
+    sol: FleetSolution | None,
+    n: FloatArray,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """(goodput, p95 round, verifier ms per token) of every candidate (S, C, M) as a request
+    arriving at the verifier state ``sol`` (None = idle) would see it."""
+    z, p, e = cands.think_ms[None], cands.positions[None], cands.tokens_per_round[None]
+    if sol is None:
+        others = np.zeros((*n.shape, 1))
+        util = np.zeros((n.shape[0], 1, 1))
+        p_mix = p
+    else:
+        q = sol.rounds_per_s * sol.verifier_ms / 1e3  # (S, C) requests at the verifier
+        pc = _take(cands.positions, choice)
+        safe = np.where(n > 0, n, 1.0)
+        others = np.maximum(q.sum(-1, keepdims=True) - q / safe, 0.0)[..., None]
+        pq = ((q * pc).sum(-1, keepdims=True) - q / safe * pc)[..., None]
+        p_mix = (pq + p) / (others + 1.0)
+        util = sol.utilisation[:, None, None]
+    present = others + 1.0
+    batch = np.minimum(present, float(b_max))
+    pass_ms = curve(batch, p_mix)
+    resp = pass_ms * np.maximum(1.0, present / b_max)
+    total = n.sum(-1)[:, None, None]
+    worst = curve(np.minimum(np.ceil(total), b_max), np.nanmax(cands.positions))
+    p95, _ = tail_round_ms(z, pass_ms, resp - pass_ms, util, total, worst, b_max)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        goodput = e / (z + resp) * 1e3
+        gpu = pass_ms / batch / e
+    return goodput, p95, gpu
+
+
+def _meets(cands: Candidates, goodput: FloatArray, p95: FloatArray, scale: FloatArray) -> BoolArray:
+    """SLO check; ``scale`` (S,) raises the goodput floor and lowers the latency limit."""
+    shape = (-1,) + (1,) * (goodput.ndim - 1)
+    s = scale.reshape(shape)
+    extra = goodput.ndim - 2
+    g_min = cands.min_goodput_tok_s.reshape((1, -1) + (1,) * extra) * s
+    p_max = cands.max_p95_ms.reshape((1, -1) + (1,) * extra) / s
+    ok = (goodput >= g_min * (1 - _RTOL)) & (p95 <= p_max * (1 + _RTOL))
+    return np.asarray(ok & np.isfinite(goodput), dtype=bool)
+
+
+def _margin(
+    cands: Candidates, goodput: FloatArray, p95: FloatArray, scale: FloatArray
+) -> FloatArray:
+    """How close to the SLOs (1 = exactly met; < 1 missed): min of the two ratios."""
+    s = scale.reshape(-1, 1, 1)
+    g_min = cands.min_goodput_tok_s[None, :, None] * s
+    p_max = cands.max_p95_ms[None, :, None] / s
+    with np.errstate(divide="ignore", invalid="ignore"):
+        g_ratio = np.where(g_min > 0, goodput / g_min, np.inf)
+        p_ratio = np.where(np.isfinite(p_max), p_max / p95, np.inf)
+    return np.nan_to_num(np.minimum(g_ratio, p_ratio), nan=-np.inf)
+
+
+def _choose(
+    cands: Candidates,
+    goodput: FloatArray,
+    p95: FloatArray,
+    gpu: FloatArray,
+    scale: FloatArray,
+) -> IntArray:
+    ok = _meets(cands, goodput, p95, scale) & cands.valid[None]
+    cost = np.where(ok, gpu, np.inf)
+    # Ties (equal verifier time per token): the higher goodput.
+    cost = cost - 1e-12 * np.nan_to_num(goodput)
+    cheapest = np.argmin(cost, axis=-1)
+    margin = np.where(cands.valid[None], _margin(cands, goodput, p95, scale), -np.inf)
+    closest = np.argmax(margin, axis=-1)
+    return np.asarray(np.where(ok.any(axis=-1), cheapest, closest), dtype=np.int64)
+
+
+def _solve(
+    cands: Candidates,
+    curve: BatchLatency,
+    b_max: int,
+    n: FloatArray,
+    choice: IntArray,
+    start: FleetSolution | None,
+) -> FleetSolution:
+    return solve_fleet(
+        n,
+        _take(cands.think_ms, choice),
+        _take(cands.positions, choice),
+        _take(cands.tokens_per_round, choice),
+        curve,
+        b_max,
+        tol=1e-5,
+        max_iter=1000,
+        start=start,
+    )
+
+
+def _evaluate(
+    cands: Candidates, curve: BatchLatency, b_max: int, replicas: FloatArray, scale: FloatArray
+) -> _Eval:
+    """Best-response choices and the solved replica for each scenario (replicas, scale)."""
+    n = cands.counts[None, :] / replicas[:, None]
+    choice = _choose(
+        cands, *_tagged(cands, curve, b_max, np.zeros(n.shape, np.int64), None, n), scale
+    )
+    sol: FleetSolution | None = None
+    settled = False
+    for _ in range(MAX_ROUNDS):
+        sol = _solve(cands, curve, b_max, n, choice, sol)
+        new = _choose(cands, *_tagged(cands, curve, b_max, choice, sol, n), scale)
+        if np.array_equal(new, choice):
+            settled = True
+            break
+        choice = new
+    if not settled or sol is None:
+        sol = _solve(cands, curve, b_max, n, choice, sol)
+    ok = _meets(cands, sol.goodput_tok_s, sol.p95_round_ms, scale)
+    return _Eval(choice, sol, ok)
+
+
+def _lower_bound(
+    cands: Candidates, curve: BatchLatency, b_max: int, scale: FloatArray
+) -> FloatArray:
+    """Replicas below which the goodput SLOs cannot be met: each class needs at least
+    ``count · goodput / E`` rounds per second, each taking at least ``S(B, p) / B`` ms."""
+    per_round = curve(float(b_max), cands.positions) / b_max / cands.tokens_per_round
+    best = np.nanmin(np.where(cands.valid, per_round, np.nan), axis=-1)  # ms per token
+    need = (cands.counts * cands.min_goodput_tok_s * best)[None, :] * scale[:, None]
+    return np.asarray(np.nansum(need, axis=-1) / 1e3, dtype=np.float64)
+
+
+def _describe_miss(
+    cands: Candidates,
+    goodput: FloatArray,
+    p95: FloatArray,
+    c: int,
+    where: str,
+) -> str:
+    """One line: which SLO of class ``c`` is missed, by how much, with its best candidate."""
+    g, p = goodput[c], p95[c]
+    g_min, p_max = cands.min_goodput_tok_s[c], cands.max_p95_ms[c]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        g_ratio = np.where(cands.valid[c], np.where(g_min > 0, g / g_min, np.inf), -np.inf)
+        p_ratio = np.where(cands.valid[c], np.where(np.isfinite(p_max), p_max / p, np.inf), -np.inf)
+    margin = np.nan_to_num(np.minimum(g_ratio, p_ratio), nan=-np.inf)
+    m = int(np.argmax(margin))
+    name = cands.class_names[c]
+    label = cands.label(c, m)
+    if g_ratio[m] <= p_ratio[m]:
+        best = float(g[m])
+        short = g_min - best
+        return (
+            f"class {name!r} cannot meet min_goodput_tok_s={g_min:g} {where}: its best "
+            f"configuration ({label}) gives {best:.3g} tok/s per device, {short:.3g} tok/s "
+            f"({short / g_min:.0%}) short"
+        )
+    best = float(p[m])
+    over = best - p_max
+    return (
+        f"class {name!r} cannot meet max_p95_itl_ms={p_max:g} {where}: its best "
+        f"configuration ({label}) gives a p95 inter-token latency of {best:.4g} ms, "
+        f"{over:.4g} ms ({over / p_max:.0%}) over"
+    )
+
+
+def _infeasible_message(
+    cands: Candidates, curve: BatchLatency, b_max: int, spec: FleetSpec, at_max: _Eval, i: int
+) -> str:
+    n_idle = np.zeros((1, len(cands.class_names)))
+    goodput, p95, _ = _tagged(
+        cands, curve, b_max, np.zeros((1, n_idle.shape[1]), np.int64), None, n_idle + 1
+    )
+    alone_ok = _meets(cands, goodput, p95, np.ones(1)) & cands.valid[None]
+    for c in range(len(cands.class_names)):
+        if not alone_ok[0, c].any():
+            return _describe_miss(cands, goodput[0], p95[0], c, "even with an idle verifier")
+    r = spec.verifier.max_replicas
+    bad = np.flatnonzero(~at_max.class_ok[i])
+    c = int(bad[0]) if bad.size else 0
+    g_all, p_all, _ = _tagged(
+        cands, curve, b_max, at_max.choice[i : i + 1], _slice(at_max.sol, i),
+        (cands.counts / r)[None],
+    )  # fmt: skip
+    return (
+        _describe_miss(cands, g_all[0], p_all[0], c, f"with {r} verifier replicas")
+        + "; raise verifier.max_replicas"
+    )
+
+
+def _slice(sol: FleetSolution, i: int) -> FleetSolution:
+    return FleetSolution(
+        **{k: np.asarray(getattr(sol, k))[i : i + 1] for k in FleetSolution.__dataclass_fields__}
+    )
+
+
+def _search_replicas(
+    cands: Candidates, curve: BatchLatency, b_max: int, scales: FloatArray, r_max: int
+) -> tuple[IntArray, BoolArray, _Eval]:
+    """Smallest feasible replica count per scale (bisection, vectorised over scales)."""
+    lo = np.maximum(np.ceil(_lower_bound(cands, curve, b_max, scales)) - 1, 0).astype(np.int64)
+    lo = np.minimum(lo, r_max - 1)
+    hi = np.minimum(lo + 1, r_max)
+    while True:
+        ev = _evaluate(cands, curve, b_max, hi.astype(np.float64), scales)
+        grow = ~ev.ok & (hi < r_max)
+        if not grow.any():
+            break
+        lo = np.where(grow, hi, lo)
+        hi = np.where(grow, np.minimum(hi * 2, r_max), hi)
+    feasible = ev.ok.copy()
+    while True:
+        gap = feasible & (hi - lo > 1)
+        if not gap.any():
+            break
+        mid = np.where(gap, (lo + hi) // 2, hi)
+        ev_mid = _evaluate(cands, curve, b_max, mid.astype(np.float64), scales)
+        good = gap & ev_mid.ok
+        hi = np.where(good, mid, hi)
+        lo = np.where(gap & ~ev_mid.ok, mid, lo)
+    final = _evaluate(cands, curve, b_max, hi.astype(np.float64), scales)
+    return hi, feasible & final.ok, final
+
+
+def plan_fleet(spec: FleetSpec, profiles: Profiles) -> FleetPlan:
+    """Plan ``spec`` on ``profiles``; :class:`SloInfeasible` when the SLOs as written
+    cannot be met (the message names the class and the miss)."""
+    cands, warnings = build_candidates(spec, profiles)
+    verification = next(v for v in profiles.verifications if v.target == spec.verifier.target)
+    k_cap = int(np.max(cands.k[cands.valid])) if cands.valid.any() else 1
+    curve, b_max, w = batch_curve(verification, max(k_cap, 1), spec.context_tokens,
+                                  spec.verifier.max_batch)  # fmt: skip
+    warnings += w
+    scales = np.asarray(spec.scales(), dtype=np.float64)
+    main = int(np.flatnonzero(scales == 1.0)[0])
+    replicas, feasible, ev = _search_replicas(
+        cands, curve, b_max, scales, spec.verifier.max_replicas
+    )
+    if not feasible[main]:
+        raise SloInfeasible(_infeasible_message(cands, curve, b_max, spec, ev, main))
+    sol = ev.sol
+    counts = cands.counts[None, :]
+    fleet = np.nansum(counts * sol.goodput_tok_s, axis=-1)
+    price = spec.verifier.price_usd_per_hour
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cost = replicas * price / (fleet * 3600.0) * 1e6
+        gpu_ms = np.nansum(counts * sol.goodput_tok_s * sol.gpu_ms_per_token, axis=-1) / fleet
+    shared = price / 3.6e6 * gpu_ms * 1e6
+    return FleetPlan(
+        spec=spec,
+        candidates=cands,
+        max_batch=b_max,
+        scales=scales,
+        replicas=np.where(feasible, replicas, 0),
+        feasible=feasible,
+        choice=ev.choice,
+        goodput_tok_s=sol.goodput_tok_s,
+        p95_itl_ms=sol.p95_round_ms,
+        round_ms=sol.round_ms,
+        queue_ms=sol.queue_ms,
+        batch=sol.batch,
+        utilisation=sol.utilisation,
+        fleet_goodput_tok_s=fleet,
+        cost_usd_per_mtok=np.where(feasible, cost, np.nan),
+        shared_cost_usd_per_mtok=np.where(feasible, shared, np.nan),
+        main=main,
+        warnings=warnings,
+    )
+
+
+def plan_record(plan: FleetPlan) -> dict[str, object]:
+    """The plan as a JSON-ready dict (every figure modelled; inputs' sources listed)."""
+    cands = plan.candidates
+
+    def level(i: int) -> dict[str, object]:
+        classes = []
+        for c, name in enumerate(cands.class_names):
+            m = int(plan.choice[i, c])
+            spec_c = plan.spec.classes[c]
+            classes.append(
+                {
+                    "class": name,
+                    "device": cands.devices[c],
+                    "count": spec_c.count,
+                    "rtt_ms": spec_c.rtt_ms,
+                    "drafter": cands.drafters[c][m] or None,
+                    "quantization": cands.quantizations[c][m] or None,
+                    "k": int(cands.k[c, m]),
+                    "configuration": cands.label(c, m),
+                    "min_goodput_tok_s": spec_c.min_goodput_tok_s * float(plan.scales[i]),
+                    "max_p95_itl_ms": None
+                    if spec_c.max_p95_itl_ms is None
+                    else spec_c.max_p95_itl_ms / float(plan.scales[i]),
+                    "goodput_tok_s_per_device": float(plan.goodput_tok_s[i, c]),
+                    "p95_itl_ms": float(plan.p95_itl_ms[i, c]),
+                    "round_ms": float(plan.round_ms[i, c]),
+                    "queue_ms": float(plan.queue_ms[i, c]),
+                    "batch": float(plan.batch[i, c]),
+                    "alone_goodput_tok_s": float(cands.alone_goodput_tok_s[c, m]),
+                }
+            )
+        return {
+            "slo_scale": float(plan.scales[i]),
+            "feasible": bool(plan.feasible[i]),
+            "replicas": int(plan.replicas[i]),
+            "utilisation": float(plan.utilisation[i]),
+            "fleet_goodput_tok_s": float(plan.fleet_goodput_tok_s[i]),
+            "cost_usd_per_mtok": _finite(plan.cost_usd_per_mtok[i]),
+            "shared_cost_usd_per_mtok": _finite(plan.shared_cost_usd_per_mtok[i]),
+            "classes": classes,
+        }
+
+    return {
+        "kind": "fleet_plan",
+        "verifier": plan.spec.verifier.model_dump(),
+        "max_batch": plan.max_batch,
+        "context_tokens": plan.spec.context_tokens,
+        "candidates": cands.n_candidates,
+        "plan": level(plan.main),
+        "tradeoff": [level(i) for i in range(len(plan.scales))],
+        "sources": {k: sorted(v) for k, v in cands.sources.items()},
+        "warnings": plan.warnings,
+        "note": "every figure is modelled (closed-loop MVA on the profiles), none measured",
+    }
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+__all__ = ["MAX_ROUNDS", "FleetPlan", "SloInfeasible", "plan_fleet", "plan_record"]

@@ -1,0 +1,130 @@
+"""The closed-loop fleet model against closed forms and the limits it must respect."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from configspec.model.fleet import BatchLatency, solve_fleet, solve_population
+
+
+def repairman_rounds_per_s(n: int, think_ms: float, service_ms: float) -> float:
+    """Machine-repairman model (M/M/1//N): throughput (1 - P0) / S, closed form."""
+    terms = [math.factorial(n) / math.factorial(n - j) * (service_ms / think_ms) ** j
+             for j in range(n + 1)]  # fmt: skip
+    p0 = 1.0 / sum(terms)
+    return (1.0 - p0) / service_ms * 1e3
+
+
+FLAT = BatchLatency.linear(40.0, 0.0, 0.0, 1)  # 40 ms per verification, one at a time
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 16])
+@pytest.mark.parametrize(("think", "service"), [(35.0, 40.0), (200.0, 25.0), (5.0, 60.0)])
+def test_one_at_a_time_is_classic_exact_mva(n: int, think: float, service: float) -> None:
+    curve = BatchLatency.linear(service, 0.0, 0.0, 1)
+    sol = solve_population(n, think, 3.0, 2.0, curve, max_batch=1)
+    expect = repairman_rounds_per_s(n, think, service)
+    assert sol.rounds_per_s[0, n - 1] == pytest.approx(expect, rel=1e-9)
+    # the goodput is E(K) tokens per round
+    assert sol.replica_goodput_tok_s[0, n - 1] == pytest.approx(2.0 * expect, rel=1e-9)
+
+
+def test_schweitzer_stays_close_to_exact() -> None:
+    exact = solve_population(16, 35.0, 3.0, 2.0, FLAT, 1)
+    for n in (1, 2, 4, 8, 16):
+        approx = solve_fleet(n, 35.0, 3.0, 2.0, FLAT, 1)
+        assert approx.converged.all()
+        assert approx.rounds_per_s[0, 0] == pytest.approx(exact.rounds_per_s[0, n - 1], rel=0.06)
+
+
+def test_one_client_is_the_single_client_round() -> None:
+    curve = BatchLatency.linear(28.0, 6.0, 2.0, 16)
+    z, p, e = 33.0, 4.0, 2.5
+    s1 = float(curve(1, p))
+    assert s1 == pytest.approx(28.0 + 6.0 * 4)
+    for sol in (solve_population(1, z, p, e, curve, 16), solve_fleet(1, z, p, e, curve, 16)):
+        assert sol.round_ms[0, 0] == pytest.approx(z + s1)
+        assert sol.goodput_tok_s[0, 0] == pytest.approx(e / (z + s1) * 1e3)
+        assert sol.queue_ms[0, 0] == pytest.approx(0.0)
+        assert sol.p95_round_ms[0, 0] == pytest.approx(z + s1)
+        assert sol.batch[0, 0] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("b_max", [1, 4, 8])
+def test_saturation_throughput_is_full_batches(b_max: int) -> None:
+    curve = BatchLatency.linear(28.0, 6.0, 2.0, 8)
+    p = 3.0
+    cap = b_max / float(curve(b_max, p)) * 1e3
+    exact = solve_population(400, 30.0, p, 2.0, curve, b_max)
+    assert exact.rounds_per_s[0, -1] == pytest.approx(cap, rel=1e-3)
+    approx = solve_fleet(400, 30.0, p, 2.0, curve, b_max)
+    assert approx.rounds_per_s[0, 0] == pytest.approx(cap, rel=1e-3)
+    assert approx.utilisation[0] == pytest.approx(1.0, abs=1e-3)
+    # never above the capacity, at any population
+    assert (exact.rounds_per_s <= cap * (1 + 1e-9)).all()
+
+
+def test_monotone_in_the_population() -> None:
+    curve = BatchLatency.linear(28.0, 6.0, 2.0, 16)
+    for b_max in (1, 8):
+        sol = solve_population(32, 35.0, 3.0, 2.0, curve, b_max)
+        x, g, r = sol.rounds_per_s[0], sol.goodput_tok_s[0], sol.round_ms[0]
+        assert (np.diff(x) > -1e-9).all()
+        assert (np.diff(g) < 1e-9).all()
+        assert (np.diff(r) > -1e-9).all()
+        assert (sol.p95_round_ms[0] >= sol.round_ms[0] - 1e-9).all()
+        assert (sol.p95_round_ms[0] <= sol.max_round_ms[0] + 1e-9).all()
+
+
+def test_batching_beats_one_at_a_time_under_load() -> None:
+    curve = BatchLatency.linear(28.0, 6.0, 2.0, 16)
+    one = solve_population(8, 35.0, 3.0, 2.0, curve, 1)
+    batched = solve_population(8, 35.0, 3.0, 2.0, curve, 8)
+    assert batched.rounds_per_s[0, -1] > 1.5 * one.rounds_per_s[0, -1]
+    # most of the 8 clients are at the verifier at once (think time << pass time)
+    assert 5.0 < batched.batch[0, -1] <= 8.0
+    # the shared GPU time per token falls with the batch
+    assert batched.gpu_ms_per_token[0, -1] < one.gpu_ms_per_token[0, -1]
+
+
+def test_classes_split_equal_one_class() -> None:
+    curve = BatchLatency.linear(28.0, 6.0, 2.0, 16)
+    one = solve_fleet(12, 40.0, 3.0, 2.0, curve, 8)
+    two = solve_fleet([[5.0, 7.0]], [[40.0, 40.0]], [[3.0, 3.0]], [[2.0, 2.0]], curve, 8)
+    assert two.replica_goodput_tok_s[0] == pytest.approx(one.replica_goodput_tok_s[0], rel=1e-4)
+    assert two.round_ms[0, 0] == pytest.approx(two.round_ms[0, 1], rel=1e-6)
+
+
+def test_absent_class_and_vectorised_scenarios() -> None:
+    curve = BatchLatency.linear(28.0, 6.0, 2.0, 16)
+    clients = np.array([[4.0, 0.0], [4.0, 4.0], [0.0, 4.0]])
+    sol = solve_fleet(clients, [[30.0, 60.0]], [[3.0, 5.0]], [[2.0, 3.0]], curve, 8)
+    assert np.isnan(sol.goodput_tok_s[0, 1]) and np.isnan(sol.goodput_tok_s[2, 0])
+    assert sol.rounds_per_s[0, 1] == 0.0
+    alone = solve_fleet(4.0, 30.0, 3.0, 2.0, curve, 8)
+    assert sol.goodput_tok_s[0, 0] == pytest.approx(alone.goodput_tok_s[0, 0], rel=1e-6)
+    # a second class slows the first one down
+    assert sol.goodput_tok_s[1, 0] < sol.goodput_tok_s[0, 0]
+
+
+def test_batch_latency_interpolates_profiled_levels() -> None:
+    table = np.array([[np.nan, 30.0, 36.0], [np.nan, 40.0, 52.0], [np.nan, 80.0, 120.0]])
+    curve = BatchLatency(table, np.array([1.0, 2.0, 8.0]))
+    assert curve.max_batch == 8
+    assert float(curve(2, 2)) == 52.0
+    assert float(curve(5, 1)) == pytest.approx(60.0)  # halfway between batch 2 and 8
+    assert float(curve(1, 1.5)) == pytest.approx(33.0)
+    assert float(curve(100, 1)) == 80.0  # clamped at the largest profiled batch
+    assert np.isnan(curve(1, 3.0)) and np.isnan(curve(1, 0.5))
+    with pytest.raises(ValueError, match="start at 1"):
+        BatchLatency(table, np.array([2.0, 4.0, 8.0]))
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="max_batch"):
+        solve_fleet(2, 30.0, 3.0, 2.0, FLAT, 0)
+    with pytest.raises(ValueError, match="max_clients"):
+        solve_population(0, 30.0, 3.0, 2.0, FLAT, 1)

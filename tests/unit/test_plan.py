@@ -1,0 +1,147 @@
+"""``configspec plan``: the fleet file, the planner's feasibility and messages, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from configspec.cli.main import main
+from configspec.errors import InvalidInput, ProfileMissing, SloInfeasible
+from configspec.plan import load_fleet, parse_fleet, plan_fleet, plan_record
+from configspec.search.space import Profiles, read_profiles
+from configspec.store import ProfileStore
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples" / "profiles"
+FLEET = ROOT / "examples" / "fleet.yaml"
+
+
+@pytest.fixture(scope="module")
+def profiles() -> Profiles:
+    return read_profiles(ProfileStore(EXAMPLES))
+
+
+def fleet(**over: object) -> dict[str, object]:
+    doc: dict[str, object] = yaml.safe_load(FLEET.read_text())
+    doc.update(over)
+    return doc
+
+
+def with_class(index: int, **over: object) -> dict[str, object]:
+    doc = fleet()
+    classes = [dict(c) for c in doc["classes"]]  # type: ignore[attr-defined]
+    classes[index].update(over)
+    doc["classes"] = classes
+    return doc
+
+
+def test_example_fleet_meets_every_slo(profiles: Profiles) -> None:
+    spec = load_fleet(FLEET)
+    plan = plan_fleet(spec, profiles)
+    i = plan.main
+    assert plan.feasible[i] and plan.replicas[i] >= 1
+    for c, cls in enumerate(spec.classes):
+        assert plan.goodput_tok_s[i, c] >= cls.min_goodput_tok_s * (1 - 1e-6)
+        assert cls.max_p95_itl_ms is not None
+        assert plan.p95_itl_ms[i, c] <= cls.max_p95_itl_ms * (1 + 1e-6)
+    # one replica fewer misses an SLO: the count is the smallest that works
+    with pytest.raises(SloInfeasible, match=r"raise verifier\.max_replicas"):
+        plan_fleet(
+            parse_fleet(fleet(verifier={**spec.verifier.model_dump(),
+                                        "max_replicas": int(plan.replicas[i]) - 1})),
+            profiles,
+        )  # fmt: skip
+    # cost per 1M tokens: replicas billed per hour over the fleet's tokens per hour
+    expect = plan.replicas[i] * 0.8 / (plan.fleet_goodput_tok_s[i] * 3600) * 1e6
+    assert plan.cost_usd_per_mtok[i] == pytest.approx(expect)
+    assert plan.shared_cost_usd_per_mtok[i] <= plan.cost_usd_per_mtok[i] * (1 + 1e-9)
+    # stricter SLOs never need fewer replicas
+    ok = plan.feasible
+    assert (np.diff(plan.replicas[ok]) >= 0).all()
+
+
+def test_infeasible_goodput_names_the_class_and_the_miss(profiles: Profiles) -> None:
+    spec = parse_fleet(with_class(1, min_goodput_tok_s=40))
+    with pytest.raises(SloInfeasible) as err:
+        plan_fleet(spec, profiles)
+    msg = str(err.value)
+    assert "'pis'" in msg and "min_goodput_tok_s=40" in msg and "short" in msg
+    assert "idle verifier" in msg and "\n" not in msg
+
+
+def test_infeasible_latency_names_the_class_and_the_excess(profiles: Profiles) -> None:
+    spec = parse_fleet(with_class(0, max_p95_itl_ms=20))
+    with pytest.raises(SloInfeasible, match=r"'jetsons' cannot meet max_p95_itl_ms=20 .* over"):
+        plan_fleet(spec, profiles)
+
+
+def test_no_batch_dimension_plans_one_at_a_time(profiles: Profiles) -> None:
+    doc = fleet(
+        verifier={"target": "qwen2.5-7b-instruct", "price_usd_per_hour": 1.0},
+        classes=[{"name": "j", "device": "jetson-orin-nano", "count": 20, "rtt_ms": 30,
+                  "min_goodput_tok_s": 5}],
+    )  # fmt: skip
+    plan = plan_fleet(parse_fleet(doc), profiles)
+    assert plan.max_batch == 1
+    assert any("one-at-a-time" in w for w in plan.warnings)
+    assert plan.goodput_tok_s[plan.main, 0] >= 5
+    assert plan.candidates.drafters[0][int(plan.choice[plan.main, 0])].startswith("qwen")
+
+
+def test_fleet_file_errors(tmp_path: Path, profiles: Profiles) -> None:
+    with pytest.raises(InvalidInput, match=r"classes\.0\.rtt_msx"):
+        parse_fleet(with_class(0, rtt_msx=3))
+    with pytest.raises(InvalidInput, match="unique"):
+        parse_fleet(with_class(1, name="jetsons"))
+    with pytest.raises(InvalidInput, match=r"classes\.0\.count"):
+        parse_fleet(with_class(0, count=0))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("verifier: [unclosed\n")
+    with pytest.raises(InvalidInput, match="not valid YAML"):
+        load_fleet(bad)
+    with pytest.raises(ProfileMissing, match="does not exist"):
+        load_fleet(tmp_path / "none.yaml")
+    with pytest.raises(ProfileMissing, match=r"'jetsons'.*no device profile"):
+        plan_fleet(parse_fleet(with_class(0, device="nano-x")), profiles)
+    with pytest.raises(ProfileMissing, match="no verification profile"):
+        plan_fleet(parse_fleet(fleet(verifier={"target": "gpt", "price_usd_per_hour": 1})),
+                   profiles)  # fmt: skip
+
+
+def test_record_is_json_and_labelled(profiles: Profiles) -> None:
+    rec = plan_record(plan_fleet(load_fleet(FLEET), profiles))
+    text = json.dumps(rec)
+    doc = json.loads(text)
+    assert doc["plan"]["feasible"] and doc["plan"]["replicas"] >= 1
+    assert {c["class"] for c in doc["plan"]["classes"]} == {"jetsons", "pis"}
+    assert doc["sources"]["verification"] == ["illustrative"]
+    assert len(doc["tradeoff"]) == 6
+
+
+def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "plan.json"
+    png = tmp_path / "plan.png"
+    code = main(["plan", "--fleet", str(FLEET), "--profiles", str(EXAMPLES),
+                 "--json", str(out), "--plot", str(png)])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "verifier replicas" in printed and "Illustrative profiles" in printed
+    assert json.loads(out.read_text())["kind"] == "fleet_plan"
+    assert png.stat().st_size > 10_000
+    assert main(["plan", "--fleet", str(FLEET), "--profiles", str(EXAMPLES), "--json", "-"]) == 0
+    assert json.loads(capsys.readouterr().out)["plan"]["feasible"]
+
+
+def test_cli_infeasible_is_one_line_and_non_zero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(with_class(1, min_goodput_tok_s=40)))
+    code = main(["plan", "--fleet", str(path), "--profiles", str(EXAMPLES)])
+    assert code == SloInfeasible.exit_code != 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "'pis'" in err
