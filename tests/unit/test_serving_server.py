@@ -71,8 +71,10 @@ def _raw(url: str) -> httpx.Client:
 
 
 def _open(http: httpx.Client, **kw: object) -> str:
+    """Open a session; ``http`` then sends its session token on every request."""
     r = http.post("/v1/sessions", json={"prompt_tokens": PROMPT, **kw})
     assert r.status_code == 200, r.text
+    http.headers["X-Session-Token"] = r.json()["session_token"]
     return str(r.json()["session_id"])
 
 

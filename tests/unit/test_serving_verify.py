@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from configspec.backends.llamacpp import softmax as llama_softmax
 from configspec.serving.protocol import SparseDistribution
 from configspec.serving.verify import (
     apply_temperature,
@@ -35,6 +36,27 @@ def test_temperature_matches_softmax_of_logits() -> None:
     for t in (0.3, 0.7, 1.0, 2.0):
         want = np.exp(logits / t) / np.exp(logits / t).sum()
         np.testing.assert_allclose(apply_temperature(p1, t), want, rtol=1e-9)
+
+
+@pytest.mark.parametrize("t", [5e-324, 1e-300, 1e-45, 1e-12])
+def test_tiny_temperature_is_the_exact_greedy_limit(t: float) -> None:
+    """No overflow: a tiny T gives one-hot on the argmax (split over exact ties)."""
+    p1 = np.array([[0.1, 0.6, 0.3, 0.0], [0.4, 0.4, 0.2, 0.0]])
+    out = apply_temperature(p1, t)
+    np.testing.assert_allclose(out, [[0, 1, 0, 0], [0.5, 0.5, 0, 0]])
+    logits = np.log(np.array([[0.1, 0.6, 0.3]], dtype=np.float32))
+    np.testing.assert_allclose(llama_softmax(logits, t), [[0, 1, 0]])
+    rng = np.random.default_rng(0)
+    q = np.full(4, 0.25)
+    for _ in range(20):  # a draft the target never picks is always rejected, and resampled
+        o = speculative_verify([0], [q], np.vstack([out[0], out[0]]), rng)
+        assert (o.accepted, o.next_token) == (0, 1)
+
+
+def test_temperature_must_be_positive_and_finite() -> None:
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="positive and finite"):
+            apply_temperature(np.array([[0.5, 0.5]]), bad)
 
 
 def test_dense_draft_exact_and_remainder() -> None:

@@ -42,12 +42,19 @@ def softmax(logits: FloatArray, temperature: float = 1.0) -> FloatArray:
     """Row-wise softmax of ``logits / temperature`` (float32; sums accumulated in float64).
 
     float32 exponentials halve the cost over a 262k vocabulary; the result differs from a
-    float64 softmax by < 1e-7 per probability.
+    float64 softmax by < 1e-7 per probability. The maximum is subtracted before dividing,
+    so a tiny ``temperature`` (down to 5e-324) gives the exact limit, one-hot on the
+    argmax (split over ties), instead of overflowing to NaN.
     """
     z = np.array(logits, dtype=np.float32, copy=True)
-    if temperature != 1.0:
-        z /= np.float32(temperature)
     z -= z.max(axis=-1, keepdims=True)
+    if temperature != 1.0:
+        t32 = np.float32(temperature)
+        if t32 > 0:
+            with np.errstate(over="ignore"):
+                z /= t32
+        else:  # below float32's range: only the argmax ties keep mass
+            z[z < 0] = -np.inf
     np.exp(z, out=z)
     z /= z.sum(axis=-1, keepdims=True, dtype=np.float64).astype(np.float32)
     return z

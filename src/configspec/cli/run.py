@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,6 +51,11 @@ def edge(
         "auto", help="Edge power meter (auto, rapl, nvml, jetson, rpi, hwmon, estimate, none)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not stream the text."),
+    api_key_env: str = typer.Option(
+        "CONFIGSPEC_API_KEY",
+        help="Environment variable holding the verifier's API key (sent as a bearer "
+        "token when set; a key never goes on the command line).",
+    ),
 ) -> None:
     """Draft locally, verify on SERVER, stream the text and record every round."""
     from configspec.loop.runs import EdgeRun, run_edge
@@ -78,6 +84,7 @@ def edge(
         n_ctx=n_ctx,
         cache_dir=cache_dir,
         meter=meter,
+        api_key=os.environ.get(api_key_env) or None,
     )
     record, path = run_edge(
         run,

@@ -45,18 +45,52 @@ def verifier(
         "in the event loop (two fewer thread hand-offs per round).",
     ),
     cache_dir: Path | None = typer.Option(None, help="Model cache (see `configspec models`)."),
+    api_key: str | None = typer.Option(
+        None,
+        envvar="CONFIGSPEC_API_KEY",
+        show_envvar=True,
+        help="Require 'Authorization: Bearer KEY' on every path but /health (prefer the "
+        "environment variable: a command line is visible to other users).",
+    ),
+    header_timeout_s: float = typer.Option(
+        10.0, min=0.1, max=3600, help="Seconds a client may take to send request headers."
+    ),
+    body_timeout_s: float = typer.Option(
+        30.0, min=0.1, max=3600, help="Seconds a client may take to send a request body."
+    ),
+    keep_alive_s: float = typer.Option(
+        15.0, min=0.1, max=3600, help="Seconds an idle connection is kept between requests."
+    ),
+    max_connections: int = typer.Option(
+        256, min=1, help="Most open connections; more are answered 503 and closed."
+    ),
+    max_body_mb: float = typer.Option(32.0, min=0.001, help="Largest request body (MB)."),
 ) -> None:
     """Serve speculative verification over HTTP (Ctrl+C stops)."""
     from configspec.backends.factory import LlamaSettings, open_target
-    from configspec.serving.server import run_server
+    from configspec.serving.guard import ConnectionLimits
+    from configspec.serving.server import bind_socket, run_server
     from configspec.serving.sessions import ServerLimits, VerifierService
 
-    with err_console.status(f"loading {target}"):
-        settings = LlamaSettings(n_threads=threads, n_ctx=n_ctx)
-        targets = [
-            open_target(target, tokenizer=tokenizer, cache_dir=cache_dir, settings=settings)
-            for _ in range(slots)
-        ]
+    connection_limits = ConnectionLimits(
+        header_timeout_s=header_timeout_s,
+        body_timeout_s=body_timeout_s,
+        keep_alive_timeout_s=keep_alive_s,
+        max_connections=max_connections,
+        max_body_bytes=int(max_body_mb * 1e6),
+    )
+    sock = bind_socket(host, port)  # a taken port fails before loading any weights
+
+    try:
+        with err_console.status(f"loading {target}"):
+            settings = LlamaSettings(n_threads=threads, n_ctx=n_ctx)
+            targets = [
+                open_target(target, tokenizer=tokenizer, cache_dir=cache_dir, settings=settings)
+                for _ in range(slots)
+            ]
+    except BaseException:
+        sock.close()
+        raise
     limits = ServerLimits(
         max_sessions=max_sessions,
         max_k=max_k,
@@ -65,12 +99,13 @@ def verifier(
         offload_compute=offload,
     )
     service = VerifierService(targets, limits)
+    auth = "API key required" if api_key else "no API key (open to anyone who can connect)"
     err_console.print(
         f"verifying with {service.info.name} on http://{host}:{port} "
-        f"(K<={max_k}, {max_sessions} sessions, context {n_ctx}); /health, /metrics",
+        f"(K<={max_k}, {max_sessions} sessions, context {n_ctx}; {auth}); /health, /metrics",
         highlight=False,
     )
-    run_server(service, host, port)
+    run_server(service, host, port, limits=connection_limits, api_key=api_key, sock=sock)
 
 
 @app.command()

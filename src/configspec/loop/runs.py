@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -127,6 +127,8 @@ class EdgeRun:
     n_ctx: int = 4096
     cache_dir: Path | None = None
     meter: str = "auto"
+    api_key: str | None = field(default=None, repr=False)
+    """The verifier's API key (sent as a bearer token); never shown in a repr."""
 
 
 def _no_status(_: str) -> AbstractContextManager[Any]:
@@ -153,7 +155,7 @@ def run_edge(
     from configspec.serving.client import EdgeClient, check_drafter, probe_server
     from configspec.serving.record import build_run_record
 
-    info = probe_server(run.server)
+    info = probe_server(run.server, api_key=run.api_key)
     if run.k > info.max_k:
         raise InvalidInput(f"K={run.k} is above the verifier's limit ({info.max_k}); lower --k")
     is_ngram = parse_spec(run.drafter).is_ngram
@@ -189,6 +191,7 @@ def run_edge(
             temperature=run.temperature,
             seed=run.seed,
             draft_top_k=run.draft_top_k,
+            api_key=run.api_key,
             energy_j=(lambda: energy_meter.sample().energy_j) if energy_meter else None,
         ) as client:
             gen = client.generate(prompt_tokens, run.max_tokens, on_text=on_text)

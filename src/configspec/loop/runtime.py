@@ -121,6 +121,7 @@ class VerifierProcess:
         if s.cache_dir is not None:
             cmd += ["--cache-dir", str(s.cache_dir)]
         env = dict(os.environ)
+        env.pop("CONFIGSPEC_API_KEY", None)  # a private loopback verifier: no key
         src = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
         import tempfile

@@ -36,6 +36,7 @@ from configspec.backends.base import Drafter, DraftResult, ModelIdentity
 from configspec.config import RoundTiming
 from configspec.errors import BackendUnavailable, ConfigSpecError, IncompatibleModels, InvalidInput
 from configspec.serving.protocol import (
+    SESSION_TOKEN_HEADER,
     ErrorResponse,
     OpenSessionRequest,
     OpenSessionResponse,
@@ -48,6 +49,14 @@ from configspec.serving.protocol import (
 log = logging.getLogger(__name__)
 
 _RETRYABLE = (httpx.TransportError,)
+
+API_KEY_ENV = "CONFIGSPEC_API_KEY"
+"""Environment variable the edge client (and the server) read the API key from."""
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    """``Authorization: Bearer`` headers for ``api_key`` (none when it is None or empty)."""
+    return {"authorization": f"Bearer {api_key}"} if api_key else {}
 
 
 class ServerRejected(ConfigSpecError):
@@ -150,10 +159,15 @@ def build_request(
     )
 
 
-def probe_server(url: str, *, timeout_s: float = 5.0) -> ServerInfo:
+def probe_server(url: str, *, timeout_s: float = 5.0, api_key: str | None = None) -> ServerInfo:
     """The verifier's target and limits from ``/v1/info``; fails fast with one clear line."""
     try:
-        resp = httpx.get(url.rstrip("/") + "/v1/info", timeout=timeout_s, trust_env=False)
+        resp = httpx.get(
+            url.rstrip("/") + "/v1/info",
+            timeout=timeout_s,
+            trust_env=False,
+            headers=auth_headers(api_key),
+        )
     except httpx.TransportError as exc:
         raise BackendUnavailable(
             f"cannot reach the verifier at {url} ({type(exc).__name__}); start it with "
@@ -161,6 +175,12 @@ def probe_server(url: str, *, timeout_s: float = 5.0) -> ServerInfo:
         ) from None
     except httpx.InvalidURL as exc:
         raise InvalidInput(f"--server {url!r} is not a valid URL: {exc}") from None
+    if resp.status_code == 401:
+        raise BackendUnavailable(
+            f"the verifier at {url} wants an API key and "
+            + ("refused the one given" if api_key else "none was given")
+            + f"; set {API_KEY_ENV} (or the variable named by --api-key-env)"
+        )
     try:
         resp.raise_for_status()
         return ServerInfo.model_validate_json(resp.content)
@@ -192,6 +212,8 @@ class EdgeClient:
 
     ``transport`` lets tests and embedders plug in an httpx transport; ``energy_j`` is a
     callable returning the device meter's cumulative energy in joules (None: no meter).
+    ``api_key`` is sent as a bearer token (read it from :data:`API_KEY_ENV`; never put it
+    on a command line).
     """
 
     def __init__(
@@ -208,6 +230,7 @@ class EdgeClient:
         transport: httpx.BaseTransport | None = None,
         energy_j: Callable[[], float] | None = None,
         client_id: str = "",
+        api_key: str | None = None,
     ) -> None:
         if not 0 <= k <= 64:
             raise InvalidInput(f"K={k} is out of range (0..64)")
@@ -225,8 +248,13 @@ class EdgeClient:
         self.energy_j = energy_j
         self.client_id = client_id
         self._http = httpx.Client(
-            base_url=self.server_url, timeout=timeout_s, transport=transport, trust_env=False
+            base_url=self.server_url,
+            timeout=timeout_s,
+            transport=transport,
+            trust_env=False,
+            headers=auth_headers(api_key),
         )
+        self._session_tokens: dict[str, str] = {}
 
     def close(self) -> None:
         """Close the HTTP connection pool."""
@@ -239,15 +267,16 @@ class EdgeClient:
         self.close()
 
     # ------------------------------------------------------------------ HTTP
-    def _post(self, path: str, body: str, *, retry: bool = True) -> httpx.Response:
+    def _post(
+        self, path: str, body: str, *, retry: bool = True, session_id: str | None = None
+    ) -> httpx.Response:
         """POST, retrying transport errors for up to ``reconnect_timeout_s`` if ``retry``."""
         deadline = time.monotonic() + (self.reconnect_timeout_s if retry else 0.0)
         delay_s = 0.05
+        headers = {"content-type": "application/json", **self._token_header(session_id)}
         while True:
             try:
-                return self._http.post(
-                    path, content=body, headers={"content-type": "application/json"}
-                )
+                return self._http.post(path, content=body, headers=headers)
             except _RETRYABLE as exc:
                 if time.monotonic() >= deadline:
                     raise BackendUnavailable(
@@ -258,6 +287,10 @@ class EdgeClient:
                 log.info("verifier unreachable (%s); retrying in %.2f s", exc, delay_s)
                 time.sleep(delay_s)
                 delay_s = min(delay_s * 2, 1.0)
+
+    def _token_header(self, session_id: str | None) -> dict[str, str]:
+        token = self._session_tokens.get(session_id or "")
+        return {SESSION_TOKEN_HEADER: token} if token else {}
 
     @staticmethod
     def _error(resp: httpx.Response) -> ServerRejected:
@@ -278,6 +311,7 @@ class EdgeClient:
         if resp.status_code != 200:
             raise self._error(resp)
         opened = OpenSessionResponse.model_validate_json(resp.content)
+        self._session_tokens[opened.session_id] = opened.session_token
         self._check_compatible(opened)
         return opened
 
@@ -341,7 +375,11 @@ class EdgeClient:
             while True:
                 t_send = time.perf_counter()
                 send_unix_s = time.time()
-                resp = self._post(f"/v1/sessions/{session_id}/verify", req.model_dump_json())
+                resp = self._post(
+                    f"/v1/sessions/{session_id}/verify",
+                    req.model_dump_json(),
+                    session_id=session_id,
+                )
                 t_recv = time.perf_counter()
                 recv_unix_s = time.time()
                 if resp.status_code == 200:
@@ -426,6 +464,7 @@ class EdgeClient:
 
     def _close_session(self, session_id: str) -> None:
         try:
-            self._http.delete(f"/v1/sessions/{session_id}")
+            self._http.delete(f"/v1/sessions/{session_id}", headers=self._token_header(session_id))
+            self._session_tokens.pop(session_id, None)
         except httpx.TransportError:
             log.info("could not close session %s (server gone); it will expire", session_id)

@@ -9,9 +9,17 @@ Endpoints (all bodies are the pydantic models below, serialised as JSON)::
     GET    /health                                          -> Health
     GET    /metrics                                         Prometheus text format
 
-Every error is a 4xx/5xx with an :class:`ErrorResponse` body: a stable machine-readable
-``code`` and a one-line human ``message`` naming the bad value. A rejected request never
-changes the session it names.
+Every error is a 4xx/5xx with an :class:`ErrorResponse` body, ``{"error": {"code": ...,
+"message": ...}}``: a stable machine-readable ``code`` (:data:`ErrorCode`) and a one-line
+human ``message`` naming the bad value. That holds for the framework's own failures too
+(unknown path, wrong method, a body that is not UTF-8 JSON, a body too large, a request
+too slow to arrive). A rejected request never changes the session it names.
+
+Authentication. A server started with an API key answers every path but ``/health``
+only to requests carrying ``Authorization: Bearer <key>`` (401 ``unauthorized``).
+Independently, each session is bound to its opener: the ``session_token`` returned on
+open must come back in the ``X-Session-Token`` header of verify and close (403
+``forbidden``).
 
 Ordering and retries: each verify request carries the client's round number and the
 session length it believes the server holds (``session_tokens``). The server answers a
@@ -45,19 +53,26 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, model_validator
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+"""2: sessions are bound to the client that opened them (``session_token``)."""
+
+SESSION_TOKEN_HEADER = "X-Session-Token"
+"""Header carrying a session's ``session_token`` on verify and close requests."""
 
 MAX_DRAFT_TOKENS = 64
 """Hard protocol cap on K; a server's own limit (``ServerInfo.max_k``) is usually lower."""
 
 MAX_PROMPT_TOKENS = 1 << 20
+MAX_TEMPERATURE = 10.0
 PROB_SUM_TOLERANCE = 1e-3
 """How far ``sum(probs) + remainder`` may stray from 1 (float32 drafters round)."""
 
 
 class _Msg(BaseModel):
+    """Requests are parsed strictly: ``"2"``, ``true`` or ``2.0`` are not token ids."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -69,9 +84,9 @@ class SparseDistribution(_Msg):
     docstring for what a non-zero remainder means).
     """
 
-    ids: list[int] = Field(min_length=1, max_length=4096)
-    probs: list[float] = Field(min_length=1, max_length=4096)
-    remainder: float = Field(default=0.0, ge=0.0, le=1.0)
+    ids: list[StrictInt] = Field(min_length=1, max_length=4096)
+    probs: list[StrictFloat] = Field(min_length=1, max_length=4096)
+    remainder: StrictFloat = Field(default=0.0, ge=0.0, le=1.0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _consistent(self) -> SparseDistribution:
@@ -107,10 +122,10 @@ class OpenSessionRequest(_Msg):
     ``client_id`` is free text shown in logs.
     """
 
-    protocol_version: int = PROTOCOL_VERSION
-    prompt_tokens: list[int] = Field(min_length=1, max_length=MAX_PROMPT_TOKENS)
-    temperature: float = Field(default=0.0, ge=0.0, le=10.0)
-    seed: int | None = Field(default=None, ge=0, lt=2**63)
+    protocol_version: StrictInt = PROTOCOL_VERSION
+    prompt_tokens: list[StrictInt] = Field(min_length=1, max_length=MAX_PROMPT_TOKENS)
+    temperature: StrictFloat = Field(default=0.0, ge=0.0, le=MAX_TEMPERATURE, allow_inf_nan=False)
+    seed: StrictInt | None = Field(default=None, ge=0, lt=2**63)
     client_id: str = Field(default="", max_length=200)
 
 
@@ -125,9 +140,15 @@ class TargetInfo(_Msg):
 
 
 class OpenSessionResponse(_Msg):
-    """A new session: its id, the target, the server's limits and the prefill time."""
+    """A new session: its id, the target, the server's limits and the prefill time.
+
+    ``session_token`` is a secret only the opener knows: verify and close requests must
+    send it in the ``X-Session-Token`` header, so a session id seen in a log or URL is
+    not enough to drive or close the session.
+    """
 
     session_id: str
+    session_token: str
     target: TargetInfo
     session_tokens: int = Field(ge=1)
     max_k: int = Field(ge=1)
@@ -148,10 +169,10 @@ class VerifyRequest(_Msg):
     ``draft_token_probs`` and ``draft_distributions`` (one per draft token) are required.
     """
 
-    round: int = Field(ge=0)
-    session_tokens: int = Field(ge=1)
-    draft_tokens: list[int] = Field(min_length=0, max_length=MAX_DRAFT_TOKENS)
-    draft_token_probs: list[float] | None = None
+    round: StrictInt = Field(ge=0, lt=2**63)
+    session_tokens: StrictInt = Field(ge=1, lt=2**63)
+    draft_tokens: list[StrictInt] = Field(min_length=0, max_length=MAX_DRAFT_TOKENS)
+    draft_token_probs: list[StrictFloat] | None = None
     draft_distributions: list[SparseDistribution] | None = None
 
     @model_validator(mode="after")
@@ -165,7 +186,7 @@ class VerifyRequest(_Msg):
                     f"draft_token_probs has {len(self.draft_token_probs)} entries for "
                     f"{k} draft tokens"
                 )
-            if any(not (0.0 <= p <= 1.0) for p in self.draft_token_probs):
+            if any(not (0.0 <= p <= 1.0) for p in self.draft_token_probs):  # NaN fails too
                 raise ValueError("draft_token_probs must lie in [0, 1]")
         if self.draft_distributions is not None:
             if len(self.draft_distributions) != k:
@@ -243,6 +264,14 @@ class Health(_Msg):
 
 ErrorCode = Literal[
     "malformed_request",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "method_not_allowed",
+    "request_timeout",
+    "request_too_large",
+    "server_busy",
+    "internal_error",
     "unknown_session",
     "expired_session",
     "k_above_limit",

@@ -108,6 +108,7 @@ class _Slot:
 @dataclass
 class _Session:
     session_id: str
+    token: str
     tokens: list[int]
     temperature: float
     rng: np.random.Generator
@@ -322,6 +323,7 @@ class VerifierService:
         slot = min(self.slots, key=lambda s: s.sessions)
         session = _Session(
             session_id=secrets.token_hex(8),
+            token=secrets.token_urlsafe(24),
             tokens=list(req.prompt_tokens),
             temperature=req.temperature,
             rng=verifier_rng(req.seed),
@@ -352,6 +354,7 @@ class VerifierService:
         )
         return OpenSessionResponse(
             session_id=session.session_id,
+            session_token=session.token,
             target=self.info,
             session_tokens=len(session.tokens),
             max_k=lim.max_k,
@@ -359,6 +362,22 @@ class VerifierService:
             session_ttl_s=lim.session_ttl_s,
             prefill_ms=ev.elapsed_s * 1e3,
         )
+
+    def check_owner(self, session_id: str, session_token: str | None) -> None:
+        """Raise 403 unless ``session_token`` is the secret ``session_id`` was opened with.
+
+        An unknown or expired id raises 404/410 first (as for any request naming it).
+        """
+        s = self._get(session_id)
+        if session_token is None or not secrets.compare_digest(
+            s.token.encode(), session_token.encode()
+        ):
+            raise ApiError(
+                403,
+                "forbidden",
+                f"session {session_id} belongs to another client: send the session_token "
+                "its open returned in the X-Session-Token header",
+            )
 
     def close(self, session_id: str) -> CloseSessionResponse:
         """Close a session and free its slot."""

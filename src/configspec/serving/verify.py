@@ -49,17 +49,24 @@ def greedy_verify(draft_tokens: Sequence[int], target_argmax: Sequence[int]) -> 
 def apply_temperature(probs: FloatArray, temperature: float) -> FloatArray:
     """Rows of ``probs`` (at temperature 1) re-tempered: ``p^(1/T)`` renormalised.
 
-    Equals ``softmax(logits / T)`` for the logits ``probs`` came from.
+    Equals ``softmax(logits / T)`` for the logits ``probs`` came from. Computed in log
+    space with the row maximum subtracted *before* dividing by ``T``, so every exponent is
+    ``<= 0`` and no finite positive ``T`` overflows: as ``T -> 0`` (even a subnormal such
+    as 5e-324) the row tends to the uniform distribution over its argmax ties, which is
+    the exact limit, never NaN.
     """
-    if temperature <= 0:
-        raise ValueError(f"temperature {temperature} must be positive to sample")
+    if not (temperature > 0 and np.isfinite(temperature)):
+        raise ValueError(f"temperature {temperature} must be positive and finite to sample")
     p = np.asarray(probs, dtype=np.float64)
     if temperature == 1.0:
         return p / p.sum(axis=-1, keepdims=True)  # type: ignore[no-any-return]
     with np.errstate(divide="ignore"):
-        logp = np.log(p) / temperature
-    logp -= logp.max(axis=-1, keepdims=True)
-    out = np.exp(logp)
+        logp = np.log(p)
+    shifted = logp - logp.max(axis=-1, keepdims=True)  # <= 0, 0 at the argmax, -inf for p=0
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = shifted / temperature  # overflows only to -inf, which exp maps to 0
+    scaled[np.isnan(scaled)] = -np.inf  # -inf/T stays -inf; guard 0 * inf style NaNs
+    out = np.exp(scaled)
     return out / out.sum(axis=-1, keepdims=True)  # type: ignore[no-any-return]
 
 
