@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,3 +92,36 @@ def test_proxy_bad_host_port(capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["serve", "proxy", "--listen", "nonsense", "--upstream", "127.0.0.1:1"])
     assert rc == 2
     assert "is not HOST:PORT" in _one_error_line(capsys)
+
+
+def test_proxy_refuses_a_dead_upstream_without_a_banner(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    dead = free_port()
+    rc = main(["serve", "proxy", "--listen", f"127.0.0.1:{free_port()}", "--upstream",
+               f"127.0.0.1:{dead}"])  # fmt: skip
+    assert rc == 2
+    out = capsys.readouterr()
+    lines = [ln for ln in out.err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and f"upstream 127.0.0.1:{dead} is not listening" in lines[0]
+    assert "proxy" not in out.out  # no banner
+
+
+def test_proxy_bind_error_comes_without_a_banner(
+    capsys: pytest.CaptureFixture[str], fake_server: str
+) -> None:
+    upstream = fake_server.removeprefix("http://")
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        rc = main(["serve", "proxy", "--listen", f"127.0.0.1:{port}", "--upstream", upstream])
+    assert rc == 2
+    out = capsys.readouterr()
+    assert "cannot listen on 127.0.0.1" in out.err and "->" not in out.out
+
+
+def test_verifier_port_taken_fails_before_loading(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        rc = main(["serve", "verifier", "--target", "no-such-model", "--port", str(port)])
+    assert rc == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in _one_error_line(capsys)

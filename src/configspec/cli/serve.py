@@ -115,7 +115,9 @@ def proxy(
     delay_ms: float = typer.Option(0.0, help="One-way delay added in each direction (ms)."),
     jitter_ms: float = typer.Option(0.0, help="Uniform jitter ± this much per chunk (ms)."),
     bandwidth_mbps: float | None = typer.Option(
-        None, help="Bandwidth cap per direction (Mbit/s); default uncapped."
+        None,
+        help="Bandwidth cap per direction of the link (Mbit/s), shared by all connections; "
+        "default uncapped.",
     ),
     seed: int | None = typer.Option(None, help="Seed of the jitter."),
 ) -> None:
@@ -125,10 +127,17 @@ def proxy(
     l_host, l_port = _host_port(listen, "--listen")
     u_host, u_port = _host_port(upstream, "--upstream")
     link = LinkSettings(delay_ms=delay_ms, jitter_ms=jitter_ms, bandwidth_mbps=bandwidth_mbps)
-    cap = f"{bandwidth_mbps:g} Mbit/s" if bandwidth_mbps else "uncapped"
-    console.print(
-        f"proxy {l_host}:{l_port} -> {u_host}:{u_port}: +{delay_ms:g}±{jitter_ms:g} ms each "
-        f"way (RTT +{2 * delay_ms:g} ms), {cap}",
-        highlight=False,
+    cap = (
+        f"{bandwidth_mbps:g} Mbit/s each way, shared by all connections"
+        if bandwidth_mbps
+        else "uncapped"
     )
-    asyncio.run(serve_proxy(l_host, l_port, u_host, u_port, link, link, seed=seed))
+
+    def banner() -> None:  # only once the upstream answered and the listener is bound
+        console.print(
+            f"proxy {l_host}:{l_port} -> {u_host}:{u_port}: +{delay_ms:g}±{jitter_ms:g} ms "
+            f"each way (RTT +{2 * delay_ms:g} ms), {cap}",
+            highlight=False,
+        )
+
+    asyncio.run(serve_proxy(l_host, l_port, u_host, u_port, link, link, seed=seed, on_ready=banner))

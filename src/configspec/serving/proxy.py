@@ -5,7 +5,8 @@ this user-space stand-in. It sits between the edge client and the verifier serve
 (``client -> proxy -> server``) and, per direction, models a link as
 
 * a **bandwidth cap**: a chunk of ``n`` bytes occupies the link for ``8 n / (mbps·1e6)``
-  seconds after the link is free (serialisation, so bursts queue);
+  seconds after the link is free (serialisation, so bursts queue). The link is shared:
+  all connections through one proxy queue for the same transmitter in each direction;
 * a **propagation delay** of ``delay_ms`` plus uniform **jitter** in
   ``[-jitter_ms, +jitter_ms]`` (clipped at 0) once it leaves the link.
 
@@ -28,6 +29,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -77,27 +79,52 @@ def check_loopback(host: str) -> str:
     return host
 
 
-class _Direction:
-    """Schedules chunks of one direction through the emulated link."""
+class _Link:
+    """One direction of the emulated link, shared by every connection through the proxy.
 
-    def __init__(self, link: LinkSettings, rng: random.Random) -> None:
-        self.link = link
+    The bandwidth cap is a property of the link, not of a connection: chunks of all
+    connections queue for the same transmitter (``free_at``), so N connections through
+    an 8 Mbit/s link share 8 Mbit/s (a FIFO serialiser, i.e. a token bucket with no burst).
+    """
+
+    def __init__(self, settings: LinkSettings, rng: random.Random) -> None:
+        self.settings = settings
         self.rng = rng
-        self.link_free_at = 0.0
+        self.free_at = 0.0
+
+    def transmit(self, arrival: float, n_bytes: int) -> float:
+        """Monotonic time the last bit of a chunk arriving at ``arrival`` leaves the link."""
+        mbps = self.settings.bandwidth_mbps
+        if mbps is None:
+            return arrival
+        start = max(arrival, self.free_at)
+        self.free_at = start + n_bytes * 8.0 / (mbps * 1e6)
+        return self.free_at
+
+
+class _Direction:
+    """Schedules one connection's chunks in one direction through a shared :class:`_Link`."""
+
+    def __init__(self, link: LinkSettings | _Link, rng: random.Random) -> None:
+        self.link = link if isinstance(link, _Link) else _Link(link, rng)
+        self.rng = rng
         self.last_delivery_at = 0.0
+
+    @property
+    def link_free_at(self) -> float:
+        """When the shared link's transmitter is next free (monotonic s)."""
+        return self.link.free_at
 
     def delivery_time(self, arrival: float, n_bytes: int) -> float:
         """Monotonic time at which a chunk of ``n_bytes`` arriving at ``arrival`` is delivered."""
-        link = self.link
-        tx_end = arrival
-        if link.bandwidth_mbps is not None:
-            start = max(arrival, self.link_free_at)
-            tx_end = start + n_bytes * 8.0 / (link.bandwidth_mbps * 1e6)
-            self.link_free_at = tx_end
+        settings = self.link.settings
+        tx_end = self.link.transmit(arrival, n_bytes)
         jitter_s = (
-            self.rng.uniform(-link.jitter_ms, link.jitter_ms) / 1e3 if link.jitter_ms else 0.0
+            self.rng.uniform(-settings.jitter_ms, settings.jitter_ms) / 1e3
+            if settings.jitter_ms
+            else 0.0
         )
-        at = tx_end + max(0.0, link.delay_ms / 1e3 + jitter_s)
+        at = tx_end + max(0.0, settings.delay_ms / 1e3 + jitter_s)
         at = max(at, self.last_delivery_at)  # a byte stream never reorders
         self.last_delivery_at = at
         return at
@@ -157,9 +184,9 @@ class _ProxyServer:
         max_buffer_bytes: int,
     ) -> None:
         self.upstream = (upstream_host, upstream_port)
-        self.uplink = uplink
-        self.downlink = downlink
         self.rng = random.Random(seed)
+        self.uplink = _Link(uplink, self.rng)  # shared by every connection
+        self.downlink = _Link(downlink, self.rng)
         self.max_buffer_bytes = max_buffer_bytes
         self.connections = 0
 
@@ -199,9 +226,16 @@ async def start_proxy(
     *,
     seed: int | None = None,
     max_buffer_bytes: int = 4 * 1024 * 1024,
+    require_upstream: bool = True,
 ) -> asyncio.Server:
-    """Start a proxy on the running loop and return its (serving) :class:`asyncio.Server`."""
+    """Start a proxy on the running loop and return its (serving) :class:`asyncio.Server`.
+
+    With ``require_upstream`` (the default) a proxy whose upstream is not listening is
+    refused with :class:`InvalidInput` instead of starting and failing every connection.
+    """
     check_loopback(listen_host)
+    if require_upstream:
+        await check_upstream(upstream_host, upstream_port)
     proxy = _ProxyServer(upstream_host, upstream_port, uplink, downlink, seed, max_buffer_bytes)
     try:
         return await asyncio.start_server(proxy.handle, listen_host, listen_port)
@@ -209,6 +243,21 @@ async def start_proxy(
         raise InvalidInput(
             f"cannot listen on {listen_host}:{listen_port}: {exc.strerror}"
         ) from None
+
+
+async def check_upstream(host: str, port: int, timeout_s: float = 5.0) -> None:
+    """Raise :class:`InvalidInput` unless something accepts TCP connections at ``host:port``."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+    except (OSError, asyncio.TimeoutError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise InvalidInput(
+            f"the proxy's upstream {host}:{port} is not listening ({reason}); start the "
+            "verifier first or fix --upstream"
+        ) from None
+    writer.close()
+    with contextlib.suppress(ConnectionError, OSError):
+        await writer.wait_closed()
 
 
 async def serve_proxy(
@@ -220,11 +269,14 @@ async def serve_proxy(
     downlink: LinkSettings,
     *,
     seed: int | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
-    """Run a proxy until cancelled."""
+    """Run a proxy until cancelled; ``on_ready()`` runs once it is listening."""
     server = await start_proxy(
         listen_host, listen_port, upstream_host, upstream_port, uplink, downlink, seed=seed
     )
+    if on_ready is not None:
+        on_ready()
     async with server:
         await server.serve_forever()
 
@@ -249,8 +301,10 @@ class DelayProxy:
         host: str = "127.0.0.1",
         port: int = 0,
         seed: int | None = None,
+        require_upstream: bool = True,
     ) -> None:
         symmetric = LinkSettings(delay_ms, jitter_ms, bandwidth_mbps)
+        self._require_upstream = require_upstream
         self.uplink = uplink or symmetric
         self.downlink = downlink or symmetric
         self.upstream = upstream
@@ -295,6 +349,7 @@ class DelayProxy:
                         self.uplink,
                         self.downlink,
                         seed=self._seed,
+                        require_upstream=self._require_upstream,
                     )
                 )
             except BaseException as exc:
