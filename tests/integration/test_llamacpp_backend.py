@@ -115,7 +115,8 @@ def test_batched_distributions_match_token_by_token(target: LlamaCppTarget) -> N
         assert ev.probs is not None
         rows.append(ev.probs[0])
     single = np.stack(rows)
-    assert np.abs(single - batched.probs).max() < PROB_TOLERANCE
+    # every target pass has >= 2 rows, so both use the same kernels: bit-identical
+    assert np.array_equal(single, batched.probs)
     assert batched.argmax == [int(r.argmax()) for r in single]
     np.testing.assert_allclose(batched.probs.sum(axis=1), 1.0, atol=1e-4)
 

@@ -345,3 +345,32 @@ def test_drafter_prefill_happens_before_decoding_and_tail_rounds_are_marked(
     for r in gen.rounds:
         assert r.k_limit == min(4, 10 - produced - 1)
         produced += r.accepted + 1
+
+
+def test_health_answers_while_a_long_prefill_runs() -> None:
+    """By default model work runs off the event loop: a 1.5 s prefill (a long prompt)
+    does not hold up /health (issue 19, item 4)."""
+
+    class SlowPrefillTarget(FakeTarget):
+        def evaluate(self, context, tokens):  # type: ignore[no-untyped-def]
+            if len(context) > 100 and not tokens:
+                time.sleep(1.5)
+            return super().evaluate(context, tokens)
+
+    service = VerifierService([SlowPrefillTarget(bigram_table(V, seed=1))])
+    assert service.limits.offload_compute
+    with ServerThread(service) as srv:
+        body = OpenSessionRequest(prompt_tokens=[1] + [5] * 200).model_dump_json()
+        opener = threading.Thread(
+            target=httpx.post,
+            args=(srv.url + "/v1/sessions",),
+            kwargs={"content": body, "timeout": 10.0},
+        )
+        opener.start()
+        time.sleep(0.3)  # the prefill is running now
+        t0 = time.perf_counter()
+        health = httpx.get(srv.url + "/health", timeout=5.0)
+        waited_s = time.perf_counter() - t0
+        opener.join()
+    assert health.status_code == 200
+    assert waited_s < 0.5

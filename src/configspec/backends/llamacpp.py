@@ -63,11 +63,16 @@ def softmax(logits: FloatArray, temperature: float = 1.0) -> FloatArray:
 class LlamaCppModel:
     """A GGUF model loaded in llama.cpp with a prefix-reusing KV cache.
 
+    ``min_block_rows`` (class attribute) is 1 for drafters (one-token decoding at full
+    speed) and 2 for targets (see :meth:`_decode_chunk`).
+
     ``n_threads`` is used for both generation and batch evaluation; ``n_ctx`` is the
     context window in tokens; ``n_batch`` the largest block decoded at once. ``identity``
     skips re-reading the GGUF metadata (the factory passes the registry's);
     ``hash_cache`` remembers the file's sha256 across runs.
     """
+
+    min_block_rows = 1
 
     def __init__(
         self,
@@ -84,8 +89,8 @@ class LlamaCppModel:
             raise InvalidInput(f"n_threads={n_threads} is out of range (>= 1)")
         if n_ctx < 16:
             raise InvalidInput(f"n_ctx={n_ctx} is out of range (>= 16)")
-        if n_batch < 1:
-            raise InvalidInput(f"n_batch={n_batch} is out of range (>= 1)")
+        if n_batch < self.min_block_rows:
+            raise InvalidInput(f"n_batch={n_batch} is out of range (>= {self.min_block_rows})")
         self.path = Path(path)
         self._identity = identity or read_identity(self.path, hash_cache=hash_cache)
         import llama_cpp
@@ -112,6 +117,7 @@ class LlamaCppModel:
         self.n_vocab = int(self._llm.n_vocab())
         self._closed = False
         self._tokens: list[int] = []  # what the KV cache holds, position by position
+        self._last_row = -1  # batch index of the last decode's last token
         #: Tokens decoded since construction (a rollback that re-evaluated would show here).
         self.n_evaluated_tokens = 0
 
@@ -193,41 +199,83 @@ class LlamaCppModel:
             )
         if logits_from is not None and not 0 <= logits_from < len(tokens):
             raise ValueError(f"logits_from={logits_from} outside the block of {len(tokens)}")
-        import llama_cpp
-
         rows: list[FloatArray] = []
-        batch = self._llm._batch
-        ctx = self._llm._ctx
         for start in range(0, len(tokens), self.n_batch):
             chunk = [int(t) for t in tokens[start : start + self.n_batch]]
             last_chunk = start + self.n_batch >= len(tokens)
-            batch.set_batch(batch=chunk, n_past=len(self._tokens), logits_all=False)
-            n_rows = 0
+            wanted = None
             if logits_from is not None:
-                # set_batch flags only the chunk's last token; flag exactly the wanted ones
-                for i in range(len(chunk)):
-                    wanted = start + i >= logits_from
-                    batch.batch.logits[i] = wanted
-                    n_rows += wanted
-            try:
-                ctx.decode(batch)
-            except RuntimeError as exc:
-                raise BackendUnavailable(f"llama.cpp decode failed: {exc}") from None
-            self._tokens.extend(chunk)
-            self.n_evaluated_tokens += len(chunk)
-            if logits_from is not None and n_rows:
-                ptr = llama_cpp.llama_get_logits(self._llm.ctx)
-                rows.append(
-                    np.ctypeslib.as_array(ptr, shape=(n_rows * self.n_vocab,))
-                    .reshape(n_rows, self.n_vocab)
-                    .copy()
-                )
+                wanted = [start + i >= logits_from for i in range(len(chunk))]
+            got = self._decode_chunk(chunk, wanted)
+            if got is not None:
+                rows.append(got)
             elif logits_from is None and last_chunk:
                 rows.append(self._last_logits(copy).reshape(1, -1))
         return np.concatenate(rows, axis=0) if len(rows) > 1 else rows[0]
 
+    def _decode_chunk(self, chunk: list[int], wanted: list[bool] | None) -> FloatArray | None:
+        """Decode one block (<= n_batch tokens) after the cache; rows where ``wanted``.
+
+        ``wanted=None`` asks for the last row only, read afterwards by
+        :meth:`_last_logits`. With ``min_block_rows`` 2 no matrix product ever has a single
+        row: llama.cpp's CPU kernels for one row round differently from those for two or
+        more, while blocks of >= 2 rows give each position the same bits whatever the
+        block's size or split (``tests/integration/test_verifier_isolation.py``). So the
+        cache holds, at each position, values that depend only on the tokens, never on
+        how they were batched (prefix reuse across sessions is neutral), and a
+        verification pass equals target-only decoding bit for bit. A one-token block is
+        padded by re-decoding the previous cached token (its entry is rewritten with the
+        same values) or, at position 0, by a trailing copy of the token that is removed
+        afterwards (causal attention: it cannot change earlier rows); a single wanted
+        output row gets a neighbour row computed with it and dropped.
+        """
+        import llama_cpp
+
+        flags = [False] * len(chunk)
+        if wanted is None:
+            flags[-1] = True
+        else:
+            flags = list(wanted)
+        trail = 0
+        if self.min_block_rows >= 2:
+            if len(chunk) == 1 and self._tokens:
+                prev = self._tokens[-1]
+                self._truncate(len(self._tokens) - 1)
+                chunk, flags = [prev, *chunk], [False, *flags]
+            elif len(chunk) == 1:
+                trail = 1
+                chunk, flags = [chunk[0], chunk[0]], [*flags, False]
+        keep = list(flags)
+        if self.min_block_rows >= 2 and sum(flags) == 1:
+            i = flags.index(True)
+            flags[i - 1 if i else i + 1] = True  # a computed-and-dropped neighbour row
+        batch = self._llm._batch
+        batch.set_batch(batch=chunk, n_past=len(self._tokens), logits_all=False)
+        for i, f in enumerate(flags):
+            batch.batch.logits[i] = f
+        try:
+            self._llm._ctx.decode(batch)
+        except RuntimeError as exc:
+            raise BackendUnavailable(f"llama.cpp decode failed: {exc}") from None
+        self._tokens.extend(chunk)
+        self.n_evaluated_tokens += len(chunk)
+        if trail:
+            self._truncate(len(self._tokens) - 1)
+        n_out = sum(flags)
+        if not n_out:
+            return None
+        ptr = llama_cpp.llama_get_logits(self._llm.ctx)
+        out: FloatArray = np.ctypeslib.as_array(ptr, shape=(n_out * self.n_vocab,)).reshape(
+            n_out, self.n_vocab
+        )
+        sel = [j for j, i in enumerate(i for i, f in enumerate(flags) if f) if keep[i]]
+        if wanted is None:
+            self._last_row = keep.index(True)  # a batch index, as get_logits_ith takes
+            return None
+        return out[sel].copy() if sel else None
+
     def _last_logits(self, copy: bool = True) -> FloatArray:
-        ptr = self._llm._ctx.get_logits_ith(-1)
+        ptr = self._llm._ctx.get_logits_ith(self._last_row)
         view: FloatArray = np.ctypeslib.as_array(
             ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(self.n_vocab,)
         )
@@ -345,6 +393,8 @@ class LlamaCppDrafter(LlamaCppModel):
 
 class LlamaCppTarget(LlamaCppModel):
     """A llama.cpp model verifying blocks (a :class:`~configspec.backends.base.Target`)."""
+
+    min_block_rows = 2
 
     def evaluate(self, context: Sequence[int], tokens: Sequence[int]) -> Evaluation:
         """Distributions after ``context + tokens[:i]`` for i = 0..len(tokens).

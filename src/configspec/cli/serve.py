@@ -39,10 +39,11 @@ def verifier(
     max_k: int = typer.Option(16, min=1, max=64, help="Largest K accepted per round."),
     session_ttl_s: float = typer.Option(300.0, min=0.1, help="Idle seconds before expiry."),
     offload: bool = typer.Option(
-        False,
+        True,
         "--offload/--inline",
-        help="Model calls in a worker thread (health answers during compute) or inline "
-        "in the event loop (two fewer thread hand-offs per round).",
+        help="Model calls in a worker thread (default: health and other sessions answer "
+        "during compute) or inline in the event loop (two fewer thread hand-offs per "
+        "round, but one long prompt freezes the server).",
     ),
     cache_dir: Path | None = typer.Option(None, help="Model cache (see `configspec models`)."),
     api_key: str | None = typer.Option(

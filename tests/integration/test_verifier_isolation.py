@@ -1,0 +1,91 @@
+"""Isolation between sessions on the real F32 target (issue 19, item 1).
+
+A session's output must not depend on what other sessions did. The target's cache is
+shared across sessions (prefix reuse), so the test drives the adversarial case the fuzz run
+found: a BOS-only session, then sessions that re-prefill after a switch.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from configspec.backends.llamacpp import LlamaCppTarget
+from configspec.backends.models import PreparedFamily
+from configspec.backends.ngram import NgramDrafter
+from configspec.serving.client import EdgeClient
+from configspec.serving.server import ServerThread
+from configspec.serving.sessions import ServerLimits, VerifierService
+
+pytestmark = pytest.mark.slow
+
+PROMPT = "What is 17 multiplied by 23? Show your working."
+ADVERSARIAL = ["", "1 1 1 1 1 1 1 1", "What is 17 multiplied by 24?", "<start_of_turn>user\n"]
+N_TOKENS = 10
+
+
+@pytest.fixture(scope="module")
+def target(model_family: PreparedFamily) -> Iterator[LlamaCppTarget]:
+    with LlamaCppTarget(model_family.target_path, identity=model_family.target, n_ctx=256) as t:
+        yield t
+
+
+def test_target_rows_do_not_depend_on_how_the_cache_was_built(target: LlamaCppTarget) -> None:
+    """The same sequence gives the same bits whether prefilled whole, after a BOS-only
+    decode, or one token per call (the shapes a verifier's history can produce)."""
+    prompt = target.tokenize(PROMPT)
+    target.reset()
+    whole = target.evaluate(prompt, []).probs
+    target.reset()
+    target.evaluate(prompt[:1], [])  # BOS only: the decode the fuzz run found
+    after_bos = target.evaluate(prompt, []).probs
+    target.reset()
+    for n in range(1, 6):
+        target.evaluate(prompt[:n], [])
+    stepwise = target.evaluate(prompt, []).probs
+    target.reset()
+    block = target.evaluate(prompt[:5], prompt[5:]).probs  # a verification block
+    assert whole is not None and after_bos is not None and stepwise is not None
+    assert block is not None
+    assert np.array_equal(whole, after_bos)
+    assert np.array_equal(whole, stepwise)
+    assert np.array_equal(whole[-1], block[-1])
+
+
+def _generate(url: str, target: LlamaCppTarget, text: str, k: int) -> list[int]:
+    prompt = target.tokenize(text) if text else [target.tokenize("x")[0]]  # "" = BOS only
+    with EdgeClient(url, NgramDrafter(target), k=k) as client:
+        return client.generate(prompt, N_TOKENS).tokens
+
+
+def test_same_prompt_alone_and_amid_adversarial_sessions(target: LlamaCppTarget) -> None:
+    limits = ServerLimits(max_k=8, max_context_tokens=256)
+    target.reset()
+    with ServerThread(VerifierService([target], limits)) as srv:
+        alone = _generate(srv.url, target, PROMPT, k=4)
+        target_only = _generate(srv.url, target, PROMPT, k=0)
+    assert alone == target_only  # one kernel for every pass: lossless on this verifier
+
+    target.reset()
+    with ServerThread(VerifierService([target], limits)) as srv:
+        _generate(srv.url, target, "", k=4)  # BOS-only session first
+        results: dict[str, list[int]] = {}
+
+        def run(name: str, text: str, k: int) -> None:
+            results[name] = _generate(srv.url, target, text, k)
+
+        threads = [threading.Thread(target=run, args=("victim", PROMPT, 4))]
+        threads += [
+            threading.Thread(target=run, args=(f"adv{i}", text, 1 + i % 4))
+            for i, text in enumerate(ADVERSARIAL)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        again = _generate(srv.url, target, PROMPT, k=2)
+    assert results["victim"] == alone
+    assert again == alone
