@@ -118,11 +118,17 @@ class MeterInfo(_Strict):
 
 
 class DraftLatencyPoint(_Strict):
-    """Mean per-token drafting latency when drafting ``k`` tokens after ``context_tokens``."""
+    """Mean per-token drafting latency when drafting ``k`` tokens after ``context_tokens``.
+
+    ``temperature`` 0 is greedy drafting (argmax); above 0 the time also covers what a
+    sampling client does per drafted token: the softmax over the vocabulary at that
+    temperature, drawing the token, and building the top-k draft distribution it sends.
+    """
 
     k: int = Field(ge=1)
     context_tokens: int = Field(ge=0)
     per_token_ms: Estimate
+    temperature: float = Field(default=0.0, ge=0)
 
     @model_validator(mode="after")
     def _positive(self) -> DraftLatencyPoint:
@@ -271,12 +277,18 @@ PriceModel = Annotated[GpuTimePrice | PerTokenPrice, Field(discriminator="kind")
 
 
 class VerifyLatencyPoint(_Strict):
-    """Target latency to verify ``positions`` tokens (K drafts + 1) after ``context_tokens``."""
+    """Target latency to verify ``positions`` tokens (K drafts + 1) after ``context_tokens``.
+
+    ``temperature`` 0 is greedy verification; above 0 the time also covers the verifier's
+    speculative-sampling decision (target distributions at that temperature, the draft
+    distributions expanded, accept/reject and the residual draw).
+    """
 
     positions: int = Field(ge=1)
     context_tokens: int = Field(ge=0)
     batch: int = Field(default=1, ge=1)
     latency_ms: Estimate
+    temperature: float = Field(default=0.0, ge=0)
 
     @model_validator(mode="after")
     def _positive(self) -> VerifyLatencyPoint:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from configspec.backends._native import quiet_native_stderr
+from configspec.backends._native import model_params, quiet_native_stderr
 from configspec.backends.base import DraftResult, Evaluation, FloatArray, ModelIdentity
 from configspec.backends.gguf_meta import Sha256Cache, read_identity
 from configspec.errors import BackendUnavailable, InvalidInput, ModelFileError
@@ -96,7 +96,7 @@ class LlamaCppModel:
         import llama_cpp
 
         try:
-            with quiet_native_stderr():
+            with quiet_native_stderr(), model_params():
                 self._llm = llama_cpp.Llama(
                     model_path=str(self.path),
                     n_ctx=n_ctx,
@@ -448,7 +448,7 @@ class LlamaCppTokenizer:
         import llama_cpp
 
         try:
-            with quiet_native_stderr():
+            with quiet_native_stderr(), model_params():
                 self._llm = llama_cpp.Llama(
                     model_path=str(self.path), vocab_only=True, verbose=False
                 )

@@ -6,6 +6,7 @@ table. Other stages add their sweeps to :data:`profile_app` (e.g. ``profile alig
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 from pathlib import Path
@@ -45,6 +46,12 @@ CI_OPTION = typer.Option(0.05, "--ci", help="Target 95% CI half-width, relative 
 POINT_BUDGET_OPTION = typer.Option(10.0, "--point-budget-s", help="Max seconds per point.")
 MIN_REPEATS_OPTION = typer.Option(5, "--min-repeats")
 RESTART_OPTION = typer.Option(False, "--restart", help="Ignore an existing checkpoint.")
+TEMPERATURE_OPTION = typer.Option(
+    [0.0],
+    "--temperature",
+    "-T",
+    help="Temperature timed (repeatable; 0 = greedy, > 0 adds the sampling work per token).",
+)
 
 
 def parse_cpus(text: str | None) -> tuple[int, ...] | None:
@@ -103,6 +110,7 @@ def device(
     min_repeats: int = MIN_REPEATS_OPTION,
     max_repeats: int = typer.Option(100, "--max-repeats"),
     tokenizer: str = typer.Option(None, "--tokenizer", help="Vocabulary for the ngram drafter."),
+    temperature: list[float] = TEMPERATURE_OPTION,
     restart: bool = RESTART_OPTION,
     profiles: Path = PROFILES_OPTION,
     cache_dir: Path = CACHE_DIR_OPTION,
@@ -121,6 +129,7 @@ def device(
         threads=threads,
         cpus=parse_cpus(cpus),
         idle_s=idle_s,
+        temperatures=tuple(temperature),
     )
     settings.validate()
     power = open_meter(
@@ -165,11 +174,11 @@ def device(
     table.add_column("catch-up ms", justify="right")
     table.add_column("peak MB", justify="right")
     table.add_column("power W", justify="right")
-    for d in profile.drafters:
-        by = {(p.k, p.context_tokens): p.per_token_ms for p in d.latency}
-        row = [d.drafter]
+    for d, temp in itertools.product(profile.drafters, settings.temperatures):
+        by = {(p.k, p.context_tokens, p.temperature): p.per_token_ms for p in d.latency}
+        row = [d.drafter + (f" T={temp:g}" if temp else "")]
         for ctx in settings.context_tokens:
-            row += [_fmt(by.get((1, ctx))), _fmt(by.get((settings.k_max, ctx)))]
+            row += [_fmt(by.get((1, ctx, temp))), _fmt(by.get((settings.k_max, ctx, temp)))]
         row += [
             _fmt(d.prefill_tokens_per_s),
             "—"
@@ -223,6 +232,7 @@ def verify(
     point_budget_s: float = POINT_BUDGET_OPTION,
     min_repeats: int = MIN_REPEATS_OPTION,
     max_repeats: int = typer.Option(50, "--max-repeats"),
+    temperature: list[float] = TEMPERATURE_OPTION,
     restart: bool = RESTART_OPTION,
     profiles: Path = PROFILES_OPTION,
     cache_dir: Path = CACHE_DIR_OPTION,
@@ -244,6 +254,7 @@ def verify(
         rel_half_width=ci,
         point_budget_s=point_budget_s,
         threads=threads,
+        temperatures=tuple(temperature),
     )
     profiler = VerificationProfiler(
         target,
@@ -260,12 +271,18 @@ def verify(
         profile, path, report = profiler.run(on_event)
     table = Table(title=f"verification profile {profile.target} ({profile.endpoint})")
     table.add_column("positions", justify="right")
-    cols = [(c, b) for b in settings.batch_sizes for c in settings.context_tokens]
-    for c, b in cols:
-        table.add_column(f"ms ctx={c}" + (f" B={b}" if b > 1 else ""), justify="right")
-    by = {(p.positions, p.context_tokens, p.batch): p.latency_ms for p in profile.latency}
+    cols = list(
+        itertools.product(settings.temperatures, settings.batch_sizes, settings.context_tokens)
+    )
+    for t, b, c in cols:
+        head = f"ms ctx={c}" + (f" B={b}" if b > 1 else "") + (f" T={t:g}" if t else "")
+        table.add_column(head, justify="right")
+    by = {
+        (p.positions, p.context_tokens, p.batch, p.temperature): p.latency_ms
+        for p in profile.latency
+    }
     for positions in range(1, k_max + 2):
-        table.add_row(str(positions), *[_fmt(by.get((positions, c, b))) for c, b in cols])
+        table.add_row(str(positions), *[_fmt(by.get((positions, c, b, t))) for t, b, c in cols])
     console.print(table)
     n_ok = report.converged_points
     worst = report.worst_rel_half_width

@@ -137,6 +137,26 @@ def overlap_topk_full(target: TopK, q: npt.ArrayLike) -> Overlap:
     return Overlap(low=low, high=np.clip(exact + high_tail, low, 1.0))
 
 
+def truncate_draft(q: npt.ArrayLike, top_k: int) -> tuple[FloatArray, FloatArray]:
+    """Drafter rows ``q`` (..., vocab) cut to their ``top_k`` ids and renormalised, and the
+    mass those ids held per row.
+
+    This is the draft distribution a sampling edge client sends
+    (:func:`configspec.serving.client.sparse_support`): a drawn token outside the set ends
+    the draft there, so a position's effective acceptance is ``mass · Σ min(p, q_cut)``.
+    """
+    qf = np.asarray(q, dtype=np.float64)
+    n = qf.shape[-1]
+    if top_k >= n:
+        return qf / qf.sum(axis=-1, keepdims=True), np.ones(qf.shape[:-1])
+    top = np.argpartition(-qf, top_k - 1, axis=-1)[..., :top_k]
+    kept = np.take_along_axis(qf, top, axis=-1)
+    mass = kept.sum(axis=-1)
+    out = np.zeros_like(qf)
+    np.put_along_axis(out, top, kept / np.maximum(mass, 1e-300)[..., None], axis=-1)
+    return out, mass
+
+
 def overlap_topk_onehot(target: TopK, proposal: npt.ArrayLike) -> Overlap:
     """Σ min(p, onehot(d)) = p(d) for a deterministic proposer's token ``d`` per position.
 

@@ -53,6 +53,7 @@ from configspec.profiling.acceptance import (
     prompt_stats,
     softmax_temperature,
     summarize,
+    truncate_draft,
 )
 from configspec.profiling.prompts import Prompt
 from configspec.profiling.reference import (
@@ -80,7 +81,9 @@ class AlignmentSettings:
     ``n_tokens`` reference tokens per prompt; ``temperatures`` (0 = greedy verification);
     ``k_max`` the longest speculative length simulated; ``top_k`` target ids kept per
     position at T > 0; ``n_boot`` bootstrap resamples over prompts; ``n_ctx``/``n_threads``
-    for llama.cpp.
+    for llama.cpp. ``draft_top_k`` is the size of the draft distribution a sampling edge
+    client sends (its ``--draft-top-k``, default 64): at T > 0 a drafted token outside it
+    ends the draft, which the simulation charges (None: the full distribution).
     """
 
     n_tokens: int = 128
@@ -91,6 +94,7 @@ class AlignmentSettings:
     n_boot: int = 1000
     n_ctx: int = 1024
     n_threads: int = 2
+    draft_top_k: int | None = 64
 
     def __post_init__(self) -> None:
         if not self.temperatures:
@@ -101,6 +105,8 @@ class AlignmentSettings:
             raise InvalidInput(f"K_max={self.k_max} is out of range (1..32)")
         if self.n_boot < 1:
             raise InvalidInput(f"bootstrap resamples {self.n_boot} is out of range (>= 1)")
+        if self.draft_top_k is not None and self.draft_top_k < 1:
+            raise InvalidInput(f"draft top-k {self.draft_top_k} is out of range (>= 1)")
 
     def reference(self, temperature: float) -> ReferenceSettings:
         """Reference settings for one temperature."""
@@ -142,7 +148,11 @@ def _gather_topk(dist: TopK, idx: np.ndarray) -> TopK:
 
 
 def acceptance_matrix(
-    ref: TargetReference, cand: _Candidate, temperature: float, k_max: int
+    ref: TargetReference,
+    cand: _Candidate,
+    temperature: float,
+    k_max: int,
+    draft_top_k: int | None = None,
 ) -> tuple[FloatArray, float, IntArray | None]:
     """``B[s, j]`` for one drafter along one reference, the mean top-k bound width, and
     (for a model-free proposer) how many tokens it proposes from each position (None for
@@ -151,6 +161,9 @@ def acceptance_matrix(
     At T > 0 the target is stored as top-k plus remainder, so Σ min(p, q) is known only
     within bounds; the upper bound is used (exact when drafter and target agree outside
     the top-k, e.g. an identical drafter) and the mean width of the bounds is returned.
+    With ``draft_top_k`` the drafter's distribution is the one the edge client sends (cut
+    to its top ids, :func:`truncate_draft`): acceptance is that set's mass times the
+    overlap with the cut distribution.
     """
     n = len(ref.tokens)
     gap = 0.0
@@ -164,9 +177,12 @@ def acceptance_matrix(
             for lo in range(0, n, _ROWS_PER_CHUNK):
                 rows = slice(lo, min(n, lo + _ROWS_PER_CHUNK))
                 q = softmax_temperature(logits[rows], temperature)
+                mass = np.ones(q.shape[0])
+                if draft_top_k is not None:
+                    q, mass = truncate_draft(q, draft_top_k)
                 ov = overlap_topk_full(_gather_topk(ref.dist, np.arange(n)[rows]), q)
-                gap += float(np.sum(ov.high - ov.low))
-                parts.append(ov.high)
+                gap += float(np.sum(mass * (ov.high - ov.low)))
+                parts.append(mass * ov.high)
             beta = np.concatenate(parts)
         return positional_matrix(beta, k_max), gap / max(n, 1), None
     assert cand.proposer is not None
@@ -365,7 +381,9 @@ def profile_alignment(
                     continue
                 for cand in cands:
                     t1 = time.perf_counter()
-                    b, g, proposed = acceptance_matrix(ref, cand, temp, settings.k_max)
+                    b, g, proposed = acceptance_matrix(
+                        ref, cand, temp, settings.k_max, settings.draft_top_k
+                    )
                     cand.elapsed_s += time.perf_counter() - t1
                     widths.append(g)
                     ps = prompt_stats(b, settings.k_max, FIRST_ROUND_AT, proposed)
@@ -423,6 +441,7 @@ def _provenance(
         "temperatures": list(settings.temperatures),
         "k_max": settings.k_max,
         "top_k": settings.top_k,
+        "draft_top_k": settings.draft_top_k,
         "seed": settings.seed,
         "n_boot": settings.n_boot,
         "ci_level": 0.95,

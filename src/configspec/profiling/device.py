@@ -17,6 +17,7 @@ checkpointed after every point (:mod:`configspec.profiling.sweep`).
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import math
 import os
@@ -72,7 +73,9 @@ class DeviceSweepSettings:
     ``point_budget_s`` the most time spent repeating one point; ``threads`` the llama.cpp
     thread count (default: every allowed CPU); ``cpus`` an optional CPU affinity set;
     ``idle_s`` how long idle power is measured before drafting (0 skips it); ``warmup`` the
-    untimed calls that prime each context before its first point.
+    untimed calls that prime each context before its first point. ``temperatures`` are
+    the drafting temperatures timed (0 = greedy; above 0 the time includes the softmax,
+    the draw and building the top-``draft_top_k`` draft distribution the client sends).
     """
 
     k_max: int = 16
@@ -86,6 +89,8 @@ class DeviceSweepSettings:
     threads: int | None = None
     cpus: tuple[int, ...] | None = None
     idle_s: float = 3.0
+    temperatures: tuple[float, ...] = (0.0,)
+    draft_top_k: int = 64
 
     def validate(self) -> None:
         """Raise :class:`InvalidInput` naming the first out-of-range setting."""
@@ -105,6 +110,9 @@ class DeviceSweepSettings:
             )
         if self.threads is not None and self.threads < 1:
             raise InvalidInput(f"threads={self.threads} is out of range (≥ 1)")
+        check_temperatures(self.temperatures)
+        if self.draft_top_k < 1:
+            raise InvalidInput(f"draft_top_k={self.draft_top_k} is out of range (≥ 1)")
 
     def resolved_threads(self) -> int:
         """llama.cpp threads: ``threads``, else one per CPU in ``cpus`` or allowed CPUs."""
@@ -124,7 +132,19 @@ class DeviceSweepSettings:
         data["context_tokens"] = list(self.context_tokens)
         data["cpus"] = list(self.cpus) if self.cpus is not None else None
         data["threads"] = self.resolved_threads()
+        data["temperatures"] = list(self.temperatures)
         return data
+
+
+def check_temperatures(temperatures: Sequence[float]) -> None:
+    """Raise :class:`InvalidInput` unless ``temperatures`` are distinct values ≥ 0."""
+    if not temperatures:
+        raise InvalidInput("no temperature given; pass at least one (0 = greedy)")
+    bad = [t for t in temperatures if not (math.isfinite(t) and t >= 0)]
+    if bad:
+        raise InvalidInput(f"temperature {bad[0]} is out of range (0 = greedy, or > 0)")
+    if len(set(temperatures)) != len(temperatures):
+        raise InvalidInput(f"temperatures repeat: {list(temperatures)}")
 
 
 @dataclass
@@ -137,6 +157,7 @@ class PointResult:
     per_token_ms: Estimate
     rel_half_width: float
     converged: bool
+    temperature: float = 0.0
 
 
 class DeviceSweepReport(SweepReport[PointResult]):
@@ -157,18 +178,48 @@ def _est_dict(est: Estimate) -> dict[str, Any]:
     return est.model_dump()
 
 
-def _time_draft(drafter: Drafter, context: list[int], k: int, inner: int) -> float:
-    start = time.perf_counter()
-    for _ in range(inner):
-        drafter.draft(context, k)
-    return (time.perf_counter() - start) * 1000.0 / (inner * k)
+@dataclass
+class _DraftTimer:
+    """Times ``k`` drafted tokens after ``context`` as the edge client drafts them: greedy
+    at temperature 0; at T > 0 seeded sampling plus the verify request the client builds
+    from the draft (top-``top_k`` sparse distributions, :func:`build_request`)."""
+
+    drafter: Drafter
+    context: list[int]
+    k: int
+    temperature: float = 0.0
+    top_k: int = 64
+    calls: int = 0
+
+    def once(self) -> None:
+        if self.temperature == 0.0:
+            self.drafter.draft(self.context, self.k)
+            return
+        from configspec.serving.client import build_request
+
+        self.calls += 1
+        draft = self.drafter.draft(
+            self.context, self.k, temperature=self.temperature, seed=self.calls
+        )
+        build_request(0, len(self.context), draft, self.temperature, self.top_k)
+
+    def per_token_ms(self, inner: int) -> float:
+        start = time.perf_counter()
+        for _ in range(inner):
+            self.once()
+        return (time.perf_counter() - start) * 1000.0 / (inner * self.k)
 
 
-def _inner_repeats(drafter: Drafter, context: list[int], k: int) -> int:
+def _key(point: dict[str, Any]) -> tuple[int, int, float]:
+    """A checkpointed point's (K, context, temperature); greedy when it has no temperature."""
+    return (point["k"], point["context_tokens"], point.get("temperature", 0.0))
+
+
+def _inner_repeats(timer: _DraftTimer) -> int:
     """Calls per sample so one sample lasts ≥ :data:`MIN_SAMPLE_MS` (the n-gram drafter
     takes µs, and µs timings are dominated by interpreter and scheduler noise); the
     calibration call itself is discarded (it doubles as the point's warm-up)."""
-    once_ms = _time_draft(drafter, context, k, 1) * k
+    once_ms = timer.per_token_ms(1) * timer.k
     if once_ms >= MIN_SAMPLE_MS:
         return 1
     return min(10_000, math.ceil(MIN_SAMPLE_MS / max(once_ms, 1e-4)))
@@ -346,12 +397,13 @@ class DeviceProfiler:
             {"points": [], "prefill": None, "memory_bytes": 0, "done": False,
              "power": {"energy_j": 0.0, "duration_s": 0.0, "n": 0, "sum_w": 0.0, "sumsq_w": 0.0}},
         )  # fmt: skip
-        total = len(s.context_tokens) * s.k_max
-        done_keys = {(p["k"], p["context_tokens"]) for p in entry["points"]}
+        total = len(s.temperatures) * len(s.context_tokens) * s.k_max
+        done_keys = {_key(p) for p in entry["points"]}
         for p in entry["points"]:
             report.points.append(
                 PointResult(identity.name, p["k"], p["context_tokens"],
-                            Estimate(**p["per_token_ms"]), p["rel_half_width"], p["converged"])
+                            Estimate(**p["per_token_ms"]), p["rel_half_width"], p["converged"],
+                            p.get("temperature", 0.0))
             )  # fmt: skip
         report.resumed_points += len(done_keys)
         label = identity.name
@@ -372,20 +424,21 @@ class DeviceProfiler:
             if entry.get("catchup") is None and identity.architecture != "ngram":
                 entry["catchup"] = self._catchup(drafter)
                 self.checkpoint.save(state, models)
-            for ctx_len in s.context_tokens:
+            for temp, ctx_len in itertools.product(s.temperatures, s.context_tokens):
                 context = build_context(drafter, ctx_len)
                 warmed = False
                 for k in range(1, s.k_max + 1):
-                    if (k, ctx_len) in done_keys:
+                    if (k, ctx_len, temp) in done_keys:
                         continue
+                    timer = _DraftTimer(drafter, context, k, temp, s.draft_top_k)
                     # the context's cache is primed by ``warmup`` calls once; afterwards the
                     # untimed calibration call of each K is its warm-up
                     for _ in range(0 if warmed else s.warmup):
-                        drafter.draft(context, k)
+                        timer.once()
                     warmed = True
-                    inner = _inner_repeats(drafter, context, k)
+                    inner = _inner_repeats(timer)
                     sampled = repeat_until(
-                        functools.partial(_time_draft, drafter, context, k, inner),
+                        functools.partial(timer.per_token_ms, inner),
                         rel_half_width=s.rel_half_width,
                         min_repeats=s.min_repeats,
                         max_repeats=s.max_repeats,
@@ -395,16 +448,17 @@ class DeviceProfiler:
                     entry["points"].append({
                         "k": k, "context_tokens": ctx_len, "per_token_ms": _est_dict(est),
                         "rel_half_width": sampled.rel_half_width, "converged": sampled.converged,
-                        "inner_calls": inner,
+                        "inner_calls": inner, "temperature": temp,
                     })  # fmt: skip
                     entry["memory_bytes"] = max(entry["memory_bytes"], rss.peak_bytes())
                     self.checkpoint.save(state, models)
                     report.points.append(
                         PointResult(label, k, ctx_len, est, sampled.rel_half_width,
-                                    sampled.converged)
+                                    sampled.converged, temp)
                     )  # fmt: skip
                     mark = "" if sampled.converged else " (budget)"
-                    detail = f"K={k} ctx={ctx_len}: {est.mean:.3g} ms"
+                    at = f" T={temp:g}" if temp else ""
+                    detail = f"K={k} ctx={ctx_len}{at}: {est.mean:.3g} ms"
                     detail += f" ±{sampled.rel_half_width:.1%}{mark}"
                     progress(ProgressEvent(label, len(entry["points"]), total, detail))
         finally:
@@ -486,7 +540,10 @@ class DeviceProfiler:
         for spec in self.specs:
             identity = identities[spec]
             entry = state["drafters"][identity.name]
-            points = sorted(entry["points"], key=lambda p: (p["context_tokens"], p["k"]))
+            points = sorted(
+                entry["points"],
+                key=lambda p: (p.get("temperature", 0.0), p["context_tokens"], p["k"]),
+            )
             drafters.append(
                 DrafterOnDevice(
                     drafter=identity.name,
@@ -499,6 +556,7 @@ class DeviceProfiler:
                             k=p["k"],
                             context_tokens=p["context_tokens"],
                             per_token_ms=Estimate(**p["per_token_ms"]),
+                            temperature=p.get("temperature", 0.0),
                         )
                         for p in points
                     ],

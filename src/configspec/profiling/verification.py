@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from configspec.backends.base import ModelIdentity, Target
+import numpy as np
+
+from configspec.backends.base import Evaluation, ModelIdentity, Target
 from configspec.config import (
     Estimate,
     GpuTimePrice,
@@ -37,10 +40,12 @@ from configspec.config import (
 )
 from configspec.errors import InvalidInput
 from configspec.profiling import host
-from configspec.profiling.device import K_LIMIT, build_context
+from configspec.profiling.device import K_LIMIT, build_context, check_temperatures
 from configspec.profiling.stats import estimate, repeat_until
 from configspec.profiling.sweep import Checkpoint, SweepReport, check_repeats
 from configspec.progress import NO_PROGRESS, ProgressEvent, ProgressFn
+from configspec.serving.protocol import SparseDistribution
+from configspec.serving.verify import sampled_decision, target_probs_at
 from configspec.store import ProfileStore
 
 log = logging.getLogger(__name__)
@@ -48,7 +53,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class VerifySweepSettings:
-    """What the verification sweep measures (positions 1..``k_max``+1 per context)."""
+    """What the verification sweep measures (positions 1..``k_max``+1 per context).
+
+    ``temperatures``: 0 times greedy verification; above 0 the time also covers the
+    verifier's speculative-sampling decision (:func:`~configspec.serving.verify.sampled_decision`), with draft
+    distributions of ``draft_top_k`` ids as the edge client sends them.
+    """
 
     k_max: int = 16
     context_tokens: tuple[int, ...] = (128, 512)
@@ -59,6 +69,8 @@ class VerifySweepSettings:
     rel_half_width: float = 0.05
     point_budget_s: float = 10.0
     threads: int | None = None
+    temperatures: tuple[float, ...] = (0.0,)
+    draft_top_k: int = 64
 
     def validate(self) -> None:
         """Raise :class:`InvalidInput` naming the first out-of-range setting."""
@@ -78,12 +90,16 @@ class VerifySweepSettings:
             )
         if self.threads is not None and self.threads < 1:
             raise InvalidInput(f"threads={self.threads} is out of range (≥ 1)")
+        check_temperatures(self.temperatures)
+        if self.draft_top_k < 1:
+            raise InvalidInput(f"draft_top_k={self.draft_top_k} is out of range (≥ 1)")
 
     def as_dict(self) -> dict[str, Any]:
         """Settings as plain JSON data."""
         data = asdict(self)
         data["context_tokens"] = list(self.context_tokens)
         data["batch_sizes"] = list(self.batch_sizes)
+        data["temperatures"] = list(self.temperatures)
         return data
 
 
@@ -97,6 +113,7 @@ class VerifyPointResult:
     latency_ms: Estimate
     rel_half_width: float
     converged: bool
+    temperature: float = 0.0
 
 
 class VerifySweepReport(SweepReport[VerifyPointResult]):
@@ -124,14 +141,58 @@ def parse_price(
     return PerTokenPrice(price_usd_per_million_tokens=price_usd_per_million_tokens)
 
 
+@dataclass
+class _SampledDecision:
+    """The verifier's speculative-sampling step after an evaluation (the server's code:
+    :func:`~configspec.serving.verify.sampled_decision`), with fixed draft distributions."""
+
+    temperature: float
+    vocab_size: int
+    dists: list[SparseDistribution]
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+
+    def __call__(self, ev: Evaluation, tokens: list[int]) -> None:
+        p, _ = target_probs_at(
+            ev.probs, ev.top_ids, ev.top_probs, len(tokens) + 1, self.temperature, self.vocab_size
+        )
+        sampled_decision(tokens, self.dists or None, p, self.vocab_size, self.rng)
+
+
+def draft_distributions(
+    target: Target, context: list[int], tokens: list[int], temperature: float, top_k: int
+) -> list[SparseDistribution]:
+    """Realistic draft distributions for ``tokens``: the target's own at ``temperature``,
+    cut to the top ``top_k`` as the edge client sends them (untimed)."""
+    from configspec.serving.client import sparse_support
+
+    if not tokens:
+        return []
+    ev = target.evaluate(context, tokens)
+    vocab = target.identity.vocab_size or 1
+    p, _ = target_probs_at(ev.probs, ev.top_ids, ev.top_probs, len(tokens), temperature, vocab)
+    return [sparse_support(row, top_k) for row in p]
+
+
 def _time_batch(targets: Sequence[Target], context: list[int], tokens: list[int],
-                pool: ThreadPoolExecutor | None) -> float:  # fmt: skip
+                pool: ThreadPoolExecutor | None,
+                decide: _SampledDecision | None = None) -> float:  # fmt: skip
+    def one(t: Target) -> None:
+        ev = t.evaluate(context, tokens)
+        if decide is not None:
+            decide(ev, tokens)
+
     start = time.perf_counter()
     if pool is None:
-        targets[0].evaluate(context, tokens)
+        one(targets[0])
     else:
-        list(pool.map(lambda t: t.evaluate(context, tokens), targets))
+        list(pool.map(one, targets))
     return (time.perf_counter() - start) * 1000.0
+
+
+def _key(point: dict[str, Any]) -> tuple[int, int, int, float]:
+    """A checkpointed point's (positions, context, batch, temperature)."""
+    return (point["positions"], point["context_tokens"], point["batch"],
+            point.get("temperature", 0.0))  # fmt: skip
 
 
 class VerificationProfiler:
@@ -195,6 +256,16 @@ class VerificationProfiler:
             ),
         )
 
+    def _decision(
+        self, target: Target, context: list[int], tokens: list[int], temperature: float
+    ) -> _SampledDecision | None:
+        """The sampling step to time after each evaluation (None when greedy)."""
+        if temperature == 0.0:
+            return None
+        vocab = target.identity.vocab_size or 1
+        dists = draft_distributions(target, context, tokens, temperature, self.settings.draft_top_k)
+        return _SampledDecision(temperature, vocab, dists)
+
     def run(
         self, progress: ProgressFn = NO_PROGRESS
     ) -> tuple[VerificationProfile, Path, VerifySweepReport]:
@@ -215,9 +286,9 @@ class VerificationProfiler:
             state = checkpoint.load(models)
             state.setdefault("started_at", time.time())
             points: list[dict[str, Any]] = state.setdefault("points", [])
-            done = {(p["positions"], p["context_tokens"], p["batch"]) for p in points}
+            done = {_key(p) for p in points}
             report = VerifySweepReport(resumed_points=len(done))
-            total = len(s.context_tokens) * (s.k_max + 1) * len(s.batch_sizes)
+            total = len(s.temperatures) * len(s.context_tokens) * (s.k_max + 1) * len(s.batch_sizes)
             label = f"verify {identity.name}"
             progress(ProgressEvent(label, len(done), total, "starting"))
             while len(targets) < max(s.batch_sizes):
@@ -226,14 +297,17 @@ class VerificationProfiler:
                 group = targets[:batch]
                 pool = ThreadPoolExecutor(max_workers=batch) if batch > 1 else None
                 try:
-                    for ctx_len in s.context_tokens:
+                    for temp, ctx_len in itertools.product(s.temperatures, s.context_tokens):
                         full = build_context(targets[0], ctx_len + s.k_max)
                         context = full[:ctx_len]
                         for positions in range(1, s.k_max + 2):
-                            if (positions, ctx_len, batch) in done:
+                            if (positions, ctx_len, batch, temp) in done:
                                 continue
                             tokens = full[ctx_len : ctx_len + positions - 1]
-                            measure = functools.partial(_time_batch, group, context, tokens, pool)
+                            decide = self._decision(targets[0], context, tokens, temp)
+                            measure = functools.partial(
+                                _time_batch, group, context, tokens, pool, decide
+                            )
                             for _ in range(s.warmup):
                                 measure()
                             sampled = repeat_until(
@@ -248,11 +322,13 @@ class VerificationProfiler:
                                 "positions": positions, "context_tokens": ctx_len,
                                 "batch": batch, "latency_ms": est.model_dump(),
                                 "rel_half_width": sampled.rel_half_width,
-                                "converged": sampled.converged,
+                                "converged": sampled.converged, "temperature": temp,
                             })  # fmt: skip
                             checkpoint.save(state, models)
                             mark = "" if sampled.converged else " (budget)"
-                            detail = f"P={positions} ctx={ctx_len} B={batch}: {est.mean:.3g} ms"
+                            at = f" T={temp:g}" if temp else ""
+                            detail = f"P={positions} ctx={ctx_len} B={batch}{at}: "
+                            detail += f"{est.mean:.3g} ms"
                             progress(ProgressEvent(label, len(points), total, detail + mark))
                 finally:
                     if pool is not None:
@@ -266,7 +342,7 @@ class VerificationProfiler:
             report.points.append(
                 VerifyPointResult(p["positions"], p["context_tokens"], p["batch"],
                                   Estimate(**p["latency_ms"]), p["rel_half_width"],
-                                  p["converged"])
+                                  p["converged"], p.get("temperature", 0.0))
             )  # fmt: skip
         profile = self._profile(identity, state, report)
         path = self.store.save(profile)
@@ -283,8 +359,10 @@ class VerificationProfiler:
         n_ok = report.converged_points
         worst = report.worst_rel_half_width
         points = sorted(
-            state["points"], key=lambda p: (p["batch"], p["context_tokens"], p["positions"])
-        )
+            state["points"],
+            key=lambda p: (p.get("temperature", 0.0), p["batch"], p["context_tokens"],
+                           p["positions"]),
+        )  # fmt: skip
         return VerificationProfile(
             target=identity.name,
             target_family=identity.family,
@@ -296,6 +374,7 @@ class VerificationProfiler:
                     context_tokens=p["context_tokens"],
                     batch=p["batch"],
                     latency_ms=Estimate(**p["latency_ms"]),
+                    temperature=p.get("temperature", 0.0),
                 )
                 for p in points
             ],

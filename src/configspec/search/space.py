@@ -14,6 +14,7 @@ entries) and pairs; every per-configuration quantity is gathered with numpy inde
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -103,28 +104,48 @@ def _triple(est: Estimate | None) -> tuple[float, float, float]:
     return (est.mean, est.low, est.high)
 
 
+def profiled_temperature(temperatures: Sequence[float], wanted: float) -> float:
+    """The profiled temperature to use for ``wanted``: an exact match (within 1e-9), else
+    the nearest one of the same kind (greedy 0 or sampled > 0: sampling costs the same
+    softmax and draw at any T > 0), else the nearest one."""
+    temps = sorted(set(temperatures))
+    if not temps:
+        raise InvalidInput("no latency points to pick a temperature from")
+    same = [t for t in temps if (t > 0) == (wanted > 0)] or temps
+    return min(same, key=lambda t: (abs(t - wanted), t))
+
+
 def drafter_latency_table(
-    drafter: DrafterOnDevice, k_cap: int, context_tokens: int
+    drafter: DrafterOnDevice, k_cap: int, context_tokens: int, temperature: float = 0.0
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Per-token drafting latency (ms) for K = 1..k_cap as (mean, low, high) arrays.
 
     Interpolated over context (clamped) and K (flat beyond the largest profiled K: drafting
-    K tokens is K single-token decodes).
+    K tokens is K single-token decodes), from the points profiled at the temperature
+    :func:`profiled_temperature` picks for ``temperature``.
     """
-    ks = [p.k for p in drafter.latency]
-    ctx = [p.context_tokens for p in drafter.latency]
+    t = profiled_temperature([p.temperature for p in drafter.latency], temperature)
+    pts = [p for p in drafter.latency if p.temperature == t]
+    ks = [p.k for p in pts]
+    ctx = [p.context_tokens for p in pts]
     qk = np.arange(1, k_cap + 1, dtype=np.float64)
-    vals = [_triple(p.per_token_ms) for p in drafter.latency]
+    vals = [_triple(p.per_token_ms) for p in pts]
     out = interpolate_separable([ctx, ks], vals, [context_tokens], qk, "clamp")
     return out[:, 0], out[:, 1], out[:, 2]
 
 
 def verify_latency_table(
-    profile: VerificationProfile, k_cap: int, context_tokens: int, batch: int
+    profile: VerificationProfile,
+    k_cap: int,
+    context_tokens: int,
+    batch: int,
+    temperature: float = 0.0,
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Verification latency (ms) for positions 0..k_cap+1 (index = positions) as
-    (mean, low, high); NaN outside the profiled range of positions."""
-    pts = profile.latency
+    (mean, low, high); NaN outside the profiled range of positions. Uses the points
+    profiled at the temperature :func:`profiled_temperature` picks for ``temperature``."""
+    t = profiled_temperature([p.temperature for p in profile.latency], temperature)
+    pts = [p for p in profile.latency if p.temperature == t]
     coords = [[p.batch for p in pts], [p.context_tokens for p in pts], [p.positions for p in pts]]
     qp = np.arange(0, k_cap + 2, dtype=np.float64)
     vals = [_triple(p.latency_ms) for p in pts]
@@ -183,14 +204,36 @@ def _base_id(drafter: DrafterOnDevice) -> str:
 
 
 def _pick_entry(entries: list[AlignmentEntry], settings: SearchSettings) -> AlignmentEntry:
-    def score(e: AlignmentEntry) -> tuple[int, int]:
-        return (e.domain == settings.domain, e.temperature == settings.temperature)
+    """The entry for the wanted domain and temperature; failing that, the wanted domain
+    at the nearest temperature, then any domain (``all`` first)."""
 
-    best = max(entries, key=score)
-    return best
+    def score(e: AlignmentEntry) -> tuple[bool, bool, float, bool]:
+        same_t = math.isclose(e.temperature, settings.temperature, abs_tol=1e-9)
+        return (
+            e.domain == settings.domain,
+            same_t,
+            -abs(e.temperature - settings.temperature),
+            e.domain == "all",
+        )
+
+    return max(entries, key=score)
 
 
 # ---------------------------------------------------------------- enumeration
+
+
+def _warn_temperature(
+    temperatures: Sequence[float], wanted: float, what: str, command: str, warnings: list[str]
+) -> None:
+    """Note when latency at ``wanted`` comes from points profiled greedy or sampled the
+    other way (sampling adds a softmax and a draw per token)."""
+    used = profiled_temperature(temperatures, wanted)
+    if (used > 0) != (wanted > 0):
+        kind = "greedily" if used == 0 else f"at temperature {used:g}"
+        warnings.append(
+            f"{what} has latency profiled only {kind}; temperature {wanted:g} uses it "
+            f"(run `{command} {wanted:g}`)"
+        )
 
 
 def _check_filters(
@@ -257,7 +300,11 @@ def build_space(
     d_idle = np.empty((3, n_d))
     d_catchup = np.zeros((3, n_d))
     for i, (dev, d) in enumerate(d_rows):
-        d_lat[:, i] = drafter_latency_table(d, k_cap, s.context_tokens)
+        d_lat[:, i] = drafter_latency_table(d, k_cap, s.context_tokens, s.temperature)
+        _warn_temperature(
+            [p.temperature for p in d.latency], s.temperature, f"drafter {d.drafter!r} on "
+            f"{dev.device.name!r}", "configspec profile device --temperature", warnings,
+        )  # fmt: skip
         d_power[:, i] = _triple(d.draft_power_w)
         d_idle[:, i] = _triple(dev.idle_power_w)
         if d.catchup_ms is not None:
@@ -274,7 +321,11 @@ def build_space(
                 f"model preset {preset.name!r} bills per token but target {v.target!r} has a "
                 "gpu_time price; give its verification profile a per_token price"
             )
-        t_lat[:, j] = verify_latency_table(v, k_cap, s.context_tokens, s.batch)
+        t_lat[:, j] = verify_latency_table(v, k_cap, s.context_tokens, s.batch, s.temperature)
+        _warn_temperature(
+            [p.temperature for p in v.latency], s.temperature, f"target {v.target!r}",
+            "configspec profile verify --temperature", warnings,
+        )  # fmt: skip
     for a in alignments:
         if a.target not in {v.target for v in verifications}:
             warnings.append(
@@ -314,7 +365,8 @@ def build_space(
             if key not in cache:
                 cache[key] = len(acc_tables)
                 entry = _pick_entry(by_drafter[key], s)
-                if (entry.domain, entry.temperature) != (s.domain, s.temperature):
+                same_t = math.isclose(entry.temperature, s.temperature, abs_tol=1e-9)
+                if entry.domain != s.domain or not same_t:
                     warnings.append(
                         f"no acceptance for drafter {key!r} on {v.target!r} at domain "
                         f"{s.domain!r}, temperature {s.temperature:g}; using domain "
@@ -603,6 +655,7 @@ __all__ = [
     "build_space",
     "drafter_latency_table",
     "load_space",
+    "profiled_temperature",
     "read_profiles",
     "space_from_profiles",
     "verify_latency_table",

@@ -41,12 +41,10 @@ from configspec.serving.protocol import (
     VerifyResponse,
 )
 from configspec.serving.verify import (
-    FloatArray,
     Outcome,
-    apply_temperature,
-    dense_draft,
     greedy_verify,
-    speculative_verify,
+    sampled_decision,
+    target_probs_at,
 )
 
 log = logging.getLogger(__name__)
@@ -463,7 +461,7 @@ class VerifierService:
                 next_token=outcome.next_token,
                 bonus=outcome.bonus,
                 session_tokens=len(s.tokens),
-                verify_ms=ev.elapsed_s * 1e3,
+                verify_ms=ev.elapsed_s * 1e3 + ev.extra.get("decision_ms", 0.0),
                 server_ms=(time.perf_counter() - t0) * 1e3,
                 received_unix_s=received_unix_s,
                 sent_unix_s=time.time(),
@@ -486,35 +484,19 @@ class VerifierService:
         if s.temperature == 0:
             outcome = greedy_verify(drafts, ev.argmax[: len(drafts) + 1])
         else:
-            p, approximate = self._target_probs(ev, len(drafts) + 1, s.temperature)
-            q_rows: list[FloatArray] = []
-            for i, tok in enumerate(drafts):
-                if req.draft_distributions is not None:
-                    dist = req.draft_distributions[i]
-                    approximate = approximate or dist.remainder > 0
-                    q_rows.append(dense_draft(dist, self.info.vocab_size))
-                else:  # a deterministic drafter: q is one-hot on its token
-                    q = np.zeros(self.info.vocab_size)
-                    q[tok] = 1.0
-                    q_rows.append(q)
-            outcome = speculative_verify(drafts, q_rows, p, s.rng)
+            t0 = time.perf_counter()
+            p, approximate = target_probs_at(
+                ev.probs, ev.top_ids, ev.top_probs, len(drafts) + 1, s.temperature,
+                self.info.vocab_size,
+            )  # fmt: skip
+            outcome, approx_q = sampled_decision(
+                drafts, req.draft_distributions, p, self.info.vocab_size, s.rng
+            )
+            approximate = approximate or approx_q
+            # the sampling decision is part of verifying (the profile times it too)
+            ev.extra["decision_ms"] = (time.perf_counter() - t0) * 1e3
         target.rollback(len(s.tokens) + outcome.accepted)
         return outcome, ev, approximate
-
-    def _target_probs(
-        self, ev: Evaluation, rows: int, temperature: float
-    ) -> tuple[FloatArray, bool]:
-        """Target distributions at ``temperature``; flag when only top-k was available."""
-        if ev.probs is not None:
-            return apply_temperature(
-                np.asarray(ev.probs[:rows], dtype=np.float64), temperature
-            ), False
-        if ev.top_ids is None or ev.top_probs is None:
-            raise RuntimeError("the target returned neither probabilities nor top-k")
-        dense = np.zeros((rows, self.info.vocab_size))
-        for r in range(rows):
-            dense[r, ev.top_ids[r]] = ev.top_probs[r]
-        return apply_temperature(dense, temperature), True
 
     def uptime_s(self) -> float:
         """Seconds since the service started."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -116,3 +117,49 @@ def speculative_verify(
             residual = p
         return Outcome(i, sample_from(residual, rng.random()), bonus=False)
     return Outcome(k, sample_from(target_probs[k], rng.random()), bonus=True)
+
+
+def target_probs_at(
+    probs: npt.NDArray[np.floating[Any]] | None,
+    top_ids: npt.NDArray[np.int64] | None,
+    top_probs: npt.NDArray[np.floating[Any]] | None,
+    rows: int,
+    temperature: float,
+    vocab_size: int,
+) -> tuple[FloatArray, bool]:
+    """The target's first ``rows`` distributions at ``temperature`` from an evaluation's
+    full ``probs`` (temperature 1) or, failing that, its top-k; True when only top-k was
+    available (the result is then an approximation)."""
+    if probs is not None:
+        return apply_temperature(np.asarray(probs[:rows], dtype=np.float64), temperature), False
+    if top_ids is None or top_probs is None:
+        raise RuntimeError("the target returned neither probabilities nor top-k")
+    dense = np.zeros((rows, vocab_size))
+    for r in range(rows):
+        dense[r, top_ids[r]] = top_probs[r]
+    return apply_temperature(dense, temperature), True
+
+
+def sampled_decision(
+    draft_tokens: Sequence[int],
+    draft_distributions: Sequence[SparseDistribution] | None,
+    target_probs: FloatArray,
+    vocab_size: int,
+    rng: np.random.Generator,
+) -> tuple[Outcome, bool]:
+    """One round of speculative sampling as the verifier runs it: the sparse draft
+    distributions expanded to the vocabulary (one-hot on the token for a deterministic
+    drafter that sent none), then :func:`speculative_verify`. Also returns True when a
+    distribution carried remainder mass (approximate)."""
+    approximate = False
+    q_rows: list[FloatArray] = []
+    for i, tok in enumerate(draft_tokens):
+        if draft_distributions is not None:
+            dist = draft_distributions[i]
+            approximate = approximate or dist.remainder > 0
+            q_rows.append(dense_draft(dist, vocab_size))
+        else:
+            q = np.zeros(vocab_size)
+            q[tok] = 1.0
+            q_rows.append(q)
+    return speculative_verify(draft_tokens, q_rows, target_probs, rng), approximate
