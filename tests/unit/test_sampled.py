@@ -40,7 +40,7 @@ def _sampled_space(temperature: float):  # type: ignore[no-untyped-def]
             "latency": [
                 *v.latency,
                 *[VerifyLatencyPoint(positions=p.positions, context_tokens=p.context_tokens,
-                                     latency_ms=Estimate(mean=p.latency_ms.mean + 3.0 * p.positions),
+                                     latency_ms=Estimate(mean=p.latency_ms.mean + 3 * p.positions),
                                      temperature=0.8) for p in v.latency],
             ]
         }
