@@ -56,8 +56,8 @@ class VerifySweepSettings:
     """What the verification sweep measures (positions 1..``k_max``+1 per context).
 
     ``temperatures``: 0 times greedy verification; above 0 the time also covers the
-    verifier's speculative-sampling decision (:func:`~configspec.serving.verify.sampled_decision`), with draft
-    distributions of ``draft_top_k`` ids as the edge client sends them.
+    verifier's speculative-sampling decision (``serving.verify.sampled_decision``), with
+    draft distributions of ``draft_top_k`` ids as the edge client sends them.
     """
 
     k_max: int = 16
