@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +19,12 @@ if TYPE_CHECKING:
 PROFILES = typer.Option(Path("profiles"), "--profiles", help="Profile directory.")
 
 
+PROMPTS_OPTION = typer.Option(
+    None,
+    "--prompts",
+    help="JSONL prompts the runs decode (as `profile alignment --prompts` takes them); "
+    "default: the bundled set. Use prompts alignment never saw to test held-out accuracy.",
+)
 LINK_OPTION = typer.Option(
     "auto",
     "--link",
@@ -104,6 +111,11 @@ def validate_command(
     ),
     max_tokens: int = typer.Option(32, "--max-tokens", min=2, help="Tokens per prompt (--run)."),
     prompts_per_domain: int = typer.Option(1, "--prompts-per-domain", min=1),
+    prompts: Path = PROMPTS_OPTION,
+    temperature: float = typer.Option(
+        0.0, "--temperature", "-T", min=0.0, help="Sampling temperature of --run (0 = greedy)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of sampled --run (prompt i: seed + i)."),
     threads: int = typer.Option(1, "--threads", min=1, help="llama.cpp threads (--run)."),
     device: str = typer.Option(None, "--device", help="Device name recorded in runs (--run)."),
     preset: str = typer.Option("configspec", "--model", help="Model preset."),
@@ -115,7 +127,7 @@ def validate_command(
     from configspec.loop.runs import plans_from_filters, run_configs
     from configspec.loop.runtime import RuntimeSettings
     from configspec.loop.validate import parse_config, validate
-    from configspec.profiling.prompts import bundled_prompts, select_prompts
+    from configspec.profiling.prompts import bundled_prompts, load_prompts, select_prompts
     from configspec.store import ProfileStore, atomic_write_json
 
     filters = [parse_config(c) for c in configs]
@@ -123,11 +135,15 @@ def validate_command(
     records = None
     overheads: dict[float, float] = {}
     if run:
-        plans = plans_from_filters(filters, rtt_ms or [0.0])
+        plans = [
+            dataclasses.replace(p, temperature=temperature, seed=seed if temperature else None)
+            for p in plans_from_filters(filters, rtt_ms or [0.0])
+        ]
         devices = store.device_profiles()
+        run_prompts = load_prompts(prompts) if prompts is not None else bundled_prompts()
         settings = RuntimeSettings(
             target=target,
-            prompts=tuple(select_prompts(bundled_prompts(), prompts_per_domain)),
+            prompts=tuple(select_prompts(run_prompts, prompts_per_domain)),
             max_tokens=max_tokens,
             threads=threads,
             device=device or (devices[0].device.name if len(devices) == 1 else None),
@@ -172,6 +188,7 @@ def quickstart_command(
     ),
     max_tokens: int = typer.Option(32, "--max-tokens", help="Tokens per prompt."),
     prompts_per_domain: int = typer.Option(1, "--prompts-per-domain", min=1),
+    prompts: Path = PROMPTS_OPTION,
     validate_k: list[int] = typer.Option([2, 6], "--validate-k", help="K run per drafter."),
     drafter: list[str] = typer.Option(
         ["gemma-3-270m-q4_0", "gemma-3-270m-q8_0", "ngram"], "--drafter", "-d"
@@ -185,6 +202,7 @@ def quickstart_command(
 ) -> None:
     """Prepare models, profile this machine, select, run and validate, write the report."""
     from configspec.loop.quickstart import QuickstartSettings, run_quickstart
+    from configspec.profiling.prompts import load_prompts, select_prompts
 
     settings = QuickstartSettings(
         out=out,
@@ -199,6 +217,9 @@ def quickstart_command(
         price_usd_per_hour=price_usd_per_hour,
         cache_dir=cache_dir,
         link=link,
+        run_prompts=tuple(select_prompts(load_prompts(prompts), prompts_per_domain))
+        if prompts is not None
+        else (),
     )
     with make_progress() as bar:
         on_event = rich_progress(bar)

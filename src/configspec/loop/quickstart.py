@@ -33,7 +33,7 @@ from configspec.loop.runs import measure_overhead, run_plans
 from configspec.loop.runtime import RunPlan, Runtime, RuntimeSettings
 from configspec.loop.validate import ValidationResult, validate
 from configspec.model.presets import ModelPreset, get_preset
-from configspec.profiling.prompts import bundled_prompts, select_prompts
+from configspec.profiling.prompts import Prompt, bundled_prompts, select_prompts
 from configspec.progress import ProgressEvent, ProgressFn, prefixed
 from configspec.search.select import Selection, pick
 from configspec.search.space import SearchSettings, read_profiles, space_from_profiles
@@ -56,6 +56,9 @@ class QuickstartSettings:
     network the selection assumes; ``price_usd_per_hour`` prices the local target's
     verification time (illustrative unless you pass your own); ``k_max`` bounds every
     sweep; ``validate_ks`` are the K values run per drafter besides the optima.
+    ``run_prompts`` are the prompts the validation runs decode (default: the ones
+    alignment was profiled on); give prompts alignment never saw to check that the
+    prediction holds off the profiled workload.
     """
 
     out: Path
@@ -74,6 +77,7 @@ class QuickstartSettings:
     point_budget_s: float = 1.0
     link: str = "auto"
     """How the validation runs inject the RTT: auto (netem where available), netem, proxy."""
+    run_prompts: tuple[Prompt, ...] = ()
 
     def __post_init__(self) -> None:
         if not (0 <= self.rtt_ms <= 10_000):
@@ -230,7 +234,7 @@ def run_quickstart(
 
     runtime_settings = RuntimeSettings(
         target=s.target,
-        prompts=tuple(prompts),
+        prompts=s.run_prompts or tuple(prompts),
         max_tokens=s.max_tokens,
         threads=s.threads,
         device=device,

@@ -14,6 +14,8 @@ execute configurations through the real edge client and write one
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -76,7 +78,7 @@ def run_plans(
     """
     records: list[RunRecord] = []
     for i, plan in enumerate(plans):
-        spec_plan = RunPlan(spec_for(plan.drafter), plan.k, plan.added_rtt_ms)
+        spec_plan = dataclasses.replace(plan, drafter=spec_for(plan.drafter))
         record = runtime.run(spec_plan, progress)
         store.save_run(record)
         records.append(record)

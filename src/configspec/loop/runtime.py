@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
 
@@ -47,17 +47,37 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RunPlan:
-    """One configuration to execute: drafter spec, K and the RTT injected by the proxy (ms)."""
+    """One configuration to execute: drafter spec, K, the RTT injected by the link (ms),
+    and the sampling temperature (0 = greedy) with its seed (prompt i decodes with seed
+    ``seed + i``, so a run is reproducible and its prompts are independent draws)."""
 
     drafter: str
     k: int
     added_rtt_ms: float = 0.0
+    temperature: float = 0.0
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.k <= 64:
             raise InvalidInput(f"K={self.k} is out of range (0..64)")
+        if not (np.isfinite(self.temperature) and self.temperature >= 0):
+            raise InvalidInput(f"temperature {self.temperature} is out of range (>= 0)")
         if not (np.isfinite(self.added_rtt_ms) and 0 <= self.added_rtt_ms <= 20_000):
             raise InvalidInput(f"added RTT {self.added_rtt_ms} ms is out of range (0..20000)")
+
+
+@dataclass(frozen=True)
+class ContentionProbe:
+    """What the drafter and the verifier cost right before a run (see
+    :meth:`Runtime.probe`): per-token drafting at K=1 after ``draft_context_tokens``
+    (ms, at the run's temperature) and one verified position after about
+    ``verify_context_tokens`` (ms), plus the 1-minute load average at the time."""
+
+    draft_context_tokens: int
+    draft_ms_per_token: float
+    verify_context_tokens: int
+    verify_one_ms: float
+    load_average_1m: float
 
 
 @dataclass(frozen=True)
@@ -82,6 +102,11 @@ class RuntimeSettings:
     link: str = "auto"
     """How the RTT is injected: ``auto`` (kernel netem where available, else the delay
     proxy), ``netem`` or ``proxy`` (see :mod:`configspec.serving.netem`)."""
+    draft_top_k: int = 64
+    """Ids per draft distribution the client sends when sampling."""
+    probe_contention: bool = True
+    """Time the drafter and the verifier right before each run (see :meth:`Runtime.probe`),
+    so ``validate`` can scale the profiled latencies to the host load the run saw."""
 
     def __post_init__(self) -> None:
         if not self.prompts:
@@ -257,15 +282,20 @@ class Runtime:
         prompt_lengths: list[int] = []
         with (
             open_link(s.link, upstream, delay_ms=plan.added_rtt_ms / 2.0) as link,
-            EdgeClient(link.url, drafter, k=plan.k, timeout_s=120.0) as client,
-        ):
+            EdgeClient(
+                link.url, drafter, k=plan.k, timeout_s=120.0, temperature=plan.temperature,
+                draft_top_k=s.draft_top_k,
+            ) as client,
+        ):  # fmt: skip
             if s.warmup_rounds:
                 # warm the connection, the server's slot and the drafter (not recorded)
                 first = drafter.tokenize(s.prompts[0].text)
+                client.seed = plan.seed
                 client.generate(first, max_tokens=min(s.max_tokens, s.warmup_rounds + 1))
             for i, prompt in enumerate(s.prompts):
                 tokens = drafter.tokenize(prompt.text)
                 prompt_lengths.append(len(tokens))
+                client.seed = None if plan.seed is None else plan.seed + i
                 gens.append(client.generate(tokens, s.max_tokens))
                 progress(ProgressEvent(label, i + 1, len(s.prompts), prompt.id))
             described = link.describe()
@@ -276,7 +306,10 @@ class Runtime:
         s = self.settings
         drafter = self.drafter(plan.drafter)
         label = f"run {drafter.identity.name} K={plan.k} +{plan.added_rtt_ms:g} ms RTT"
+        if plan.temperature:
+            label += f" T={plan.temperature:g}"
         progress(ProgressEvent(label, 0, len(s.prompts), "starting"))
+        probe = self.probe(plan) if s.probe_contention and plan.k > 0 else None
         gen, lengths, link = self._generate(plan, drafter, progress, label)
         ident = drafter.identity
         config = RunConfig(
@@ -285,11 +318,14 @@ class Runtime:
             target=gen.target_name,
             target_family=gen.target_family,
             k=plan.k,
+            temperature=plan.temperature,
             added_rtt_ms=plan.added_rtt_ms,
             server_url=self.url,
             device=s.device,
             prompt_tokens=round(statistics.fmean(lengths)),
             max_tokens=s.max_tokens,
+            seed=plan.seed,
+            draft_top_k=s.draft_top_k if plan.temperature > 0 else None,
         )
         return build_run_record(
             gen,
@@ -301,9 +337,53 @@ class Runtime:
                 "max_tokens_per_prompt": s.max_tokens,
                 "threads": s.threads,
                 "link": link,
+                "domains": sorted({p.domain for p in s.prompts}),
+                **({"contention": asdict(probe)} if probe is not None else {}),
             },
             energy_note="energy not recorded: no device power meter is wired into the edge client",
         )
+
+    def probe(self, plan: RunPlan, samples: int = 7, verify_rounds: int = 8) -> ContentionProbe:
+        """Time the drafter (K=1, sampled like the run) and the verifier (K=0 rounds, one
+        position, through the run's link) right now, at the run's mean context.
+
+        Taken right before each run, it is what the profiles would measure under the host
+        load the run is about to see; ``validate`` divides it by the profiled value at the
+        same point and scales the profiled latencies by that ratio (see
+        :mod:`configspec.loop.validate`). Medians of ``samples`` timings (drafting) and of
+        ``verify_rounds`` rounds (verification).
+        """
+        from configspec.profiling.device import DraftTimer, build_context, inner_repeats
+
+        s = self.settings
+        d = self.drafter(plan.drafter)
+        lengths = [len(d.tokenize(p.text)) for p in s.prompts]
+        ctx = round(statistics.fmean(lengths) + s.max_tokens / 2)
+        timer = DraftTimer(d, build_context(d, ctx), 1, plan.temperature, s.draft_top_k)
+        timer.once()  # primes the context
+        inner = inner_repeats(timer)
+        draft_ms = float(np.median([timer.per_token_ms(inner) for _ in range(samples)]))
+        prompt = d.tokenize(s.prompts[0].text)
+        gen = self._k0_rounds(d, plan.added_rtt_ms, prompt, verify_rounds)
+        return ContentionProbe(
+            draft_context_tokens=ctx,
+            draft_ms_per_token=draft_ms,
+            verify_context_tokens=len(prompt) + verify_rounds // 2,
+            verify_one_ms=float(np.median([r.verify_ms for r in gen.rounds])),
+            load_average_1m=os.getloadavg()[0],
+        )
+
+    def _k0_rounds(
+        self, d: Drafter, added_rtt_ms: float, prompt: list[int], rounds: int
+    ) -> Generation:
+        """``rounds`` K=0 rounds (nothing drafted, one position verified) after a warm-up."""
+        upstream = ("127.0.0.1", self._server.port if self._server else 0)
+        with (
+            open_link(self.settings.link, upstream, delay_ms=added_rtt_ms / 2.0) as link,
+            EdgeClient(link.url, d, k=0) as client,
+        ):
+            client.generate(prompt, max_tokens=3)  # warm-up
+            return client.generate(prompt, max_tokens=rounds)
 
     def calibrate_overhead(
         self, drafter: str, added_rtt_ms: float = 0.0, rounds: int = 24
@@ -317,14 +397,8 @@ class Runtime:
         CI (source ``measured``).
         """
         d = self.drafter(drafter)
-        upstream = ("127.0.0.1", self._server.port if self._server else 0)
         prompt = d.tokenize(self.settings.prompts[0].text)
-        with (
-            open_link(self.settings.link, upstream, delay_ms=added_rtt_ms / 2.0) as link,
-            EdgeClient(link.url, d, k=0) as client,
-        ):
-            client.generate(prompt, max_tokens=3)  # warm-up
-            gen = client.generate(prompt, max_tokens=rounds)
+        gen = self._k0_rounds(d, added_rtt_ms, prompt, rounds)
         over = np.array([r.round_ms - r.draft_ms - r.verify_ms - added_rtt_ms for r in gen.rounds])
         med = float(np.median(over))
         rng = np.random.default_rng(0)

@@ -14,7 +14,17 @@ run did:
   runtime's measured per-round overhead
   (:attr:`~configspec.config.NetworkSettings.round_overhead_ms`, see
   :mod:`configspec.loop.runtime`);
-* acceptance: E(K) from the alignment profile.
+* acceptance: E(K) from the alignment profile at the run's temperature (sampled runs use
+  the entry profiled at that temperature, and drafting and verification latencies profiled
+  sampled, see :mod:`configspec.search.space`);
+* host load: a run of the local runtime records a **contention probe** taken right before
+  it (:meth:`configspec.loop.runtime.Runtime.probe`: the drafter at K=1 and one verified
+  position, timed as the profilers time them). The probe divided by the profile at the
+  same point gives how much slower (or faster) the host is now than when it was profiled;
+  drafting (with catch-up) and verification latencies are scaled by those two ratios for
+  that run. This folds in the load the run actually sees — another process on the host,
+  a shared machine — with a measurement taken before the run, never from its outcome.
+  ``validate(..., fold_contention=False)`` compares against the raw profiles.
 
 The model describes steady-state decoding, so every measured figure is taken over the
 run's **steady-state rounds**: those that drafted with the configured K. The last rounds of
@@ -59,7 +69,14 @@ from configspec.errors import InvalidInput, ProfileMissing
 from configspec.model.evaluate import Link
 from configspec.model.presets import get_preset
 from configspec.search.evaluate import evaluate_space
-from configspec.search.space import Profiles, SearchSettings, build_space, read_profiles
+from configspec.search.space import (
+    Profiles,
+    SearchSettings,
+    build_space,
+    drafter_latency_table,
+    read_profiles,
+    verify_latency_table,
+)
 from configspec.serving.netem import EMULATED_LINKS
 from configspec.serving.record import ratio_estimate
 from configspec.store import ProfileStore
@@ -165,6 +182,13 @@ class ValidationRow:
     """Network plus runtime overhead per round (measured: round − draft − verify)."""
     round_ms: Compared
     objectives: dict[str, Compared]
+    temperature: float = 0.0
+    contention_draft: float | None = None
+    """Drafting latency right before the run / profiled (None: no probe or not folded)."""
+    contention_verify: float | None = None
+    """Verification latency right before the run / profiled (None: no probe or not folded)."""
+    domains: tuple[str, ...] = ()
+    """Domains of the prompts the run decoded (as recorded by the runtime)."""
 
 
 @dataclass(frozen=True)
@@ -287,8 +311,84 @@ def _context_tokens(run: RunRecord) -> int:
     return round(c.prompt_tokens + per_prompt / 2)
 
 
+def _scaled(est: Estimate, ratio: float) -> Estimate:
+    return est.model_copy(
+        update={
+            "mean": est.mean * ratio,
+            "ci_low": None if est.ci_low is None else est.ci_low * ratio,
+            "ci_high": None if est.ci_high is None else est.ci_high * ratio,
+        }
+    )
+
+
+def contention_ratios(
+    run: RunRecord, profiles: Profiles, device: str
+) -> tuple[float, float] | None:
+    """(drafting, verification) latency of the run's contention probe over the profiled
+    latency at the same point; None when the run has no probe."""
+    probe = run.provenance.settings.get("contention")
+    c = run.config
+    if not isinstance(probe, dict):
+        return None
+    dev = next(d for d in profiles.devices if d.device.name == device)
+    drafter = next((x for x in dev.drafters if x.drafter == c.drafter), None)
+    verification = next((v for v in profiles.verifications if v.target == c.target), None)
+    if drafter is None or verification is None:
+        return None
+    prof_d = drafter_latency_table(drafter, 1, int(probe["draft_context_tokens"]), c.temperature)
+    prof_v = verify_latency_table(verification, 0, int(probe["verify_context_tokens"]), 1, 0.0)
+    d0, v0 = float(prof_d[0][0]), float(prof_v[0][1])
+    if not (d0 > 0 and v0 > 0 and math.isfinite(d0) and math.isfinite(v0)):
+        return None
+    return float(probe["draft_ms_per_token"]) / d0, float(probe["verify_one_ms"]) / v0
+
+
+def _under_contention(
+    profiles: Profiles, device: str, target: str, ratios: tuple[float, float]
+) -> Profiles:
+    """``profiles`` with ``device``'s drafting (and catch-up) and ``target``'s
+    verification latencies scaled by ``ratios``."""
+    r_d, r_v = ratios
+    devices = []
+    for dev in profiles.devices:
+        if dev.device.name == device:
+            drafters = [
+                d.model_copy(
+                    update={
+                        "latency": [
+                            p.model_copy(update={"per_token_ms": _scaled(p.per_token_ms, r_d)})
+                            for p in d.latency
+                        ],
+                        "catchup_ms": None if d.catchup_ms is None else _scaled(d.catchup_ms, r_d),
+                    }
+                )
+                for d in dev.drafters
+            ]
+            dev = dev.model_copy(update={"drafters": drafters})
+        devices.append(dev)
+    verifications = [
+        v.model_copy(
+            update={
+                "latency": [
+                    p.model_copy(update={"latency_ms": _scaled(p.latency_ms, r_v)})
+                    for p in v.latency
+                ]
+            }
+        )
+        if v.target == target
+        else v
+        for v in profiles.verifications
+    ]
+    return Profiles(devices, profiles.alignments, verifications, profiles.network)
+
+
 def _row(
-    run: RunRecord, profiles: Profiles, preset_name: str, network: NetworkSettings
+    run: RunRecord,
+    profiles: Profiles,
+    preset_name: str,
+    network: NetworkSettings,
+    fold_contention: bool = True,
+    warnings: list[str] | None = None,
 ) -> ValidationRow:
     c = run.config
     if c.k < 1:
@@ -310,9 +410,14 @@ def _row(
         targets=(c.target,),
     )
     preset = get_preset(preset_name)
+    ratios = contention_ratios(run, profiles, device) if fold_contention else None
+    if ratios is not None:
+        profiles = _under_contention(profiles, device, c.target, ratios)
     space = build_space(
         profiles.devices, profiles.alignments, profiles.verifications, preset, settings
     )
+    if warnings is not None:
+        warnings.extend(w for w in space.warnings if w not in warnings)
     # Runs of the local harness go through the delay proxy or netem (loopback, no bandwidth
     # cap): the link is exactly the injected RTT. Other runs (a real deployment) crossed the
     # link the network settings describe, plus whatever delay was injected on top.
@@ -411,6 +516,10 @@ def _row(
             (round_ms, round_ms, round_ms),
         ),
         objectives=objectives,
+        temperature=c.temperature,
+        contention_draft=ratios[0] if ratios else None,
+        contention_verify=ratios[1] if ratios else None,
+        domains=tuple(run.provenance.settings.get("domains", ())),
     )
 
 
@@ -446,6 +555,7 @@ def validate(
     preset: str = "configspec",
     runs: Sequence[RunRecord] | None = None,
     overhead_ms_by_rtt: dict[float, float] | None = None,
+    fold_contention: bool = True,
 ) -> ValidationResult:
     """Compare every stored run (or ``runs``) matching ``configs`` with the model.
 
@@ -474,16 +584,11 @@ def validate(
         if run.config.k == 0:
             warnings.append(f"run {run.run_id} is K=0 (cloud-only calibration); not validated")
             continue
-        if run.config.temperature > 0:
-            warnings.append(
-                f"run {run.run_id} sampled at temperature {run.config.temperature}; the "
-                "alignment entry closest to it is used"
-            )
         network = profiles.network
         for rtt, over in (overhead_ms_by_rtt or {}).items():
             if math.isclose(rtt, run.config.added_rtt_ms):
                 network = network.model_copy(update={"round_overhead_ms": over})
-        rows.append(_row(run, profiles, preset, network))
+        rows.append(_row(run, profiles, preset, network, fold_contention, warnings))
     if profiles.network.round_overhead_ms == 0:
         warnings.append(
             "the network settings have no measured round_overhead_ms: the runtime's per-round "

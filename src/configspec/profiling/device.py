@@ -179,7 +179,7 @@ def _est_dict(est: Estimate) -> dict[str, Any]:
 
 
 @dataclass
-class _DraftTimer:
+class DraftTimer:
     """Times ``k`` drafted tokens after ``context`` as the edge client drafts them: greedy
     at temperature 0; at T > 0 seeded sampling plus the verify request the client builds
     from the draft (top-``top_k`` sparse distributions, :func:`build_request`)."""
@@ -215,7 +215,7 @@ def _key(point: dict[str, Any]) -> tuple[int, int, float]:
     return (point["k"], point["context_tokens"], point.get("temperature", 0.0))
 
 
-def _inner_repeats(timer: _DraftTimer) -> int:
+def inner_repeats(timer: DraftTimer) -> int:
     """Calls per sample so one sample lasts ≥ :data:`MIN_SAMPLE_MS` (the n-gram drafter
     takes µs, and µs timings are dominated by interpreter and scheduler noise); the
     calibration call itself is discarded (it doubles as the point's warm-up)."""
@@ -430,13 +430,13 @@ class DeviceProfiler:
                 for k in range(1, s.k_max + 1):
                     if (k, ctx_len, temp) in done_keys:
                         continue
-                    timer = _DraftTimer(drafter, context, k, temp, s.draft_top_k)
+                    timer = DraftTimer(drafter, context, k, temp, s.draft_top_k)
                     # the context's cache is primed by ``warmup`` calls once; afterwards the
                     # untimed calibration call of each K is its warm-up
                     for _ in range(0 if warmed else s.warmup):
                         timer.once()
                     warmed = True
-                    inner = _inner_repeats(timer)
+                    inner = inner_repeats(timer)
                     sampled = repeat_until(
                         functools.partial(timer.per_token_ms, inner),
                         rel_half_width=s.rel_half_width,
