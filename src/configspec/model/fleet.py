@@ -105,27 +105,25 @@ class BatchLatency:
         return cls(table)
 
     def __call__(self, batch: ArrayLike, positions: ArrayLike) -> FloatArray:
+        # Hot path of the solvers (called every iteration): plain ufuncs, no np.clip.
         t, levels = self.table_ms, self.batches
         assert levels is not None
-        b = np.clip(np.asarray(batch, dtype=np.float64), 1.0, levels[-1])
+        b = np.minimum(np.maximum(np.asarray(batch, dtype=np.float64), 1.0), levels[-1])
         p = np.asarray(positions, dtype=np.float64)
-        b, p = np.broadcast_arrays(b, p)
         last = t.shape[1] - 1
         inside = (p >= 1.0) & (p <= last)
-        pc = np.clip(np.where(inside, p, 1.0), 1.0, float(last))
-        if levels.size == 1:
-            b0 = b1 = np.zeros(b.shape, dtype=np.int64)
-            wb = np.zeros(b.shape)
-        else:
-            b0 = np.clip(np.searchsorted(levels, b, side="right") - 1, 0, levels.size - 2)
-            b1 = b0 + 1
-            wb = (b - levels[b0]) / (levels[b1] - levels[b0])
+        pc = np.where(inside, p, 1.0)
         p0 = np.minimum(pc.astype(np.int64), last - 1)
-        p1 = p0 + 1
         wp = pc - p0
-        lo = (1.0 - wp) * t[b0, p0] + wp * t[b0, p1]
-        hi = (1.0 - wp) * t[b1, p0] + wp * t[b1, p1]
-        out = (1.0 - wb) * lo + wb * hi
+        if levels.size == 1:
+            row = t[0]
+            out = row[p0] + wp * (row[p0 + 1] - row[p0])
+        else:
+            b0 = np.minimum(np.searchsorted(levels, b, side="right") - 1, levels.size - 2)
+            wb = (b - levels[b0]) / (levels[b0 + 1] - levels[b0])
+            lo = t[b0, p0] + wp * (t[b0, p0 + 1] - t[b0, p0])
+            hi = t[b0 + 1, p0] + wp * (t[b0 + 1, p0 + 1] - t[b0 + 1, p0])
+            out = lo + wb * (hi - lo)
         return np.where(inside, out, np.nan)
 
 

@@ -9,7 +9,9 @@ from an idle verifier; each class takes, among its candidates that meet its SLOs
 the verifier's current queue (as an arriving request sees it, the arrival theorem), the
 one that uses the least verifier time per token (its share of a pass / E(K)) — the
 cheapest for the fleet; the network is solved again with the new choices, until no class
-changes (at most :data:`MAX_ROUNDS` times). A plan is feasible when the solved network
+changes (at most :data:`MAX_ROUNDS` times; after :data:`FREE_ROUNDS` a class keeps a
+choice that still meets its SLOs, so the iteration cannot cycle between two cheap
+choices that each make the other infeasible). A plan is feasible when the solved network
 meets every class's SLOs. The smallest feasible ``R`` is found by bisection between a
 lower bound (the verifier work the goodput SLOs demand, at full batches and full
 utilisation, cannot exceed ``R`` replica-seconds per second) and doubling. Every step is
@@ -38,6 +40,9 @@ BoolArray = NDArray[np.bool_]
 
 MAX_ROUNDS = 8
 """Best-response rounds per replica count (choices usually settle in 2-3)."""
+FREE_ROUNDS = 2
+"""Rounds in which every class may move to a cheaper candidate; afterwards a class only
+moves when its choice no longer meets its SLOs."""
 _RTOL = 1e-9
 
 
@@ -155,7 +160,11 @@ def _choose(
     p95: FloatArray,
     gpu: FloatArray,
     scale: FloatArray,
+    keep: IntArray | None = None,
 ) -> IntArray:
+    """Each class's cheapest candidate meeting its SLOs (else the one closest to them);
+    with ``keep``, a class whose kept choice still meets its SLOs keeps it (hysteresis,
+    so that the best-response iteration settles instead of cycling)."""
     ok = _meets(cands, goodput, p95, scale) & cands.valid[None]
     cost = np.where(ok, gpu, np.inf)
     # Ties (equal verifier time per token): the higher goodput.
@@ -163,7 +172,11 @@ def _choose(
     cheapest = np.argmin(cost, axis=-1)
     margin = np.where(cands.valid[None], _margin(cands, goodput, p95, scale), -np.inf)
     closest = np.argmax(margin, axis=-1)
-    return np.asarray(np.where(ok.any(axis=-1), cheapest, closest), dtype=np.int64)
+    out = np.where(ok.any(axis=-1), cheapest, closest)
+    if keep is not None:
+        still = np.take_along_axis(ok, keep[..., None], axis=-1)[..., 0]
+        out = np.where(still, keep, out)
+    return np.asarray(out, dtype=np.int64)
 
 
 def _solve(
@@ -188,18 +201,30 @@ def _solve(
 
 
 def _evaluate(
-    cands: Candidates, curve: BatchLatency, b_max: int, replicas: FloatArray, scale: FloatArray
+    cands: Candidates,
+    curve: BatchLatency,
+    b_max: int,
+    replicas: FloatArray,
+    scale: FloatArray,
+    near: _Eval | None = None,
 ) -> _Eval:
-    """Best-response choices and the solved replica for each scenario (replicas, scale)."""
+    """Best-response choices and the solved replica for each scenario (replicas, scale).
+
+    ``near`` (an evaluation at other replica counts) warm-starts the choices and queues;
+    without it the iteration starts from an idle verifier."""
     n = cands.counts[None, :] / replicas[:, None]
-    choice = _choose(
-        cands, *_tagged(cands, curve, b_max, np.zeros(n.shape, np.int64), None, n), scale
-    )
     sol: FleetSolution | None = None
+    if near is None:
+        choice = _choose(
+            cands, *_tagged(cands, curve, b_max, np.zeros(n.shape, np.int64), None, n), scale
+        )
+    else:
+        choice, sol = near.choice, near.sol
     settled = False
-    for _ in range(MAX_ROUNDS):
+    for rnd in range(MAX_ROUNDS):
         sol = _solve(cands, curve, b_max, n, choice, sol)
-        new = _choose(cands, *_tagged(cands, curve, b_max, choice, sol, n), scale)
+        keep = choice if rnd >= FREE_ROUNDS else None
+        new = _choose(cands, *_tagged(cands, curve, b_max, choice, sol, n), scale, keep)
         if np.array_equal(new, choice):
             settled = True
             break
@@ -292,8 +317,9 @@ def _search_replicas(
     lo = np.maximum(np.ceil(_lower_bound(cands, curve, b_max, scales)) - 1, 0).astype(np.int64)
     lo = np.minimum(lo, r_max - 1)
     hi = np.minimum(lo + 1, r_max)
+    ev: _Eval | None = None
     while True:
-        ev = _evaluate(cands, curve, b_max, hi.astype(np.float64), scales)
+        ev = _evaluate(cands, curve, b_max, hi.astype(np.float64), scales, ev)
         grow = ~ev.ok & (hi < r_max)
         if not grow.any():
             break
@@ -305,11 +331,11 @@ def _search_replicas(
         if not gap.any():
             break
         mid = np.where(gap, (lo + hi) // 2, hi)
-        ev_mid = _evaluate(cands, curve, b_max, mid.astype(np.float64), scales)
+        ev_mid = _evaluate(cands, curve, b_max, mid.astype(np.float64), scales, ev)
         good = gap & ev_mid.ok
         hi = np.where(good, mid, hi)
         lo = np.where(gap & ~ev_mid.ok, mid, lo)
-    final = _evaluate(cands, curve, b_max, hi.astype(np.float64), scales)
+    final = _evaluate(cands, curve, b_max, hi.astype(np.float64), scales, ev)
     return hi, feasible & final.ok, final
 
 

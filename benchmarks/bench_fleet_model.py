@@ -1,0 +1,479 @@
+"""Validate the fleet model (``configspec.model.fleet``) against real load.
+
+N = 1, 2, 4, 8, 16 edge clients (threads, n-gram drafters, each starting at a different
+prompt of the bundled set) loop speculative decoding against ONE real verifier
+(``configspec serve verifier`` in a subprocess, the RTT injected by netem or the delay
+proxy). The model predicts aggregate throughput, per-client goodput and round time for
+each N from inputs measured *once, on a separate single-client calibration run* (the
+think time outside the verifier, the verifier's service time per request, E(K)); nothing
+is fitted to the multi-client runs. The verifier runs one evaluation at a time and has
+one target copy per client (``--slots``: no session-switch prefill), so this is the
+one-at-a-time (batch = 1) case of the model: exact MVA with one delay station and one
+FCFS queueing station. ``--server-arg`` passes options to the server (e.g. a batching
+policy once the verifier has one; then give ``--max-batch`` and ``--batch-latency`` to
+model it).
+
+Then the replica check: a small emulated fleet (``--fleet-clients`` devices) gets an SLO
+between what 1 and 2 replicas can give; ``configspec.plan`` picks the replica count
+from profiles written from the calibration measurements, and the runtime runs the fleet
+with that many verifier processes (and with one fewer) to see whether the SLO holds.
+
+Prints a table and writes JSON to ``benchmarks/results/fleet_model.json``. Timing on a
+shared host is noisy: every figure is reported with the load average at the time.
+
+    CONFIGSPEC_CACHE_DIR=~/.cache/configspec python benchmarks/bench_fleet_model.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from configspec.backends.factory import open_drafter, open_tokenizer  # noqa: E402
+from configspec.model.fleet import BatchLatency, solve_population  # noqa: E402
+from configspec.profiling.prompts import bundled_prompts  # noqa: E402
+from configspec.serving.client import EdgeClient  # noqa: E402
+from configspec.serving.netem import open_link  # noqa: E402
+from configspec.serving.server import free_port  # noqa: E402
+from configspec.store import atomic_write_json  # noqa: E402
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+@contextmanager
+def verifier(args: argparse.Namespace, slots: int) -> Iterator[int]:
+    """A verifier subprocess on a free port with ``slots`` target copies; yields the port."""
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "configspec", "serve", "verifier", "--target", args.target,
+        "--host", "127.0.0.1", "--port", str(port), "--threads", str(args.threads),
+        "--n-ctx", str(args.n_ctx), "--slots", str(slots), "--max-sessions", "64",
+        *args.server_arg,
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if proc.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"verifier exited: {log.read().decode()[-400:]}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("verifier did not start in 300 s")
+            time.sleep(0.3)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@dataclass
+class ClientResult:
+    tokens: int
+    rounds: int
+    decode_s: float
+    round_ms: float
+    server_ms: float
+    verify_ms: float
+    drafted: float
+    tokens_per_round: float
+
+    @property
+    def goodput_tok_s(self) -> float:
+        return self.tokens / self.decode_s if self.decode_s > 0 else 0.0
+
+
+def run_clients(
+    urls: Sequence[str],
+    n: int,
+    prompts: list[list[int]],
+    tokenizer: object,
+    args: argparse.Namespace,
+    duration_s: float,
+) -> dict[str, object]:
+    """``n`` clients (client i on ``urls[i % len(urls)]``) for ``duration_s``; rounds that
+    end inside [warm-up, duration] are counted."""
+    t0 = time.perf_counter() + 1.0  # all clients start together
+    lo, hi = t0 + args.warmup_s, t0 + duration_s
+    results: list[ClientResult | None] = [None] * n
+    errors: list[BaseException] = []
+
+    def client(i: int) -> None:
+        try:
+            drafter = open_drafter(args.drafter, tokenizer=tokenizer)  # type: ignore[arg-type]
+            rounds: list[tuple[float, float, float, float, int]] = []
+            with EdgeClient(urls[i % len(urls)], drafter, k=args.k, timeout_s=300) as c:
+                c.generate(prompts[i % len(prompts)], max_tokens=3)  # warm connection
+                while time.perf_counter() < t0:
+                    time.sleep(0.001)
+                j = i * 7
+                while time.perf_counter() < hi:
+                    gen = c.generate(prompts[j % len(prompts)], args.max_tokens)
+                    j += 1
+                    start = time.perf_counter() - gen.decode_s
+                    ends = start + np.cumsum([r.round_ms for r in gen.rounds]) / 1e3
+                    for r, end in zip(gen.rounds, ends, strict=True):
+                        if lo <= end <= hi and r.k_limit in (None, args.k):
+                            rounds.append(
+                                (r.round_ms, r.server_ms, r.verify_ms, r.k, r.accepted + 1)
+                            )
+            arr = np.asarray(rounds, dtype=np.float64).reshape(-1, 5)
+            results[i] = ClientResult(
+                tokens=int(arr[:, 4].sum()),
+                rounds=len(arr),
+                decode_s=float(arr[:, 0].sum() / 1e3),
+                round_ms=float(arr[:, 0].mean()) if len(arr) else float("nan"),
+                server_ms=float(arr[:, 1].mean()) if len(arr) else float("nan"),
+                verify_ms=float(arr[:, 2].mean()) if len(arr) else float("nan"),
+                drafted=float(arr[:, 3].mean()) if len(arr) else float("nan"),
+                tokens_per_round=float(arr[:, 4].mean()) if len(arr) else float("nan"),
+            )
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    res = [r for r in results if r is not None]
+    window = hi - lo
+    total_tokens = sum(r.tokens for r in res)
+    total_rounds = sum(r.rounds for r in res)
+    return {
+        "clients": n,
+        "window_s": window,
+        "aggregate_tok_s": sum(r.goodput_tok_s for r in res),
+        "aggregate_wall_tok_s": total_tokens / window,
+        "per_client_tok_s": [r.goodput_tok_s for r in res],
+        "round_ms": sum(r.round_ms * r.rounds for r in res) / max(total_rounds, 1),
+        "server_ms": sum(r.server_ms * r.rounds for r in res) / max(total_rounds, 1),
+        "verify_ms": sum(r.verify_ms * r.rounds for r in res) / max(total_rounds, 1),
+        "drafted": sum(r.drafted * r.rounds for r in res) / max(total_rounds, 1),
+        "tokens_per_round": total_tokens / max(total_rounds, 1),
+        "rounds": total_rounds,
+        "load_avg": load(),
+        "per_client": [asdict(r) for r in res],
+    }
+
+
+def predict(calib: dict[str, object], max_n: int, max_batch: int = 1) -> dict[str, list[float]]:
+    """The model's figures for N = 1..max_n from the calibration run's measurements."""
+    service = float(calib["server_ms"])  # type: ignore[arg-type]
+    think = float(calib["round_ms"]) - service  # type: ignore[arg-type]
+    e = float(calib["tokens_per_round"])  # type: ignore[arg-type]
+    positions = float(calib["drafted"]) + 1.0  # type: ignore[arg-type]
+    table = np.full((1, 66), service)
+    table[:, 0] = np.nan
+    sol = solve_population(max_n, think, positions, e, BatchLatency(table), max_batch)
+    return {
+        "aggregate_tok_s": sol.replica_goodput_tok_s[0].tolist(),
+        "per_client_tok_s": sol.goodput_tok_s[0].tolist(),
+        "round_ms": sol.round_ms[0].tolist(),
+        "p95_round_ms": sol.p95_round_ms[0].tolist(),
+        "utilisation": sol.utilisation[0].tolist(),
+        "think_ms": [think],
+        "service_ms": [service],
+    }
+
+
+def predict_timing_only(calib: dict[str, object], meas: dict[str, object]) -> dict[str, float]:
+    """The model at N = ``meas['clients']`` with the service and think times measured in
+    that same run (per request, not per queue): service = the target's compute per request
+    (``verify_ms``) plus the server's own handling measured alone (calibration
+    ``server_ms - verify_ms``); think = round - time inside the server. On a loaded host
+    the verifier's speed drifts between runs; this separates the queueing model from that
+    drift (like ``validate``'s timing-only column)."""
+    n = int(meas["clients"])  # type: ignore[call-overload]
+    handling = float(calib["server_ms"]) - float(calib["verify_ms"])  # type: ignore[arg-type]
+    service = float(meas["verify_ms"]) + handling  # type: ignore[arg-type]
+    think = float(meas["round_ms"]) - float(meas["server_ms"])  # type: ignore[arg-type]
+    e = float(meas["tokens_per_round"])  # type: ignore[arg-type]
+    table = np.full((1, 66), service)
+    table[:, 0] = np.nan
+    sol = solve_population(n, think, 2.0, e, BatchLatency(table), 1)
+    return {
+        "aggregate_tok_s": float(sol.replica_goodput_tok_s[0, -1]),
+        "per_client_tok_s": float(sol.goodput_tok_s[0, -1]),
+        "round_ms": float(sol.round_ms[0, -1]),
+        "service_ms": service,
+        "think_ms": think,
+    }
+
+
+def err(pred: float, meas: float) -> float:
+    return pred / meas - 1.0 if meas else float("nan")
+
+
+def replica_check(
+    args: argparse.Namespace,
+    calib: dict[str, object],
+    prompts: list[list[int]],
+    tokenizer: object,
+    drafter_name: str,
+    family: str,
+    target_name: str,
+) -> dict[str, object]:
+    """Plan a small emulated fleet from profiles written from ``calib``; run it with the
+    planned replica count and one fewer; report whether the SLO held."""
+    from configspec.config import (
+        AcceptanceAtK,
+        AlignmentEntry,
+        AlignmentProfile,
+        DeviceInfo,
+        DeviceProfile,
+        DrafterOnDevice,
+        DraftLatencyPoint,
+        Estimate,
+        GpuTimePrice,
+        NetworkSettings,
+        Provenance,
+        VerificationProfile,
+        VerifyLatencyPoint,
+    )  # fmt: skip
+    from configspec.plan import parse_fleet, plan_fleet
+    from configspec.search.space import read_profiles
+    from configspec.store import ProfileStore
+
+    n_dev = args.fleet_clients
+    pred = predict(calib, n_dev)
+    # An SLO between what 2 and 3 devices per replica get: 1 replica cannot meet it.
+    per = pred["per_client_tok_s"]
+    per_replica = max(2, (n_dev + 1) // 2)
+    slo = 0.5 * (per[per_replica - 1] + per[min(per_replica, n_dev - 1)]) * 0.97
+    k = args.k
+    e = float(calib["tokens_per_round"])  # type: ignore[arg-type]
+    drafted = float(calib["drafted"])  # type: ignore[arg-type]
+    service = float(calib["server_ms"])  # type: ignore[arg-type]
+    think = float(calib["round_ms"]) - service  # type: ignore[arg-type]
+    prov = Provenance.here("measured", notes="written by bench_fleet_model from a calibration run")
+    m = lambda x: Estimate(mean=x, source="measured")  # noqa: E731
+    with tempfile.TemporaryDirectory() as tmp:
+        store = ProfileStore(Path(tmp))
+        store.save(DeviceProfile(
+            device=DeviceInfo(name="emulated-edge", emulated=True),
+            drafters=[DrafterOnDevice(
+                drafter=drafter_name, family=family, memory_bytes=0,
+                latency=[DraftLatencyPoint(k=k, context_tokens=0, per_token_ms=m(0.0))],
+            )],
+            provenance=prov,
+        ))  # fmt: skip
+        store.save(AlignmentProfile(
+            target=target_name, target_family=family,
+            entries=[AlignmentEntry(drafter=drafter_name, by_k=[AcceptanceAtK(
+                k=k, accepted_fraction=m(min(1.0, (e - 1.0) / max(drafted, 1e-9))),
+                tokens_per_round=m(e), drafted_per_round=m(drafted),
+            )])],
+            provenance=prov,
+        ))  # fmt: skip
+        store.save(VerificationProfile(
+            target=target_name, target_family=family,
+            latency=[VerifyLatencyPoint(positions=p, context_tokens=0, latency_ms=m(service))
+                     for p in range(1, k + 2)],
+            price=GpuTimePrice(price_usd_per_hour=1.0),
+            provenance=prov,
+        ))  # fmt: skip
+        # Everything outside the verifier is the measured think time, charged as overhead.
+        store.save_network(NetworkSettings(
+            rtt_ms=0.0, uplink_mbps=1e6, downlink_mbps=1e6, bytes_per_token=0,
+            bytes_per_message=0, round_overhead_ms=think, source="measured",
+        ))  # fmt: skip
+        spec = parse_fleet({
+            "verifier": {"target": target_name, "price_usd_per_hour": 1.0, "max_batch": 1,
+                         "max_replicas": n_dev},
+            "classes": [{"name": "emulated", "device": "emulated-edge", "count": n_dev,
+                         "rtt_ms": 0.0, "min_goodput_tok_s": slo, "cloud_only": False}],
+            "k_max": k, "slo_scales": [1.0],
+        })  # fmt: skip
+        plan = plan_fleet(spec, read_profiles(store))
+    replicas = int(plan.replicas[plan.main])
+    runs = {}
+    for r in sorted({replicas, max(1, replicas - 1)}):
+        with ExitStack() as stack:
+            urls = []
+            for _ in range(r):
+                port = stack.enter_context(verifier(args, slots=-(-n_dev // r)))
+                link = stack.enter_context(
+                    open_link(args.link, ("127.0.0.1", port), delay_ms=args.rtt_ms / 2.0)
+                )
+                urls.append(link.url)
+            res = run_clients(urls, n_dev, prompts, tokenizer, args, args.duration_s)
+        per_client = res["per_client_tok_s"]
+        runs[str(r)] = {
+            "replicas": r,
+            "min_client_tok_s": min(per_client),  # type: ignore[type-var]
+            "mean_client_tok_s": statistics.fmean(per_client),  # type: ignore[arg-type]
+            "predicted_client_tok_s": float(plan.goodput_tok_s[plan.main, 0])
+            if r == replicas
+            else None,
+            "slo_met": min(per_client) >= slo,  # type: ignore[type-var, operator]
+            "load_avg": res["load_avg"],
+        }
+    return {"devices": n_dev, "slo_tok_s": slo, "planned_replicas": replicas, "runs": runs}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--target", default="gemma-3-270m-f32")
+    ap.add_argument("--drafter", default="ngram")
+    ap.add_argument("--k", type=int, default=4)
+    ap.add_argument("--rtt-ms", type=float, default=30.0)
+    ap.add_argument("--clients", default="1,2,4,8,16")
+    ap.add_argument("--duration-s", type=float, default=25.0)
+    ap.add_argument("--calibration-s", type=float, default=30.0)
+    ap.add_argument("--warmup-s", type=float, default=4.0)
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--n-ctx", type=int, default=1024)
+    ap.add_argument("--link", default="auto")
+    ap.add_argument("--server-arg", action="append", default=[])
+    ap.add_argument("--fleet-clients", type=int, default=6)
+    ap.add_argument("--no-replica-check", action="store_true")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/fleet_model.json")
+    args = ap.parse_args()
+    ns = [int(x) for x in args.clients.split(",")]
+    started = time.time()
+    tokenizer = open_tokenizer(args.target)
+    prompts = [tokenizer.tokenize(p.text) for p in bundled_prompts()]
+    drafter0 = open_drafter(args.drafter, tokenizer=tokenizer)
+    ident = drafter0.identity
+    rows = []
+    print(f"load average at start: {load()}", flush=True)
+    with (
+        verifier(args, slots=max(ns)) as port,
+        open_link(args.link, ("127.0.0.1", port), delay_ms=args.rtt_ms / 2.0) as link,
+    ):
+        described = link.describe()
+        calib = run_clients([link.url], 1, prompts, tokenizer, args, args.calibration_s)
+        pred = predict(calib, max(ns))
+        print(
+            f"calibration (1 client, {calib['rounds']} rounds): think {pred['think_ms'][0]:.1f} "
+            f"ms, service {pred['service_ms'][0]:.1f} ms, E {calib['tokens_per_round']:.2f}, "
+            f"drafted {calib['drafted']:.2f}; link: {described}",
+            flush=True,
+        )
+        for n in ns:
+            meas = run_clients([link.url], n, prompts, tokenizer, args, args.duration_s)
+            i = n - 1
+            per = meas["per_client_tok_s"]
+            row = {
+                "clients": n,
+                "measured": {k: v for k, v in meas.items() if k != "per_client"},
+                "predicted": {
+                    "aggregate_tok_s": pred["aggregate_tok_s"][i],
+                    "per_client_tok_s": pred["per_client_tok_s"][i],
+                    "round_ms": pred["round_ms"][i],
+                    "p95_round_ms": pred["p95_round_ms"][i],
+                    "utilisation": pred["utilisation"][i],
+                },
+            }
+            row["error"] = {
+                "aggregate": err(pred["aggregate_tok_s"][i], meas["aggregate_tok_s"]),  # type: ignore[arg-type]
+                "aggregate_wall": err(pred["aggregate_tok_s"][i], meas["aggregate_wall_tok_s"]),  # type: ignore[arg-type]
+                "per_client": err(pred["per_client_tok_s"][i], statistics.fmean(per)),  # type: ignore[arg-type]
+                "round": err(pred["round_ms"][i], meas["round_ms"]),  # type: ignore[arg-type]
+            }
+            tim = predict_timing_only(calib, meas)
+            row["predicted_timing_only"] = tim
+            row["error_timing_only"] = {
+                "aggregate": err(tim["aggregate_tok_s"], meas["aggregate_tok_s"]),  # type: ignore[arg-type]
+                "per_client": err(tim["per_client_tok_s"], statistics.fmean(per)),  # type: ignore[arg-type]
+                "round": err(tim["round_ms"], meas["round_ms"]),  # type: ignore[arg-type]
+            }
+            rows.append(row)
+            e = row["error"]
+            print(
+                f"N={n:>2}: aggregate {meas['aggregate_tok_s']:.1f} meas / "
+                f"{pred['aggregate_tok_s'][i]:.1f} model ({e['aggregate']:+.1%}); per client "
+                f"{statistics.fmean(per):.2f} [{min(per):.2f}..{max(per):.2f}] / "  # type: ignore[type-var]
+                f"{pred['per_client_tok_s'][i]:.2f} ({e['per_client']:+.1%}); round "
+                f"{meas['round_ms']:.0f} / {pred['round_ms'][i]:.0f} ms ({e['round']:+.1%}); "
+                f"load {meas['load_avg']}",
+                flush=True,
+            )
+    check = None
+    if not args.no_replica_check:
+        check = replica_check(
+            args, calib, prompts, tokenizer, ident.name, ident.family,
+            tokenizer.identity.name,  # type: ignore[attr-defined]
+        )  # fmt: skip
+        print(f"replica check: {json.dumps(check)}", flush=True)
+    print()
+    print(f"{'N':>3} {'agg meas':>9} {'agg model':>9} {'err':>7} {'client meas':>11} "
+          f"{'model':>7} {'err':>7} {'round meas':>10} {'model':>7} {'err':>7}  load")  # fmt: skip
+    for r in rows:
+        m, p, e = r["measured"], r["predicted"], r["error"]
+        print(
+            f"{r['clients']:>3} {m['aggregate_tok_s']:>9.1f} {p['aggregate_tok_s']:>9.1f} "
+            f"{e['aggregate']:>+7.1%} {statistics.fmean(m['per_client_tok_s']):>11.2f} "
+            f"{p['per_client_tok_s']:>7.2f} {e['per_client']:>+7.1%} {m['round_ms']:>10.1f} "
+            f"{p['round_ms']:>7.1f} {e['round']:>+7.1%}  {m['load_avg']}"
+        )
+    print("timing-only (service and think time measured in the same run):")
+    for r in rows:
+        t, e = r["predicted_timing_only"], r["error_timing_only"]
+        print(
+            f"{r['clients']:>3} aggregate {t['aggregate_tok_s']:.1f} ({e['aggregate']:+.1%}), "
+            f"per client {t['per_client_tok_s']:.2f} ({e['per_client']:+.1%}), round "
+            f"{t['round_ms']:.0f} ms ({e['round']:+.1%}); service {t['service_ms']:.0f} ms, "
+            f"think {t['think_ms']:.0f} ms"
+        )
+    worst = max(max(abs(r["error"]["aggregate"]), abs(r["error"]["per_client"])) for r in rows)
+    worst_t = max(
+        max(abs(r["error_timing_only"]["aggregate"]), abs(r["error_timing_only"]["per_client"]))
+        for r in rows
+    )
+    print(f"max |error| (aggregate, per-client): {worst:.1%}; timing-only {worst_t:.1%} "
+          "(target <= 10%)")  # fmt: skip
+    doc = {
+        "benchmark": "bench_fleet_model",
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "link": described,
+        "calibration": {k: v for k, v in calib.items() if k != "per_client"},
+        "model_inputs": {"think_ms": pred["think_ms"][0], "service_ms": pred["service_ms"][0]},
+        "rows": rows,
+        "max_abs_error": worst,
+        "max_abs_error_timing_only": worst_t,
+        "replica_check": check,
+        "elapsed_s": time.time() - started,
+        "load_avg_end": load(),
+        "note": "shared host: compare ratios; rerun on a quiet machine to judge the model",
+    }
+    atomic_write_json(args.out, doc)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
