@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from configspec.backends.base import ModelIdentity, Target
+from configspec.backends.openai_http import PROBE_TEXT
 from configspec.backends.remote import RemoteTarget
 from configspec.errors import BackendUnavailable, InvalidInput
 
@@ -97,6 +98,9 @@ def _models(request: httpx.Request) -> httpx.Response | None:
         return httpx.Response(200, json={"object": "list", "data": [{"id": "served"}]})
     if request.url.path in ("/tokenize", "/extras/tokenize"):
         return httpx.Response(404, json={"detail": "Not Found"})
+    if request.content and json.loads(request.content).get("prompt") == PROBE_TEXT:
+        # the echo fallback of the tokenizer check: this fake cannot tokenize the probe
+        return httpx.Response(400, json={"detail": "cannot tokenize"})
     return None
 
 
@@ -277,9 +281,7 @@ def test_server_tokenizer_is_cross_checked(path: str) -> None:
         def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
             return ([0] if add_bos else []) + [len(w) for w in text.split()]
 
-    from configspec.backends import remote
-
-    mine = Probe().tokenize(remote._PROBE_TEXT, add_bos=False)
+    mine = Probe().tokenize(PROBE_TEXT, add_bos=False)
     # same split (the server adds BOS): accepted
     RemoteTarget("http://x:1", Probe(), transport=handler_for([0, *mine]))
     with pytest.raises(IncompatibleModels, match="tokenizes differently") as err:

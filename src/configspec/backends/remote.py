@@ -31,17 +31,15 @@ import httpx
 import numpy as np
 
 from configspec.backends.base import Evaluation, ModelIdentity, Tokenizing
-from configspec.errors import BackendUnavailable, IncompatibleModels, InvalidInput
+from configspec.backends.openai_http import (
+    TOKEN_ID_PREFIX,
+    HttpStatus,
+    OpenAIServer,
+)
+from configspec.backends.openai_http import check_tokenizer as check_tokenizer_of
+from configspec.errors import BackendUnavailable, InvalidInput
 
 logger = logging.getLogger(__name__)
-
-_TOKEN_ID_PREFIX = "token_id:"
-_PROBE_TEXT = "ConfigSpec probe: Hello, world! 12345 naïve café 東京 <b>x</b>"
-
-
-def _short(text: str, limit: int = 160) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 class RemoteTarget:
@@ -71,17 +69,14 @@ class RemoteTarget:
             raise InvalidInput(f"remote target URL {base_url!r} must start with http(s)://")
         if top_k < 1:
             raise InvalidInput(f"top_k={top_k} is out of range (>= 1)")
-        root = base_url.rstrip("/")
-        self.base_url = root[:-3] if root.endswith("/v1") else root
+        self._server = OpenAIServer(
+            base_url, timeout_s=timeout_s, api_key=api_key, transport=transport
+        )
+        self.base_url = self._server.base_url
         self.tokenizer = tokenizer
         self.top_k = top_k
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(
-            base_url=self.base_url, timeout=timeout_s, transport=transport, headers=headers
-        )
         self.timeout_s = timeout_s
-        self.requests = 0  # HTTP requests answered
-        self.model = model or self._first_model()
+        self.model = model or self._server.model_ids()[0]
         self._identity = dataclasses.replace(
             tokenizer.identity,
             name=self.model,
@@ -93,86 +88,20 @@ class RemoteTarget:
         self._piece_ids: dict[str, int] = {}
         self._tokens: list[int] = []
         if check_tokenizer:
-            self._check_tokenizer()
+            check_tokenizer_of(self._server, self.model, tokenizer)
 
     # HTTP --------------------------------------------------------------------
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        url = f"{self.base_url}{path}"
-        try:
-            response = self._client.request(method, path, json=body)
-        except httpx.ConnectError as exc:
-            raise BackendUnavailable(
-                f"cannot connect to {url} ({_short(str(exc), 80)}); start the server or fix the URL"
-            ) from None
-        except httpx.TimeoutException:
-            raise BackendUnavailable(
-                f"{url} did not answer within {self.timeout_s:g} s; raise the timeout or "
-                "check the server"
-            ) from None
-        except httpx.HTTPError as exc:
-            raise BackendUnavailable(f"request to {url} failed: {_short(str(exc))}") from None
-        self.requests += 1
-        if response.status_code >= 400:
-            raise _HttpStatus(response.status_code, url, _error_message(response))
-        try:
-            return response.json()
-        except ValueError:
-            raise BackendUnavailable(
-                f"{url} is not an OpenAI-compatible server (answered "
-                f"{response.headers.get('content-type', 'no content type')}, not JSON)"
-            ) from None
+        return self._server.request(method, path, body)
 
-    def _first_model(self) -> str:
-        try:
-            listing = self._request("GET", "/v1/models")
-        except _HttpStatus as exc:
-            raise BackendUnavailable(
-                f"{self.base_url} is not an OpenAI-compatible server (GET /v1/models: HTTP "
-                f"{exc.status}); give the URL of a vLLM or llama.cpp server"
-            ) from None
-        data = listing.get("data") if isinstance(listing, dict) else None
-        if not isinstance(data, list) or not data or not isinstance(data[0], dict):
-            raise BackendUnavailable(
-                f"{self.base_url} is not an OpenAI-compatible server (GET /v1/models has no "
-                "model list)"
-            )
-        return str(data[0].get("id", "default"))
-
-    def _server_tokens(self, text: str) -> list[int] | None:
-        """The server's tokenization of ``text`` via vLLM's ``/tokenize`` or
-        llama-cpp-python's ``/extras/tokenize``; None if it offers neither."""
-        attempts: list[tuple[str, dict[str, Any]]] = [
-            ("/tokenize", {"model": self.model, "prompt": text}),
-            ("/extras/tokenize", {"model": self.model, "input": text}),
-        ]
-        for path, body in attempts:
-            try:
-                reply = self._request("POST", path, body)
-            except _HttpStatus:
-                continue
-            tokens = reply.get("tokens") if isinstance(reply, dict) else None
-            if isinstance(tokens, list) and all(isinstance(t, int) for t in tokens):
-                return [int(t) for t in tokens]
-        return None
-
-    def _check_tokenizer(self) -> None:
-        """Refuse a local tokenizer that splits a probe text differently from the server."""
-        theirs = self._server_tokens(_PROBE_TEXT)
-        if theirs is None:
-            logger.info("%s cannot tokenize for us; tokenizer not cross-checked", self.base_url)
-            return
-        mine = self.tokenizer.tokenize(_PROBE_TEXT, add_bos=False)
-        # servers differ on adding BOS: compare from the first token of the text
-        if theirs[-len(mine) :] != mine or len(theirs) > len(mine) + 1:
-            raise IncompatibleModels(
-                f"the server at {self.base_url} ({self.model}) tokenizes differently from "
-                f"the local tokenizer {self.tokenizer.identity.name}; pass the served "
-                "model's GGUF as the tokenizer"
-            )
+    @property
+    def requests(self) -> int:
+        """HTTP requests answered."""
+        return self._server.requests
 
     def close(self) -> None:
         """Close the HTTP connection pool."""
-        self._client.close()
+        self._server.close()
 
     def __enter__(self) -> RemoteTarget:
         return self
@@ -215,7 +144,7 @@ class RemoteTarget:
                 reply = self._request("POST", "/v1/completions", {**body, "prompt": prompt})
                 self._token_ids_ok = True
                 return _logprobs_of(reply, self.base_url), True
-            except _HttpStatus as exc:
+            except HttpStatus as exc:
                 if self._token_ids_ok or exc.status not in (400, 422, 500):
                     raise exc.as_error() from None
                 logger.info("%s rejects token-id prompts; sending text", self.base_url)
@@ -223,7 +152,7 @@ class RemoteTarget:
         text = self.tokenizer.detokenize(prompt[1:] if self._starts_with_bos(prompt) else prompt)
         try:
             reply = self._request("POST", "/v1/completions", {**body, "prompt": text})
-        except _HttpStatus as exc:
+        except HttpStatus as exc:
             raise exc.as_error() from None
         return _logprobs_of(reply, self.base_url), False
 
@@ -236,8 +165,8 @@ class RemoteTarget:
 
     def _id_of(self, key: str, hint: int | None) -> int:
         """Token id of a log-prob key: ``token_id:N``, else the text mapped back to an id."""
-        if key.startswith(_TOKEN_ID_PREFIX):
-            return int(key[len(_TOKEN_ID_PREFIX) :])
+        if key.startswith(TOKEN_ID_PREFIX):
+            return int(key[len(TOKEN_ID_PREFIX) :])
         if hint is not None and self._piece(hint) == key:
             return hint
         if key not in self._piece_ids:
@@ -328,28 +257,6 @@ class RemoteTarget:
                 f"rollback to {n_tokens} tokens is out of range (0..{len(self._tokens)})"
             )
         del self._tokens[n_tokens:]
-
-
-class _HttpStatus(Exception):
-    """Internal: an HTTP error status, turned into a BackendUnavailable by callers."""
-
-    def __init__(self, status: int, url: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.url, self.message = status, url, message
-
-    def as_error(self) -> BackendUnavailable:
-        return BackendUnavailable(f"{self.url} returned HTTP {self.status}: {self.message}")
-
-
-def _error_message(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return _short(response.text or response.reason_phrase)
-    err = body.get("error", body) if isinstance(body, dict) else body
-    if isinstance(err, dict):
-        err = err.get("message", err)
-    return _short(str(err))
 
 
 def _logprobs_of(reply: Any, base_url: str) -> dict[str, Any]:
