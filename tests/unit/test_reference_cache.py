@@ -13,10 +13,10 @@ from configspec.profiling.prompts import Prompt
 from configspec.profiling.reference import (
     ReferenceSettings,
     TargetReference,
-    _load,
-    _save,
     cache_key,
+    load_reference,
     reference_for,
+    save_reference,
 )
 from configspec.store import ProfileStore
 
@@ -54,8 +54,8 @@ def test_round_trip_and_reuse(tmp_path: Path) -> None:
     )
     settings = ReferenceSettings(temperature=0.7, top_k=5)
     key = cache_key("sha", PROMPT, settings)
-    _save(store, key, ref)
-    back = _load(store, key, PROMPT)
+    save_reference(store, key, ref)
+    back = load_reference(store, key, PROMPT)
     assert back is not None and back.dist is not None and ref.dist is not None
     assert back.tokens.tolist() == ref.tokens.tolist()
     assert back.dist.ids.tolist() == ref.dist.ids.tolist()
@@ -74,7 +74,7 @@ def test_corrupt_cache_entry_is_recomputed(tmp_path: Path) -> None:
     path = store.cache_path("alignment-reference", key, ".npz")
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not a zip")
-    assert _load(store, key, PROMPT) is None
+    assert load_reference(store, key, PROMPT) is None
 
 
 def test_bad_settings() -> None:

@@ -14,6 +14,9 @@ from configspec.profiling.alignment import AlignmentSettings, profile_alignment
 from configspec.profiling.prompts import bundled_prompts, load_prompts, select_prompts
 from configspec.store import ProfileStore
 
+REMOTE_TOP_K = 20
+"""Log-probs asked per position from a server: vLLM's default ``--max-logprobs``."""
+
 
 def _row(e: AlignmentEntry, k: int) -> list[str]:
     assert e.alpha is not None and e.by_k is not None
@@ -34,7 +37,21 @@ def _row(e: AlignmentEntry, k: int) -> list[str]:
 
 @profile_app.command("alignment")
 def alignment(
-    target: str = typer.Option(..., "--target", "-t", help="Target: registered name or GGUF."),
+    target: str = typer.Option(
+        ...,
+        "--target",
+        "-t",
+        help="Target: registered name, GGUF, or OpenAI-compatible server URL.",
+    ),
+    tokenizer: str | None = typer.Option(
+        None, "--tokenizer", help="Vocabulary of a server target (registered name or GGUF)."
+    ),
+    target_name: str | None = typer.Option(
+        None, "--target-name", help="Profile name (default: model name / server model id)."
+    ),
+    concurrency: int = typer.Option(
+        4, "--concurrency", help="Reference requests in flight to a server target."
+    ),
     drafter: list[str] = typer.Option(
         ..., "--drafter", "-d", help="Drafter: registered name, GGUF or ngram[:MIN-MAX]."
     ),
@@ -48,7 +65,11 @@ def alignment(
         [0.0], "--temperature", "-T", help="Sampling temperature (repeatable; 0 = greedy)."
     ),
     k_max: int = typer.Option(8, "--k-max", help="Longest speculative length simulated."),
-    top_k: int = typer.Option(256, "--top-k", help="Target ids kept per position at T>0."),
+    top_k: int | None = typer.Option(
+        None,
+        "--top-k",
+        help="Target ids kept per position at T>0 (default 256; 20 for a server: vLLM's cap).",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed for sampled references and bootstrap."),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples."),
     threads: int = typer.Option(2, "--threads", help="llama.cpp threads."),
@@ -59,11 +80,14 @@ def alignment(
     ),
 ) -> None:
     """Measure how often each drafter's tokens are accepted by the target (per domain, T, K)."""
+    from configspec.backends.specs import is_url
+
     settings = AlignmentSettings(
         n_tokens=tokens,
         temperatures=tuple(temperature),
         k_max=k_max,
-        top_k=top_k,
+        top_k=top_k if top_k is not None else (REMOTE_TOP_K if is_url(target) else 256),
+        concurrency=concurrency,
         seed=seed,
         n_boot=bootstrap,
         n_ctx=n_ctx,
@@ -87,6 +111,8 @@ def alignment(
             cache_dir=cache_dir,
             progress=on_event,
             prompt_source=source,
+            tokenizer=tokenizer,
+            target_name=target_name,
         )
     k_show = min(4, k_max)
     table = Table(
@@ -113,4 +139,11 @@ def alignment(
         f"{result.n_references_cached} from cache ({result.reference_s:.1f} s); drafters: "
         + ", ".join(f"{n} {s:.1f} s" for n, s in result.drafter_s.items())
     )
+    wide = {k: v for k, v in result.alpha_bounds.items() if k[1] == "all" and v[1] - v[0] > 0}
+    if result.endpoint is not None and wide:
+        console.print(
+            f"α bounds from the server's top-{settings.top_k} (mass outside it at worst / best): "
+            + ", ".join(f"{d} T={t:g} {lo:.3f}-{hi:.3f}" for (d, _, t), (lo, hi) in wide.items()),
+            highlight=False,
+        )
     console.print(f"wrote {store.alignment_path(result.profile.target)}")

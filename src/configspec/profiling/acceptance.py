@@ -71,12 +71,28 @@ class TopK:
     """A compressed distribution per position: ``ids``/``probs`` (n, k), ``remainder`` (n,).
 
     Padding slots have id -1 and probability 0. ``remainder`` is ``1 - Σ probs``, the mass
-    outside the stored ids.
+    outside the stored ids. When the probabilities are known only within bounds (top-k
+    log-probs from a server, re-scaled to a temperature: :func:`temper_topk`), ``probs``
+    and ``remainder`` are the upper bounds and ``probs_low`` the lower bounds of ``probs``.
     """
 
     ids: IntArray
     probs: FloatArray
     remainder: FloatArray
+    probs_low: FloatArray | None = None
+
+    def rows(self, idx: npt.ArrayLike) -> TopK:
+        """The positions ``idx`` (any numpy index) of this distribution."""
+        i = np.asarray(idx)
+        low = None if self.probs_low is None else self.probs_low[i]
+        return TopK(
+            ids=self.ids[i], probs=self.probs[i], remainder=self.remainder[i], probs_low=low
+        )
+
+    @property
+    def lower(self) -> FloatArray:
+        """Lower bounds of ``probs`` (``probs`` itself when exact)."""
+        return self.probs if self.probs_low is None else self.probs_low
 
 
 def top_k(probs: npt.ArrayLike, k: int) -> TopK:
@@ -92,6 +108,51 @@ def top_k(probs: npt.ArrayLike, k: int) -> TopK:
     vals = np.take_along_axis(vals, order, axis=1)
     rem = np.clip(1.0 - vals.sum(axis=1), 0.0, 1.0)
     return TopK(ids=ids, probs=vals, remainder=rem)
+
+
+def temper_topk(
+    ids: npt.ArrayLike, logprobs: npt.ArrayLike, temperature: float, vocab_size: int
+) -> TopK:
+    """A server's top-k log-probabilities at temperature 1 re-scaled to ``temperature``.
+
+    ``ids``/``logprobs`` are (n, k) with id -1 (log-prob ignored) as padding. At
+    temperature T the stored probabilities become ``p_i^(1/T) / Z`` with
+    ``Z = Σ_top p^(1/T) + Σ_tail p^(1/T)``; the tail (vocabulary outside the top-k, total
+    mass ``R``, each ``p_v <= p_min``) is unknown, but for ``a = 1/T > 1`` its sum lies in
+    ``[m (R/m)^a, R p_min^(a-1)]`` (m tail ids; spread evenly is the least, piled at
+    ``p_min`` the most) and for ``a < 1`` in ``[R p_min^(a-1), m (R/m)^a]``; at T = 1 it
+    is ``R``. The result carries the bounds: ``probs`` at the smallest Z, ``probs_low``
+    at the largest, ``remainder`` the largest tail share.
+    """
+    t = check_temperature(temperature)
+    if t == 0.0:
+        raise InvalidInput("temper_topk needs a temperature > 0")
+    i = np.asarray(ids, dtype=np.int64)
+    valid = i >= 0
+    p = np.where(valid, np.exp(np.asarray(logprobs, dtype=np.float64)), 0.0)
+    a = 1.0 / t
+    c = p**a
+    big_c = c.sum(axis=1)
+    rem = np.clip(1.0 - p.sum(axis=1), 0.0, 1.0)
+    m = np.maximum(vocab_size - valid.sum(axis=1), 1).astype(np.float64)
+    p_min = np.where(valid, p, np.inf).min(axis=1)
+    p_min = np.where(np.isfinite(p_min) & (p_min > 0), p_min, 1.0)
+    even = m * (rem / m) ** a
+    piled = rem * p_min ** (a - 1.0)
+    if a > 1.0:
+        tail_lo, tail_hi = even, np.minimum(piled, rem)
+    elif a < 1.0:
+        tail_lo, tail_hi = np.minimum(piled, even), even
+    else:
+        tail_lo = tail_hi = rem
+    z_lo = np.maximum(big_c + tail_lo, 1e-300)
+    z_hi = np.maximum(big_c + tail_hi, 1e-300)
+    return TopK(
+        ids=np.where(valid, i, -1),
+        probs=np.clip(c / z_lo[:, None], 0.0, 1.0),
+        remainder=np.clip(tail_hi / z_hi, 0.0, 1.0),
+        probs_low=np.clip(c / z_hi[:, None], 0.0, 1.0),
+    )
 
 
 @dataclass(frozen=True)
@@ -119,13 +180,15 @@ def overlap_topk_full(target: TopK, q: npt.ArrayLike) -> Overlap:
 
     The stored ids give an exact part. Outside them each ``p_v`` is at most the smallest
     stored probability and their total is the remainder, so the tail lies in
-    ``[0, min(remainder, Σ_tail min(p_min, q_v))]``.
+    ``[0, min(remainder, Σ_tail min(p_min, q_v))]``. A target known within bounds
+    (``probs_low``) takes its lower bounds for ``low`` and its upper bounds for ``high``.
     """
     qf = np.asarray(q, dtype=np.float64)
     valid = target.ids >= 0
     safe_ids = np.where(valid, target.ids, 0)
     q_at = np.where(valid, np.take_along_axis(qf, safe_ids, axis=1), 0.0)
     exact = np.minimum(target.probs, q_at).sum(axis=1)
+    exact_low = np.minimum(target.lower, q_at).sum(axis=1)
     p_min = np.where(valid, target.probs, np.inf).min(axis=1)
     p_min = np.where(np.isfinite(p_min), p_min, 0.0)
     tail_q = qf.copy()
@@ -133,7 +196,7 @@ def overlap_topk_full(target: TopK, q: npt.ArrayLike) -> Overlap:
     tail_q[rows, target.ids[valid]] = 0.0
     tail_cap = np.minimum(tail_q, p_min[:, None]).sum(axis=1)
     high_tail = np.minimum(target.remainder, tail_cap)
-    low = np.clip(exact, 0.0, 1.0)
+    low = np.clip(exact_low, 0.0, 1.0)
     return Overlap(low=low, high=np.clip(exact + high_tail, low, 1.0))
 
 
@@ -166,12 +229,13 @@ def overlap_topk_onehot(target: TopK, proposal: npt.ArrayLike) -> Overlap:
     d = np.asarray(proposal, dtype=np.int64)
     hit = (target.ids == d[:, None]) & (d[:, None] >= 0)
     exact = np.where(hit, target.probs, 0.0).sum(axis=1)
+    exact_low = np.where(hit, target.lower, 0.0).sum(axis=1)
     found = hit.any(axis=1)
     valid = target.ids >= 0
     p_min = np.where(valid, target.probs, np.inf).min(axis=1)
     p_min = np.where(np.isfinite(p_min), p_min, 0.0)
     tail = np.where(found | (d < 0), 0.0, np.minimum(target.remainder, p_min))
-    return Overlap(low=exact, high=np.clip(exact + tail, 0.0, 1.0))
+    return Overlap(low=exact_low, high=np.clip(exact + tail, exact_low, 1.0))
 
 
 def greedy_match(target_tokens: npt.ArrayLike, drafter_tokens: npt.ArrayLike) -> FloatArray:

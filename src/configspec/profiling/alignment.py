@@ -17,6 +17,7 @@ position of the target's sampled trajectory (the standard along-trajectory estim
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -24,12 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 
 from configspec.backends.base import Drafter, ModelIdentity
 from configspec.backends.factory import check_compatible, open_drafter, resolve_identity
 from configspec.backends.llamacpp import LlamaCppTokenizer
-from configspec.backends.specs import is_ngram
+from configspec.backends.specs import is_ngram, is_url
 from configspec.config import (
     AcceptanceAtK,
     AlignmentEntry,
@@ -43,7 +45,6 @@ from configspec.profiling.acceptance import (
     IntArray,
     PromptStats,
     Summary,
-    TopK,
     block_match_matrix,
     check_temperature,
     greedy_match,
@@ -62,6 +63,7 @@ from configspec.profiling.reference import (
     TeacherForcedModel,
     reference_for,
 )
+from configspec.profiling.remote_reference import RemoteReferenceSource, fetch_references
 from configspec.progress import NO_PROGRESS, Phase, ProgressFn
 from configspec.store import ProfileStore
 
@@ -95,6 +97,7 @@ class AlignmentSettings:
     n_ctx: int = 1024
     n_threads: int = 2
     draft_top_k: int | None = 64
+    concurrency: int = 4
 
     def __post_init__(self) -> None:
         if not self.temperatures:
@@ -107,6 +110,8 @@ class AlignmentSettings:
             raise InvalidInput(f"bootstrap resamples {self.n_boot} is out of range (>= 1)")
         if self.draft_top_k is not None and self.draft_top_k < 1:
             raise InvalidInput(f"draft top-k {self.draft_top_k} is out of range (>= 1)")
+        if not 1 <= self.concurrency <= 64:
+            raise InvalidInput(f"concurrency {self.concurrency} is out of range (1..64)")
 
     def reference(self, temperature: float) -> ReferenceSettings:
         """Reference settings for one temperature."""
@@ -141,10 +146,10 @@ class AlignmentResult:
     n_references_computed: int
     mean_topk_bound_width: float
     summaries: dict[tuple[str, str, float], Summary] = field(default_factory=dict)
-
-
-def _gather_topk(dist: TopK, idx: np.ndarray) -> TopK:
-    return TopK(ids=dist.ids[idx], probs=dist.probs[idx], remainder=dist.remainder[idx])
+    alpha_bounds: dict[tuple[str, str, float], tuple[float, float]] = field(default_factory=dict)
+    """(drafter, domain, T) → (lower, upper) bound of α from the target's top-k (equal at
+    T = 0 and when the top-k holds all the mass)."""
+    endpoint: str | None = None
 
 
 def acceptance_matrix(
@@ -165,26 +170,45 @@ def acceptance_matrix(
     to its top ids, :func:`truncate_draft`): acceptance is that set's mass times the
     overlap with the cut distribution.
     """
+    high, low, proposed = acceptance_bounds(ref, cand, temperature, k_max, draft_top_k)
+    return high, _mean_width(high, low), proposed
+
+
+def _mean_width(high: FloatArray, low: FloatArray) -> float:
+    width = (high - low)[:, 0]
+    width = width[np.isfinite(width)]
+    return float(np.mean(width)) if width.size else 0.0
+
+
+def acceptance_bounds(
+    ref: TargetReference,
+    cand: _Candidate,
+    temperature: float,
+    k_max: int,
+    draft_top_k: int | None = None,
+) -> tuple[FloatArray, FloatArray, IntArray | None]:
+    """Upper and lower bounds of ``B[s, j]`` (equal at T = 0) and, for a model-free
+    proposer, the tokens it proposes per position (see :func:`acceptance_matrix`)."""
     n = len(ref.tokens)
-    gap = 0.0
     if cand.model is not None:
         logits = cand.model.logits_along(ref.prompt_tokens.tolist(), ref.tokens.tolist())
         if temperature == 0.0:
             beta = greedy_match(ref.argmax, np.argmax(logits, axis=1))
-        else:
-            assert ref.dist is not None
-            parts = []
-            for lo in range(0, n, _ROWS_PER_CHUNK):
-                rows = slice(lo, min(n, lo + _ROWS_PER_CHUNK))
-                q = softmax_temperature(logits[rows], temperature)
-                mass = np.ones(q.shape[0])
-                if draft_top_k is not None:
-                    q, mass = truncate_draft(q, draft_top_k)
-                ov = overlap_topk_full(_gather_topk(ref.dist, np.arange(n)[rows]), q)
-                gap += float(np.sum(mass * (ov.high - ov.low)))
-                parts.append(mass * ov.high)
-            beta = np.concatenate(parts)
-        return positional_matrix(beta, k_max), gap / max(n, 1), None
+            b = positional_matrix(beta, k_max)
+            return b, b, None
+        assert ref.dist is not None
+        highs, lows = [], []
+        for lo in range(0, n, _ROWS_PER_CHUNK):
+            rows = slice(lo, min(n, lo + _ROWS_PER_CHUNK))
+            q = softmax_temperature(logits[rows], temperature)
+            mass = np.ones(q.shape[0])
+            if draft_top_k is not None:
+                q, mass = truncate_draft(q, draft_top_k)
+            ov = overlap_topk_full(ref.dist.rows(np.arange(n)[rows]), q)
+            highs.append(mass * ov.high)
+            lows.append(mass * ov.low)
+        high = positional_matrix(np.concatenate(highs), k_max)
+        return high, positional_matrix(np.concatenate(lows), k_max), None
     assert cand.proposer is not None
     context = [*ref.prompt_tokens.tolist(), *ref.tokens.tolist()]
     n_prompt = len(ref.prompt_tokens)
@@ -194,17 +218,18 @@ def acceptance_matrix(
         blocks[s, : len(drafted)] = drafted
     proposed = (blocks >= 0).sum(axis=1)
     if temperature == 0.0:
-        return block_match_matrix(ref.argmax, blocks), gap, proposed
+        b = block_match_matrix(ref.argmax, blocks)
+        return b, b, proposed
     assert ref.dist is not None
     idx = np.arange(n)[:, None] + np.arange(k_max)[None, :]
     inside = idx < n
     flat = np.minimum(idx, n - 1).ravel()
-    ov = overlap_topk_onehot(_gather_topk(ref.dist, flat), blocks.ravel())
-    width = (ov.high - ov.low).reshape(n, k_max)[:, 0]
-    gap = float(np.mean(width)) if width.size else 0.0
-    b = ov.high.reshape(n, k_max)
-    b[~inside] = np.nan
-    return b, gap, proposed
+    ov = overlap_topk_onehot(ref.dist.rows(flat), blocks.ravel())
+    high = ov.high.reshape(n, k_max)
+    low = ov.low.reshape(n, k_max)
+    high[~inside] = np.nan
+    low[~inside] = np.nan
+    return high, low, proposed
 
 
 def _unit(x: float) -> float:
@@ -256,6 +281,7 @@ def _open_candidates(
     drafter_specs: Sequence[str],
     settings: AlignmentSettings,
     cache_dir: Path | None,
+    tokenizer: str | None = None,
 ) -> list[_Candidate]:
     identities: list[tuple[str, ModelIdentity | None]] = []
     for spec in drafter_specs:
@@ -269,7 +295,8 @@ def _open_candidates(
     try:
         for spec, ident in identities:
             if ident is None:
-                tok = LlamaCppTokenizer(str(target.path), identity=target)
+                vocab = resolve_identity(tokenizer, cache_dir=cache_dir) if tokenizer else target
+                tok = LlamaCppTokenizer(str(vocab.path), identity=vocab)
                 prop = open_drafter(spec, tokenizer=tok, cache_dir=cache_dir)
                 cands.append(
                     _Candidate(name=prop.identity.name, identity=prop.identity, proposer=prop)
@@ -323,10 +350,18 @@ def profile_alignment(
     progress: ProgressFn = NO_PROGRESS,
     prompt_source: str = "bundled",
     save: bool = True,
+    tokenizer: str | None = None,
+    target_name: str | None = None,
+    transport: httpx.BaseTransport | None = None,
 ) -> AlignmentResult:
     """Profile ``drafter_specs`` against ``target_spec`` on ``prompts``; save the profile.
 
-    Specs are registered model names, GGUF paths or ``ngram[:MIN-MAX]``. Raises
+    Specs are registered model names, GGUF paths or ``ngram[:MIN-MAX]``; the target may
+    also be the URL of an OpenAI-compatible server, with ``tokenizer`` (a registered name
+    or GGUF with the served model's vocabulary): the server then produces the references
+    (:mod:`configspec.profiling.remote_reference`) and the drafters run locally.
+    ``target_name`` names the profile (default: the model's name or the server's model
+    id; ``transport`` is the HTTP seam for tests). Raises
     :class:`IncompatibleModels` for a drafter with another tokenizer (before loading any
     weights) and :class:`InvalidInput` for bad settings. Returns the profile (one entry
     per drafter × domain × temperature plus domain ``all``) with timings in seconds.
@@ -336,11 +371,42 @@ def profile_alignment(
         raise InvalidInput("no drafter given; pass at least one --drafter")
     if not prompts:
         raise InvalidInput("no prompts to profile on")
-    target_id = resolve_identity(target_spec, cache_dir=cache_dir)
-    if target_id.path is None or target_id.file_sha256 is None:
-        raise IncompatibleModels(f"target {target_spec} is not a local GGUF file")
-    target_sha = target_id.file_sha256
-    cands = _open_candidates(target_id, drafter_specs, settings, cache_dir)
+    remote: RemoteReferenceSource | None = None
+    if is_url(target_spec):
+        if tokenizer is None:
+            raise InvalidInput(
+                f"remote target {target_spec} needs a local tokenizer: pass --tokenizer with "
+                "a GGUF file or registered model of the served model's family"
+            )
+        target_id = resolve_identity(tokenizer, cache_dir=cache_dir)
+        if target_id.path is None:
+            raise IncompatibleModels(f"tokenizer {tokenizer} is not a local GGUF file")
+        # drafters are checked against the tokenizer before anything is loaded or sent
+        for spec in drafter_specs:
+            if not is_ngram(spec):
+                check_compatible(resolve_identity(spec, cache_dir=cache_dir), target_id)
+        tok = LlamaCppTokenizer(str(target_id.path), identity=target_id)
+        remote = RemoteReferenceSource(
+            target_spec, tok, max_connections=settings.concurrency, transport=transport
+        )
+        name = target_name or (
+            Path(remote.model).stem if remote.model.endswith(".gguf") else remote.model
+        )
+        target_id = dataclasses.replace(target_id, name=name, file_sha256=None, path=target_spec)
+        target_key = remote.cache_identity
+    else:
+        target_id = resolve_identity(target_spec, cache_dir=cache_dir)
+        if target_id.path is None or target_id.file_sha256 is None:
+            raise IncompatibleModels(f"target {target_spec} is not a local GGUF file")
+        target_key = target_id.file_sha256
+        if target_name:
+            target_id = dataclasses.replace(target_id, name=target_name)
+    try:
+        cands = _open_candidates(target_id, drafter_specs, settings, cache_dir, tokenizer)
+    except BaseException:
+        if remote is not None:
+            remote.close()
+        raise
     target_model: list[TeacherForcedModel] = []
 
     def open_target() -> TeacherForcedModel:
@@ -356,21 +422,46 @@ def profile_alignment(
         return target_model[0]
 
     stats: dict[tuple[str, str, float], list[PromptStats]] = {}
+    beta_sums: dict[tuple[str, str, float], list[float]] = {}  # [low, high, count]
     n_cached = n_computed = 0
     ref_s = 0.0
     widths: list[float] = []
+    phases: list[Phase] = []  # the current remote reference phase (set by on_start)
     try:
         for temp in settings.temperatures:
             ref_settings = settings.reference(temp)
             refs: list[TargetReference] = []
-            phase = Phase(progress, f"target reference T={temp:g}", len(prompts))
             t0 = time.perf_counter()
-            for prompt in prompts:
-                ref, cached = reference_for(store, target_sha, prompt, ref_settings, open_target)
-                n_cached += cached
-                n_computed += not cached
-                refs.append(ref)
-                phase.advance()
+            if remote is not None:
+
+                def starting(cached: int, todo: int, t: float = temp) -> None:
+                    what = f"target reference T={t:g} from {target_spec}"
+                    if cached and todo:
+                        logger.warning(
+                            "resuming T=%g: %d of %d references already cached, fetching %d",
+                            t, cached, cached + todo, todo,
+                        )  # fmt: skip
+                        what += f" (resumed: {cached} cached)"
+                    phases.append(Phase(progress, what, cached + todo))
+
+                fetched = fetch_references(
+                    store, remote, prompts, ref_settings,
+                    concurrency=settings.concurrency, on_done=lambda n: phases[-1].advance(n),
+                    on_start=starting,
+                )  # fmt: skip
+                refs = fetched.references
+                n_cached += fetched.n_cached
+                n_computed += fetched.n_fetched
+            else:
+                phase = Phase(progress, f"target reference T={temp:g}", len(prompts))
+                for prompt in prompts:
+                    ref, cached = reference_for(
+                        store, target_key, prompt, ref_settings, open_target
+                    )
+                    n_cached += cached
+                    n_computed += not cached
+                    refs.append(ref)
+                    phase.advance()
             ref_s += time.perf_counter() - t0
             if target_model:  # free the target's memory before the drafters run
                 target_model.pop().close()
@@ -381,22 +472,46 @@ def profile_alignment(
                     continue
                 for cand in cands:
                     t1 = time.perf_counter()
-                    b, g, proposed = acceptance_matrix(
+                    b, b_low, proposed = acceptance_bounds(
                         ref, cand, temp, settings.k_max, settings.draft_top_k
                     )
                     cand.elapsed_s += time.perf_counter() - t1
-                    widths.append(g)
+                    widths.append(_mean_width(b, b_low))
                     ps = prompt_stats(b, settings.k_max, FIRST_ROUND_AT, proposed)
+                    first_low, first_high = b_low[:, 0], b[:, 0]
+                    ok = np.isfinite(first_high)
                     for dom in (ref.domain, ALL_DOMAINS):
                         stats.setdefault((cand.name, dom, temp), []).append(ps)
+                        acc = beta_sums.setdefault((cand.name, dom, temp), [0.0, 0.0, 0.0])
+                        acc[0] += float(np.sum(first_low[ok]))
+                        acc[1] += float(np.sum(first_high[ok]))
+                        acc[2] += float(np.sum(ok))
                     phase.advance()
     finally:
         for c in cands:
             c.close()
         for t in target_model:
             t.close()
+        if remote is not None:
+            remote.close()
 
     gap = float(np.mean(widths)) if widths else 0.0
+    bounds = {k: (v[0] / v[2], v[1] / v[2]) if v[2] else (0.0, 0.0) for k, v in beta_sums.items()}
+    server: dict[str, Any] | None = None
+    if remote is not None:
+        server = {
+            "endpoint": target_spec,
+            "model_id": remote.model,
+            "tokenizer": target_id.family,
+            "tokenizer_checked": remote.tokenizer_checked,
+            "token_id_prompts": remote.token_id_prompts,
+            "logprobs_at_temperature": {f"{t:g}": v for t, v in remote.scales.items()},
+            "alpha_bounds": {
+                f"{d}@T={t:g}": [round(lo, 4), round(hi, 4)]
+                for (d, dom, t), (lo, hi) in sorted(bounds.items())
+                if dom == ALL_DOMAINS
+            },
+        }
     summaries = {
         key: summarize(v, n_boot=settings.n_boot, seed=settings.seed)
         for key, v in sorted(stats.items())
@@ -407,7 +522,9 @@ def profile_alignment(
         target=target_id.name,
         target_family=target_id.family,
         entries=entries,
-        provenance=_provenance(target_id, cands, settings, prompt_source, len(prompts), gap, kept),
+        provenance=_provenance(
+            target_id, cands, settings, prompt_source, len(prompts), gap, kept, server
+        ),
     )
     if save:
         path = store.save(profile)
@@ -420,6 +537,8 @@ def profile_alignment(
         n_references_computed=n_computed,
         mean_topk_bound_width=gap,
         summaries=summaries,
+        alpha_bounds=bounds,
+        endpoint=target_spec if remote is not None else None,
     )
 
 
@@ -431,10 +550,11 @@ def _provenance(
     n_prompts: int,
     gap: float,
     kept: list[str],
+    server: dict[str, Any] | None = None,
 ) -> Provenance:
     import llama_cpp
 
-    shas = {target.name: target.file_sha256 or ""}
+    shas = {target.name: target.file_sha256} if target.file_sha256 else {}
     shas.update({c.name: c.identity.file_sha256 or "" for c in cands if c.model is not None})
     run_settings: dict[str, Any] = {
         "n_tokens": settings.n_tokens,
@@ -450,6 +570,8 @@ def _provenance(
         "drafters": [c.name for c in cands],
         "mean_topk_bound_width": round(gap, 6),
     }
+    if server is not None:
+        run_settings["target_server"] = server
     notes = (
         "alpha = mean per-token acceptance along the target's trajectory (exact match at "
         "T=0, sum min(p,q) at T>0 with the target stored as top-k: the tail overlap is "
@@ -459,6 +581,12 @@ def _provenance(
     )
     if kept:
         notes += f" Entries for {', '.join(kept)} kept from an earlier run."
+    if server is not None:
+        notes += (
+            " The target's references came from the server in settings.target_server (drafters "
+            "ran locally with llama.cpp); alpha_bounds there give alpha with the target's "
+            "mass outside the returned top-k at its worst and best case."
+        )
     return Provenance.here(
         "measured",
         backend="llama-cpp-python",

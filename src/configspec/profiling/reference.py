@@ -149,7 +149,8 @@ def cache_key(target_sha256: str, prompt: Prompt, settings: ReferenceSettings) -
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
 
 
-def _save(store: ProfileStore, key: str, ref: TargetReference) -> None:
+def save_reference(store: ProfileStore, key: str, ref: TargetReference) -> None:
+    """Write ``ref`` to the reference cache under ``key`` (atomically)."""
     buf = io.BytesIO()
     arrays: dict[str, npt.NDArray[np.generic]] = {
         "prompt_tokens": ref.prompt_tokens.astype(np.int32),
@@ -160,6 +161,8 @@ def _save(store: ProfileStore, key: str, ref: TargetReference) -> None:
         arrays["top_ids"] = ref.dist.ids.astype(np.int32)
         arrays["top_probs"] = ref.dist.probs.astype(np.float32)
         arrays["remainder"] = ref.dist.remainder.astype(np.float32)
+        if ref.dist.probs_low is not None:
+            arrays["top_probs_low"] = ref.dist.probs_low.astype(np.float32)
     meta = {
         "prompt_id": ref.prompt_id,
         "domain": ref.domain,
@@ -171,7 +174,8 @@ def _save(store: ProfileStore, key: str, ref: TargetReference) -> None:
     atomic_write_bytes(store.cache_path(CACHE_KIND, key, ".npz"), buf.getvalue())
 
 
-def _load(store: ProfileStore, key: str, prompt: Prompt) -> TargetReference | None:
+def load_reference(store: ProfileStore, key: str, prompt: Prompt) -> TargetReference | None:
+    """The cached reference under ``key``, or None (absent or unreadable: recompute)."""
     path = store.cache_path(CACHE_KIND, key, ".npz")
     if not path.exists():
         return None
@@ -184,6 +188,9 @@ def _load(store: ProfileStore, key: str, prompt: Prompt) -> TargetReference | No
                     ids=z["top_ids"].astype(np.int64),
                     probs=z["top_probs"].astype(np.float64),
                     remainder=z["remainder"].astype(np.float64),
+                    probs_low=z["top_probs_low"].astype(np.float64)
+                    if "top_probs_low" in z
+                    else None,
                 )
             return TargetReference(
                 prompt_id=prompt.id,
@@ -244,9 +251,9 @@ def reference_for(
     Returns ``(reference, was_cached)``.
     """
     key = cache_key(target_sha256, prompt, settings)
-    cached = _load(store, key, prompt)
+    cached = load_reference(store, key, prompt)
     if cached is not None:
         return cached, True
     ref = compute_reference(open_target(), prompt, settings)
-    _save(store, key, ref)
+    save_reference(store, key, ref)
     return ref, False
