@@ -49,6 +49,11 @@ TOKENS_PER_J_LOW: Final = "tokens_per_j_low"
 TOKENS_PER_J_HIGH: Final = "tokens_per_j_high"
 ENERGY_NOTE: Final = "energy_note"
 """``full``, ``drafting only (no idle power)`` or ``no power data``."""
+POWER_SOURCE: Final = "power_source"
+"""Where the edge power behind the energy figures came from: ``measured`` (a power meter),
+``estimated`` (the CPU-time estimator: an illustrative power model, not this device's
+power), ``imported``, ... or ``none``. Anything but ``measured`` is labelled wherever an
+energy figure is shown."""
 
 SPEEDUP_VS_CLOUD_AR: Final = "speedup_vs_cloud_ar"
 SPEEDUP_VS_EDGE_ONLY: Final = "speedup_vs_edge_only"

@@ -410,6 +410,10 @@ def test_estimator_is_labelled_estimated_and_follows_its_model() -> None:
     assert m.energy_j == pytest.approx(3.0 * 4 + 2.0 * 6)
     assert m.mean_power_w == pytest.approx(6.0)
     assert "3 W idle + 2 W per busy core" in meter.describe()
+    assert "user-set constants, not a measurement" in meter.describe()
+    # the defaults are another machine's figures: said so wherever the meter is described
+    default = CpuTimeEstimator(cpu_time_s=lambda: 0.0, clock=clock).describe()
+    assert "illustrative power model" in default and "not its measured power" in default
 
 
 def test_estimator_real_cpu_time_with_thread() -> None:

@@ -130,3 +130,77 @@ def test_bad_profile_values_are_one_line(tmp_path: Path) -> None:
     out = _run("--profiles", str(profiles))
     assert out.returncode != 0 and "negative drafting latency -3.0 ms" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def _estimated_copy(tmp_path: Path) -> Path:
+    """The examples with every device power figure relabelled as the estimator's."""
+    dest = tmp_path / "profiles"
+    shutil.copytree(EXAMPLES, dest)
+    for path in (dest / "device").glob("*.json"):
+        doc = json.loads(path.read_text())
+        if doc.get("idle_power_w"):
+            doc["idle_power_w"]["source"] = "estimated"
+        for d in doc["drafters"]:
+            if d.get("draft_power_w"):
+                d["draft_power_w"]["source"] = "estimated"
+        path.write_text(json.dumps(doc))
+    return dest
+
+
+def test_estimated_energy_is_labelled_in_json_and_table(tmp_path: Path) -> None:
+    profiles = _estimated_copy(tmp_path)
+    dest = tmp_path / "sel.json"
+    args = ["select", "--profiles", str(profiles), "--objective", "energy", "--no-sensitivity"]
+    assert main([*args, "--format", "json", "--output", str(dest)]) == 0
+    doc = json.loads(dest.read_text())
+    assert doc["power_sources"] == ["estimated"]
+    for rec in [doc["chosen"], doc["best"]["energy"], *doc["top"]]:
+        assert rec[R.POWER_SOURCE] == "estimated"
+        assert "estimated" in rec["energy_provenance"]
+        assert "illustrative power model" in rec["energy_provenance"]
+    out = _run("--profiles", str(profiles), "--objective", "energy", "--no-sensitivity")
+    assert out.returncode == 0, out.stderr
+    assert "J/tok estimated" in out.stdout  # the chosen line
+    assert "tok/J" in out.stdout and "estimated [CI]" in out.stdout  # the column header
+    assert "tok/J estimated" in out.stdout  # best per objective
+    # the measured examples say nothing of the kind
+    plain = _run("--profiles", str(EXAMPLES), "--objective", "energy", "--no-sensitivity")
+    assert "estimated" not in plain.stdout
+
+
+def test_optimum_at_the_largest_k_searched_says_so(tmp_path: Path) -> None:
+    dest = tmp_path / "sel.json"
+    args = ["select", "--profiles", str(EXAMPLES), "--k-max", "3", "--no-sensitivity"]
+    assert main([*args, "--format", "json", "--output", str(dest)]) == 0
+    doc = json.loads(dest.read_text())
+    assert doc["chosen"]["k"] == 3 and doc["chosen"]["k_is_largest_searched"] is True
+    assert any(r["k_is_largest_searched"] is False for r in doc["top"])
+    out = _run("--profiles", str(EXAMPLES), "--k-max", "3", "--no-sensitivity")
+    assert "K=3 is the largest K searched" in out.stdout and "3†" in out.stdout
+    wide = _run("--profiles", str(EXAMPLES), "--no-sensitivity")
+    assert "largest K searched" not in wide.stdout.split("Top")[0]
+
+
+def test_quickstart_optima_table_labels_estimates_and_the_k_edge(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from configspec.cli.loop import _render_optima
+    from configspec.loop.quickstart import QuickstartResult
+    from configspec.model.presets import get_preset
+    from configspec.search import SearchSettings, pick
+    from configspec.search.space import read_profiles, space_from_profiles
+    from configspec.store import ProfileStore
+
+    store = ProfileStore(_estimated_copy(tmp_path))
+    loaded = read_profiles(store)
+    preset = get_preset("configspec")
+    space = space_from_profiles(loaded, preset, SearchSettings(k_max=2))
+    sel = pick(space, loaded.network, "goodput", preset)
+    result = QuickstartResult(
+        store=store, selection=sel, validation=None,  # type: ignore[arg-type]
+        report_path=None, overhead_ms=0.0, price_note="illustrative price",
+    )  # fmt: skip
+    _render_optima(result)
+    out = capsys.readouterr().out
+    assert "tokens/J estimated" in out and "illustrative power model" in out
+    assert "K=2†" in out and "K=2 is the largest K searched" in out

@@ -11,6 +11,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from configspec.cli.main import main
@@ -93,6 +94,29 @@ def test_validation_recovers_a_known_error(profiles: Path) -> None:
     assert row.objectives["cost"].error is not None
 
 
+@pytest.mark.parametrize("source", ["measured", "estimated"])
+def test_only_metered_run_energy_is_compared_with_the_model(profiles: Path, source: str) -> None:
+    store = ProfileStore(profiles)
+    rec = _record(4, 50.0, 500.0, 3)
+    rounds = [r.model_copy(update={"energy_j": 2.0}) for r in rec.rounds]
+    gen = Generation(
+        prompt_tokens=[1] * 100, tokens=[5] * 80, text="", rounds=rounds, decode_s=10.0,
+        prefill_ms=1.0, reconnects=0, stopped_by="max_tokens", target_name=TARGET,
+        target_family="gemma3",
+    )  # fmt: skip
+    store.save_run(
+        build_run_record(
+            gen, rec.config, run_id="run-energy", energy_source=source, energy_note="meter note"
+        )
+    )
+    energy = validate(store).rows[0].objectives["energy"]
+    if source == "measured":
+        assert energy.error is not None and energy.measured_source == "measured"
+    else:  # an estimate is a model too: never compared as if it were a measurement
+        assert energy.error is None and energy.measured is None
+        assert energy.measured_source.startswith("not measured (estimated")
+
+
 def test_validate_cli_json_and_filters(
     profiles: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -122,6 +146,44 @@ def test_report_writes_html_with_every_image(profiles: Path, tmp_path: Path) -> 
     assert page.count("data:image/png;base64,") == 4
     for word in ("Provenance", "Validation", "modelled", "measured", "illustrative"):
         assert word in page
+
+
+def test_report_labels_estimated_energy(profiles: Path, tmp_path: Path) -> None:
+    from configspec.report.build import write_report
+
+    plain = write_report(ProfileStore(profiles), tmp_path / "plain").read_text()
+    assert "Tokens/J are estimated" not in plain and "Tokens/J marked" not in plain
+    for path in (profiles / "device").glob("*.json"):
+        doc = json.loads(path.read_text())
+        for d in doc["drafters"]:
+            if d.get("draft_power_w"):
+                d["draft_power_w"]["source"] = "estimated"
+        if doc.get("idle_power_w"):
+            doc["idle_power_w"]["source"] = "estimated"
+        path.write_text(json.dumps(doc))
+    page = write_report(ProfileStore(profiles), tmp_path / "report").read_text()
+    assert "Tokens/J are estimated" in page  # the Pareto caption
+    assert "Tokens/J marked <span class='tag'>estimated</span>" in page  # the optima
+    assert "illustrative power model" in page
+
+
+def test_optimum_k_plot_says_when_the_optimum_is_the_largest_k(profiles: Path) -> None:
+    from configspec.model.presets import get_preset
+    from configspec.report.figures import optimum_k_grid
+    from configspec.search.evaluate import link_from_network
+    from configspec.search.space import SearchSettings, read_profiles, space_from_profiles
+
+    loaded = read_profiles(ProfileStore(profiles))
+    preset = get_preset("configspec")
+    link = link_from_network(loaded.network)
+    titles = {}
+    for k_max in (2, 8):
+        space = space_from_profiles(loaded, preset, SearchSettings(k_max=k_max))
+        code = space.drafter_names.index(DRAFTER)
+        fig = optimum_k_grid(space, link, preset, code, np.linspace(0, 200, 5), np.ones(1))
+        titles[k_max] = fig.axes[0].get_title()
+    assert "K=2 is the largest K searched" in titles[2]
+    assert "largest K searched" not in titles[8]
 
 
 def test_report_on_missing_profiles_names_the_command(tmp_path: Path) -> None:

@@ -249,21 +249,33 @@ def _render_optima(result: object) -> None:
         title=f"optima at RTT {sel.link.rtt_ms:g} ms (modelled from the profiles just measured)",
         title_justify="left",
     )
+    from configspec.search import largest_k_searched
+    from configspec.search.export import energy_provenance
+
+    power = {str(x) for x in t[R.POWER_SOURCE].unique()} - {"none"}
     table.add_column("objective", no_wrap=True)
     table.add_column("configuration", no_wrap=True)
-    for col in ("goodput tok/s", "tokens/USD", "tokens/J"):
+    energy_head = "tokens/J estimated" if power == {"estimated"} else "tokens/J"
+    for col in ("goodput tok/s", "tokens/USD", energy_head):
         table.add_column(col, justify="right")
+    edge = largest_k_searched(t)
+    edge_ks: set[int] = set()
 
     def add(name: str, row: int) -> None:
         r = t.iloc[row]
         what = str(r[R.DRAFTER]) if r[R.MODE] == R.MODE_SPECULATIVE else str(r[R.MODE])
+        energy = f"{r[R.TOKENS_PER_J]:.3g}"
+        if str(r[R.POWER_SOURCE]) == "estimated" and power != {"estimated"}:
+            energy += " estimated"
+        if edge[row]:
+            edge_ks.add(int(r[R.K]))
         table.add_row(
             name,
-            f"{what} K={int(r[R.K])}",
+            f"{what} K={int(r[R.K])}" + ("†" if edge[row] else ""),
             f"{r[R.GOODPUT_TOK_S]:.2f} "
             f"({r[R.GOODPUT_TOK_S_LOW]:.2f}..{r[R.GOODPUT_TOK_S_HIGH]:.2f})",
             f"{r[R.TOKENS_PER_USD]:.3g}",
-            f"{r[R.TOKENS_PER_J]:.3g}",
+            energy,
         )
 
     for name in ("goodput", "cost", "energy"):
@@ -275,9 +287,17 @@ def _render_optima(result: object) -> None:
     for row in sel.pareto[:8]:
         add("pareto", int(row))
     _print_wide(table)
+    energy_note = "; ".join(f"{src}: {energy_provenance(src)}" for src in sorted(power))
     console.print(
-        f"cost: {result.price_note}; energy: estimated from CPU time (no power meter) unless "
-        f"the device profile names a meter; RTT: injected by {result.link or 'the link'}",
+        f"cost: {result.price_note}; energy: {energy_note or 'no power data'}; RTT: injected "
+        f"by {result.link or 'the link'}",
         highlight=False,
     )
+    if edge_ks:
+        ks = "/".join(f"K={k}" for k in sorted(edge_ks))
+        console.print(
+            f"†: {ks} is the largest K searched for that drafter; a larger K might be better "
+            "(raise --k-max)",
+            highlight=False,
+        )
     _ = json  # json kept for symmetry with validate --json

@@ -33,11 +33,12 @@ from configspec.search import (
     best_per_pair,
     config_label,
     crossovers,
+    largest_k_searched,
     parse_constraints,
     pick,
 )
 from configspec.search.breakeven import Breakeven, breakeven
-from configspec.search.export import selection_csv, selection_record
+from configspec.search.export import energy_provenance, selection_csv, selection_record
 from configspec.search.space import read_profiles, space_from_profiles
 from configspec.store import ProfileStore, atomic_write_text
 
@@ -69,6 +70,11 @@ def _sources(sel: Selection) -> str:
     return "; ".join(parts)
 
 
+def _estimated(row: pd.Series) -> str:
+    """ " estimated" after an energy figure from estimated device power, else nothing."""
+    return " estimated" if str(row[R.POWER_SOURCE]) == "estimated" else ""
+
+
 _SOURCE_SHORT = {"by_k": "by K", "per_position": "pos", "alpha": "α", "none": "—"}
 
 
@@ -77,6 +83,9 @@ def _config_table(sel: Selection, rows: list[int], title: str) -> Table:
     (goodput for ``pareto``) to keep the table readable; JSON/CSV carry all bounds."""
     t = sel.table
     focus = sel.objective if sel.objective in R.OBJECTIVE_COLUMNS else "goodput"
+    shown = {str(t.iloc[i][R.POWER_SOURCE]) for i in rows} - {"none"}
+    all_estimated = shown == {"estimated"}
+    edge = largest_k_searched(t)
     table = Table(
         title=title,
         title_justify="left",
@@ -85,6 +94,16 @@ def _config_table(sel: Selection, rows: list[int], title: str) -> Table:
             "All figures modelled from the profiles; [low–high] = bounds propagated from the "
             "profiles' confidence intervals. E(K) src: acceptance data used (by K = measured per "
             "K, pos = per-position, α = single rate). Speedup: vs cloud-only decoding."
+            + (
+                " tok/J estimated: " + energy_provenance("estimated") + "."
+                if "estimated" in shown
+                else ""
+            )
+            + (
+                " K†: the largest K searched for that drafter; a larger K might be better."
+                if edge[rows].any()
+                else ""
+            )
         ),
         caption_justify="left",
     )
@@ -99,7 +118,8 @@ def _config_table(sel: Selection, rows: list[int], title: str) -> Table:
     ci = " [CI]"
     table.add_column(f"goodput\ntok/s{ci if focus == 'goodput' else ''}", justify="right")
     table.add_column(f"USD/\n1M tok{ci if focus == 'cost' else ''}", justify="right")
-    table.add_column(f"tok/J{ci if focus == 'energy' else ''}", justify="right")
+    energy_head = "tok/J\nestimated" if all_estimated else "tok/J"
+    table.add_column(f"{energy_head}{ci if focus == 'energy' else ''}", justify="right")
     table.add_column("speed-\nup", justify="right")
     for rank, i in enumerate(rows, 1):
         r = t.iloc[i]
@@ -127,8 +147,11 @@ def _config_table(sel: Selection, rows: list[int], title: str) -> Table:
         )
         if str(r[R.ENERGY_NOTE]) == "no power data":
             energy = "no power data"
-        elif str(r[R.ENERGY_NOTE]) != "full":
-            energy += " *"
+        else:
+            if str(r[R.ENERGY_NOTE]) != "full":
+                energy += " *"
+            if not all_estimated and str(r[R.POWER_SOURCE]) == "estimated":
+                energy += " estimated"
         device = str(r[R.DEVICE]) + (" (emulated)" if r[R.DEVICE_EMULATED] else "")
         speedup = r[R.SPEEDUP_VS_CLOUD_AR]
         table.add_row(
@@ -136,7 +159,7 @@ def _config_table(sel: Selection, rows: list[int], title: str) -> Table:
             device,
             drafter,
             target,
-            str(int(r[R.K])),
+            str(int(r[R.K])) + ("†" if edge[i] else ""),
             _num(r[R.TOKENS_PER_ROUND]),
             "—" if mode != R.MODE_SPECULATIVE else _SOURCE_SHORT[str(r[R.ACCEPTANCE_SOURCE])],
             escape(goodput),
@@ -195,7 +218,7 @@ def _render(sel: Selection, out: Console, top: int, crossings: list[Crossover]) 
     say(
         f"  goodput {_bounded(r, R.GOODPUT_TOK_S, R.GOODPUT_TOK_S_LOW, R.GOODPUT_TOK_S_HIGH)} "
         f"tok/s · {_num(r[R.COST_USD_PER_MTOK])} USD/1M tok · "
-        f"{_num(r[R.ENERGY_J_PER_TOKEN])} J/tok ({r[R.ENERGY_NOTE]}) · "
+        f"{_num(r[R.ENERGY_J_PER_TOKEN])} J/tok{_estimated(r)} ({r[R.ENERGY_NOTE]}) · "
         f"{_num(r[R.SPEEDUP_VS_CLOUD_AR])}× vs cloud-only, "
         f"{_num(r[R.SPEEDUP_VS_EDGE_ONLY])}× vs edge-only (modelled)"
     )
@@ -203,6 +226,11 @@ def _render(sel: Selection, out: Console, top: int, crossings: list[Crossover]) 
         say(
             "  [bold]No speculation wins here:[/] no drafter beats plain decoding for this "
             "objective under these profiles."
+        )
+    elif largest_k_searched(t)[chosen]:
+        say(
+            f"  [yellow]K={int(r[R.K])} is the largest K searched[/] for this drafter: a larger "
+            "K might be better (raise --k-max; profile longer drafts if the profiles stop here)."
         )
     say()
     title = (
@@ -224,7 +252,8 @@ def _render(sel: Selection, out: Console, top: int, crossings: list[Crossover]) 
         best.add_row(
             name,
             config_label(t, row),
-            f"{_bounded(t.iloc[row], col, lo, hi)} {OBJECTIVE_UNITS[name]}",
+            f"{_bounded(t.iloc[row], col, lo, hi)} {OBJECTIVE_UNITS[name]}"
+            + (_estimated(t.iloc[row]) if name == "energy" else ""),
         )
     out.print(best)
     for parameter, what, unit, start in (
@@ -247,6 +276,8 @@ def _render(sel: Selection, out: Console, top: int, crossings: list[Crossover]) 
         out.print(sens)
     if (t[R.ENERGY_NOTE].astype(str) == "drafting only (no idle power)").any():
         say("  * energy charges drafting only (the device profile has no idle power)")
+    if (t[R.POWER_SOURCE].astype(str) == "estimated").any():
+        say(f"  energy labelled estimated: {energy_provenance('estimated')}")
 
 
 def _render_per_pair(sel: Selection, out: Console, pairs: list[PairBest]) -> None:
@@ -276,7 +307,7 @@ def _render_per_pair(sel: Selection, out: Console, pairs: list[PairBest]) -> Non
             str(int(r[R.K])),
             _num(r[R.GOODPUT_TOK_S]),
             f"{r[R.TOKENS_PER_USD]:,.0f}",
-            "no power data" if pd.isna(energy) else _num(energy),
+            "no power data" if pd.isna(energy) else _num(energy) + _estimated(r),
         )
     out.print(table)
 
@@ -301,6 +332,7 @@ def _pair_record(sel: Selection, pairs: list[PairBest]) -> list[dict[str, object
                 tokens_per_usd=float(r[R.TOKENS_PER_USD]),
                 energy_j_per_token=None if pd.isna(energy) else float(energy),
                 energy_note="no power data" if pd.isna(energy) else str(r[R.ENERGY_NOTE]),
+                power_source=str(r[R.POWER_SOURCE]),
             )
         out.append(doc)
     return out

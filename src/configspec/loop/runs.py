@@ -183,6 +183,8 @@ def run_edge(
         energy_note = (
             f"edge energy from the {energy_meter.name} meter ({energy_meter.source}); it "
             "meters the whole host, so a verifier on the same host is included"
+            if energy_meter.source == "measured"
+            else f"edge energy {energy_meter.source}, not measured: {energy_meter.describe()}"
         )
     try:
         with EdgeClient(

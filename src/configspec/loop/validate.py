@@ -382,6 +382,16 @@ def _under_contention(
     return Profiles(devices, profiles.alignments, verifications, profiles.network)
 
 
+def _energy_source(run: RunRecord) -> str:
+    """How a run's energy was obtained, as the validation reports it."""
+    per_joule = run.tokens_per_joule
+    if per_joule is None:
+        return f"not measured: {run.energy_note}"
+    if per_joule.source != "measured":
+        return f"not measured ({per_joule.source}; not compared with the model): {run.energy_note}"
+    return "measured"
+
+
 def _row(
     run: RunRecord,
     profiles: Profiles,
@@ -460,6 +470,10 @@ def _row(
     measured_tpr = statistics.fmean(tpr_meas) if tpr_meas else 0.0
     timing = measured_tpr * 1e3 / round_ms if round_ms > 0 else float("nan")
     verification = next(v for v in profiles.verifications if v.target == c.target)
+    # only a metered figure is compared with the model: an estimate (the CPU-time
+    # estimator behind `run edge --meter auto` on a host without a sensor) is a model too
+    per_joule = run.tokens_per_joule
+    metered = per_joule if per_joule is not None and per_joule.source == "measured" else None
     objectives = {
         "goodput": Compared.of(
             goodput,
@@ -480,11 +494,11 @@ def _row(
             "measured verification time x profiled price",
         ),
         "energy": Compared.of(
-            run.tokens_per_joule,
+            metered,
             triple(R.TOKENS_PER_J, R.TOKENS_PER_J_LOW, R.TOKENS_PER_J_HIGH)
             if math.isfinite(float(row[R.TOKENS_PER_J]))
             else None,
-            "measured" if run.tokens_per_joule is not None else f"not measured: {run.energy_note}",
+            _energy_source(run),
         ),
     }
     return ValidationRow(

@@ -11,9 +11,15 @@ the energy is a closed form of two counters, it is exact for the model whatever 
 sampling rate.
 
 The defaults (2.7 W idle, 1.1 W per busy core) are rough figures for a Raspberry Pi 5
-class board (Cortex-A76, 4 cores) from public wall-meter reviews; they are not measured
-on your device. Set them for yours (``--idle-power-w``, ``--power-w-per-core``). Every
-figure this meter produces is labelled ``estimated``.
+class board (Cortex-A76, 4 cores) from public wall-meter reviews. Applied to any other
+machine — a laptop, or the 2-core cloud VM ConfigSpec is developed on — they are an
+**illustrative power model of a different machine**, not that machine's power. They are
+deliberately not "fitted" to the host from its CPU model and a table of package power: a
+virtual machine sees neither its package power nor its share of a shared socket, so such
+a fit would only look more precise. Every figure this meter produces is labelled
+``estimated`` and its profile records :meth:`CpuTimeEstimator.describe`, which says which
+constants were applied (set your device's with ``--idle-power-w`` and
+``--power-w-per-core``; they remain an estimate, not a measurement).
 """
 
 from __future__ import annotations
@@ -82,9 +88,19 @@ class CpuTimeEstimator(PowerMeter):
         )
 
     def describe(self) -> str:
-        """The model and its parameters."""
+        """The model, its parameters and where they come from (never this machine's power)."""
         who = "this process" if self.pid is None else f"pid {self.pid}"
+        defaults = (self.idle_power_w, self.power_w_per_busy_core) == (
+            DEFAULT_IDLE_POWER_W,
+            DEFAULT_POWER_W_PER_BUSY_CORE,
+        )
+        origin = (
+            "illustrative power model: Raspberry Pi 5-class constants applied to this "
+            "machine, not its measured power"
+            if defaults
+            else "user-set constants, not a measurement"
+        )
         return (
             f"estimated from CPU time of {who}: {self.idle_power_w:g} W idle + "
-            f"{self.power_w_per_busy_core:g} W per busy core"
+            f"{self.power_w_per_busy_core:g} W per busy core ({origin})"
         )

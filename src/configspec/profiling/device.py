@@ -575,7 +575,10 @@ class DeviceProfiler:
             "with two new tokens. Memory = peak RSS increase while loaded."
         )
         if self.meter is not None and self.meter.source == "estimated":
-            notes += " Power figures are estimated from CPU time, not measured."
+            notes += (
+                " Power figures (idle_power_w, every draft_power_w; source 'estimated') are "
+                f"not measured: {self.meter.describe()}."
+            )
         import llama_cpp
 
         settings = {

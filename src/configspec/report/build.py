@@ -24,7 +24,8 @@ from configspec.errors import ProfileMissing
 from configspec.model.presets import get_preset
 from configspec.progress import NO_PROGRESS, ProgressEvent, ProgressFn
 from configspec.search.evaluate import evaluate_space, link_from_network
-from configspec.search.select import pick
+from configspec.search.export import energy_provenance
+from configspec.search.select import largest_k_searched, pick
 from configspec.search.space import SearchSettings, read_profiles, space_from_profiles
 from configspec.store import ProfileStore, atomic_write_bytes, atomic_write_text
 
@@ -116,10 +117,12 @@ def write_report(
         _png(F.goodput_vs_k(curves, spec_runs)),
     ))  # fmt: skip
     progress(ProgressEvent("report", 1, steps, "goodput vs K"))
+    estimated = (sel.table[R.POWER_SOURCE].astype(str) == "estimated").any()
     images.append((
         "pareto.png",
         "Pareto front over goodput, tokens/USD and tokens/J (modelled); the optimum of each "
-        "objective is marked.",
+        "objective is marked."
+        + (f" Tokens/J are estimated: {energy_provenance('estimated')}." if estimated else ""),
         _png(F.pareto_views(sel)),
     ))  # fmt: skip
     progress(ProgressEvent("report", 2, steps, "Pareto front"))
@@ -129,7 +132,8 @@ def write_report(
         images.append((
             "optimum_k.png",
             "Goodput-optimal K of the best drafter as RTT and drafting speed vary (modelled: "
-            "profiled per-token latency divided by the speed factor).",
+            "profiled per-token latency divided by the speed factor). Cells marked × have the "
+            "largest K searched as their optimum: there a larger K might be better.",
             _png(F.optimum_k_grid(space, sel.link, preset, code,
                                   np.linspace(0, 200, 21), np.geomspace(0.25, 4, 13))),
         ))  # fmt: skip
@@ -180,6 +184,7 @@ def _optima_html(sel: object) -> str:
 
     assert isinstance(sel, Selection)
     t = sel.table
+    edge = largest_k_searched(t)
     rows = []
     for name in ("goodput", "cost", "energy"):
         row = sel.best.get(name)
@@ -187,11 +192,15 @@ def _optima_html(sel: object) -> str:
             rows.append([f"best {name}", "no data", "", "", "", ""])
             continue
         r = t.iloc[row]
+        estimated = " estimated" if str(r[R.POWER_SOURCE]) == "estimated" else ""
+        k_note = " (largest K searched: a larger K might be better)" if edge[row] else ""
         rows.append([
             f"best {name}",
             str(r[R.DRAFTER]) if r[R.MODE] == R.MODE_SPECULATIVE else str(r[R.MODE]),
-            str(int(r[R.K])), f"{_fmt(r[R.GOODPUT_TOK_S])} ({_fmt(r[R.GOODPUT_TOK_S_LOW])}.."
-            f"{_fmt(r[R.GOODPUT_TOK_S_HIGH])})", _fmt(r[R.TOKENS_PER_USD]), _fmt(r[R.TOKENS_PER_J]),
+            f"{int(r[R.K])}{k_note}",
+            f"{_fmt(r[R.GOODPUT_TOK_S])} ({_fmt(r[R.GOODPUT_TOK_S_LOW])}.."
+            f"{_fmt(r[R.GOODPUT_TOK_S_HIGH])})", _fmt(r[R.TOKENS_PER_USD]),
+            _fmt(r[R.TOKENS_PER_J]) + estimated,
         ])  # fmt: skip
     net = sel.network
     return (
@@ -201,8 +210,13 @@ def _optima_html(sel: object) -> str:
         )
         + f"<p class='src'>Network: source {net.source}; runtime overhead per round "
         f"{net.round_overhead_ms:.2f} ms; Pareto front: {len(sel.pareto)} configurations. "
-        "Energy is <span class='tag'>estimated</span> when the device profile's meter is an "
-        "estimator.</p>"
+        + (
+            "Tokens/J marked <span class='tag'>estimated</span>: "
+            f"{html.escape(energy_provenance('estimated'))}."
+            if (t[R.POWER_SOURCE].astype(str) == "estimated").any()
+            else ""
+        )
+        + "</p>"
     )
 
 

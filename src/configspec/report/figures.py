@@ -92,6 +92,8 @@ def pareto_views(sel: Selection) -> Figure:
     front = np.zeros(len(t), dtype=bool)
     front[sel.pareto] = True
     markers = {"goodput": "*", "cost": "D", "energy": "P"}
+    est = (t[R.POWER_SOURCE].astype(str) == "estimated").to_numpy()
+    estimated = " — estimated" if est[mask].any() else ""
     for ax, (x, y) in zip(axes, pairs, strict=True):
         xs, ys = t[x].to_numpy(), t[y].to_numpy()
         ax.scatter(xs[mask], ys[mask], s=10, color="0.7", label="configuration")
@@ -103,8 +105,8 @@ def pareto_views(sel: Selection) -> Figure:
                 [xs[row]], [ys[row]], s=140, marker=markers[name], edgecolor="black",
                 facecolor="gold", label=f"best {name}", zorder=3,
             )  # fmt: skip
-        ax.set_xlabel(OBJ_LABELS[x])
-        ax.set_ylabel(OBJ_LABELS[y])
+        ax.set_xlabel(OBJ_LABELS[x] + (estimated if x == R.TOKENS_PER_J else ""))
+        ax.set_ylabel(OBJ_LABELS[y] + (estimated if y == R.TOKENS_PER_J else ""))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.suptitle(
@@ -148,7 +150,15 @@ def optimum_k_grid(
     ax.minorticks_off()
     ax.set_xlabel("RTT (ms)")
     ax.set_ylabel("drafting speed × profiled")
-    ax.set_title(f"Optimal K for {space.drafter_names[drafter_code]} (modelled)")
+    title = f"Optimal K for {space.drafter_names[drafter_code]} (modelled)"
+    k_top = int(g.k[idx].max()) if idx.size else 0
+    if idx.size and (best_k == k_top).any():
+        # the optimum sits on the edge of the search there: say so on the plot itself
+        at_edge = best_k == k_top
+        rr, ss = np.meshgrid(rtts_ms, speed_factors)
+        ax.scatter(rr[at_edge], ss[at_edge], marker="x", s=14, color="white", linewidths=0.8)
+        title += f"\n×: K={k_top} is the largest K searched — a larger K might be better"
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
 

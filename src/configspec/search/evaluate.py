@@ -10,7 +10,7 @@ from configspec.config import NetworkSettings
 from configspec.model.energy import ENERGY_NOTES
 from configspec.model.evaluate import MODE_CODES, Link, evaluate_grid
 from configspec.model.presets import ModelPreset
-from configspec.search.space import ACCEPTANCE_SOURCES, Space
+from configspec.search.space import ACCEPTANCE_SOURCES, POWER_SOURCES, Space
 
 
 def link_from_network(network: NetworkSettings, rtt_ms: float | None = None) -> Link:
@@ -52,6 +52,7 @@ def evaluate_space(
         R.ACCEPTANCE_SOURCE: _categorical(space.acceptance_source, ACCEPTANCE_SOURCES),
         **cols,
         R.ENERGY_NOTE: _categorical(notes.astype(np.int64), ENERGY_NOTES),
+        R.POWER_SOURCE: _categorical(space.power_source, POWER_SOURCES),
         R.DRAFTER_MEMORY_BYTES: space.drafter_memory_bytes,
         R.DEVICE_MEMORY_BYTES: space.device_memory_bytes,
         R.DEVICE_EMULATED: space.device_emulated,

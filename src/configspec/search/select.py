@@ -45,6 +45,20 @@ class Constraints:
 CONSTRAINT_KEYS = ("min_goodput_tok_s", "max_cost_usd_per_mtok", "max_energy_j_per_token")
 
 
+def largest_k_searched(table: pd.DataFrame) -> BoolArray:
+    """Per row: a speculative configuration whose K is the largest K searched for its
+    (device, drafter, target) — an optimum there may only be the edge of the search, and a
+    larger K might be better."""
+    spec = (table[R.MODE] == R.MODE_SPECULATIVE).to_numpy()
+    out = np.zeros(len(table), dtype=bool)
+    if not spec.any():
+        return out
+    sub = table.loc[spec, [R.DEVICE, R.DRAFTER, R.TARGET, R.K]]
+    k_max = sub.groupby([R.DEVICE, R.DRAFTER, R.TARGET], observed=True)[R.K].transform("max")
+    out[spec] = (sub[R.K] >= k_max).to_numpy()
+    return out
+
+
 def parse_constraints(texts: Sequence[str], allow_edge_only: bool = False) -> Constraints:
     """Parse ``KEY=VALUE`` strings (keys: :data:`CONSTRAINT_KEYS`) into :class:`Constraints`."""
     values: dict[str, float] = {}

@@ -48,6 +48,16 @@ FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
 ACCEPTANCE_SOURCES = ("none", "alpha", "per_position", "by_k")
+POWER_SOURCES = ("none", "measured", "estimated", "imported", "fitted", "modelled", "illustrative")
+"""Where a row's edge power came from (the :class:`~configspec.config.Estimate` source of
+the drafter's ``draft_power_w``, or of the device's ``idle_power_w`` for cloud-only rows);
+``none`` when there is no power data."""
+
+
+def _power_code(est: Estimate | None) -> int:
+    return POWER_SOURCES.index(est.source) if est is not None else 0
+
+
 """Codes of :attr:`Space.acceptance_source` index this tuple."""
 
 K_LIMIT = 256
@@ -84,6 +94,7 @@ class Space:
     target_code: IntArray
     family_code: IntArray
     device_emulated: NDArray[np.bool_]
+    power_source: IntArray
     acceptance_source: IntArray
     drafter_memory_bytes: FloatArray
     device_memory_bytes: FloatArray
@@ -567,6 +578,8 @@ def _assemble(
     t_code = np.asarray([tgt_idx[v.target] for v in t_rows], dtype=np.int64)
     t_fam = np.asarray([fam_idx[v.target_family] for v in t_rows], dtype=np.int64)
     row_emul = np.asarray([dev.device.emulated for dev, _ in d_rows], dtype=bool)
+    row_pdraft = np.asarray([_power_code(d.draft_power_w) for _, d in d_rows], dtype=np.int64)
+    row_pidle = np.asarray([_power_code(dev.idle_power_w) for dev, _ in d_rows], dtype=np.int64)
     row_dmem = np.asarray([float(d.memory_bytes) for _, d in d_rows])
     row_devmem = np.asarray(
         [float(dev.device.memory_bytes or np.nan) for dev, _ in d_rows], dtype=np.float64
@@ -599,6 +612,7 @@ def _assemble(
             [row_fam[di], t_fam[ct] if t_fam.size else minus_c, row_fam[ed]]
         ),
         device_emulated=np.concatenate([row_emul[di], row_emul[cd], row_emul[ed]]),
+        power_source=np.concatenate([row_pdraft[di], row_pidle[cd], row_pdraft[ed]]),
         acceptance_source=np.concatenate([acc_src[ai, k], np.zeros(n_c + n_e, dtype=np.int64)]),
         drafter_memory_bytes=np.concatenate([row_dmem[di], zero_c, row_dmem[ed]]),
         device_memory_bytes=np.concatenate([row_devmem[di], row_devmem[cd], row_devmem[ed]]),
@@ -648,6 +662,7 @@ def load_space(
 
 __all__ = [
     "ACCEPTANCE_SOURCES",
+    "POWER_SOURCES",
     "Profiles",
     "SearchSettings",
     "Space",
