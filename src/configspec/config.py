@@ -14,6 +14,7 @@ The schemas are documented for users in ``docs/profiles.md``.
 
 from __future__ import annotations
 
+import math
 import platform
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
@@ -314,6 +315,13 @@ class VerificationProfile(_Strict):
 # --------------------------------------------------------------------------- network
 
 
+class OverheadAtRtt(_Strict):
+    """The runtime's per-round overhead measured at one added round-trip time."""
+
+    added_rtt_ms: float = Field(ge=0)
+    round_overhead_ms: float = Field(ge=0)
+
+
 class NetworkSettings(_Strict):
     """The edge-cloud link. One-way time is ``rtt_ms / 2`` plus payload / bandwidth.
 
@@ -334,7 +342,39 @@ class NetworkSettings(_Strict):
     """Fixed per-round time of the runtime beyond drafting, verification and the link
     (HTTP framing, JSON, session bookkeeping on both ends); measured by running K=0 rounds
     through the real edge client and verifier (``configspec.validation.calibrate``)."""
+    round_overhead_by_rtt: list[OverheadAtRtt] = Field(default_factory=list)
+    """The overhead measured at each added RTT (``validate --run``, ``quickstart``); a run
+    is validated with the one measured at its RTT (:meth:`overhead_at`). Files written
+    before it existed read as empty."""
     source: Source = "illustrative"
+
+    def overhead_at(self, added_rtt_ms: float) -> float:
+        """The overhead (ms) measured at ``added_rtt_ms``, else ``round_overhead_ms``."""
+        for point in self.round_overhead_by_rtt:
+            if math.isclose(point.added_rtt_ms, added_rtt_ms, abs_tol=1e-6):
+                return point.round_overhead_ms
+        return self.round_overhead_ms
+
+    def with_overheads(self, overhead_ms_by_rtt: dict[float, float]) -> NetworkSettings:
+        """A copy with these overheads (ms per added RTT ms) merged into the per-RTT list
+        (replacing the same RTTs); ``round_overhead_ms`` becomes the one measured closest
+        to this link's ``rtt_ms``."""
+        merged = {p.added_rtt_ms: p.round_overhead_ms for p in self.round_overhead_by_rtt}
+        for rtt, over in overhead_ms_by_rtt.items():
+            merged = {r: o for r, o in merged.items() if not math.isclose(r, rtt, abs_tol=1e-6)}
+            merged[float(rtt)] = float(over)
+        if not merged:
+            return self.model_copy()
+        closest = min(merged, key=lambda r: (abs(r - self.rtt_ms), r))
+        return self.model_copy(
+            update={
+                "round_overhead_ms": merged[closest],
+                "round_overhead_by_rtt": [
+                    OverheadAtRtt(added_rtt_ms=r, round_overhead_ms=o)
+                    for r, o in sorted(merged.items())
+                ],
+            }
+        )
 
 
 Profile = Annotated[

@@ -274,3 +274,28 @@ def test_cli_robustness_bad_range(tmp_path: Path, capsys) -> None:  # type: igno
     args = ["paper", "robustness", "--profiles", str(tmp_path), "--out", str(tmp_path / "o")]
     assert main([*args, "--verify-min-ms", "900", "--verify-max-ms", "100"]) == 2
     assert "0 < --verify-min-ms < --verify-max-ms" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("width", [80, 160])
+def test_cli_robustness_reads_at_80_columns(
+    profiles: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], width: int
+) -> None:
+    from configspec.cli import paper as paper_cli
+
+    args = ["paper", "robustness", "--profiles", str(profiles), "--out", str(tmp_path / "r")]
+    small = ["--verify-points", "2", "--rtt-step-ms", "100", "--rtt-max-ms", "100"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(paper_cli.console, "width", width)
+        assert main([*args, *small]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(map(len, lines)) <= width
+    text = "\n".join(lines)
+    narrow = width < paper_cli.WIDE_COLUMNS
+    assert ("Qwen3-32B · jetson_agx_orin" in text) is narrow
+    if narrow:  # nothing folded mid-word: whole drafter names, findings and verdicts
+        for word in (
+            "Meta-Llama-3.1-8B-Instruct-Q4_K_M",
+            "energy efficiency is maximised at K=2",
+            "6/6 cost optima can be overtaken",
+        ):
+            assert word in text

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,26 @@ def test_safe_name() -> None:
     assert safe_name("Llama 3.1/70B") == "Llama_3.1_70B"
     with pytest.raises(ProfileError):
         safe_name("///")
+
+
+@pytest.mark.parametrize(("mask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_writes_get_the_mode_the_umask_gives_new_files(
+    tmp_path: Path, mask: int, mode: int
+) -> None:
+    old = os.umask(mask)
+    try:
+        atomic_write_text(tmp_path / "profile.json", "{}")
+        store = ProfileStore(tmp_path / "store")
+        atomic_write_text(store.root / "runs" / "run.json", "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "profile.json").stat().st_mode & 0o777 == mode
+    assert (tmp_path / "store" / "runs" / "run.json").stat().st_mode & 0o777 == mode
+
+
+def test_atomic_rewrite_keeps_the_mode_the_user_gave_the_file(tmp_path: Path) -> None:
+    target = tmp_path / "report.html"
+    atomic_write_text(target, "old")
+    target.chmod(0o640)
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new" and target.stat().st_mode & 0o777 == 0o640

@@ -281,3 +281,25 @@ def test_contention_probe_scales_drafting_and_verification(profiles: Path) -> No
     assert folded.verify_ms.predicted == pytest.approx(2.0 * (plain.verify_ms.predicted or 0))
     raw = validate(store, runs=[probed], fold_contention=False).rows[0]
     assert raw.verify_ms.predicted == pytest.approx(plain.verify_ms.predicted)
+
+
+def test_overhead_is_kept_per_rtt_and_matched_on_revalidation(profiles: Path) -> None:
+    store = ProfileStore(profiles)
+    old = json.loads((profiles / "network.json").read_text())
+    assert "round_overhead_by_rtt" not in old  # files written before it still read
+    net = store.network().with_overheads({0.0: 2.0, 100.0: 9.0})
+    net = net.with_overheads({100.0: 8.0})  # a later run at one RTT replaces only that one
+    assert [(p.added_rtt_ms, p.round_overhead_ms) for p in net.round_overhead_by_rtt] == [
+        (0.0, 2.0),
+        (100.0, 8.0),
+    ]
+    assert net.overhead_at(100.0) == 8.0 and net.overhead_at(30.0) == net.round_overhead_ms
+    store.save_network(net)
+    assert ProfileStore(profiles).network() == net
+    store.save_run(_record(4, 0.0, 500.0, 3))
+    store.save_run(_record(4, 100.0, 500.0, 3))
+    rows = {r.added_rtt_ms: r for r in validate(store).rows}
+    low, high = rows[0.0].link_ms.predicted, rows[100.0].link_ms.predicted
+    assert low is not None and high is not None
+    # the predicted link + overhead differs by the injected RTT and the per-RTT overheads
+    assert high - low == pytest.approx(100.0 + 8.0 - 2.0, abs=1e-6)

@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich import box
+from rich.console import RenderableType
 from rich.table import Table
 
 from configspec.cli._console import console, make_progress
@@ -25,6 +27,9 @@ paper_app = typer.Typer(
 )
 
 _MARK = {"holds": "[green]holds[/]", "fails": "[red]fails[/]"}
+WIDE_COLUMNS = 130
+"""Below this terminal width the tables are laid out to read at 80 columns: one small
+table per (target, device) and per finding instead of one wide grid."""
 
 
 def _cell(text: str) -> str:
@@ -35,33 +40,52 @@ def _cell(text: str) -> str:
     return text
 
 
-def _summary_table(report: dict[str, Any]) -> Table:
-    table = Table(title="Paper's conclusions under moved assumptions (preset 'paper')")
+_SUMMARY_TITLE = "Paper's conclusions under moved assumptions (preset 'paper')"
+
+
+def _assumptions(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """(column heading, summary key) for every assumption the robustness run moves."""
     verify = report["sweeps"]["verify_ms"]["values"]
     rtt = report["sweeps"]["rtt_ms"]["values"]
-    for col in (
-        "finding",
-        "baseline",
-        f"T_verify {verify[0]:g}–{verify[-1]:g} ms",
-        f"RTT {rtt[0]:g}–{rtt[-1]:g} ms",
-        "GPU-time price",
-        "α −1σ",
-        "α +1σ",
-        "adversarial α",
-    ):
-        table.add_column(col, overflow="fold")
+    return [
+        ("baseline", "baseline"),
+        (f"T_verify {verify[0]:g}–{verify[-1]:g} ms", "verify_latency"),
+        (f"RTT {rtt[0]:g}–{rtt[-1]:g} ms", "rtt"),
+        ("GPU-time price", "gpu_time_pricing"),
+        ("α −1σ", "acceptance_low"),
+        ("α +1σ", "acceptance_high"),
+        ("adversarial α", "adversarial_acceptance"),
+    ]
+
+
+def _summary_table(report: dict[str, Any]) -> Table:
+    table = Table(title=_SUMMARY_TITLE)
+    moved = _assumptions(report)
+    table.add_column("finding", overflow="fold")
+    for heading, _ in moved:
+        table.add_column(heading, overflow="fold")
     for s in report["summary"]:
         table.add_row(
             s["claim"],
-            _cell(s["baseline"]),
-            _cell(s["verify_latency"]),
-            _cell(s["rtt"]),
-            _cell(s["gpu_time_pricing"]),
-            _cell(s["acceptance_low"]),
-            _cell(s["acceptance_high"]),
-            s["adversarial_acceptance"],
+            *(s[key] if key == "adversarial_acceptance" else _cell(s[key]) for _, key in moved),
         )
     return table
+
+
+def _summary_narrow(report: dict[str, Any]) -> list[RenderableType]:
+    """The same findings, one two-column table each (reads at 80 columns)."""
+    out: list[RenderableType] = [f"[bold]{_SUMMARY_TITLE}[/]"]
+    moved = _assumptions(report)
+    for i, s in enumerate(report["summary"], 1):
+        table = Table(
+            title=f"{i}. {s['claim']}", title_justify="left", box=box.SIMPLE, show_header=False
+        )
+        table.add_column("assumption moved", no_wrap=True)
+        table.add_column("the finding")
+        for heading, key in moved:
+            table.add_row(heading, s[key] if key == "adversarial_acceptance" else _cell(s[key]))
+        out.append(table)
+    return out
 
 
 def _optima_table(report: dict[str, Any]) -> Table:
@@ -96,6 +120,44 @@ def _optima_table(report: dict[str, Any]) -> Table:
             else f"{o['energy_j_per_token']:.3f}",
         )
     return table
+
+
+def _short(name: str) -> str:
+    """A target's published name without its organisation prefix (``Qwen/Qwen3-32B``)."""
+    return name.rsplit("/", 1)[-1]
+
+
+def _optima_narrow(report: dict[str, Any]) -> list[RenderableType]:
+    """The baseline optima, one small table per (target, device) (reads at 80 columns)."""
+    title = "Baseline optima (paper definitions; inputs imported, T_verify modelled)"
+    out: list[RenderableType] = [f"[bold]{title}[/]"]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for o in report["baseline"]["optima"]:
+        groups.setdefault((o["target"], o["device"]), []).append(o)
+    for (target, device), rows in groups.items():
+        table = Table(
+            title=f"{_short(target)} · {device}",
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+        )
+        for col, right in (
+            ("objective", False), ("drafter", False), ("K", True), ("tok/s", True),
+            ("tok/USD", True), ("J/tok", True),
+        ):  # fmt: skip
+            table.add_column(col, justify="right" if right else "left", overflow="fold")
+        for o in rows:
+            if o["drafter"] is None:
+                table.add_row(o["objective"], f"[yellow]{o['note']}[/]", "", "", "", "")
+                continue
+            energy = o["energy_j_per_token"]
+            table.add_row(
+                o["objective"], o["drafter"], str(o["k"]), f"{o['goodput_tok_s']:.2f}",
+                f"{o['tokens_per_usd']:,.0f}", "n/a" if energy is None else f"{energy:.3f}",
+            )  # fmt: skip
+        out.append(table)
+    out.append("J/tok n/a: the device has no power data.")
+    return out
 
 
 @paper_app.command("robustness")
@@ -140,8 +202,12 @@ def robustness(
             progress=lambda n: bar.advance(task, n),
         )
     paths = write_report(report, frames, out)
-    console.print(_optima_table(report))
-    console.print(_summary_table(report))
+    if console.width >= WIDE_COLUMNS:
+        console.print(_optima_table(report))
+        console.print(_summary_table(report))
+    else:
+        for part in [*_optima_narrow(report), *_summary_narrow(report)]:
+            console.print(part)
     for key, label in (("verify_ms", "T_verify"), ("rtt_ms", "RTT")):
         n = len(report["sweeps"][key]["crossovers"])
         console.print(f"{n} optimum crossovers along {label} (see robustness.md)")

@@ -250,9 +250,8 @@ def run_quickstart(
                 rtt_ms=s.rtt_ms,
                 uplink_mbps=UNCAPPED_MBPS,
                 downlink_mbps=UNCAPPED_MBPS,
-                round_overhead_ms=overhead_ms,
                 source="measured",
-            )
+            ).with_overheads({s.rtt_ms: overhead_ms})
         )
         times["measure runtime overhead"] = time.perf_counter() - t
 

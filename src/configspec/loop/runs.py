@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from configspec.config import NetworkSettings, RunConfig, RunRecord
+from configspec.config import RunConfig, RunRecord
 from configspec.errors import InvalidInput
 from configspec.loop.runtime import RunPlan, Runtime, RuntimeSettings
 from configspec.progress import NO_PROGRESS, Phase, ProgressEvent, ProgressFn
@@ -92,15 +92,13 @@ def run_configs(
     progress: ProgressFn = NO_PROGRESS,
 ) -> tuple[list[RunRecord], dict[float, float]]:
     """``validate --run``: start a runtime, measure its overhead at every RTT of ``plans``
-    (stored as the network's ``round_overhead_ms`` at the lowest RTT), run and store the
-    plans. Returns the records and the overhead (ms) per RTT (ms)."""
+    (kept per RTT in the network settings, ``round_overhead_by_rtt``, so later
+    re-validation uses the matching one), run and store the plans. Returns the records and
+    the overhead (ms) per RTT (ms)."""
     with Runtime(settings) as runtime:
         rtts = sorted({p.added_rtt_ms for p in plans})
         overheads = measure_overhead(runtime, plans[0].drafter, rtts, progress)
-        net = store.network()
-        store.save_network(
-            NetworkSettings(**{**net.model_dump(), "round_overhead_ms": overheads[rtts[0]]})
-        )
+        store.save_network(store.network().with_overheads(overheads))
         records = run_plans(runtime, plans, store, progress)
     return records, overheads
 

@@ -574,7 +574,8 @@ def validate(
     """Compare every stored run (or ``runs``) matching ``configs`` with the model.
 
     ``overhead_ms_by_rtt`` maps an added RTT (ms) to the runtime overhead measured at it,
-    for runs at several RTTs; other runs use the stored ``round_overhead_ms``.
+    for runs at several RTTs; other runs use the overhead stored for their RTT
+    (``round_overhead_by_rtt``), else the stored ``round_overhead_ms``.
 
     Raises :class:`~configspec.errors.ProfileMissing` naming the profile command to run
     when a piece is missing, and when there are no runs to compare.
@@ -598,10 +599,12 @@ def validate(
         if run.config.k == 0:
             warnings.append(f"run {run.run_id} is K=0 (cloud-only calibration); not validated")
             continue
-        network = profiles.network
-        for rtt, over in (overhead_ms_by_rtt or {}).items():
+        # the overhead measured at this run's RTT: passed in, else stored per RTT
+        over = profiles.network.overhead_at(run.config.added_rtt_ms)
+        for rtt, given in (overhead_ms_by_rtt or {}).items():
             if math.isclose(rtt, run.config.added_rtt_ms):
-                network = network.model_copy(update={"round_overhead_ms": over})
+                over = given
+        network = profiles.network.model_copy(update={"round_overhead_ms": over})
         rows.append(_row(run, profiles, preset, network, fold_contention, warnings))
     if profiles.network.round_overhead_ms == 0:
         warnings.append(
