@@ -1,0 +1,106 @@
+"""The quickstart's prediction error with and without a busy background process.
+
+Runs the whole ``configspec quickstart`` loop (profile, select, run, validate) twice on
+this machine, first as it is, then with ``--busy`` background processes spinning a core
+each (``python -c "while True: pass"``, started here and always stopped at the end), and
+prints the goodput error of both next to each other — with the contention probe folded in
+(what ``validate`` does) and without it (the raw profiles), from the same run records.
+
+Target (issue 14): with one busy process, median |goodput error| ≤ 5 %.
+
+    PYTHONPATH=src python benchmarks/bench_quickstart_busy.py
+
+Writes ``benchmarks/results/bench_quickstart_busy.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_validate import busy_processes, fmt_summary  # noqa: E402
+
+from configspec.loop.quickstart import QuickstartSettings, run_quickstart  # noqa: E402
+from configspec.loop.validate import validate  # noqa: E402
+from configspec.store import atomic_write_json  # noqa: E402
+
+MEDIAN_TARGET = 0.05
+
+
+def one(label: str, settings: QuickstartSettings) -> dict[str, Any]:
+    """Run the quickstart once; its error folded and unfolded, load and wall time."""
+    load0 = os.getloadavg()
+    t = time.perf_counter()
+    result = run_quickstart(settings, lambda _: None, make_report=False)
+    wall = time.perf_counter() - t
+    records = result.store.runs()
+    raw = validate(result.store, runs=records, fold_contention=False)
+    folded = result.validation.summary["goodput"]
+    unfolded = raw.summary["goodput"]
+    load1 = os.getloadavg()
+    print(f"{label}: load {load0[0]:.2f} -> {load1[0]:.2f}, {wall:.0f} s")
+    print(f"    with the contention probe folded in: {fmt_summary(folded)}")
+    print(f"    raw profiles (no probe):             {fmt_summary(unfolded)}")
+    for r in result.validation.rows:
+        g = r.objectives["goodput"]
+        print(f"    {r.drafter:<20} K={r.k}: error {g.error or float('nan'):+.1%} "
+              f"(probe draft ×{r.contention_draft or float('nan'):.2f}, "
+              f"verify ×{r.contention_verify or float('nan'):.2f})")  # fmt: skip
+    return {
+        "load_average_before": load0,
+        "load_average_after": load1,
+        "wall_s": wall,
+        "folded": folded.__dict__,
+        "unfolded": unfolded.__dict__,
+        "rows": [r.__dict__ for r in result.validation.rows],
+    }
+
+
+def main() -> int:
+    """Quickstart quiet, then busy; print both; exit 0 when the busy target is met."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--busy", type=int, default=1)
+    ap.add_argument("--rtt-ms", type=float, default=30.0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_quickstart_busy.json"
+    )
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-qs-busy-"))
+    try:
+        quiet = one(
+            "as is",
+            QuickstartSettings(out=work / "quiet", rtt_ms=args.rtt_ms, threads=args.threads),
+        )
+        with busy_processes(args.busy):
+            busy = one(
+                f"{args.busy} busy process(es)",
+                QuickstartSettings(out=work / "busy", rtt_ms=args.rtt_ms, threads=args.threads),
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    med = busy["folded"]["median_abs_error"]
+    ok = med is not None and med <= MEDIAN_TARGET
+    print(f"busy: median |error| {med:.1%} (target ≤ {MEDIAN_TARGET:.0%}) -> "
+          f"{'PASS' if ok else 'FAIL'}")  # fmt: skip
+    atomic_write_json(
+        args.out,
+        {"benchmark": "bench_quickstart_busy", "busy_processes": args.busy, "passed": ok,
+         "median_target": MEDIAN_TARGET, "as_is": quiet, "busy": busy},
+    )  # fmt: skip
+    print(f"wrote {args.out}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
