@@ -371,7 +371,7 @@ def main() -> int:
                 sd = summarize([r for r in at_t if domain in r.domains])
                 by_domain[domain] = {k: v.__dict__ for k, v in sd.items()}
                 print(f"    {domain:<14} goodput {fmt_summary(sd['goodput'])}; "
-                      f"timing-only (measured E(K)) {fmt_summary(sd['goodput_timing'])}")  # fmt: skip
+                      f"timing-only {fmt_summary(sd['goodput_timing'])}")  # fmt: skip
             report[f"T={temp:g}"] = {
                 "profiled_domains": s.__dict__, "left_out": sl.__dict__, "by_domain": by_domain,
             }  # fmt: skip
