@@ -183,7 +183,7 @@ def main() -> None:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "configurations": n,
-        "speculative_configurations": int((space.inputs.mode == 0).sum()),
+        "speculative_configurations": int((space.inputs.mode == R.Mode.SPECULATIVE).sum()),
         "pareto_front_size": int(front.size),
         "best": {k: int(v) if v is not None else None for k, v in best.items()},
         "load_and_enumerate_s": load_s,

@@ -26,6 +26,10 @@ from configspec._version import __version__, git_revision
 SCHEMA_VERSION = 1
 
 Source = Literal["measured", "estimated", "fitted", "modelled", "imported", "illustrative"]
+Estimator = Literal[
+    "student_t", "normal", "bootstrap_ratio", "bootstrap_median", "bootstrap_prompts"
+]
+"""Which 95% interval estimator produced an :class:`Estimate` (see :mod:`configspec.stats`)."""
 """Where a number came from. ``illustrative`` marks example data that is not a measurement."""
 
 
@@ -37,7 +41,9 @@ class Estimate(_Strict):
     """A statistic with its uncertainty: mean and a confidence interval (default 95%).
 
     ``ci_low``/``ci_high`` default to the mean (no uncertainty known); ``n`` is the number
-    of samples behind it (0 when unknown, e.g. imported figures).
+    of samples behind it (0 when unknown, e.g. imported figures); ``estimator`` names the
+    interval's estimator (:mod:`configspec.stats`), None when there is no interval or the
+    file predates the field (schema 1 files without it still load).
     """
 
     mean: float
@@ -45,6 +51,7 @@ class Estimate(_Strict):
     ci_high: float | None = None
     n: int = Field(default=0, ge=0)
     source: Source = "measured"
+    estimator: Estimator | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> Estimate:

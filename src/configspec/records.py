@@ -9,7 +9,24 @@ intervals of the profiles (see :mod:`configspec.model.evaluate`).
 
 from __future__ import annotations
 
+from enum import IntEnum
 from typing import Final
+
+# --- limits and definitions shared by every stage ----------------------------------------
+K_LIMIT: Final = 64
+"""Largest K (draft tokens per round) anywhere: profiling sweeps, the search, the verifier
+protocol, the runtime and the CLI. 64 is the wire protocol's cap (a verify request carries
+at most K+1 positions); the search used to allow 256, but a configuration above 64 could
+never be run, profiled or validated, and acceptance at such K is indistinguishable from
+its limit E(K) → 1/(1-α)."""
+
+
+def mean_decoding_context_tokens(prompt_tokens: float, generated_tokens: float) -> float:
+    """Mean context (tokens) while decoding ``generated_tokens`` after a prompt of
+    ``prompt_tokens``: the context grows by one token per token produced, so on average it
+    is the prompt plus half the generation."""
+    return prompt_tokens + generated_tokens / 2
+
 
 # --- identity of a configuration -----------------------------------------------------
 MODE: Final = "mode"
@@ -85,3 +102,42 @@ IDENTITY_COLUMNS: Final = (MODE, DEVICE, DRAFTER, QUANTIZATION, TARGET, K)
 MODE_SPECULATIVE: Final = "speculative"
 MODE_CLOUD_ONLY: Final = "cloud_only"
 MODE_EDGE_ONLY: Final = "edge_only"
+
+MODE_LABELS: Final = (MODE_SPECULATIVE, MODE_CLOUD_ONLY, MODE_EDGE_ONLY)
+"""The :data:`MODE` column's values, indexed by :class:`Mode`."""
+
+
+class Mode(IntEnum):
+    """How a configuration decodes (an ``IntEnum`` so the model's arrays hold it)."""
+
+    SPECULATIVE = 0
+    CLOUD_ONLY = 1
+    """K=0: the target decodes autoregressively over the network."""
+    EDGE_ONLY = 2
+    """K=0: the drafter decodes alone on the device."""
+
+    @property
+    def label(self) -> str:
+        """The :data:`MODE` column's value (``speculative``, ``cloud_only``, ``edge_only``)."""
+        return MODE_LABELS[self]
+
+
+ACCEPTANCE_SOURCE_LABELS: Final = ("none", "alpha", "per_position", "by_k")
+"""The :data:`ACCEPTANCE_SOURCE` column's values, indexed by :class:`AcceptanceSource`."""
+
+
+class AcceptanceSource(IntEnum):
+    """Which acceptance data gave E(K) (later ones override earlier ones where present)."""
+
+    NONE = 0
+    ALPHA = 1
+    """One acceptance rate α, i.i.d. positions."""
+    PER_POSITION = 2
+    """Conditional acceptance per draft position."""
+    BY_K = 3
+    """Figures measured at this K."""
+
+    @property
+    def label(self) -> str:
+        """The :data:`ACCEPTANCE_SOURCE` column's value."""
+        return ACCEPTANCE_SOURCE_LABELS[self]

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from configspec.errors import InvalidInput
+from configspec.model.acceptance import tokens_per_round_from_alpha, tokens_per_round_from_positions
 from configspec.profiling.acceptance import (
     block_match_matrix,
     check_temperature,
@@ -18,8 +19,6 @@ from configspec.profiling.acceptance import (
     overlap_topk_full,
     overlap_topk_onehot,
     positional_matrix,
-    predict_tokens_per_round_iid,
-    predict_tokens_per_round_positional,
     prompt_stats,
     simulate_rounds,
     softmax_temperature,
@@ -102,17 +101,17 @@ def test_constant_rate_matches_iid_formula(alpha: float, k: int) -> None:
     b = positional_matrix(np.full(20_000, alpha), k)
     r = simulate_rounds(b, k)
     assert r.tokens / r.rounds == pytest.approx(
-        float(predict_tokens_per_round_iid(alpha, k)), rel=2e-3
+        float(tokens_per_round_from_alpha(alpha, k)), rel=2e-3
     )
     expected_fraction = (alpha - alpha ** (k + 1)) / (1 - alpha) / k
     assert r.accepted / r.drafted == pytest.approx(expected_fraction, rel=2e-3)
 
 
 def test_iid_and_positional_predictions() -> None:
-    assert predict_tokens_per_round_iid(0.5, [1, 2]).tolist() == [1.5, 1.75]
-    assert predict_tokens_per_round_iid(1.0, [1, 4]).tolist() == [2.0, 5.0]
-    assert predict_tokens_per_round_positional([1.0, 0.5]).tolist() == [2.0, 2.5]
-    assert predict_tokens_per_round_positional([0.5, 0.5]).tolist() == [1.5, 1.75]
+    assert tokens_per_round_from_alpha(0.5, [1, 2]).tolist() == [1.5, 1.75]
+    assert tokens_per_round_from_alpha(1.0, [1, 4]).tolist() == [2.0, 5.0]
+    assert tokens_per_round_from_positions([1.0, 0.5])[1:].tolist() == [2.0, 2.5]
+    assert tokens_per_round_from_positions([0.5, 0.5])[1:].tolist() == [1.5, 1.75]
 
 
 def test_rounds_start_after_prefill_token() -> None:

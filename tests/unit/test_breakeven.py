@@ -37,7 +37,9 @@ def _spec_pays(space, objective: str, rtt_ms: float) -> bool:  # type: ignore[no
     cols = evaluate_grid(space.inputs, link_from_network(NET, rtt_ms), CONFIGSPEC)
     vals = cols[R.OBJECTIVE_COLUMNS[objective]]
     mode = space.inputs.mode
-    return bool(np.nanmax(vals[mode == 0]) > np.nanmax(vals[mode == 1]))
+    return bool(
+        np.nanmax(vals[mode == R.Mode.SPECULATIVE]) > np.nanmax(vals[mode == R.Mode.CLOUD_ONLY])
+    )
 
 
 def _spec_row(sel) -> int:  # type: ignore[no-untyped-def]

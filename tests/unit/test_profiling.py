@@ -23,8 +23,10 @@ from configspec.profiling.device import (
     build_context,
     check_profile_models,
 )
-from configspec.profiling.stats import estimate, relative_half_width, repeat_until, t975
+from configspec.profiling.stats import repeat_until
 from configspec.profiling.verification import VerificationProfiler, parse_price
+from configspec.stats import relative_half_width, t975
+from configspec.stats import student_t_mean as estimate
 from configspec.store import ProfileStore, load_profile
 
 IDENT = ModelIdentity(

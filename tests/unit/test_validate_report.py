@@ -303,3 +303,33 @@ def test_overhead_is_kept_per_rtt_and_matched_on_revalidation(profiles: Path) ->
     assert low is not None and high is not None
     # the predicted link + overhead differs by the injected RTT and the per-RTT overheads
     assert high - low == pytest.approx(100.0 + 8.0 - 2.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("billed", ["positions", "draft_tokens"])
+@pytest.mark.parametrize("k", [0, 1, 4])
+def test_measured_cost_agrees_with_the_model_cost_at_every_k(billed: str, k: int) -> None:
+    """validate prices measured rounds with the model's own cost functions: K=0 rounds
+    (cloud-only) bill their one generated token under either rule (they used to bill 0
+    under ``draft_tokens``, which made the measured figure disagree with the model)."""
+    from tests.unit._model_factory import verification
+
+    from configspec.config import GpuTimePrice, PerTokenPrice
+    from configspec.loop.validate import measured_cost
+    from configspec.model.cost import gpu_time_cost_usd, per_token_cost_usd
+
+    rounds = [
+        RoundTiming(
+            round=i, k=k, accepted=min(k, 1), bonus=k <= 1, draft_ms=1.0, verify_ms=40.0,
+            server_ms=40.0, network_ms=2.0, round_ms=43.0,
+        )
+        for i in range(10)
+    ]  # fmt: skip
+    tokens_per_round = min(k, 1) + 1
+    per_token = PerTokenPrice(price_usd_per_million_tokens=2.0, billed=billed)  # type: ignore[arg-type]
+    est = measured_cost(rounds, verification(price=per_token))
+    model_usd = float(per_token_cost_usd(k, 2.0, billed == "draft_tokens"))
+    assert est is not None and est.mean == pytest.approx(tokens_per_round / model_usd)
+    gpu = GpuTimePrice(price_usd_per_hour=3.0, overhead_ms_per_round=5.0)
+    est = measured_cost(rounds, verification(price=gpu))
+    model_usd = float(gpu_time_cost_usd(40.0, 3.0, 5.0))
+    assert est is not None and est.mean == pytest.approx(tokens_per_round / model_usd)

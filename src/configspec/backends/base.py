@@ -25,6 +25,21 @@ import numpy.typing as npt
 FloatArray = npt.NDArray[np.float32]
 
 
+class HasVocabulary(Protocol):
+    """Anything that names a vocabulary: a :class:`ModelIdentity` or a served target."""
+
+    @property
+    def tokenizer_fingerprint(self) -> str: ...
+
+    @property
+    def vocab_size(self) -> int: ...
+
+
+def same_tokenizer(a: HasVocabulary, b: HasVocabulary) -> bool:
+    """True when ``a`` and ``b`` tokenize alike (same fingerprint and vocabulary size)."""
+    return a.tokenizer_fingerprint == b.tokenizer_fingerprint and a.vocab_size == b.vocab_size
+
+
 @dataclass(frozen=True)
 class ModelIdentity:
     """What a model is, read from its GGUF metadata rather than its file name.

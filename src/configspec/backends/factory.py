@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from configspec.backends.base import Drafter, ModelIdentity, Target, Tokenizing
+from configspec.backends.base import Drafter, ModelIdentity, Target, Tokenizing, same_tokenizer
 from configspec.backends.llamacpp import (
     LlamaCppDrafter,
     LlamaCppModel,
@@ -58,10 +58,7 @@ def profiling_n_ctx(tokens_needed: int) -> int:
 
 def check_compatible(drafter: ModelIdentity, target: ModelIdentity) -> None:
     """Raise :class:`IncompatibleModels` unless both use the same tokenizer."""
-    if (
-        drafter.tokenizer_fingerprint != target.tokenizer_fingerprint
-        or drafter.vocab_size != target.vocab_size
-    ):
+    if not same_tokenizer(drafter, target):
         raise IncompatibleModels(
             f"drafter {drafter.name} (family {drafter.family}, vocab {drafter.vocab_size}) "
             f"and target {target.name} (family {target.family}, vocab {target.vocab_size}) "

@@ -118,6 +118,16 @@ def is_url(text: str) -> bool:
     return parse_spec(text).is_url
 
 
+MODEL_FREE_PREFIXES = (NGRAM, "prompt-lookup")
+"""Names of drafters without a model file: the n-gram drafter and prompt lookup."""
+
+
+def is_model_free(name: str) -> bool:
+    """True for a drafter spec or profiled name without a model file (``ngram``,
+    ``ngram:2-4``, ``ngram[1-3]``, ``prompt-lookup...``; any case)."""
+    return name.lower().startswith(MODEL_FREE_PREFIXES)
+
+
 def spec_of_name(name: str) -> str:
     """The spec that opens the drafter profiled as ``name`` (``ngram[2-4]`` →
     ``ngram:2-4``, ``ngram[1-3]`` → ``ngram``); other names are their own spec."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,7 +13,8 @@ from rich.table import Table
 from configspec.cli._console import console, err_console, make_progress, rich_progress
 
 if TYPE_CHECKING:
-    pass
+    from configspec.loop.quickstart import QuickstartResult
+    from configspec.loop.validate import ValidationResult
 
 PROFILES = typer.Option(Path("profiles"), "--profiles", help="Profile directory.")
 
@@ -49,11 +49,8 @@ def _num(x: float | None, digits: int = 3) -> str:
     return "—" if x is None else f"{x:.{digits}g}"
 
 
-def render_validation(result: object) -> None:
+def render_validation(result: ValidationResult) -> None:
     """Print the predicted-vs-measured table and the error summary."""
-    from configspec.loop.validate import ValidationResult
-
-    assert isinstance(result, ValidationResult)
     table = Table(
         title="validation: predicted (modelled from profiles) vs measured (real runtime)",
         title_justify="left",
@@ -238,11 +235,9 @@ def quickstart_command(
     atomic_write_json(summary, {"validation": result.validation.to_json(), "step_s": result.step_s})
 
 
-def _render_optima(result: object) -> None:
+def _render_optima(result: QuickstartResult) -> None:
     from configspec import records as R
-    from configspec.loop.quickstart import QuickstartResult
 
-    assert isinstance(result, QuickstartResult)
     sel = result.selection
     t = sel.table
     table = Table(
@@ -300,4 +295,3 @@ def _render_optima(result: object) -> None:
             "(raise --k-max)",
             highlight=False,
         )
-    _ = json  # json kept for symmetry with validate --json

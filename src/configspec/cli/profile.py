@@ -10,6 +10,7 @@ import itertools
 import os
 import platform
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
@@ -17,7 +18,13 @@ from rich.table import Table
 from configspec.cli._console import console, progress_events
 from configspec.config import Estimate
 from configspec.errors import InvalidInput
+from configspec.records import K_LIMIT
 from configspec.store import ProfileStore
+
+if TYPE_CHECKING:
+    from configspec.config import DeviceProfile
+    from configspec.profiling.device import DeviceSweepSettings
+    from configspec.profiling.sweep import SweepReport
 
 profile_app = typer.Typer(
     help="Measure drafters on this device, targets in the cloud, and store the profiles.",
@@ -88,7 +95,7 @@ def device(
         None, "--device", help="Device name (default: host name, -Nt suffix if emulated)."
     ),
     description: str = typer.Option("", "--description", help="Free-text device description."),
-    k_max: int = typer.Option(16, "--k-max", help="Largest K profiled (1..64)."),
+    k_max: int = typer.Option(16, "--k-max", help=f"Largest K profiled (1..{K_LIMIT})."),
     context: list[int] = CONTEXT_OPTION,
     threads: int = typer.Option(None, "--threads", help="llama.cpp threads (default: all CPUs)."),
     cpus: str = typer.Option(None, "--cpus", help="CPU affinity, e.g. 0-1 (emulates a device)."),
@@ -164,6 +171,12 @@ def device(
 
                 write_trace(meter_record, power.trace())
 
+    console.print(_device_table(profile, settings))
+    _print_device_summary(profile, settings, report, path, ci)
+
+
+def _device_table(profile: DeviceProfile, settings: DeviceSweepSettings) -> Table:
+    """Per-token latency at K=1 and K_max per context, prefill, catch-up, memory, power."""
     table = Table(title=f"device profile {profile.device.name}" + (
         " (emulated)" if profile.device.emulated else ""))  # fmt: skip
     table.add_column("drafter", no_wrap=True)
@@ -188,7 +201,16 @@ def device(
             _fmt(d.draft_power_w),
         ]
         table.add_row(*row)
-    console.print(table)
+    return table
+
+
+def _print_device_summary(
+    profile: DeviceProfile,
+    settings: DeviceSweepSettings,
+    report: SweepReport[Any],
+    path: Path,
+    ci: float,
+) -> None:
     n_ok = report.converged_points
     idle = f"idle {_fmt(profile.idle_power_w, ' W')}, " if profile.idle_power_w else ""
     meter_line = f"meter {profile.meter.name} ({profile.meter.source})" if profile.meter else (

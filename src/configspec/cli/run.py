@@ -12,6 +12,7 @@ from rich.table import Table
 
 from configspec.cli._console import console, err_console
 from configspec.errors import InvalidInput
+from configspec.records import K_LIMIT
 
 if TYPE_CHECKING:
     from configspec.config import RunRecord
@@ -30,7 +31,7 @@ def edge(
     tokenizer: str | None = typer.Option(
         None, help="GGUF or registered model whose vocabulary the ngram drafter uses."
     ),
-    k: int = typer.Option(..., "--k", min=0, max=64, help="Draft tokens per round (K)."),
+    k: int = typer.Option(..., "--k", min=0, max=K_LIMIT, help="Draft tokens per round (K)."),
     temperature: float = typer.Option(0.0, min=0.0, help="0 = greedy, > 0 = sampling."),
     max_tokens: int = typer.Option(128, min=1, help="Tokens to generate."),
     prompt: str | None = typer.Option(None, help="Prompt text."),

@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from configspec import records as R
-from configspec.cli._console import console, err_console, make_progress
+from configspec.cli._console import console, err_console, make_progress, rich_progress
 from configspec.deploy import ENGINES, Deployment, emit
 from configspec.deploy.fingerprint import fingerprint_warnings, installed_fingerprint
 from configspec.errors import InvalidInput
@@ -30,21 +30,18 @@ from configspec.search import (
     PairBest,
     SearchSettings,
     Selection,
-    best_per_pair,
     config_label,
-    crossovers,
     largest_k_searched,
     parse_constraints,
     pick,
 )
-from configspec.search.breakeven import Breakeven, breakeven
+from configspec.search.breakeven import Breakeven
 from configspec.search.export import energy_provenance, selection_csv, selection_record
+from configspec.search.policy import ReportPolicy, SelectionExtras, extras, wants_sensitivity
 from configspec.search.space import read_profiles, space_from_profiles
 from configspec.store import ProfileStore, atomic_write_text
 
 FORMATS = ("table", "json", "csv")
-SENSITIVITY_AUTO_LIMIT = 200_000
-PER_PAIR_AUTO_LIMIT = 24
 OBJECTIVE_UNITS = {"goodput": "tok/s", "cost": "tok/USD", "energy": "tok/J"}
 
 
@@ -386,16 +383,47 @@ def _deployment(sel: Selection, engine: str, model_dir: str, server_url: str | N
     )
 
 
+# The longer option declarations of `select`, declared once here.
+_CONSTRAINT = typer.Option(
+    [],
+    "--constraint",
+    "-c",
+    help="KEY=VALUE: min_goodput_tok_s, max_cost_usd_per_mtok, max_energy_j_per_token.",
+)
+_SENSITIVITY = typer.Option(
+    None,
+    "--sensitivity/--no-sensitivity",
+    help="Report RTT and price crossovers (default: on up to 200,000 configurations).",
+)
+_EMIT_ENGINE = typer.Option(
+    None,
+    "--emit",
+    help="Print deploy commands: llama-server | llama-cpp-python | vllm | configspec.",
+)
+_SHOW_BREAKEVEN = typer.Option(
+    True, "--breakeven/--no-breakeven", help="Breakeven acceptance and RTT per objective."
+)
+_PER_PAIR = typer.Option(
+    None,
+    "--per-pair/--no-per-pair",
+    help="Optimum per objective for every (target, device) pair (default: on for 2 to 24 pairs).",
+)
+_DEPLOYED_FINGERPRINT = typer.Option(
+    None,
+    help="JSON fingerprint of the deployment (engine, engine_version, build_flags, "
+    "threads, device, model_sha256); default: the installed llama-cpp-python.",
+)
+_ALLOW_EDGE_ONLY = typer.Option(
+    False, help="Let edge-only decoding (the drafter's own text) be selected."
+)
+_MAX_PROFILE_AGE_DAYS = typer.Option(90.0, help="Warn about profiles older than this (days).")
+
+
 def select_command(
     profiles: Path = typer.Option(..., "--profiles", "-p", help="Profile directory."),
     objective: str = typer.Option("goodput", help="goodput | cost | energy | pareto."),
     rtt_ms: float | None = typer.Option(None, "--rtt-ms", help="Override the network RTT (ms)."),
-    constraint: list[str] = typer.Option(
-        [],
-        "--constraint",
-        "-c",
-        help="KEY=VALUE: min_goodput_tok_s, max_cost_usd_per_mtok, max_energy_j_per_token.",
-    ),
+    constraint: list[str] = _CONSTRAINT,
     model: str = typer.Option("configspec", "--model", help="Model preset: configspec | paper."),
     fmt: str = typer.Option("table", "--format", help="table | json | csv."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write here (atomically)."),
@@ -407,41 +435,82 @@ def select_command(
     drafter: list[str] = typer.Option([], "--drafter", help="Only these drafters."),
     target: list[str] = typer.Option([], "--target", help="Only these targets."),
     top: int = typer.Option(10, help="Rows in the table / JSON top list."),
-    allow_edge_only: bool = typer.Option(
-        False, help="Let edge-only decoding (the drafter's own text) be selected."
-    ),
-    sensitivity: bool | None = typer.Option(
-        None,
-        "--sensitivity/--no-sensitivity",
-        help="Report RTT and price crossovers (default: on up to 200,000 configurations).",
-    ),
+    allow_edge_only: bool = _ALLOW_EDGE_ONLY,
+    sensitivity: bool | None = _SENSITIVITY,
     rows: str = typer.Option("feasible", help="CSV rows: feasible | all | pareto."),
-    emit_engine: str | None = typer.Option(
-        None,
-        "--emit",
-        help="Print deploy commands: llama-server | llama-cpp-python | vllm | configspec.",
-    ),
+    emit_engine: str | None = _EMIT_ENGINE,
     model_dir: str = typer.Option("models", help="Where --emit expects <model id>.gguf files."),
     server_url: str | None = typer.Option(None, help="Verifier URL for --emit configspec."),
-    show_breakeven: bool = typer.Option(
-        True, "--breakeven/--no-breakeven", help="Breakeven acceptance and RTT per objective."
-    ),
-    per_pair: bool | None = typer.Option(
-        None,
-        "--per-pair/--no-per-pair",
-        help="Optimum per objective for every (target, device) pair "
-        "(default: on for 2 to 24 pairs).",
-    ),
-    max_profile_age_days: float = typer.Option(
-        90.0, help="Warn about profiles older than this (days)."
-    ),
-    deployed_fingerprint: Path | None = typer.Option(
-        None,
-        help="JSON fingerprint of the deployment (engine, engine_version, build_flags, "
-        "threads, device, model_sha256); default: the installed llama-cpp-python.",
-    ),
+    show_breakeven: bool = _SHOW_BREAKEVEN,
+    per_pair: bool | None = _PER_PAIR,
+    max_profile_age_days: float = _MAX_PROFILE_AGE_DAYS,
+    deployed_fingerprint: Path | None = _DEPLOYED_FINGERPRINT,
 ) -> None:
     """Select the best drafter, quantisation, K and device for an objective."""
+    _check_options(objective, fmt, model, rows, emit_engine, context_tokens, temperature, top)
+    if not profiles.is_dir():
+        raise InvalidInput(f"--profiles {profiles} is not a directory; pass a profile directory")
+    preset = get_preset(model)
+    settings = SearchSettings(
+        k_max=k_max,
+        context_tokens=context_tokens,
+        domain=domain,
+        temperature=temperature,
+        devices=tuple(device),
+        drafters=tuple(drafter),
+        targets=tuple(target),
+    )
+    constraints = parse_constraints(constraint, allow_edge_only=allow_edge_only)
+    deployed = _read_fingerprint(deployed_fingerprint)
+    with err_console.status("reading profiles and evaluating the configuration space"):
+        loaded = read_profiles(ProfileStore(profiles))
+        space = space_from_profiles(loaded, preset, settings)
+        sel = pick(space, loaded.network, objective, preset, constraints, rtt_ms)
+    sel.warnings.extend(
+        fingerprint_warnings(
+            loaded.devices, loaded.alignments, loaded.verifications, deployed, max_profile_age_days
+        )
+    )
+    deployment = None
+    if emit_engine is not None:
+        deployment = _deployment(sel, emit_engine, model_dir, server_url)
+    policy = ReportPolicy(
+        sensitivity=sensitivity,
+        per_pair=per_pair,
+        breakeven=show_breakeven,
+        machine_rows=fmt == "csv",
+    )
+    if wants_sensitivity(policy, space, objective):  # the sweeps take a while: a bar
+        with make_progress(transient=True) as bar:
+            found = extras(sel, space, loaded.network, policy, rich_progress(bar))
+    else:
+        found = extras(sel, space, loaded.network, policy)
+    if fmt == "json":
+        text = _json_text(sel, top, found, deployment)
+    elif fmt == "csv":
+        text = selection_csv(sel, rows)
+    else:
+        text = _table_text(sel, top, found, deployment, to_file=output is not None)
+    for w in sel.warnings:
+        err_console.print(f"[yellow]note:[/] {w}", highlight=False, soft_wrap=True)
+    if output is not None:
+        atomic_write_text(output, text)
+        err_console.print(f"wrote {output}")
+    elif fmt != "table":
+        typer.echo(text, nl=False)
+
+
+def _check_options(
+    objective: str,
+    fmt: str,
+    model: str,
+    rows: str,
+    emit_engine: str | None,
+    context_tokens: int,
+    temperature: float,
+    top: int,
+) -> None:
+    """One line per bad option value (the value and the valid choices in the message)."""
     if objective not in OBJECTIVES:
         raise InvalidInput(f"--objective {objective!r} is unknown; use {' | '.join(OBJECTIVES)}")
     if fmt not in FORMATS:
@@ -460,99 +529,58 @@ def select_command(
         )
     if top < 1:
         raise InvalidInput(f"--top {top} must be ≥ 1")
-    if not profiles.is_dir():
-        raise InvalidInput(f"--profiles {profiles} is not a directory; pass a profile directory")
-    preset = get_preset(model)
-    settings = SearchSettings(
-        k_max=k_max,
-        context_tokens=context_tokens,
-        domain=domain,
-        temperature=temperature,
-        devices=tuple(device),
-        drafters=tuple(drafter),
-        targets=tuple(target),
-    )
-    constraints = parse_constraints(constraint, allow_edge_only=allow_edge_only)
-    deployed = _read_fingerprint(deployed_fingerprint)
-    with err_console.status("reading profiles and evaluating the configuration space"):
-        loaded = read_profiles(ProfileStore(profiles))
-        space = space_from_profiles(loaded, preset, settings)
-        network = loaded.network
-        sel = pick(space, network, objective, preset, constraints, rtt_ms)
-    sel.warnings.extend(
-        fingerprint_warnings(
-            loaded.devices, loaded.alignments, loaded.verifications, deployed, max_profile_age_days
-        )
-    )
-    deployment = None
-    if emit_engine is not None:
-        deployment = _deployment(sel, emit_engine, model_dir, server_url)
-    report: list[Breakeven] = []
-    if show_breakeven and fmt != "csv" and (space.inputs.mode == 0).any():
-        report = breakeven(sel)
-    crossings: list[Crossover] = []
-    if sensitivity is None:
-        sensitivity = len(space) <= SENSITIVITY_AUTO_LIMIT
-    if sensitivity and objective != "pareto" and fmt != "csv":
-        with make_progress(transient=True) as bar:
-            bar.add_task("sensitivity sweeps", total=2)
-            if preset.include_network:
-                crossings += crossovers(
-                    space, network, preset, constraints, objective, "rtt_ms", 0, 1000
-                )
-            bar.advance(bar.task_ids[0])
-            crossings += crossovers(
-                space, network, preset, constraints, objective, "price_scale", 0.1, 10.0
-            )
-            bar.advance(bar.task_ids[0])
 
-    pairs = best_per_pair(sel) if per_pair is not False and fmt != "csv" else []
-    n_pairs = len({(p.target, p.device) for p in pairs})
-    if per_pair is None and not 2 <= n_pairs <= PER_PAIR_AUTO_LIMIT:
-        pairs = []  # one pair repeats the optimum; hundreds would bury it
 
-    if fmt == "json":
-        doc = selection_record(sel, top, crossings)
-        if pairs:
-            doc["per_pair"] = _pair_record(sel, pairs)
-        doc["breakeven"] = [b.__dict__ for b in report]
-        if deployment is not None:
-            doc["deployment"] = {
-                "engine": deployment.engine,
-                "version": deployment.version,
-                "commands": deployment.commands,
-                "shell": deployment.shell(),
-                "notes": deployment.notes,
-            }
-        text = json.dumps(doc, indent=2) + "\n"
-    elif fmt == "csv":
-        text = selection_csv(sel, rows)
-    else:
-        if output is not None:
-            with open(os.devnull, "w") as sink:
-                rec = Console(record=True, width=170, file=sink)
-                _render(sel, rec, top, crossings)
-                _render_per_pair(sel, rec, pairs)
-                _render_breakeven(rec, report)
-                if deployment is not None:
-                    _render_deployment(rec, deployment)
-            text = rec.export_text()
-        else:
-            # Piped output has no width; give the table room instead of rich's 80 columns.
-            out = console if console.is_terminal else Console(width=170, highlight=False)
-            _render(sel, out, top, crossings)
-            _render_per_pair(sel, out, pairs)
-            _render_breakeven(out, report)
-            if deployment is not None:
-                _render_deployment(out, deployment)
-            text = ""
-    for w in sel.warnings:
-        err_console.print(f"[yellow]note:[/] {w}", highlight=False, soft_wrap=True)
-    if output is not None:
-        atomic_write_text(output, text)
-        err_console.print(f"wrote {output}")
-    elif fmt != "table":
-        typer.echo(text, nl=False)
+def _json_text(
+    sel: Selection, top: int, found: SelectionExtras, deployment: Deployment | None
+) -> str:
+    doc = selection_record(sel, top, found.crossings)
+    if found.pairs:
+        doc["per_pair"] = _pair_record(sel, found.pairs)
+    doc["breakeven"] = [b.__dict__ for b in found.breakeven]
+    if deployment is not None:
+        doc["deployment"] = {
+            "engine": deployment.engine,
+            "version": deployment.version,
+            "commands": deployment.commands,
+            "shell": deployment.shell(),
+            "notes": deployment.notes,
+        }
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def _table_text(
+    sel: Selection,
+    top: int,
+    found: SelectionExtras,
+    deployment: Deployment | None,
+    *,
+    to_file: bool,
+) -> str:
+    """Render the tables: recorded and returned as text for a file, else printed ("")."""
+    if to_file:
+        with open(os.devnull, "w") as sink:
+            out = Console(record=True, width=170, file=sink)
+            _render_all(out, sel, top, found, deployment)
+        return out.export_text()
+    # Piped output has no width; give the table room instead of rich's 80 columns.
+    out = console if console.is_terminal else Console(width=170, highlight=False)
+    _render_all(out, sel, top, found, deployment)
+    return ""
+
+
+def _render_all(
+    out: Console,
+    sel: Selection,
+    top: int,
+    found: SelectionExtras,
+    deployment: Deployment | None,
+) -> None:
+    _render(sel, out, top, found.crossings)
+    _render_per_pair(sel, out, found.pairs)
+    _render_breakeven(out, found.breakeven)
+    if deployment is not None:
+        _render_deployment(out, deployment)
 
 
 def _read_fingerprint(path: Path | None) -> dict[str, object]:

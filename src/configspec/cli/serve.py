@@ -9,6 +9,7 @@ import typer
 
 from configspec.cli._console import console, err_console
 from configspec.errors import InvalidInput
+from configspec.records import K_LIMIT
 
 app = typer.Typer(help="Run the cloud verifier or a network delay proxy.", no_args_is_help=True)
 
@@ -36,7 +37,7 @@ def verifier(
         1, min=1, help="Target instances (each keeps one session's cache warm)."
     ),
     max_sessions: int = typer.Option(32, min=1, help="Most sessions open at once."),
-    max_k: int = typer.Option(16, min=1, max=64, help="Largest K accepted per round."),
+    max_k: int = typer.Option(16, min=1, max=K_LIMIT, help="Largest K accepted per round."),
     session_ttl_s: float = typer.Option(300.0, min=0.1, help="Idle seconds before expiry."),
     offload: bool = typer.Option(
         True,

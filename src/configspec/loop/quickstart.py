@@ -21,7 +21,8 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,6 +138,23 @@ def _spec_for(name: str, specs: Sequence[str]) -> str:
     return next((s for s in specs if parse_spec(s).matches(name)), spec_of_name(name))
 
 
+@dataclass
+class StepTimer:
+    """Times the quickstart's steps: announces each (``on_step``) and records its wall
+    time in seconds under its name."""
+
+    on_step: Callable[[str], None]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        """Announce step ``name`` and time the block (recorded only when it succeeds)."""
+        self.on_step(name)
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = time.perf_counter() - start
+
+
 def run_quickstart(
     s: QuickstartSettings,
     progress: ProgressFn,
@@ -144,28 +162,62 @@ def run_quickstart(
     make_report: bool = True,
 ) -> QuickstartResult:
     """Run the whole loop (module docstring) into ``s.out``; return what it found."""
-    from configspec.backends.models import prepare_family
-    from configspec.power import make_meter
-    from configspec.profiling.alignment import AlignmentSettings, profile_alignment
-    from configspec.profiling.device import DeviceProfiler, DeviceSweepSettings
-    from configspec.profiling.verification import VerificationProfiler, VerifySweepSettings
-
     store = ProfileStore(s.out / "profiles")
-    times: dict[str, float] = {}
+    timer = StepTimer(on_step)
+    with timer.step("prepare models"):
+        _prepare_models(s, progress)
+    with timer.step("profile device"):
+        device = _profile_device(s, store, progress)
+    with timer.step("profile verification"):
+        price_note = _profile_verification(s, store, progress)
+    with timer.step("profile alignment"):
+        prompts = select_prompts(bundled_prompts(), s.prompts_per_domain)
+        _profile_alignment(s, store, prompts, progress)
+    with Runtime(_runtime_settings(s, prompts, device)) as runtime:
+        with timer.step("measure runtime overhead"):
+            overhead_ms = _measure_overhead(runtime, s, store, progress)
+        with timer.step("select"):
+            selection = _select(runtime, s, store)
+        with timer.step("validate"):
+            plans = plans_to_validate(selection, list(s.drafters), s.validate_ks, s.rtt_ms)
+            records = run_plans(
+                runtime, plans, store, progress, spec_for=lambda n: _spec_for(n, s.drafters)
+            )
+            result = validate(store, runs=records)
+    report_path = None
+    if make_report:
+        from configspec.report.build import write_report
 
-    def step(name: str) -> float:
-        on_step(name)
-        return time.perf_counter()
+        with timer.step("report"):
+            report_path = write_report(store, s.out / "report", progress=progress)
+    return QuickstartResult(
+        store=store,
+        selection=selection,
+        validation=result,
+        report_path=report_path,
+        overhead_ms=overhead_ms,
+        price_note=price_note,
+        step_s=timer.seconds,
+        link=str(records[0].provenance.settings.get("link", "")) if records else "",
+    )
 
-    t = step("prepare models")
+
+def _prepare_models(s: QuickstartSettings, progress: ProgressFn) -> None:
+    """Step 1: the embedded model family in the cache."""
+    from configspec.backends.models import prepare_family
+
     prepare_family(
         s.cache_dir,
         on_step=lambda i, n, what: progress(ProgressEvent("prepare models", i, n, what)),
     )
     progress(ProgressEvent("prepare models", 1, 1, "ready"))
-    times["prepare models"] = time.perf_counter() - t
 
-    t = step("profile device")
+
+def _profile_device(s: QuickstartSettings, store: ProfileStore, progress: ProgressFn) -> str:
+    """Step 2: drafting latency, memory and power of this device; returns its name."""
+    from configspec.power import make_meter
+    from configspec.profiling.device import DeviceProfiler, DeviceSweepSettings
+
     meter = make_meter("auto")
     meter.probe()
     device = s.device or f"{platform.node() or 'device'}-{s.threads}t"
@@ -192,9 +244,13 @@ def run_quickstart(
         ).run(progress)
     finally:
         meter.close()
-    times["profile device"] = time.perf_counter() - t
+    return device
 
-    t = step("profile verification")
+
+def _profile_verification(s: QuickstartSettings, store: ProfileStore, progress: ProgressFn) -> str:
+    """Step 3: the local target's verification latency; returns how cost is priced."""
+    from configspec.profiling.verification import VerificationProfiler, VerifySweepSettings
+
     price = GpuTimePrice(price_usd_per_hour=s.price_usd_per_hour or ILLUSTRATIVE_PRICE_USD_PER_HOUR)
     price_note = f"{price.price_usd_per_hour:g} USD per hour of verification time" + (
         " (illustrative: pass --price-usd-per-hour)" if s.price_usd_per_hour is None else ""
@@ -215,10 +271,15 @@ def run_quickstart(
         cache_dir=s.cache_dir,
         hardware="this machine (local llama.cpp target)",
     ).run(progress)
-    times["profile verification"] = time.perf_counter() - t
+    return price_note
 
-    t = step("profile alignment")
-    prompts = select_prompts(bundled_prompts(), s.prompts_per_domain)
+
+def _profile_alignment(
+    s: QuickstartSettings, store: ProfileStore, prompts: Sequence[Prompt], progress: ProgressFn
+) -> None:
+    """Step 4: acceptance of every drafter along the target's own outputs."""
+    from configspec.profiling.alignment import AlignmentSettings, profile_alignment
+
     profile_alignment(
         s.target,
         list(s.drafters),
@@ -230,9 +291,12 @@ def run_quickstart(
         cache_dir=s.cache_dir,
         progress=prefixed(progress, "alignment: "),
     )
-    times["profile alignment"] = time.perf_counter() - t
 
-    runtime_settings = RuntimeSettings(
+
+def _runtime_settings(
+    s: QuickstartSettings, prompts: Sequence[Prompt], device: str
+) -> RuntimeSettings:
+    return RuntimeSettings(
         target=s.target,
         prompts=s.run_prompts or tuple(prompts),
         max_tokens=s.max_tokens,
@@ -242,54 +306,34 @@ def run_quickstart(
         max_k=max(16, s.k_max),
         link=s.link,
     )
-    with Runtime(runtime_settings) as runtime:
-        t = step("measure runtime overhead")
-        overhead_ms = measure_overhead(runtime, s.drafters[0], [s.rtt_ms], progress)[s.rtt_ms]
-        store.save_network(
-            NetworkSettings(
-                rtt_ms=s.rtt_ms,
-                uplink_mbps=UNCAPPED_MBPS,
-                downlink_mbps=UNCAPPED_MBPS,
-                source="measured",
-            ).with_overheads({s.rtt_ms: overhead_ms})
-        )
-        times["measure runtime overhead"] = time.perf_counter() - t
 
-        t = step("select")
-        profiles = read_profiles(store)
-        space = space_from_profiles(
-            profiles,
-            _preset(),
-            SearchSettings(k_max=s.k_max, context_tokens=prompts_context(runtime, s)),
-        )
-        selection = pick(space, profiles.network, "goodput")
-        times["select"] = time.perf_counter() - t
 
-        t = step("validate")
-        plans = plans_to_validate(selection, list(s.drafters), s.validate_ks, s.rtt_ms)
-        records = run_plans(
-            runtime, plans, store, progress, spec_for=lambda n: _spec_for(n, s.drafters)
-        )
-        result = validate(store, runs=records)
-        times["validate"] = time.perf_counter() - t
-
-    report_path = None
-    if make_report:
-        from configspec.report.build import write_report
-
-        t = step("report")
-        report_path = write_report(store, s.out / "report", progress=progress)
-        times["report"] = time.perf_counter() - t
-    return QuickstartResult(
-        store=store,
-        selection=selection,
-        validation=result,
-        report_path=report_path,
-        overhead_ms=overhead_ms,
-        price_note=price_note,
-        step_s=times,
-        link=str(records[0].provenance.settings.get("link", "")) if records else "",
+def _measure_overhead(
+    runtime: Runtime, s: QuickstartSettings, store: ProfileStore, progress: ProgressFn
+) -> float:
+    """Step 5: the runtime's per-round overhead (ms) at the quickstart's RTT, stored with
+    the network settings the selection will assume."""
+    overhead_ms = measure_overhead(runtime, s.drafters[0], [s.rtt_ms], progress)[s.rtt_ms]
+    store.save_network(
+        NetworkSettings(
+            rtt_ms=s.rtt_ms,
+            uplink_mbps=UNCAPPED_MBPS,
+            downlink_mbps=UNCAPPED_MBPS,
+            source="measured",
+        ).with_overheads({s.rtt_ms: overhead_ms})
     )
+    return overhead_ms
+
+
+def _select(runtime: Runtime, s: QuickstartSettings, store: ProfileStore) -> Selection:
+    """Step 6: the goodput optimum (and the others) at the prompts' mean context."""
+    profiles = read_profiles(store)
+    space = space_from_profiles(
+        profiles,
+        _preset(),
+        SearchSettings(k_max=s.k_max, context_tokens=prompts_context(runtime, s)),
+    )
+    return pick(space, profiles.network, "goodput")
 
 
 def _preset() -> ModelPreset:
@@ -300,4 +344,4 @@ def prompts_context(runtime: Runtime, s: QuickstartSettings) -> int:
     """Mean decoding context of the quickstart's prompts (prompt + half the generation)."""
     d = runtime.drafter(s.drafters[0])
     lengths = [len(d.tokenize(p.text)) for p in runtime.settings.prompts]
-    return round(sum(lengths) / len(lengths) + s.max_tokens / 2)
+    return round(R.mean_decoding_context_tokens(sum(lengths) / len(lengths), s.max_tokens))

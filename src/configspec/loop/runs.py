@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from configspec.config import RunConfig, RunRecord
+from configspec.config import RunRecord
 from configspec.errors import InvalidInput
 from configspec.loop.runtime import RunPlan, Runtime, RuntimeSettings
 from configspec.progress import NO_PROGRESS, Phase, ProgressEvent, ProgressFn
@@ -152,7 +152,7 @@ def run_edge(
     from configspec.backends.specs import parse_spec
     from configspec.power import open_meter
     from configspec.serving.client import EdgeClient, check_drafter, probe_server
-    from configspec.serving.record import build_run_record
+    from configspec.serving.record import build_run_record, model_hashes, run_config
 
     info = probe_server(run.server, api_key=run.api_key)
     if run.k > info.max_k:
@@ -199,12 +199,9 @@ def run_edge(
     finally:
         if energy_meter is not None:
             energy_meter.end_window("edge-run")
-    ident = model.identity
-    config = RunConfig(
-        drafter=ident.name,
-        drafter_family=ident.family,
-        target=gen.target_name,
-        target_family=gen.target_family,
+    config = run_config(
+        model.identity,
+        gen,
         k=run.k,
         temperature=run.temperature,
         added_rtt_ms=run.added_rtt_ms,
@@ -219,7 +216,7 @@ def run_edge(
         gen,
         config,
         backend="ngram" if is_ngram else "llama.cpp",
-        model_sha256={ident.name: ident.file_sha256} if ident.file_sha256 else {},
+        model_sha256=model_hashes(model.identity),
         energy_note=energy_note,
         energy_source=energy_meter.source if energy_meter is not None else "measured",
         settings={"meter": energy_meter.name if energy_meter else None},

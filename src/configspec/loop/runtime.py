@@ -33,14 +33,16 @@ import numpy as np
 from configspec.backends.base import Drafter, Tokenizing
 from configspec.backends.factory import LlamaSettings, open_drafter, open_tokenizer
 from configspec.backends.specs import is_ngram
-from configspec.config import Estimate, RoundTiming, RunConfig, RunRecord
+from configspec.config import Estimate, RoundTiming, RunRecord
 from configspec.errors import BackendUnavailable, InvalidInput
 from configspec.profiling.prompts import Prompt
 from configspec.progress import NO_PROGRESS, ProgressEvent, ProgressFn
+from configspec.records import K_LIMIT
 from configspec.serving.client import EdgeClient, Generation
 from configspec.serving.netem import LINK_KINDS, open_link
-from configspec.serving.record import build_run_record
+from configspec.serving.record import build_run_record, model_hashes, run_config
 from configspec.serving.server import free_port
+from configspec.stats import bootstrap_median
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +60,8 @@ class RunPlan:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if not 0 <= self.k <= 64:
-            raise InvalidInput(f"K={self.k} is out of range (0..64)")
+        if not 0 <= self.k <= K_LIMIT:
+            raise InvalidInput(f"K={self.k} is out of range (0..{K_LIMIT})")
         if not (np.isfinite(self.temperature) and self.temperature >= 0):
             raise InvalidInput(f"temperature {self.temperature} is out of range (>= 0)")
         if not (np.isfinite(self.added_rtt_ms) and 0 <= self.added_rtt_ms <= 20_000):
@@ -311,12 +313,9 @@ class Runtime:
         progress(ProgressEvent(label, 0, len(s.prompts), "starting"))
         probe = self.probe(plan) if s.probe_contention and plan.k > 0 else None
         gen, lengths, link = self._generate(plan, drafter, progress, label)
-        ident = drafter.identity
-        config = RunConfig(
-            drafter=ident.name,
-            drafter_family=ident.family,
-            target=gen.target_name,
-            target_family=gen.target_family,
+        config = run_config(
+            drafter.identity,
+            gen,
             k=plan.k,
             temperature=plan.temperature,
             added_rtt_ms=plan.added_rtt_ms,
@@ -331,7 +330,7 @@ class Runtime:
             gen,
             config,
             backend="llama.cpp",
-            model_sha256={ident.name: ident.file_sha256} if ident.file_sha256 else {},
+            model_sha256=model_hashes(drafter.identity),
             settings={
                 "prompts": [p.id for p in s.prompts],
                 "max_tokens_per_prompt": s.max_tokens,
@@ -394,20 +393,10 @@ class Runtime:
         Measure it at the RTT the configurations will run at: on a loaded host the time
         the processes wait to be scheduled depends on how long they slept. Returns the
         median of ``round_ms - draft_ms - verify_ms - added_rtt_ms`` with a bootstrap 95%
-        CI (source ``measured``).
+        CI of the median (source ``measured``, clipped at 0).
         """
         d = self.drafter(drafter)
         prompt = d.tokenize(self.settings.prompts[0].text)
         gen = self._k0_rounds(d, added_rtt_ms, prompt, rounds)
         over = np.array([r.round_ms - r.draft_ms - r.verify_ms - added_rtt_ms for r in gen.rounds])
-        med = float(np.median(over))
-        rng = np.random.default_rng(0)
-        boots = np.median(rng.choice(over, size=(1000, over.size)), axis=1)
-        lo, hi = np.percentile(boots, [2.5, 97.5])
-        return Estimate(
-            mean=max(med, 0.0),
-            ci_low=max(min(float(lo), med), 0.0),
-            ci_high=max(float(hi), med, 0.0),
-            n=int(over.size),
-            source="measured",
-        )
+        return bootstrap_median(over, floor=0.0)

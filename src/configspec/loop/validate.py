@@ -53,6 +53,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from configspec import records as R
 from configspec.backends.specs import parse_spec
@@ -60,12 +61,12 @@ from configspec.config import (
     Estimate,
     GpuTimePrice,
     NetworkSettings,
-    PerTokenPrice,
     RoundTiming,
     RunRecord,
     VerificationProfile,
 )
 from configspec.errors import InvalidInput, ProfileMissing
+from configspec.model.cost import gpu_time_cost_usd, per_token_cost_usd
 from configspec.model.evaluate import Link
 from configspec.model.presets import get_preset
 from configspec.search.evaluate import evaluate_space
@@ -78,7 +79,7 @@ from configspec.search.space import (
     verify_latency_table,
 )
 from configspec.serving.netem import EMULATED_LINKS
-from configspec.serving.record import ratio_estimate
+from configspec.stats import bootstrap_ratio, normal_mean
 from configspec.store import ProfileStore
 
 log = logging.getLogger(__name__)
@@ -232,23 +233,25 @@ class ValidationResult:
         }
 
 
-def _measured_cost(rounds: Sequence[RoundTiming], v: VerificationProfile) -> Estimate | None:
-    """Tokens per USD from the rounds' measured verification time (or billed tokens)."""
+def measured_cost(rounds: Sequence[RoundTiming], v: VerificationProfile) -> Estimate | None:
+    """Tokens per USD of ``rounds`` priced by ``v``'s price, with the model's cost functions
+    (:mod:`configspec.model.cost`) applied to each round's measured verification time (ms)
+    or drafted K; None when nothing was generated or nothing cost anything."""
     tokens = sum(r.accepted + 1 for r in rounds)
     if tokens == 0:
         return None
     price = v.price
     if isinstance(price, GpuTimePrice):
-        verify_ms = sum(r.verify_ms for r in rounds)
-        usd = (
-            (verify_ms + price.overhead_ms_per_round * len(rounds))
-            / 3.6e6
-            * price.price_usd_per_hour
+        per_round = gpu_time_cost_usd(
+            [r.verify_ms for r in rounds], price.price_usd_per_hour, price.overhead_ms_per_round
         )
     else:
-        assert isinstance(price, PerTokenPrice)
-        billed = sum(r.k for r in rounds) + (len(rounds) if price.billed == "positions" else 0)
-        usd = billed * price.price_usd_per_million_tokens / 1e6
+        per_round = per_token_cost_usd(
+            [r.k for r in rounds],
+            price.price_usd_per_million_tokens,
+            price.billed == "draft_tokens",
+        )
+    usd = float(np.sum(per_round))
     if usd <= 0:
         return None
     return Estimate(mean=tokens / usd, n=len(rounds), source="measured")
@@ -265,15 +268,6 @@ def steady_rounds(run: RunRecord) -> tuple[list[RoundTiming], int]:
     if not steady or any(r.k_limit is None for r in run.rounds):
         steady = list(run.rounds)
     return steady, len(run.rounds) - len(steady)
-
-
-def _mean_est(values: Sequence[float]) -> Estimate:
-    """Mean with a normal 95% CI over rounds."""
-    m = statistics.fmean(values)
-    if len(values) < 2:
-        return Estimate(mean=m, n=len(values))
-    half = 1.96 * statistics.stdev(values) / math.sqrt(len(values))
-    return Estimate(mean=m, ci_low=m - half, ci_high=m + half, n=len(values))
 
 
 def _pick_device(profiles: Profiles, run: RunRecord) -> str:
@@ -308,7 +302,7 @@ def _context_tokens(run: RunRecord) -> int:
     c = run.config
     n_prompts = max(1, len(run.provenance.settings.get("prompts", [])) or 1)
     per_prompt = run.totals.generated_tokens / n_prompts
-    return round(c.prompt_tokens + per_prompt / 2)
+    return round(R.mean_decoding_context_tokens(c.prompt_tokens, per_prompt))
 
 
 def _scaled(est: Estimate, ratio: float) -> Estimate:
@@ -392,20 +386,47 @@ def _energy_source(run: RunRecord) -> str:
     return "measured"
 
 
-def _row(
+def _run_link(run: RunRecord, network: NetworkSettings) -> Link:
+    """The link a run crossed. Runs of the local runtime go through the delay proxy or
+    netem (loopback, no bandwidth cap): the link is exactly the injected RTT. Other runs (a
+    real deployment) crossed the link the network settings describe, plus whatever delay
+    was injected on top."""
+    proxied = run.provenance.settings.get("link", "").startswith(EMULATED_LINKS)
+    return Link(
+        rtt_ms=run.config.added_rtt_ms + (0.0 if proxied else network.rtt_ms),
+        uplink_mbps=UNCAPPED_MBPS if proxied else network.uplink_mbps,
+        downlink_mbps=UNCAPPED_MBPS if proxied else network.downlink_mbps,
+        bytes_per_token=network.bytes_per_token,
+        bytes_per_message=network.bytes_per_message,
+        radio_energy_j_per_byte=network.radio_energy_j_per_byte,
+        round_overhead_ms=network.round_overhead_ms,
+    )
+
+
+@dataclass(frozen=True)
+class _Modelled:
+    """The model's row for a run's configuration and what it was evaluated at: the device,
+    the mean decoding context (tokens) and the contention ratios folded in (or None)."""
+
+    row: pd.Series
+    device: str
+    context_tokens: int
+    ratios: tuple[float, float] | None
+
+
+def _modelled(
     run: RunRecord,
     profiles: Profiles,
     preset_name: str,
     network: NetworkSettings,
-    fold_contention: bool = True,
-    warnings: list[str] | None = None,
-) -> ValidationRow:
+    fold_contention: bool,
+    warnings: list[str] | None,
+) -> _Modelled:
     c = run.config
     if c.k < 1:
         raise InvalidInput(f"run {run.run_id} has K={c.k}; only speculative runs are validated")
     device = _pick_device(profiles, run)
-    targets = [v.target for v in profiles.verifications]
-    if c.target not in targets:
+    if c.target not in [v.target for v in profiles.verifications]:
         raise ProfileMissing(
             f"target {c.target!r} of run {run.run_id} has no verification profile; run "
             f"`configspec profile verify --target {c.target}`"
@@ -428,20 +449,7 @@ def _row(
     )
     if warnings is not None:
         warnings.extend(w for w in space.warnings if w not in warnings)
-    # Runs of the local harness go through the delay proxy or netem (loopback, no bandwidth
-    # cap): the link is exactly the injected RTT. Other runs (a real deployment) crossed the
-    # link the network settings describe, plus whatever delay was injected on top.
-    proxied = run.provenance.settings.get("link", "").startswith(EMULATED_LINKS)
-    link = Link(
-        rtt_ms=c.added_rtt_ms + (0.0 if proxied else network.rtt_ms),
-        uplink_mbps=UNCAPPED_MBPS if proxied else network.uplink_mbps,
-        downlink_mbps=UNCAPPED_MBPS if proxied else network.downlink_mbps,
-        bytes_per_token=network.bytes_per_token,
-        bytes_per_message=network.bytes_per_message,
-        radio_energy_j_per_byte=network.radio_energy_j_per_byte,
-        round_overhead_ms=network.round_overhead_ms,
-    )
-    table = evaluate_space(space, link, preset)
+    table = evaluate_space(space, _run_link(run, network), preset)
     hit = table[(table[R.MODE] == R.MODE_SPECULATIVE) & (table[R.K] == c.k)]
     if hit.empty:
         raise ProfileMissing(
@@ -449,90 +457,98 @@ def _row(
             f"the alignment profile has no entry for it; run `configspec profile alignment "
             f"--target {c.target} --drafter {c.drafter}`"
         )
-    row = hit.iloc[0]
-    rounds, tail = steady_rounds(run)
+    return _Modelled(hit.iloc[0], device, ctx, ratios)
+
+
+def _triple(row: pd.Series, col: str, lo: str, hi: str) -> tuple[float, float, float]:
+    return float(row[col]), float(row[lo]), float(row[hi])
+
+
+def _objectives(
+    run: RunRecord, row: pd.Series, rounds: Sequence[RoundTiming], profiles: Profiles
+) -> dict[str, Compared]:
+    """Every objective of the run, measured over its steady-state rounds, against the model."""
     tpr_meas = [r.accepted + 1 for r in rounds]
-    goodput = ratio_estimate(
+    goodput = bootstrap_ratio(
         np.asarray(tpr_meas, dtype=np.float64),
         np.asarray([r.round_ms for r in rounds], dtype=np.float64),
         1e3,
     )
-
-    def triple(
-        col: str, lo: str | None = None, hi: str | None = None
-    ) -> tuple[float, float, float]:
-        v = float(row[col])
-        return (v, float(row[lo]) if lo else v, float(row[hi]) if hi else v)
-
-    e_k = triple(R.TOKENS_PER_ROUND, R.TOKENS_PER_ROUND_LOW, R.TOKENS_PER_ROUND_HIGH)
     round_ms = float(row[R.ROUND_MS])
-    link_pred = float(row[R.UPLINK_MS] + row[R.DOWNLINK_MS]) + network.round_overhead_ms
     measured_tpr = statistics.fmean(tpr_meas) if tpr_meas else 0.0
     timing = measured_tpr * 1e3 / round_ms if round_ms > 0 else float("nan")
-    verification = next(v for v in profiles.verifications if v.target == c.target)
+    verification = next(v for v in profiles.verifications if v.target == run.config.target)
+    modelled_goodput = _triple(row, R.GOODPUT_TOK_S, R.GOODPUT_TOK_S_LOW, R.GOODPUT_TOK_S_HIGH)
     # only a metered figure is compared with the model: an estimate (the CPU-time
     # estimator behind `run edge --meter auto` on a host without a sensor) is a model too
     per_joule = run.tokens_per_joule
     metered = per_joule if per_joule is not None and per_joule.source == "measured" else None
-    objectives = {
-        "goodput": Compared.of(
-            goodput,
-            triple(R.GOODPUT_TOK_S, R.GOODPUT_TOK_S_LOW, R.GOODPUT_TOK_S_HIGH),
-            "measured: steady-state rounds",
-        ),
+    return {
+        "goodput": Compared.of(goodput, modelled_goodput, "measured: steady-state rounds"),
         "goodput_timing": Compared.of(
             goodput, (timing, timing, timing), "measured: steady-state rounds"
         ),
         "goodput_end_to_end": Compared.of(
             run.goodput_tokens_per_s,
-            triple(R.GOODPUT_TOK_S, R.GOODPUT_TOK_S_LOW, R.GOODPUT_TOK_S_HIGH),
+            modelled_goodput,
             "measured: every token over the decode wall time",
         ),
         "cost": Compared.of(
-            _measured_cost(rounds, verification),
-            triple(R.TOKENS_PER_USD, R.TOKENS_PER_USD_LOW, R.TOKENS_PER_USD_HIGH),
+            measured_cost(rounds, verification),
+            _triple(row, R.TOKENS_PER_USD, R.TOKENS_PER_USD_LOW, R.TOKENS_PER_USD_HIGH),
             "measured verification time x profiled price",
         ),
         "energy": Compared.of(
             metered,
-            triple(R.TOKENS_PER_J, R.TOKENS_PER_J_LOW, R.TOKENS_PER_J_HIGH)
+            _triple(row, R.TOKENS_PER_J, R.TOKENS_PER_J_LOW, R.TOKENS_PER_J_HIGH)
             if math.isfinite(float(row[R.TOKENS_PER_J]))
             else None,
             _energy_source(run),
         ),
     }
+
+
+def _per_round(values: Sequence[float], modelled: float) -> Compared:
+    """A per-round quantity (mean over rounds, normal CI) against its modelled value."""
+    return Compared.of(normal_mean(values) if values else None, (modelled,) * 3)
+
+
+def _row(
+    run: RunRecord,
+    profiles: Profiles,
+    preset_name: str,
+    network: NetworkSettings,
+    fold_contention: bool = True,
+    warnings: list[str] | None = None,
+) -> ValidationRow:
+    m = _modelled(run, profiles, preset_name, network, fold_contention, warnings)
+    row, c = m.row, run.config
+    rounds, tail = steady_rounds(run)
+    tpr_meas = [float(r.accepted + 1) for r in rounds]
+    link_pred = float(row[R.UPLINK_MS] + row[R.DOWNLINK_MS]) + network.round_overhead_ms
     return ValidationRow(
         run_id=run.run_id,
-        device=device,
+        device=m.device,
         drafter=c.drafter,
         target=c.target,
         k=c.k,
         added_rtt_ms=c.added_rtt_ms,
-        context_tokens=ctx,
+        context_tokens=m.context_tokens,
         rounds=len(rounds),
         generated_tokens=run.totals.generated_tokens,
         tail_rounds=tail,
-        tokens_per_round=Compared.of(_mean_est(tpr_meas) if tpr_meas else None, e_k),
-        draft_ms=Compared.of(
-            _mean_est([r.draft_ms for r in rounds]) if rounds else None,
-            (float(row[R.DRAFT_MS]),) * 3,
+        tokens_per_round=Compared.of(
+            normal_mean(tpr_meas) if tpr_meas else None,
+            _triple(row, R.TOKENS_PER_ROUND, R.TOKENS_PER_ROUND_LOW, R.TOKENS_PER_ROUND_HIGH),
         ),
-        verify_ms=Compared.of(
-            _mean_est([r.verify_ms for r in rounds]) if rounds else None,
-            (float(row[R.VERIFY_MS]),) * 3,
-        ),
-        link_ms=Compared.of(
-            _mean_est([r.round_ms - r.draft_ms - r.verify_ms for r in rounds]) if rounds else None,
-            (link_pred, link_pred, link_pred),
-        ),
-        round_ms=Compared.of(
-            _mean_est([r.round_ms for r in rounds]) if rounds else None,
-            (round_ms, round_ms, round_ms),
-        ),
-        objectives=objectives,
+        draft_ms=_per_round([r.draft_ms for r in rounds], float(row[R.DRAFT_MS])),
+        verify_ms=_per_round([r.verify_ms for r in rounds], float(row[R.VERIFY_MS])),
+        link_ms=_per_round([r.round_ms - r.draft_ms - r.verify_ms for r in rounds], link_pred),
+        round_ms=_per_round([r.round_ms for r in rounds], float(row[R.ROUND_MS])),
+        objectives=_objectives(run, row, rounds, profiles),
         temperature=c.temperature,
-        contention_draft=ratios[0] if ratios else None,
-        contention_verify=ratios[1] if ratios else None,
+        contention_draft=m.ratios[0] if m.ratios else None,
+        contention_verify=m.ratios[1] if m.ratios else None,
         domains=tuple(run.provenance.settings.get("domains", ())),
     )
 

@@ -27,9 +27,6 @@ FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 BoolArray = NDArray[np.bool_]
 
-MODE_CODES = (R.MODE_SPECULATIVE, R.MODE_CLOUD_ONLY, R.MODE_EDGE_ONLY)
-"""Values of :attr:`GridInputs.mode` index this tuple."""
-
 
 @dataclass(frozen=True)
 class Bounded:
@@ -63,7 +60,8 @@ class Link:
 class GridInputs:
     """Per-configuration inputs of the model; all arrays have one element per configuration.
 
-    ``mode`` indexes :data:`MODE_CODES`; ``k`` is 0 for the two no-speculation modes.
+    ``mode`` holds :class:`~configspec.records.Mode` values; ``k`` is 0 for the two
+    no-speculation modes.
     ``draft_ms_per_token`` is the per-token drafting latency at this K and
     ``edge_ms_per_token`` at K = 1 (edge-only decoding). ``verify_ms`` is for K+1 positions
     and ``verify_one_ms`` for one position (cloud-only decoding). Missing powers are NaN.
@@ -111,8 +109,8 @@ class _Static:
 
 
 def _static(g: GridInputs, link: Link, preset: ModelPreset, price_scale: float) -> _Static:
-    edge = g.mode == 2
-    cloud = g.mode == 1
+    edge = g.mode == R.Mode.EDGE_ONLY
+    cloud = g.mode == R.Mode.CLOUD_ONLY
     kf = g.k.astype(np.float64) if g.drafted is None else g.drafted.astype(np.float64)
     up_bytes = uplink_payload_bytes(kf, link.bytes_per_token, link.bytes_per_message)
     if preset.include_network:
@@ -246,7 +244,9 @@ def evaluate_grid(
         idle = np.full_like(idle, np.nan)
     notes = energy_note_codes(g.draft_power_w.mean, idle)
     # Cloud-only rows draw no drafting power; their figure needs only the idle power.
-    notes = np.where(g.mode == 1, np.where(np.isnan(idle), ENERGY_NO_DATA, ENERGY_FULL), notes)
+    notes = np.where(
+        g.mode == R.Mode.CLOUD_ONLY, np.where(np.isnan(idle), ENERGY_NO_DATA, ENERGY_FULL), notes
+    )
     with np.errstate(divide="ignore", invalid="ignore"):
         return {
             R.TOKENS_PER_ROUND: g.tokens_per_round.mean,

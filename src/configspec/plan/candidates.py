@@ -141,7 +141,7 @@ def build_candidates(spec: FleetSpec, profiles: Profiles) -> tuple[Candidates, l
     space = space_from_profiles(profiles, CONFIGSPEC, settings)
     g = space.inputs
     drafted = g.drafted if g.drafted is not None else g.k.astype(np.float64)
-    positions_all = np.where(g.mode == 0, drafted + 1.0, 1.0)
+    positions_all = np.where(g.mode == R.Mode.SPECULATIVE, drafted + 1.0, 1.0)
     fits = ~(space.drafter_memory_bytes > space.device_memory_bytes)
     per_class: list[IntArray] = []
     cols_per_class: list[dict[str, FloatArray]] = []
@@ -150,7 +150,7 @@ def build_candidates(spec: FleetSpec, profiles: Profiles) -> tuple[Candidates, l
         cols = evaluate_grid(g, link, CONFIGSPEC)
         dev = space.device_names.index(c.device)
         ok = (space.device_code == dev) & fits & np.isfinite(cols[R.GOODPUT_TOK_S])
-        ok &= (g.mode == 0) | ((g.mode == 1) & c.cloud_only)
+        ok &= (g.mode == R.Mode.SPECULATIVE) | ((g.mode == R.Mode.CLOUD_ONLY) & c.cloud_only)
         if c.drafters:
             wanted = {space.drafter_names.index(d) for d in c.drafters if d in space.drafter_names}
             missing = [d for d in c.drafters if d not in space.drafter_names]
@@ -159,7 +159,7 @@ def build_candidates(spec: FleetSpec, profiles: Profiles) -> tuple[Candidates, l
                     f"class {c.name!r}: drafter {missing[0]!r} has no device profile paired "
                     f"with {verification.target!r} (known: {', '.join(space.drafter_names)})"
                 )
-            ok &= np.isin(space.drafter_code, list(wanted)) | (g.mode == 1)
+            ok &= np.isin(space.drafter_code, list(wanted)) | (g.mode == R.Mode.CLOUD_ONLY)
         rows = np.flatnonzero(ok)
         if rows.size == 0:
             raise ProfileMissing(

@@ -18,9 +18,8 @@ speculative decoding does (a round drafts K, accepts the leading run, adds one
 bonus/correction token and restarts after it) and returns expected sums of rounds,
 drafted, accepted and produced tokens; for 0/1 entries (greedy) this *is* the
 deterministic simulation. :func:`summarize` pools prompts and bootstraps confidence
-intervals over prompts; :func:`predict_tokens_per_round_iid` and
-:func:`predict_tokens_per_round_positional` give the fitted models' predictions so their
-error against the simulation can be shown.
+intervals over prompts, with the fitted models' E(K) predictions (from
+:mod:`configspec.model.acceptance`) so their error against the simulation can be shown.
 
 Nothing here does I/O; arrays in, arrays out.
 """
@@ -34,6 +33,8 @@ import numpy as np
 import numpy.typing as npt
 
 from configspec.errors import InvalidInput
+from configspec.model.acceptance import tokens_per_round_from_alpha, tokens_per_round_from_positions
+from configspec.stats import bootstrap_interval
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -400,26 +401,6 @@ def prompt_stats(
     )
 
 
-# --------------------------------------------------------------------------- models
-
-
-def predict_tokens_per_round_iid(alpha: npt.ArrayLike, k: npt.ArrayLike) -> FloatArray:
-    """E(K) under i.i.d. acceptance ``alpha``: ``(1 - α^{K+1}) / (1 - α)`` (K+1 at α = 1)."""
-    a = np.asarray(alpha, dtype=np.float64)
-    kk = np.asarray(k, dtype=np.float64)
-    a_b, k_b = np.broadcast_arrays(a, kk)
-    out = np.array(k_b + 1.0, dtype=np.float64)
-    lt = a_b < 1.0
-    out[lt] = (1.0 - a_b[lt] ** (k_b[lt] + 1.0)) / (1.0 - a_b[lt])
-    return out
-
-
-def predict_tokens_per_round_positional(per_position: npt.ArrayLike) -> FloatArray:
-    """E(K) for K = 1..len(a) from conditional acceptances a_1..a_n: ``1 + Σ_j Π_{i≤j} a_i``."""
-    a = np.asarray(per_position, dtype=np.float64)
-    return np.asarray(1.0 + np.cumsum(np.cumprod(a)))
-
-
 # --------------------------------------------------------------------------- pooling
 
 
@@ -454,10 +435,8 @@ def _ratio(num: FloatArray, den: FloatArray) -> FloatArray:
 
 
 def _interval(point: float, boot: FloatArray, level: float) -> Interval:
-    lo_q, hi_q = (1.0 - level) / 2.0, 1.0 - (1.0 - level) / 2.0
-    lo = float(np.quantile(boot, lo_q)) if boot.size else point
-    hi = float(np.quantile(boot, hi_q)) if boot.size else point
-    return Interval(mean=point, ci_low=min(lo, point), ci_high=max(hi, point))
+    lo, hi = bootstrap_interval(point, boot, level)
+    return Interval(mean=point, ci_low=lo, ci_high=hi)
 
 
 def summarize(
@@ -508,7 +487,7 @@ def summarize(
         per_position=[_interval(float(pp_pt[j]), pp_bs[:, j], level) for j in range(k_max)],
         accepted_fraction=[_interval(float(af_pt[j]), af_bs[:, j], level) for j in range(k_max)],
         tokens_per_round=[_interval(float(tr_pt[j]), tr_bs[:, j], level) for j in range(k_max)],
-        iid_tokens_per_round=predict_tokens_per_round_iid(float(a_pt), np.arange(1, k_max + 1)),
-        positional_tokens_per_round=predict_tokens_per_round_positional(pp_pt),
+        iid_tokens_per_round=tokens_per_round_from_alpha(float(a_pt), np.arange(1, k_max + 1)),
+        positional_tokens_per_round=tokens_per_round_from_positions(pp_pt)[1:],
         proposed_per_round=proposed_per_round,
     )

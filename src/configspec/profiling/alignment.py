@@ -37,6 +37,7 @@ from configspec.config import (
     AlignmentEntry,
     AlignmentProfile,
     Estimate,
+    Estimator,
     Provenance,
 )
 from configspec.errors import IncompatibleModels, InvalidInput, ProfileError
@@ -65,11 +66,13 @@ from configspec.profiling.reference import (
 )
 from configspec.profiling.remote_reference import RemoteReferenceSource, fetch_references
 from configspec.progress import NO_PROGRESS, Phase, ProgressFn
+from configspec.records import K_LIMIT
 from configspec.store import ProfileStore
 
 logger = logging.getLogger(__name__)
 
 ALL_DOMAINS = "all"
+BOOTSTRAP_PROMPTS: Estimator = "bootstrap_prompts"
 #: Speculative rounds start after the first continuation token: it comes from the
 #: target's prefill of the prompt (llama.cpp and every speculative decoder do this).
 FIRST_ROUND_AT = 1
@@ -104,8 +107,8 @@ class AlignmentSettings:
             raise InvalidInput("no temperature given; pass at least one (0 = greedy)")
         for t in self.temperatures:
             check_temperature(t)
-        if not 1 <= self.k_max <= 32:
-            raise InvalidInput(f"K_max={self.k_max} is out of range (1..32)")
+        if not 1 <= self.k_max <= K_LIMIT:
+            raise InvalidInput(f"K_max={self.k_max} is out of range (1..{K_LIMIT})")
         if self.n_boot < 1:
             raise InvalidInput(f"bootstrap resamples {self.n_boot} is out of range (>= 1)")
         if self.draft_top_k is not None and self.draft_top_k < 1:
@@ -238,7 +241,9 @@ def _unit(x: float) -> float:
 
 def _est(mean: float, lo: float, hi: float, n: int) -> Estimate:
     """A measured rate in [0, 1] with its bootstrap interval."""
-    return Estimate(mean=_unit(mean), ci_low=_unit(lo), ci_high=_unit(hi), n=n)
+    return Estimate(
+        mean=_unit(mean), ci_low=_unit(lo), ci_high=_unit(hi), n=n, estimator=BOOTSTRAP_PROMPTS
+    )
 
 
 def entry_from_summary(drafter: str, domain: str, temperature: float, s: Summary) -> AlignmentEntry:
@@ -251,7 +256,11 @@ def entry_from_summary(drafter: str, domain: str, temperature: float, s: Summary
                 k=i + 1,
                 accepted_fraction=_est(af.mean, af.ci_low, af.ci_high, s.n_prompts),
                 tokens_per_round=Estimate(
-                    mean=tr.mean, ci_low=tr.ci_low, ci_high=tr.ci_high, n=s.n_prompts
+                    mean=tr.mean,
+                    ci_low=tr.ci_low,
+                    ci_high=tr.ci_high,
+                    n=s.n_prompts,
+                    estimator=BOOTSTRAP_PROMPTS,
                 ),
                 tokens_per_round_iid=Estimate(
                     mean=float(s.iid_tokens_per_round[i]), n=s.n_prompts, source="fitted"
@@ -261,7 +270,13 @@ def entry_from_summary(drafter: str, domain: str, temperature: float, s: Summary
                 ),
                 drafted_per_round=None
                 if pr is None
-                else Estimate(mean=pr.mean, ci_low=pr.ci_low, ci_high=pr.ci_high, n=s.n_prompts),
+                else Estimate(
+                    mean=pr.mean,
+                    ci_low=pr.ci_low,
+                    ci_high=pr.ci_high,
+                    n=s.n_prompts,
+                    estimator=BOOTSTRAP_PROMPTS,
+                ),
             )
         )
     return AlignmentEntry(

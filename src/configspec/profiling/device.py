@@ -42,14 +42,14 @@ from configspec.config import (
 from configspec.errors import InvalidInput, ProfileError
 from configspec.power.base import Measurement, PowerMeter
 from configspec.profiling import host
-from configspec.profiling.stats import estimate, repeat_until, t975
-from configspec.profiling.sweep import Checkpoint, SweepReport, check_repeats
+from configspec.profiling.stats import repeat_until
+from configspec.profiling.sweep import Checkpoint, SweepReport, check_sweep
 from configspec.progress import NO_PROGRESS, ProgressEvent, ProgressFn
+from configspec.stats import student_t_half_width, student_t_mean
 from configspec.store import ProfileStore
 
 log = logging.getLogger(__name__)
 
-K_LIMIT = 64
 #: Shortest timed sample, ms: faster calls are repeated inside one sample.
 MIN_SAMPLE_MS = 10.0
 #: Plain prose the drafting contexts are cut from (repeated to length; written for this
@@ -94,22 +94,21 @@ class DeviceSweepSettings:
 
     def validate(self) -> None:
         """Raise :class:`InvalidInput` naming the first out-of-range setting."""
-        if not 1 <= self.k_max <= K_LIMIT:
-            raise InvalidInput(f"K_max={self.k_max} is out of range (1..{K_LIMIT})")
-        if not self.context_tokens or min(self.context_tokens) < 1:
+        check_sweep(
+            k_max=self.k_max,
+            context_tokens=self.context_tokens,
+            min_context=1,
+            warmup=self.warmup,
+            min_repeats=self.min_repeats,
+            max_repeats=self.max_repeats,
+            rel_half_width=self.rel_half_width,
+            point_budget_s=self.point_budget_s,
+            threads=self.threads,
+        )
+        if self.idle_s < 0 or self.prefill_repeats < 1:
             raise InvalidInput(
-                f"context lengths {list(self.context_tokens)} must be ≥ 1 token each"
+                f"idle_s={self.idle_s} must be ≥ 0 and prefill_repeats={self.prefill_repeats} ≥ 1"
             )
-        check_repeats(self.warmup, self.min_repeats, self.max_repeats)
-        if not 0 < self.rel_half_width < 1:
-            raise InvalidInput(f"CI target {self.rel_half_width} is out of range (0..1)")
-        if self.point_budget_s <= 0 or self.idle_s < 0 or self.prefill_repeats < 1:
-            raise InvalidInput(
-                f"point_budget_s={self.point_budget_s} must be > 0, idle_s={self.idle_s} "
-                f"≥ 0 and prefill_repeats={self.prefill_repeats} ≥ 1"
-            )
-        if self.threads is not None and self.threads < 1:
-            raise InvalidInput(f"threads={self.threads} is out of range (≥ 1)")
         check_temperatures(self.temperatures)
         if self.draft_top_k < 1:
             raise InvalidInput(f"draft_top_k={self.draft_top_k} is out of range (≥ 1)")
@@ -245,14 +244,14 @@ def _power_estimate(seg: dict[str, float], source: Source) -> Estimate | None:
     n = int(seg.get("n", 0))
     if n >= 2:
         m = seg["sum_w"] / n
-        var = max(0.0, (seg["sumsq_w"] - n * m * m) / (n - 1))
-        hw = t975(n - 1) * math.sqrt(var / n)
+        hw = student_t_half_width(n, (seg["sumsq_w"] - n * m * m) / (n - 1))
         return Estimate(
             mean=mean,
             ci_low=max(0.0, min(mean, m - hw)),
             ci_high=max(mean, m + hw),
             n=n,
             source=source,
+            estimator="student_t",
         )
     return Estimate(mean=mean, n=n, source=source)
 
@@ -444,7 +443,7 @@ class DeviceProfiler:
                         max_repeats=s.max_repeats,
                         budget_s=s.point_budget_s,
                     )
-                    est = estimate(sampled.samples)
+                    est = student_t_mean(sampled.samples)
                     entry["points"].append({
                         "k": k, "context_tokens": ctx_len, "per_token_ms": _est_dict(est),
                         "rel_half_width": sampled.rel_half_width, "converged": sampled.converged,
@@ -494,7 +493,7 @@ class DeviceProfiler:
             max_repeats=max(s.prefill_repeats, 4 * s.prefill_repeats),
             budget_s=s.point_budget_s,
         )
-        return _est_dict(estimate(sampled.samples))
+        return _est_dict(student_t_mean(sampled.samples))
 
     def _catchup(self, drafter: Drafter) -> dict[str, Any] | None:
         """Extra ms of a round that starts with two new tokens instead of one (see
@@ -526,7 +525,7 @@ class DeviceProfiler:
             budget_s=s.point_budget_s,
         )
         # a difference of two latencies may be negative (no extra cost): no truncation at 0
-        return _est_dict(estimate(sampled.samples, nonnegative=False))
+        return _est_dict(student_t_mean(sampled.samples, nonnegative=False))
 
     # ------------------------------------------------------------------ profile
     def _profile(

@@ -20,11 +20,43 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from configspec.errors import InvalidInput, ProfileError
+from configspec.records import K_LIMIT
 from configspec.store import atomic_write_json
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION = 1
+
+
+def check_sweep(
+    *,
+    k_max: int,
+    context_tokens: tuple[int, ...],
+    min_context: int,
+    warmup: int,
+    min_repeats: int,
+    max_repeats: int,
+    rel_half_width: float,
+    point_budget_s: float,
+    threads: int | None,
+) -> None:
+    """Raise :class:`InvalidInput` naming the first out-of-range knob a latency sweep
+    shares (K range, contexts of at least ``min_context`` tokens, repeats, CI target,
+    point budget in s, threads)."""
+    if not 1 <= k_max <= K_LIMIT:
+        raise InvalidInput(f"K_max={k_max} is out of range (1..{K_LIMIT})")
+    if not context_tokens or min(context_tokens) < min_context:
+        unit = "token" if min_context == 1 else "tokens"
+        raise InvalidInput(
+            f"context lengths {list(context_tokens)} must be ≥ {min_context} {unit} each"
+        )
+    check_repeats(warmup, min_repeats, max_repeats)
+    if not 0 < rel_half_width < 1:
+        raise InvalidInput(f"CI target {rel_half_width} is out of range (0..1)")
+    if point_budget_s <= 0:
+        raise InvalidInput(f"point_budget_s={point_budget_s} is out of range (> 0 s)")
+    if threads is not None and threads < 1:
+        raise InvalidInput(f"threads={threads} is out of range (≥ 1)")
 
 
 def check_repeats(warmup: int, min_repeats: int, max_repeats: int) -> None:

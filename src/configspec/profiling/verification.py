@@ -40,12 +40,13 @@ from configspec.config import (
 )
 from configspec.errors import InvalidInput
 from configspec.profiling import host
-from configspec.profiling.device import K_LIMIT, build_context, check_temperatures
-from configspec.profiling.stats import estimate, repeat_until
-from configspec.profiling.sweep import Checkpoint, SweepReport, check_repeats
+from configspec.profiling.device import build_context, check_temperatures
+from configspec.profiling.stats import repeat_until
+from configspec.profiling.sweep import Checkpoint, SweepReport, check_sweep
 from configspec.progress import NO_PROGRESS, ProgressEvent, ProgressFn
 from configspec.serving.protocol import SparseDistribution
 from configspec.serving.verify import sampled_decision, target_probs_at
+from configspec.stats import student_t_mean
 from configspec.store import ProfileStore
 
 log = logging.getLogger(__name__)
@@ -74,22 +75,19 @@ class VerifySweepSettings:
 
     def validate(self) -> None:
         """Raise :class:`InvalidInput` naming the first out-of-range setting."""
-        if not 1 <= self.k_max <= K_LIMIT:
-            raise InvalidInput(f"K_max={self.k_max} is out of range (1..{K_LIMIT})")
-        if not self.context_tokens or min(self.context_tokens) < 2:
-            raise InvalidInput(
-                f"context lengths {list(self.context_tokens)} must be ≥ 2 tokens each"
-            )
+        check_sweep(
+            k_max=self.k_max,
+            context_tokens=self.context_tokens,
+            min_context=2,
+            warmup=self.warmup,
+            min_repeats=self.min_repeats,
+            max_repeats=self.max_repeats,
+            rel_half_width=self.rel_half_width,
+            point_budget_s=self.point_budget_s,
+            threads=self.threads,
+        )
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise InvalidInput(f"batch sizes {list(self.batch_sizes)} must be ≥ 1 each")
-        check_repeats(self.warmup, self.min_repeats, self.max_repeats)
-        if not 0 < self.rel_half_width < 1 or self.point_budget_s <= 0:
-            raise InvalidInput(
-                f"CI target {self.rel_half_width} must be in (0, 1) and point budget "
-                f"{self.point_budget_s} s > 0"
-            )
-        if self.threads is not None and self.threads < 1:
-            raise InvalidInput(f"threads={self.threads} is out of range (≥ 1)")
         check_temperatures(self.temperatures)
         if self.draft_top_k < 1:
             raise InvalidInput(f"draft_top_k={self.draft_top_k} is out of range (≥ 1)")
@@ -317,7 +315,7 @@ class VerificationProfiler:
                                 max_repeats=s.max_repeats,
                                 budget_s=s.point_budget_s,
                             )
-                            est = estimate(sampled.samples)
+                            est = student_t_mean(sampled.samples)
                             points.append({
                                 "positions": positions, "context_tokens": ctx_len,
                                 "batch": batch, "latency_ms": est.model_dump(),

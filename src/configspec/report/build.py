@@ -13,8 +13,10 @@ import base64
 import html
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -25,9 +27,19 @@ from configspec.model.presets import get_preset
 from configspec.progress import NO_PROGRESS, ProgressEvent, ProgressFn
 from configspec.search.evaluate import evaluate_space, link_from_network
 from configspec.search.export import energy_provenance
-from configspec.search.select import largest_k_searched, pick
-from configspec.search.space import SearchSettings, read_profiles, space_from_profiles
+from configspec.search.select import Selection, largest_k_searched, pick
+from configspec.search.space import (
+    Profiles,
+    SearchSettings,
+    Space,
+    read_profiles,
+    space_from_profiles,
+)
 from configspec.store import ProfileStore, atomic_write_bytes, atomic_write_text
+
+if TYPE_CHECKING:
+    from configspec.config import Provenance, RunRecord
+    from configspec.loop.validate import ValidationResult
 
 log = logging.getLogger(__name__)
 
@@ -79,73 +91,20 @@ def write_report(
     Raises :class:`ProfileMissing` (naming the profile command) when profiles are missing.
     """
     from configspec.loop.validate import validate
-    from configspec.report import figures as F
 
     out = Path(out)
     profiles = read_profiles(store)
     runs = store.runs()
     preset = get_preset("configspec")
     spec_runs = [r for r in runs if r.config.k > 0]
-    ctx = (
-        int(np.median([r.config.prompt_tokens + r.config.max_tokens / 2 for r in spec_runs]))
-        if spec_runs
-        else 256
+    space = space_from_profiles(
+        profiles, preset, SearchSettings(context_tokens=_runs_context_tokens(spec_runs))
     )
-    space = space_from_profiles(profiles, preset, SearchSettings(context_tokens=ctx))
     sel = pick(space, profiles.network, "goodput", preset, rtt_ms=rtt_ms)
     steps = 6
     progress(ProgressEvent("report", 0, steps, "selection"))
-
-    images: list[tuple[str, str, bytes]] = []
-    rtts = sorted({r.config.added_rtt_ms for r in spec_runs}) or [float(np.mean(sel.link.rtt_ms))]
-    link0 = link_from_network(profiles.network)
-    # the runs go through the delay proxy with no bandwidth cap: model them the same way
-    from dataclasses import replace as with_link
-
-    from configspec.loop.validate import UNCAPPED_MBPS
-
-    curves = {}
-    for rtt in rtts:
-        link = with_link(link0, rtt_ms=rtt)
-        if spec_runs:
-            link = with_link(link, uplink_mbps=UNCAPPED_MBPS, downlink_mbps=UNCAPPED_MBPS)
-        curves[rtt] = evaluate_space(space, link, preset)
-    images.append((
-        "goodput_vs_k.png",
-        "Goodput against K per drafter on this device: lines are modelled from the profiles "
-        "(band: propagated 95% CIs), points are measured runs of the real runtime (95% CI).",
-        _png(F.goodput_vs_k(curves, spec_runs)),
-    ))  # fmt: skip
-    progress(ProgressEvent("report", 1, steps, "goodput vs K"))
-    estimated = (sel.table[R.POWER_SOURCE].astype(str) == "estimated").any()
-    images.append((
-        "pareto.png",
-        "Pareto front over goodput, tokens/USD and tokens/J (modelled); the optimum of each "
-        "objective is marked."
-        + (f" Tokens/J are estimated: {energy_provenance('estimated')}." if estimated else ""),
-        _png(F.pareto_views(sel)),
-    ))  # fmt: skip
-    progress(ProgressEvent("report", 2, steps, "Pareto front"))
-    best = sel.best.get("goodput")
-    if best is not None and sel.table[R.MODE].iloc[best] == R.MODE_SPECULATIVE:
-        code = sel.space.drafter_names.index(str(sel.table[R.DRAFTER].iloc[best]))
-        images.append((
-            "optimum_k.png",
-            "Goodput-optimal K of the best drafter as RTT and drafting speed vary (modelled: "
-            "profiled per-token latency divided by the speed factor). Cells marked × have the "
-            "largest K searched as their optimum: there a larger K might be better.",
-            _png(F.optimum_k_grid(space, sel.link, preset, code,
-                                  np.linspace(0, 200, 21), np.geomspace(0.25, 4, 13))),
-        ))  # fmt: skip
-    progress(ProgressEvent("report", 3, steps, "optimum K grid"))
-    images.append((
-        "acceptance.png",
-        "Acceptance by draft position and E(K) by domain (measured along the target's own "
-        "outputs by the alignment profiler).",
-        _png(F.acceptance_curves(profiles.alignments)),
-    ))  # fmt: skip
-    progress(ProgressEvent("report", 4, steps, "acceptance"))
-
+    images = _figures(sel, space, profiles, spec_runs, lambda i, what: progress(
+        ProgressEvent("report", i, steps, what)))  # fmt: skip
     sections = [_optima_html(sel)]
     for name, caption, data in images:
         atomic_write_bytes(out / name, data)
@@ -162,7 +121,87 @@ def write_report(
             sections.append(f"<p>Validation unavailable: {html.escape(str(exc))}</p>")
     progress(ProgressEvent("report", 5, steps, "validation"))
     sections.append(_provenance_html(profiles, runs))
-    page = (
+    path = out / "report.html"
+    atomic_write_text(path, _page(store, sections))
+    progress(ProgressEvent("report", steps, steps, str(path)))
+    return path
+
+
+def _runs_context_tokens(spec_runs: Sequence[RunRecord]) -> int:
+    """The median mean decoding context (tokens) of the runs; 256 without runs."""
+    if not spec_runs:
+        return 256
+    return int(
+        np.median(
+            [
+                R.mean_decoding_context_tokens(r.config.prompt_tokens, r.config.max_tokens)
+                for r in spec_runs
+            ]
+        )
+    )
+
+
+def _figures(
+    sel: Selection,
+    space: Space,
+    profiles: Profiles,
+    spec_runs: Sequence[RunRecord],
+    done: Callable[[int, str], None],
+) -> list[tuple[str, str, bytes]]:
+    """(file name, caption, PNG bytes) of every plot; ``done(i, what)`` after plot i."""
+    from configspec.loop.validate import UNCAPPED_MBPS
+    from configspec.report import figures as F
+
+    preset = sel.preset
+    images: list[tuple[str, str, bytes]] = []
+    rtts = sorted({r.config.added_rtt_ms for r in spec_runs}) or [float(np.mean(sel.link.rtt_ms))]
+    link0 = link_from_network(profiles.network)
+    curves = {}
+    for rtt in rtts:
+        link = replace(link0, rtt_ms=rtt)
+        if spec_runs:  # the runs go through the delay proxy with no bandwidth cap: model that
+            link = replace(link, uplink_mbps=UNCAPPED_MBPS, downlink_mbps=UNCAPPED_MBPS)
+        curves[rtt] = evaluate_space(space, link, preset)
+    images.append((
+        "goodput_vs_k.png",
+        "Goodput against K per drafter on this device: lines are modelled from the profiles "
+        "(band: propagated 95% CIs), points are measured runs of the real runtime (95% CI).",
+        _png(F.goodput_vs_k(curves, list(spec_runs))),
+    ))  # fmt: skip
+    done(1, "goodput vs K")
+    estimated = (sel.table[R.POWER_SOURCE].astype(str) == "estimated").any()
+    images.append((
+        "pareto.png",
+        "Pareto front over goodput, tokens/USD and tokens/J (modelled); the optimum of each "
+        "objective is marked."
+        + (f" Tokens/J are estimated: {energy_provenance('estimated')}." if estimated else ""),
+        _png(F.pareto_views(sel)),
+    ))  # fmt: skip
+    done(2, "Pareto front")
+    best = sel.best.get("goodput")
+    if best is not None and sel.table[R.MODE].iloc[best] == R.MODE_SPECULATIVE:
+        code = sel.space.drafter_names.index(str(sel.table[R.DRAFTER].iloc[best]))
+        images.append((
+            "optimum_k.png",
+            "Goodput-optimal K of the best drafter as RTT and drafting speed vary (modelled: "
+            "profiled per-token latency divided by the speed factor). Cells marked × have the "
+            "largest K searched as their optimum: there a larger K might be better.",
+            _png(F.optimum_k_grid(space, sel.link, preset, code,
+                                  np.linspace(0, 200, 21), np.geomspace(0.25, 4, 13))),
+        ))  # fmt: skip
+    done(3, "optimum K grid")
+    images.append((
+        "acceptance.png",
+        "Acceptance by draft position and E(K) by domain (measured along the target's own "
+        "outputs by the alignment profiler).",
+        _png(F.acceptance_curves(profiles.alignments)),
+    ))  # fmt: skip
+    done(4, "acceptance")
+    return images
+
+
+def _page(store: ProfileStore, sections: Sequence[str]) -> str:
+    return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         "<title>ConfigSpec report</title>"
         f"<style>{_CSS}</style></head><body><h1>ConfigSpec report</h1>"
@@ -173,16 +212,9 @@ def write_report(
         + "".join(sections)
         + "</body></html>\n"
     )
-    path = out / "report.html"
-    atomic_write_text(path, page)
-    progress(ProgressEvent("report", steps, steps, str(path)))
-    return path
 
 
-def _optima_html(sel: object) -> str:
-    from configspec.search.select import Selection
-
-    assert isinstance(sel, Selection)
+def _optima_html(sel: Selection) -> str:
     t = sel.table
     edge = largest_k_searched(t)
     rows = []
@@ -220,10 +252,7 @@ def _optima_html(sel: object) -> str:
     )
 
 
-def _validation_html(result: object) -> str:
-    from configspec.loop.validate import ValidationResult
-
-    assert isinstance(result, ValidationResult)
+def _validation_html(result: ValidationResult) -> str:
     rows = []
     for r in result.rows:
         g = r.objectives["goodput"]
@@ -248,25 +277,19 @@ def _validation_html(result: object) -> str:
     )  # fmt: skip
 
 
-def _provenance_html(profiles: object, runs: Sequence[object]) -> str:
-    from configspec.config import RunRecord
-    from configspec.search.space import Profiles
-
-    assert isinstance(profiles, Profiles)
+def _provenance_html(profiles: Profiles, runs: Sequence[RunRecord]) -> str:
     rows = []
-    items: list[tuple[str, str, object]] = [
+    items: list[tuple[str, str, Provenance]] = [
         *[("device", d.device.name, d.provenance) for d in profiles.devices],
         *[("alignment", a.target, a.provenance) for a in profiles.alignments],
         *[("verification", v.target, v.provenance) for v in profiles.verifications],
     ]
-    for kind, name, prov in items:
-        p = prov  # Provenance
+    for kind, name, p in items:
         rows.append([
-            kind, name, getattr(p, "source", ""), str(getattr(p, "created_at", ""))[:19],
-            getattr(p, "tool_version", ""), str(getattr(p, "git_revision", "") or "")[:10],
-            str(getattr(p, "host", "") or ""), str(getattr(p, "backend", "") or ""),
+            kind, name, p.source, str(p.created_at)[:19], p.tool_version,
+            str(p.git_revision or "")[:10], str(p.host or ""), str(p.backend or ""),
         ])  # fmt: skip
-    run_list = [r for r in runs if isinstance(r, RunRecord)]
+    run_list = list(runs)
     if run_list:
         first = run_list[0].provenance
         rows.append([

@@ -128,7 +128,7 @@ def optimum_k_grid(
     """The goodput-optimal K of one drafter over a grid of RTT and drafting speed
     (modelled: drafting latency divided by the speed factor)."""
     g = space.inputs
-    sel = (g.mode == 0) & (space.drafter_code == drafter_code)
+    sel = (g.mode == R.Mode.SPECULATIVE) & (space.drafter_code == drafter_code)
     idx = np.flatnonzero(sel)
     best_k = np.zeros((speed_factors.size, rtts_ms.size))
     for i, f in enumerate(speed_factors):

@@ -69,13 +69,13 @@ def subset_inputs(g: GridInputs, idx: NDArray[np.int64]) -> GridInputs:
 def _pair_rows(sel: Selection, row: int) -> tuple[NDArray[np.int64], int]:
     s = sel.space
     spec = np.flatnonzero(
-        (s.inputs.mode == 0)
+        (s.inputs.mode == R.Mode.SPECULATIVE)
         & (s.device_code == s.device_code[row])
         & (s.drafter_code == s.drafter_code[row])
         & (s.target_code == s.target_code[row])
     )
     cloud = np.flatnonzero(
-        (s.inputs.mode == 1)
+        (s.inputs.mode == R.Mode.CLOUD_ONLY)
         & (s.device_code == s.device_code[row])
         & (s.target_code == s.target_code[row])
     )
@@ -194,7 +194,7 @@ def breakeven(
             # configuration is feasible, use the best one regardless.
             col = R.OBJECTIVE_COLUMNS.get(sel.objective, R.GOODPUT_TOK_S)
             vals_all = table[col].to_numpy()
-            is_spec = (sel.space.inputs.mode == 0) & np.isfinite(vals_all)
+            is_spec = (sel.space.inputs.mode == R.Mode.SPECULATIVE) & np.isfinite(vals_all)
             spec = np.flatnonzero(sel.feasible & is_spec)
             if spec.size == 0:
                 spec = np.flatnonzero(is_spec)
@@ -202,7 +202,7 @@ def breakeven(
                 return []
             vals = np.nan_to_num(table[col].to_numpy()[spec], nan=-np.inf)
             row = int(spec[np.argmax(vals)])
-    if sel.space.inputs.mode[row] != 0:
+    if sel.space.inputs.mode[row] != R.Mode.SPECULATIVE:
         raise InvalidInput(f"row {row} is not a speculative configuration: no breakeven")
     spec, _ = _pair_rows(sel, row)
     e = table[R.TOKENS_PER_ROUND].to_numpy()[row]

@@ -8,9 +8,9 @@ import pandas as pd
 from configspec import records as R
 from configspec.config import NetworkSettings
 from configspec.model.energy import ENERGY_NOTES
-from configspec.model.evaluate import MODE_CODES, Link, evaluate_grid
+from configspec.model.evaluate import Link, evaluate_grid
 from configspec.model.presets import ModelPreset
-from configspec.search.space import ACCEPTANCE_SOURCES, POWER_SOURCES, Space
+from configspec.search.space import POWER_SOURCES, Space
 
 
 def link_from_network(network: NetworkSettings, rtt_ms: float | None = None) -> Link:
@@ -42,14 +42,14 @@ def evaluate_space(
     cols = evaluate_grid(space.inputs, link, preset, price_scale)
     notes = cols.pop(R.ENERGY_NOTE)
     frame: dict[str, object] = {
-        R.MODE: _categorical(space.inputs.mode, MODE_CODES),
+        R.MODE: _categorical(space.inputs.mode, R.MODE_LABELS),
         R.DEVICE: _categorical(space.device_code, space.device_names),
         R.DRAFTER: _categorical(space.drafter_code, space.drafter_names),
         R.QUANTIZATION: _categorical(space.quant_code, space.quantizations),
         R.FAMILY: _categorical(space.family_code, space.family_names),
         R.TARGET: _categorical(space.target_code, space.target_names),
         R.K: space.inputs.k,
-        R.ACCEPTANCE_SOURCE: _categorical(space.acceptance_source, ACCEPTANCE_SOURCES),
+        R.ACCEPTANCE_SOURCE: _categorical(space.acceptance_source, R.ACCEPTANCE_SOURCE_LABELS),
         **cols,
         R.ENERGY_NOTE: _categorical(notes.astype(np.int64), ENERGY_NOTES),
         R.POWER_SOURCE: _categorical(space.power_source, POWER_SOURCES),

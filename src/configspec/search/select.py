@@ -283,7 +283,7 @@ def best_per_pair(sel: Selection) -> list[PairBest]:
     """
     table = sel.table
     space = sel.space
-    spec = space.inputs.mode == 0
+    spec = space.inputs.mode == R.Mode.SPECULATIVE
     group = space.target_code.astype(np.int64) * (len(space.device_names) + 1) + space.device_code
     groups = np.unique(group[spec])
     goodput = table[R.GOODPUT_TOK_S].to_numpy()

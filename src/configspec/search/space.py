@@ -40,6 +40,7 @@ from configspec.model.acceptance import (
 from configspec.model.evaluate import Bounded, GridInputs
 from configspec.model.latency import interpolate_separable
 from configspec.model.presets import ModelPreset
+from configspec.records import K_LIMIT, AcceptanceSource, Mode
 from configspec.store import ProfileStore
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,6 @@ log = logging.getLogger(__name__)
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
-ACCEPTANCE_SOURCES = ("none", "alpha", "per_position", "by_k")
 POWER_SOURCES = ("none", "measured", "estimated", "imported", "fitted", "modelled", "illustrative")
 """Where a row's edge power came from (the :class:`~configspec.config.Estimate` source of
 the drafter's ``draft_power_w``, or of the device's ``idle_power_w`` for cloud-only rows);
@@ -56,11 +56,6 @@ the drafter's ``draft_power_w``, or of the device's ``idle_power_w`` for cloud-o
 
 def _power_code(est: Estimate | None) -> int:
     return POWER_SOURCES.index(est.source) if est is not None else 0
-
-
-"""Codes of :attr:`Space.acceptance_source` index this tuple."""
-
-K_LIMIT = 256
 
 
 @dataclass(frozen=True)
@@ -167,7 +162,8 @@ def verify_latency_table(
 def acceptance_table(
     entry: AlignmentEntry, k_cap: int, preset: ModelPreset
 ) -> tuple[FloatArray, FloatArray, FloatArray, IntArray, FloatArray]:
-    """E(K) for K = 0..k_cap as (mean, low, high, source code, drafted tokens per round);
+    """E(K) for K = 0..k_cap as (mean, low, high, :class:`AcceptanceSource`, drafted tokens
+    per round);
     NaN where no data covers K.
 
     ``best``: single α fills every K, per-position data overrides up to its length, measured
@@ -176,17 +172,17 @@ def acceptance_table(
     """
     ks = np.arange(k_cap + 1, dtype=np.float64)
     mean, low, high = (np.full(k_cap + 1, np.nan) for _ in range(3))
-    src = np.zeros(k_cap + 1, dtype=np.int64)
+    src = np.full(k_cap + 1, AcceptanceSource.NONE, dtype=np.int64)
     if preset.acceptance == "best" and entry.alpha is not None:
         for arr, a in zip((mean, low, high), _triple(entry.alpha), strict=True):
             arr[:] = tokens_per_round_from_alpha(a, ks)
-        src[:] = 1
+        src[:] = AcceptanceSource.ALPHA
     if preset.acceptance == "best" and entry.per_position:
         n = min(len(entry.per_position), k_cap)
         for arr, attr in zip((mean, low, high), ("mean", "low", "high"), strict=True):
             per = [getattr(e, attr) for e in entry.per_position[:n]]
             arr[: n + 1] = tokens_per_round_from_positions(per)
-        src[: n + 1] = 2
+        src[: n + 1] = AcceptanceSource.PER_POSITION
     points = [p for p in entry.by_k or [] if p.k <= k_cap]
     if points:
         kk = np.asarray([p.k for p in points], dtype=np.int64)
@@ -197,7 +193,7 @@ def acceptance_table(
         )
         for j, arr in enumerate((mean, low, high)):
             arr[kk] = tokens_per_round_from_measured(kk, frac[:, j], measured[:, j])
-        src[kk] = 3
+        src[kk] = AcceptanceSource.BY_K
     mean[0] = low[0] = high[0] = 1.0
     drafted = ks.copy()
     for p in points:
@@ -258,6 +254,63 @@ def _check_filters(
             )
 
 
+AccTable = tuple[FloatArray, FloatArray, FloatArray, IntArray, FloatArray]
+"""One acceptance table: E(K) mean, low, high, :class:`AcceptanceSource`, drafted per round."""
+
+
+@dataclass(frozen=True)
+class _EdgeTables:
+    """Per (device, drafter on device) row: drafting latency per token (3, n, k_cap) for
+    K = 1..k_cap, drafting and idle power (3, n), catch-up time (3, n); ms and W."""
+
+    rows: list[tuple[DeviceProfile, DrafterOnDevice]]
+    latency: FloatArray
+    power: FloatArray
+    idle: FloatArray
+    catchup: FloatArray
+
+
+@dataclass(frozen=True)
+class _TargetTables:
+    """Per target row: verification latency (3, n, k_cap + 2) for 0..k_cap+1 positions, ms."""
+
+    rows: list[VerificationProfile]
+    latency: FloatArray
+
+
+@dataclass(frozen=True)
+class _Pairs:
+    """Speculative (drafter row, target row, acceptance table) triples."""
+
+    drafter: IntArray
+    target: IntArray
+    acceptance: IntArray
+    tables: list[AccTable]
+    alignment_sources: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """Row indices of the three kinds of configuration, in :class:`Space` order.
+
+    Speculative rows: K and the edge (``di``), target (``ti``) and acceptance (``ai``)
+    row of each; cloud-only rows: device row ``cd`` × target ``ct``; edge-only: ``ed``.
+    """
+
+    k: IntArray
+    di: IntArray
+    ti: IntArray
+    ai: IntArray
+    cd: IntArray
+    ct: IntArray
+    ed: IntArray
+
+    @property
+    def sizes(self) -> tuple[int, int, int]:
+        """(speculative, cloud-only, edge-only) row counts."""
+        return self.k.size, self.cd.size, self.ed.size
+
+
 def build_space(
     devices: list[DeviceProfile],
     alignments: list[AlignmentProfile],
@@ -273,8 +326,16 @@ def build_space(
             f"K={s.k_max} is out of range ({preset.k_min}..{K_LIMIT}); pass a --k-max in range"
         )
     k_cap = s.k_max if s.k_max is not None else preset.k_max_default
+    _check_all_filters(devices, verifications, s)
+    edge = _edge_tables(devices, s, k_cap, warnings)
+    targets = _target_tables(verifications, alignments, preset, s, k_cap, warnings)
+    pairs = _pairs(edge, targets, alignments, preset, s, k_cap, warnings)
+    return _assemble(edge, targets, pairs, preset, s, k_cap, warnings)
 
-    all_drafters = [d.drafter for dev in devices for d in dev.drafters]
+
+def _check_all_filters(
+    devices: list[DeviceProfile], verifications: list[VerificationProfile], s: SearchSettings
+) -> None:
     _check_filters(
         [d.device.name for d in devices],
         s.devices,
@@ -283,7 +344,7 @@ def build_space(
         "run `configspec profile device` on it or fix --device",
     )
     _check_filters(
-        all_drafters,
+        [d.drafter for dev in devices for d in dev.drafters],
         s.drafters,
         "drafter",
         "device profile",
@@ -297,42 +358,52 @@ def build_space(
         "run `configspec profile verify` or fix --target",
     )
 
-    # Edge rows: one per (device, drafter on device).
-    d_rows: list[tuple[DeviceProfile, DrafterOnDevice]] = [
+
+def _edge_tables(
+    devices: list[DeviceProfile], s: SearchSettings, k_cap: int, warnings: list[str]
+) -> _EdgeTables:
+    """Edge rows: one per (device, drafter on device) kept by the filters."""
+    rows = [
         (dev, d)
         for dev in devices
         if not s.devices or dev.device.name in s.devices
         for d in dev.drafters
         if not s.drafters or d.drafter in s.drafters
     ]
-    n_d = len(d_rows)
-    d_lat = np.empty((3, n_d, k_cap))
-    d_power = np.empty((3, n_d))
-    d_idle = np.empty((3, n_d))
-    d_catchup = np.zeros((3, n_d))
-    for i, (dev, d) in enumerate(d_rows):
-        d_lat[:, i] = drafter_latency_table(d, k_cap, s.context_tokens, s.temperature)
+    n = len(rows)
+    lat, power, idle = np.empty((3, n, k_cap)), np.empty((3, n)), np.empty((3, n))
+    catchup = np.zeros((3, n))
+    for i, (dev, d) in enumerate(rows):
+        lat[:, i] = drafter_latency_table(d, k_cap, s.context_tokens, s.temperature)
         _warn_temperature(
             [p.temperature for p in d.latency], s.temperature, f"drafter {d.drafter!r} on "
             f"{dev.device.name!r}", "configspec profile device --temperature", warnings,
         )  # fmt: skip
-        d_power[:, i] = _triple(d.draft_power_w)
-        d_idle[:, i] = _triple(dev.idle_power_w)
+        power[:, i] = _triple(d.draft_power_w)
+        idle[:, i] = _triple(dev.idle_power_w)
         if d.catchup_ms is not None:
-            d_catchup[:, i] = np.clip(_triple(d.catchup_ms), 0.0, None)
+            catchup[:, i] = np.clip(_triple(d.catchup_ms), 0.0, None)
+    return _EdgeTables(rows, lat, power, idle, catchup)
 
-    # Target rows: verification profiles (the alignment profile is optional for cloud-only).
-    align_by_target = {a.target: a for a in alignments}
-    t_rows = [v for v in verifications if not s.targets or v.target in s.targets]
-    n_t = len(t_rows)
-    t_lat = np.empty((3, n_t, k_cap + 2))
-    for j, v in enumerate(t_rows):
+
+def _target_tables(
+    verifications: list[VerificationProfile],
+    alignments: list[AlignmentProfile],
+    preset: ModelPreset,
+    s: SearchSettings,
+    k_cap: int,
+    warnings: list[str],
+) -> _TargetTables:
+    """Target rows: verification profiles (an alignment profile is optional: cloud-only)."""
+    rows = [v for v in verifications if not s.targets or v.target in s.targets]
+    lat = np.empty((3, len(rows), k_cap + 2))
+    for j, v in enumerate(rows):
         if preset.require_per_token_price and isinstance(v.price, GpuTimePrice):
             raise InvalidInput(
                 f"model preset {preset.name!r} bills per token but target {v.target!r} has a "
                 "gpu_time price; give its verification profile a per_token price"
             )
-        t_lat[:, j] = verify_latency_table(v, k_cap, s.context_tokens, s.batch, s.temperature)
+        lat[:, j] = verify_latency_table(v, k_cap, s.context_tokens, s.batch, s.temperature)
         _warn_temperature(
             [p.temperature for p in v.latency], s.temperature, f"target {v.target!r}",
             "configspec profile verify --temperature", warnings,
@@ -343,14 +414,27 @@ def build_space(
                 f"target {a.target!r} has an alignment profile but no verification profile; "
                 f"skipped (run `configspec profile verify --target {a.target}`)"
             )
+    return _TargetTables(rows, lat)
 
-    # Speculative pairs.
+
+def _pairs(
+    edge: _EdgeTables,
+    targets: _TargetTables,
+    alignments: list[AlignmentProfile],
+    preset: ModelPreset,
+    s: SearchSettings,
+    k_cap: int,
+    warnings: list[str],
+) -> _Pairs:
+    """Pair every edge row with every target of its family whose alignment profile has an
+    entry for the drafter; one acceptance table per (target, alignment entry)."""
+    align_by_target = {a.target: a for a in alignments}
     pair_d: list[int] = []
     pair_t: list[int] = []
     pair_a: list[int] = []
-    acc_tables: list[tuple[FloatArray, FloatArray, FloatArray, IntArray, FloatArray]] = []
-    drafters_on_devices = {d.drafter for _, d in d_rows} | {_base_id(d) for _, d in d_rows}
-    for j, v in enumerate(t_rows):
+    tables: list[AccTable] = []
+    on_devices = {d.drafter for _, d in edge.rows} | {_base_id(d) for _, d in edge.rows}
+    for j, v in enumerate(targets.rows):
         align = align_by_target.get(v.target)
         if align is None:
             warnings.append(
@@ -358,23 +442,16 @@ def build_space(
                 f"modelled (run `configspec profile alignment --target {v.target}`)"
             )
             continue
-        by_drafter: dict[str, list[AlignmentEntry]] = {}
-        for e in align.entries:
-            by_drafter.setdefault(e.drafter, []).append(e)
-            if e.drafter not in drafters_on_devices and not s.drafters:
-                warnings.append(
-                    f"drafter {e.drafter!r} (alignment profile of {v.target!r}) has no device "
-                    "profile; skipped (run `configspec profile device` with it)"
-                )
+        by_drafter = _entries_by_drafter(align, on_devices, s, warnings)
         cache: dict[str, int] = {}
-        for i, (_, d) in enumerate(d_rows):
+        for i, (_, d) in enumerate(edge.rows):
             if d.family != align.target_family:
                 continue
             key = d.drafter if d.drafter in by_drafter else _base_id(d)
             if key not in by_drafter:
                 continue
             if key not in cache:
-                cache[key] = len(acc_tables)
+                cache[key] = len(tables)
                 entry = _pick_entry(by_drafter[key], s)
                 same_t = math.isclose(entry.temperature, s.temperature, abs_tol=1e-9)
                 if entry.domain != s.domain or not same_t:
@@ -383,32 +460,34 @@ def build_space(
                         f"{s.domain!r}, temperature {s.temperature:g}; using domain "
                         f"{entry.domain!r}, temperature {entry.temperature:g}"
                     )
-                acc_tables.append(acceptance_table(entry, k_cap, preset))
+                tables.append(acceptance_table(entry, k_cap, preset))
             pair_d.append(i)
             pair_t.append(j)
             pair_a.append(cache[key])
-    return _assemble(
-        d_rows,
-        t_rows,
-        d_lat,
-        d_power,
-        d_idle,
-        d_catchup,
-        t_lat,
-        acc_tables,
-        np.asarray(pair_d, dtype=np.int64),
-        np.asarray(pair_t, dtype=np.int64),
-        np.asarray(pair_a, dtype=np.int64),
-        preset,
-        s,
-        k_cap,
-        warnings,
-        [
-            align_by_target[v.target].provenance.source
-            for v in t_rows
-            if v.target in align_by_target
-        ],
+    sources = tuple(
+        align_by_target[v.target].provenance.source
+        for v in targets.rows
+        if v.target in align_by_target
     )
+    return _Pairs(_ints(pair_d), _ints(pair_t), _ints(pair_a), tables, sources)
+
+
+def _ints(values: list[int]) -> IntArray:
+    return np.asarray(values, dtype=np.int64)
+
+
+def _entries_by_drafter(
+    align: AlignmentProfile, on_devices: set[str], s: SearchSettings, warnings: list[str]
+) -> dict[str, list[AlignmentEntry]]:
+    by_drafter: dict[str, list[AlignmentEntry]] = {}
+    for e in align.entries:
+        by_drafter.setdefault(e.drafter, []).append(e)
+        if e.drafter not in on_devices and not s.drafters:
+            warnings.append(
+                f"drafter {e.drafter!r} (alignment profile of {align.target!r}) has no device "
+                "profile; skipped (run `configspec profile device` with it)"
+            )
+    return by_drafter
 
 
 def _cat(labels: list[str]) -> tuple[list[str], dict[str, int]]:
@@ -416,37 +495,38 @@ def _cat(labels: list[str]) -> tuple[list[str], dict[str, int]]:
     return names, {n: i for i, n in enumerate(names)}
 
 
-def _assemble(
-    d_rows: list[tuple[DeviceProfile, DrafterOnDevice]],
-    t_rows: list[VerificationProfile],
-    d_lat: FloatArray,
-    d_power: FloatArray,
-    d_idle: FloatArray,
-    d_catchup: FloatArray,
-    t_lat: FloatArray,
-    acc_tables: list[tuple[FloatArray, FloatArray, FloatArray, IntArray, FloatArray]],
-    pair_d: IntArray,
-    pair_t: IntArray,
-    pair_a: IntArray,
+def _stack_acceptance(
+    tables: list[AccTable], k_cap: int
+) -> tuple[FloatArray, IntArray, FloatArray]:
+    """E(K) (3, n, k_cap+1), its :class:`AcceptanceSource` and drafted tokens per round."""
+    n_a = max(len(tables), 1)
+    acc = np.full((3, n_a, k_cap + 1), np.nan)
+    acc_src = np.full((n_a, k_cap + 1), AcceptanceSource.NONE, dtype=np.int64)
+    acc_drafted = np.tile(np.arange(k_cap + 1, dtype=np.float64), (n_a, 1))
+    for idx, (m, lo, hi, src, drafted) in enumerate(tables):
+        acc[:, idx] = (m, lo, hi)
+        acc_src[idx] = src
+        acc_drafted[idx] = drafted
+    return acc, acc_src, acc_drafted
+
+
+def _speculative_rows(
+    edge: _EdgeTables,
+    targets: _TargetTables,
+    pairs: _Pairs,
+    acc: FloatArray,
     preset: ModelPreset,
     s: SearchSettings,
     k_cap: int,
     warnings: list[str],
-    alignment_sources: list[str],
-) -> Space:
-    n_a = len(acc_tables)
-    acc = np.full((3, max(n_a, 1), k_cap + 1), np.nan)
-    acc_src = np.zeros((max(n_a, 1), k_cap + 1), dtype=np.int64)
-    acc_drafted = np.tile(np.arange(k_cap + 1, dtype=np.float64), (max(n_a, 1), 1))
-    for idx, (m, lo, hi, src, drafted) in enumerate(acc_tables):
-        acc[:, idx] = (m, lo, hi)
-        acc_src[idx] = src
-        acc_drafted[idx] = drafted
+) -> tuple[IntArray, IntArray]:
+    """(pair index, K) of every speculative configuration with acceptance and verification
+    data; raises when an explicit ``k_max`` is beyond every pair's profiled range."""
     ks = np.arange(1, k_cap + 1)
-    e_pk = acc[0][pair_a][:, 1:]
-    v_pk = t_lat[0][pair_t][:, 2:]
+    e_pk = acc[0][pairs.acceptance][:, 1:]
+    v_pk = targets.latency[0][pairs.target][:, 2:]
     valid = np.isfinite(e_pk) & np.isfinite(v_pk) & (ks >= preset.k_min)[None, :]
-    if s.k_max is not None and pair_d.size and not valid[:, s.k_max - 1].any():
+    if s.k_max is not None and pairs.drafter.size and not valid[:, s.k_max - 1].any():
         k_best = int(ks[valid.any(axis=0)].max()) if valid.any() else 0
         e_max = int(ks[np.isfinite(e_pk).any(axis=0)].max()) if np.isfinite(e_pk).any() else 0
         v_max = int(ks[np.isfinite(v_pk).any(axis=0)].max()) if np.isfinite(v_pk).any() else 0
@@ -456,53 +536,72 @@ def _assemble(
             f" at most; pass --k-max {max(k_best, preset.k_min)} or profile longer drafts"
         )
     pi, ki = np.nonzero(valid)
-    k = (ki + 1).astype(np.int64)
-    di, ti, ai = pair_d[pi], pair_t[pi], pair_a[pi]
-    short = np.flatnonzero(~valid[:, -1]) if pair_d.size else np.zeros(0, dtype=np.int64)
+    short = np.flatnonzero(~valid[:, -1]) if pairs.drafter.size else np.zeros(0, dtype=np.int64)
     if short.size:
         first = int(short[0])
         reach = int(ks[valid[first]].max()) if valid[first].any() else 0
         message = (
             f"{short.size} drafter/target pair(s) have no data up to K={k_cap} (e.g. "
-            f"{d_rows[pair_d[first]][1].drafter} → {t_rows[pair_t[first]].target} reaches "
+            f"{edge.rows[pairs.drafter[first]][1].drafter} → "
+            f"{targets.rows[pairs.target[first]].target} reaches "
             f"K={reach}); they are evaluated within their profiled range"
         )
         if s.k_max is not None:
             warnings.append(message)
         else:
             log.info(message)
+    return pi, (ki + 1).astype(np.int64)
 
-    # No-speculation rows: cloud-only per (device, target), edge-only per (device, drafter).
-    dev_names_rows = [dev.device.name for dev, _ in d_rows]
+
+def _rows(
+    edge: _EdgeTables, targets: _TargetTables, pairs: _Pairs, pi: IntArray, k: IntArray
+) -> _Rows:
+    """Speculative rows, then cloud-only per (device, target), edge-only per edge row."""
     first_row_of_device: dict[str, int] = {}
-    for i, name in enumerate(dev_names_rows):
-        first_row_of_device.setdefault(name, i)
+    for i, (dev, _) in enumerate(edge.rows):
+        first_row_of_device.setdefault(dev.device.name, i)
     dev_rows = np.asarray(list(first_row_of_device.values()), dtype=np.int64)
-    cd = np.repeat(dev_rows, len(t_rows))
-    ct = np.tile(np.arange(len(t_rows), dtype=np.int64), dev_rows.size)
-    ed = np.arange(len(d_rows), dtype=np.int64)
-    n_s, n_c, n_e = k.size, cd.size, ed.size
-    nan_c = np.full(n_c, np.nan)
-    zero_c, zero_e = np.zeros(n_c), np.zeros(n_e)
-    nan_e = np.full(n_e, np.nan)
-
-    def bounded(spec: list[FloatArray], cloud: list[FloatArray], edge: list[FloatArray]) -> Bounded:
-        parts = [np.concatenate([a, b, c]) for a, b, c in zip(spec, cloud, edge, strict=True)]
-        return Bounded(parts[0], parts[1], parts[2])
-
-    tokens = bounded([acc[x][ai, k] for x in range(3)], [np.ones(n_c)] * 3, [np.ones(n_e)] * 3)
-    draft_tok = bounded(
-        [d_lat[x][di, k - 1] for x in range(3)], [zero_c] * 3, [d_lat[x][ed, 0] for x in range(3)]
+    n_t = len(targets.rows)
+    return _Rows(
+        k=k,
+        di=pairs.drafter[pi],
+        ti=pairs.target[pi],
+        ai=pairs.acceptance[pi],
+        cd=np.repeat(dev_rows, n_t),
+        ct=np.tile(np.arange(n_t, dtype=np.int64), dev_rows.size),
+        ed=np.arange(len(edge.rows), dtype=np.int64),
     )
-    edge_tok = bounded(
-        [d_lat[x][di, 0] for x in range(3)],
-        [d_lat[x][cd, 0] for x in range(3)],
-        [d_lat[x][ed, 0] for x in range(3)],
+
+
+def _bounded(spec: list[FloatArray], cloud: list[FloatArray], edge: list[FloatArray]) -> Bounded:
+    """A :class:`Bounded` of (mean, low, high) parts for the three kinds of row, in order."""
+    parts = [np.concatenate([a, b, c]) for a, b, c in zip(spec, cloud, edge, strict=True)]
+    return Bounded(parts[0], parts[1], parts[2])
+
+
+def _grid_inputs(
+    edge: _EdgeTables, targets: _TargetTables, r: _Rows, acc: FloatArray, drafted_by: FloatArray
+) -> GridInputs:
+    """The model's per-configuration inputs, gathered from the tables by row index."""
+    n_s, n_c, n_e = r.sizes
+    k, di, ti, ai, cd, ct, ed = r.k, r.di, r.ti, r.ai, r.cd, r.ct, r.ed
+    d_lat, t_lat = edge.latency, targets.latency
+    nan_c, nan_e = np.full(n_c, np.nan), np.full(n_e, np.nan)
+    zero_c, zero_e = np.zeros(n_c), np.zeros(n_e)
+    three = range(3)
+    tokens = _bounded([acc[x][ai, k] for x in three], [np.ones(n_c)] * 3, [np.ones(n_e)] * 3)
+    draft_tok = _bounded(
+        [d_lat[x][di, k - 1] for x in three], [zero_c] * 3, [d_lat[x][ed, 0] for x in three]
+    )
+    edge_tok = _bounded(
+        [d_lat[x][di, 0] for x in three],
+        [d_lat[x][cd, 0] for x in three],
+        [d_lat[x][ed, 0] for x in three],
     )
     # Verification covers the drafted tokens plus one position; a drafter that proposes
     # fewer than K on average (n-gram lookup) is charged between the neighbouring profiled
     # position counts (verification latency is piecewise linear in positions).
-    drafted = acc_drafted[ai, k]
+    drafted = drafted_by[ai, k]
     lo_pos = np.floor(drafted).astype(np.int64)
     frac = drafted - lo_pos
     hi_pos = np.minimum(lo_pos + 1, k)
@@ -514,41 +613,38 @@ def _assemble(
             (1.0 - frac) * lat[rows, lo_pos + 1] + frac * lat[rows, hi_pos + 1], dtype=np.float64
         )
 
-    verify = bounded(
-        [verify_at(x) for x in range(3)],
-        [t_lat[x][ct, 1] for x in range(3)],
-        [zero_e] * 3,
+    verify = _bounded([verify_at(x) for x in three], [t_lat[x][ct, 1] for x in three], [zero_e] * 3)
+    verify_one = _bounded(
+        [t_lat[x][ti, 1] for x in three], [t_lat[x][ct, 1] for x in three], [nan_e] * 3
     )
-    verify_one = bounded(
-        [t_lat[x][ti, 1] for x in range(3)], [t_lat[x][ct, 1] for x in range(3)], [nan_e] * 3
-    )
-    power = bounded(
-        [d_power[x][di] for x in range(3)], [nan_c] * 3, [d_power[x][ed] for x in range(3)]
+    power = _bounded(
+        [edge.power[x][di] for x in three], [nan_c] * 3, [edge.power[x][ed] for x in three]
     )
     # A round after one whose K drafts were all accepted starts with two new tokens; the
     # probability of that is E(K) - E(K-1) (= a_1 ... a_K, the reach of the last draft).
     p_all = np.clip(acc[0][ai, k] - acc[0][ai, k - 1], 0.0, 1.0)
     p_all = np.where(np.isfinite(p_all), p_all, 0.0)
-    catchup = bounded([p_all * d_catchup[x][di] for x in range(3)], [zero_c] * 3, [zero_e] * 3)
-    idle = bounded(
-        [d_idle[x][di] for x in range(3)],
-        [d_idle[x][cd] for x in range(3)],
-        [d_idle[x][ed] for x in range(3)],
+    catchup = _bounded([p_all * edge.catchup[x][di] for x in three], [zero_c] * 3, [zero_e] * 3)
+    idle = _bounded(
+        [edge.idle[x][di] for x in three],
+        [edge.idle[x][cd] for x in three],
+        [edge.idle[x][ed] for x in three],
     )
+    prices = [v.price for v in targets.rows]
 
-    gpu = np.asarray([isinstance(v.price, GpuTimePrice) for v in t_rows], dtype=bool)
-    per_hour = np.asarray([getattr(v.price, "price_usd_per_hour", 0.0) for v in t_rows])
-    overhead = np.asarray([getattr(v.price, "overhead_ms_per_round", 0.0) for v in t_rows])
-    per_mtok = np.asarray([getattr(v.price, "price_usd_per_million_tokens", 0.0) for v in t_rows])
-    bill = np.asarray([getattr(v.price, "billed", "") == "draft_tokens" for v in t_rows])
-
-    def by_target(arr: NDArray[np.generic], fill: float | bool) -> NDArray[np.generic]:
-        if arr.size == 0:
-            arr = np.asarray([fill])
+    def by_target(values: list[float] | list[bool], fill: float | bool) -> NDArray[np.generic]:
+        arr = np.asarray(values) if values else np.asarray([fill])
         return np.concatenate([arr[ti], arr[ct], np.full(n_e, fill, dtype=arr.dtype)])
 
-    inputs = GridInputs(
-        mode=np.concatenate([np.zeros(n_s), np.ones(n_c), np.full(n_e, 2)]).astype(np.int64),
+    gpu = [isinstance(p, GpuTimePrice) for p in prices]
+    return GridInputs(
+        mode=np.concatenate(
+            [
+                np.full(n_s, Mode.SPECULATIVE),
+                np.full(n_c, Mode.CLOUD_ONLY),
+                np.full(n_e, Mode.EDGE_ONLY),
+            ]
+        ).astype(np.int64),
         k=np.concatenate([k, np.zeros(n_c + n_e, dtype=np.int64)]),
         tokens_per_round=tokens,
         draft_ms_per_token=draft_tok,
@@ -558,14 +654,40 @@ def _assemble(
         draft_power_w=power,
         idle_power_w=idle,
         gpu_price=by_target(gpu, False).astype(bool),
-        price_usd_per_hour=by_target(per_hour, 0.0).astype(np.float64),
-        overhead_ms_per_round=by_target(overhead, 0.0).astype(np.float64),
-        price_usd_per_mtok=by_target(per_mtok, 0.0).astype(np.float64),
-        bill_draft_tokens=by_target(bill, False).astype(bool),
+        price_usd_per_hour=by_target(
+            [getattr(p, "price_usd_per_hour", 0.0) for p in prices], 0.0
+        ).astype(np.float64),
+        overhead_ms_per_round=by_target(
+            [getattr(p, "overhead_ms_per_round", 0.0) for p in prices], 0.0
+        ).astype(np.float64),
+        price_usd_per_mtok=by_target(
+            [getattr(p, "price_usd_per_million_tokens", 0.0) for p in prices], 0.0
+        ).astype(np.float64),
+        bill_draft_tokens=by_target(
+            [getattr(p, "billed", "") == "draft_tokens" for p in prices], False
+        ).astype(bool),
         drafted=np.concatenate([drafted, np.zeros(n_c + n_e)]),
         draft_catchup_ms=catchup,
     )
 
+
+def _assemble(
+    edge: _EdgeTables,
+    targets: _TargetTables,
+    pairs: _Pairs,
+    preset: ModelPreset,
+    s: SearchSettings,
+    k_cap: int,
+    warnings: list[str],
+) -> Space:
+    """The :class:`Space`: model inputs plus every configuration's labels."""
+    acc, acc_src, acc_drafted = _stack_acceptance(pairs.tables, k_cap)
+    pi, k = _speculative_rows(edge, targets, pairs, acc, preset, s, k_cap, warnings)
+    r = _rows(edge, targets, pairs, pi, k)
+    inputs = _grid_inputs(edge, targets, r, acc, acc_drafted)
+    _, n_c, n_e = r.sizes
+    di, ti, cd, ct, ed = r.di, r.ti, r.cd, r.ct, r.ed
+    d_rows, t_rows = edge.rows, targets.rows
     device_names, dev_idx = _cat([dev.device.name for dev, _ in d_rows])
     drafter_names, drf_idx = _cat([d.drafter for _, d in d_rows])
     quant_names, q_idx = _cat([d.quantization or "" for _, d in d_rows])
@@ -586,15 +708,6 @@ def _assemble(
     )
     minus_e = np.full(n_e, -1, dtype=np.int64)
     minus_c = np.full(n_c, -1, dtype=np.int64)
-    sources: dict[str, set[str]] = {
-        "device": {dev.provenance.source for dev, _ in d_rows},
-        "verification": {v.provenance.source for v in t_rows},
-        "alignment": set(alignment_sources),
-    }
-    est_sources: set[str] = set()
-    for _, d in d_rows:
-        est_sources.update(p.per_token_ms.source for p in d.latency)
-    sources["device estimates"] = est_sources
     return Space(
         inputs=inputs,
         device_names=device_names,
@@ -613,12 +726,24 @@ def _assemble(
         ),
         device_emulated=np.concatenate([row_emul[di], row_emul[cd], row_emul[ed]]),
         power_source=np.concatenate([row_pdraft[di], row_pidle[cd], row_pdraft[ed]]),
-        acceptance_source=np.concatenate([acc_src[ai, k], np.zeros(n_c + n_e, dtype=np.int64)]),
-        drafter_memory_bytes=np.concatenate([row_dmem[di], zero_c, row_dmem[ed]]),
+        acceptance_source=np.concatenate(
+            [acc_src[r.ai, k], np.full(n_c + n_e, AcceptanceSource.NONE, dtype=np.int64)]
+        ),
+        drafter_memory_bytes=np.concatenate([row_dmem[di], np.zeros(n_c), row_dmem[ed]]),
         device_memory_bytes=np.concatenate([row_devmem[di], row_devmem[cd], row_devmem[ed]]),
-        sources=sources,
+        sources=_sources(edge, targets, pairs),
         warnings=warnings,
     )
+
+
+def _sources(edge: _EdgeTables, targets: _TargetTables, pairs: _Pairs) -> dict[str, set[str]]:
+    """Input kind → the provenance sources seen (``device estimates``: latency figures)."""
+    return {
+        "device": {dev.provenance.source for dev, _ in edge.rows},
+        "verification": {v.provenance.source for v in targets.rows},
+        "alignment": set(pairs.alignment_sources),
+        "device estimates": {p.per_token_ms.source for _, d in edge.rows for p in d.latency},
+    }
 
 
 @dataclass(frozen=True)
@@ -661,7 +786,6 @@ def load_space(
 
 
 __all__ = [
-    "ACCEPTANCE_SOURCES",
     "POWER_SOURCES",
     "Profiles",
     "SearchSettings",

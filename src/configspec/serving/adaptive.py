@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from configspec import records as R
 from configspec.config import KChoice
 from configspec.errors import InvalidInput, ProfileMissing
 from configspec.model.acceptance import tokens_per_round_from_positions
@@ -449,7 +450,7 @@ def prior_from_profiles(
     )
     space = space_from_profiles(profiles, preset, settings)
     g = space.inputs
-    rows = np.flatnonzero(g.mode == 0)
+    rows = np.flatnonzero(g.mode == R.Mode.SPECULATIVE)
     if rows.size == 0:
         raise ProfileMissing(
             f"no speculative configuration for drafter {drafter!r} in these profiles (it needs "

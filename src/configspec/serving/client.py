@@ -32,9 +32,10 @@ import httpx
 import numpy as np
 from pydantic import ValidationError
 
-from configspec.backends.base import Drafter, DraftResult, ModelIdentity
+from configspec.backends.base import Drafter, DraftResult, ModelIdentity, same_tokenizer
 from configspec.config import RoundTiming
 from configspec.errors import BackendUnavailable, ConfigSpecError, IncompatibleModels, InvalidInput
+from configspec.records import K_LIMIT
 from configspec.serving.protocol import (
     SESSION_TOKEN_HEADER,
     ErrorResponse,
@@ -194,10 +195,7 @@ def probe_server(url: str, *, timeout_s: float = 5.0, api_key: str | None = None
 def check_drafter(drafter: ModelIdentity, info: ServerInfo, k: int) -> None:
     """Raise unless ``drafter`` shares the served target's tokenizer and K fits the limit."""
     target = info.target
-    if (
-        drafter.tokenizer_fingerprint != target.tokenizer_fingerprint
-        or drafter.vocab_size != target.vocab_size
-    ):
+    if not same_tokenizer(drafter, target):
         raise IncompatibleModels(
             f"drafter {drafter.name} (family {drafter.family}) does not share the tokenizer of "
             f"target {target.name} (family {target.family}); pick a drafter of family "
@@ -232,8 +230,8 @@ class EdgeClient:
         client_id: str = "",
         api_key: str | None = None,
     ) -> None:
-        if not 0 <= k <= 64:
-            raise InvalidInput(f"K={k} is out of range (0..64)")
+        if not 0 <= k <= K_LIMIT:
+            raise InvalidInput(f"K={k} is out of range (0..{K_LIMIT})")
         if temperature < 0:
             raise InvalidInput(f"temperature {temperature} must be >= 0")
         if draft_top_k < 1:

@@ -55,14 +55,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, model_validator
 
+from configspec.records import K_LIMIT
+
 PROTOCOL_VERSION = 2
 """2: sessions are bound to the client that opened them (``session_token``)."""
 
 SESSION_TOKEN_HEADER = "X-Session-Token"
 """Header carrying a session's ``session_token`` on verify and close requests."""
 
-MAX_DRAFT_TOKENS = 64
-"""Hard protocol cap on K; a server's own limit (``ServerInfo.max_k``) is usually lower."""
+MAX_DRAFT_TOKENS = K_LIMIT
+"""Hard protocol cap on K (:data:`configspec.records.K_LIMIT`); a server's own limit
+(``ServerInfo.max_k``) is usually lower."""
 
 MAX_PROMPT_TOKENS = 1 << 20
 MAX_TEMPERATURE = 10.0

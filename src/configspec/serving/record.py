@@ -8,24 +8,27 @@ from typing import Any
 
 import numpy as np
 
+from configspec.backends.base import ModelIdentity
 from configspec.config import Estimate, Provenance, RunConfig, RunRecord, RunTotals, Source
 from configspec.serving.client import Generation
+from configspec.stats import bootstrap_ratio
 
-_BOOTSTRAP_SAMPLES = 2000
+
+def run_config(drafter: ModelIdentity, gen: Generation, **fields: Any) -> RunConfig:
+    """The :class:`RunConfig` of a generation by ``drafter``: drafter and target names and
+    families filled in, the rest (K, RTT, device, tokens, ...) from ``fields``."""
+    return RunConfig(
+        drafter=drafter.name,
+        drafter_family=drafter.family,
+        target=gen.target_name,
+        target_family=gen.target_family,
+        **fields,
+    )
 
 
-def ratio_estimate(num: np.ndarray, den: np.ndarray, scale: float, seed: int = 0) -> Estimate:
-    """sum(num)/sum(den)·scale with a 95% bootstrap CI over rounds (measured)."""
-    mean = float(num.sum() / den.sum() * scale) if den.sum() > 0 else 0.0
-    n = len(num)
-    if n < 2 or den.sum() <= 0:
-        return Estimate(mean=mean, n=n, source="measured")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(_BOOTSTRAP_SAMPLES, n))
-    dens = den[idx].sum(axis=1)
-    ratios = num[idx].sum(axis=1) / np.where(dens > 0, dens, np.nan) * scale
-    lo, hi = np.nanpercentile(ratios, [2.5, 97.5])
-    return Estimate(mean=mean, ci_low=min(float(lo), mean), ci_high=max(float(hi), mean), n=n)
+def model_hashes(*models: ModelIdentity) -> dict[str, str]:
+    """Model name → file sha256 for the models that have a file."""
+    return {m.name: m.file_sha256 for m in models if m.file_sha256}
 
 
 def run_id_now(prefix: str = "edge") -> str:
@@ -78,7 +81,7 @@ def build_run_record(
     goodput = Estimate(mean=0.0, n=0, source="measured")
     if rounds and gen.decode_s > 0:
         # mean from the true decode wall time; the CI's relative width from the rounds
-        per_round = ratio_estimate(tokens, round_ms, 1e3)
+        per_round = bootstrap_ratio(tokens, round_ms, 1e3)
         mean = len(gen.tokens) / gen.decode_s
         f = mean / per_round.mean if per_round.mean > 0 else 1.0
         goodput = Estimate(
@@ -86,13 +89,14 @@ def build_run_record(
             ci_low=min(per_round.low * f, mean),
             ci_high=max(per_round.high * f, mean),
             n=len(rounds),
+            estimator=per_round.estimator,
         )
-    acceptance = ratio_estimate(accepted, drafted, 1.0) if drafted.sum() > 0 else None
+    acceptance = bootstrap_ratio(accepted, drafted, 1.0) if drafted.sum() > 0 else None
     per_joule = None
     if have_energy:
         e = np.array(energies, dtype=np.float64)
         if e.sum() > 0:
-            per_joule = ratio_estimate(tokens, e, 1.0).model_copy(update={"source": energy_source})
+            per_joule = bootstrap_ratio(tokens, e, 1.0).model_copy(update={"source": energy_source})
     elif not energy_note:
         energy_note = "no device power meter was used; energy not recorded"
     return RunRecord(

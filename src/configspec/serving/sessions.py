@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from configspec.backends.base import Evaluation, Target
 from configspec.errors import ConfigSpecError
+from configspec.records import K_LIMIT
 from configspec.serving.protocol import (
     PROTOCOL_VERSION,
     CloseSessionResponse,
@@ -87,8 +88,8 @@ class ServerLimits:
     def __post_init__(self) -> None:
         if self.max_sessions < 1:
             raise ValueError(f"max_sessions={self.max_sessions} must be at least 1")
-        if not 1 <= self.max_k <= 64:
-            raise ValueError(f"max_k={self.max_k} is out of range (1..64)")
+        if not 1 <= self.max_k <= K_LIMIT:
+            raise ValueError(f"max_k={self.max_k} is out of range (1..{K_LIMIT})")
         if self.max_context_tokens < 2:
             raise ValueError(f"max_context_tokens={self.max_context_tokens} is too small")
         if self.parallel_evaluations < 1:

@@ -1,0 +1,162 @@
+"""Confidence intervals, in one place: every stored figure says which estimator made it.
+
+All intervals are two-sided 95%. The estimators, by the name they record in
+:attr:`~configspec.config.Estimate.estimator`:
+
+* ``student_t`` — mean of repeated timings (profiling sweeps, power samples): Student's t
+  with n-1 degrees of freedom (:func:`student_t_mean`, :func:`student_t_half_width`);
+* ``normal`` — mean of many per-round values (validation): the normal 1.96
+  (:func:`normal_mean`);
+* ``bootstrap_ratio`` — a ratio of sums over rounds (goodput, acceptance, tokens per joule
+  of a run): percentile bootstrap resampling rounds (:func:`bootstrap_ratio`);
+* ``bootstrap_median`` — the median of per-round values (the runtime's overhead):
+  percentile bootstrap of the median (:func:`bootstrap_median`);
+* ``bootstrap_prompts`` — pooled acceptance over prompts: percentile bootstrap resampling
+  prompts (:func:`bootstrap_interval` on the resampled statistics).
+
+Pure: numbers in, :class:`~configspec.config.Estimate` out; seeded, so reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from configspec.config import Estimate, Source
+
+LEVEL = 0.95
+"""Confidence level of every interval."""
+Z975 = 1.96
+"""Two-sided 95% normal quantile."""
+BOOTSTRAP_SAMPLES = 2000
+"""Resamples of the round-level bootstraps."""
+
+# two-sided 95% Student-t quantiles (t_{0.975, df}); beyond the table the normal 1.96
+_T975 = {
+    1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+    9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120,
+    17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086, 22: 2.074, 25: 2.060, 30: 2.042, 40: 2.021,
+    60: 2.000, 120: 1.980,
+}  # fmt: skip
+
+
+def t975(df: int) -> float:
+    """Two-sided 95% Student-t quantile for ``df`` degrees of freedom (conservative between
+    tabulated values: the next smaller df's quantile)."""
+    if df < 1:
+        return math.inf
+    best = max(d for d in _T975 if d <= df)
+    return Z975 if df > 120 else _T975[best]
+
+
+def student_t_half_width(n: int, variance: float) -> float:
+    """95% CI half-width of a mean of ``n`` samples with sample ``variance`` (inf, n < 2)."""
+    if n < 2:
+        return math.inf
+    return t975(n - 1) * math.sqrt(max(variance, 0.0) / n)
+
+
+def half_width(samples: Sequence[float]) -> float:
+    """95% Student-t CI half-width of the mean of ``samples`` (inf with fewer than two)."""
+    n = len(samples)
+    if n < 2:
+        return math.inf
+    mean = sum(samples) / n
+    return student_t_half_width(n, sum((x - mean) ** 2 for x in samples) / (n - 1))
+
+
+def relative_half_width(samples: Sequence[float]) -> float:
+    """Half-width divided by the mean (inf when the mean is 0 or there are < 2 samples)."""
+    if not samples:
+        return math.inf
+    mean = sum(samples) / len(samples)
+    return half_width(samples) / abs(mean) if mean else math.inf
+
+
+def student_t_mean(
+    samples: Sequence[float], source: Source = "measured", *, nonnegative: bool = True
+) -> Estimate:
+    """Mean of ``samples`` with its Student-t 95% CI (no interval for a single sample).
+
+    With ``nonnegative`` (latencies, throughputs, powers) the interval is truncated at 0:
+    a few noisy samples can put mean - half-width below zero, which no such quantity is.
+    """
+    n = len(samples)
+    if n == 0:
+        raise ValueError("no samples")
+    mean = sum(samples) / n
+    hw = half_width(samples)
+    if not math.isfinite(hw):
+        return Estimate(mean=mean, n=n, source=source)
+    low = max(0.0, mean - hw) if nonnegative and mean >= 0 else mean - hw
+    return Estimate(
+        mean=mean, ci_low=low, ci_high=mean + hw, n=n, source=source, estimator="student_t"
+    )
+
+
+def normal_mean(values: Sequence[float]) -> Estimate:
+    """Mean of ``values`` with a normal (1.96) 95% CI (no interval for a single value)."""
+    m = statistics.fmean(values)
+    if len(values) < 2:
+        return Estimate(mean=m, n=len(values))
+    half = Z975 * statistics.stdev(values) / math.sqrt(len(values))
+    return Estimate(mean=m, ci_low=m - half, ci_high=m + half, n=len(values), estimator="normal")
+
+
+def bootstrap_interval(
+    point: float, boot: npt.ArrayLike, level: float = LEVEL
+) -> tuple[float, float]:
+    """Percentile interval of the bootstrap statistics ``boot``, widened to hold ``point``
+    (``(point, point)`` when there are none)."""
+    b = np.asarray(boot, dtype=np.float64)
+    b = b[np.isfinite(b)]
+    if b.size == 0:
+        return point, point
+    lo_q, hi_q = (1.0 - level) / 2.0, 1.0 - (1.0 - level) / 2.0
+    lo, hi = np.quantile(b, [lo_q, hi_q])
+    return min(float(lo), point), max(float(hi), point)
+
+
+def bootstrap_ratio(
+    num: npt.NDArray[np.float64], den: npt.NDArray[np.float64], scale: float, seed: int = 0
+) -> Estimate:
+    """sum(num)/sum(den)·scale with a 95% bootstrap CI resampling rows (measured)."""
+    mean = float(num.sum() / den.sum() * scale) if den.sum() > 0 else 0.0
+    n = len(num)
+    if n < 2 or den.sum() <= 0:
+        return Estimate(mean=mean, n=n, source="measured")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(BOOTSTRAP_SAMPLES, n))
+    dens = den[idx].sum(axis=1)
+    ratios = num[idx].sum(axis=1) / np.where(dens > 0, dens, np.nan) * scale
+    lo, hi = np.nanpercentile(ratios, [2.5, 97.5])
+    return Estimate(
+        mean=mean,
+        ci_low=min(float(lo), mean),
+        ci_high=max(float(hi), mean),
+        n=n,
+        estimator="bootstrap_ratio",
+    )
+
+
+def bootstrap_median(
+    values: npt.ArrayLike, *, n_boot: int = 1000, seed: int = 0, floor: float | None = None
+) -> Estimate:
+    """Median of ``values`` with a 95% percentile-bootstrap CI (measured).
+
+    ``floor`` clips the median and both bounds from below (e.g. 0 for a duration that
+    noise can push negative).
+    """
+    x = np.asarray(values, dtype=np.float64)
+    med = float(np.median(x))
+    rng = np.random.default_rng(seed)
+    boots = np.median(rng.choice(x, size=(n_boot, x.size)), axis=1)
+    lo, hi = (float(v) for v in np.percentile(boots, [2.5, 97.5]))
+    low, high = min(lo, med), max(hi, med)
+    if floor is not None:
+        med, low, high = max(med, floor), max(low, floor), max(high, med, floor)
+    return Estimate(mean=med, ci_low=low, ci_high=high, n=int(x.size), estimator="bootstrap_median")
