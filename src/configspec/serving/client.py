@@ -205,6 +205,31 @@ def check_drafter(drafter: ModelIdentity, info: ServerInfo, k: int) -> None:
         raise InvalidInput(f"K={k} is above the verifier's limit ({info.max_k})")
 
 
+@dataclass
+class _Session:
+    """The verifier session a generation decodes in, and what reopening it has cost."""
+
+    opened: OpenSessionResponse
+    sessions: list[str] = field(default_factory=list)
+    prefill_ms: float = 0.0
+    reconnects: int = 0
+
+    def __post_init__(self) -> None:
+        self.sessions.append(self.opened.session_id)
+        self.prefill_ms += self.opened.prefill_ms
+
+    @property
+    def session_id(self) -> str:
+        return self.opened.session_id
+
+    def reopen(self, opened: OpenSessionResponse) -> None:
+        """Continue in a fresh session (the server lost the last one)."""
+        self.opened = opened
+        self.sessions.append(opened.session_id)
+        self.prefill_ms += opened.prefill_ms
+        self.reconnects += 1
+
+
 class EdgeClient:
     """Speculative decoding against a remote verifier with a local drafter.
 
@@ -341,14 +366,10 @@ class EdgeClient:
         prompt = list(prompt_tokens)
         if not prompt:
             raise InvalidInput("the prompt is empty")
-        opened = self._open(prompt, retry=False)  # fail fast if the server is not there
-        session_id = opened.session_id
-        sessions = [session_id]
-        stops = set(opened.target.stop_token_ids)
-        prefill_ms = opened.prefill_ms
+        st = _Session(self._open(prompt, retry=False))  # fail fast if the server is not there
+        stops = set(st.opened.target.stop_token_ids)
         out: list[int] = []
         rounds: list[RoundTiming] = []
-        reconnects = 0
         text = ""
         stopped_by = "max_tokens"
         # The drafter reads the prompt once, before decoding starts (as the server's
@@ -356,69 +377,15 @@ class EdgeClient:
         draft_prefill_ms = self._prefill_drafter(prompt)
         energy0 = self.energy_j() if self.energy_j else None
         t_decode = time.perf_counter()
-        round_no = 0
         while len(out) < max_tokens:
             context = prompt + out
-            room = opened.max_context_tokens - len(context) - 1
+            room = st.opened.max_context_tokens - len(context) - 1
             if room < 0:
                 stopped_by = "context_limit"
                 break
             k = max(0, min(self.k, max_tokens - len(out) - 1, room))
-            e0 = self.energy_j() if self.energy_j else None
-            t0 = time.perf_counter()
-            draft = self._draft(context, k, round_no)
-            draft_ms = draft.elapsed_s * 1e3 or (time.perf_counter() - t0) * 1e3
-            t_build = time.perf_counter()
-            req = build_request(round_no, len(context), draft, self.temperature, self.draft_top_k)
-            # building the sparse draft distributions is part of sampled drafting (the
-            # device profile times it so); greedy requests cost nothing to build
-            draft_ms += (time.perf_counter() - t_build) * 1e3 if self.temperature > 0 else 0.0
-            retries = 0
-            while True:
-                t_send = time.perf_counter()
-                send_unix_s = time.time()
-                resp = self._post(
-                    f"/v1/sessions/{session_id}/verify",
-                    req.model_dump_json(),
-                    session_id=session_id,
-                )
-                t_recv = time.perf_counter()
-                recv_unix_s = time.time()
-                if resp.status_code == 200:
-                    break
-                err = self._error(resp)
-                if err.code in ("unknown_session", "expired_session"):
-                    log.warning("%s; reopening from %d tokens", err, len(context))
-                    opened = self._open(context)
-                    session_id = opened.session_id
-                    sessions.append(session_id)
-                    prefill_ms += opened.prefill_ms
-                    reconnects += 1
-                    retries += 1
-                    continue
-                raise err
-            v = VerifyResponse.model_validate_json(resp.content)
-            new = [*req.draft_tokens[: v.accepted], v.next_token]
-            request_ms = (t_recv - t_send) * 1e3
-            rounds.append(
-                RoundTiming(
-                    round=round_no,
-                    k=len(req.draft_tokens),
-                    k_limit=k,
-                    accepted=v.accepted,
-                    bonus=v.bonus,
-                    draft_ms=draft_ms,
-                    uplink_ms=max(0.0, (v.received_unix_s - send_unix_s) * 1e3),
-                    verify_ms=v.verify_ms,
-                    server_ms=v.server_ms,
-                    downlink_ms=max(0.0, (recv_unix_s - v.sent_unix_s) * 1e3),
-                    network_ms=request_ms - v.server_ms,
-                    round_ms=(time.perf_counter() - t0) * 1e3,
-                    energy_j=(self.energy_j() - e0) if self.energy_j and e0 is not None else None,
-                    retries=retries,
-                )
-            )
-            round_no += 1
+            timing, new = self._round(st, context, k, len(rounds))
+            rounds.append(timing)
             hit_stop = next((i for i, t in enumerate(new) if t in stops), None)
             if hit_stop is not None:
                 new = new[: hit_stop + 1]
@@ -432,22 +399,83 @@ class EdgeClient:
             if hit_stop is not None:
                 break
         decode_s = time.perf_counter() - t_decode
-        self._close_session(session_id)
+        self._close_session(st.session_id)
         return Generation(
             prompt_tokens=prompt,
             tokens=out,
             text=self.drafter.detokenize(out),
             rounds=rounds,
             decode_s=decode_s,
-            prefill_ms=prefill_ms,
-            reconnects=reconnects,
+            prefill_ms=st.prefill_ms,
+            reconnects=st.reconnects,
             stopped_by=stopped_by,
-            target_name=opened.target.name,
-            target_family=opened.target.family,
+            target_name=st.opened.target.name,
+            target_family=st.opened.target.family,
             energy_j=(self.energy_j() - energy0) if self.energy_j and energy0 is not None else None,
-            sessions=sessions,
+            sessions=st.sessions,
             draft_prefill_ms=draft_prefill_ms,
         )
+
+    def _round(
+        self, st: _Session, context: list[int], k: int, round_no: int
+    ) -> tuple[RoundTiming, list[int]]:
+        """One round: draft up to ``k`` tokens after ``context``, verify them (reopening
+        an expired session); the round's timing and the tokens it produced."""
+        e0 = self.energy_j() if self.energy_j else None
+        t0 = time.perf_counter()
+        draft = self._draft(context, k, round_no)
+        draft_ms = draft.elapsed_s * 1e3 or (time.perf_counter() - t0) * 1e3
+        t_build = time.perf_counter()
+        req = build_request(round_no, len(context), draft, self.temperature, self.draft_top_k)
+        # building the sparse draft distributions is part of sampled drafting (the
+        # device profile times it so); greedy requests cost nothing to build
+        draft_ms += (time.perf_counter() - t_build) * 1e3 if self.temperature > 0 else 0.0
+        v, send_unix_s, recv_unix_s, request_ms, retries = self._verify(st, req, context)
+        timing = RoundTiming(
+            round=round_no,
+            k=len(req.draft_tokens),
+            k_limit=k,
+            accepted=v.accepted,
+            bonus=v.bonus,
+            draft_ms=draft_ms,
+            uplink_ms=max(0.0, (v.received_unix_s - send_unix_s) * 1e3),
+            verify_ms=v.verify_ms,
+            server_ms=v.server_ms,
+            downlink_ms=max(0.0, (recv_unix_s - v.sent_unix_s) * 1e3),
+            network_ms=request_ms - v.server_ms,
+            round_ms=(time.perf_counter() - t0) * 1e3,
+            energy_j=(self.energy_j() - e0) if self.energy_j and e0 is not None else None,
+            retries=retries,
+        )
+        return timing, [*req.draft_tokens[: v.accepted], v.next_token]
+
+    def _verify(
+        self, st: _Session, req: VerifyRequest, context: list[int]
+    ) -> tuple[VerifyResponse, float, float, float, int]:
+        """POST one verify request, reopening the session (from ``context``) when the
+        server lost it. Returns the response, the send and receive wall clocks (Unix s),
+        the request time (ms) and how many times it was retried."""
+        retries = 0
+        while True:
+            t_send = time.perf_counter()
+            send_unix_s = time.time()
+            resp = self._post(
+                f"/v1/sessions/{st.session_id}/verify",
+                req.model_dump_json(),
+                session_id=st.session_id,
+            )
+            t_recv = time.perf_counter()
+            recv_unix_s = time.time()
+            if resp.status_code == 200:
+                break
+            err = self._error(resp)
+            if err.code not in ("unknown_session", "expired_session"):
+                raise err
+            log.warning("%s; reopening from %d tokens", err, len(context))
+            st.reopen(self._open(context))
+            retries += 1
+        v = VerifyResponse.model_validate_json(resp.content)
+        return v, send_unix_s, recv_unix_s, (t_recv - t_send) * 1e3, retries
 
     def _prefill_drafter(self, prompt: list[int]) -> float:
         """Let the drafter read ``prompt`` (if it can); the time it took in ms."""

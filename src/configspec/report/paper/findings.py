@@ -191,6 +191,33 @@ def _group_stats(spec: pd.DataFrame) -> dict[tuple[str, str], tuple[float, float
     }
 
 
+def _k_differs_by_device(
+    by: dict[tuple[str, str, str], Optimum],
+    groups: list[tuple[str, str]],
+    k_min: int,
+    k_max: int,
+) -> Finding:
+    """Per target: does the goodput-optimal K differ between devices (inside the range)?"""
+    evidence, failures = [], []
+    for target in sorted({t for t, _ in groups}):
+        ks = {d: by[(t, d, "goodput")].k for t, d in groups if t == target}
+        line = f"{target}: K* " + ", ".join(
+            f"{d}={k}" + (" (edge of the K range)" if k in (k_min, k_max) else "")
+            for d, k in sorted(ks.items())
+        )
+        evidence.append(line)
+        values = [k for k in ks.values() if k is not None]
+        if len(set(values)) < 2 or not all(k_min <= k <= k_max for k in values):
+            failures.append(line)
+    return Finding(
+        "goodput_k_differs_by_device",
+        f"K* of the goodput optimum differs by device within {k_min}..{k_max}",
+        not failures,
+        evidence,
+        failures,
+    )
+
+
 def check_findings(spec: pd.DataFrame, best: list[Optimum] | None = None) -> list[Finding]:
     """Check the paper's six findings (module docstring) on a :func:`prepare`-d table."""
     best = best if best is not None else optima(spec)
@@ -247,26 +274,7 @@ def check_findings(spec: pd.DataFrame, best: list[Optimum] | None = None) -> lis
         ),
     )
 
-    evidence, failures = [], []
-    for target in sorted({t for t, _ in groups}):
-        ks = {d: by[(t, d, "goodput")].k for t, d in groups if t == target}
-        line = f"{target}: K* " + ", ".join(
-            f"{d}={k}" + (" (edge of the K range)" if k in (k_min, k_max) else "")
-            for d, k in sorted(ks.items())
-        )
-        evidence.append(line)
-        values = [k for k in ks.values() if k is not None]
-        if len(set(values)) < 2 or not all(k_min <= k <= k_max for k in values):
-            failures.append(line)
-    findings.append(
-        Finding(
-            "goodput_k_differs_by_device",
-            f"K* of the goodput optimum differs by device within {k_min}..{k_max}",
-            not failures,
-            evidence,
-            failures,
-        )
-    )
+    findings.append(_k_differs_by_device(by, groups, k_min, k_max))
     for objective in ("cost", "energy"):
         check(
             f"{objective}_at_k_min",

@@ -20,13 +20,14 @@ import pandas as pd
 from configspec._version import __version__
 from configspec.model.presets import PAPER
 from configspec.report.paper import plots
-from configspec.report.paper.findings import check_findings, optima
+from configspec.report.paper.findings import Finding, check_findings, optima
 from configspec.report.paper.robustness import (
     GPU_USD_PER_HOUR_DEFAULT,
     RTT_MS_RANGE,
     VERIFY_MS_RANGE,
     Evaluator,
     SweepResult,
+    VariantResult,
     overtakers,
     sweep,
     variant,
@@ -75,6 +76,41 @@ def _status_sweep(result: SweepResult, name: str) -> str:
     return f"fails at {spans} {result.unit}"
 
 
+def _summary(
+    base_findings: Sequence[Finding],
+    verify: SweepResult,
+    rtt: SweepResult,
+    variants: Sequence[VariantResult],
+    adversarial: Sequence[dict[str, Any]],
+) -> list[dict[str, str]]:
+    """One row per finding: does it hold at baseline, along each sweep, in each variant
+    and under adversarial acceptance?"""
+    summary = []
+    for f in base_findings:
+        by_name = {v.name: next(x for x in v.findings if x.name == f.name) for v in variants}
+        objective = f.name.split("_", 1)[0]
+        mine = [a for a in adversarial if a["objective"] == objective]
+        adv = [a for a in mine if not a["robust"]]
+        summary.append(
+            {
+                "finding": f.name,
+                "claim": f.claim,
+                "baseline": "holds" if f.holds else "fails",
+                "verify_latency": _status_sweep(verify, f.name),
+                "rtt": _status_sweep(rtt, f.name),
+                "gpu_time_pricing": "holds" if by_name["gpu_time"].holds else "fails",
+                "acceptance_low": "holds" if by_name["acceptance_low"].holds else "fails",
+                "acceptance_high": "holds" if by_name["acceptance_high"].holds else "fails",
+                "adversarial_acceptance": (
+                    f"all {len(mine)} {objective} optima robust"
+                    if not adv
+                    else f"{len(adv)}/{len(mine)} {objective} optima can be overtaken"
+                ),
+            }
+        )
+    return summary
+
+
 def build_report(
     profiles: Path,
     *,
@@ -112,31 +148,7 @@ def build_report(
     if progress:
         progress(1)
 
-    summary = []
-    for f in base_findings:
-        by_name = {
-            v.name: next(x for x in v.findings if x.name == f.name) for v in (gpu, low, high)
-        }
-        objective = f.name.split("_", 1)[0]
-        mine = [a for a in adversarial if a["objective"] == objective]
-        adv = [a for a in mine if not a["robust"]]
-        summary.append(
-            {
-                "finding": f.name,
-                "claim": f.claim,
-                "baseline": "holds" if f.holds else "fails",
-                "verify_latency": _status_sweep(verify, f.name),
-                "rtt": _status_sweep(rtt, f.name),
-                "gpu_time_pricing": "holds" if by_name["gpu_time"].holds else "fails",
-                "acceptance_low": "holds" if by_name["acceptance_low"].holds else "fails",
-                "acceptance_high": "holds" if by_name["acceptance_high"].holds else "fails",
-                "adversarial_acceptance": (
-                    f"all {len(mine)} {objective} optima robust"
-                    if not adv
-                    else f"{len(adv)}/{len(mine)} {objective} optima can be overtaken"
-                ),
-            }
-        )
+    summary = _summary(base_findings, verify, rtt, (gpu, low, high), adversarial)
     report: dict[str, Any] = {
         "tool_version": __version__,
         "preset": PAPER.name,
