@@ -117,6 +117,24 @@ def create_app(
                 await task
 
     app = FastAPI(title="ConfigSpec verifier", lifespan=lifespan, docs_url=None, redoc_url=None)
+    _add_error_handlers(app, service)
+    _add_routes(app, service)
+
+    def count(code: str) -> None:
+        service.metrics.errors.labels(code=code).inc()
+
+    # FrontDoor runs outside FastAPI's routing but inside its error middleware
+    app.add_middleware(
+        FrontDoor,
+        api_key=api_key,
+        max_body_bytes=max_body_bytes,
+        on_error=count,
+    )
+    return app
+
+
+def _add_error_handlers(app: FastAPI, service: VerifierService) -> None:
+    """Every error, the framework's included, in the documented shape (and counted)."""
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -156,6 +174,9 @@ def create_app(
         service.metrics.errors.labels(code="internal_error").inc()
         return _error(500, "internal_error", f"internal error: {type(exc).__name__}")
 
+
+def _add_routes(app: FastAPI, service: VerifierService) -> None:
+    """The protocol's routes, plus ``/health`` and ``/metrics``."""
     token_header = Header(
         None,
         alias=SESSION_TOKEN_HEADER,
@@ -209,18 +230,6 @@ def create_app(
     )
     async def metrics() -> Response:
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    def count(code: str) -> None:
-        service.metrics.errors.labels(code=code).inc()
-
-    # FrontDoor runs outside FastAPI's routing but inside its error middleware
-    app.add_middleware(
-        FrontDoor,
-        api_key=api_key,
-        max_body_bytes=max_body_bytes,
-        on_error=count,
-    )
-    return app
 
 
 def _uvicorn_config(
