@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from configspec import records as R
 from configspec.backends.specs import parse_spec, spec_of_name
@@ -202,6 +203,19 @@ def run_quickstart(
     )
 
 
+def _short_sweep(s: QuickstartSettings) -> dict[str, Any]:
+    """The quickstart's short latency-sweep knobs (device and verification alike)."""
+    return {
+        "k_max": s.k_max,
+        "context_tokens": s.contexts,
+        "min_repeats": 3,
+        "max_repeats": 8,
+        "rel_half_width": 0.1,
+        "point_budget_s": s.point_budget_s,
+        "threads": s.threads,
+    }
+
+
 def _prepare_models(s: QuickstartSettings, progress: ProgressFn) -> None:
     """Step 1: the embedded model family in the cache."""
     from configspec.backends.models import prepare_family
@@ -221,16 +235,7 @@ def _profile_device(s: QuickstartSettings, store: ProfileStore, progress: Progre
     meter = make_meter("auto")
     meter.probe()
     device = s.device or f"{platform.node() or 'device'}-{s.threads}t"
-    dev_settings = DeviceSweepSettings(
-        k_max=s.k_max,
-        context_tokens=s.contexts,
-        min_repeats=3,
-        max_repeats=8,
-        rel_half_width=0.1,
-        point_budget_s=s.point_budget_s,
-        threads=s.threads,
-        idle_s=1.0,
-    )
+    dev_settings = DeviceSweepSettings(**_short_sweep(s), idle_s=1.0)
     try:
         DeviceProfiler(
             list(s.drafters),
@@ -259,15 +264,7 @@ def _profile_verification(s: QuickstartSettings, store: ProfileStore, progress: 
         s.target,
         store,
         price=price,
-        settings=VerifySweepSettings(
-            k_max=s.k_max,
-            context_tokens=s.contexts,
-            min_repeats=3,
-            max_repeats=8,
-            rel_half_width=0.1,
-            point_budget_s=s.point_budget_s,
-            threads=s.threads,
-        ),
+        settings=VerifySweepSettings(**_short_sweep(s)),
         cache_dir=s.cache_dir,
         hardware="this machine (local llama.cpp target)",
     ).run(progress)

@@ -94,17 +94,7 @@ class DeviceSweepSettings:
 
     def validate(self) -> None:
         """Raise :class:`InvalidInput` naming the first out-of-range setting."""
-        check_sweep(
-            k_max=self.k_max,
-            context_tokens=self.context_tokens,
-            min_context=1,
-            warmup=self.warmup,
-            min_repeats=self.min_repeats,
-            max_repeats=self.max_repeats,
-            rel_half_width=self.rel_half_width,
-            point_budget_s=self.point_budget_s,
-            threads=self.threads,
-        )
+        check_sweep(self, min_context=1)
         if self.idle_s < 0 or self.prefill_repeats < 1:
             raise InvalidInput(
                 f"idle_s={self.idle_s} must be ≥ 0 and prefill_repeats={self.prefill_repeats} ≥ 1"

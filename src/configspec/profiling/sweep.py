@@ -28,35 +28,46 @@ log = logging.getLogger(__name__)
 CHECKPOINT_VERSION = 1
 
 
-def check_sweep(
-    *,
-    k_max: int,
-    context_tokens: tuple[int, ...],
-    min_context: int,
-    warmup: int,
-    min_repeats: int,
-    max_repeats: int,
-    rel_half_width: float,
-    point_budget_s: float,
-    threads: int | None,
-) -> None:
+class SweepKnobs(Protocol):
+    """The knobs every latency sweep's settings share (read-only)."""
+
+    @property
+    def k_max(self) -> int: ...
+    @property
+    def context_tokens(self) -> tuple[int, ...]: ...
+    @property
+    def warmup(self) -> int: ...
+    @property
+    def min_repeats(self) -> int: ...
+    @property
+    def max_repeats(self) -> int: ...
+    @property
+    def rel_half_width(self) -> float: ...
+    @property
+    def point_budget_s(self) -> float: ...
+    @property
+    def threads(self) -> int | None: ...
+
+
+def check_sweep(knobs: SweepKnobs, *, min_context: int) -> None:
     """Raise :class:`InvalidInput` naming the first out-of-range knob a latency sweep
     shares (K range, contexts of at least ``min_context`` tokens, repeats, CI target,
     point budget in s, threads)."""
-    if not 1 <= k_max <= K_LIMIT:
-        raise InvalidInput(f"K_max={k_max} is out of range (1..{K_LIMIT})")
-    if not context_tokens or min(context_tokens) < min_context:
+    k = knobs
+    if not 1 <= k.k_max <= K_LIMIT:
+        raise InvalidInput(f"K_max={k.k_max} is out of range (1..{K_LIMIT})")
+    if not k.context_tokens or min(k.context_tokens) < min_context:
         unit = "token" if min_context == 1 else "tokens"
         raise InvalidInput(
-            f"context lengths {list(context_tokens)} must be ≥ {min_context} {unit} each"
+            f"context lengths {list(k.context_tokens)} must be ≥ {min_context} {unit} each"
         )
-    check_repeats(warmup, min_repeats, max_repeats)
-    if not 0 < rel_half_width < 1:
-        raise InvalidInput(f"CI target {rel_half_width} is out of range (0..1)")
-    if point_budget_s <= 0:
-        raise InvalidInput(f"point_budget_s={point_budget_s} is out of range (> 0 s)")
-    if threads is not None and threads < 1:
-        raise InvalidInput(f"threads={threads} is out of range (≥ 1)")
+    check_repeats(k.warmup, k.min_repeats, k.max_repeats)
+    if not 0 < k.rel_half_width < 1:
+        raise InvalidInput(f"CI target {k.rel_half_width} is out of range (0..1)")
+    if k.point_budget_s <= 0:
+        raise InvalidInput(f"point_budget_s={k.point_budget_s} is out of range (> 0 s)")
+    if k.threads is not None and k.threads < 1:
+        raise InvalidInput(f"threads={k.threads} is out of range (≥ 1)")
 
 
 def check_repeats(warmup: int, min_repeats: int, max_repeats: int) -> None:

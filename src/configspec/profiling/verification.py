@@ -75,17 +75,7 @@ class VerifySweepSettings:
 
     def validate(self) -> None:
         """Raise :class:`InvalidInput` naming the first out-of-range setting."""
-        check_sweep(
-            k_max=self.k_max,
-            context_tokens=self.context_tokens,
-            min_context=2,
-            warmup=self.warmup,
-            min_repeats=self.min_repeats,
-            max_repeats=self.max_repeats,
-            rel_half_width=self.rel_half_width,
-            point_budget_s=self.point_budget_s,
-            threads=self.threads,
-        )
+        check_sweep(self, min_context=2)
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise InvalidInput(f"batch sizes {list(self.batch_sizes)} must be ≥ 1 each")
         check_temperatures(self.temperatures)
