@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from configspec.backends.base import Tokenizing
+from configspec.backends.specs import is_url
 from configspec.errors import BackendUnavailable, IncompatibleModels, InvalidInput
 
 logger = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ class OpenAIServer:
         max_connections: int = 16,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if not base_url.startswith(("http://", "https://")):
+        if not is_url(base_url):
             raise InvalidInput(f"remote target URL {base_url!r} must start with http(s)://")
         root = base_url.rstrip("/")
         self.base_url = root[:-3] if root.endswith("/v1") else root

@@ -37,6 +37,7 @@ from configspec.backends.openai_http import (
     OpenAIServer,
 )
 from configspec.backends.openai_http import check_tokenizer as check_tokenizer_of
+from configspec.backends.specs import is_url
 from configspec.errors import BackendUnavailable, InvalidInput
 
 logger = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class RemoteTarget:
         transport: httpx.BaseTransport | None = None,
         check_tokenizer: bool = True,
     ) -> None:
-        if not base_url.startswith(("http://", "https://")):
+        if not is_url(base_url):
             raise InvalidInput(f"remote target URL {base_url!r} must start with http(s)://")
         if top_k < 1:
             raise InvalidInput(f"top_k={top_k} is out of range (>= 1)")
