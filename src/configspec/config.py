@@ -19,7 +19,7 @@ import platform
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from configspec._version import __version__, git_revision
 
@@ -174,7 +174,7 @@ class DrafterOnDevice(_Strict):
 class DeviceProfile(_Strict):
     """Drafting speed, memory and power of drafters on one edge device."""
 
-    schema_version: int = SCHEMA_VERSION
+    schema_version: StrictInt = Field(default=SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION)
     kind: Literal["device"] = "device"
     device: DeviceInfo
     meter: MeterInfo | None = None
@@ -248,7 +248,7 @@ class AlignmentEntry(_Strict):
 class AlignmentProfile(_Strict):
     """Acceptance of drafters against one target model."""
 
-    schema_version: int = SCHEMA_VERSION
+    schema_version: StrictInt = Field(default=SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION)
     kind: Literal["alignment"] = "alignment"
     target: str = Field(min_length=1)
     target_family: str = Field(min_length=1)
@@ -308,7 +308,7 @@ class VerifyLatencyPoint(_Strict):
 class VerificationProfile(_Strict):
     """Verification latency of one target on its cloud hardware, and its price."""
 
-    schema_version: int = SCHEMA_VERSION
+    schema_version: StrictInt = Field(default=SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION)
     kind: Literal["verification"] = "verification"
     target: str = Field(min_length=1)
     target_family: str = Field(min_length=1)
@@ -337,7 +337,7 @@ class NetworkSettings(_Strict):
     ``radio_energy_j_per_byte`` charges the edge for transmitting and receiving.
     """
 
-    schema_version: int = SCHEMA_VERSION
+    schema_version: StrictInt = Field(default=SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION)
     kind: Literal["network"] = "network"
     rtt_ms: float = Field(default=50.0, ge=0)
     uplink_mbps: float = Field(default=20.0, gt=0)
@@ -505,7 +505,7 @@ class RunRecord(_Strict):
     (``energy_note`` says why).
     """
 
-    schema_version: int = SCHEMA_VERSION
+    schema_version: StrictInt = Field(default=SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION)
     kind: Literal["run"] = "run"
     run_id: str = Field(min_length=1)
     config: RunConfig

@@ -11,6 +11,7 @@ from configspec.backends.models import (
     prepare_family,
     quant_ftype,
     quant_names,
+    validate_model_name,
 )
 from configspec.cli.main import main
 from configspec.errors import InvalidInput, ModelFileError
@@ -77,17 +78,38 @@ def test_cli_register_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str
         (["models", "register", "{tmp}/missing.gguf"], 7, "does not exist"),
         (["models", "register", "{tmp}/junk.gguf"], 7, "not a GGUF file"),
         (["models", "prepare", "-q", "Q4_X"], 2, "unknown quantisation 'Q4_X'"),
+        (["models", "register", "{tmp}/ok.gguf", "--name", "../../etc/evil"], 2, "not allowed"),
+        (["models", "register", "{tmp}/ok.gguf", "--name", ""], 2, "model name '' is not"),
+        (["models", "register", "{tmp}/ok.gguf", "--name", "/abs/x"], 2, "not allowed"),
+        (["models", "register", "{tmp}/ok.gguf", "--name", "a/b"], 2, "not allowed"),
+        (["models", "register", "{tmp}/ok.gguf", "--name", ".hidden"], 2, "not allowed"),
     ],
 )
 def test_cli_bad_input_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], code: int, needle: str
 ) -> None:
     (tmp_path / "junk.gguf").write_text("hello")
+    write_tiny_gguf(tmp_path / "ok.gguf")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     args = [a.format(tmp=tmp_path) for a in argv] + ["--cache-dir", str(tmp_path / "c")]
     assert main(args) == code
     err = capsys.readouterr().err.strip()
     assert needle in err
     assert err.startswith("error:") and len(err.splitlines()) == 1
+    if "--name" in argv:  # refused before anything was written, in the cache or elsewhere
+        assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_names_are_validated_wherever_they_are_recorded(tmp_path: Path) -> None:
+    reg = ModelRegistry(tmp_path / "cache")
+    model = write_tiny_gguf(tmp_path / "mine.gguf")
+    for bad in ("../x", "", "..", "a/../b", "x" * 129, "a\\b", "a b"):
+        with pytest.raises(InvalidInput, match="is not allowed"):
+            reg.register(model, name=bad)
+    assert reg.entries() == []
+    for good in ("mine", "Llama-3.1-8B.Q4_K_M", "x+y_z"):
+        assert reg.register(model, name=good).name == good
+    assert validate_model_name("gemma-3-270m-f32") == "gemma-3-270m-f32"
 
 
 def test_registered_file_changed_or_gone(tmp_path: Path) -> None:

@@ -72,6 +72,32 @@ def test_newer_schema_refused(tmp_path: Path) -> None:
         load_profile(bad)
 
 
+@pytest.mark.parametrize(
+    ("version", "needle"),
+    [
+        ("2", 'schema_version "2" (str); it must be an integer'),
+        (2.0, "schema_version 2.0 (float); it must be an integer"),
+        (1.0, "schema_version 1.0 (float); it must be an integer"),
+        (True, "schema_version true (bool); it must be an integer"),
+        (None, "schema_version null (NoneType)"),
+        (2, "newer than this tool understands (1)"),
+        (0, "versions start at 1"),
+    ],
+)
+def test_schema_version_must_be_a_known_integer(
+    tmp_path: Path, version: object, needle: str
+) -> None:
+    doc = json.loads(_device().model_dump_json())
+    doc["schema_version"] = version
+    bad = tmp_path / "d.json"
+    bad.write_text(json.dumps(doc))
+    with pytest.raises(ProfileError, match="schema_version") as err:
+        load_profile(bad)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(ValueError):  # the model itself is strict too
+        DeviceProfile.model_validate_json(json.dumps(doc))
+
+
 def test_acceptance_outside_unit_interval() -> None:
     from configspec.config import AlignmentEntry
 

@@ -23,6 +23,7 @@ import datetime as _dt
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,23 @@ FAMILY_STEM = "gemma-3-270m"
 _BASE_QUANT = "Q4_K_M"
 
 StepCallback = Callable[[int, int, str], None]
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+
+
+def validate_model_name(name: str) -> str:
+    """Return ``name`` if it is a safe model name, else raise :class:`InvalidInput`.
+
+    A name is 1-128 characters of letters, digits, ``.``, ``_``, ``+`` and ``-``,
+    starting with a letter or digit, and never ``..``: names end up in file names (model
+    files, profiles), so nothing in one can point outside the cache.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+        raise InvalidInput(
+            f"model name {name!r} is not allowed: use 1-128 letters, digits, '.', '_', "
+            "'+' or '-', starting with a letter or digit (no '/', no '..')"
+        )
+    return name
 
 
 def default_cache_dir() -> Path:
@@ -283,6 +301,7 @@ class ModelRegistry:
 
     # updates ---------------------------------------------------------------
     def _record(self, identity: ModelIdentity, source: str) -> None:
+        validate_model_name(identity.name)
         models = self._load()
         path = Path(str(identity.path))
         models[identity.name] = RegisteredModel(
@@ -296,8 +315,11 @@ class ModelRegistry:
     def register(self, path: Path, *, name: str | None = None) -> ModelIdentity:
         """Register the user's GGUF file at ``path`` (validated, hashed) under ``name``.
 
-        The name defaults to one derived from the GGUF metadata. Returns its identity.
+        The name defaults to one derived from the GGUF metadata; either way it must pass
+        :func:`validate_model_name`. Returns its identity.
         """
+        if name is not None:
+            validate_model_name(name)  # before touching the cache or reading the file
         path = Path(path).expanduser().resolve()
         with self.locked():
             identity = read_identity(path, name=name, hash_cache=self.hashes)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -35,6 +35,30 @@ def safe_name(name: str) -> str:
     return cleaned
 
 
+def check_schema_version(raw: dict[str, Any], what: str) -> None:
+    """Raise :class:`ProfileError` unless ``raw``'s ``schema_version`` is one we read.
+
+    It must be a JSON integer (not ``"2"``, ``2.0`` or ``true``) from 1 to
+    :data:`~configspec.config.SCHEMA_VERSION`; a newer one asks to upgrade. A document
+    without it gets the model's default.
+    """
+    if "schema_version" not in raw:
+        return
+    version = raw["schema_version"]
+    if type(version) is not int:
+        raise ProfileError(
+            f"{what} has schema_version {json.dumps(version)} ({type(version).__name__}); "
+            f"it must be an integer such as {SCHEMA_VERSION}"
+        )
+    if version > SCHEMA_VERSION:
+        raise ProfileError(
+            f"{what} has schema_version {version}, newer than this tool understands "
+            f"({SCHEMA_VERSION}); upgrade configspec"
+        )
+    if version < 1:
+        raise ProfileError(f"{what} has schema_version {version}; versions start at 1")
+
+
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"]) or "(document)"
@@ -60,12 +84,7 @@ def load_profile(path: Path, expect: type[P] | None = None) -> P | Profile:
         ) from None
     if not isinstance(raw, dict):
         raise ProfileError(f"profile {path} must hold a JSON object, found {type(raw).__name__}")
-    version = raw.get("schema_version")
-    if isinstance(version, int) and version > SCHEMA_VERSION:
-        raise ProfileError(
-            f"profile {path} has schema_version {version}, newer than this tool understands "
-            f"({SCHEMA_VERSION}); upgrade configspec"
-        )
+    check_schema_version(raw, f"profile {path}")
     if expect is not None and "kind" not in raw:
         raw["kind"] = expect.model_fields["kind"].default
     try:
@@ -177,12 +196,8 @@ class ProfileStore:
                 raw = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise ProfileError(f"run record {path} is unreadable: {exc}") from None
-            version = raw.get("schema_version") if isinstance(raw, dict) else None
-            if isinstance(version, int) and version > SCHEMA_VERSION:
-                raise ProfileError(
-                    f"run record {path} has schema_version {version}, newer than this tool "
-                    f"understands ({SCHEMA_VERSION}); upgrade configspec"
-                )
+            if isinstance(raw, dict):
+                check_schema_version(raw, f"run record {path}")
             try:
                 out.append(RunRecord.model_validate(raw))
             except ValidationError as exc:
