@@ -217,11 +217,13 @@ def _add_routes(app: FastAPI, service: VerifierService) -> None:
     async def info() -> ServerInfo:
         return service.server_info()
 
-    @app.api_route(
-        "/health", methods=["GET", "HEAD"], response_model=Health, responses=_documented()
-    )
+    @app.get("/health", response_model=Health, responses=_documented())
     async def health() -> Health:
         return Health(active_sessions=service.active_sessions, uptime_s=service.uptime_s())
+
+    @app.head("/health", responses=_documented())
+    async def health_head() -> Response:
+        return Response(media_type="application/json")
 
     @app.get(
         "/metrics",
