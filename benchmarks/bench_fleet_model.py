@@ -120,11 +120,13 @@ def run_clients(
     tokenizer: object,
     args: argparse.Namespace,
     duration_s: float,
+    warmup_s: float | None = None,
 ) -> dict[str, object]:
     """``n`` clients (client i on ``urls[i % len(urls)]``) for ``duration_s``; rounds that
     end inside [warm-up, duration] are counted."""
     t0 = time.perf_counter() + 1.0  # all clients start together
-    lo, hi = t0 + args.warmup_s, t0 + duration_s
+    warm = args.warmup_s if warmup_s is None else warmup_s
+    lo, hi = t0 + warm, t0 + warm + duration_s
     results: list[ClientResult | None] = [None] * n
     errors: list[BaseException] = []
 
@@ -329,7 +331,10 @@ def replica_check(
                     open_link(args.link, ("127.0.0.1", port), delay_ms=args.rtt_ms / 2.0)
                 )
                 urls.append(link.url)
-            res = run_clients(urls, n_dev, prompts, tokenizer, args, args.duration_s)
+            round_s = pred["round_ms"][-(-n_dev // r) - 1] / 1e3
+            window = min(max(args.duration_s, args.min_rounds * round_s), args.max_window_s)
+            warm = max(args.warmup_s, 2 * round_s)
+            res = run_clients(urls, n_dev, prompts, tokenizer, args, window, warm)
         per_client = res["per_client_tok_s"]
         runs[str(r)] = {
             "replicas": r,
@@ -354,6 +359,8 @@ def main() -> None:
     ap.add_argument("--duration-s", type=float, default=25.0)
     ap.add_argument("--calibration-s", type=float, default=30.0)
     ap.add_argument("--warmup-s", type=float, default=4.0)
+    ap.add_argument("--min-rounds", type=int, default=15, help="rounds per client per window")
+    ap.add_argument("--max-window-s", type=float, default=150.0)
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--n-ctx", type=int, default=1024)
@@ -385,7 +392,12 @@ def main() -> None:
             flush=True,
         )
         for n in ns:
-            meas = run_clients([link.url], n, prompts, tokenizer, args, args.duration_s)
+            # Long enough for every client to finish --min-rounds rounds at the predicted
+            # round time (a loaded host makes rounds slow), capped at --max-window-s.
+            round_s = pred["round_ms"][n - 1] / 1e3
+            window = min(max(args.duration_s, args.min_rounds * round_s), args.max_window_s)
+            warm = max(args.warmup_s, 2 * round_s)
+            meas = run_clients([link.url], n, prompts, tokenizer, args, window, warm)
             i = n - 1
             per = meas["per_client_tok_s"]
             row = {

@@ -128,3 +128,27 @@ def test_bad_arguments() -> None:
         solve_fleet(2, 30.0, 3.0, 2.0, FLAT, 0)
     with pytest.raises(ValueError, match="max_clients"):
         solve_population(0, 30.0, 3.0, 2.0, FLAT, 1)
+
+
+def test_tail_bound_is_the_fifo_worst_case() -> None:
+    from configspec.model.fleet import tail_round_ms
+
+    # 5 clients, one at a time: at most the pass in progress + 3 queued + its own = 5 passes
+    p95, hard = tail_round_ms(
+        np.array([10.0]), np.array([40.0]), np.array([1e6]), np.array([0.9]),
+        np.array([5.0]), np.array([40.0]), 1,
+    )  # fmt: skip
+    assert hard[0] == pytest.approx(10.0 + 5 * 40.0)
+    assert p95[0] == pytest.approx(hard[0])  # a huge mean wait is capped by the bound
+    # batches of 4: the pass in progress + one more pass + its own... ceil(4/4) + 1 = 2
+    _, hard4 = tail_round_ms(
+        np.array([10.0]), np.array([40.0]), np.array([0.0]), np.array([0.5]),
+        np.array([5.0]), np.array([60.0]), 4,
+    )  # fmt: skip
+    assert hard4[0] == pytest.approx(10.0 + 2 * 60.0)
+    # a wait that happens at most 5% of the time does not move the p95
+    p95_idle, _ = tail_round_ms(
+        np.array([10.0]), np.array([40.0]), np.array([3.0]), np.array([0.04]),
+        np.array([5.0]), np.array([40.0]), 1,
+    )  # fmt: skip
+    assert p95_idle[0] == pytest.approx(50.0)

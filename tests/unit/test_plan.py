@@ -145,3 +145,10 @@ def test_cli_infeasible_is_one_line_and_non_zero(
     assert code == SloInfeasible.exit_code != 0
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "'pis'" in err
+
+
+def test_max_batch_above_the_profile_is_capped(profiles: Profiles) -> None:
+    doc = fleet(verifier={"target": "gemma-3-27b-it", "price_usd_per_hour": 0.8, "max_batch": 64})
+    plan = plan_fleet(parse_fleet(doc), profiles)
+    assert plan.max_batch == 32
+    assert any("above the largest profiled batch (32)" in w for w in plan.warnings)
