@@ -72,21 +72,27 @@ def main() -> int:
     ap.add_argument("--busy", type=int, default=1)
     ap.add_argument("--rtt-ms", type=float, default=30.0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--k-max", type=int, default=8)
+    ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--validate-k", nargs="+", type=int, default=[2, 6])
+    ap.add_argument("--contexts", nargs="+", type=int, default=[64, 192])
     ap.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_quickstart_busy.json"
     )
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-qs-busy-"))
+
+    def settings(name: str) -> QuickstartSettings:
+        return QuickstartSettings(
+            out=work / name, rtt_ms=args.rtt_ms, threads=args.threads, k_max=args.k_max,
+            max_tokens=args.max_tokens, validate_ks=tuple(args.validate_k),
+            contexts=tuple(args.contexts),
+        )  # fmt: skip
+
     try:
-        quiet = one(
-            "as is",
-            QuickstartSettings(out=work / "quiet", rtt_ms=args.rtt_ms, threads=args.threads),
-        )
+        quiet = one("as is", settings("quiet"))
         with busy_processes(args.busy):
-            busy = one(
-                f"{args.busy} busy process(es)",
-                QuickstartSettings(out=work / "busy", rtt_ms=args.rtt_ms, threads=args.threads),
-            )
+            busy = one(f"{args.busy} busy process(es)", settings("busy"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     med = busy["folded"]["median_abs_error"]

@@ -57,6 +57,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from configspec.config import NetworkSettings  # noqa: E402
 from configspec.loop.runtime import RunPlan, Runtime, RuntimeSettings  # noqa: E402
 from configspec.loop.validate import (  # noqa: E402
     ObjectiveSummary,
@@ -254,7 +255,7 @@ def main() -> int:
     ap.add_argument(
         "--drafters", nargs="+", default=["gemma-3-270m-q4_0", "gemma-3-270m-q8_0", "ngram"]
     )
-    ap.add_argument("--ks", nargs="+", type=int, default=[1, 2, 3, 4, 6, 8])
+    ap.add_argument("--ks", nargs="+", type=int, default=list(range(1, 9)))
     ap.add_argument("--rtts", nargs="+", type=float, default=[0.0, 30.0, 100.0])
     ap.add_argument("--temperatures", nargs="+", type=float, default=[0.0])
     ap.add_argument("--target", default="gemma-3-270m-f32")
@@ -281,14 +282,25 @@ def main() -> int:
     ap.add_argument("--contexts", nargs="+", type=int, default=[64, 128])
     ap.add_argument("--point-budget-s", type=float, default=2.0)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument(
+        "--analyze",
+        type=Path,
+        default=None,
+        help="skip running: validate the run records a (possibly interrupted) earlier sweep "
+        "left in this work directory (printed at its start) with the same settings",
+    )
     args = ap.parse_args()
     suffix = ("" if args.mode == "workload" else f"-{args.mode}") + "".join(
         f"-T{t:g}" for t in args.temperatures if t > 0
     )
     out = args.out or ROOT / "benchmarks" / "results" / f"bench_validate{suffix}.json"
 
-    work = Path(tempfile.mkdtemp(prefix="bench-validate-"))
-    shutil.copytree(args.profiles, work / "profiles", ignore=shutil.ignore_patterns("runs"))
+    if args.analyze is not None:
+        work = args.analyze
+    else:
+        work = Path(tempfile.mkdtemp(prefix="bench-validate-"))
+        shutil.copytree(args.profiles, work / "profiles", ignore=shutil.ignore_patterns("runs"))
+        print(f"work directory {work} (kept if interrupted: rerun with --analyze {work})")
     store = ProfileStore(work / "profiles")
     device = store.device_profiles()[0].device.name
     train, run_groups = split_prompts(args)
@@ -300,9 +312,18 @@ def main() -> int:
     total = len(args.rtts) * len(args.temperatures) * len(args.drafters) * len(args.ks)
     total *= len(run_groups)
     done = 0
-    with busy_processes(args.busy):
-        profile_alignment_on(store, train, args)
+    with busy_processes(0 if args.analyze else args.busy):
+        if args.analyze is None:
+            profile_alignment_on(store, train, args)
         for rtt in args.rtts:
+            if args.analyze is not None:
+                block = ProfileStore(work / f"rtt-{rtt:g}")
+                runs = block.runs()
+                overheads[rtt] = block.network().round_overhead_ms
+                result = validate(block, runs=runs, fold_contention=args.fold_contention)
+                rows += result.rows
+                warnings += [w for w in result.warnings if w not in warnings]
+                continue
             block = ProfileStore(work / f"rtt-{rtt:g}")
             shutil.copytree(store.root, block.root, ignore=shutil.ignore_patterns("runs"))
             if args.reprofile:
@@ -320,6 +341,8 @@ def main() -> int:
             with Runtime(base) as runtime:
                 over = runtime.calibrate_overhead(args.drafters[0], rtt)
                 overheads[rtt] = over.mean
+                net = block.network().model_dump()
+                block.save_network(NetworkSettings(**{**net, "round_overhead_ms": over.mean}))
                 print(f"RTT +{rtt:g} ms: runtime overhead {over.mean:.1f} ms/round "
                       f"(95% CI {over.low:.1f}..{over.high:.1f}, K=0)")  # fmt: skip
                 for temp, drafter, k, (group, prompts) in itertools.product(
@@ -434,7 +457,8 @@ def main() -> int:
     }
     atomic_write_json(out, payload)
     print(f"wrote {out}")
-    shutil.rmtree(work, ignore_errors=True)
+    if args.analyze is None:
+        shutil.rmtree(work, ignore_errors=True)
     return 0 if ok else 1
 
 
