@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from configspec._version import __version__
-from configspec.backends._native import quiet_native_stderr
+from configspec.backends._native import model_params, quiet_native_stderr
 from configspec.backends.llamacpp import LlamaCppDrafter
 from configspec.backends.models import prepare_family
 from configspec.backends.ngram import NgramDrafter
@@ -81,7 +81,7 @@ def main() -> int:
 
     n_ctx = 512
     ours = LlamaCppDrafter(path, identity=identity, n_threads=args.threads, n_ctx=n_ctx)
-    with quiet_native_stderr():
+    with quiet_native_stderr(), model_params():  # same extra-buffer policy as the backend
         raw = llama_cpp.Llama(
             str(path),
             n_ctx=n_ctx,

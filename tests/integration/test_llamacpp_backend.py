@@ -9,7 +9,7 @@ import llama_cpp
 import numpy as np
 import pytest
 
-from configspec.backends._native import quiet_native_stderr
+from configspec.backends._native import model_params, quiet_native_stderr
 from configspec.backends.base import Drafter, Target
 from configspec.backends.llamacpp import LlamaCppDrafter, LlamaCppTarget
 from configspec.backends.models import PreparedFamily
@@ -52,7 +52,9 @@ def test_protocols(drafter: LlamaCppDrafter, target: LlamaCppTarget) -> None:
 def test_greedy_draft_is_token_identical_to_llama_cpp(
     model_family: PreparedFamily, drafter: LlamaCppDrafter
 ) -> None:
-    with quiet_native_stderr():
+    # model_params(): the same extra-buffer policy as the backend (no AMX where a VM
+    # advertises it without supporting it), so both arms run the same kernels.
+    with quiet_native_stderr(), model_params():
         raw = llama_cpp.Llama(
             str(model_family.drafter_path("Q8_0")),
             n_ctx=256,
