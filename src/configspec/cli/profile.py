@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from configspec.config import DeviceProfile
     from configspec.profiling.device import DeviceSweepSettings
     from configspec.profiling.sweep import SweepReport
+    from configspec.profiling.verification import VerifySweepReport
 
 profile_app = typer.Typer(
     help="Measure drafters on this device, targets in the cloud, and store the profiles.",
@@ -225,6 +226,38 @@ def _print_device_summary(
     )
 
 
+def _concurrency_table(report: VerifySweepReport, context_tokens: int, k_max: int) -> Table:
+    """Latency against concurrent requests at one context, T = 0, P = 1 and K_max + 1."""
+    table = Table(
+        title=(
+            f"latency vs concurrent requests (ctx={context_tokens}, T=0): batch = first send "
+            "to last reply (stored), request = mean each request saw"
+        ),
+        title_justify="left",
+    )
+    table.add_column("concurrent", justify="right")
+    for p in (1, k_max + 1):
+        table.add_column(f"batch ms P={p}", justify="right")
+        table.add_column(f"request ms P={p}", justify="right")
+        table.add_column(f"req/s P={p}", justify="right")
+    by = {
+        (r.batch, r.positions): r
+        for r in report.points
+        if r.context_tokens == context_tokens and r.temperature == 0.0
+    }
+    for b in sorted({r.batch for r in report.points}):
+        row = [str(b)]
+        for p in (1, k_max + 1):
+            r = by.get((b, p))
+            if r is None:
+                row += ["—", "—", "—"]
+                continue
+            req = "—" if r.mean_request_ms is None else f"{r.mean_request_ms:.3g}"
+            row += [_fmt(r.latency_ms), req, f"{b * 1000.0 / r.latency_ms.mean:.3g}"]
+        table.add_row(*row)
+    return table
+
+
 @profile_app.command("verify")
 def verify(
     target: str = typer.Option(
@@ -247,7 +280,9 @@ def verify(
     k_max: int = typer.Option(16, "--k-max", help="Largest K; positions 1..K_max+1 are timed."),
     context: list[int] = CONTEXT_OPTION,
     batch: list[int] = typer.Option(
-        [1], "--batch", help="Batch size (server targets); repeatable."
+        [],
+        "--batch",
+        help="Concurrent requests (server targets; default 1 2 4 8 16 for a URL); repeatable.",
     ),
     threads: int = typer.Option(None, "--threads", help="llama.cpp threads for a local target."),
     ci: float = CI_OPTION,
@@ -260,6 +295,8 @@ def verify(
     cache_dir: Path = CACHE_DIR_OPTION,
 ) -> None:
     """Profile target verification latency for 1..K_max+1 positions, with its price."""
+    from configspec.backends.specs import is_url
+    from configspec.profiling.concurrency import DEFAULT_CONCURRENCY
     from configspec.profiling.verification import (
         VerificationProfiler,
         VerifySweepSettings,
@@ -267,6 +304,8 @@ def verify(
     )
 
     price = parse_price(price_usd_per_hour, price_usd_per_million_tokens)
+    if not batch:
+        batch = list(DEFAULT_CONCURRENCY) if is_url(target) else [1]
     settings = VerifySweepSettings(
         k_max=k_max,
         context_tokens=tuple(context),
@@ -306,6 +345,8 @@ def verify(
     for positions in range(1, k_max + 2):
         table.add_row(str(positions), *[_fmt(by.get((positions, c, b, t))) for t, b, c in cols])
     console.print(table)
+    if len(settings.batch_sizes) > 1:
+        console.print(_concurrency_table(report, settings.context_tokens[0], k_max))
     n_ok = report.converged_points
     worst = report.worst_rel_half_width
     console.print(

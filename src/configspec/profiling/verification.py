@@ -6,8 +6,11 @@ cache (as it does between rounds) and evaluates the last context token plus P-1 
 tokens, returning distributions at all P positions. Against a remote OpenAI-compatible
 server the time is the full HTTP round trip (what the edge waits for). With ``batch_sizes``
 above 1 (remote only: llama.cpp's Python binding evaluates one sequence at a time), B
-independent sequences are verified concurrently, as a batching server (vLLM) would see
-them, and the wall time of the whole batch is recorded.
+requests are sent at the same instant over B connections
+(:func:`~configspec.profiling.concurrency.time_concurrent`), as a batching server (vLLM)
+sees B edge clients, and the wall time of the whole batch is stored as the latency of a
+B-batch pass (the ``batch`` dimension the model interpolates); the mean latency each
+request saw is kept in the checkpoint and report.
 
 The price model (per GPU hour or per million tokens) is stored with the latencies, so the
 cost model can turn them into USD. Repeats, CI targets, checkpoints and resume work as in
@@ -40,6 +43,7 @@ from configspec.config import (
 )
 from configspec.errors import InvalidInput
 from configspec.profiling import host
+from configspec.profiling.concurrency import time_concurrent
 from configspec.profiling.device import build_context, check_temperatures
 from configspec.profiling.stats import repeat_until
 from configspec.profiling.sweep import Checkpoint, SweepReport, check_sweep
@@ -102,6 +106,8 @@ class VerifyPointResult:
     rel_half_width: float
     converged: bool
     temperature: float = 0.0
+    mean_request_ms: float | None = None
+    """Mean latency each of the ``batch`` concurrent requests saw (ms)."""
 
 
 class VerifySweepReport(SweepReport[VerifyPointResult]):
@@ -163,18 +169,21 @@ def draft_distributions(
 
 def _time_batch(targets: Sequence[Target], context: list[int], tokens: list[int],
                 pool: ThreadPoolExecutor | None,
-                decide: _SampledDecision | None = None) -> float:  # fmt: skip
+                decide: _SampledDecision | None = None,
+                request_ms: list[float] | None = None) -> float:  # fmt: skip
+    """Wall time (ms) of one verification by each of ``targets`` at once (see
+    :func:`~configspec.profiling.concurrency.time_concurrent`); appends the mean
+    per-request latency to ``request_ms``."""
+
     def one(t: Target) -> None:
         ev = t.evaluate(context, tokens)
         if decide is not None:
             decide(ev, tokens)
 
-    start = time.perf_counter()
-    if pool is None:
-        one(targets[0])
-    else:
-        list(pool.map(one, targets))
-    return (time.perf_counter() - start) * 1000.0
+    timing = time_concurrent([functools.partial(one, t) for t in targets], pool)
+    if request_ms is not None:
+        request_ms.append(timing.mean_request_ms)
+    return timing.wall_ms
 
 
 def _key(point: dict[str, Any]) -> tuple[int, int, int, float]:
@@ -293,11 +302,12 @@ class VerificationProfiler:
                                 continue
                             tokens = full[ctx_len : ctx_len + positions - 1]
                             decide = self._decision(targets[0], context, tokens, temp)
-                            measure = functools.partial(
-                                _time_batch, group, context, tokens, pool, decide
-                            )
                             for _ in range(s.warmup):
-                                measure()
+                                _time_batch(group, context, tokens, pool, decide)
+                            request_ms: list[float] = []
+                            measure = functools.partial(
+                                _time_batch, group, context, tokens, pool, decide, request_ms
+                            )
                             sampled = repeat_until(
                                 measure,
                                 rel_half_width=s.rel_half_width,
@@ -311,6 +321,7 @@ class VerificationProfiler:
                                 "batch": batch, "latency_ms": est.model_dump(),
                                 "rel_half_width": sampled.rel_half_width,
                                 "converged": sampled.converged, "temperature": temp,
+                                "mean_request_ms": sum(request_ms) / len(request_ms),
                             })  # fmt: skip
                             checkpoint.save(state, models)
                             mark = "" if sampled.converged else " (budget)"
@@ -330,7 +341,8 @@ class VerificationProfiler:
             report.points.append(
                 VerifyPointResult(p["positions"], p["context_tokens"], p["batch"],
                                   Estimate(**p["latency_ms"]), p["rel_half_width"],
-                                  p["converged"], p.get("temperature", 0.0))
+                                  p["converged"], p.get("temperature", 0.0),
+                                  p.get("mean_request_ms"))
             )  # fmt: skip
         profile = self._profile(identity, state, report)
         path = self.store.save(profile)
