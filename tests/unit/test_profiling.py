@@ -370,3 +370,5 @@ def test_remote_verification_sweep_with_batches_and_resume(
     one = [p.latency_ms.mean for p in profile.latency if p.batch == 1]
     assert one[-1] > one[0]  # more positions take longer
     assert profile.provenance.settings["batch_sizes"] == [1, 2]
+    fresh = [r for r in report.points if r.mean_request_ms is not None]
+    assert fresh and all(0 < r.mean_request_ms <= r.latency_ms.mean * 1.5 for r in fresh)
