@@ -4,6 +4,7 @@ llama-cpp-python text shape, retries, resume after a dead server, and the top-k 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -318,3 +319,23 @@ def test_bounded_reference_survives_the_cache(tmp_path: Path) -> None:
     assert back is not None and back.dist is not None and ref.dist is not None
     assert back.dist.probs_low is not None and ref.dist.probs_low is not None
     assert np.allclose(back.dist.probs_low, ref.dist.probs_low, atol=1e-6)
+
+
+def test_text_keys_spelled_by_several_ids_map_to_the_tokenizers_own() -> None:
+    """Gemma has user-defined single-character tokens spelling the same text as normal
+    ones; a text-keyed server's piece maps to the id the tokenizer itself produces."""
+
+    class Dup(Words):
+        identity = dataclasses.replace(Words.identity, vocab_size=len(WORDS) + 1)
+
+        def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
+            if text.strip() == "c" and not add_bos:
+                return [8]
+            return super().tokenize(text, add_bos=add_bos)
+
+        def detokenize(self, tokens: Sequence[int]) -> str:
+            return "".join(" c" if t == 8 else Words.detokenize(self, [t]) for t in tokens)
+
+    src = object.__new__(RemoteReferenceSource)
+    src.tokenizer, src._pieces = Dup(), None
+    assert src._id_of(" c") == 8 and src._id_of(" d") == 5 and src._id_of("token_id:4") == 4

@@ -162,12 +162,24 @@ class RemoteReferenceSource:
         )
 
     def _piece_ids(self) -> dict[str, int]:
-        """Token text → id for servers that key log-probs by text (first id wins)."""
+        """Token text → id for servers that key log-probs by text.
+
+        Several ids may spell the same text (Gemma has user-defined single-character
+        tokens beside the normal ones); the id the tokenizer itself gives for that text is
+        taken, else the first."""
         if self._pieces is None:
-            pieces: dict[str, int] = {}
+            spelled: dict[str, list[int]] = {}
             for i in range(self.tokenizer.identity.vocab_size):
                 piece = self.tokenizer.detokenize([i]).replace("\ufffd", "")
-                pieces.setdefault(piece, i)
+                spelled.setdefault(piece, []).append(i)
+            pieces: dict[str, int] = {}
+            for piece, ids in spelled.items():
+                if len(ids) > 1 and piece:
+                    own = self.tokenizer.tokenize(piece, add_bos=False)
+                    if len(own) == 1 and own[0] in ids:
+                        pieces[piece] = own[0]
+                        continue
+                pieces[piece] = ids[0]
             self._pieces = pieces
         return self._pieces
 

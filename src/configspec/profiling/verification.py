@@ -55,6 +55,9 @@ from configspec.store import ProfileStore
 
 log = logging.getLogger(__name__)
 
+REQUEST_TIMEOUT_S = 60.0
+"""Per-request timeout against a server at concurrency 1 (scaled by the largest B)."""
+
 
 @dataclass(frozen=True)
 class VerifySweepSettings:
@@ -251,6 +254,9 @@ class VerificationProfiler:
             settings=LlamaSettings(
                 n_threads=threads, n_ctx=profiling_n_ctx(max(s.context_tokens) + s.k_max + 16)
             ),
+            # B concurrent requests may queue behind each other (a server that serves one
+            # at a time answers the last after B single latencies)
+            timeout_s=REQUEST_TIMEOUT_S * max(s.batch_sizes),
         )
 
     def _decision(
