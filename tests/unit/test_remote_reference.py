@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -337,5 +338,5 @@ def test_text_keys_spelled_by_several_ids_map_to_the_tokenizers_own() -> None:
             return "".join(" c" if t == 8 else Words.detokenize(self, [t]) for t in tokens)
 
     src = object.__new__(RemoteReferenceSource)
-    src.tokenizer, src._pieces = Dup(), None
+    src.tokenizer, src._pieces, src._pieces_lock = Dup(), None, threading.Lock()
     assert src._id_of(" c") == 8 and src._id_of(" d") == 5 and src._id_of("token_id:4") == 4

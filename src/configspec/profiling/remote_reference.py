@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
@@ -114,6 +115,7 @@ class RemoteReferenceSource:
         self._top_k_off: int = 0  # "consider all tokens": 0, or -1 for older vLLM
         self.scales: dict[float, LogprobScale] = {}
         self._pieces: dict[str, int] | None = None
+        self._pieces_lock = threading.Lock()
         self.requests_s = 0.0  # summed request wall time, seconds
 
     @property
@@ -167,21 +169,25 @@ class RemoteReferenceSource:
         Several ids may spell the same text (Gemma has user-defined single-character
         tokens beside the normal ones); the id the tokenizer itself gives for that text is
         taken, else the first."""
-        if self._pieces is None:
-            spelled: dict[str, list[int]] = {}
-            for i in range(self.tokenizer.identity.vocab_size):
-                piece = self.tokenizer.detokenize([i]).replace("\ufffd", "")
-                spelled.setdefault(piece, []).append(i)
-            pieces: dict[str, int] = {}
-            for piece, ids in spelled.items():
-                if len(ids) > 1 and piece:
-                    own = self.tokenizer.tokenize(piece, add_bos=False)
-                    if len(own) == 1 and own[0] in ids:
-                        pieces[piece] = own[0]
-                        continue
-                pieces[piece] = ids[0]
-            self._pieces = pieces
-        return self._pieces
+        with self._pieces_lock:  # built once, by the first worker that needs it
+            if self._pieces is None:
+                self._pieces = self._build_piece_ids()
+            return self._pieces
+
+    def _build_piece_ids(self) -> dict[str, int]:
+        spelled: dict[str, list[int]] = {}
+        for i in range(self.tokenizer.identity.vocab_size):
+            piece = self.tokenizer.detokenize([i]).replace("\ufffd", "")
+            spelled.setdefault(piece, []).append(i)
+        pieces: dict[str, int] = {}
+        for piece, ids in spelled.items():
+            if len(ids) > 1 and piece:
+                own = self.tokenizer.tokenize(piece, add_bos=False)
+                if len(own) == 1 and own[0] in ids:
+                    pieces[piece] = own[0]
+                    continue
+            pieces[piece] = ids[0]
+        return pieces
 
     def _id_of(self, key: str) -> int:
         if key.startswith(TOKEN_ID_PREFIX):
