@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -216,18 +217,24 @@ def test_dead_server_mid_profile_resumes_where_it_stopped(tmp_path: Path) -> Non
     assert "\n" not in msg
 
     fetched: list[Any] = []
+    on_disk: list[int] = []
 
     def alive(body: dict[str, Any]) -> Any:
         fetched.append(body["prompt"])
+        deadline = time.monotonic() + 5  # the earlier reference reaches the disk meanwhile
+        while len(list(tmp_path.rglob("*.npz"))) < len(fetched) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        on_disk.append(len(list(tmp_path.rglob("*.npz"))))
         return fixture("greedy.json")
 
     starts: list[tuple[int, int]] = []
     result = fetch_references(
-        store, source(vllm(alive)), PROMPTS, settings, concurrency=2,
+        store, source(vllm(alive)), PROMPTS, settings, concurrency=1,
         on_start=lambda c, t: starts.append((c, t)),
     )  # fmt: skip
     assert starts == [(1, 2)] and result.n_cached == 1 and result.n_fetched == 2
     assert sorted(map(tuple, fetched)) == [(0, 2, 2), (0, 3, 2)]  # only the missing ones
+    assert on_disk[:2] == [1, 2]  # each reference is saved as soon as it arrives
     assert [r.prompt_id for r in result.references] == ["p1", "p2", "p3"]
     # the same model elsewhere (another URL) shares the cache; other settings do not
     again = fetch_references(store, source(vllm(alive)), PROMPTS, settings)
