@@ -37,7 +37,9 @@ def test_a_serialising_server_shows_queueing() -> None:
 
     timing = time_concurrent([call] * 4)
     assert timing.wall_ms >= 4 * SLEEP_S * 1000 * 0.95
-    assert timing.mean_request_ms == pytest.approx(2.5 * SLEEP_S * 1000, rel=0.25)
+    # the k-th request served waited k sleeps: mean >= 2.5 sleeps (lower bounds only:
+    # a loaded machine can only make sleeps longer)
+    assert 2.5 * SLEEP_S * 1000 * 0.95 <= timing.mean_request_ms <= timing.wall_ms
 
 
 def test_one_call_runs_inline_and_errors_propagate() -> None:
