@@ -125,3 +125,26 @@ def test_verifier_port_taken_fails_before_loading(capsys: pytest.CaptureFixture[
         rc = main(["serve", "verifier", "--target", "no-such-model", "--port", str(port)])
     assert rc == 2
     assert f"cannot listen on 127.0.0.1:{port}" in _one_error_line(capsys)
+
+
+def test_run_edge_sends_the_key_from_the_environment(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = VerifierService([FakeTarget(bigram_table(8, 0))], ServerLimits(max_k=4))
+    with ServerThread(service, api_key="k3y") as srv:
+        monkeypatch.delenv("CONFIGSPEC_API_KEY", raising=False)
+        argv = ["run", "edge", "--server", srv.url, "--drafter", "no-such-model", "--k", "2"]
+        assert main(argv) == 8
+        assert "wants an API key and none was given" in _one_error_line(capsys)
+        monkeypatch.setenv("MY_KEY", "wrong")
+        assert main([*argv, "--api-key-env", "MY_KEY"]) == 8
+        assert "refused the one given" in _one_error_line(capsys)
+        monkeypatch.setenv("MY_KEY", "k3y")  # accepted: it gets as far as the drafter
+        assert main([*argv, "--api-key-env", "MY_KEY"]) != 8
+        assert "no-such-model" in _one_error_line(capsys)
+
+
+def test_verifier_rejects_bad_connection_limits(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["serve", "verifier", "--target", "x", "--max-connections", "0"])
+    assert rc == 2
+    assert "max-connections" in capsys.readouterr().err
