@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 
 from configspec.backends.llamacpp import LlamaCppTarget
+from configspec.backends.llamacpp_batch import LlamaCppBatchTarget
 from configspec.backends.models import PreparedFamily
 from configspec.backends.ngram import NgramDrafter
+from configspec.serving.batched import BatchedVerifierService, BatchPolicy
 from configspec.serving.client import EdgeClient
 from configspec.serving.server import ServerThread
 from configspec.serving.sessions import ServerLimits, VerifierService
@@ -89,3 +91,45 @@ def test_same_prompt_alone_and_amid_adversarial_sessions(target: LlamaCppTarget)
         again = _generate(srv.url, target, PROMPT, k=2)
     assert results["victim"] == alone
     assert again == alone
+
+
+def test_batched_sessions_are_isolated_and_match_the_single_target(
+    model_family: PreparedFamily, target: LlamaCppTarget
+) -> None:
+    """Through the batched verifier (one KV stream per session, shared passes), the
+    victim's tokens alone, amid adversarial batch mates, and at K=0 are all the tokens
+    the one-session target gives."""
+    target.reset()
+    with ServerThread(VerifierService([target], ServerLimits(max_k=8))) as srv:
+        want = _generate(srv.url, target, PROMPT, k=4)
+    with LlamaCppBatchTarget(
+        model_family.target_path, identity=model_family.target, n_seqs=6, n_ctx=128, n_batch=64
+    ) as engine:
+        limits = ServerLimits(max_k=8, max_context_tokens=128, max_sessions=6)
+        service = BatchedVerifierService(
+            engine, limits, BatchPolicy(max_positions_per_pass=64, prefill_chunk_tokens=8)
+        )
+        with ServerThread(service) as srv:
+            alone = _generate(srv.url, target, PROMPT, k=4)
+            results: dict[str, list[int]] = {}
+
+            def run(name: str, text: str, k: int) -> None:
+                results[name] = _generate(srv.url, target, text, k)
+
+            threads = [threading.Thread(target=run, args=("victim", PROMPT, 4))]
+            threads += [
+                threading.Thread(target=run, args=(f"adv{i}", text, i % 3))
+                for i, text in enumerate(ADVERSARIAL)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            k0 = _generate(srv.url, target, PROMPT, k=0)
+            passes = service.batch_metrics.batch_sessions.collect()[0].samples
+    assert alone == want
+    assert results["victim"] == want
+    assert k0 == want
+    total = next(s.value for s in passes if s.name.endswith("_sum"))
+    count = next(s.value for s in passes if s.name.endswith("_count"))
+    assert total > count  # some passes really were shared

@@ -125,3 +125,84 @@ class FakeDrafter(_Tok):
             token_probs=probs,
             distributions=np.array(dists, dtype=np.float32) if dists else None,
         )
+
+
+class FakeBatchTarget(_Tok):
+    """A bigram target with one 'KV sequence' per session and batched passes.
+
+    Records every pass (the sequences and positions in it); ``pass_delay_s`` makes passes
+    take time so concurrent requests gather."""
+
+    def __init__(
+        self,
+        table: np.ndarray,
+        *,
+        n_seqs: int = 16,
+        n_batch: int = 512,
+        n_ctx: int = 4096,
+        pass_delay_s: float = 0.0,
+    ):
+        self.table = table
+        self.vocab = table.shape[0]
+        self.identity = identity("fake-target", self.vocab)
+        self.stop_token_ids: list[int] = []
+        self.n_seqs, self.n_batch, self.n_ctx = n_seqs, n_batch, n_ctx
+        self.pass_delay_s = pass_delay_s
+        self.cache: dict[int, list[int]] = {}
+        self.free = list(range(n_seqs))
+        self.passes: list[list[tuple[int, int]]] = []  # (seq, positions) per pass
+
+    def new_sequence(self) -> int:
+        seq = self.free.pop(0)
+        self.cache[seq] = []
+        return seq
+
+    def free_sequence(self, seq: int) -> None:
+        if self.cache.pop(seq, None) is not None:
+            self.free.append(seq)
+
+    def rollback(self, seq: int, n_tokens: int) -> None:
+        assert n_tokens <= len(self.cache[seq]), (n_tokens, len(self.cache[seq]))
+        del self.cache[seq][n_tokens:]
+
+    def _keep(self, seq: int, full: list[int], n_context: int) -> int:
+        common = 0
+        held = self.cache[seq]
+        while common < min(len(full), len(held)) and full[common] == held[common]:
+            common += 1
+        return min(common, n_context - 1)
+
+    def plan_positions(self, seq: int, context: Sequence[int], tokens: Sequence[int]) -> int:
+        full = [*context, *tokens]
+        return len(full) - self._keep(seq, full, len(context))
+
+    def evaluate_many(self, requests: Sequence[object]) -> list[Evaluation]:
+        t0 = time.perf_counter()
+        out, record = [], []
+        for r in requests:
+            seq, context, tokens = r.seq, list(r.context), list(r.tokens)  # type: ignore[attr-defined]
+            full = [*context, *tokens]
+            n = len(full) - self._keep(seq, full, len(context))
+            record.append((seq, n))
+            self.cache[seq] = full
+            rows = self.table[full[len(context) - 1 :]]
+            out.append(
+                Evaluation(
+                    argmax=[int(i) for i in rows.argmax(axis=1)],
+                    probs=rows,
+                    extra={"evaluated_tokens": float(n)},
+                )
+            )
+        assert max(2, *(n for _, n in record)) * len(record) <= self.n_batch
+        self.passes.append(record)
+        if self.pass_delay_s:
+            time.sleep(self.pass_delay_s)
+        elapsed = time.perf_counter() - t0
+        return [Evaluation(e.argmax, e.probs, elapsed_s=elapsed, extra=e.extra) for e in out]
+
+    def greedy(self, prompt: Sequence[int], n: int) -> list[int]:
+        out, prev = [], prompt[-1]
+        for _ in range(n):
+            prev = int(self.table[prev].argmax())
+            out.append(prev)
+        return out

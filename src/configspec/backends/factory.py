@@ -24,6 +24,7 @@ from configspec.backends.llamacpp import (
     LlamaCppTarget,
     LlamaCppTokenizer,
 )
+from configspec.backends.llamacpp_batch import LlamaCppBatchTarget
 from configspec.backends.models import ModelRegistry
 from configspec.backends.ngram import NgramDrafter
 from configspec.backends.remote import RemoteTarget
@@ -122,6 +123,33 @@ def open_target(
             spec, open_tokenizer(tokenizer, cache_dir=cache_dir), top_k=top_k, timeout_s=timeout_s
         )
     return _open_local(LlamaCppTarget, spec, cache_dir=cache_dir, settings=settings)
+
+
+def open_batch_target(
+    spec: str,
+    *,
+    n_seqs: int,
+    max_positions_per_pass: int,
+    cache_dir: Path | None = None,
+    settings: LlamaSettings | None = None,
+) -> LlamaCppBatchTarget:
+    """A local target serving ``n_seqs`` sessions in shared passes (batched verifier).
+
+    Raises :class:`InvalidInput` for a URL or n-gram spec (only local GGUF targets batch).
+    """
+    settings = settings or LlamaSettings()
+    parsed = parse_spec(spec)
+    if parsed.is_ngram or parsed.is_url:
+        raise InvalidInput(f"{spec!r} is not a local model; only GGUF targets are batched here")
+    identity = resolve_identity(spec, cache_dir=cache_dir)
+    return LlamaCppBatchTarget(
+        str(identity.path),
+        identity=identity,
+        n_seqs=n_seqs,
+        n_threads=settings.n_threads,
+        n_ctx=settings.n_ctx,
+        n_batch=max_positions_per_pass,
+    )
 
 
 def open_drafter(

@@ -67,9 +67,33 @@ def verifier(
         256, min=1, help="Most open connections; more are answered 503 and closed."
     ),
     max_body_mb: float = typer.Option(32.0, min=0.001, help="Largest request body (MB)."),
+    batch: bool = typer.Option(
+        True,
+        "--batch/--no-batch",
+        help="Verify concurrent sessions in shared target passes (local GGUF targets; one "
+        "KV sequence per session) or one session at a time per --slots instance.",
+    ),
+    max_batch_sessions: int = typer.Option(
+        8, min=1, help="Batching: most sessions in one target pass."
+    ),
+    max_gather_wait_ms: float = typer.Option(
+        0.0,
+        min=0.0,
+        max=1000.0,
+        help="Batching: ms to wait for more sessions after the first request (0: take "
+        "whatever queued while the previous pass ran).",
+    ),
+    max_batch_positions: int = typer.Option(
+        256, min=2, help="Batching: most positions in one pass (padding included)."
+    ),
+    prefill_chunk: int = typer.Option(
+        64, min=2, help="Batching: prompt tokens per pass, so long prompts interleave."
+    ),
 ) -> None:
     """Serve speculative verification over HTTP (Ctrl+C stops)."""
-    from configspec.backends.factory import LlamaSettings, open_target
+    from configspec.backends.factory import LlamaSettings, open_batch_target, open_target
+    from configspec.backends.specs import SpecKind, parse_spec
+    from configspec.serving.batched import BatchedVerifierService, BatchPolicy
     from configspec.serving.guard import ConnectionLimits
     from configspec.serving.server import bind_socket, run_server
     from configspec.serving.sessions import ServerLimits, VerifierService
@@ -83,16 +107,6 @@ def verifier(
     )
     sock = bind_socket(host, port)  # a taken port fails before loading any weights
 
-    try:
-        with err_console.status(f"loading {target}"):
-            settings = LlamaSettings(n_threads=threads, n_ctx=n_ctx)
-            targets = [
-                open_target(target, tokenizer=tokenizer, cache_dir=cache_dir, settings=settings)
-                for _ in range(slots)
-            ]
-    except BaseException:
-        sock.close()
-        raise
     limits = ServerLimits(
         max_sessions=max_sessions,
         max_k=max_k,
@@ -100,11 +114,49 @@ def verifier(
         session_ttl_s=session_ttl_s,
         offload_compute=offload,
     )
-    service = VerifierService(targets, limits)
+    batched = batch and parse_spec(target).kind is SpecKind.MODEL
+    service: VerifierService
+    try:
+        policy = BatchPolicy(
+            max_sessions_per_batch=max_batch_sessions,
+            max_gather_wait_ms=max_gather_wait_ms,
+            max_positions_per_pass=max_batch_positions,
+            prefill_chunk_tokens=min(prefill_chunk, max_batch_positions),
+        )
+        with err_console.status(f"loading {target}"):
+            settings = LlamaSettings(n_threads=threads, n_ctx=n_ctx)
+            if batched:
+                engine = open_batch_target(
+                    target,
+                    n_seqs=max_sessions,
+                    max_positions_per_pass=max_batch_positions,
+                    cache_dir=cache_dir,
+                    settings=settings,
+                )
+                service = BatchedVerifierService(engine, limits, policy)
+            else:
+                targets = [
+                    open_target(target, tokenizer=tokenizer, cache_dir=cache_dir, settings=settings)
+                    for _ in range(slots)
+                ]
+                service = VerifierService(targets, limits)
+    except ValueError as exc:
+        sock.close()
+        raise InvalidInput(str(exc)) from None
+    except BaseException:
+        sock.close()
+        raise
     auth = "API key required" if api_key else "no API key (open to anyone who can connect)"
     err_console.print(
         f"verifying with {service.info.name} on http://{host}:{port} "
-        f"(K<={max_k}, {max_sessions} sessions, context {n_ctx}; {auth}); /health, /metrics",
+        f"(K<={max_k}, {max_sessions} sessions, context {n_ctx}; {auth}; "
+        + (
+            f"batched: <={max_batch_sessions} sessions, <={max_batch_positions} positions "
+            f"per pass, gather {max_gather_wait_ms:g} ms"
+            if batched
+            else "one session at a time"
+        )
+        + "); /health, /metrics",
         highlight=False,
     )
     run_server(service, host, port, limits=connection_limits, api_key=api_key, sock=sock)

@@ -115,6 +115,7 @@ def create_app(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            await service.aclose()
 
     app = FastAPI(title="ConfigSpec verifier", lifespan=lifespan, docs_url=None, redoc_url=None)
     _add_error_handlers(app, service)

@@ -257,6 +257,7 @@ class VerifierService:
         if s is None:
             return None
         s.slot.sessions -= 1
+        self._release(s)
         self.metrics.sessions.set(len(self._sessions))
         if expired:
             self._expired[session_id] = None
@@ -333,10 +334,10 @@ class VerifierService:
         slot.sessions += 1
         self._sessions[session.session_id] = session
         self.metrics.sessions.set(len(self._sessions))
+        prompt = session.tokens
         try:
-            async with session.lock, slot.lock, self._compute:
-                prompt = session.tokens
-                ev = await self._call(slot.target.evaluate, prompt, [])
+            async with session.lock:
+                ev = await self._prefill(session)
         except Exception as exc:
             self._drop(session.session_id, expired=False)
             if isinstance(exc, ConfigSpecError):  # e.g. the prompt exceeds the context
@@ -432,17 +433,13 @@ class VerifierService:
             if s.last_response is not None and req == s.last_request:
                 return s.last_response.model_copy(update={"replayed": True})
             self._validate(s, req)
-            slot = s.slot
-            async with slot.lock, self._compute:
-                try:
-                    outcome, ev, approximate = await self._call(self._run, s, req)
-                except ConfigSpecError as exc:
-                    raise ApiError(422, "target_error", f"the target refused: {exc}") from None
-                except Exception as exc:
-                    log.exception("verification failed in session %s", session_id)
-                    raise ApiError(
-                        500, "target_error", f"the target failed to verify: {exc}"
-                    ) from exc
+            try:
+                outcome, ev, approximate = await self._compute_round(s, req)
+            except ConfigSpecError as exc:
+                raise ApiError(422, "target_error", f"the target refused: {exc}") from None
+            except Exception as exc:
+                log.exception("verification failed in session %s", session_id)
+                raise ApiError(500, "target_error", f"the target failed to verify: {exc}") from exc
             s.tokens.extend(req.draft_tokens[: outcome.accepted])
             s.tokens.append(outcome.next_token)
             s.rounds += 1
@@ -470,6 +467,25 @@ class VerifierService:
             s.last_request, s.last_response = req, resp
             return resp
 
+    # Compute hooks: one target per slot here; the batched service overrides them.
+    async def _prefill(self, s: _Session) -> Evaluation:
+        """Evaluate a new session's prompt into its target's cache."""
+        async with s.slot.lock, self._compute:
+            return await self._call(s.slot.target.evaluate, s.tokens, [])
+
+    async def _compute_round(
+        self, s: _Session, req: VerifyRequest
+    ) -> tuple[Outcome, Evaluation, bool]:
+        """Evaluate a round's drafts, decide, and roll the target back."""
+        async with s.slot.lock, self._compute:
+            return await self._call(self._run, s, req)
+
+    def _release(self, s: _Session) -> None:
+        """Free what a dropped session held in its target (nothing for a shared cache)."""
+
+    async def aclose(self) -> None:
+        """Stop background work (the server's shutdown calls it)."""
+
     async def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Run a model call in a worker thread, or inline (see ``offload_compute``)."""
         if self.limits.offload_compute:
@@ -479,8 +495,14 @@ class VerifierService:
     def _run(self, s: _Session, req: VerifyRequest) -> tuple[Outcome, Evaluation, bool]:
         """Evaluate, decide and roll the target back to the accepted prefix (worker thread)."""
         target = s.slot.target
+        ev = target.evaluate(s.tokens, list(req.draft_tokens))
+        outcome, approximate = self._decide(s, req, ev)
+        target.rollback(len(s.tokens) + outcome.accepted)
+        return outcome, ev, approximate
+
+    def _decide(self, s: _Session, req: VerifyRequest, ev: Evaluation) -> tuple[Outcome, bool]:
+        """Accept a prefix of the drafts from the target's evaluation (pure but for rng)."""
         drafts = list(req.draft_tokens)
-        ev = target.evaluate(s.tokens, drafts)
         approximate = False
         if s.temperature == 0:
             outcome = greedy_verify(drafts, ev.argmax[: len(drafts) + 1])
@@ -496,8 +518,7 @@ class VerifierService:
             approximate = approximate or approx_q
             # the sampling decision is part of verifying (the profile times it too)
             ev.extra["decision_ms"] = (time.perf_counter() - t0) * 1e3
-        target.rollback(len(s.tokens) + outcome.accepted)
-        return outcome, ev, approximate
+        return outcome, approximate
 
     def uptime_s(self) -> float:
         """Seconds since the service started."""

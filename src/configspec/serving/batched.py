@@ -1,0 +1,349 @@
+"""Batched verification across sessions: many sessions' rounds in one target pass.
+
+:class:`BatchedVerifierService` is a :class:`~configspec.serving.sessions.VerifierService`
+over one :class:`BatchTarget` (e.g. :class:`~configspec.backends.llamacpp_batch.
+LlamaCppBatchTarget`): every session owns a KV sequence, and a single background task
+(the batcher) gathers queued work, runs one forward pass for it in a worker thread, then
+decides each session's round and rolls each sequence back to its accepted prefix.
+
+Policy (:class:`BatchPolicy`): at most ``max_sessions_per_batch`` sessions and
+``max_positions_per_pass`` positions per pass; after the first request arrives the batcher
+waits up to ``max_gather_wait_ms`` for more (0 = continuous batching: whatever queued
+while the previous pass ran goes into the next one, so one client pays no wait).
+
+A prompt is prefilled in chunks of at most ``max_positions_per_pass`` positions, one
+chunk per pass, so other sessions' rounds interleave with a long prefill instead of
+waiting for it. Work is validated before it is queued; a dropped session's sequence is
+freed between passes; a failed pass fails only the work in it and clears those
+sequences (the next round re-prefills them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from prometheus_client import Histogram
+
+from configspec.backends.base import Evaluation
+from configspec.backends.llamacpp_batch import SeqRequest
+from configspec.serving.protocol import VerifyRequest
+from configspec.serving.sessions import (
+    ApiError,
+    ServerLimits,
+    VerifierService,
+    _Session,
+)
+from configspec.serving.verify import Outcome
+
+_WAIT_BUCKETS_S = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    """How the batcher groups work; see the module docstring."""
+
+    max_sessions_per_batch: int = 8
+    max_gather_wait_ms: float = 0.0
+    max_positions_per_pass: int = 256
+    prefill_chunk_tokens: int = 64
+
+    def __post_init__(self) -> None:
+        if self.max_sessions_per_batch < 1:
+            raise ValueError(
+                f"max_sessions_per_batch={self.max_sessions_per_batch} must be at least 1"
+            )
+        if not 0 <= self.max_gather_wait_ms <= 1000:
+            raise ValueError(f"max_gather_wait_ms={self.max_gather_wait_ms} is out of range")
+        if self.max_positions_per_pass < 2:
+            raise ValueError(
+                f"max_positions_per_pass={self.max_positions_per_pass} must be at least 2"
+            )
+        if not 2 <= self.prefill_chunk_tokens <= self.max_positions_per_pass:
+            raise ValueError(
+                f"prefill_chunk_tokens={self.prefill_chunk_tokens} is out of range "
+                f"(2..max_positions_per_pass={self.max_positions_per_pass})"
+            )
+
+
+@runtime_checkable
+class BatchTarget(Protocol):
+    """A target holding one KV sequence per session and evaluating many in one pass."""
+
+    n_batch: int
+    n_seqs: int
+
+    def new_sequence(self) -> int: ...
+
+    def free_sequence(self, seq: int) -> None: ...
+
+    def rollback(self, seq: int, n_tokens: int) -> None: ...
+
+    def plan_positions(self, seq: int, context: Sequence[int], tokens: Sequence[int]) -> int: ...
+
+    def evaluate_many(self, requests: Sequence[SeqRequest]) -> list[Evaluation]: ...
+
+
+@dataclass
+class _Work:
+    seq: int
+    context: list[int]
+    tokens: list[int]
+    probs: bool
+    #: runs in the worker thread after the pass: decides and rolls back; its result is
+    #: the work's result
+    after: Callable[[Evaluation], Any]
+    future: asyncio.Future[Any]
+    enqueued_s: float = field(default_factory=time.perf_counter)
+
+
+class _BatchMetrics:
+    def __init__(self, service: VerifierService) -> None:
+        r = service.metrics.registry
+        self.batch_sessions = Histogram(
+            "configspec_batch_sessions",
+            "Sessions in one target pass",
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64),
+            registry=r,
+        )
+        self.batch_positions = Histogram(
+            "configspec_batch_positions",
+            "Positions decoded in one target pass",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=r,
+        )
+        self.gather_wait = Histogram(
+            "configspec_batch_gather_wait_seconds",
+            "Time the batcher waited to gather a batch after the first request",
+            buckets=_WAIT_BUCKETS_S,
+            registry=r,
+        )
+        self.queue_time = Histogram(
+            "configspec_session_queue_seconds",
+            "Time one session's work waited in the queue before its pass started",
+            buckets=_WAIT_BUCKETS_S,
+            registry=r,
+        )
+        self.pass_latency = Histogram(
+            "configspec_batch_pass_seconds",
+            "Target compute time of one batched pass",
+            buckets=(*_WAIT_BUCKETS_S[3:], 2.5, 10.0),
+            registry=r,
+        )
+
+
+class BatchedVerifierService(VerifierService):
+    """A verifier whose sessions share target passes (see the module docstring)."""
+
+    def __init__(
+        self,
+        target: BatchTarget,
+        limits: ServerLimits | None = None,
+        policy: BatchPolicy | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        limits = limits or ServerLimits(max_sessions=target.n_seqs)
+        super().__init__([target], limits, clock=clock)  # type: ignore[list-item]
+        self.batch_target = target
+        self.policy = policy or BatchPolicy()
+        lim = self.limits
+        if lim.max_sessions > target.n_seqs:
+            raise ValueError(
+                f"max_sessions={lim.max_sessions} exceeds the target's {target.n_seqs} KV sequences"
+            )
+        if lim.max_k + 2 > self.policy.max_positions_per_pass:
+            raise ValueError(
+                f"max_positions_per_pass={self.policy.max_positions_per_pass} cannot hold "
+                f"a round of K={lim.max_k} (needs {lim.max_k + 2})"
+            )
+        if lim.max_context_tokens > getattr(target, "n_ctx", lim.max_context_tokens):
+            raise ValueError(
+                f"max_context_tokens={lim.max_context_tokens} exceeds the target's "
+                f"n_ctx={getattr(target, 'n_ctx', None)}"
+            )
+        if self.policy.max_positions_per_pass > target.n_batch:
+            raise ValueError(
+                f"max_positions_per_pass={self.policy.max_positions_per_pass} exceeds the "
+                f"target's n_batch={target.n_batch}"
+            )
+        self.batch_metrics = _BatchMetrics(self)
+        self._queue: list[_Work] = []
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._pending_free: list[int] = []
+        self._seqs: dict[str, int] = {}
+
+    # hooks of VerifierService --------------------------------------------------
+    async def _prefill(self, s: _Session) -> Evaluation:
+        seq = self.batch_target.new_sequence()
+        self._seqs[s.session_id] = seq
+        prompt = list(s.tokens)
+        chunk = self.policy.prefill_chunk_tokens
+        elapsed_s = 0.0
+        done = 1  # chunks end one token short: the last one decodes the final token too
+        ev: Evaluation | None = None
+        while ev is None:
+            end = min(done + chunk - 1, len(prompt))
+            last = end == len(prompt)
+            part = await self._submit(seq, prompt[:end], [], probs=False, after=lambda e: e)
+            elapsed_s += part.elapsed_s
+            if last:
+                ev = part
+            done = end
+        return Evaluation(argmax=ev.argmax, elapsed_s=elapsed_s, extra=ev.extra)
+
+    async def _compute_round(
+        self, s: _Session, req: VerifyRequest
+    ) -> tuple[Outcome, Evaluation, bool]:
+        seq = self._seqs[s.session_id]
+        target = self.batch_target
+        context = list(s.tokens)
+
+        def after(ev: Evaluation) -> tuple[Outcome, Evaluation, bool]:
+            outcome, approximate = self._decide(s, req, ev)
+            target.rollback(seq, len(context) + outcome.accepted)
+            return outcome, ev, approximate
+
+        result: tuple[Outcome, Evaluation, bool] = await self._submit(
+            seq, context, list(req.draft_tokens), probs=s.temperature > 0, after=after
+        )
+        return result
+
+    def _release(self, s: _Session) -> None:
+        seq = self._seqs.pop(s.session_id, None)
+        if seq is not None:
+            self._pending_free.append(seq)
+            if self._wake is not None:
+                self._wake.set()
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    # the batcher -------------------------------------------------------------------
+    async def _submit(
+        self,
+        seq: int,
+        context: list[int],
+        tokens: list[int],
+        *,
+        probs: bool,
+        after: Callable[[Evaluation], Any],
+    ) -> Any:
+        if self._task is None or self._task.done():
+            self._wake = asyncio.Event()
+            self._task = asyncio.create_task(self._loop())
+        assert self._wake is not None
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Work(seq, context, tokens, probs, after, fut))
+        self._wake.set()
+        return await fut
+
+    def _compose(self) -> list[_Work]:
+        """The next pass: FIFO, one share per sequence, within the policy's limits.
+
+        Every block in a pass is padded to the widest (see the target), so a pass costs
+        ``width * sessions`` positions; round-sized blocks (<= K+2) mix freely, a prefill
+        chunk shares a pass only with blocks of its own width.
+        """
+        pol = self.policy
+        target = self.batch_target
+        small = self.limits.max_k + 2
+        chosen: list[_Work] = []
+        width = 0
+        for w in self._queue:
+            if len(chosen) >= pol.max_sessions_per_batch:
+                break
+            if any(c.seq == w.seq for c in chosen):
+                continue
+            n = max(2, target.plan_positions(w.seq, w.context, w.tokens))
+            new_width = max(width, n)
+            if chosen and (
+                new_width * (len(chosen) + 1) > pol.max_positions_per_pass
+                or (new_width > small and n != width)
+            ):
+                continue
+            chosen.append(w)
+            width = new_width
+        for w in chosen:
+            self._queue.remove(w)
+        return chosen
+
+    async def _loop(self) -> None:
+        assert self._wake is not None
+        pol = self.policy
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            frees, self._pending_free = self._pending_free, []
+            if not self._queue:
+                if frees:
+                    await asyncio.to_thread(self._free, frees)
+                continue
+            t_first = min(w.enqueued_s for w in self._queue)
+            if pol.max_gather_wait_ms > 0:
+                deadline = t_first + pol.max_gather_wait_ms / 1e3
+                while (
+                    len({w.seq for w in self._queue}) < pol.max_sessions_per_batch
+                    and time.perf_counter() < deadline
+                ):
+                    await asyncio.sleep(min(0.0005, max(0.0, deadline - time.perf_counter())))
+            for w in [w for w in self._queue if w.seq in frees]:
+                self._queue.remove(w)  # its session was closed or expired meanwhile
+                if not w.future.done():
+                    w.future.set_exception(
+                        ApiError(404, "unknown_session", "the session was closed during its round")
+                    )
+            batch = self._compose()
+            if not batch:
+                if frees:
+                    await asyncio.to_thread(self._free, frees)
+                continue
+            started = time.perf_counter()
+            bm = self.batch_metrics
+            bm.gather_wait.observe(max(0.0, started - t_first))
+            for w in batch:
+                bm.queue_time.observe(started - w.enqueued_s)
+            results = await asyncio.to_thread(self._run_pass, batch, frees)
+            for w, (ok, value) in zip(batch, results, strict=True):
+                if w.future.done():
+                    continue
+                if ok:
+                    w.future.set_result(value)
+                else:
+                    w.future.set_exception(value)
+            if self._queue or self._pending_free:
+                self._wake.set()
+
+    def _free(self, seqs: list[int]) -> None:
+        for seq in seqs:
+            self.batch_target.free_sequence(seq)
+
+    def _run_pass(self, batch: list[_Work], frees: list[int]) -> list[tuple[bool, Any]]:
+        """One forward pass (worker thread): evaluate, then each work's ``after``."""
+        self._free(frees)
+        reqs = [SeqRequest(w.seq, w.context, w.tokens, w.probs) for w in batch]
+        t0 = time.perf_counter()
+        try:
+            evs = self.batch_target.evaluate_many(reqs)
+        except Exception as exc:  # every work of this pass fails the same way
+            return [(False, exc)] * len(batch)
+        bm = self.batch_metrics
+        bm.pass_latency.observe(time.perf_counter() - t0)
+        bm.batch_sessions.observe(len(batch))
+        bm.batch_positions.observe(sum(e.extra.get("evaluated_tokens", 0.0) for e in evs))
+        out: list[tuple[bool, Any]] = []
+        for w, ev in zip(batch, evs, strict=True):
+            try:
+                out.append((True, w.after(ev)))
+            except Exception as exc:
+                out.append((False, exc))
+        return out

@@ -1,0 +1,132 @@
+"""Batched verification across sessions, with a fake multi-sequence target."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+from _serving_fakes import FakeBatchTarget, FakeDrafter, bigram_table
+
+from configspec.serving.batched import BatchedVerifierService, BatchPolicy
+from configspec.serving.client import EdgeClient
+from configspec.serving.server import ServerThread
+from configspec.serving.sessions import ServerLimits
+
+V = 40
+
+
+def _drafter() -> FakeDrafter:
+    t = bigram_table(V, seed=1).astype(np.float64)
+    rng = np.random.default_rng(101)
+    t = t * np.exp(rng.normal(size=t.shape) * 0.5)
+    return FakeDrafter(t / t.sum(axis=1, keepdims=True))
+
+
+def _run_clients(url: str, prompts: list[list[int]], n: int, k: int = 4) -> list[list[int]]:
+    out: list[list[int]] = [[] for _ in prompts]
+
+    def run(i: int) -> None:
+        with EdgeClient(url, _drafter(), k=k) as c:
+            out[i] = c.generate(prompts[i], n).tokens
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def test_concurrent_sessions_share_passes_and_each_equals_target_only() -> None:
+    target = FakeBatchTarget(bigram_table(V, seed=1), pass_delay_s=0.01)
+    service = BatchedVerifierService(
+        target, ServerLimits(max_sessions=16), BatchPolicy(max_sessions_per_batch=8)
+    )
+    prompts = [[1, 3 + i, 7, 2 + 2 * i] for i in range(6)]
+    with ServerThread(service) as srv:
+        got = _run_clients(srv.url, prompts, 30)
+        metrics = httpx.get(srv.url + "/metrics").text
+    for prompt, tokens in zip(prompts, got, strict=True):
+        assert tokens == target.greedy(prompt, 30)
+    assert max(len(p) for p in target.passes) > 1  # some passes held several sessions
+    assert all(len(p) <= 8 for p in target.passes)
+    assert all(len({s for s, _ in p}) == len(p) for p in target.passes)
+    for name in (
+        "configspec_batch_sessions_bucket",
+        "configspec_batch_gather_wait_seconds_bucket",
+        "configspec_session_queue_seconds_bucket",
+    ):
+        assert name in metrics
+    assert target.free == sorted(target.free) or len(target.free) == 16  # all freed
+
+
+def test_policy_limits_sessions_and_positions_per_pass() -> None:
+    target = FakeBatchTarget(bigram_table(V, seed=1), pass_delay_s=0.01)
+    policy = BatchPolicy(
+        max_sessions_per_batch=2, max_positions_per_pass=16, prefill_chunk_tokens=8
+    )
+    service = BatchedVerifierService(target, ServerLimits(max_k=8, max_sessions=16), policy)
+    prompts = [[1, 3 + i, 7] for i in range(5)]
+    with ServerThread(service) as srv:
+        got = _run_clients(srv.url, prompts, 12)
+    assert all(len(p) <= 2 and sum(n for _, n in p) <= 16 for p in target.passes)
+    assert got == [target.greedy(p, 12) for p in prompts]
+
+
+def test_long_prefill_is_chunked_and_does_not_starve_other_rounds() -> None:
+    target = FakeBatchTarget(bigram_table(V, seed=1), pass_delay_s=0.02)
+    policy = BatchPolicy(max_positions_per_pass=32, prefill_chunk_tokens=32)
+    service = BatchedVerifierService(target, ServerLimits(max_k=8, max_sessions=16), policy)
+    long_prompt = [1] + [5, 6, 7, 8] * 150  # 601 tokens: 20 chunks
+    done: dict[str, float] = {}
+    with ServerThread(service) as srv:
+
+        def long_open() -> None:
+            with EdgeClient(srv.url, _drafter(), k=4) as c:
+                c.generate(long_prompt, 1)
+            done["long"] = time.perf_counter()
+
+        t = threading.Thread(target=long_open)
+        t.start()
+        time.sleep(0.1)  # the long prefill is under way
+        short = _run_clients(srv.url, [[1, 9, 4]], 5)
+        done["short"] = time.perf_counter()
+        t.join()
+    assert short[0] == target.greedy([1, 9, 4], 5)
+    assert done["short"] < done["long"]  # the short session's rounds interleaved
+    assert max(sum(n for _, n in p) for p in target.passes) <= 32
+
+
+def test_closing_a_session_mid_queue_does_not_disturb_others() -> None:
+    target = FakeBatchTarget(bigram_table(V, seed=1), pass_delay_s=0.01)
+    service = BatchedVerifierService(target, ServerLimits(max_sessions=4))
+    with ServerThread(service) as srv:
+        r = httpx.post(srv.url + "/v1/sessions", json={"prompt_tokens": [1, 2, 3]})
+        assert r.status_code == 200
+        sid = r.json()["session_id"]
+        tok = r.json()["session_token"]
+        got = _run_clients(srv.url, [[1, 4, 4], [1, 5, 6]], 10)
+        httpx.delete(
+            srv.url + f"/v1/sessions/{sid}", headers={"X-Session-Token": tok}
+        ).raise_for_status()
+        again = _run_clients(srv.url, [[1, 4, 4]], 10)
+    assert got == [target.greedy([1, 4, 4], 10), target.greedy([1, 5, 6], 10)]
+    assert again[0] == got[0]
+    assert len(target.free) == target.n_seqs  # every sequence returned
+
+
+def test_bad_policy_and_limits_are_refused() -> None:
+    with pytest.raises(ValueError, match="max_sessions_per_batch"):
+        BatchPolicy(max_sessions_per_batch=0)
+    target = FakeBatchTarget(bigram_table(V, seed=1), n_seqs=4)
+    with pytest.raises(ValueError, match="KV sequences"):
+        BatchedVerifierService(target, ServerLimits(max_sessions=8))
+    with pytest.raises(ValueError, match="cannot hold"):
+        BatchedVerifierService(
+            target,
+            ServerLimits(max_sessions=4, max_k=16),
+            BatchPolicy(max_positions_per_pass=8, prefill_chunk_tokens=8),
+        )
