@@ -164,6 +164,7 @@ def main() -> None:
             got = blocks(padded, prompt, ref, args.k)
             mism += [{"prompt": pi, **m} for m in compare(ref, got, margins)]
             console.print(f"{name}: prompt {pi + 1}/{len(subset)}, {len(mism)} mismatches so far")
+            console.file.flush()
         n_pos = len(subset) * args.tokens
         modes[name] = {
             "prompts": len(subset),

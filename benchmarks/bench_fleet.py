@@ -1,0 +1,250 @@
+"""Many edge devices, one verifier: batched against one-at-a-time verification (issue 16).
+
+N concurrent edge clients (n-gram drafters, so clients cost little CPU; each its own
+prompt) generate against one verifier with the F32 Gemma 3 270M target, directly (RTT 0)
+or through the delay proxy (RTT ``--rtt-ms``). Two policies on the same server code and
+the same multi-sequence target: ``batched`` (up to ``--max-batch-sessions`` sessions per
+pass) and ``one-at-a-time`` (one session per pass; every session still keeps its own KV
+sequence, so this baseline pays no session-switch prefill). Reported per (policy, N, RTT):
+aggregate generated tokens/s (all clients' tokens / wall time), per-client goodput
+(tokens / decode time), p50/p99 round time, per-round overhead (round − draft − verify −
+RTT; at N=1 it is the server path's own cost), and whether every client's tokens equal
+what the same prompt gives alone on that server and policy, and target-only decoding
+(K=0, alone).
+
+Reusable: :func:`run_fleet` returns the rows (one dict per configuration) for other
+tools, e.g. a queueing model validated against it. Writes
+``benchmarks/results/bench_fleet.json`` and prints a table with the load average.
+
+    PYTHONPATH=src python benchmarks/bench_fleet.py [--n 1 2 4 8 16] [--rtt-ms 0 30]
+        [--tokens 48] [--k 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from configspec._version import __version__, git_revision
+from configspec.backends.llamacpp_batch import LlamaCppBatchTarget
+from configspec.backends.models import prepare_family
+from configspec.backends.ngram import NgramDrafter
+from configspec.profiling.prompts import bundled_prompts
+from configspec.serving.batched import BatchedVerifierService, BatchPolicy
+from configspec.serving.client import EdgeClient, Generation
+from configspec.serving.proxy import DelayProxy
+from configspec.serving.server import ServerThread
+from configspec.serving.sessions import ServerLimits
+
+POLICIES = ("batched", "one-at-a-time")
+
+
+def _generate(
+    url: str, target: LlamaCppBatchTarget, prompt: list[int], n: int, k: int
+) -> Generation:
+    with EdgeClient(url, NgramDrafter(target), k=k) as client:  # type: ignore[arg-type]
+        return client.generate(prompt, n)
+
+
+def _concurrent(
+    url: str, target: LlamaCppBatchTarget, prompts: Sequence[list[int]], n: int, k: int
+) -> tuple[list[Generation], float]:
+    gens: list[Generation | None] = [None] * len(prompts)
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(prompts))
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait()
+            gens[i] = _generate(url, target, list(prompts[i]), n, k)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall_s = time.perf_counter() - t0
+    if errors:
+        raise errors[0]
+    return [g for g in gens if g is not None], wall_s
+
+
+def run_fleet(
+    target: LlamaCppBatchTarget,
+    prompts: Sequence[list[int]],
+    *,
+    ns: Sequence[int] = (1, 2, 4, 8, 16),
+    rtts_ms: Sequence[float] = (0.0, 30.0),
+    policies: Sequence[str] = POLICIES,
+    tokens: int = 48,
+    k: int = 4,
+    max_batch_sessions: int = 16,
+    max_positions_per_pass: int = 128,
+    log: Any = None,
+) -> list[dict[str, Any]]:
+    """Measure every (policy, RTT, N); one row each (see the module docstring).
+
+    ``target`` needs at least ``max(ns)`` free sequences; ``prompts`` at least
+    ``max(ns)`` token lists. RTT is added by an in-process delay proxy (half each way).
+    """
+    rows: list[dict[str, Any]] = []
+    limits = ServerLimits(
+        max_k=max(k, 1), max_sessions=target.n_seqs, max_context_tokens=target.n_ctx
+    )
+    for policy in policies:
+        pol = BatchPolicy(
+            max_sessions_per_batch=max_batch_sessions if policy == "batched" else 1,
+            max_positions_per_pass=max_positions_per_pass,
+            prefill_chunk_tokens=min(64, max_positions_per_pass),
+        )
+        service = BatchedVerifierService(target, limits, pol)
+        with ServerThread(service) as srv:
+            alone = {
+                i: _generate(srv.url, target, list(p), tokens, k).tokens
+                for i, p in enumerate(prompts[: max(ns)])
+            }
+            target_only = {
+                i: _generate(srv.url, target, list(p), tokens, 0).tokens
+                for i, p in enumerate(prompts[: max(ns)])
+            }
+            for rtt in rtts_ms:
+                proxy = DelayProxy((srv.host, srv.port), delay_ms=rtt / 2).start() if rtt else None
+                url = proxy.url if proxy else srv.url
+                try:
+                    for n in ns:
+                        gens, wall_s = _concurrent(url, target, prompts[:n], tokens, k)
+                        rounds = [r for g in gens for r in g.rounds]
+                        round_ms = np.array([r.round_ms for r in rounds])
+                        overhead = [r.round_ms - r.draft_ms - r.verify_ms - rtt for r in rounds]
+                        row = {
+                            "policy": policy,
+                            "rtt_ms": rtt,
+                            "clients": n,
+                            "tokens_per_client": tokens,
+                            "k": k,
+                            "wall_s": wall_s,
+                            "aggregate_tokens_per_s": sum(len(g.tokens) for g in gens) / wall_s,
+                            "client_goodput_tokens_per_s": [
+                                len(g.tokens) / g.decode_s for g in gens
+                            ],
+                            "round_ms_p50": float(np.percentile(round_ms, 50)),
+                            "round_ms_p99": float(np.percentile(round_ms, 99)),
+                            "overhead_ms_median": statistics.median(overhead),
+                            "rounds": len(rounds),
+                            "accepted_per_round": float(np.mean([r.accepted for r in rounds])),
+                            "identical_to_alone": sum(
+                                g.tokens == alone[i] for i, g in enumerate(gens)
+                            ),
+                            "identical_to_target_only": sum(
+                                g.tokens == target_only[i] for i, g in enumerate(gens)
+                            ),
+                            "load_average_1m": os.getloadavg()[0],
+                        }
+                        rows.append(row)
+                        if log:
+                            log(row)
+                finally:
+                    if proxy:
+                        proxy.stop()
+    return rows
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        "| policy | RTT ms | N | aggregate tok/s | client goodput tok/s (median) | "
+        "round p50 / p99 ms | overhead ms (median) | = alone | = target-only | load 1m |"
+    )
+    lines = [head, "|" + "---|" * 10]
+    for r in rows:
+        lines.append(
+            f"| {r['policy']} | {r['rtt_ms']:g} | {r['clients']} | "
+            f"{r['aggregate_tokens_per_s']:.1f} | "
+            f"{statistics.median(r['client_goodput_tokens_per_s']):.1f} | "
+            f"{r['round_ms_p50']:.0f} / {r['round_ms_p99']:.0f} | "
+            f"{r['overhead_ms_median']:.1f} | {r['identical_to_alone']}/{r['clients']} | "
+            f"{r['identical_to_target_only']}/{r['clients']} | {r['load_average_1m']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    ap.add_argument("--rtt-ms", type=float, nargs="+", default=[0.0, 30.0])
+    ap.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)
+    ap.add_argument("--tokens", type=int, default=48)
+    ap.add_argument("--k", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--max-batch-sessions", type=int, default=16)
+    ap.add_argument("--cache-dir", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_fleet.json"))
+    args = ap.parse_args()
+    cache_dir = args.cache_dir or Path(
+        os.environ.get("CONFIGSPEC_TEST_MODELS", "/work/.cache/configspec-test-models")
+    )
+    family = prepare_family(cache_dir)
+    n_max = max(args.n)
+    load_before = os.getloadavg()
+    with LlamaCppBatchTarget(
+        family.target_path,
+        identity=family.target,
+        n_seqs=n_max + 1,
+        n_ctx=512,
+        n_batch=128,
+        n_threads=args.threads,
+    ) as target:
+        texts = [p.text for p in bundled_prompts()]
+        prompts = [target.tokenize(t)[:200] for t in texts[:n_max]]
+        rows = run_fleet(
+            target,
+            prompts,
+            ns=args.n,
+            rtts_ms=args.rtt_ms,
+            policies=args.policies,
+            tokens=args.tokens,
+            k=args.k,
+            max_batch_sessions=args.max_batch_sessions,
+            log=lambda r: print(
+                f"{r['policy']:>13} RTT {r['rtt_ms']:g} N={r['clients']}: "
+                f"{r['aggregate_tokens_per_s']:.1f} tok/s",
+                flush=True,
+            ),
+        )
+    load_after = os.getloadavg()
+    print(_table(rows))
+    print(
+        f"load average {load_before[0]:.2f} -> {load_after[0]:.2f} (1 min); host {platform.node()}"
+    )
+    out = {
+        "tool": "bench_fleet",
+        "version": __version__,
+        "git_revision": git_revision(),
+        "when": datetime.now(timezone.utc).isoformat(),
+        "host": platform.node(),
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "settings": vars(args) | {"cache_dir": str(cache_dir), "out": str(args.out)},
+        "rows": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out, indent=2))
+    tmp.replace(args.out)
+
+
+if __name__ == "__main__":
+    main()
