@@ -23,13 +23,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from configspec.backends.models import prepare_family
+from configspec.backends.models import default_cache_dir, prepare_family
 from configspec.profiling.alignment import AlignmentSettings, profile_alignment
 from configspec.profiling.prompts import bundled_prompts, select_prompts
 from configspec.store import ProfileStore
 
 ROOT = Path(__file__).resolve().parent
-MODELS = Path(os.environ.get("CONFIGSPEC_TEST_MODELS", "/work/.cache/configspec-test-models"))
+MODELS = default_cache_dir()  # $CONFIGSPEC_CACHE_DIR, else the default cache
 BUDGET_S = 600.0
 
 
@@ -38,8 +38,8 @@ def main() -> None:
     ap.add_argument("--per-domain", type=int, default=25, help="prompts per domain (4 domains)")
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--k-max", type=int, default=8)
-    ap.add_argument("--models", type=Path, default=MODELS)
-    ap.add_argument("--store", type=Path, default=MODELS.parent / "configspec-bench-alignment")
+    ap.add_argument("--models", type=Path, default=MODELS, help="model cache")
+    ap.add_argument("--store", type=Path, default=ROOT / "results" / "alignment-bench-store")
     # 1 thread: on an oversubscribed machine llama.cpp's spinning 2-thread barrier was
     # measured 10x slower per token than a single thread
     ap.add_argument("--threads", type=int, default=1)

@@ -74,8 +74,7 @@ def main() -> int:
     if args.model is not None:
         path, identity = args.model, None
     else:
-        cache = args.cache_dir or os.environ.get("CONFIGSPEC_TEST_MODELS")
-        family = prepare_family(Path(cache) if cache else None)
+        family = prepare_family(args.cache_dir)  # None: $CONFIGSPEC_CACHE_DIR or the default
         identity = family.drafter(args.quant)
         path = family.drafter_path(args.quant)
 

@@ -17,13 +17,14 @@ import time
 from pathlib import Path
 
 from configspec.backends.factory import resolve_identity
+from configspec.backends.models import default_cache_dir
 from configspec.profiling.alignment import AlignmentSettings, profile_alignment
 from configspec.profiling.peer import llamacpp_speculative_counts
 from configspec.profiling.prompts import bundled_prompts, select_prompts
 from configspec.store import ProfileStore
 
 ROOT = Path(__file__).resolve().parent
-MODELS = Path("/work/.cache/configspec-test-models")
+MODELS = default_cache_dir()  # $CONFIGSPEC_CACHE_DIR, else the default cache
 
 
 def main() -> None:
@@ -33,7 +34,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--target", default="gemma-3-270m-f32")
     ap.add_argument("--drafter", action="append")
-    ap.add_argument("--models", type=Path, default=MODELS)
+    ap.add_argument("--models", type=Path, default=MODELS, help="model cache")
     # 1 thread: on an oversubscribed machine llama.cpp's spinning 2-thread barrier was
     # measured 10x slower per token than a single thread
     ap.add_argument("--threads", type=int, default=1)

@@ -204,3 +204,19 @@ def test_quickstart_optima_table_labels_estimates_and_the_k_edge(
     out = capsys.readouterr().out
     assert "tokens/J estimated" in out and "illustrative power model" in out
     assert "K=2†" in out and "K=2 is the largest K searched" in out
+
+
+def test_select_table_reads_at_80_columns() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "COLUMNS": "80"}
+    out = subprocess.run(
+        [sys.executable, "-m", "configspec", "select", "--profiles", str(EXAMPLES),
+         "--no-sensitivity", "--top", "3"],
+        capture_output=True, text=True, check=False, env=env, cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert max(map(len, lines)) <= 80
+    assert "configuration" in out.stdout and "Narrow layout" in out.stdout
+    # every configuration reads whole: drafter on device, then target and K
+    assert any(" on rpi5-8gb" in line or " on jetson-orin-nano" in line for line in lines)
+    assert any(line.strip("│ ").startswith("→ ") for line in lines)

@@ -75,9 +75,16 @@ def _estimated(row: pd.Series) -> str:
 _SOURCE_SHORT = {"by_k": "by K", "per_position": "pos", "alpha": "α", "none": "—"}
 
 
-def _config_table(sel: Selection, rows: list[int], title: str) -> Table:
+NARROW_COLUMNS = 120
+"""Below this width the configuration table uses a layout that reads at 80 columns."""
+
+
+def _config_table(sel: Selection, rows: list[int], title: str, narrow: bool = False) -> Table:
     """Ranked configurations; the CI bounds are shown for the objective's own column
-    (goodput for ``pareto``) to keep the table readable; JSON/CSV carry all bounds."""
+    (goodput for ``pareto``) to keep the table readable; JSON/CSV carry all bounds.
+
+    ``narrow``: one configuration column (drafter on device → target, K) and the bounds
+    under each value, without tok/round and E(K) source, so it reads at 80 columns."""
     t = sel.table
     focus = sel.objective if sel.objective in R.OBJECTIVE_COLUMNS else "goodput"
     shown = {str(t.iloc[i][R.POWER_SOURCE]) for i in rows} - {"none"}
@@ -101,23 +108,26 @@ def _config_table(sel: Selection, rows: list[int], title: str) -> Table:
                 if edge[rows].any()
                 else ""
             )
+            + (
+                " Narrow layout: tok/round and E(K) source left out (wider terminal or "
+                "--format json for all columns)."
+                if narrow
+                else ""
+            )
         ),
         caption_justify="left",
     )
-    table.add_column("#", justify="right")
-    table.add_column("device", overflow="fold")
-    names = [str(t.iloc[i][R.DRAFTER]) for i in rows if not pd.isna(t.iloc[i][R.DRAFTER])]
-    table.add_column("drafter", overflow="fold", min_width=max(map(len, names), default=7))
-    table.add_column("target", overflow="fold")
-    table.add_column("K", justify="right")
-    table.add_column("tok/\nround", justify="right")
-    table.add_column("E(K)\nsrc")
     ci = " [CI]"
-    table.add_column(f"goodput\ntok/s{ci if focus == 'goodput' else ''}", justify="right")
-    table.add_column(f"USD/\n1M tok{ci if focus == 'cost' else ''}", justify="right")
     energy_head = "tok/J\nestimated" if all_estimated else "tok/J"
-    table.add_column(f"{energy_head}{ci if focus == 'energy' else ''}", justify="right")
-    table.add_column("speed-\nup", justify="right")
+    if narrow:
+        table.add_column("#", justify="right")
+        table.add_column("configuration", overflow="fold", ratio=1)
+        table.add_column(f"goodput\ntok/s{ci if focus == 'goodput' else ''}", justify="right")
+        table.add_column(f"USD/\n1M tok{ci if focus == 'cost' else ''}", justify="right")
+        table.add_column(f"{energy_head}{ci if focus == 'energy' else ''}", justify="right")
+        table.add_column("speed-\nup", justify="right")
+    else:
+        _wide_columns(table, t, rows, focus, energy_head)
     for rank, i in enumerate(rows, 1):
         r = t.iloc[i]
         mode = r[R.MODE]
@@ -151,20 +161,47 @@ def _config_table(sel: Selection, rows: list[int], title: str) -> Table:
                 energy += " estimated"
         device = str(r[R.DEVICE]) + (" (emulated)" if r[R.DEVICE_EMULATED] else "")
         speedup = r[R.SPEEDUP_VS_CLOUD_AR]
+        k = str(int(r[R.K])) + ("†" if edge[i] else "")
+        figures = [
+            escape(goodput),
+            escape(cost),
+            escape(energy),
+            "—" if pd.isna(speedup) else f"{_num(speedup)}×",
+        ]
+        if narrow:  # bounds on their own line under each value
+            figures = [f.replace(" [", "\n[") for f in figures]
+            table.add_row(str(rank), f"{drafter} on {device}\n→ {target}, K={k}", *figures)
+            continue
         table.add_row(
             str(rank),
             device,
             drafter,
             target,
-            str(int(r[R.K])) + ("†" if edge[i] else ""),
+            k,
             _num(r[R.TOKENS_PER_ROUND]),
             "—" if mode != R.MODE_SPECULATIVE else _SOURCE_SHORT[str(r[R.ACCEPTANCE_SOURCE])],
-            escape(goodput),
-            escape(cost),
-            escape(energy),
-            "—" if pd.isna(speedup) else f"{_num(speedup)}×",
+            *figures,
         )
     return table
+
+
+def _wide_columns(
+    table: Table, t: pd.DataFrame, rows: list[int], focus: str, energy_head: str
+) -> None:
+    """The wide layout's columns: device, drafter, target, K, tok/round, E(K) source."""
+    ci = " [CI]"
+    table.add_column("#", justify="right")
+    table.add_column("device", overflow="fold")
+    names = [str(t.iloc[i][R.DRAFTER]) for i in rows if not pd.isna(t.iloc[i][R.DRAFTER])]
+    table.add_column("drafter", overflow="fold", min_width=max(map(len, names), default=7))
+    table.add_column("target", overflow="fold")
+    table.add_column("K", justify="right")
+    table.add_column("tok/\nround", justify="right")
+    table.add_column("E(K)\nsrc")
+    table.add_column(f"goodput\ntok/s{ci if focus == 'goodput' else ''}", justify="right")
+    table.add_column(f"USD/\n1M tok{ci if focus == 'cost' else ''}", justify="right")
+    table.add_column(f"{energy_head}{ci if focus == 'energy' else ''}", justify="right")
+    table.add_column("speed-\nup", justify="right")
 
 
 def _top_rows(sel: Selection, n: int) -> list[int]:
@@ -235,7 +272,7 @@ def _render(sel: Selection, out: Console, top: int, crossings: list[Crossover]) 
         if sel.objective == "pareto"
         else f"Top {top} by {sel.objective} ({OBJECTIVE_UNITS[sel.objective]})"
     ) + " — every number column is modelled (not measured)"
-    out.print(_config_table(sel, _top_rows(sel, top), title))
+    out.print(_config_table(sel, _top_rows(sel, top), title, out.width < NARROW_COLUMNS))
     best = Table(title="Best per objective", title_justify="left", header_style="bold")
     best.add_column("objective")
     best.add_column("configuration")
@@ -563,8 +600,10 @@ def _table_text(
             out = Console(record=True, width=170, file=sink)
             _render_all(out, sel, top, found, deployment)
         return out.export_text()
-    # Piped output has no width; give the table room instead of rich's 80 columns.
-    out = console if console.is_terminal else Console(width=170, highlight=False)
+    # Piped output has no width: give the table room instead of rich's 80 columns,
+    # unless COLUMNS asks for a width.
+    wide = None if console.is_terminal or "COLUMNS" in os.environ else 170
+    out = console if console.is_terminal else Console(width=wide, highlight=False)
     _render_all(out, sel, top, found, deployment)
     return ""
 
