@@ -333,3 +333,19 @@ def test_measured_cost_agrees_with_the_model_cost_at_every_k(billed: str, k: int
     est = measured_cost(rounds, verification(price=gpu))
     model_usd = float(gpu_time_cost_usd(40.0, 3.0, 5.0))
     assert est is not None and est.mean == pytest.approx(tokens_per_round / model_usd)
+
+
+def test_validate_table_reads_at_80_columns(
+    profiles: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from configspec.cli import loop as loop_cli
+
+    store = ProfileStore(profiles)
+    store.save_run(_record(4, 50.0, 500.0, 3))
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setattr(loop_cli.console, "width", 80)
+    assert main(["validate", "--profiles", str(profiles)]) == 0
+    table = capsys.readouterr().out.split("\n  goodput:")[0].splitlines()
+    assert max(map(len, table)) <= 80
+    assert any(line.strip().startswith(DRAFTER) for line in table)  # whole drafter names
+    assert any("K=4 +50ms" in line for line in table)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -33,9 +35,19 @@ LINK_OPTION = typer.Option(
 )
 
 
+NARROW_COLUMNS = 120
+"""Below this width the validation table uses a layout that reads at 80 columns."""
+
+
+def _width() -> int:
+    """The width tables are laid out for: the terminal's, COLUMNS when piped, else 140."""
+    return console.width if console.is_terminal or "COLUMNS" in os.environ else 140
+
+
 def _print_wide(renderable: object) -> None:
-    """Tables stay readable when piped: 140 columns unless a terminal says otherwise."""
-    if console.is_terminal:
+    """Tables stay readable when piped: 140 columns unless a terminal (or COLUMNS) says
+    otherwise."""
+    if console.is_terminal or "COLUMNS" in os.environ:
         console.print(renderable)
     else:
         Console(file=console.file, width=140, color_system=None).print(renderable)
@@ -51,23 +63,30 @@ def _num(x: float | None, digits: int = 3) -> str:
 
 def render_validation(result: ValidationResult) -> None:
     """Print the predicted-vs-measured table and the error summary."""
-    table = Table(
-        title="validation: predicted (modelled from profiles) vs measured (real runtime)",
-        title_justify="left",
-    )
-    table.add_column("configuration", no_wrap=True)
-    table.add_column("E(K) meas/model", justify="right")
-    table.add_column("goodput measured tok/s", justify="right")
-    table.add_column("modelled", justify="right")
+    narrow = _width() < NARROW_COLUMNS
+    title = "validation: predicted (modelled from profiles) vs measured (real runtime)"
+    if narrow:  # reads at 80 columns: two-line cells, no vertical rules
+        table = Table(
+            title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+            collapse_padding=True,
+        )  # fmt: skip
+    else:
+        table = Table(title=title, title_justify="left")
+    sep = "\n" if narrow else " "
+    width = max((len(r.drafter) for r in result.rows), default=13)
+    table.add_column("configuration", no_wrap=not narrow, min_width=min(width, 24))
+    table.add_column("E(K)\nmeas/mod" if narrow else "E(K) meas/model", justify="right")
+    table.add_column("goodput\ntok/s [CI]" if narrow else "goodput measured tok/s", justify="right")
+    table.add_column("model-\nled" if narrow else "modelled", justify="right")
     table.add_column("error", justify="right")
     table.add_column("timing", justify="right")
-    table.add_column("tok/USD", justify="right")
+    table.add_column("tok/\nUSD" if narrow else "tok/USD", justify="right")
     for r in result.rows:
         g = r.objectives["goodput"]
         table.add_row(
-            f"{r.drafter} K={r.k} +{r.added_rtt_ms:g}ms",
+            f"{r.drafter}{sep}K={r.k} +{r.added_rtt_ms:g}ms",
             f"{_num(r.tokens_per_round.measured)}/{_num(r.tokens_per_round.predicted)}",
-            f"{_num(g.measured)} [{_num(g.measured_low)}, {_num(g.measured_high)}]",
+            f"{_num(g.measured)}{sep}[{_num(g.measured_low)}, {_num(g.measured_high)}]",
             _num(g.predicted),
             _pct(g.error),
             _pct(r.objectives["goodput_timing"].error),
