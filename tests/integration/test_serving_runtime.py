@@ -262,3 +262,78 @@ def test_cli_run_edge_writes_a_run_record(
     assert record.tokens_per_joule is not None
     assert record.tokens_per_joule.source == "estimated"
     assert all(r.energy_j is not None for r in record.rounds)
+
+
+def test_cli_run_edge_k_auto_records_the_choices(
+    server: ServerThread, model_family: PreparedFamily, tmp_path: Path
+) -> None:
+    from configspec.cli.main import main
+    from configspec.config import (
+        AlignmentEntry,
+        AlignmentProfile,
+        DeviceInfo,
+        DeviceProfile,
+        DrafterOnDevice,
+        DraftLatencyPoint,
+        Estimate,
+        GpuTimePrice,
+        NetworkSettings,
+        Provenance,
+        VerificationProfile,
+        VerifyLatencyPoint,
+    )
+
+    # a small prior in the real store layout, named after the real models
+    drafter, target = model_family.drafters["Q4_0"], model_family.target
+    prov = Provenance(source="illustrative")
+    store = ProfileStore(tmp_path)
+    store.save(
+        DeviceProfile(
+            device=DeviceInfo(name="here"),
+            drafters=[
+                DrafterOnDevice(
+                    drafter=drafter.name,
+                    family=drafter.family,
+                    memory_bytes=1,
+                    latency=[
+                        DraftLatencyPoint(k=1, context_tokens=0, per_token_ms=Estimate(mean=5.0))
+                    ],
+                )
+            ],
+            provenance=prov,
+        )
+    )
+    store.save(
+        AlignmentProfile(
+            target=target.name,
+            target_family=target.family,
+            entries=[AlignmentEntry(drafter=drafter.name, alpha=Estimate(mean=0.7))],
+            provenance=prov,
+        )
+    )
+    store.save(
+        VerificationProfile(
+            target=target.name,
+            target_family=target.family,
+            latency=[
+                VerifyLatencyPoint(positions=p, context_tokens=0, latency_ms=Estimate(mean=20.0))
+                for p in range(1, 10)
+            ],
+            price=GpuTimePrice(price_usd_per_hour=1.0),
+            provenance=prov,
+        )
+    )
+    store.save_network(NetworkSettings(rtt_ms=20.0))
+    rc = main(
+        ["run", "edge", "--server", server.url, "--drafter",
+         str(model_family.drafter_path("Q4_0")), "--k", "auto", "--k-min", "2", "--k-max", "5",
+         "--max-tokens", "24", "--prompt", "Hello", "--meter", "none", "--quiet",
+         "--n-ctx", "256", "--profiles", str(tmp_path), "--cache-dir",
+         str(model_family.cache_dir)]
+    )  # fmt: skip
+    assert rc == 0
+    (record,) = store.runs()
+    assert record.config.k_policy == "adaptive"
+    assert (record.config.k_min, record.config.k_max, record.config.k) == (2, 5, 5)
+    assert record.totals.generated_tokens == 24
+    assert all(r.choice is not None and 2 <= r.choice.k <= 5 for r in record.rounds)

@@ -148,3 +148,17 @@ def test_verifier_rejects_bad_connection_limits(capsys: pytest.CaptureFixture[st
     rc = main(["serve", "verifier", "--target", "x", "--max-connections", "0"])
     assert rc == 2
     assert "max-connections" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--k", "auto"], "--k auto needs --profiles"),
+        (["--k", "lots"], "--k 'lots' is neither a number nor auto"),
+        (["--k", "65"], "K=65 is out of range (0..64)"),
+    ],
+)
+def test_k_auto_bad_input(
+    capsys: pytest.CaptureFixture[str], fake_server: str, args: list[str], message: str
+) -> None:
+    rc = main(["run", "edge", "--server", fake_server, "--drafter", "x", *args])
+    assert rc == 2
+    assert message in _one_error_line(capsys)

@@ -374,3 +374,38 @@ def test_health_answers_while_a_long_prefill_runs() -> None:
         opener.join()
     assert health.status_code == 200
     assert waited_s < 0.5
+
+
+def test_adaptive_k_client_keeps_the_output_and_records_each_choice(
+    server: ServerThread, target: FakeTarget
+) -> None:
+    from configspec.config import RoundTiming
+    from configspec.model.evaluate import Link
+    from configspec.serving.adaptive import AdaptiveK, PolicyPrior
+
+    n = 8
+    verify = np.full(n + 2, 5.0)
+    verify[0] = np.nan
+    prior = PolicyPrior(
+        acceptance=np.full(n, 0.6),
+        proposal=np.ones(n),
+        draft_ms_per_token=np.full(n, 0.5),
+        verify_ms=verify,
+        link=Link(rtt_ms=10.0, bytes_per_token=0.0, bytes_per_message=0.0),
+    )
+    policy = AdaptiveK(prior, k_min=2, k_max=6)
+    with EdgeClient(server.url, _similar_drafter(), k=99, policy=policy) as client:
+        gen = client.generate(PROMPT, 60)
+    assert gen.tokens == target.greedy(PROMPT, 60)  # K per round never changes the text
+    assert policy.rounds_seen == len(gen.rounds)
+    for r in gen.rounds:
+        assert r.choice is not None
+        assert 2 <= r.choice.k <= 6
+        assert r.k_limit is not None and r.k_limit <= r.choice.k
+        assert len(r.choice.acceptance) == n
+    # the estimates are stored with the round and read back
+    again = RoundTiming.model_validate_json(gen.rounds[3].model_dump_json())
+    assert again.choice == gen.rounds[3].choice
+    # a record written before adaptive K (no choice) still reads
+    old = gen.rounds[0].model_dump(exclude={"choice"})
+    assert RoundTiming.model_validate(old).choice is None

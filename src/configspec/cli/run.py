@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import statistics
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,26 @@ def edge(
     tokenizer: str | None = typer.Option(
         None, help="GGUF or registered model whose vocabulary the ngram drafter uses."
     ),
-    k: int = typer.Option(..., "--k", min=0, max=K_LIMIT, help="Draft tokens per round (K)."),
+    k: str = typer.Option(
+        ...,
+        "--k",
+        help=f"Draft tokens per round (K, 0..{K_LIMIT}), or auto: chosen every round from live "
+        "estimates with the --profiles as prior.",
+    ),
+    k_min: int = typer.Option(1, "--k-min", min=1, max=K_LIMIT, help="Smallest K for --k auto."),
+    k_max: int | None = typer.Option(
+        None,
+        "--k-max",
+        min=1,
+        max=K_LIMIT,
+        help="Largest K for --k auto (default: profiled range).",
+    ),
+    objective: str = typer.Option(
+        "goodput", help="What --k auto maximises: goodput, cost or energy."
+    ),
+    domain: str = typer.Option(
+        "all", help="Prompt domain whose acceptance seeds --k auto (as profiled)."
+    ),
     temperature: float = typer.Option(0.0, min=0.0, help="0 = greedy, > 0 = sampling."),
     max_tokens: int = typer.Option(128, min=1, help="Tokens to generate."),
     prompt: str | None = typer.Option(None, help="Prompt text."),
@@ -43,7 +63,9 @@ def edge(
     ),
     device: str | None = typer.Option(None, help="Edge device name for the run record."),
     profiles: Path | None = typer.Option(
-        None, "--profiles", help="Profile directory to write the run record to."
+        None,
+        "--profiles",
+        help="Profile directory to write the run record to (and, with --k auto, the prior).",
     ),
     threads: int = typer.Option(2, min=1, help="Drafter threads."),
     n_ctx: int = typer.Option(4096, "--n-ctx", min=16, help="Drafter context window."),
@@ -72,7 +94,12 @@ def edge(
     run = EdgeRun(
         server=server,
         drafter=drafter,
-        k=k,
+        k=parse_k(k),
+        k_min=k_min,
+        k_max=k_max,
+        objective=objective,
+        domain=domain,
+        prior_rtt_ms=added_rtt_ms or None,
         prompt=prompt if prompt is not None else DEFAULT_PROMPT,
         max_tokens=max_tokens,
         tokenizer=tokenizer,
@@ -100,6 +127,19 @@ def edge(
         err_console.print(f"run record: {path}", highlight=False)
 
 
+def parse_k(text: str) -> int | None:
+    """``--k``: an integer 0..64, or ``auto`` (None)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        k = int(text)
+    except ValueError:
+        raise InvalidInput(f"--k {text!r} is neither a number nor auto") from None
+    if not 0 <= k <= K_LIMIT:
+        raise InvalidInput(f"K={k} is out of range (0..{K_LIMIT})")
+    return k
+
+
 def _summary(record: RunRecord) -> None:
     t, rounds = record.totals, record.rounds
     g = record.goodput_tokens_per_s
@@ -120,6 +160,13 @@ def _summary(record: RunRecord) -> None:
             ("round ms (median)", [r.round_ms for r in rounds]),
         ):
             table.add_row(name, f"{statistics.median(vals):.2f}")
+    chosen = [r.choice.k for r in rounds if r.choice is not None]
+    if chosen:
+        counts = Counter(chosen)
+        table.add_row(
+            "K chosen (--k auto)",
+            ", ".join(f"K={k}: {n}" for k, n in sorted(counts.items())),
+        )
     table.add_row("reconnects", str(t.reconnects))
     if t.energy_j is not None and record.tokens_per_joule is not None:
         tpj = record.tokens_per_joule

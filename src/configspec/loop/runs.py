@@ -29,6 +29,7 @@ from configspec.store import ProfileStore
 
 if TYPE_CHECKING:
     from configspec.loop.validate import ConfigFilter
+    from configspec.serving.adaptive import AdaptiveK
 
 OVERHEAD_LABEL = "runtime overhead (K=0 rounds)"
 RUNS_LABEL = "validation runs"
@@ -109,11 +110,15 @@ class EdgeRun:
 
     ``added_rtt_ms`` is the RTT the user injected between edge and server (recorded, not
     added); ``meter`` names the edge power meter (``none`` for no energy figure).
+    ``k`` None is ``--k auto``: K is chosen every round in ``k_min..k_max`` (None: the
+    profiled range) for ``objective`` by :class:`~configspec.serving.adaptive.AdaptiveK`,
+    with the profile directory's device, alignment (for ``domain``) and verification
+    profiles as its prior and ``prior_rtt_ms`` (None: the stored network's) as the link's.
     """
 
     server: str
     drafter: str
-    k: int
+    k: int | None
     prompt: str
     max_tokens: int = 128
     tokenizer: str | None = None
@@ -128,6 +133,48 @@ class EdgeRun:
     meter: str = "auto"
     api_key: str | None = field(default=None, repr=False)
     """The verifier's API key (sent as a bearer token); never shown in a repr."""
+    k_min: int = 1
+    k_max: int | None = None
+    objective: str = "goodput"
+    domain: str = "all"
+    prior_rtt_ms: float | None = None
+
+
+def adaptive_policy(
+    run: EdgeRun, store: ProfileStore | None, drafter: str, context_tokens: int, max_k: int
+) -> AdaptiveK:
+    """The ``--k auto`` policy of ``run`` for ``drafter`` (its profiled name), its prior from
+    ``store``; ``max_k`` is the verifier's limit. Raises when a profile is missing."""
+    from configspec.model.presets import get_preset
+    from configspec.search.space import read_profiles
+    from configspec.serving.adaptive import AdaptiveK, prior_from_profiles
+
+    if store is None:
+        raise InvalidInput(
+            "--k auto needs --profiles: the device, alignment and verification profiles there "
+            "are the policy's prior (run `configspec quickstart` or the profile commands)"
+        )
+    if run.k_max is not None and run.k_max > max_k:
+        raise InvalidInput(f"--k-max {run.k_max} is above the verifier's limit ({max_k})")
+    profiles = read_profiles(store)
+    prior = prior_from_profiles(
+        profiles,
+        drafter=drafter,
+        device=run.device if run.device in {d.device.name for d in profiles.devices} else None,
+        domain=run.domain,
+        temperature=run.temperature,
+        k_max=run.k_max,
+        context_tokens=context_tokens,
+        rtt_ms=run.prior_rtt_ms,
+    )
+    k_max = min(prior.k_max, max_k) if run.k_max is None else run.k_max
+    return AdaptiveK(
+        prior,
+        k_min=run.k_min,
+        k_max=k_max,
+        objective=run.objective,
+        preset=get_preset("configspec"),
+    )
 
 
 def _no_status(_: str) -> AbstractContextManager[Any]:
@@ -154,9 +201,15 @@ def run_edge(
     from configspec.serving.client import EdgeClient, check_drafter, probe_server
     from configspec.serving.record import build_run_record, model_hashes, run_config
 
+    if run.k is None and store is None:
+        raise InvalidInput(
+            "--k auto needs --profiles: the device, alignment and verification profiles there "
+            "are the policy's prior (run `configspec quickstart` or the profile commands)"
+        )
     info = probe_server(run.server, api_key=run.api_key)
-    if run.k > info.max_k:
-        raise InvalidInput(f"K={run.k} is above the verifier's limit ({info.max_k}); lower --k")
+    k = run.k if run.k is not None else min(run.k_max or info.max_k, info.max_k)
+    if k > info.max_k:
+        raise InvalidInput(f"K={k} is above the verifier's limit ({info.max_k}); lower --k")
     is_ngram = parse_spec(run.drafter).is_ngram
     if is_ngram and run.tokenizer is None:
         raise InvalidInput(
@@ -164,7 +217,7 @@ def run_edge(
             f"{info.target.family})"
         )
     if not is_ngram:
-        check_drafter(resolve_identity(run.drafter, cache_dir=run.cache_dir), info, run.k)
+        check_drafter(resolve_identity(run.drafter, cache_dir=run.cache_dir), info, k)
     energy_meter = open_meter(run.meter)
     with status(f"loading {run.drafter}"):
         model = open_drafter(
@@ -173,8 +226,13 @@ def run_edge(
             cache_dir=run.cache_dir,
             settings=LlamaSettings(n_threads=run.threads, n_ctx=run.n_ctx),
         )
-    check_drafter(model.identity, info, run.k)
+    check_drafter(model.identity, info, k)
     prompt_tokens = model.tokenize(run.prompt)
+    policy = None
+    if run.k is None:
+        context = len(prompt_tokens) + run.max_tokens // 2  # mean decoding context
+        policy = adaptive_policy(run, store, model.identity.name, context, info.max_k)
+        k = policy.k_max
     energy_note = "no device power meter was used (--meter none); energy not recorded"
     if energy_meter is not None:
         energy_meter.begin_window("edge-run")
@@ -188,11 +246,12 @@ def run_edge(
         with EdgeClient(
             run.server,
             model,
-            k=run.k,
+            k=k,
             temperature=run.temperature,
             seed=run.seed,
             draft_top_k=run.draft_top_k,
             api_key=run.api_key,
+            policy=policy,
             energy_j=(lambda: energy_meter.sample().energy_j) if energy_meter else None,
         ) as client:
             gen = client.generate(prompt_tokens, run.max_tokens, on_text=on_text)
@@ -202,7 +261,7 @@ def run_edge(
     config = run_config(
         model.identity,
         gen,
-        k=run.k,
+        k=k,
         temperature=run.temperature,
         added_rtt_ms=run.added_rtt_ms,
         server_url=run.server,
@@ -211,6 +270,16 @@ def run_edge(
         max_tokens=run.max_tokens,
         seed=run.seed,
         draft_top_k=run.draft_top_k if run.temperature > 0 else None,
+        **(
+            {
+                "k_policy": "adaptive",
+                "k_min": policy.k_min,
+                "k_max": policy.k_max,
+                "objective": policy.objective,
+            }
+            if policy is not None
+            else {}
+        ),
     )
     record = build_run_record(
         gen,

@@ -615,6 +615,12 @@ def validate(
         if run.config.k == 0:
             warnings.append(f"run {run.run_id} is K=0 (cloud-only calibration); not validated")
             continue
+        if run.config.k_policy == "adaptive":
+            warnings.append(
+                f"run {run.run_id} chose K per round (--k auto); not validated against one "
+                "configuration (its report shows K and the estimates over time)"
+            )
+            continue
         # the overhead measured at this run's RTT: passed in, else stored per RTT
         over = profiles.network.overhead_at(run.config.added_rtt_ms)
         for rtt, given in (overhead_ms_by_rtt or {}).items():

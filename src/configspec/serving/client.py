@@ -27,6 +27,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import httpx
 import numpy as np
@@ -46,6 +47,9 @@ from configspec.serving.protocol import (
     VerifyRequest,
     VerifyResponse,
 )
+
+if TYPE_CHECKING:
+    from configspec.serving.adaptive import AdaptiveK
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +241,9 @@ class EdgeClient:
     callable returning the device meter's cumulative energy in joules (None: no meter).
     ``api_key`` is sent as a bearer token (read it from :data:`API_KEY_ENV`; never put it
     on a command line).
+    ``policy`` (an :class:`~configspec.serving.adaptive.AdaptiveK`) chooses K every round
+    (``k`` is then ignored; the policy's ``k_max`` bounds it) and learns from each round's
+    outcome; each :class:`~configspec.config.RoundTiming` keeps the choice and estimates.
     """
 
     def __init__(
@@ -254,7 +261,10 @@ class EdgeClient:
         energy_j: Callable[[], float] | None = None,
         client_id: str = "",
         api_key: str | None = None,
+        policy: AdaptiveK | None = None,
     ) -> None:
+        if policy is not None:
+            k = policy.k_max
         if not 0 <= k <= K_LIMIT:
             raise InvalidInput(f"K={k} is out of range (0..{K_LIMIT})")
         if temperature < 0:
@@ -270,6 +280,7 @@ class EdgeClient:
         self.reconnect_timeout_s = reconnect_timeout_s
         self.energy_j = energy_j
         self.client_id = client_id
+        self.policy = policy
         self._http = httpx.Client(
             base_url=self.server_url,
             timeout=timeout_s,
@@ -383,8 +394,21 @@ class EdgeClient:
             if room < 0:
                 stopped_by = "context_limit"
                 break
-            k = max(0, min(self.k, max_tokens - len(out) - 1, room))
+            # --k auto: the policy picks this round's K from what it has seen so far
+            choice = self.policy.choose() if self.policy is not None else None
+            k_want = choice.k if choice is not None else self.k
+            k = max(0, min(k_want, max_tokens - len(out) - 1, room))
             timing, new = self._round(st, context, k, len(rounds))
+            if self.policy is not None:
+                self.policy.observe(
+                    k_asked=k,
+                    drafted=timing.k,
+                    accepted=timing.accepted,
+                    draft_ms=timing.draft_ms,
+                    verify_ms=timing.verify_ms,
+                    round_ms=timing.round_ms,
+                )
+                timing = timing.model_copy(update={"choice": choice})
             rounds.append(timing)
             hit_stop = next((i for i, t in enumerate(new) if t in stops), None)
             if hit_stop is not None:
