@@ -14,6 +14,7 @@ import pytest
 from configspec.errors import InvalidInput
 from configspec.serving.proxy import (
     DelayProxy,
+    DelaySchedule,
     LinkSettings,
     _Direction,
     _Link,
@@ -212,3 +213,53 @@ def test_unreachable_upstream_closes_connection() -> None:
     ):
         s.settimeout(5)
         assert s.recv(10) == b""
+
+
+def test_delay_schedule_by_phase_and_by_control() -> None:
+    sched = DelaySchedule.parse("0:2.5,30:60,60:2.5")
+    t0 = sched._t0
+    assert [sched.delay_ms(t0 + s) for s in (0.0, 29.9, 30.0, 59.0, 60.0, 1e6)] == [
+        2.5, 2.5, 60.0, 60.0, 2.5, 2.5,
+    ]  # fmt: skip
+    sched.set_delay_ms(7.0)  # a controller takes over from the timed phases
+    assert sched.delay_ms(t0 + 40.0) == 7.0
+    d = _Direction(LinkSettings(delay_ms=500.0), random.Random(0), sched)
+    assert d.delivery_time(10.0, 100) == pytest.approx(10.007)  # the schedule, not 500 ms
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("5:2.5", "starts with a phase at 0 s"),
+        ("0:1,10:2,5:3", "increasing order"),
+        ("0:1,x", "is not START_S:DELAY_MS"),
+        ("0:1:2", "is not START_S:DELAY_MS"),
+        ("0:-1", "delay -1.0 ms is out of range"),
+    ],
+)
+def test_delay_schedule_rejects_bad_text(text: str, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        DelaySchedule.parse(text)
+
+
+def test_scheduled_delay_switches_on_a_live_connection(echo_server: tuple[str, int]) -> None:
+    sched = DelaySchedule()
+    with (
+        DelayProxy(echo_server, schedule=sched) as proxy,
+        socket.create_connection(("127.0.0.1", proxy.port)) as s,
+    ):
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def rtt_ms() -> float:
+            t0 = time.perf_counter()
+            s.sendall(b"ping")
+            got = b""
+            while len(got) < 4:
+                got += s.recv(64)
+            return (time.perf_counter() - t0) * 1e3
+
+        fast = min(rtt_ms() for _ in range(3))
+        sched.set_delay_ms(20.0)  # the same connection now sees 40 ms more
+        slow = min(rtt_ms() for _ in range(3))
+    assert slow - fast >= 39.0
+    assert slow - fast <= 48.0

@@ -174,9 +174,16 @@ def proxy(
         "default uncapped.",
     ),
     seed: int | None = typer.Option(None, help="Seed of the jitter."),
+    schedule: str | None = typer.Option(
+        None,
+        help="One-way delay by phase, START_S:DELAY_MS,... (e.g. 0:2.5,30:60,60:2.5: 2.5 ms, "
+        "60 ms from 30 s, 2.5 ms from 60 s); replaces --delay-ms.",
+    ),
 ) -> None:
     """Forward TCP to the verifier, adding delay, jitter and a bandwidth cap (Ctrl+C stops)."""
-    from configspec.serving.proxy import LinkSettings, serve_proxy
+    from configspec.serving.proxy import DelaySchedule, LinkSettings, serve_proxy
+
+    phases = DelaySchedule.parse(schedule) if schedule is not None else None
 
     l_host, l_port = _host_port(listen, "--listen")
     u_host, u_port = _host_port(upstream, "--upstream")
@@ -193,5 +200,13 @@ def proxy(
             f"each way (RTT +{2 * delay_ms:g} ms), {cap}",
             highlight=False,
         )
+        if phases is not None:
+            steps = ", ".join(f"{d:g} ms from {t:g} s" for t, d in phases.phases)
+            console.print(f"one-way delay schedule: {steps}", highlight=False)
 
-    asyncio.run(serve_proxy(l_host, l_port, u_host, u_port, link, link, seed=seed, on_ready=banner))
+    asyncio.run(
+        serve_proxy(
+            l_host, l_port, u_host, u_port, link, link,
+            seed=seed, on_ready=banner, schedule=phases,
+        )
+    )  # fmt: skip

@@ -25,11 +25,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import itertools
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -62,6 +63,65 @@ class LinkSettings:
                 f"bandwidth {self.bandwidth_mbps} Mbit/s is out of range "
                 f"(>0..{MAX_BANDWIDTH_MBPS:g}); omit it for an uncapped link"
             )
+
+
+class DelaySchedule:
+    """A one-way delay that changes by phase, shared by every direction of a proxy.
+
+    ``phases`` are ``(start_s, delay_ms)`` pairs: from ``start_s`` seconds after the proxy
+    starts, each direction adds ``delay_ms`` (the first phase starts at 0). A controller
+    (e.g. a benchmark switching phases after a number of tokens) calls
+    :meth:`set_delay_ms` instead; from then on its value holds. Thread-safe by design:
+    one float is read and written whole.
+    """
+
+    def __init__(self, phases: Sequence[tuple[float, float]] = ((0.0, 0.0),)) -> None:
+        phases = [(float(t), float(d)) for t, d in phases]
+        if not phases or phases[0][0] != 0.0:
+            raise InvalidInput("a delay schedule starts with a phase at 0 s")
+        if any(b[0] <= a[0] for a, b in itertools.pairwise(phases)):
+            raise InvalidInput(f"delay schedule phases must start in increasing order: {phases}")
+        for _, d in phases:
+            LinkSettings(delay_ms=d)  # range check, one clear line
+        self.phases = phases
+        self._t0 = time.monotonic()
+        self._override_ms: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> DelaySchedule:
+        """``"0:2.5,30:60,60:2.5"`` = 2.5 ms from 0 s, 60 ms from 30 s, 2.5 ms from 60 s."""
+        try:
+            phases = [tuple(float(x) for x in part.split(":")) for part in text.split(",")]
+            pairs = [(p[0], p[1]) for p in phases if len(p) == 2]
+        except ValueError:
+            pairs = []
+        if not pairs or len(pairs) != len(phases):
+            raise InvalidInput(
+                f"--schedule {text!r} is not START_S:DELAY_MS[,START_S:DELAY_MS...] "
+                "(e.g. 0:2.5,30:60,60:2.5)"
+            )
+        return cls(pairs)
+
+    def restart(self) -> None:
+        """Count phase times from now (the proxy calls it when it starts listening)."""
+        self._t0 = time.monotonic()
+
+    def set_delay_ms(self, delay_ms: float) -> None:
+        """Switch the one-way delay now (ms), overriding the timed phases."""
+        LinkSettings(delay_ms=delay_ms)
+        self._override_ms = float(delay_ms)
+
+    def delay_ms(self, now: float) -> float:
+        """The one-way delay (ms) at monotonic time ``now``."""
+        if self._override_ms is not None:
+            return self._override_ms
+        elapsed = now - self._t0
+        current = self.phases[0][1]
+        for start_s, d in self.phases:
+            if elapsed < start_s:
+                break
+            current = d
+        return current
 
 
 def check_loopback(host: str) -> str:
@@ -105,9 +165,15 @@ class _Link:
 class _Direction:
     """Schedules one connection's chunks in one direction through a shared :class:`_Link`."""
 
-    def __init__(self, link: LinkSettings | _Link, rng: random.Random) -> None:
+    def __init__(
+        self,
+        link: LinkSettings | _Link,
+        rng: random.Random,
+        schedule: DelaySchedule | None = None,
+    ) -> None:
         self.link = link if isinstance(link, _Link) else _Link(link, rng)
         self.rng = rng
+        self.schedule = schedule
         self.last_delivery_at = 0.0
 
     @property
@@ -124,7 +190,8 @@ class _Direction:
             if settings.jitter_ms
             else 0.0
         )
-        at = tx_end + max(0.0, settings.delay_ms / 1e3 + jitter_s)
+        delay_ms = settings.delay_ms if self.schedule is None else self.schedule.delay_ms(arrival)
+        at = tx_end + max(0.0, delay_ms / 1e3 + jitter_s)
         at = max(at, self.last_delivery_at)  # a byte stream never reorders
         self.last_delivery_at = at
         return at
@@ -182,7 +249,9 @@ class _ProxyServer:
         downlink: LinkSettings,
         seed: int | None,
         max_buffer_bytes: int,
+        schedule: DelaySchedule | None = None,
     ) -> None:
+        self.schedule = schedule
         self.upstream = (upstream_host, upstream_port)
         self.rng = random.Random(seed)
         self.uplink = _Link(uplink, self.rng)  # shared by every connection
@@ -198,8 +267,8 @@ class _ProxyServer:
             log.warning("proxy cannot reach upstream %s:%d: %s", *self.upstream, exc)
             c_writer.close()
             return
-        up = _Direction(self.uplink, self.rng)
-        down = _Direction(self.downlink, self.rng)
+        up = _Direction(self.uplink, self.rng, self.schedule)
+        down = _Direction(self.downlink, self.rng, self.schedule)
         try:
             await asyncio.gather(
                 _pump(c_reader, u_writer, up, self.max_buffer_bytes),
@@ -227,16 +296,23 @@ async def start_proxy(
     seed: int | None = None,
     max_buffer_bytes: int = 4 * 1024 * 1024,
     require_upstream: bool = True,
+    schedule: DelaySchedule | None = None,
 ) -> asyncio.Server:
     """Start a proxy on the running loop and return its (serving) :class:`asyncio.Server`.
 
     With ``require_upstream`` (the default) a proxy whose upstream is not listening is
     refused with :class:`InvalidInput` instead of starting and failing every connection.
+    ``schedule`` (when given) sets the one-way delay of both directions instead of the
+    links' ``delay_ms``; its phase clock starts now.
     """
     check_loopback(listen_host)
     if require_upstream:
         await check_upstream(upstream_host, upstream_port)
-    proxy = _ProxyServer(upstream_host, upstream_port, uplink, downlink, seed, max_buffer_bytes)
+    proxy = _ProxyServer(
+        upstream_host, upstream_port, uplink, downlink, seed, max_buffer_bytes, schedule
+    )
+    if schedule is not None:
+        schedule.restart()
     try:
         return await asyncio.start_server(proxy.handle, listen_host, listen_port)
     except OSError as exc:
@@ -270,10 +346,18 @@ async def serve_proxy(
     *,
     seed: int | None = None,
     on_ready: Callable[[], None] | None = None,
+    schedule: DelaySchedule | None = None,
 ) -> None:
     """Run a proxy until cancelled; ``on_ready()`` runs once it is listening."""
     server = await start_proxy(
-        listen_host, listen_port, upstream_host, upstream_port, uplink, downlink, seed=seed
+        listen_host,
+        listen_port,
+        upstream_host,
+        upstream_port,
+        uplink,
+        downlink,
+        seed=seed,
+        schedule=schedule,
     )
     if on_ready is not None:
         on_ready()
@@ -286,7 +370,9 @@ class DelayProxy:
 
     ``with DelayProxy(("127.0.0.1", 8000), delay_ms=25) as proxy: url = proxy.url``
     adds 25 ms each way (50 ms round trip). ``uplink``/``downlink`` override the
-    symmetric settings per direction. ``port`` 0 picks a free port.
+    symmetric settings per direction. ``port`` 0 picks a free port. ``schedule`` makes
+    the one-way delay change by phase (:class:`DelaySchedule`; the controller may call
+    ``proxy.schedule.set_delay_ms(...)`` while it runs).
     """
 
     def __init__(
@@ -302,7 +388,9 @@ class DelayProxy:
         port: int = 0,
         seed: int | None = None,
         require_upstream: bool = True,
+        schedule: DelaySchedule | None = None,
     ) -> None:
+        self.schedule = schedule
         symmetric = LinkSettings(delay_ms, jitter_ms, bandwidth_mbps)
         self._require_upstream = require_upstream
         self.uplink = uplink or symmetric
@@ -350,6 +438,7 @@ class DelayProxy:
                         self.downlink,
                         seed=self._seed,
                         require_upstream=self._require_upstream,
+                        schedule=self.schedule,
                     )
                 )
             except BaseException as exc:
