@@ -349,3 +349,39 @@ def test_validate_table_reads_at_80_columns(
     assert max(map(len, table)) <= 80
     assert any(line.strip().startswith(DRAFTER) for line in table)  # whole drafter names
     assert any("K=4 +50ms" in line for line in table)
+def _adaptive_record() -> RunRecord:
+    from configspec.config import KChoice
+
+    base = _record(4, 50.0, 500.0, 3)
+    rounds = [
+        r.model_copy(
+            update={
+                "choice": KChoice(
+                    k=2 + i % 3, objective_value=8.0, tokens_per_round=3.0, round_ms=480.0,
+                    rtt_ms=50.0 + i, draft_ms_per_token=30.0, verify_ms=150.0,
+                    acceptance=[0.8, 0.7, 0.6, 0.5], rounds_seen=i,
+                )
+            }
+        )
+        for i, r in enumerate(base.rounds)
+    ]  # fmt: skip
+    config = base.config.model_copy(
+        update={"k_policy": "adaptive", "k_min": 1, "k_max": 4, "objective": "goodput"}
+    )
+    return base.model_copy(update={"rounds": rounds, "config": config, "run_id": "auto-1"})
+
+
+def test_report_plots_k_and_estimates_of_adaptive_runs(profiles: Path, tmp_path: Path) -> None:
+    from configspec.report.build import write_report
+
+    store = ProfileStore(profiles)
+    store.save_run(_record(4, 50.0, 500.0, 3))
+    store.save_run(_adaptive_record())
+    path = write_report(store, tmp_path / "report")
+    pngs = sorted(p.name for p in path.parent.glob("*.png"))
+    assert "adaptive_auto-1.png" in pngs
+    assert "--k auto" in path.read_text()
+    # the adaptive run is shown over time, not validated as a K=4 configuration
+    result = validate(store)
+    assert [r.k for r in result.rows] == [4]
+    assert any("chose K per round" in w for w in result.warnings)

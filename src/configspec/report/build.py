@@ -36,12 +36,16 @@ from configspec.search.space import (
     space_from_profiles,
 )
 from configspec.store import ProfileStore, atomic_write_bytes, atomic_write_text
+from configspec.store.profiles import safe_name
 
 if TYPE_CHECKING:
     from configspec.config import Provenance, RunRecord
     from configspec.loop.validate import ValidationResult
 
 log = logging.getLogger(__name__)
+
+MAX_ADAPTIVE_FIGURES = 4
+"""At most this many adaptive (``--k auto``) runs get a K-over-time figure."""
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
@@ -91,12 +95,14 @@ def write_report(
     Raises :class:`ProfileMissing` (naming the profile command) when profiles are missing.
     """
     from configspec.loop.validate import validate
+    from configspec.report import figures as F
 
     out = Path(out)
     profiles = read_profiles(store)
     runs = store.runs()
     preset = get_preset("configspec")
-    spec_runs = [r for r in runs if r.config.k > 0]
+    spec_runs = [r for r in runs if r.config.k > 0 and r.config.k_policy == "static"]
+    adaptive_runs = [r for r in runs if r.config.k_policy == "adaptive"]
     space = space_from_profiles(
         profiles, preset, SearchSettings(context_tokens=_runs_context_tokens(spec_runs))
     )
@@ -105,6 +111,13 @@ def write_report(
     progress(ProgressEvent("report", 0, steps, "selection"))
     images = _figures(sel, space, profiles, spec_runs, lambda i, what: progress(
         ProgressEvent("report", i, steps, what)))  # fmt: skip
+    for run in adaptive_runs[:MAX_ADAPTIVE_FIGURES]:
+        images.append((
+            f"adaptive_{safe_name(run.run_id)}.png",
+            f"Run {run.run_id} with --k auto: the K chosen each round and the live estimates "
+            "that chose it (modelled), against what each round measured.",
+            _png(F.adaptive_timeline(run)),
+        ))  # fmt: skip
     sections = [_optima_html(sel)]
     for name, caption, data in images:
         atomic_write_bytes(out / name, data)

@@ -202,3 +202,71 @@ def acceptance_curves(profiles: list[AlignmentProfile]) -> Figure:
     a2.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     return fig
+
+
+def adaptive_timeline(run: RunRecord, window: int = 9) -> Figure:
+    """K chosen each round by the adaptive policy (``--k auto``) and the estimates that
+    chose it, against what was measured, over the rounds of ``run``.
+
+    Panels: K chosen; the link estimate (RTT) with the measured wait beyond drafting and
+    verification; the policy's E(K) with the measured tokens per round (rolling mean over
+    ``window`` rounds) and its per-position acceptance a_1, a_2; the predicted goodput of
+    the chosen K with the measured one (rolling).
+    """
+    rounds = [r for r in run.rounds if r.choice is not None]
+    x = np.arange(len(rounds))
+    choice = [r.choice for r in rounds if r.choice is not None]
+
+    def rolling(values: list[float]) -> np.ndarray:
+        v = np.asarray(values, dtype=np.float64)
+        if v.size == 0:
+            return v
+        kernel = np.ones(min(window, v.size)) / min(window, v.size)
+        return np.convolve(v, kernel, mode="same")
+
+    fig, axes = plt.subplots(4, 1, figsize=(9.0, 9.5), sharex=True)
+    ax = axes[0]
+    ax.step(x, [c.k for c in choice], where="mid", color="tab:blue", label="K chosen")
+    ax.plot(x, [r.k for r in rounds], ".", ms=3, color="grey", label="tokens drafted (measured)")
+    ax.set_ylabel("K")
+    ax.legend(fontsize=7, loc="upper right")
+    ax = axes[1]
+    wait = [r.round_ms - r.draft_ms - r.verify_ms for r in rounds]
+    ax.plot(x, wait, ".", ms=3, color="grey", label="round − draft − verify (measured)")
+    ax.plot(x, [c.rtt_ms for c in choice], "-", color="tab:orange", label="RTT estimate")
+    ax.set_ylabel("ms")
+    ax.legend(fontsize=7, loc="upper right")
+    ax = axes[2]
+    measured_tpr = rolling([float(r.accepted + 1) for r in rounds])
+    ax.plot(
+        x, measured_tpr, "-", color="grey", label=f"tokens/round (measured, {window}-round mean)"
+    )
+    ax.plot(x, [c.tokens_per_round for c in choice], "-", color="tab:green", label="E(K) estimate")
+    ax2 = ax.twinx()
+    for i, style in ((0, "--"), (1, ":")):
+        vals = [c.acceptance[i] if len(c.acceptance) > i else np.nan for c in choice]
+        ax2.plot(x, vals, style, color="tab:purple", label=f"a_{i + 1} estimate")
+    ax2.set_ylim(0, 1)
+    ax2.set_ylabel("acceptance")
+    ax.set_ylabel("tokens per round")
+    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    labels = ax.get_legend_handles_labels()[1] + ax2.get_legend_handles_labels()[1]
+    ax.legend(handles, labels, fontsize=7, loc="upper right")
+    ax = axes[3]
+    measured_gp = rolling([(r.accepted + 1) * 1e3 / r.round_ms for r in rounds if r.round_ms > 0])
+    ax.plot(
+        x[: measured_gp.size], measured_gp, "-", color="grey", label="goodput (measured, rolling)"
+    )
+    ax.plot(x, [c.objective_value for c in choice], "-", color="tab:red",
+            label=f"predicted {run.config.objective or 'goodput'} of the chosen K")  # fmt: skip
+    ax.set_ylabel("tok/s")
+    ax.set_xlabel("round")
+    ax.legend(fontsize=7, loc="upper right")
+    for a in axes:
+        a.grid(alpha=0.3)
+    fig.suptitle(
+        f"Adaptive K — {run.config.drafter}, K {run.config.k_min}..{run.config.k_max} "
+        f"(run {run.run_id}): chosen K and estimates (modelled) vs measured"
+    )
+    fig.tight_layout()
+    return fig
