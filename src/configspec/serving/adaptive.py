@@ -279,6 +279,7 @@ class AdaptiveK:
         self.objective = objective
         self.preset = preset
         self.rounds_seen = 0
+        self._caught_up = False
         n = prior.k_max
         self.acceptance = PositionalBeta(prior.acceptance, prior.strength, decay)
         # a model drafter always proposes K: nothing to learn (and log-odds of 1 are ±inf)
@@ -407,9 +408,12 @@ class AdaptiveK:
             self.proposal.observe(drafted, stopped=drafted < k_asked)
         if drafted >= 1:
             self.acceptance.observe(accepted, stopped=accepted < drafted)
-            profiled = drafted * float(self.prior.draft_ms_per_token[k_asked - 1])
+            # a round after a fully accepted one also reads two new tokens (catch-up)
+            catchup = self.prior.catchup_ms if self._caught_up else 0.0
+            profiled = drafted * float(self.prior.draft_ms_per_token[k_asked - 1]) + catchup
             if profiled > 0:
                 self.draft_scale.add(_clip_scale(draft_ms / profiled))
+        self._caught_up = drafted >= 1 and accepted == drafted
         v_prof = float(self._verify_table[drafted + 1])
         if v_prof > 0:
             self.verify_scale.add(_clip_scale(verify_ms / v_prof))
