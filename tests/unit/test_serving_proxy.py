@@ -262,4 +262,5 @@ def test_scheduled_delay_switches_on_a_live_connection(echo_server: tuple[str, i
         sched.set_delay_ms(20.0)  # the same connection now sees 40 ms more
         slow = min(rtt_ms() for _ in range(3))
     assert slow - fast >= 39.0
-    assert slow - fast <= 48.0
+    # a loaded host only ever adds time; twice the delay would mean it was applied twice
+    assert slow - fast < 75.0
