@@ -265,8 +265,9 @@ def adaptive_timeline(run: RunRecord, window: int = 9) -> Figure:
     for a in axes:
         a.grid(alpha=0.3)
     fig.suptitle(
-        f"Adaptive K — {run.config.drafter}, K {run.config.k_min}..{run.config.k_max} "
-        f"(run {run.run_id}): chosen K and estimates (modelled) vs measured"
+        f"Adaptive K — {run.config.drafter}, K {run.config.k_min}..{run.config.k_max}\n"
+        f"run {run.run_id}: chosen K and estimates (modelled) vs measured",
+        fontsize=10,
     )
     fig.tight_layout()
     return fig
