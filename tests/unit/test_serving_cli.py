@@ -148,6 +148,8 @@ def test_verifier_rejects_bad_connection_limits(capsys: pytest.CaptureFixture[st
     rc = main(["serve", "verifier", "--target", "x", "--max-connections", "0"])
     assert rc == 2
     assert "max-connections" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -349,6 +349,8 @@ def test_validate_table_reads_at_80_columns(
     assert max(map(len, table)) <= 80
     assert any(line.strip().startswith(DRAFTER) for line in table)  # whole drafter names
     assert any("K=4 +50ms" in line for line in table)
+
+
 def _adaptive_record() -> RunRecord:
     from configspec.config import KChoice
 
