@@ -100,7 +100,7 @@ def test_configspec_commands_parse_with_the_real_cli() -> None:
     assert e["server"] == "http://127.0.0.1:8123"
     ngram = emit("configspec", "speculative", "tgt", "ngram:2-4", None, 5, model_dir="/m")
     e = _configspec_parse(ngram.commands[1])
-    assert e["drafter"] == "ngram:2-4" and e["tokenizer"] == "/m/tgt.gguf" and e["k"] == 5
+    assert e["drafter"] == "ngram:2-4" and e["tokenizer"] == "/m/tgt.gguf" and str(e["k"]) == "5"
     cloud = emit("configspec", "cloud_only", "tgt", None, None, 0)
     assert len(cloud.commands) == 1
     _configspec_parse(cloud.commands[0])
