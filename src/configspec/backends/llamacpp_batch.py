@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from configspec.backends._native import quiet_native_stderr
+from configspec.backends._native import extra_buffers_enabled, quiet_native_stderr
 from configspec.backends.base import Evaluation, FloatArray, ModelIdentity
 from configspec.backends.gguf_meta import Sha256Cache, read_identity
 from configspec.backends.llamacpp import LlamaCppTokenizer, softmax
@@ -87,6 +87,9 @@ class LlamaCppBatchTarget:
         with quiet_native_stderr():
             llama_cpp.llama_backend_init()
             mparams = llama_cpp.llama_model_default_params()
+            # the same policy as the llama.cpp backend: no AMX tiles where a VM advertises
+            # them without supporting them (SIGILL tilezero on quantised targets)
+            mparams.use_extra_bufts = extra_buffers_enabled()
             model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), mparams)
             if not model:
                 raise ModelFileError(f"llama.cpp cannot load {self.path}")
