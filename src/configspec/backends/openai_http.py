@@ -301,3 +301,24 @@ def check_tokenizer(server: OpenAIServer, model: str, tokenizer: Tokenizing) -> 
             "model's GGUF as the tokenizer"
         )
     return True
+
+
+def completion_logprobs(reply: Any, base_url: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(choices[0], a copy of choices[0].logprobs)`` of a ``/v1/completions`` reply.
+
+    Raises :class:`BackendUnavailable` naming ``base_url`` when the reply has no
+    ``choices[0].logprobs.tokens/top_logprobs`` (the server is not OpenAI-compatible).
+    """
+    try:
+        choice = reply["choices"][0]
+        logprobs = choice["logprobs"]
+        if not isinstance(logprobs["tokens"], list) or not isinstance(
+            logprobs["top_logprobs"], list
+        ):
+            raise TypeError
+    except (KeyError, IndexError, TypeError):
+        raise BackendUnavailable(
+            f"{base_url} is not an OpenAI-compatible completions server: the reply to "
+            "/v1/completions has no choices[0].logprobs.tokens/top_logprobs"
+        ) from None
+    return choice, dict(logprobs)

@@ -35,6 +35,7 @@ from configspec.backends.openai_http import (
     TOKEN_ID_PREFIX,
     HttpStatus,
     OpenAIServer,
+    completion_logprobs,
 )
 from configspec.backends.openai_http import check_tokenizer as check_tokenizer_of
 from configspec.backends.specs import is_url
@@ -261,18 +262,8 @@ class RemoteTarget:
 
 
 def _logprobs_of(reply: Any, base_url: str) -> dict[str, Any]:
-    try:
-        logprobs = reply["choices"][0]["logprobs"]
-        if not isinstance(logprobs["tokens"], list) or not isinstance(
-            logprobs["top_logprobs"], list
-        ):
-            raise TypeError
-    except (KeyError, IndexError, TypeError):
-        raise BackendUnavailable(
-            f"{base_url} is not an OpenAI-compatible completions server: the reply to "
-            "/v1/completions has no choices[0].logprobs.tokens/top_logprobs"
-        ) from None
-    out = dict(logprobs)
+    """``choices[0].logprobs`` plus the completion token count when the server gives it."""
+    _, out = completion_logprobs(reply, base_url)
     usage = reply.get("usage") if isinstance(reply, dict) else None
     if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
         out["completion_tokens"] = usage["completion_tokens"]

@@ -47,6 +47,7 @@ from configspec.backends.openai_http import (
     OpenAIServer,
     RetryPolicy,
     check_tokenizer,
+    completion_logprobs,
 )
 from configspec.errors import BackendUnavailable, InvalidInput
 from configspec.profiling.acceptance import TopK, temper_topk
@@ -294,19 +295,7 @@ class RemoteReferenceSource:
 
 def _logprobs(reply: Any, base_url: str) -> dict[str, Any]:
     """``choices[0].logprobs`` plus the finish reason, token ids and prompt token count."""
-    try:
-        choice = reply["choices"][0]
-        logprobs = choice["logprobs"]
-        if not isinstance(logprobs["tokens"], list) or not isinstance(
-            logprobs["top_logprobs"], list
-        ):
-            raise TypeError
-    except (KeyError, IndexError, TypeError):
-        raise BackendUnavailable(
-            f"{base_url} is not an OpenAI-compatible completions server: the reply to "
-            "/v1/completions has no choices[0].logprobs.tokens/top_logprobs"
-        ) from None
-    out = dict(logprobs)
+    choice, out = completion_logprobs(reply, base_url)
     out["finish_reason"] = choice.get("finish_reason")
     out["token_ids"] = choice.get("token_ids")
     usage = reply.get("usage")
