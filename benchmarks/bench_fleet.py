@@ -23,7 +23,6 @@ tools, e.g. a queueing model validated against it. Writes
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -46,6 +45,7 @@ from configspec.serving.client import EdgeClient, Generation
 from configspec.serving.proxy import DelayProxy
 from configspec.serving.server import ServerThread
 from configspec.serving.sessions import ServerLimits
+from configspec.store import atomic_write_json
 
 POLICIES = ("batched", "one-at-a-time")
 
@@ -241,9 +241,7 @@ def main() -> None:
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=2))
-    tmp.replace(args.out)
+    atomic_write_json(args.out, out)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ Writes ``benchmarks/results/bench_lossless.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -48,6 +47,7 @@ from configspec.profiling.prompts import bundled_prompts
 from configspec.serving.client import EdgeClient
 from configspec.serving.server import ServerThread
 from configspec.serving.sessions import ServerLimits, VerifierService
+from configspec.store import atomic_write_json
 
 
 class OneRowTarget(LlamaCppTarget):
@@ -223,9 +223,7 @@ def main() -> None:
         "free_running": free,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=2))
-    tmp.replace(args.out)
+    atomic_write_json(args.out, out)
 
 
 if __name__ == "__main__":
