@@ -13,6 +13,7 @@ llama-cpp-python's ``/extras/tokenize``, else an echoed completion) and
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -136,33 +137,11 @@ class OpenAIServer:
         url = f"{self.base_url}{path}"
         try:
             response = self._client.request(method, path, json=body)
-        except httpx.ConnectError as exc:
-            raise _Retryable(
-                f"cannot connect to {url} ({short(str(exc), 80)}); start the server or fix the URL"
-            ) from None
-        except httpx.TimeoutException:
-            raise _Retryable(
-                f"{url} did not answer within {self.timeout_s:g} s; raise the timeout or "
-                "check the server"
-            ) from None
         except httpx.HTTPError as exc:
-            raise _Retryable(f"request to {url} failed: {short(str(exc))}") from None
+            raise _transport_error(exc, url, self.timeout_s) from None
         with self._lock:
             self.requests += 1
-        if response.status_code in RETRY_STATUSES:
-            raise _Retryable(
-                f"{url} returned HTTP {response.status_code}: {error_message(response)}",
-                response.headers.get("retry-after"),
-            )
-        if response.status_code >= 400:
-            raise HttpStatus(response.status_code, url, error_message(response))
-        try:
-            return response.json()
-        except ValueError:
-            raise BackendUnavailable(
-                f"{url} is not an OpenAI-compatible server (answered "
-                f"{response.headers.get('content-type', 'no content type')}, not JSON)"
-            ) from None
+        return _reply_json(response, url)
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         """The JSON reply of ``method path``; retries per the policy.
@@ -217,6 +196,104 @@ class _Retryable(Exception):
     def __init__(self, message: str, retry_after: str | None = None) -> None:
         super().__init__(message)
         self.message, self.retry_after = message, retry_after
+
+
+def _transport_error(exc: httpx.HTTPError, url: str, timeout_s: float) -> _Retryable:
+    """The retryable one-line failure of a request that got no HTTP answer."""
+    if isinstance(exc, httpx.ConnectError):
+        return _Retryable(
+            f"cannot connect to {url} ({short(str(exc), 80)}); start the server or fix the URL"
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        return _Retryable(
+            f"{url} did not answer within {timeout_s:g} s; raise the timeout or check the server"
+        )
+    return _Retryable(f"request to {url} failed: {short(str(exc))}")
+
+
+def _reply_json(response: httpx.Response, url: str) -> Any:
+    """The JSON body of an HTTP answer; raises :class:`_Retryable`, :class:`HttpStatus`
+    or :class:`BackendUnavailable` (not JSON) otherwise."""
+    if response.status_code in RETRY_STATUSES:
+        raise _Retryable(
+            f"{url} returned HTTP {response.status_code}: {error_message(response)}",
+            response.headers.get("retry-after"),
+        )
+    if response.status_code >= 400:
+        raise HttpStatus(response.status_code, url, error_message(response))
+    try:
+        return response.json()
+    except ValueError:
+        raise BackendUnavailable(
+            f"{url} is not an OpenAI-compatible server (answered "
+            f"{response.headers.get('content-type', 'no content type')}, not JSON)"
+        ) from None
+
+
+class AsyncOpenAIServer:
+    """The asyncio twin of :class:`OpenAIServer` (same errors, same retry policy): one
+    :class:`httpx.AsyncClient` whose pool lets concurrent requests go out at once, so a
+    batching engine (vLLM) sees them together. Use it from one event loop.
+
+    ``max_connections`` bounds the requests in flight (the rest wait for a connection);
+    ``transport`` is an :class:`httpx.AsyncBaseTransport` seam.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float = 60.0,
+        api_key: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        retry: RetryPolicy = NO_RETRY,
+        max_connections: int = 64,
+    ) -> None:
+        if not is_url(base_url):
+            raise InvalidInput(f"remote target URL {base_url!r} must start with http(s)://")
+        root = base_url.rstrip("/")
+        self.base_url = root[:-3] if root.endswith("/v1") else root
+        self.timeout_s = timeout_s
+        self.retry = retry
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=timeout_s,
+            transport=transport,
+            headers=headers,
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+        )
+        self.requests = 0  # HTTP requests answered (any status)
+        self.in_flight = 0  # requests sent and not answered yet
+
+    async def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """The JSON reply of ``method path``; errors and retries as :meth:`OpenAIServer.request`."""
+        url = f"{self.base_url}{path}"
+        for attempt in range(1, self.retry.attempts + 1):
+            try:
+                self.in_flight += 1
+                try:
+                    response = await self._client.request(method, path, json=body)
+                except httpx.HTTPError as exc:
+                    raise _transport_error(exc, url, self.timeout_s) from None
+                finally:
+                    self.in_flight -= 1
+                self.requests += 1
+                return _reply_json(response, url)
+            except _Retryable as exc:
+                if attempt == self.retry.attempts:
+                    tries = f" (after {attempt} tries)" if attempt > 1 else ""
+                    raise BackendUnavailable(f"{exc.message}{tries}") from None
+                wait = self.retry.wait_s(attempt, exc.retry_after)
+                logger.info("%s; retrying in %.1f s", exc.message, wait)
+                await asyncio.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._client.aclose()
 
 
 def _ids_of_keys(keys: list[Any]) -> list[int] | None:

@@ -15,7 +15,9 @@ the echoed tokens are then checked against ours piece by piece and the text keys
 top-k are mapped back to ids with the local tokenizer (tokens whose text is not unique
 map to the first id that spells it, -1 if none).
 
-``transport`` is an :mod:`httpx` transport seam (tests, proxies, custom TLS).
+``transport`` is an :mod:`httpx` transport seam (tests, proxies, custom TLS);
+``async_transport`` the same for :meth:`RemoteTarget.aevaluate`, which a verifier serving
+many sessions uses so their requests reach the engine concurrently.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import numpy as np
 from configspec.backends.base import Evaluation, ModelIdentity, Tokenizing
 from configspec.backends.openai_http import (
     TOKEN_ID_PREFIX,
+    AsyncOpenAIServer,
     HttpStatus,
     OpenAIServer,
     completion_logprobs,
@@ -65,6 +68,7 @@ class RemoteTarget:
         timeout_s: float = 60.0,
         api_key: str | None = None,
         transport: httpx.BaseTransport | None = None,
+        async_transport: httpx.AsyncBaseTransport | None = None,
         check_tokenizer: bool = True,
     ) -> None:
         if not is_url(base_url):
@@ -86,6 +90,9 @@ class RemoteTarget:
             file_size_bytes=None,
             path=f"{self.base_url}/v1",
         )
+        self._api_key = api_key
+        self._async_transport = async_transport
+        self._aserver: AsyncOpenAIServer | None = None
         self._token_ids_ok: bool | None = None  # learnt from the first completion
         self._piece_ids: dict[str, int] = {}
         self._tokens: list[int] = []
@@ -104,6 +111,28 @@ class RemoteTarget:
     def close(self) -> None:
         """Close the HTTP connection pool."""
         self._server.close()
+
+    def _async_server(self) -> AsyncOpenAIServer:
+        """The shared asynchronous client, made on first use (in the loop that uses it)."""
+        if self._aserver is None:
+            self._aserver = AsyncOpenAIServer(
+                self.base_url,
+                timeout_s=self.timeout_s,
+                api_key=self._api_key,
+                transport=self._async_transport,
+            )
+        return self._aserver
+
+    @property
+    def in_flight(self) -> int:
+        """Asynchronous requests sent and not yet answered."""
+        return 0 if self._aserver is None else self._aserver.in_flight
+
+    async def aclose(self) -> None:
+        """Close the asynchronous connection pool (the synchronous one stays open)."""
+        if self._aserver is not None:
+            await self._aserver.aclose()
+            self._aserver = None
 
     def __enter__(self) -> RemoteTarget:
         return self
@@ -131,29 +160,57 @@ class RemoteTarget:
         return list(self._tokens)
 
     # Target ----------------------------------------------------------------------
-    def _complete(self, prompt: list[int]) -> tuple[dict[str, Any], bool]:
-        """POST the completion; returns (logprobs object, prompt was sent as token ids)."""
-        body: dict[str, Any] = {
+    def _body(self, prompt: list[int], as_ids: bool) -> dict[str, Any]:
+        """The completion request for ``prompt`` (token ids, or its text)."""
+        if not as_ids:
+            bos = self._starts_with_bos(prompt)
+            text: str | list[int] = self.tokenizer.detokenize(prompt[1:] if bos else prompt)
+        else:
+            text = prompt
+        return {
             "model": self.model,
+            "prompt": text,
             "max_tokens": 1,
             "temperature": 0.0,
             "echo": True,
             "logprobs": self.top_k,
             "return_tokens_as_token_ids": True,
         }
+
+    def _ids_refused(self, exc: HttpStatus) -> None:
+        """After a failed token-id prompt: learn that the server wants text, or re-raise."""
+        if self._token_ids_ok or exc.status not in (400, 422, 500):
+            raise exc.as_error() from None
+        logger.info("%s rejects token-id prompts; sending text", self.base_url)
+        self._token_ids_ok = False
+
+    def _complete(self, prompt: list[int]) -> tuple[dict[str, Any], bool]:
+        """POST the completion; returns (logprobs object, prompt was sent as token ids)."""
         if self._token_ids_ok is not False:
             try:
-                reply = self._request("POST", "/v1/completions", {**body, "prompt": prompt})
+                reply = self._request("POST", "/v1/completions", self._body(prompt, True))
                 self._token_ids_ok = True
                 return _logprobs_of(reply, self.base_url), True
             except HttpStatus as exc:
-                if self._token_ids_ok or exc.status not in (400, 422, 500):
-                    raise exc.as_error() from None
-                logger.info("%s rejects token-id prompts; sending text", self.base_url)
-                self._token_ids_ok = False
-        text = self.tokenizer.detokenize(prompt[1:] if self._starts_with_bos(prompt) else prompt)
+                self._ids_refused(exc)
         try:
-            reply = self._request("POST", "/v1/completions", {**body, "prompt": text})
+            reply = self._request("POST", "/v1/completions", self._body(prompt, False))
+        except HttpStatus as exc:
+            raise exc.as_error() from None
+        return _logprobs_of(reply, self.base_url), False
+
+    async def _acomplete(self, prompt: list[int]) -> tuple[dict[str, Any], bool]:
+        """:meth:`_complete` on the shared asynchronous client."""
+        server = self._async_server()
+        if self._token_ids_ok is not False:
+            try:
+                reply = await server.request("POST", "/v1/completions", self._body(prompt, True))
+                self._token_ids_ok = True
+                return _logprobs_of(reply, self.base_url), True
+            except HttpStatus as exc:
+                self._ids_refused(exc)
+        try:
+            reply = await server.request("POST", "/v1/completions", self._body(prompt, False))
         except HttpStatus as exc:
             raise exc.as_error() from None
         return _logprobs_of(reply, self.base_url), False
@@ -186,14 +243,42 @@ class RemoteTarget:
         the tokenizer's EOS id standing for "generation ends", with probability NaN
         (``extra["stopped_at_eos"]`` = 1). ``elapsed_s`` is the round trip in seconds.
         """
+        full = self._checked(context, tokens)
+        start = time.perf_counter()
+        logprobs, as_ids = self._complete(full)
+        ev = self._evaluation(context, full, logprobs, as_ids, time.perf_counter() - start)
+        self._tokens = full
+        return ev
+
+    async def aevaluate(self, context: Sequence[int], tokens: Sequence[int]) -> Evaluation:
+        """:meth:`evaluate` without blocking: many sessions' calls are in flight at once
+        over one shared :class:`~configspec.backends.openai_http.AsyncOpenAIServer` (no
+        lock), so a batching engine verifies them in shared passes. Stateless: the
+        sequence kept for :meth:`rollback` is not touched (each call sends its whole
+        prompt; the server's prefix cache makes that cheap). Use from one event loop."""
+        full = self._checked(context, tokens)
+        start = time.perf_counter()
+        logprobs, as_ids = await self._acomplete(full)
+        return self._evaluation(context, full, logprobs, as_ids, time.perf_counter() - start)
+
+    @staticmethod
+    def _checked(context: Sequence[int], tokens: Sequence[int]) -> list[int]:
         if len(context) < 2:
             raise InvalidInput(
                 f"the context has {len(context)} token(s); the remote target needs at least 2 "
                 "(servers return no log-prob for the first prompt token)"
             )
-        start = time.perf_counter()
-        full = [int(t) for t in (*context, *tokens)]
-        logprobs, as_ids = self._complete(full)
+        return [int(t) for t in (*context, *tokens)]
+
+    def _evaluation(
+        self,
+        context: Sequence[int],
+        full: list[int],
+        logprobs: dict[str, Any],
+        as_ids: bool,
+        elapsed_s: float,
+    ) -> Evaluation:
+        """The Evaluation of one completion reply (see :meth:`evaluate`)."""
         echoed = logprobs["tokens"]
         tops = logprobs["top_logprobs"]
         # echoed = prompt tokens (some servers drop BOS) + the generated token, which
@@ -243,12 +328,11 @@ class RemoteTarget:
         for r, (ids, ps) in enumerate(zip(rows_ids, rows_p, strict=True)):
             top_ids[r, : len(ids)] = ids
             top_probs[r, : len(ps)] = ps
-        self._tokens = full
         return Evaluation(
             argmax=[int(r[0]) for r in top_ids],
             top_ids=top_ids,
             top_probs=top_probs,
-            elapsed_s=time.perf_counter() - start,
+            elapsed_s=elapsed_s,
             extra={"token_id_prompt": float(as_ids), "stopped_at_eos": float(not generated)},
         )
 

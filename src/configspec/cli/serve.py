@@ -70,8 +70,9 @@ def verifier(
     batch: bool = typer.Option(
         True,
         "--batch/--no-batch",
-        help="Verify concurrent sessions in shared target passes (local GGUF targets; one "
-        "KV sequence per session) or one session at a time per --slots instance.",
+        help="Verify concurrent sessions together: in shared target passes (local GGUF "
+        "target; one KV sequence per session) or, for a server URL, as concurrent requests "
+        "the engine batches; --no-batch: one session at a time per --slots instance.",
     ),
     max_batch_sessions: int = typer.Option(
         8, min=1, help="Batching: most sessions in one target pass."
@@ -94,6 +95,7 @@ def verifier(
     from configspec.backends.factory import LlamaSettings, open_batch_target, open_target
     from configspec.backends.specs import SpecKind, parse_spec
     from configspec.serving.batched import BatchedVerifierService, BatchPolicy
+    from configspec.serving.concurrent import AsyncTarget, ConcurrentVerifierService
     from configspec.serving.guard import ConnectionLimits
     from configspec.serving.server import bind_socket, run_server
     from configspec.serving.sessions import ServerLimits, VerifierService
@@ -114,7 +116,9 @@ def verifier(
         session_ttl_s=session_ttl_s,
         offload_compute=offload,
     )
-    batched = batch and parse_spec(target).kind is SpecKind.MODEL
+    kind = parse_spec(target).kind
+    batched = batch and kind is SpecKind.MODEL
+    concurrent = batch and kind is SpecKind.URL
     service: VerifierService
     try:
         policy = BatchPolicy(
@@ -134,6 +138,10 @@ def verifier(
                     settings=settings,
                 )
                 service = BatchedVerifierService(engine, limits, policy)
+            elif concurrent:
+                remote = open_target(target, tokenizer=tokenizer, cache_dir=cache_dir)
+                assert isinstance(remote, AsyncTarget)
+                service = ConcurrentVerifierService(remote, limits)
             else:
                 targets = [
                     open_target(target, tokenizer=tokenizer, cache_dir=cache_dir, settings=settings)
@@ -154,6 +162,8 @@ def verifier(
             f"batched: <={max_batch_sessions} sessions, <={max_batch_positions} positions "
             f"per pass, gather {max_gather_wait_ms:g} ms"
             if batched
+            else "sessions sent to the engine concurrently"
+            if concurrent
             else "one session at a time"
         )
         + "); /health, /metrics",
