@@ -141,3 +141,28 @@ def test_local_verification_profile(tmp_path: Path, model_family: PreparedFamily
         model_family.target.name: model_family.target.file_sha256
     }
     assert len(report.points) == 3
+
+
+def test_server_path_verification_profile(tmp_path: Path, model_family: PreparedFamily) -> None:
+    """A local target with B > 1 is timed through a batched verifier started in-process:
+    every point is one real pass of B sessions (the batch dimension fleet planning reads)."""
+    settings = VerifySweepSettings(
+        k_max=1, context_tokens=(24,), batch_sizes=(1, 2), threads=1, warmup=0,
+        min_repeats=2, max_repeats=3, point_budget_s=1.0,
+    )  # fmt: skip
+    profiler = VerificationProfiler(
+        model_family.target.name,
+        ProfileStore(tmp_path),
+        price=parse_price(1.0, None),
+        settings=settings,
+        cache_dir=model_family.cache_dir,
+    )
+    assert profiler.server_path
+    profile, path, report = profiler.run()
+    assert load_profile(path, VerificationProfile) == profile
+    pts = {(p.batch, p.positions): p.latency_ms.mean for p in profile.latency}
+    assert sorted(pts) == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert all(ms > 0 for ms in pts.values())
+    assert profile.provenance.settings["path"] == "server"
+    assert "server path" in profile.provenance.backend
+    assert all(r.mean_request_ms is not None for r in report.points)

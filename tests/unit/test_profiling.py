@@ -264,13 +264,18 @@ def test_price_and_batch_validation(tmp_path: Path) -> None:
         parse_price(1.0, 1.0)
     from configspec.profiling.verification import VerifySweepSettings
 
-    with pytest.raises(InvalidInput, match="one sequence at a time"):
-        VerificationProfiler(
-            "model.gguf",
-            ProfileStore(tmp_path),
-            price=parse_price(1.0, None),
-            settings=VerifySweepSettings(batch_sizes=(1, 4)),
-        )
+    # a local target with B > 1 is timed on the server path (a batched verifier)
+    local = VerificationProfiler(
+        "model.gguf",
+        ProfileStore(tmp_path),
+        price=parse_price(1.0, None),
+        settings=VerifySweepSettings(batch_sizes=(1, 4)),
+    )
+    assert local.server_path and local.hardware
+    direct = VerificationProfiler(
+        "model.gguf", ProfileStore(tmp_path), price=parse_price(1.0, None)
+    )
+    assert not direct.server_path
 
 
 # ------------------------------------------------------------------ CLI bad input

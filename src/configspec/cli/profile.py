@@ -226,16 +226,24 @@ def _print_device_summary(
     )
 
 
-def _concurrency_table(report: VerifySweepReport, context_tokens: int, k_max: int) -> Table:
+def _concurrency_table(
+    report: VerifySweepReport, context_tokens: int, k_max: int, *, server_path: bool = False
+) -> Table:
     """Latency against concurrent requests at one context, T = 0, P = 1 and K_max + 1."""
+    stored = (
+        "batch = the verifier's own time of one pass of B sessions (stored)"
+        if server_path
+        else "batch = first send to last reply (stored)"
+    )
     table = Table(
         title=(
-            f"latency vs concurrent requests (ctx={context_tokens}, T=0): batch = first send "
-            "to last reply (stored), request = mean each request saw"
+            f"latency vs concurrent {'sessions' if server_path else 'requests'} "
+            f"(ctx={context_tokens}, T=0): {stored}, request = mean each request saw "
+            "(client side)"
         ),
         title_justify="left",
     )
-    table.add_column("concurrent", justify="right")
+    table.add_column("sessions" if server_path else "concurrent", justify="right")
     for p in (1, k_max + 1):
         table.add_column(f"batch ms P={p}", justify="right")
         table.add_column(f"request ms P={p}", justify="right")
@@ -282,7 +290,16 @@ def verify(
     batch: list[int] = typer.Option(
         [],
         "--batch",
-        help="Concurrent requests (server targets; default 1 2 4 8 16 for a URL); repeatable.",
+        help="Concurrent requests for a URL target (default 1 2 4 8 16), or sessions per "
+        "pass on the server path: a local target with any --batch above 1 is timed through "
+        "a batched verifier started here (default 1 only: direct); repeatable.",
+    ),
+    verifier: str = typer.Option(
+        None,
+        "--verifier",
+        help="Time a running `configspec serve verifier` (server path; default --batch 1 2 "
+        "4 8; give --tokenizer or --target for its vocabulary). API key from "
+        "$CONFIGSPEC_API_KEY.",
     ),
     threads: int = typer.Option(None, "--threads", help="llama.cpp threads for a local target."),
     ci: float = CI_OPTION,
@@ -305,7 +322,10 @@ def verify(
 
     price = parse_price(price_usd_per_hour, price_usd_per_million_tokens)
     if not batch:
-        batch = list(DEFAULT_CONCURRENCY) if is_url(target) else [1]
+        if verifier is not None:
+            batch = [1, 2, 4, 8]
+        else:
+            batch = list(DEFAULT_CONCURRENCY) if is_url(target) else [1]
     settings = VerifySweepSettings(
         k_max=k_max,
         context_tokens=tuple(context),
@@ -327,6 +347,8 @@ def verify(
         hardware=hardware,
         target_name=target_name,
         restart=restart,
+        verifier_url=verifier,
+        api_key=os.environ.get("CONFIGSPEC_API_KEY"),
     )
     with progress_events() as on_event:
         profile, path, report = profiler.run(on_event)
@@ -346,7 +368,11 @@ def verify(
         table.add_row(str(positions), *[_fmt(by.get((positions, c, b, t))) for t, b, c in cols])
     console.print(table)
     if len(settings.batch_sizes) > 1:
-        console.print(_concurrency_table(report, settings.context_tokens[0], k_max))
+        console.print(
+            _concurrency_table(
+                report, settings.context_tokens[0], k_max, server_path=profiler.server_path
+            )
+        )
     n_ok = report.converged_points
     worst = report.worst_rel_half_width
     console.print(

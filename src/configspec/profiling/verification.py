@@ -5,12 +5,19 @@ position) the sweep times one verification call: the target holds C context toke
 cache (as it does between rounds) and evaluates the last context token plus P-1 new
 tokens, returning distributions at all P positions. Against a remote OpenAI-compatible
 server the time is the full HTTP round trip (what the edge waits for). With ``batch_sizes``
-above 1 (remote only: llama.cpp's Python binding evaluates one sequence at a time), B
-requests are sent at the same instant over B connections
+above 1 against such a server, B requests are sent at the same instant over B connections
 (:func:`~configspec.profiling.concurrency.time_concurrent`), as a batching server (vLLM)
 sees B edge clients, and the wall time of the whole batch is stored as the latency of a
 B-batch pass (the ``batch`` dimension the model interpolates); the mean latency each
 request saw is kept in the checkpoint and report.
+
+**The server path** (a local GGUF target with a batch size above 1, or ``verifier_url``):
+the sweep runs through ConfigSpec's own batched verifier — one started in this process on
+the local target (real HTTP server, real batcher, one KV sequence per session), or one
+already running at ``verifier_url`` — with B sessions each verifying P positions in one
+pass, and stores the verifier's own time of that pass (see
+:mod:`configspec.profiling.server_path` for why server-side). Every batch size, 1
+included, is measured on that path, so the ``batch`` dimension is one consistent curve.
 
 The price model (per GPU hour or per million tokens) is stored with the latencies, so the
 cost model can turn them into USD. Repeats, CI targets, checkpoints and resume work as in
@@ -215,23 +222,34 @@ class VerificationProfiler:
         hardware: str = "",
         target_name: str | None = None,
         restart: bool = False,
+        verifier_url: str | None = None,
+        api_key: str | None = None,
     ) -> None:
         from configspec.backends.specs import is_url
 
         self.settings = settings or VerifySweepSettings()
         self.settings.validate()
         self.remote = is_url(target)
-        if not self.remote and max(self.settings.batch_sizes) > 1:
+        self.verifier_url = verifier_url
+        self.server_path = verifier_url is not None or (
+            not self.remote and max(self.settings.batch_sizes) > 1
+        )
+        if verifier_url is not None and not is_url(verifier_url):
+            raise InvalidInput(f"verifier URL {verifier_url!r} must start with http(s)://")
+        if self.server_path and self.remote:
             raise InvalidInput(
-                f"batch sizes {list(self.settings.batch_sizes)}: the local llama.cpp target "
-                "verifies one sequence at a time; use --batch 1 or a server URL"
+                f"{target} is an OpenAI-compatible server: its batch dimension is measured "
+                "with concurrent requests; --verifier takes a ConfigSpec verifier instead"
             )
+        self.api_key = api_key
         self.target_spec = target
         self.store = store
         self.price = price
         self.tokenizer = tokenizer
         self.cache_dir = cache_dir
-        self.hardware = hardware or ("" if self.remote else (host.cpu_model() or ""))
+        self.hardware = hardware or (
+            "" if self.remote or verifier_url else (host.cpu_model() or "")
+        )
         self.restart = restart
         self.target_name = target_name
 
@@ -273,6 +291,10 @@ class VerificationProfiler:
         self, progress: ProgressFn = NO_PROGRESS
     ) -> tuple[VerificationProfile, Path, VerifySweepReport]:
         """Run (or resume) the sweep; save the profile; return it, its path and a report."""
+        if self.server_path:
+            from configspec.profiling.server_path import run_server_path
+
+            return run_server_path(self, progress)
         started = time.perf_counter()
         s = self.settings
         targets = [self._open()]
@@ -372,7 +394,7 @@ class VerificationProfiler:
         return VerificationProfile(
             target=identity.name,
             target_family=identity.family,
-            endpoint=self.target_spec if self.remote else "local",
+            endpoint=self.verifier_url or (self.target_spec if self.remote else "local"),
             hardware=self.hardware,
             latency=[
                 VerifyLatencyPoint(
@@ -387,20 +409,31 @@ class VerificationProfiler:
             price=self.price,
             provenance=Provenance.here(
                 "measured",
-                backend="openai-compatible HTTP" if self.remote else "llama.cpp (llama-cpp-python)",
+                backend="openai-compatible HTTP"
+                if self.remote
+                else "llama.cpp (llama-cpp-python)"
+                + (", ConfigSpec batched verifier (server path)" if self.server_path else ""),
                 backend_version=None if self.remote else str(llama_cpp.__version__),
                 model_sha256={identity.name: identity.file_sha256} if identity.file_sha256 else {},
                 settings={
                     **s.as_dict(),
                     "target": self.target_spec,
+                    "path": "server" if self.server_path else "direct",
+                    "verifier_url": self.verifier_url,
                     "threads": None if self.remote else (s.threads or len(host.allowed_cpus())),
                     "started_at_unix_s": state["started_at"],
                 },
                 notes=(
                     f"{n_ok} of {len(report.points)} points reached the ±{s.rel_half_width:.0%} "
-                    f"95% CI target (worst ±{worst:.1%}). Latency = wall time of one "
-                    "verification call after a cached context"
-                    + (", including the HTTP round trip." if self.remote else ".")
+                    f"95% CI target (worst ±{worst:.1%}). "
+                    + (
+                        "Latency = the batched verifier's own time of one pass of B sessions "
+                        "x P positions (forward pass + decisions + rollbacks, its pass_ms), "
+                        "after a cached context; HTTP, queueing and RTT excluded."
+                        if self.server_path
+                        else "Latency = wall time of one verification call after a cached "
+                        "context" + (", including the HTTP round trip." if self.remote else ".")
+                    )
                 ),
             ),
         )

@@ -177,6 +177,7 @@ class BatchedVerifierService(VerifierService):
         self._task: asyncio.Task[None] | None = None
         self._pending_free: list[int] = []
         self._seqs: dict[str, int] = {}
+        self._passes = 0
 
     # hooks of VerifierService --------------------------------------------------
     async def _prefill(self, s: _Session) -> Evaluation:
@@ -279,10 +280,10 @@ class BatchedVerifierService(VerifierService):
 
     async def _loop(self) -> None:
         assert self._wake is not None
-        pol = self.policy
         while True:
             await self._wake.wait()
             self._wake.clear()
+            pol = self.policy  # may be replaced between passes (e.g. by a profiler)
             frees, self._pending_free = self._pending_free, []
             if not self._queue:
                 if frees:
@@ -346,4 +347,10 @@ class BatchedVerifierService(VerifierService):
                 out.append((True, w.after(ev)))
             except Exception as exc:
                 out.append((False, exc))
+        # the pass as the station's service time: forward pass + decisions + rollbacks
+        self._passes += 1
+        tag = {"pass_id": float(self._passes), "pass_sessions": float(len(batch)),
+               "pass_ms": (time.perf_counter() - t0) * 1e3}  # fmt: skip
+        for ev in evs:
+            ev.extra.update(tag)
         return out

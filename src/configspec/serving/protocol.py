@@ -218,7 +218,10 @@ class VerifyResponse(_Msg):
     ``server_ms`` the whole time the server spent on the request (queueing, locks,
     verification, sampling); ``received_unix_s``/``sent_unix_s`` are the server's wall
     clock when the request was parsed and the answer built (for one-way time estimates
-    when client and server clocks agree).
+    when client and server clocks agree). A batching verifier also says which target pass
+    verified the round: ``pass_id`` (counts passes), ``pass_sessions`` (sessions in it)
+    and ``pass_ms`` (the pass's own time: the forward pass plus every session's decision
+    and rollback, ms); None from a verifier that does not batch.
     """
 
     round: int
@@ -231,6 +234,9 @@ class VerifyResponse(_Msg):
     received_unix_s: float
     sent_unix_s: float
     replayed: bool = False
+    pass_id: int | None = None
+    pass_sessions: int | None = None
+    pass_ms: float | None = None
 
     @property
     def new_tokens(self) -> int:

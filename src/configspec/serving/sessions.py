@@ -164,6 +164,18 @@ class Metrics:
         self.sessions = Gauge("configspec_sessions_active", "Open sessions", registry=r)
 
 
+def _pass_fields(ev: Evaluation) -> dict[str, Any]:
+    """The batched pass that verified a round (see :class:`VerifyResponse`), if any."""
+    x = ev.extra
+    if "pass_id" not in x:
+        return {}
+    return {
+        "pass_id": int(x["pass_id"]),
+        "pass_sessions": int(x["pass_sessions"]),
+        "pass_ms": float(x["pass_ms"]),
+    }
+
+
 _VERIFIER_STREAM = 0x7E21F1E5
 
 
@@ -463,6 +475,7 @@ class VerifierService:
                 server_ms=(time.perf_counter() - t0) * 1e3,
                 received_unix_s=received_unix_s,
                 sent_unix_s=time.time(),
+                **_pass_fields(ev),
             )
             s.last_request, s.last_response = req, resp
             return resp

@@ -1,0 +1,445 @@
+"""Verification latency on the real server path: B sessions × P positions in one pass.
+
+A batching verifier (``configspec serve verifier``, :mod:`configspec.serving.batched`)
+verifies concurrent sessions' rounds in shared target passes. This module measures what
+one such pass costs: B sessions are open on a running verifier, each holding the same
+context; all B send a round of P - 1 drafts at the same instant (released together by
+:func:`~configspec.profiling.concurrency.time_concurrent`), and the sample is the pass
+that verified them.
+
+**What is timed, and why server-side.** The stored latency is the verifier's own time of
+the pass, ``pass_ms`` in its responses (the forward pass plus every session's decision and
+rollback, on the verifier's clock). Not the client-side wall time minus the RTT: that
+would add the HTTP stack, JSON, thread hand-offs and whatever the loaded client host's
+scheduler does, and the latency model already charges those per round
+(``network.json: round_overhead_ms``) and the link separately — counting them here would
+count them twice. The pass time is also exactly the service time ``S(b, p)`` of the
+queueing station in :mod:`configspec.model.fleet`. The client-side mean latency of the B
+requests is kept too (report and checkpoint only).
+
+**A sample counts only when all B rounds shared one pass of exactly B sessions** (the
+responses name the pass: ``pass_id``, ``pass_sessions``); otherwise it is discarded and
+retried. The in-process verifier :class:`VerificationProfiler` starts for a local target
+is set up so that this always holds (at most B sessions per pass, gather wait 1 s: the pass
+starts as soon as the B-th round arrives); against a verifier someone else runs, start it
+with a gather wait (``--max-gather-wait-ms 200``) and ``--max-batch-sessions`` at least B.
+
+Drafts are random token ids from the upper half of the vocabulary, so they are almost
+never accepted: each round grows a session by one token, and sessions are reopened (prefill
+untimed) once they have grown ``REOPEN_AFTER_TOKENS`` past the profiled context.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import itertools
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import numpy as np
+from pydantic import ValidationError
+
+from configspec.backends.base import ModelIdentity, Tokenizing
+from configspec.config import Estimate, VerificationProfile
+from configspec.errors import BackendUnavailable, IncompatibleModels, InvalidInput
+from configspec.profiling.concurrency import time_concurrent
+from configspec.profiling.device import build_context
+from configspec.profiling.stats import repeat_until
+from configspec.profiling.sweep import Checkpoint
+from configspec.progress import ProgressEvent, ProgressFn
+from configspec.serving.client import auth_headers, probe_server
+from configspec.serving.protocol import (
+    SESSION_TOKEN_HEADER,
+    OpenSessionRequest,
+    OpenSessionResponse,
+    SparseDistribution,
+    VerifyRequest,
+    VerifyResponse,
+)
+
+if TYPE_CHECKING:
+    from configspec.profiling.verification import VerificationProfiler, VerifySweepReport
+
+REOPEN_AFTER_TOKENS = 64
+"""Sessions are reopened once they hold this many tokens more than the profiled context."""
+
+MAX_MIXED_PASSES = 20
+"""Consecutive samples whose rounds did not share one pass of B before giving up."""
+
+
+@dataclass(frozen=True)
+class PassSample:
+    """One timed pass: ``pass_ms`` on the verifier's clock (stored), ``request_ms`` each
+    request's client-side latency (ms)."""
+
+    pass_ms: float
+    request_ms: tuple[float, ...]
+
+
+@dataclass
+class _Open:
+    session_id: str
+    token: str
+    length: int
+    round: int = 0
+
+
+class ServerPathBench:
+    """B sessions on a running ConfigSpec verifier at ``url``, for timing its passes.
+
+    ``vocab_size`` bounds the random drafts; ``seed`` makes them reproducible;
+    ``timeout_s`` is the per-request timeout (seconds).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        vocab_size: int,
+        api_key: str | None = None,
+        timeout_s: float = 300.0,
+        seed: int = 0,
+        on_open: Callable[[bool], None] | None = None,
+    ) -> None:
+        if vocab_size < 4:
+            raise InvalidInput(f"vocab_size={vocab_size} is too small for random drafts")
+        self.url = url.rstrip("/")
+        self.vocab_size = vocab_size
+        self._client = httpx.Client(
+            base_url=self.url,
+            timeout=timeout_s,
+            headers=auth_headers(api_key),
+            trust_env=False,
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=256),
+        )
+        self._rng = np.random.default_rng(seed)
+        self._sessions: list[_Open] = []
+        self._context: list[int] = []
+        self._temperature = 0.0
+        self._on_open = on_open  # called True before opening sessions, False after
+        self.discarded = 0  # samples whose rounds were split over passes
+
+    # HTTP --------------------------------------------------------------------------
+    def _post(self, path: str, body: str, token: str | None = None) -> bytes:
+        headers = {"content-type": "application/json"}
+        if token is not None:
+            headers[SESSION_TOKEN_HEADER] = token
+        try:
+            resp = self._client.post(path, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise BackendUnavailable(
+                f"the verifier at {self.url} did not answer {path} ({type(exc).__name__})"
+            ) from None
+        if resp.status_code >= 400:
+            try:
+                message = resp.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = resp.text[:160]
+            raise BackendUnavailable(
+                f"the verifier at {self.url} answered HTTP {resp.status_code}: {message}"
+            )
+        return resp.content
+
+    def _close_sessions(self) -> None:
+        for s in self._sessions:
+            with contextlib.suppress(httpx.HTTPError):  # else expiry frees it
+                self._client.delete(
+                    f"/v1/sessions/{s.session_id}", headers={SESSION_TOKEN_HEADER: s.token}
+                )
+        self._sessions = []
+
+    def close(self) -> None:
+        """Close the sessions and the connection pool."""
+        self._close_sessions()
+        self._client.close()
+
+    def __enter__(self) -> ServerPathBench:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # sessions ----------------------------------------------------------------------
+    def open_sessions(self, context: Sequence[int], n: int, temperature: float) -> None:
+        """(Re)open ``n`` sessions holding ``context`` at ``temperature`` (untimed)."""
+        self._close_sessions()
+        self._context = [int(t) for t in context]
+        self._temperature = temperature
+        if self._on_open is not None:
+            self._on_open(True)
+        try:
+            self._open_all(n)
+        finally:
+            if self._on_open is not None:
+                self._on_open(False)
+
+    def _open_all(self, n: int) -> None:
+        temperature = self._temperature
+        for i in range(n):
+            req = OpenSessionRequest(prompt_tokens=self._context, temperature=temperature,
+                                     seed=i, client_id=f"profile-verify-{i}")  # fmt: skip
+            try:
+                opened = OpenSessionResponse.model_validate_json(
+                    self._post("/v1/sessions", req.model_dump_json())
+                )
+            except ValidationError:
+                raise BackendUnavailable(
+                    f"{self.url} is not a ConfigSpec verifier (its /v1/sessions answer does "
+                    "not parse)"
+                ) from None
+            self._sessions.append(_Open(opened.session_id, opened.session_token,
+                                        opened.session_tokens))  # fmt: skip
+
+    def _request(self, s: _Open, positions: int, draft_top_k: int) -> VerifyRequest:
+        k = positions - 1
+        lo = self.vocab_size // 2
+        drafts = [int(t) for t in self._rng.integers(lo, self.vocab_size, size=k)]
+        if self._temperature == 0 or k == 0:
+            return VerifyRequest(round=s.round, session_tokens=s.length, draft_tokens=drafts)
+        width = max(1, min(draft_top_k, self.vocab_size - lo))
+        dists = []
+        for tok in drafts:
+            others = self._rng.choice(np.arange(lo, self.vocab_size), size=width, replace=False)
+            ids = [tok, *(int(i) for i in others if i != tok)][:width]
+            dists.append(SparseDistribution(ids=ids, probs=[1.0 / len(ids)] * len(ids)))
+        return VerifyRequest(
+            round=s.round, session_tokens=s.length, draft_tokens=drafts,
+            draft_token_probs=[d.probs[0] for d in dists], draft_distributions=dists,
+        )  # fmt: skip
+
+    def _verify_into(self, replies: list[VerifyResponse | None], i: int, body: str) -> None:
+        s = self._sessions[i]
+        replies[i] = VerifyResponse.model_validate_json(
+            self._post(f"/v1/sessions/{s.session_id}/verify", body, s.token)
+        )
+
+    # timing ------------------------------------------------------------------------
+    def sample(
+        self, positions: int, pool: ThreadPoolExecutor | None, draft_top_k: int = 64
+    ) -> PassSample:
+        """One pass of all open sessions verifying ``positions`` positions each.
+
+        Retries samples whose rounds did not share one pass of exactly B sessions; raises
+        :class:`InvalidInput` after :data:`MAX_MIXED_PASSES` of them in a row, or when the
+        verifier does not batch (no ``pass_id`` in its answers).
+        """
+        b = len(self._sessions)
+        if b == 0:
+            raise InvalidInput("open sessions before timing a pass")
+        seen: list[int] = []
+        for _ in range(MAX_MIXED_PASSES):
+            if max(s.length for s in self._sessions) > len(self._context) + REOPEN_AFTER_TOKENS:
+                self.open_sessions(self._context, b, self._temperature)
+            bodies = [self._request(s, positions, draft_top_k).model_dump_json()
+                      for s in self._sessions]  # fmt: skip
+            replies: list[VerifyResponse | None] = [None] * b
+            calls = [functools.partial(self._verify_into, replies, i, body)
+                     for i, body in enumerate(bodies)]  # fmt: skip
+            timing = time_concurrent(calls, pool)
+            got = [r for r in replies if r is not None]
+            for s, r in zip(self._sessions, got, strict=True):
+                s.round += 1
+                s.length = r.session_tokens
+            if any(r.pass_id is None or r.pass_ms is None for r in got):
+                raise InvalidInput(
+                    f"the verifier at {self.url} does not batch (its answers name no pass); "
+                    "start it with --batch on a local GGUF target"
+                )
+            sizes = {r.pass_sessions for r in got}
+            if len({r.pass_id for r in got}) == 1 and sizes == {b}:
+                assert got[0].pass_ms is not None
+                return PassSample(got[0].pass_ms, timing.request_ms)
+            self.discarded += 1
+            seen.extend(int(x) for x in sizes if x is not None)
+        raise InvalidInput(
+            f"the verifier at {self.url} never verified {b} sessions in one pass in "
+            f"{MAX_MIXED_PASSES} tries (its passes held {sorted(set(seen))} sessions); restart "
+            f"it with --max-gather-wait-ms 200 and --max-batch-sessions >= {b}"
+        )
+
+
+# the sweep -------------------------------------------------------------------------------
+@dataclass
+class _Verifier:
+    url: str
+    identity: ModelIdentity
+    tokenizer: Tokenizing
+    set_batch: Callable[[int], None]
+    on_open: Callable[[bool], None] | None
+
+
+@contextlib.contextmanager
+def _running_verifier(prof: VerificationProfiler) -> Iterator[_Verifier]:
+    """The verifier to time: the one at ``prof.verifier_url``, or one started here on the
+    local target (each batch size gets at most B sessions per pass and a 1 s gather wait,
+    so a pass starts as soon as the B-th round arrives; prefill runs without the wait)."""
+    from configspec.backends.factory import LlamaSettings, open_batch_target, open_tokenizer
+    from configspec.profiling import host
+    from configspec.serving.batched import BatchedVerifierService, BatchPolicy
+    from configspec.serving.server import ServerThread
+    from configspec.serving.sessions import ServerLimits
+
+    s = prof.settings
+    if prof.verifier_url is not None:
+        info = probe_server(prof.verifier_url, api_key=prof.api_key)
+        tok = open_tokenizer(prof.tokenizer or prof.target_spec, cache_dir=prof.cache_dir)
+        if tok.identity.tokenizer_fingerprint != info.target.tokenizer_fingerprint:
+            raise IncompatibleModels(
+                f"the verifier at {prof.verifier_url} serves {info.target.name}, whose "
+                f"tokenizer differs from {tok.identity.name}'s; pass its GGUF as --tokenizer"
+            )
+        ident = dataclasses.replace(tok.identity, name=info.target.name, file_sha256=None)
+        yield _Verifier(prof.verifier_url, ident, tok, lambda b: None, None)
+        return
+    widest = max(s.batch_sizes) * (s.k_max + 2)
+    per_pass = max(256, widest)
+    n_ctx = max(s.context_tokens) + REOPEN_AFTER_TOKENS + 2 * s.k_max + 8
+    threads = s.threads or len(host.allowed_cpus())
+    engine = open_batch_target(
+        prof.target_spec,
+        n_seqs=max(s.batch_sizes),
+        max_positions_per_pass=per_pass,
+        cache_dir=prof.cache_dir,
+        settings=LlamaSettings(n_threads=threads, n_ctx=n_ctx),
+    )
+    policy = BatchPolicy(
+        max_sessions_per_batch=1,
+        max_gather_wait_ms=1000.0,
+        max_positions_per_pass=per_pass,
+        prefill_chunk_tokens=per_pass,
+    )
+    limits = ServerLimits(
+        max_sessions=max(s.batch_sizes), max_k=max(1, s.k_max), max_context_tokens=n_ctx
+    )
+    service = BatchedVerifierService(engine, limits, policy)
+    batch = [1]
+
+    def set_batch(b: int) -> None:
+        batch[0] = b
+        service.policy = dataclasses.replace(policy, max_sessions_per_batch=b)
+
+    def on_open(opening: bool) -> None:
+        wait = 0.0 if opening else policy.max_gather_wait_ms
+        service.policy = dataclasses.replace(
+            policy, max_sessions_per_batch=batch[0], max_gather_wait_ms=wait
+        )
+
+    try:
+        with ServerThread(service) as srv:
+            yield _Verifier(srv.url, engine.identity, engine, set_batch, on_open)
+    finally:
+        engine.close()
+
+
+def _pass_ms(
+    bench: ServerPathBench,
+    positions: int,
+    pool: ThreadPoolExecutor | None,
+    draft_top_k: int,
+    request_ms: list[float],
+) -> float:
+    """One sample: the pass time (ms); appends the requests' mean client-side latency."""
+    smp = bench.sample(positions, pool, draft_top_k)
+    request_ms.append(sum(smp.request_ms) / len(smp.request_ms))
+    return smp.pass_ms
+
+
+def run_server_path(
+    prof: VerificationProfiler, progress: ProgressFn
+) -> tuple[VerificationProfile, Path, VerifySweepReport]:
+    """The verification sweep on the server path (see the module docstring): every
+    (temperature, context, B, P) point is the verifier's pass time for B sessions of P
+    positions; checkpointed after each point and resumed like the direct sweep."""
+    from configspec.profiling.verification import VerifyPointResult, VerifySweepReport
+    from configspec.stats import student_t_mean
+
+    started = time.perf_counter()
+    s = prof.settings
+    with _running_verifier(prof) as v:
+        identity = dataclasses.replace(v.identity, name=prof._name(v.identity.name))
+        if not identity.vocab_size:
+            raise InvalidInput(f"{identity.name} reports no vocabulary size")
+        models = {identity.name: identity.file_sha256}
+        checkpoint = Checkpoint(
+            prof.store.checkpoint_path(f"verify-{identity.name}"),
+            kind="verification",
+            settings={
+                **s.as_dict(),
+                "target": prof.target_spec,
+                "path": "server",
+                "verifier_url": prof.verifier_url,
+            },
+            restart=prof.restart,
+        )
+        state = checkpoint.load(models)
+        state.setdefault("started_at", time.time())
+        points: list[dict[str, Any]] = state.setdefault("points", [])
+        done = {(p["positions"], p["context_tokens"], p["batch"], p.get("temperature", 0.0))
+                for p in points}  # fmt: skip
+        report = VerifySweepReport(resumed_points=len(done))
+        total = len(s.temperatures) * len(s.context_tokens) * (s.k_max + 1) * len(s.batch_sizes)
+        label = f"verify {identity.name} (server path)"
+        progress(ProgressEvent(label, len(done), total, "starting"))
+        bench = ServerPathBench(v.url, vocab_size=identity.vocab_size, api_key=prof.api_key,
+                                on_open=v.on_open)  # fmt: skip
+        with bench:
+            for batch in s.batch_sizes:
+                v.set_batch(batch)
+                pool = ThreadPoolExecutor(max_workers=batch) if batch > 1 else None
+                try:
+                    for temp, ctx_len in itertools.product(s.temperatures, s.context_tokens):
+                        todo = [p for p in range(1, s.k_max + 2)
+                                if (p, ctx_len, batch, temp) not in done]  # fmt: skip
+                        if not todo:
+                            continue
+                        bench.open_sessions(build_context(v.tokenizer, ctx_len), batch, temp)
+                        for positions in todo:
+                            for _ in range(s.warmup):
+                                bench.sample(positions, pool, s.draft_top_k)
+                            request_ms: list[float] = []
+                            measure = functools.partial(
+                                _pass_ms, bench, positions, pool, s.draft_top_k, request_ms
+                            )
+                            sampled = repeat_until(
+                                measure,
+                                rel_half_width=s.rel_half_width,
+                                min_repeats=s.min_repeats,
+                                max_repeats=s.max_repeats,
+                                budget_s=s.point_budget_s,
+                            )
+                            est = student_t_mean(sampled.samples)
+                            points.append({
+                                "positions": positions, "context_tokens": ctx_len,
+                                "batch": batch, "latency_ms": est.model_dump(),
+                                "rel_half_width": sampled.rel_half_width,
+                                "converged": sampled.converged, "temperature": temp,
+                                "mean_request_ms": sum(request_ms) / len(request_ms),
+                            })  # fmt: skip
+                            checkpoint.save(state, models)
+                            mark = "" if sampled.converged else " (budget)"
+                            at = f" T={temp:g}" if temp else ""
+                            detail = f"P={positions} ctx={ctx_len} B={batch}{at}: "
+                            detail += f"{est.mean:.3g} ms{mark}"
+                            progress(ProgressEvent(label, len(points), total, detail))
+                finally:
+                    if pool is not None:
+                        pool.shutdown()
+    for p in points:
+        report.points.append(
+            VerifyPointResult(p["positions"], p["context_tokens"], p["batch"],
+                              Estimate(**p["latency_ms"]), p["rel_half_width"],
+                              p["converged"], p.get("temperature", 0.0),
+                              p.get("mean_request_ms"))
+        )  # fmt: skip
+    profile = prof._profile(identity, state, report)
+    path = prof.store.save(profile)
+    checkpoint.remove()
+    report.wall_time_s = time.perf_counter() - started
+    return profile, path, report
