@@ -354,6 +354,230 @@ def _merge(
     return [*kept, *entries], sorted({e.drafter for e in kept})
 
 
+@dataclass
+class _Target:
+    """The target of a run: its identity, its reference-cache key and, for a URL, the
+    server that produces the references."""
+
+    spec: str
+    identity: ModelIdentity
+    cache_key: str
+    remote: RemoteReferenceSource | None = None
+
+    def close(self) -> None:
+        if self.remote is not None:
+            self.remote.close()
+
+
+class _LazyTargetModel:
+    """The local target, loaded on the first uncached reference and freed after each
+    temperature's references (before the drafters run)."""
+
+    def __init__(self, identity: ModelIdentity, settings: AlignmentSettings) -> None:
+        self._identity = identity
+        self._settings = settings
+        self._model: TeacherForcedModel | None = None
+
+    def __call__(self) -> TeacherForcedModel:
+        if self._model is None:
+            self._model = TeacherForcedModel(
+                str(self._identity.path),
+                identity=self._identity,
+                n_threads=self._settings.n_threads,
+                n_ctx=self._settings.n_ctx,
+            )
+        return self._model
+
+    def close(self) -> None:
+        if self._model is not None:
+            self._model.close()
+            self._model = None
+
+
+@dataclass
+class _Tally:
+    """Running sums of a run: per-prompt statistics and first-position α bounds per
+    (drafter, domain, T), top-k bound widths, reference cache use and time (seconds)."""
+
+    stats: dict[tuple[str, str, float], list[PromptStats]] = field(default_factory=dict)
+    beta_sums: dict[tuple[str, str, float], list[float]] = field(default_factory=dict)
+    """(drafter, domain, T) → [sum of lower bounds, sum of upper bounds, count]."""
+    widths: list[float] = field(default_factory=list)
+    n_cached: int = 0
+    n_computed: int = 0
+    reference_s: float = 0.0
+
+    def add(
+        self, ref: TargetReference, cand: _Candidate, temp: float, settings: AlignmentSettings
+    ) -> None:
+        """Simulate ``cand`` along ``ref`` at ``temp`` and pool the result."""
+        t1 = time.perf_counter()
+        b, b_low, proposed = acceptance_bounds(
+            ref, cand, temp, settings.k_max, settings.draft_top_k
+        )
+        cand.elapsed_s += time.perf_counter() - t1
+        self.widths.append(_mean_width(b, b_low))
+        ps = prompt_stats(b, settings.k_max, FIRST_ROUND_AT, proposed)
+        first_low, first_high = b_low[:, 0], b[:, 0]
+        ok = np.isfinite(first_high)
+        for dom in (ref.domain, ALL_DOMAINS):
+            self.stats.setdefault((cand.name, dom, temp), []).append(ps)
+            acc = self.beta_sums.setdefault((cand.name, dom, temp), [0.0, 0.0, 0.0])
+            acc[0] += float(np.sum(first_low[ok]))
+            acc[1] += float(np.sum(first_high[ok]))
+            acc[2] += float(np.sum(ok))
+
+    def alpha_bounds(self) -> dict[tuple[str, str, float], tuple[float, float]]:
+        """(drafter, domain, T) → mean (lower, upper) bound of the first-position α."""
+        return {
+            k: (v[0] / v[2], v[1] / v[2]) if v[2] else (0.0, 0.0) for k, v in self.beta_sums.items()
+        }
+
+
+def _resolve_target(
+    target_spec: str,
+    drafter_specs: Sequence[str],
+    settings: AlignmentSettings,
+    cache_dir: Path | None,
+    tokenizer: str | None,
+    target_name: str | None,
+    transport: httpx.BaseTransport | None,
+) -> _Target:
+    """The run's target; for a URL, the drafters are checked against ``tokenizer`` before
+    anything is loaded or sent."""
+    if not is_url(target_spec):
+        target_id = resolve_identity(target_spec, cache_dir=cache_dir)
+        if target_id.path is None or target_id.file_sha256 is None:
+            raise IncompatibleModels(f"target {target_spec} is not a local GGUF file")
+        key = target_id.file_sha256
+        if target_name:
+            target_id = dataclasses.replace(target_id, name=target_name)
+        return _Target(target_spec, target_id, key)
+    if tokenizer is None:
+        raise InvalidInput(
+            f"remote target {target_spec} needs a local tokenizer: pass --tokenizer with "
+            "a GGUF file or registered model of the served model's family"
+        )
+    target_id = resolve_identity(tokenizer, cache_dir=cache_dir)
+    if target_id.path is None:
+        raise IncompatibleModels(f"tokenizer {tokenizer} is not a local GGUF file")
+    for spec in drafter_specs:
+        if not is_ngram(spec):
+            check_compatible(resolve_identity(spec, cache_dir=cache_dir), target_id)
+    tok = LlamaCppTokenizer(str(target_id.path), identity=target_id)
+    remote = RemoteReferenceSource(
+        target_spec, tok, max_connections=settings.concurrency, transport=transport
+    )
+    name = target_name or (
+        Path(remote.model).stem if remote.model.endswith(".gguf") else remote.model
+    )
+    target_id = dataclasses.replace(target_id, name=name, file_sha256=None, path=target_spec)
+    return _Target(target_spec, target_id, remote.cache_identity, remote)
+
+
+def _references(
+    target: _Target,
+    open_target: _LazyTargetModel,
+    store: ProfileStore,
+    prompts: Sequence[Prompt],
+    temp: float,
+    settings: AlignmentSettings,
+    progress: ProgressFn,
+    tally: _Tally,
+) -> list[TargetReference]:
+    """The target's references at ``temp`` (from the cache, the local model or the
+    server), counted and timed in ``tally``."""
+    ref_settings = settings.reference(temp)
+    t0 = time.perf_counter()
+    if target.remote is not None:
+        refs = _remote_references(target, store, prompts, temp, settings, progress, tally)
+    else:
+        refs = []
+        phase = Phase(progress, f"target reference T={temp:g}", len(prompts))
+        for prompt in prompts:
+            ref, cached = reference_for(store, target.cache_key, prompt, ref_settings, open_target)
+            tally.n_cached += cached
+            tally.n_computed += not cached
+            refs.append(ref)
+            phase.advance()
+    tally.reference_s += time.perf_counter() - t0
+    return refs
+
+
+def _remote_references(
+    target: _Target,
+    store: ProfileStore,
+    prompts: Sequence[Prompt],
+    temp: float,
+    settings: AlignmentSettings,
+    progress: ProgressFn,
+    tally: _Tally,
+) -> list[TargetReference]:
+    """The references at ``temp`` from the target's server (resuming from the cache)."""
+    assert target.remote is not None
+    phases: list[Phase] = []  # the phase, once on_start knows how many are cached
+
+    def starting(cached: int, todo: int) -> None:
+        what = f"target reference T={temp:g} from {target.spec}"
+        if cached and todo:
+            logger.warning(
+                "resuming T=%g: %d of %d references already cached, fetching %d",
+                temp, cached, cached + todo, todo,
+            )  # fmt: skip
+            what += f" (resumed: {cached} cached)"
+        phases.append(Phase(progress, what, cached + todo))
+
+    fetched = fetch_references(
+        store, target.remote, prompts, settings.reference(temp),
+        concurrency=settings.concurrency, on_done=lambda n: phases[-1].advance(n),
+        on_start=starting,
+    )  # fmt: skip
+    tally.n_cached += fetched.n_cached
+    tally.n_computed += fetched.n_fetched
+    return fetched.references
+
+
+def _simulate(
+    refs: Sequence[TargetReference],
+    cands: Sequence[_Candidate],
+    temp: float,
+    settings: AlignmentSettings,
+    progress: ProgressFn,
+    tally: _Tally,
+) -> None:
+    """Every drafter along every reference at ``temp``, pooled in ``tally``."""
+    phase = Phase(progress, f"drafters T={temp:g}", len(refs) * len(cands))
+    for ref in refs:
+        if len(ref.tokens) == 0:
+            phase.advance(len(cands))
+            continue
+        for cand in cands:
+            tally.add(ref, cand, temp, settings)
+            phase.advance()
+
+
+def _server_settings(
+    target: _Target, bounds: dict[tuple[str, str, float], tuple[float, float]]
+) -> dict[str, Any] | None:
+    """What the provenance records about a remote target's server (None for a local one)."""
+    remote = target.remote
+    if remote is None:
+        return None
+    return {
+        "endpoint": target.spec,
+        "model_id": remote.model,
+        "tokenizer": target.identity.family,
+        "tokenizer_checked": remote.tokenizer_checked,
+        "token_id_prompts": remote.token_id_prompts,
+        "logprobs_at_temperature": {f"{t:g}": v for t, v in remote.scales.items()},
+        "alpha_bounds": {
+            f"{d}@T={t:g}": [round(lo, 4), round(hi, 4)]
+            for (d, dom, t), (lo, hi) in sorted(bounds.items())
+            if dom == ALL_DOMAINS
+        },
+    }
+
+
 def profile_alignment(
     target_spec: str,
     drafter_specs: Sequence[str],
@@ -386,159 +610,56 @@ def profile_alignment(
         raise InvalidInput("no drafter given; pass at least one --drafter")
     if not prompts:
         raise InvalidInput("no prompts to profile on")
-    remote: RemoteReferenceSource | None = None
-    if is_url(target_spec):
-        if tokenizer is None:
-            raise InvalidInput(
-                f"remote target {target_spec} needs a local tokenizer: pass --tokenizer with "
-                "a GGUF file or registered model of the served model's family"
-            )
-        target_id = resolve_identity(tokenizer, cache_dir=cache_dir)
-        if target_id.path is None:
-            raise IncompatibleModels(f"tokenizer {tokenizer} is not a local GGUF file")
-        # drafters are checked against the tokenizer before anything is loaded or sent
-        for spec in drafter_specs:
-            if not is_ngram(spec):
-                check_compatible(resolve_identity(spec, cache_dir=cache_dir), target_id)
-        tok = LlamaCppTokenizer(str(target_id.path), identity=target_id)
-        remote = RemoteReferenceSource(
-            target_spec, tok, max_connections=settings.concurrency, transport=transport
-        )
-        name = target_name or (
-            Path(remote.model).stem if remote.model.endswith(".gguf") else remote.model
-        )
-        target_id = dataclasses.replace(target_id, name=name, file_sha256=None, path=target_spec)
-        target_key = remote.cache_identity
-    else:
-        target_id = resolve_identity(target_spec, cache_dir=cache_dir)
-        if target_id.path is None or target_id.file_sha256 is None:
-            raise IncompatibleModels(f"target {target_spec} is not a local GGUF file")
-        target_key = target_id.file_sha256
-        if target_name:
-            target_id = dataclasses.replace(target_id, name=target_name)
+    target = _resolve_target(
+        target_spec, drafter_specs, settings, cache_dir, tokenizer, target_name, transport
+    )
     try:
-        cands = _open_candidates(target_id, drafter_specs, settings, cache_dir, tokenizer)
+        cands = _open_candidates(target.identity, drafter_specs, settings, cache_dir, tokenizer)
     except BaseException:
-        if remote is not None:
-            remote.close()
+        target.close()
         raise
-    target_model: list[TeacherForcedModel] = []
-
-    def open_target() -> TeacherForcedModel:
-        if not target_model:
-            target_model.append(
-                TeacherForcedModel(
-                    str(target_id.path),
-                    identity=target_id,
-                    n_threads=settings.n_threads,
-                    n_ctx=settings.n_ctx,
-                )
-            )
-        return target_model[0]
-
-    stats: dict[tuple[str, str, float], list[PromptStats]] = {}
-    beta_sums: dict[tuple[str, str, float], list[float]] = {}  # [low, high, count]
-    n_cached = n_computed = 0
-    ref_s = 0.0
-    widths: list[float] = []
-    phases: list[Phase] = []  # the current remote reference phase (set by on_start)
+    open_target = _LazyTargetModel(target.identity, settings)
+    tally = _Tally()
     try:
         for temp in settings.temperatures:
-            ref_settings = settings.reference(temp)
-            refs: list[TargetReference] = []
-            t0 = time.perf_counter()
-            if remote is not None:
-
-                def starting(cached: int, todo: int, t: float = temp) -> None:
-                    what = f"target reference T={t:g} from {target_spec}"
-                    if cached and todo:
-                        logger.warning(
-                            "resuming T=%g: %d of %d references already cached, fetching %d",
-                            t, cached, cached + todo, todo,
-                        )  # fmt: skip
-                        what += f" (resumed: {cached} cached)"
-                    phases.append(Phase(progress, what, cached + todo))
-
-                fetched = fetch_references(
-                    store, remote, prompts, ref_settings,
-                    concurrency=settings.concurrency, on_done=lambda n: phases[-1].advance(n),
-                    on_start=starting,
-                )  # fmt: skip
-                refs = fetched.references
-                n_cached += fetched.n_cached
-                n_computed += fetched.n_fetched
-            else:
-                phase = Phase(progress, f"target reference T={temp:g}", len(prompts))
-                for prompt in prompts:
-                    ref, cached = reference_for(
-                        store, target_key, prompt, ref_settings, open_target
-                    )
-                    n_cached += cached
-                    n_computed += not cached
-                    refs.append(ref)
-                    phase.advance()
-            ref_s += time.perf_counter() - t0
-            if target_model:  # free the target's memory before the drafters run
-                target_model.pop().close()
-            phase = Phase(progress, f"drafters T={temp:g}", len(prompts) * len(cands))
-            for ref in refs:
-                if len(ref.tokens) == 0:
-                    phase.advance(len(cands))
-                    continue
-                for cand in cands:
-                    t1 = time.perf_counter()
-                    b, b_low, proposed = acceptance_bounds(
-                        ref, cand, temp, settings.k_max, settings.draft_top_k
-                    )
-                    cand.elapsed_s += time.perf_counter() - t1
-                    widths.append(_mean_width(b, b_low))
-                    ps = prompt_stats(b, settings.k_max, FIRST_ROUND_AT, proposed)
-                    first_low, first_high = b_low[:, 0], b[:, 0]
-                    ok = np.isfinite(first_high)
-                    for dom in (ref.domain, ALL_DOMAINS):
-                        stats.setdefault((cand.name, dom, temp), []).append(ps)
-                        acc = beta_sums.setdefault((cand.name, dom, temp), [0.0, 0.0, 0.0])
-                        acc[0] += float(np.sum(first_low[ok]))
-                        acc[1] += float(np.sum(first_high[ok]))
-                        acc[2] += float(np.sum(ok))
-                    phase.advance()
+            refs = _references(target, open_target, store, prompts, temp, settings, progress, tally)
+            open_target.close()  # free the target's memory before the drafters run
+            _simulate(refs, cands, temp, settings, progress, tally)
     finally:
         for c in cands:
             c.close()
-        for t in target_model:
-            t.close()
-        if remote is not None:
-            remote.close()
+        open_target.close()
+        target.close()
+    return _result(store, target, cands, tally, settings, prompt_source, len(prompts), save)
 
-    gap = float(np.mean(widths)) if widths else 0.0
-    bounds = {k: (v[0] / v[2], v[1] / v[2]) if v[2] else (0.0, 0.0) for k, v in beta_sums.items()}
-    server: dict[str, Any] | None = None
-    if remote is not None:
-        server = {
-            "endpoint": target_spec,
-            "model_id": remote.model,
-            "tokenizer": target_id.family,
-            "tokenizer_checked": remote.tokenizer_checked,
-            "token_id_prompts": remote.token_id_prompts,
-            "logprobs_at_temperature": {f"{t:g}": v for t, v in remote.scales.items()},
-            "alpha_bounds": {
-                f"{d}@T={t:g}": [round(lo, 4), round(hi, 4)]
-                for (d, dom, t), (lo, hi) in sorted(bounds.items())
-                if dom == ALL_DOMAINS
-            },
-        }
+
+def _result(
+    store: ProfileStore,
+    target: _Target,
+    cands: Sequence[_Candidate],
+    tally: _Tally,
+    settings: AlignmentSettings,
+    prompt_source: str,
+    n_prompts: int,
+    save: bool,
+) -> AlignmentResult:
+    """The profile from the pooled statistics (merged with and saved to the store when
+    ``save``) and the run's timings."""
+    gap = float(np.mean(tally.widths)) if tally.widths else 0.0
+    bounds = tally.alpha_bounds()
     summaries = {
         key: summarize(v, n_boot=settings.n_boot, seed=settings.seed)
-        for key, v in sorted(stats.items())
+        for key, v in sorted(tally.stats.items())
     }
     entries = [entry_from_summary(d, dom, t, s) for (d, dom, t), s in summaries.items()]
-    entries, kept = _merge(store, target_id.name, entries) if save else (entries, [])
+    entries, kept = _merge(store, target.identity.name, entries) if save else (entries, [])
+    server = _server_settings(target, bounds)
     profile = AlignmentProfile(
-        target=target_id.name,
-        target_family=target_id.family,
+        target=target.identity.name,
+        target_family=target.identity.family,
         entries=entries,
         provenance=_provenance(
-            target_id, cands, settings, prompt_source, len(prompts), gap, kept, server
+            target.identity, cands, settings, prompt_source, n_prompts, gap, kept, server
         ),
     )
     if save:
@@ -546,14 +667,14 @@ def profile_alignment(
         logger.info("wrote %s", path)
     return AlignmentResult(
         profile=profile,
-        reference_s=ref_s,
+        reference_s=tally.reference_s,
         drafter_s={c.name: c.elapsed_s for c in cands},
-        n_references_cached=n_cached,
-        n_references_computed=n_computed,
+        n_references_cached=tally.n_cached,
+        n_references_computed=tally.n_computed,
         mean_topk_bound_width=gap,
         summaries=summaries,
         alpha_bounds=bounds,
-        endpoint=target_spec if remote is not None else None,
+        endpoint=target.spec if target.remote is not None else None,
     )
 
 
