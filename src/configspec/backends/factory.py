@@ -114,15 +114,39 @@ def open_target(
     if parsed.is_ngram:
         raise InvalidInput("ngram is a drafter, not a target; give a model or server URL")
     if parsed.is_url:
-        if tokenizer is None:
-            raise InvalidInput(
-                f"remote target {spec} needs a local tokenizer: pass --tokenizer with a GGUF "
-                "file or registered model of the served model's family"
-            )
-        return RemoteTarget(
-            spec, open_tokenizer(tokenizer, cache_dir=cache_dir), top_k=top_k, timeout_s=timeout_s
+        return open_remote_target(
+            spec, tokenizer=tokenizer, cache_dir=cache_dir, top_k=top_k, timeout_s=timeout_s
         )
     return _open_local(LlamaCppTarget, spec, cache_dir=cache_dir, settings=settings)
+
+
+_Tok = TypeVar("_Tok", bound=str | Tokenizing)
+
+
+def remote_tokenizer(url: str, tokenizer: _Tok | None) -> _Tok:
+    """``tokenizer``, which the remote target at ``url`` needs (the served model's
+    vocabulary, held locally); raises :class:`InvalidInput` when it is missing."""
+    if tokenizer is None:
+        raise InvalidInput(
+            f"remote target {url} needs a local tokenizer: pass --tokenizer with a GGUF "
+            "file or registered model of the served model's family"
+        )
+    return tokenizer
+
+
+def open_remote_target(
+    url: str,
+    *,
+    tokenizer: str | Tokenizing | None,
+    cache_dir: Path | None = None,
+    top_k: int = 10,
+    timeout_s: float = 60.0,
+) -> RemoteTarget:
+    """The target served by the OpenAI-compatible server at ``url``, with ``tokenizer``
+    (a spec or object with the served model's vocabulary); ``top_k`` log-probs asked per
+    position, ``timeout_s`` per request (seconds)."""
+    tok = open_tokenizer(remote_tokenizer(url, tokenizer), cache_dir=cache_dir)
+    return RemoteTarget(url, tok, top_k=top_k, timeout_s=timeout_s)
 
 
 def open_batch_target(

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from configspec.cli._console import console, err_console
 from configspec.errors import InvalidInput
 from configspec.records import K_LIMIT
+
+if TYPE_CHECKING:
+    from configspec.serving.launch import VerifierSetup
 
 app = typer.Typer(help="Run the cloud verifier or a network delay proxy.", no_args_is_help=True)
 
@@ -21,84 +25,113 @@ def _host_port(text: str, what: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-@app.command()
-def verifier(
-    target: str = typer.Option(
-        ..., help="Target: registered model, GGUF path, or URL of an OpenAI-compatible server."
+# The verifier's options whose declaration does not fit on one line (the command's
+# signature stays short enough to read; defaults stay in the signature).
+_Target = Annotated[
+    str,
+    typer.Option(
+        help="Target: registered model, GGUF path, or URL of an OpenAI-compatible server."
     ),
-    tokenizer: str | None = typer.Option(
-        None, help="GGUF or registered model with the vocabulary of a URL target."
-    ),
-    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on."),
-    n_ctx: int = typer.Option(4096, "--n-ctx", min=16, help="Target context window (tokens)."),
-    threads: int = typer.Option(2, min=1, help="Threads per target instance."),
-    slots: int = typer.Option(
-        1, min=1, help="Target instances (each keeps one session's cache warm)."
-    ),
-    max_sessions: int = typer.Option(32, min=1, help="Most sessions open at once."),
-    max_k: int = typer.Option(16, min=1, max=K_LIMIT, help="Largest K accepted per round."),
-    session_ttl_s: float = typer.Option(300.0, min=0.1, help="Idle seconds before expiry."),
-    offload: bool = typer.Option(
-        True,
+]
+_Tokenizer = Annotated[
+    str | None, typer.Option(help="GGUF or registered model with the vocabulary of a URL target.")
+]
+_Slots = Annotated[
+    int, typer.Option(min=1, help="Target instances (each keeps one session's cache warm).")
+]
+_Offload = Annotated[
+    bool,
+    typer.Option(
         "--offload/--inline",
         help="Model calls in a worker thread (default: health and other sessions answer "
         "during compute) or inline in the event loop (two fewer thread hand-offs per "
         "round, but one long prompt freezes the server).",
     ),
-    cache_dir: Path | None = typer.Option(None, help="Model cache (see `configspec models`)."),
-    api_key: str | None = typer.Option(
-        None,
+]
+_ApiKey = Annotated[
+    str | None,
+    typer.Option(
         envvar="CONFIGSPEC_API_KEY",
         show_envvar=True,
         help="Require 'Authorization: Bearer KEY' on every path but /health (prefer the "
         "environment variable: a command line is visible to other users).",
     ),
-    header_timeout_s: float = typer.Option(
-        10.0, min=0.1, max=3600, help="Seconds a client may take to send request headers."
-    ),
-    body_timeout_s: float = typer.Option(
-        30.0, min=0.1, max=3600, help="Seconds a client may take to send a request body."
-    ),
-    keep_alive_s: float = typer.Option(
-        15.0, min=0.1, max=3600, help="Seconds an idle connection is kept between requests."
-    ),
-    max_connections: int = typer.Option(
-        256, min=1, help="Most open connections; more are answered 503 and closed."
-    ),
-    max_body_mb: float = typer.Option(32.0, min=0.001, help="Largest request body (MB)."),
-    batch: bool = typer.Option(
-        True,
+]
+_HeaderTimeoutS = Annotated[
+    float,
+    typer.Option(min=0.1, max=3600, help="Seconds a client may take to send request headers."),
+]
+_BodyTimeoutS = Annotated[
+    float,
+    typer.Option(min=0.1, max=3600, help="Seconds a client may take to send a request body."),
+]
+_KeepAliveS = Annotated[
+    float,
+    typer.Option(min=0.1, max=3600, help="Seconds an idle connection is kept between requests."),
+]
+_MaxConnections = Annotated[
+    int, typer.Option(min=1, help="Most open connections; more are answered 503 and closed.")
+]
+_Batch = Annotated[
+    bool,
+    typer.Option(
         "--batch/--no-batch",
         help="Verify concurrent sessions together: in shared target passes (local GGUF "
         "target; one KV sequence per session) or, for a server URL, as concurrent requests "
         "the engine batches; --no-batch: one session at a time per --slots instance.",
     ),
-    max_batch_sessions: int = typer.Option(
-        8, min=1, help="Batching: most sessions in one target pass."
-    ),
-    max_gather_wait_ms: float = typer.Option(
-        0.0,
+]
+_MaxGatherWaitMs = Annotated[
+    float,
+    typer.Option(
         min=0.0,
         max=1000.0,
         help="Batching: ms to wait for more sessions after the first request (0: take "
         "whatever queued while the previous pass ran).",
     ),
-    max_batch_positions: int = typer.Option(
-        256, min=2, help="Batching: most positions in one pass (padding included)."
+]
+_MaxBatchPositions = Annotated[
+    int, typer.Option(min=2, help="Batching: most positions in one pass (padding included).")
+]
+_PrefillChunk = Annotated[
+    int, typer.Option(min=2, help="Batching: prompt tokens per pass, so long prompts interleave.")
+]
+
+
+@app.command()
+def verifier(
+    target: _Target,
+    tokenizer: _Tokenizer = None,
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on."),
+    n_ctx: int = typer.Option(4096, "--n-ctx", min=16, help="Target context window (tokens)."),
+    threads: int = typer.Option(2, min=1, help="Threads per target instance."),
+    slots: _Slots = 1,
+    max_sessions: int = typer.Option(32, min=1, help="Most sessions open at once."),
+    max_k: int = typer.Option(16, min=1, max=K_LIMIT, help="Largest K accepted per round."),
+    session_ttl_s: float = typer.Option(300.0, min=0.1, help="Idle seconds before expiry."),
+    offload: _Offload = True,
+    cache_dir: Path | None = typer.Option(None, help="Model cache (see `configspec models`)."),
+    api_key: _ApiKey = None,
+    header_timeout_s: _HeaderTimeoutS = 10.0,
+    body_timeout_s: _BodyTimeoutS = 30.0,
+    keep_alive_s: _KeepAliveS = 15.0,
+    max_connections: _MaxConnections = 256,
+    max_body_mb: float = typer.Option(32.0, min=0.001, help="Largest request body (MB)."),
+    batch: _Batch = True,
+    max_batch_sessions: int = typer.Option(
+        8, min=1, help="Batching: most sessions in one target pass."
     ),
-    prefill_chunk: int = typer.Option(
-        64, min=2, help="Batching: prompt tokens per pass, so long prompts interleave."
-    ),
+    max_gather_wait_ms: _MaxGatherWaitMs = 0.0,
+    max_batch_positions: _MaxBatchPositions = 256,
+    prefill_chunk: _PrefillChunk = 64,
 ) -> None:
     """Serve speculative verification over HTTP (Ctrl+C stops)."""
-    from configspec.backends.factory import LlamaSettings, open_batch_target, open_target
-    from configspec.backends.specs import SpecKind, parse_spec
-    from configspec.serving.batched import BatchedVerifierService, BatchPolicy
-    from configspec.serving.concurrent import AsyncTarget, ConcurrentVerifierService
+    from configspec.serving.batched import BatchPolicy
     from configspec.serving.guard import ConnectionLimits
+    from configspec.serving.launch import VerifierSetup, open_verifier_service
     from configspec.serving.server import bind_socket, run_server
-    from configspec.serving.sessions import ServerLimits, VerifierService
+    from configspec.serving.sessions import ServerLimits
 
     connection_limits = ConnectionLimits(
         header_timeout_s=header_timeout_s,
@@ -108,68 +141,57 @@ def verifier(
         max_body_bytes=int(max_body_mb * 1e6),
     )
     sock = bind_socket(host, port)  # a taken port fails before loading any weights
-
-    limits = ServerLimits(
-        max_sessions=max_sessions,
-        max_k=max_k,
-        max_context_tokens=n_ctx,
-        session_ttl_s=session_ttl_s,
-        offload_compute=offload,
-    )
-    kind = parse_spec(target).kind
-    batched = batch and kind is SpecKind.MODEL
-    concurrent = batch and kind is SpecKind.URL
-    service: VerifierService
     try:
-        policy = BatchPolicy(
-            max_sessions_per_batch=max_batch_sessions,
-            max_gather_wait_ms=max_gather_wait_ms,
-            max_positions_per_pass=max_batch_positions,
-            prefill_chunk_tokens=min(prefill_chunk, max_batch_positions),
+        setup = VerifierSetup(
+            target=target,
+            limits=ServerLimits(
+                max_sessions=max_sessions,
+                max_k=max_k,
+                max_context_tokens=n_ctx,
+                session_ttl_s=session_ttl_s,
+                offload_compute=offload,
+            ),
+            policy=BatchPolicy(
+                max_sessions_per_batch=max_batch_sessions,
+                max_gather_wait_ms=max_gather_wait_ms,
+                max_positions_per_pass=max_batch_positions,
+                prefill_chunk_tokens=min(prefill_chunk, max_batch_positions),
+            ),
+            tokenizer=tokenizer,
+            cache_dir=cache_dir,
+            n_threads=threads,
+            slots=slots,
+            batch=batch,
         )
         with err_console.status(f"loading {target}"):
-            settings = LlamaSettings(n_threads=threads, n_ctx=n_ctx)
-            if batched:
-                engine = open_batch_target(
-                    target,
-                    n_seqs=max_sessions,
-                    max_positions_per_pass=max_batch_positions,
-                    cache_dir=cache_dir,
-                    settings=settings,
-                )
-                service = BatchedVerifierService(engine, limits, policy)
-            elif concurrent:
-                remote = open_target(target, tokenizer=tokenizer, cache_dir=cache_dir)
-                assert isinstance(remote, AsyncTarget)
-                service = ConcurrentVerifierService(remote, limits)
-            else:
-                targets = [
-                    open_target(target, tokenizer=tokenizer, cache_dir=cache_dir, settings=settings)
-                    for _ in range(slots)
-                ]
-                service = VerifierService(targets, limits)
-    except ValueError as exc:
-        sock.close()
-        raise InvalidInput(str(exc)) from None
+            service = open_verifier_service(setup)
     except BaseException:
         sock.close()
         raise
-    auth = "API key required" if api_key else "no API key (open to anyone who can connect)"
-    err_console.print(
-        f"verifying with {service.info.name} on http://{host}:{port} "
-        f"(K<={max_k}, {max_sessions} sessions, context {n_ctx}; {auth}; "
+    banner = _verifier_banner(service.info.name, setup, host, port, bool(api_key))
+    err_console.print(banner, highlight=False)
+    run_server(service, host, port, limits=connection_limits, api_key=api_key, sock=sock)
+
+
+def _verifier_banner(name: str, setup: VerifierSetup, host: str, port: int, auth: bool) -> str:
+    limits, policy = setup.limits, setup.policy
+    return (
+        f"verifying with {name} on http://{host}:{port} "
+        f"(K<={limits.max_k}, {limits.max_sessions} sessions, context "
+        f"{limits.max_context_tokens}; "
+        + ("API key required" if auth else "no API key (open to anyone who can connect)")
+        + "; "
         + (
-            f"batched: <={max_batch_sessions} sessions, <={max_batch_positions} positions "
-            f"per pass, gather {max_gather_wait_ms:g} ms"
-            if batched
+            f"batched: <={policy.max_sessions_per_batch} sessions, "
+            f"<={policy.max_positions_per_pass} positions per pass, gather "
+            f"{policy.max_gather_wait_ms:g} ms"
+            if setup.batched
             else "sessions sent to the engine concurrently"
-            if concurrent
+            if setup.concurrent
             else "one session at a time"
         )
-        + "); /health, /metrics",
-        highlight=False,
+        + "); /health, /metrics"
     )
-    run_server(service, host, port, limits=connection_limits, api_key=api_key, sock=sock)
 
 
 @app.command()

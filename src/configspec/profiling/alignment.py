@@ -29,7 +29,12 @@ import httpx
 import numpy as np
 
 from configspec.backends.base import Drafter, ModelIdentity
-from configspec.backends.factory import check_compatible, open_drafter, resolve_identity
+from configspec.backends.factory import (
+    check_compatible,
+    open_drafter,
+    remote_tokenizer,
+    resolve_identity,
+)
 from configspec.backends.llamacpp import LlamaCppTokenizer
 from configspec.backends.specs import is_ngram, is_url
 from configspec.config import (
@@ -453,11 +458,7 @@ def _resolve_target(
         if target_name:
             target_id = dataclasses.replace(target_id, name=target_name)
         return _Target(target_spec, target_id, key)
-    if tokenizer is None:
-        raise InvalidInput(
-            f"remote target {target_spec} needs a local tokenizer: pass --tokenizer with "
-            "a GGUF file or registered model of the served model's family"
-        )
+    tokenizer = remote_tokenizer(target_spec, tokenizer)
     target_id = resolve_identity(tokenizer, cache_dir=cache_dir)
     if target_id.path is None:
         raise IncompatibleModels(f"tokenizer {tokenizer} is not a local GGUF file")
