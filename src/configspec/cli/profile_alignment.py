@@ -10,8 +10,8 @@ from rich.table import Table
 from configspec.cli._console import console, progress_events
 from configspec.cli.profile import profile_app
 from configspec.config import AlignmentEntry
-from configspec.profiling.alignment import AlignmentSettings, profile_alignment
-from configspec.profiling.prompts import bundled_prompts, load_prompts, select_prompts
+from configspec.profiling.alignment import AlignmentResult, AlignmentSettings, profile_alignment
+from configspec.profiling.prompts import prompt_set
 from configspec.store import ProfileStore
 
 REMOTE_TOP_K = 20
@@ -93,13 +93,7 @@ def alignment(
         n_ctx=n_ctx,
         n_threads=threads,
     )
-    if prompts_file is not None:
-        prompts = load_prompts(prompts_file)
-        source = str(prompts_file)
-    else:
-        prompts = bundled_prompts(domain or None)
-        source = "bundled" + (f":{','.join(domain)}" if domain else "")
-    prompts = select_prompts(prompts, per_domain)
+    prompts, source = prompt_set(prompts_file, domain, per_domain)
     store = ProfileStore(profiles)
     with progress_events() as on_event:
         result = profile_alignment(
@@ -114,10 +108,17 @@ def alignment(
             tokenizer=tokenizer,
             target_name=target_name,
         )
-    k_show = min(4, k_max)
+    _render(result, settings, len(prompts))
+    console.print(f"wrote {store.alignment_path(result.profile.target)}")
+
+
+def _render(result: AlignmentResult, settings: AlignmentSettings, n_prompts: int) -> None:
+    """The fresh entries (α, E(K) at K = min(4, K_max), fits), timings and α bounds."""
+    k_show = min(4, settings.k_max)
     table = Table(
         title=(
-            f"alignment vs {result.profile.target}: {len(prompts)} prompts × ≤{tokens} tokens; "
+            f"alignment vs {result.profile.target}: {n_prompts} prompts × "
+            f"≤{settings.n_tokens} tokens; "
             f"α and E(K={k_show}) measured (95% bootstrap CI over prompts), i.i.d. and "
             "per-position columns are fitted predictions"
         ),
@@ -146,4 +147,3 @@ def alignment(
             + ", ".join(f"{d} T={t:g} {lo:.3f}-{hi:.3f}" for (d, _, t), (lo, hi) in wide.items()),
             highlight=False,
         )
-    console.print(f"wrote {store.alignment_path(result.profile.target)}")

@@ -84,13 +84,6 @@ def edge(
     from configspec.loop.runs import EdgeRun, run_edge
     from configspec.store import ProfileStore
 
-    if prompt is not None and prompt_file is not None:
-        raise InvalidInput("give --prompt or --prompt-file, not both")
-    if prompt_file is not None:
-        try:
-            prompt = prompt_file.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise InvalidInput(f"cannot read --prompt-file {prompt_file}: {exc.strerror}") from None
     run = EdgeRun(
         server=server,
         drafter=drafter,
@@ -100,7 +93,7 @@ def edge(
         objective=objective,
         domain=domain,
         prior_rtt_ms=added_rtt_ms or None,
-        prompt=prompt if prompt is not None else DEFAULT_PROMPT,
+        prompt=_prompt_text(prompt, prompt_file),
         max_tokens=max_tokens,
         tokenizer=tokenizer,
         temperature=temperature,
@@ -125,6 +118,18 @@ def edge(
     _summary(record)
     if path is not None:
         err_console.print(f"run record: {path}", highlight=False)
+
+
+def _prompt_text(prompt: str | None, prompt_file: Path | None) -> str:
+    """The prompt of ``--prompt`` or ``--prompt-file`` (one at most), else the default."""
+    if prompt is not None and prompt_file is not None:
+        raise InvalidInput("give --prompt or --prompt-file, not both")
+    if prompt_file is not None:
+        try:
+            return prompt_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InvalidInput(f"cannot read --prompt-file {prompt_file}: {exc.strerror}") from None
+    return prompt if prompt is not None else DEFAULT_PROMPT
 
 
 def parse_k(text: str) -> int | None:

@@ -94,38 +94,12 @@ def _config_table(sel: Selection, rows: list[int], title: str, narrow: bool = Fa
         title=title,
         title_justify="left",
         header_style="bold",
-        caption=escape(
-            "All figures modelled from the profiles; [low–high] = bounds propagated from the "
-            "profiles' confidence intervals. E(K) src: acceptance data used (by K = measured per "
-            "K, pos = per-position, α = single rate). Speedup: vs cloud-only decoding."
-            + (
-                " tok/J estimated: " + energy_provenance("estimated") + "."
-                if "estimated" in shown
-                else ""
-            )
-            + (
-                " K†: the largest K searched for that drafter; a larger K might be better."
-                if edge[rows].any()
-                else ""
-            )
-            + (
-                " Narrow layout: tok/round and E(K) source left out (wider terminal or "
-                "--format json for all columns)."
-                if narrow
-                else ""
-            )
-        ),
+        caption=_caption("estimated" in shown, bool(edge[rows].any()), narrow),
         caption_justify="left",
     )
-    ci = " [CI]"
     energy_head = "tok/J\nestimated" if all_estimated else "tok/J"
     if narrow:
-        table.add_column("#", justify="right")
-        table.add_column("configuration", overflow="fold", ratio=1)
-        table.add_column(f"goodput\ntok/s{ci if focus == 'goodput' else ''}", justify="right")
-        table.add_column(f"USD/\n1M tok{ci if focus == 'cost' else ''}", justify="right")
-        table.add_column(f"{energy_head}{ci if focus == 'energy' else ''}", justify="right")
-        table.add_column("speed-\nup", justify="right")
+        _narrow_columns(table, focus, energy_head)
     else:
         _wide_columns(table, t, rows, focus, energy_head)
     for rank, i in enumerate(rows, 1):
@@ -137,37 +111,9 @@ def _config_table(sel: Selection, rows: list[int], title: str, narrow: bool = Fa
             drafter = "[italic]none: cloud-only[/]"
         elif mode == R.MODE_EDGE_ONLY:
             target = "[italic]none: edge-only[/]"
-        goodput = (
-            _bounded(r, R.GOODPUT_TOK_S, R.GOODPUT_TOK_S_LOW, R.GOODPUT_TOK_S_HIGH)
-            if focus == "goodput"
-            else _num(r[R.GOODPUT_TOK_S])
-        )
-        cost = _num(r[R.COST_USD_PER_MTOK])
-        if focus == "cost":  # bounds of USD/1M tok are the inverse of tokens/USD's
-            lo, hi = r[R.TOKENS_PER_USD_HIGH], r[R.TOKENS_PER_USD_LOW]
-            if lo != hi and np.isfinite(lo) and np.isfinite(hi) and lo > 0 and hi > 0:
-                cost += f" [{_num(1e6 / lo)}–{_num(1e6 / hi)}]"
-        energy = (
-            _bounded(r, R.TOKENS_PER_J, R.TOKENS_PER_J_LOW, R.TOKENS_PER_J_HIGH)
-            if focus == "energy"
-            else _num(r[R.TOKENS_PER_J])
-        )
-        if str(r[R.ENERGY_NOTE]) == "no power data":
-            energy = "no power data"
-        else:
-            if str(r[R.ENERGY_NOTE]) != "full":
-                energy += " *"
-            if not all_estimated and str(r[R.POWER_SOURCE]) == "estimated":
-                energy += " estimated"
         device = str(r[R.DEVICE]) + (" (emulated)" if r[R.DEVICE_EMULATED] else "")
-        speedup = r[R.SPEEDUP_VS_CLOUD_AR]
         k = str(int(r[R.K])) + ("†" if edge[i] else "")
-        figures = [
-            escape(goodput),
-            escape(cost),
-            escape(energy),
-            "—" if pd.isna(speedup) else f"{_num(speedup)}×",
-        ]
+        figures = _figures(r, focus, all_estimated)
         if narrow:  # bounds on their own line under each value
             figures = [f.replace(" [", "\n[") for f in figures]
             table.add_row(str(rank), f"{drafter} on {device}\n→ {target}, K={k}", *figures)
@@ -183,6 +129,70 @@ def _config_table(sel: Selection, rows: list[int], title: str, narrow: bool = Fa
             *figures,
         )
     return table
+
+
+def _caption(any_estimated: bool, k_at_edge: bool, narrow: bool) -> str:
+    """The ranked table's caption: what the figures are, plus notes that apply."""
+    return escape(
+        "All figures modelled from the profiles; [low–high] = bounds propagated from the "
+        "profiles' confidence intervals. E(K) src: acceptance data used (by K = measured per "
+        "K, pos = per-position, α = single rate). Speedup: vs cloud-only decoding."
+        + (" tok/J estimated: " + energy_provenance("estimated") + "." if any_estimated else "")
+        + (
+            " K†: the largest K searched for that drafter; a larger K might be better."
+            if k_at_edge
+            else ""
+        )
+        + (
+            " Narrow layout: tok/round and E(K) source left out (wider terminal or "
+            "--format json for all columns)."
+            if narrow
+            else ""
+        )
+    )
+
+
+def _narrow_columns(table: Table, focus: str, energy_head: str) -> None:
+    ci = " [CI]"
+    table.add_column("#", justify="right")
+    table.add_column("configuration", overflow="fold", ratio=1)
+    table.add_column(f"goodput\ntok/s{ci if focus == 'goodput' else ''}", justify="right")
+    table.add_column(f"USD/\n1M tok{ci if focus == 'cost' else ''}", justify="right")
+    table.add_column(f"{energy_head}{ci if focus == 'energy' else ''}", justify="right")
+    table.add_column("speed-\nup", justify="right")
+
+
+def _figures(r: pd.Series, focus: str, all_estimated: bool) -> list[str]:
+    """Goodput, USD/1M tok, tok/J and speedup of one row (escaped), bounds on ``focus``."""
+    goodput = (
+        _bounded(r, R.GOODPUT_TOK_S, R.GOODPUT_TOK_S_LOW, R.GOODPUT_TOK_S_HIGH)
+        if focus == "goodput"
+        else _num(r[R.GOODPUT_TOK_S])
+    )
+    cost = _num(r[R.COST_USD_PER_MTOK])
+    if focus == "cost":  # bounds of USD/1M tok are the inverse of tokens/USD's
+        lo, hi = r[R.TOKENS_PER_USD_HIGH], r[R.TOKENS_PER_USD_LOW]
+        if lo != hi and np.isfinite(lo) and np.isfinite(hi) and lo > 0 and hi > 0:
+            cost += f" [{_num(1e6 / lo)}–{_num(1e6 / hi)}]"
+    energy = (
+        _bounded(r, R.TOKENS_PER_J, R.TOKENS_PER_J_LOW, R.TOKENS_PER_J_HIGH)
+        if focus == "energy"
+        else _num(r[R.TOKENS_PER_J])
+    )
+    if str(r[R.ENERGY_NOTE]) == "no power data":
+        energy = "no power data"
+    else:
+        if str(r[R.ENERGY_NOTE]) != "full":
+            energy += " *"
+        if not all_estimated and str(r[R.POWER_SOURCE]) == "estimated":
+            energy += " estimated"
+    speedup = r[R.SPEEDUP_VS_CLOUD_AR]
+    return [
+        escape(goodput),
+        escape(cost),
+        escape(energy),
+        "—" if pd.isna(speedup) else f"{_num(speedup)}×",
+    ]
 
 
 def _wide_columns(

@@ -25,11 +25,16 @@ from configspec.config import RunRecord
 from configspec.errors import InvalidInput
 from configspec.loop.runtime import RunPlan, Runtime, RuntimeSettings
 from configspec.progress import NO_PROGRESS, Phase, ProgressEvent, ProgressFn
+from configspec.records import mean_decoding_context_tokens
 from configspec.store import ProfileStore
 
 if TYPE_CHECKING:
+    from configspec.backends.base import Drafter, ModelIdentity
     from configspec.loop.validate import ConfigFilter
+    from configspec.power.base import PowerMeter
     from configspec.serving.adaptive import AdaptiveK
+    from configspec.serving.client import Generation
+    from configspec.serving.protocol import ServerInfo
 
 OVERHEAD_LABEL = "runtime overhead (K=0 rounds)"
 RUNS_LABEL = "validation runs"
@@ -195,11 +200,47 @@ def run_edge(
     its limit or the drafter does not match the target. ``on_text`` receives the text as
     it is generated; ``status(what)`` wraps the slow drafter load (e.g. a spinner).
     """
-    from configspec.backends.factory import LlamaSettings, open_drafter, resolve_identity
-    from configspec.backends.specs import parse_spec
+    from configspec.backends.factory import LlamaSettings, open_drafter
     from configspec.power import open_meter
-    from configspec.serving.client import EdgeClient, check_drafter, probe_server
-    from configspec.serving.record import build_run_record, model_hashes, run_config
+    from configspec.serving.client import check_drafter
+
+    info, k = _preflight(run, store)
+    energy_meter = open_meter(run.meter)
+    with status(f"loading {run.drafter}"):
+        model = open_drafter(
+            run.drafter,
+            tokenizer=run.tokenizer,
+            cache_dir=run.cache_dir,
+            settings=LlamaSettings(n_threads=run.threads, n_ctx=run.n_ctx),
+        )
+    check_drafter(model.identity, info, k)
+    prompt_tokens = model.tokenize(run.prompt)
+    policy = None
+    if run.k is None:
+        context = int(mean_decoding_context_tokens(len(prompt_tokens), run.max_tokens))
+        policy = adaptive_policy(run, store, model.identity.name, context, info.max_k)
+        k = policy.k_max
+    energy_note = _start_metering(energy_meter)
+    try:
+        gen = _generate(run, model, k, policy, energy_meter, prompt_tokens, on_text)
+    finally:
+        if energy_meter is not None:
+            energy_meter.end_window("edge-run")
+    record = _edge_record(
+        run, model.identity, gen, k, policy, len(prompt_tokens), energy_meter, energy_note
+    )
+    path = store.save_run(record) if store is not None else None
+    return record, path
+
+
+def _preflight(run: EdgeRun, store: ProfileStore | None) -> tuple[ServerInfo, int]:
+    """The verifier's description and the run's K (for ``--k auto`` the largest allowed,
+    until the policy is made); raises before any weights are loaded when the run cannot
+    work (no profiles for ``--k auto``, K above the verifier's limit, an n-gram drafter
+    without a tokenizer, a drafter the target does not match)."""
+    from configspec.backends.factory import resolve_identity
+    from configspec.backends.specs import parse_spec
+    from configspec.serving.client import check_drafter, probe_server
 
     if run.k is None and store is None:
         raise InvalidInput(
@@ -218,77 +259,91 @@ def run_edge(
         )
     if not is_ngram:
         check_drafter(resolve_identity(run.drafter, cache_dir=run.cache_dir), info, k)
-    energy_meter = open_meter(run.meter)
-    with status(f"loading {run.drafter}"):
-        model = open_drafter(
-            run.drafter,
-            tokenizer=run.tokenizer,
-            cache_dir=run.cache_dir,
-            settings=LlamaSettings(n_threads=run.threads, n_ctx=run.n_ctx),
+    return info, k
+
+
+def _start_metering(meter: PowerMeter | None) -> str:
+    """Open the run's energy window on ``meter``; return the record's energy note."""
+    if meter is None:
+        return "no device power meter was used (--meter none); energy not recorded"
+    meter.begin_window("edge-run")
+    if meter.source == "measured":
+        return (
+            f"edge energy from the {meter.name} meter ({meter.source}); it meters the whole "
+            "host, so a verifier on the same host is included"
         )
-    check_drafter(model.identity, info, k)
-    prompt_tokens = model.tokenize(run.prompt)
-    policy = None
-    if run.k is None:
-        context = len(prompt_tokens) + run.max_tokens // 2  # mean decoding context
-        policy = adaptive_policy(run, store, model.identity.name, context, info.max_k)
-        k = policy.k_max
-    energy_note = "no device power meter was used (--meter none); energy not recorded"
-    if energy_meter is not None:
-        energy_meter.begin_window("edge-run")
-        energy_note = (
-            f"edge energy from the {energy_meter.name} meter ({energy_meter.source}); it "
-            "meters the whole host, so a verifier on the same host is included"
-            if energy_meter.source == "measured"
-            else f"edge energy {energy_meter.source}, not measured: {energy_meter.describe()}"
-        )
-    try:
-        with EdgeClient(
-            run.server,
-            model,
-            k=k,
-            temperature=run.temperature,
-            seed=run.seed,
-            draft_top_k=run.draft_top_k,
-            api_key=run.api_key,
-            policy=policy,
-            energy_j=(lambda: energy_meter.sample().energy_j) if energy_meter else None,
-        ) as client:
-            gen = client.generate(prompt_tokens, run.max_tokens, on_text=on_text)
-    finally:
-        if energy_meter is not None:
-            energy_meter.end_window("edge-run")
+    return f"edge energy {meter.source}, not measured: {meter.describe()}"
+
+
+def _generate(
+    run: EdgeRun,
+    model: Drafter,
+    k: int,
+    policy: AdaptiveK | None,
+    meter: PowerMeter | None,
+    prompt_tokens: Sequence[int],
+    on_text: Callable[[str], None] | None,
+) -> Generation:
+    """Generate ``run.max_tokens`` after the prompt through the verifier (K fixed, or
+    chosen every round by ``policy``), reading ``meter`` every round."""
+    from configspec.serving.client import EdgeClient
+
+    with EdgeClient(
+        run.server,
+        model,
+        k=k,
+        temperature=run.temperature,
+        seed=run.seed,
+        draft_top_k=run.draft_top_k,
+        api_key=run.api_key,
+        policy=policy,
+        energy_j=(lambda: meter.sample().energy_j) if meter else None,
+    ) as client:
+        return client.generate(prompt_tokens, run.max_tokens, on_text=on_text)
+
+
+def _edge_record(
+    run: EdgeRun,
+    drafter: ModelIdentity,
+    gen: Generation,
+    k: int,
+    policy: AdaptiveK | None,
+    n_prompt_tokens: int,
+    meter: PowerMeter | None,
+    energy_note: str,
+) -> RunRecord:
+    """The run record of ``gen`` (its configuration: K fixed, or the adaptive policy's)."""
+    from configspec.backends.specs import parse_spec
+    from configspec.serving.record import build_run_record, model_hashes, run_config
+
+    adaptive: dict[str, Any] = {}
+    if policy is not None:
+        adaptive = {
+            "k_policy": "adaptive",
+            "k_min": policy.k_min,
+            "k_max": policy.k_max,
+            "objective": policy.objective,
+        }
     config = run_config(
-        model.identity,
+        drafter,
         gen,
         k=k,
         temperature=run.temperature,
         added_rtt_ms=run.added_rtt_ms,
         server_url=run.server,
         device=run.device,
-        prompt_tokens=len(prompt_tokens),
+        prompt_tokens=n_prompt_tokens,
         max_tokens=run.max_tokens,
         seed=run.seed,
         draft_top_k=run.draft_top_k if run.temperature > 0 else None,
-        **(
-            {
-                "k_policy": "adaptive",
-                "k_min": policy.k_min,
-                "k_max": policy.k_max,
-                "objective": policy.objective,
-            }
-            if policy is not None
-            else {}
-        ),
+        **adaptive,
     )
-    record = build_run_record(
+    return build_run_record(
         gen,
         config,
-        backend="ngram" if is_ngram else "llama.cpp",
-        model_sha256=model_hashes(model.identity),
+        backend="ngram" if parse_spec(run.drafter).is_ngram else "llama.cpp",
+        model_sha256=model_hashes(drafter),
         energy_note=energy_note,
-        energy_source=energy_meter.source if energy_meter is not None else "measured",
-        settings={"meter": energy_meter.name if energy_meter else None},
+        energy_source=meter.source if meter is not None else "measured",
+        settings={"meter": meter.name if meter else None},
     )
-    path = store.save_run(record) if store is not None else None
-    return record, path

@@ -222,17 +222,27 @@ def _finish(
     resp: FloatArray,
     max_batch: int,
     converged: NDArray[np.bool_],
+    *,
+    classes: bool = True,
 ) -> FleetSolution:
+    """The solution from the verifier's response per column. ``classes``: the columns
+    are client classes of one network (utilisation, population and replica goodput
+    summed over them); else each column is a single-class network of its own (the
+    populations of :func:`solve_population`)."""
     present = n > 0
     rounds = np.where(present, n / (think + resp) * 1e3, 0.0)
     good_client = np.where(present, tokens / (think + resp) * 1e3, np.nan)
-    util = np.clip(np.nansum(rounds * pass_ms / batch, axis=-1) / 1e3, 0.0, 1.0)
-    total = n.sum(axis=-1, keepdims=True)
-    p_max = np.nanmax(np.where(present, positions, np.nan), axis=-1, keepdims=True)
+    if classes:
+        util = np.clip(np.nansum(rounds * pass_ms / batch, axis=-1) / 1e3, 0.0, 1.0)
+        util_col = util[..., None]
+        total = n.sum(axis=-1, keepdims=True)
+        p_max = np.nanmax(np.where(present, positions, np.nan), axis=-1, keepdims=True)
+        replica = np.nansum(rounds * tokens, axis=-1)
+    else:
+        util = util_col = np.clip(rounds * pass_ms / batch / 1e3, 0.0, 1.0)
+        total, p_max, replica = n, positions, rounds * tokens
     worst = curve(np.minimum(np.ceil(total), max_batch), p_max)
-    p95, hard = tail_round_ms(
-        think, pass_ms, resp - pass_ms, util[..., None], total, worst, max_batch
-    )
+    p95, hard = tail_round_ms(think, pass_ms, resp - pass_ms, util_col, total, worst, max_batch)
     return FleetSolution(
         round_ms=think + resp,
         verifier_ms=resp,
@@ -241,7 +251,7 @@ def _finish(
         batch=batch,
         rounds_per_s=rounds,
         goodput_tok_s=good_client,
-        replica_goodput_tok_s=np.nansum(rounds * tokens, axis=-1),
+        replica_goodput_tok_s=replica,
         utilisation=util,
         gpu_ms_per_token=pass_ms / batch / tokens,
         p95_round_ms=p95,
@@ -343,41 +353,8 @@ def solve_population(
     batch_a, pass_a, resp_a = (np.stack(c, axis=-1) for c in zip(*cols, strict=True))
     ns = np.broadcast_to(np.arange(1, max_clients + 1, dtype=np.float64), resp_a.shape)
     zz, pp, ee = (np.broadcast_to(x[:, None], resp_a.shape) for x in (z, p, e))
-    sol = _finish_single(curve, ns, zz, pp, ee, batch_a, pass_a, resp_a, b_max)
-    return sol
-
-
-def _finish_single(
-    curve: BatchLatency,
-    n: FloatArray,
-    think: FloatArray,
-    positions: FloatArray,
-    tokens: FloatArray,
-    batch: FloatArray,
-    pass_ms: FloatArray,
-    resp: FloatArray,
-    max_batch: int,
-) -> FleetSolution:
-    """Like :func:`_finish` but each column is a separate single-class network."""
-    rounds = n / (think + resp) * 1e3
-    util = np.clip(rounds * pass_ms / batch / 1e3, 0.0, 1.0)
-    worst = curve(np.minimum(n, max_batch), positions)
-    p95, hard = tail_round_ms(think, pass_ms, resp - pass_ms, util, n, worst, max_batch)
-    return FleetSolution(
-        round_ms=think + resp,
-        verifier_ms=resp,
-        pass_ms=pass_ms,
-        queue_ms=resp - pass_ms,
-        batch=batch,
-        rounds_per_s=rounds,
-        goodput_tok_s=tokens / (think + resp) * 1e3,
-        replica_goodput_tok_s=rounds * tokens,
-        utilisation=util,
-        gpu_ms_per_token=pass_ms / batch / tokens,
-        p95_round_ms=p95,
-        max_round_ms=hard,
-        converged=np.ones(n.shape[0], dtype=bool),
-    )
+    converged = np.ones(resp_a.shape[0], dtype=bool)
+    return _finish(curve, ns, zz, pp, ee, batch_a, pass_a, resp_a, b_max, converged, classes=False)
 
 
 __all__ = [

@@ -126,3 +126,17 @@ def select_prompts(prompts: Sequence[Prompt], per_domain: int | None) -> list[Pr
             counts[p.domain] = counts.get(p.domain, 0) + 1
             chosen.append(p)
     return chosen
+
+
+def prompt_set(
+    path: Path | None, domains: Sequence[str] = (), per_domain: int | None = None
+) -> tuple[list[Prompt], str]:
+    """The prompts of a profiling run and where they come from (recorded in provenance):
+    the user's JSONL file at ``path``, else the bundled set (``domains``: some of its
+    domains, all when empty); at most ``per_domain`` of each domain."""
+    if path is not None:
+        prompts, source = load_prompts(path), str(path)
+    else:
+        prompts = bundled_prompts(domains or None)
+        source = "bundled" + (f":{','.join(domains)}" if domains else "")
+    return select_prompts(prompts, per_domain), source
