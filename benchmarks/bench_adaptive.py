@@ -23,12 +23,17 @@ text. The policy's cost per round (choose + observe) is timed inside the adaptiv
 Targets: adaptive ≥ 0.97 × oracle in every phase; ≥ 1.15 × the static pick over the
 whole drift scenario; ≥ 0.98 × the static pick without drift; policy < 0.2 ms per round.
 
-    PYTHONPATH=src python benchmarks/bench_adaptive.py --profiles configspec-quickstart/profiles
+One command on a quiet host (profiles this machine first, then runs everything):
 
-``--profiles`` must hold device, verification and alignment profiles (with code and chat
-domain entries) of this machine, e.g. from ``configspec quickstart``; they are copied,
-never modified. Prints a table and writes ``benchmarks/results/bench_adaptive.json``;
-``--runs DIR`` also stores the adaptive runs' records (for ``configspec report``).
+    PYTHONPATH=src python benchmarks/bench_adaptive.py
+
+Without ``--profiles`` the benchmark first runs ``configspec quickstart`` for the two
+drafters (2 prompts per domain, so alignment has code and chat entries) into its work
+directory and takes the profiles from there; ``--profiles DIR`` reuses device,
+verification and alignment profiles of this machine instead (copied, never modified).
+Prints a table, then the target ratios per drafter, and writes
+``benchmarks/results/bench_adaptive.json``; ``--runs DIR`` also stores the adaptive runs'
+records (for ``configspec report``). Exit status 0 when every target is met.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import functools
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -175,7 +181,9 @@ def new_policy(profiles: Profiles, name: str, context: int, k_max: int) -> Timed
 def main() -> int:
     """Run the scenario and the control, print the table, write the JSON."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--profiles", type=Path, required=True)
+    ap.add_argument(
+        "--profiles", type=Path, default=None, help="default: profile this machine first"
+    )
     ap.add_argument("--drafters", nargs="+", default=["gemma-3-270m-q4_0", "ngram"])
     ap.add_argument("--target", default="gemma-3-270m-f32")
     ap.add_argument("--k-max", type=int, default=8)
@@ -189,7 +197,8 @@ def main() -> int:
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-adaptive-"))
-    shutil.copytree(args.profiles, work / "profiles", ignore=shutil.ignore_patterns("runs"))
+    source = args.profiles or quickstart_profiles(work, args)
+    shutil.copytree(source, work / "profiles", ignore=shutil.ignore_patterns("runs"))
     store = ProfileStore(work / "profiles")
     profiles = read_profiles(store)
     n = args.prompts_per_phase
@@ -291,6 +300,20 @@ def main() -> int:
     return 0 if ok else 1
 
 
+def quickstart_profiles(work: Path, args: argparse.Namespace) -> Path:
+    """Profile this machine for the benchmark's drafters (``configspec quickstart``)."""
+    out = work / "quickstart"
+    cmd = [sys.executable, "-m", "configspec", "quickstart", "--out", str(out),
+           "--k-max", str(args.k_max), "--prompts-per-domain", "2",
+           "--threads", str(args.threads), "--link", "proxy"]  # fmt: skip
+    for spec in args.drafters:
+        cmd += ["--drafter", spec]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    print("profiling this machine first:", " ".join(cmd[1:]), flush=True)
+    subprocess.run(cmd, check=True, env=env)
+    return out / "profiles"
+
+
 def summarise(arms: list[Arm], control: list[Arm], pick5: int, pick30: int) -> dict[str, object]:
     """The figures of one drafter (goodputs in tokens/s)."""
     adaptive = arms[0]
@@ -371,6 +394,15 @@ def print_table(results: dict[str, dict[str, object]]) -> bool:
               f"{cost['median']:.3f} ms, p95 {cost['p95']:.3f} ms over {cost['rounds']} "  # type: ignore[index]
               f"rounds; replayed best of 5 {cost['replay_best_of_5']:.3f} ms")  # type: ignore[index]  # fmt: skip
     print()
+    print("target ratios (one run, side by side):")
+    for name, res in results.items():
+        worst = min(ph["adaptive"] / ph["oracle"] for ph in res["phases"])  # type: ignore[attr-defined]
+        w, c = res["whole"], res["control"]
+        print(f"  {name}: adaptive/oracle worst phase {worst:.3f} (≥ {TARGET_VS_ORACLE}), "
+              f"adaptive/static drift {w['adaptive'] / w['static_pick']:.3f} "  # type: ignore[index]
+              f"(≥ {TARGET_VS_STATIC}), no drift {c['adaptive'] / c['static_pick_30ms']:.3f} "  # type: ignore[index]
+              f"(≥ {TARGET_NO_DRIFT}), policy {res['policy_ms_per_round']['replay_best_of_5']:.3f} "  # type: ignore[index]
+              f"ms/round (< {TARGET_POLICY_MS})")  # fmt: skip
     print(f"targets: adaptive/oracle ≥ {TARGET_VS_ORACLE} per phase, adaptive/static ≥ "
           f"{TARGET_VS_STATIC} over the scenario, ≥ {TARGET_NO_DRIFT} without drift, policy "
           f"< {TARGET_POLICY_MS} ms/round -> {'PASS' if ok else 'FAIL'}")  # fmt: skip

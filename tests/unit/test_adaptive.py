@@ -10,16 +10,22 @@ import pytest
 
 from configspec.errors import InvalidInput, ProfileMissing
 from configspec.model.acceptance import tokens_per_round_from_positions
-from configspec.model.evaluate import Link
+from configspec.model.evaluate import Bounded, GridInputs, Link, evaluate_objectives
+from configspec.model.presets import CONFIGSPEC, PAPER
 from configspec.search.space import Profiles
 from configspec.serving.adaptive import (
-    ANCHOR,
     AdaptiveK,
     PolicyPrior,
-    PositionalBeta,
-    RunningMedian,
+    pool_positions,
     positions_from_tokens_per_round,
     prior_from_profiles,
+)
+from configspec.serving.estimators import (
+    ANCHOR,
+    PositionalBeta,
+    RunningMedian,
+    VerifyLine,
+    line_fit,
 )
 
 N = 12
@@ -145,7 +151,11 @@ def test_corrects_device_and_verifier_speed() -> None:
     policy = AdaptiveK(prior)
     ks = run(policy, World(truth, seed=2), 200)
     assert policy.draft_scale.value == pytest.approx(3.0)
-    assert policy.verify_scale.value == pytest.approx(2.0)
+    assert policy.verify.level.value == pytest.approx(2.0)
+    positions = np.arange(1, N + 2)
+    np.testing.assert_allclose(
+        policy.verify.predict(positions), truth.verify_ms[positions], rtol=0.05
+    )
     assert efficiency(truth, ks[-80:]) > 0.97
 
 
@@ -169,6 +179,7 @@ def test_bounds_are_respected() -> None:
         ({"objective": "speed"}, "objective 'speed'"),
         ({"objective": "energy"}, "drafting power"),
         ({"decay": 1.0}, "decay 1.0"),
+        ({"hold": 1.0}, "hold 1.0"),
     ],
 )
 def test_bad_settings_are_one_line_errors(kwargs: dict[str, object], message: str) -> None:
@@ -218,6 +229,39 @@ def test_beta_forgets_and_moves_untried_positions_with_the_observed_shift() -> N
     assert 0.3 < m[2] < 0.6
     fresh = PositionalBeta(np.array([0.8, 0.6]), strength=8.0, decay=0.9)
     np.testing.assert_allclose(fresh.mean(), [0.8, 0.6])
+
+
+def test_one_early_failure_does_not_sink_every_position() -> None:
+    # the n-gram drafter found no match once: the pooled shift is shrunk by the prior's
+    # weight, and the first position is not pooled for the proposal chain at all
+    beta = PositionalBeta(np.full(6, 0.8), strength=8.0, decay=0.95, pool_from=1)
+    beta.observe(0, stopped=True)
+    m = beta.mean()
+    assert m[0] < 0.8
+    np.testing.assert_allclose(m[1:], 0.8)
+    pooled = PositionalBeta(np.full(6, 0.8), strength=8.0, decay=0.95)
+    pooled.observe(0, stopped=True)
+    assert pooled.mean()[3] > 0.6  # before the shrinkage it fell to 0.04
+
+
+def test_beta_detects_a_change_of_regime_and_stays_quiet_without_one() -> None:
+    rng = np.random.default_rng(5)
+
+    def rounds(beta: PositionalBeta, alpha: float, n: int, k: int = 4) -> None:
+        for _ in range(n):
+            reached = 0
+            while reached < k and rng.random() < alpha:
+                reached += 1
+            beta.observe(reached, stopped=reached < k)
+
+    beta = PositionalBeta(np.full(8, 0.7), strength=8.0, decay=0.95)
+    rounds(beta, 0.7, 400)
+    assert beta.changes <= 2  # false alarms are rare (and only shorten the memory)
+    assert abs(beta.mean()[0] - 0.7) < 0.15
+    before = beta.changes
+    rounds(beta, 0.2, 8)  # the domain changed: acceptance collapsed
+    assert beta.changes > before
+    assert beta.mean()[0] < 0.45
 
 
 def test_running_median_ignores_outliers_and_starts_at_the_prior() -> None:
@@ -273,3 +317,139 @@ def test_prior_from_profiles_uses_the_selected_entry() -> None:
     assert code.link.rtt_ms == 5.0
     with pytest.raises(ProfileMissing, match="drafter 'x'"):
         prior_from_profiles(profiles, drafter="x", k_max=8)
+
+
+def test_pooling_smooths_the_deep_positions_of_a_short_profile() -> None:
+    flat = pool_positions(np.full(6, 0.7), np.ones(6))
+    np.testing.assert_allclose(flat, 0.7)
+    # differences of a noisy E(K) curve: the first positions are well measured, the deep
+    # ones (reached in a third of the rounds or less) are noise
+    jagged = np.array([0.67, 0.82, 0.60, 0.995, 0.09, 0.995, 0.995, 0.01])
+    reach = np.concatenate([[1.0], np.cumprod(jagged)[:-1]])
+    got = pool_positions(jagged, reach)
+    assert abs(got[0] - 0.67) < 0.01  # well measured: kept
+    assert got[4] > 0.4 and got[7] > 0.4  # neither 0.09 nor 0.01 survives
+    assert got[5] < 0.75  # nor 0.995
+
+
+def test_verify_line_fits_level_and_slope_robustly() -> None:
+    assert line_fit(np.array([1.0, 2.0, 3.0]), np.array([12.0, 14.0, 16.0])) == pytest.approx(
+        (10.0, 2.0)
+    )
+    # a profile measured under load can even fall with positions: never a negative slope
+    assert line_fit(np.array([1.0, 2.0, 3.0]), np.array([30.0, 20.0, 10.0]))[1] == 0.0
+    # the profile says flat at 30 ms; the target really takes 20 + 6 ms per position
+    profile = np.full(N + 2, 30.0)
+    profile[0] = np.nan
+    line = VerifyLine(profile, decay=0.95, window=7)
+    rng = np.random.default_rng(0)
+    for i in range(120):
+        p = int(rng.integers(1, N + 2))
+        v = 20.0 + 6.0 * p
+        if i % 17 == 3:
+            v *= 15.0  # a stall: clipped, it cannot tilt the line
+        line.observe(p, v * rng.uniform(0.97, 1.03))
+    assert line.b == pytest.approx(6.0, rel=0.15)
+    assert float(line.predict(9.0)) == pytest.approx(74.0, rel=0.05)
+    # every round the same length: the level is measured, the profiled shape is kept
+    steady = VerifyLine(20.0 + 2.0 * np.arange(N + 2.0), decay=0.95, window=7)
+    for _ in range(60):
+        steady.observe(5, 2.0 * (20.0 + 2.0 * 5))  # the host got 2x slower
+    assert float(steady.predict(5.0)) == pytest.approx(60.0, rel=0.02)
+    assert steady.b == pytest.approx(4.0, rel=0.15)
+
+
+def test_learns_that_verification_grows_with_k_when_the_profile_says_flat() -> None:
+    # an n-gram-like drafter (drafted length varies) and a target whose verification grows
+    # steeply with positions, where the profile said it was flat: long drafts waste time
+    truth = make_prior(alpha=0.6, rtt_ms=5.0, verify_base_ms=10.0, verify_per_pos_ms=12.0)
+    truth = PolicyPrior(**{**truth.__dict__, "proposal": np.full(N, 0.8)})
+    prior = make_prior(alpha=0.6, rtt_ms=5.0, verify_base_ms=40.0, verify_per_pos_ms=0.0)
+    prior = PolicyPrior(**{**prior.__dict__, "proposal": np.full(N, 0.8)})
+    policy = AdaptiveK(prior)
+    first = policy.choose().k
+    ks = run(policy, World(truth, seed=6), 300)
+    assert best_k(truth) < first
+    assert efficiency(truth, ks[-100:]) > 0.97
+    assert policy.verify.b > 6.0  # learnt from K=1 rounds (0 or 1 drafted) and the ridge
+
+
+@pytest.mark.parametrize("objective", ["goodput", "cost", "energy"])
+@pytest.mark.parametrize("preset", [CONFIGSPEC, PAPER], ids=["configspec", "paper"])
+@pytest.mark.parametrize("proposal", [1.0, 0.7])
+def test_predict_is_the_select_round_model(objective: str, preset: object, proposal: float) -> None:
+    base = make_prior(alpha=0.75, rtt_ms=30.0, proposal=proposal)
+    prior = PolicyPrior(
+        **{
+            **base.__dict__,
+            "link": Link(rtt_ms=30.0, uplink_mbps=2.0, downlink_mbps=5.0, round_overhead_ms=3.0),
+            "catchup_ms": 1.5,
+            "draft_power_w": 4.0,
+            "idle_power_w": 1.0,
+            "gpu_price": objective != "cost",
+            "price_usd_per_hour": 2.0,
+            "price_usd_per_mtok": 0.5,
+        }
+    )
+    policy = AdaptiveK(prior, k_min=2, k_max=10, objective=objective, preset=preset)  # type: ignore[arg-type]
+    truth = make_prior(alpha=0.6, rtt_ms=50.0, proposal=proposal, verify_per_pos_ms=3.0)
+    run(policy, World(truth, seed=7), 40)  # move every estimate off the prior
+    got = policy.predict()
+    k = got["k"].astype(np.int64)
+    m = k.size
+
+    def exact(x: np.ndarray | float) -> Bounded:
+        return Bounded.exact(np.broadcast_to(np.asarray(x, dtype=np.float64), (m,)).copy())
+
+    inputs = GridInputs(
+        mode=np.zeros(m, dtype=np.int64),
+        k=k,
+        tokens_per_round=exact(got["tokens_per_round"]),
+        draft_ms_per_token=exact(prior.draft_ms_per_token[k - 1] * policy.draft_scale.value),
+        edge_ms_per_token=exact(prior.draft_ms_per_token[0]),
+        verify_ms=exact(got["verify"]),
+        verify_one_ms=exact(prior.verify_ms[1]),
+        draft_power_w=exact(prior.draft_power_w),
+        idle_power_w=exact(prior.idle_power_w),
+        gpu_price=np.full(m, prior.gpu_price),
+        price_usd_per_hour=np.full(m, prior.price_usd_per_hour),
+        overhead_ms_per_round=np.full(m, prior.overhead_ms_per_round),
+        price_usd_per_mtok=np.full(m, prior.price_usd_per_mtok),
+        bill_draft_tokens=np.full(m, prior.bill_draft_tokens),
+        drafted=got["drafted"],
+        draft_catchup_ms=exact(
+            np.cumprod(got["joint"])[k - 1] * prior.catchup_ms * policy.draft_scale.value
+        ),
+    )
+    link = Link(**{**prior.link.__dict__, "rtt_ms": policy.rtt.value})
+    want = evaluate_objectives(inputs, link, preset)  # type: ignore[arg-type]
+    np.testing.assert_allclose(got["round"], want["round"], rtol=1e-12)
+    column = {"goodput": "goodput", "cost": "tokens_per_usd", "energy": "tokens_per_j"}
+    np.testing.assert_allclose(got[column[objective]], want[column[objective]], rtol=1e-12)
+
+
+def test_converges_to_the_model_optimum_and_stays_there() -> None:
+    # constant conditions, prior right: the policy must not lose to the static best K
+    truth = make_prior(alpha=0.75, rtt_ms=30.0)
+    target = best_k(truth)
+    policy = AdaptiveK(make_prior(alpha=0.6, rtt_ms=10.0))
+    ks = run(policy, World(truth, seed=8), 400)
+    assert mode(ks[-200:]) == target
+    assert efficiency(truth, ks[-300:]) > 0.99
+    # K does not flip every round on noise
+    flips = sum(a != b for a, b in zip(ks[-200:], ks[-199:], strict=False))
+    assert flips < 20
+
+
+def test_switches_within_a_few_rounds_after_a_step_in_rtt() -> None:
+    before = make_prior(alpha=0.8, rtt_ms=5.0)
+    after = make_prior(alpha=0.8, rtt_ms=120.0)
+    k_before, k_after = best_k(before), best_k(after)
+    assert k_after > k_before
+    policy = AdaptiveK(before)
+    ks = run(policy, World(before, seed=9), 60)
+    assert ks[-1] == k_before
+    ks = run(policy, World(after, seed=10), 30)
+    switched = next(i for i, k in enumerate(ks) if k >= k_after - 1)
+    assert switched <= 5  # the 7-round median of the RTT moves after 4 rounds
+    assert efficiency(after, ks[10:]) > 0.97

@@ -1,35 +1,55 @@
 """Adaptive K: choose every round's draft length from live estimates, the profiles as prior.
 
-Each round :meth:`AdaptiveK.choose` evaluates every K in ``k_min..k_max`` with the very
-round model ``select`` uses (:func:`configspec.model.evaluate.evaluate_objectives` on
-:class:`~configspec.model.evaluate.GridInputs`, E(K) from
-:func:`configspec.model.acceptance.tokens_per_round_from_positions`) and returns the K that
-maximises the objective. Its inputs are live estimates:
+Each round :meth:`AdaptiveK.choose` evaluates every K in ``k_min..k_max`` with the round
+model ``select`` uses (that of :func:`configspec.model.evaluate.evaluate_objectives`,
+E(K) as in :func:`configspec.model.acceptance.tokens_per_round_from_positions`) and
+returns the K that maximises the objective. Its inputs are live estimates
+(:mod:`configspec.serving.estimators`):
 
-* **acceptance per position** — two Beta posteriors per draft position i: the chance that
-  the drafter proposes token i given it proposed i−1 (1 for a model drafter; a model-free
+* **acceptance per position** — two chains of Beta posteriors: the chance that the
+  drafter proposes token i given it proposed i−1 (1 for a model drafter; a model-free
   n-gram drafter often proposes fewer), and the chance that draft i is accepted given it
-  was proposed and every earlier one was accepted. Both are seeded from the alignment
-  profile (``strength`` pseudo-observations per position, for the drafter and the domain
-  when known) and updated by each round's outcome; all counts decay by ``decay`` per round
-  towards a weak anchor at the prior mean, so old rounds fade and the posterior follows
-  drift (the memory is about ``1 / (1 − decay)`` rounds);
-* **link** — the running median of the last ``window`` rounds' wait beyond drafting and
-  verification (round − draft − verify − the profiled per-round overhead − serialisation),
-  used as the RTT;
-* **verification and drafting times** — the profile tables at the drafted length,
-  multiplied by the running median of measured / profiled over the last ``window`` rounds.
+  was proposed and every earlier one was. Both are seeded from the alignment profile
+  (``strength`` pseudo-observations per position, for the drafter and the domain when
+  known; the profile's deep positions pooled, :func:`pool_positions`) and updated by
+  each round's outcome. Counts decay by ``decay`` = 0.97 per round (a memory of about
+  33 rounds): at constant conditions the posterior mean of a position then wanders with a
+  standard deviation of about 0.06, where the former 0.9 (10 rounds) left about 0.09 and
+  made K wander between neighbours on noise alone. A change detector (a two-sided CUSUM,
+  :class:`~configspec.serving.estimators.PositionalBeta`) restarts the memory when the
+  regime really changes, so a new domain is followed about as fast as with 0.9 (in
+  simulation: a fall of 0.7 → 0.3 is tracked to within 0.1 after a median 11 rounds);
+* **RTT** — the running median of the last ``window`` = 7 rounds' wait beyond drafting
+  and verification (round − draft − verify − the profiled per-round overhead −
+  serialisation): a step in the link is followed after 4 rounds, a single stall is not;
+* **verification time** — a line ``a + b·positions`` fitted live by decayed weighted
+  least squares, seeded by the profile's line scaled to the measured level
+  (:class:`~configspec.serving.estimators.VerifyLine`): verify time grows with K as it
+  is measured to, not as a flat or a stale profiled figure;
+* **drafting time** — the device profile's per-token time at K, multiplied by the running
+  median of measured / profiled over the last ``window`` rounds.
 
-:meth:`AdaptiveK.observe` takes one round's outcome. Everything here is pure Python and
-numpy on arrays of length ``k_max``; no clock, no I/O. :func:`prior_from_profiles` builds
-the prior from a profile set through the same enumeration as ``select``
-(:func:`configspec.search.space.space_from_profiles`).
+No exploration: the posterior's pooled shift moves the positions the current K does not
+reach with the ones it does, and the deep positions of the prior are pooled, so there is
+no K that only a stale prior holds the policy away from; exploring would spend rounds
+on K that the model already predicts to be worse, at constant conditions a pure loss.
+``hold`` = 1%: another K must beat the current one by more than that (in the model's
+own prediction) before the policy moves, so a near tie does not flip K every round.
+
+Cost: :meth:`AdaptiveK.predict` is the round model restricted to speculative rows and
+written directly on the K axis (its terms are linear in the estimates; the constant
+parts are computed once in the constructor through the model's own functions), and the
+estimators update in place: a round (choose + observe) costs a few dozen numpy
+operations on arrays of length ``k_max`` (``benchmarks/bench_adaptive_policy.py``
+measures it). A unit test holds :meth:`AdaptiveK.predict` equal to
+:func:`~configspec.model.evaluate.evaluate_objectives` for both presets and all three
+objectives. Everything here is pure Python and numpy; no clock, no I/O.
+:func:`prior_from_profiles` builds the prior from a profile set through the same
+enumeration as ``select`` (:func:`configspec.search.space.space_from_profiles`).
 """
 
 from __future__ import annotations
 
-import math
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,8 +58,9 @@ from numpy.typing import NDArray
 from configspec import records as R
 from configspec.config import KChoice
 from configspec.errors import InvalidInput, ProfileMissing
-from configspec.model.acceptance import tokens_per_round_from_positions
-from configspec.model.evaluate import Bounded, GridInputs, Link, evaluate_objectives
+from configspec.model.cost import gpu_time_cost_usd, per_token_cost_usd
+from configspec.model.energy import edge_energy_j
+from configspec.model.evaluate import Link
 from configspec.model.latency import downlink_payload_bytes, transfer_ms, uplink_payload_bytes
 from configspec.model.presets import CONFIGSPEC, ModelPreset
 from configspec.search.space import (
@@ -48,6 +69,7 @@ from configspec.search.space import (
     space_from_profiles,
     verify_latency_table,
 )
+from configspec.serving.estimators import P_MAX, P_MIN, PositionalBeta, RunningMedian, VerifyLine
 
 FloatArray = NDArray[np.float64]
 
@@ -58,11 +80,18 @@ OBJECTIVES: dict[str, str] = {
 }
 """Objective name (as ``select`` spells it) → the round model's output maximised."""
 
-_P_MIN, _P_MAX = 0.01, 0.995
 _SCALE_MIN, _SCALE_MAX = 0.05, 20.0
-ANCHOR = 4.0
-"""Pseudo-observations the (shifted) prior keeps per position after decay: pools the
-positions, so deep ones that are rarely drafted do not make K wander."""
+DECAY = 0.97
+"""Per-round forgetting of the acceptance posteriors (module docstring)."""
+VERIFY_DECAY = 0.9
+"""Per-round forgetting of the verification fit: the host's load moves it faster than a
+domain moves acceptance, and its level is a median, robust on its own."""
+WINDOW = 7
+"""Rounds in the running medians (RTT, drafting and verification level)."""
+HOLD = 0.01
+"""Relative margin another K must win by before the policy leaves the current one."""
+POOL_PSEUDO_ROUNDS = 0.5
+"""How many rounds' worth of the pooled rate each profiled position is shrunk towards."""
 
 
 @dataclass(frozen=True)
@@ -142,12 +171,31 @@ def positions_from_tokens_per_round(
         for i, v in enumerate(cond):  # n ≤ a few dozen: a loop is clearest
             last = float(v) if np.isfinite(v) else last
             out[i] = last
-        return np.asarray(np.clip(out, _P_MIN, 1.0), dtype=np.float64)
+        return np.asarray(np.clip(out, P_MIN, 1.0), dtype=np.float64)
 
     joint = conditional(e)
     proposal = conditional(d)
-    acceptance = np.clip(joint / proposal, _P_MIN, _P_MAX)
-    return acceptance, np.clip(proposal, _P_MIN, 1.0)
+    acceptance = np.clip(joint / proposal, P_MIN, P_MAX)
+    return acceptance, np.clip(proposal, P_MIN, 1.0)
+
+
+def pool_positions(
+    conditional: FloatArray, reach_before: FloatArray, pseudo_rounds: float = POOL_PSEUDO_ROUNDS
+) -> FloatArray:
+    """Shrink per-position conditional chances towards their pooled rate.
+
+    ``reach_before[i]`` is the chance that position i+1 is tried at all (the product of
+    the chances before it): the profile's figure at that position rests on that fraction
+    of its rounds. Each position is pulled towards the reach-weighted pooled rate by
+    ``pseudo_rounds`` rounds' worth of it, so the well-measured first positions keep
+    their own figure and the deep ones, measured on a few rounds, lose their noise (a
+    profile from a hundred tokens can say 0.09 at position 5 and 0.995 at 6). Returns
+    the smoothed chances (same shape).
+    """
+    c = np.asarray(conditional, dtype=np.float64)
+    r = np.asarray(reach_before, dtype=np.float64)
+    pooled = float(r @ c) / max(float(r.sum()), 1e-12)
+    return np.asarray((r * c + pseudo_rounds * pooled) / (r + pseudo_rounds), dtype=np.float64)
 
 
 def _clip_scale(ratio: float) -> float:
@@ -155,94 +203,15 @@ def _clip_scale(ratio: float) -> float:
     return min(max(float(ratio), _SCALE_MIN), _SCALE_MAX)
 
 
-def _logit(p: FloatArray | float) -> FloatArray:
-    p = np.asarray(p, dtype=np.float64)
-    return np.asarray(np.log(p) - np.log1p(-p), dtype=np.float64)
-
-
-class PositionalBeta:
-    """Beta posteriors of a chain of conditional chances, one per position, with forgetting.
-
-    Position i's posterior is ``Beta(s·p̃_i + a_i, s·(1 − p̃_i) + b_i)``: ``a_i``/``b_i``
-    are the observed successes/failures, every count multiplied by ``decay`` each round;
-    ``s`` is the prior's weight, ``strength`` at first, decaying the same way down to
-    ``anchor`` pseudo-observations. ``p̃_i`` is the prior mean shifted by one log-odds
-    offset shared by all positions — the pooled observed rate against what the prior
-    expected for the same observations — so a drift seen at the positions that are drafted
-    also moves the positions the current K never reaches (which therefore cannot hold the
-    policy back at a K the prior alone would justify).
-
-    ``observe(reached, stopped)``: positions 1..``reached`` succeeded; position
-    ``reached`` + 1 failed when ``stopped`` (else it was not tried).
-    """
-
-    def __init__(
-        self, prior_mean: FloatArray, strength: float, decay: float, anchor: float = ANCHOR
-    ) -> None:
-        self.prior = np.clip(np.asarray(prior_mean, dtype=np.float64), _P_MIN, _P_MAX)
-        self._prior_logit = _logit(self.prior)
-        self.decay = decay
-        self.anchor = anchor
-        self.weight = strength
-        self.a = np.zeros_like(self.prior)
-        self.b = np.zeros_like(self.prior)
-
-    def shifted_prior(self) -> FloatArray:
-        """The prior means moved by the pooled log-odds shift of the observations."""
-        n = self.a + self.b
-        total = float(n.sum())
-        if total <= 1e-9:
-            return self.prior
-        seen = min(max(float(self.a.sum()) / total, _P_MIN), _P_MAX)
-        expected = min(max(float(n @ self.prior) / total, _P_MIN), _P_MAX)
-        shift = math.log(seen / (1.0 - seen)) - math.log(expected / (1.0 - expected))
-        return np.asarray(1.0 / (1.0 + np.exp(-(self._prior_logit + shift))), dtype=np.float64)
-
-    def mean(self) -> FloatArray:
-        """Posterior mean per position."""
-        s = self.weight
-        return np.asarray(
-            (s * self.shifted_prior() + self.a) / (s + self.a + self.b), dtype=np.float64
-        )
-
-    def observe(self, reached: int, stopped: bool) -> None:
-        """Decay, then count successes at 1..``reached`` and a failure after if ``stopped``."""
-        lam = self.decay
-        self.a *= lam
-        self.b *= lam
-        self.weight = self.anchor + lam * (self.weight - self.anchor)
-        n = self.a.size
-        self.a[: min(reached, n)] += 1.0
-        if stopped and reached < n:
-            self.b[reached] += 1.0
-
-
-class RunningMedian:
-    """The median of the last ``window`` samples; ``prior`` until the first sample."""
-
-    def __init__(self, prior: float, window: int) -> None:
-        self.prior = prior
-        self.samples: deque[float] = deque(maxlen=window)
-
-    def add(self, x: float) -> None:
-        """Add one sample (non-finite samples are ignored)."""
-        if np.isfinite(x):
-            self.samples.append(float(x))
-
-    @property
-    def value(self) -> float:
-        """The running median (the prior before any sample)."""
-        n = len(self.samples)
-        if n == 0:
-            return self.prior
-        s = sorted(self.samples)
-        mid = n // 2
-        return s[mid] if n % 2 else 0.5 * (s[mid - 1] + s[mid])
-
-
 class AdaptiveK:
     """The adaptive-K policy (module docstring). Stateful across generations on purpose:
-    what it learnt on one prompt carries to the next."""
+    what it learnt on one prompt carries to the next.
+
+    ``decay`` is the per-round forgetting of the acceptance posteriors, ``window`` the
+    rounds in the running medians (RTT, drafting-speed and verification-level
+    corrections), ``hold`` the relative margin by which another K must beat the current
+    one before the policy moves.
+    """
 
     def __init__(
         self,
@@ -252,8 +221,9 @@ class AdaptiveK:
         k_max: int | None = None,
         objective: str = "goodput",
         preset: ModelPreset = CONFIGSPEC,
-        decay: float = 0.9,
-        window: int = 7,
+        decay: float = DECAY,
+        window: int = WINDOW,
+        hold: float = HOLD,
     ) -> None:
         k_hi = prior.k_max if k_max is None else k_max
         if not 1 <= k_min <= k_hi:
@@ -273,116 +243,184 @@ class AdaptiveK:
             raise InvalidInput(f"decay {decay} is out of range (0..1, exclusive)")
         if window < 1:
             raise InvalidInput(f"window {window} must be >= 1")
+        if not 0.0 <= hold < 1.0:
+            raise InvalidInput(f"hold {hold} is out of range (0..1)")
+        if not np.isfinite(prior.verify_ms[1:]).any():
+            raise InvalidInput("the prior has no verification latency at any position")
         self.prior = prior
         self.k_min = k_min
         self.k_max = k_hi
         self.objective = objective
         self.preset = preset
+        self.hold = hold
         self.rounds_seen = 0
         self._caught_up = False
-        n = prior.k_max
+        self._k_prev = 0
         self.acceptance = PositionalBeta(prior.acceptance, prior.strength, decay)
         # a model drafter always proposes K: nothing to learn (and log-odds of 1 are ±inf)
         self.proposal = (
             None
             if bool(np.all(np.asarray(prior.proposal) >= 1.0))
-            else PositionalBeta(prior.proposal, prior.strength, decay)
+            else PositionalBeta(prior.proposal, prior.strength, decay, pool_from=1)
         )
         self.rtt = RunningMedian(float(np.asarray(prior.link.rtt_ms)), window)
         self.draft_scale = RunningMedian(1.0, window)
-        self.verify_scale = RunningMedian(1.0, window)
-        self._ks = np.arange(k_min, k_hi + 1, dtype=np.int64)
-        self._ks_float = self._ks.astype(np.float64)
-        # everything that does not change between rounds is computed once, here
-        self._positions = np.arange(n + 2, dtype=np.float64)
-        ok = np.isfinite(prior.verify_ms)
-        if not ok.any():
-            raise InvalidInput("the prior has no verification latency at any position")
-        self._verify_table = np.interp(self._positions, self._positions[ok], prior.verify_ms[ok])
-        link = prior.link
-        self._link_fields = {
-            name: getattr(link, name)
-            for name in (
-                "uplink_mbps",
-                "downlink_mbps",
-                "bytes_per_token",
-                "bytes_per_message",
-                "radio_energy_j_per_byte",
-                "round_overhead_ms",
-            )
-        }
-        counts = np.arange(n + 2, dtype=np.float64)
-        self._up_serial_ms = transfer_ms(
-            0.0,
-            uplink_payload_bytes(counts, link.bytes_per_token, link.bytes_per_message),
-            link.uplink_mbps,
-        )
-        self._down_serial_ms = transfer_ms(
-            0.0,
-            downlink_payload_bytes(counts, link.bytes_per_token, link.bytes_per_message),
-            link.downlink_mbps,
-        )
-        self._overhead_ms = float(np.asarray(link.round_overhead_ms))
-        m = self._ks.size
+        self.verify = VerifyLine(prior.verify_ms, VERIFY_DECAY, window)
+        self._init_model()
 
-        def full(x: float) -> Bounded:
-            return Bounded.exact(np.full(m, x, dtype=np.float64))
+    def _init_model(self) -> None:
+        """Everything of the round model that does not change between rounds, once.
 
-        self._const = {
-            "mode": np.zeros(m, dtype=np.int64),
-            "edge_ms_per_token": full(float(prior.draft_ms_per_token[0])),
-            "verify_one_ms": full(float(prior.verify_ms[1])),
-            "draft_power_w": full(prior.draft_power_w),
-            "idle_power_w": full(prior.idle_power_w),
-            "gpu_price": np.full(m, prior.gpu_price),
-            "price_usd_per_hour": np.full(m, prior.price_usd_per_hour),
-            "overhead_ms_per_round": np.full(m, prior.overhead_ms_per_round),
-            "price_usd_per_mtok": np.full(m, prior.price_usd_per_mtok),
-            "bill_draft_tokens": np.full(m, prior.bill_draft_tokens),
-        }
-        self._column = OBJECTIVES[objective]
+        The round model of :func:`configspec.model.evaluate.evaluate_objectives` restricted
+        to speculative rows is linear in the live estimates: serialisation is
+        ``transfer_ms(0, payload)`` with a payload linear in the tokens sent, so it is
+        precomputed here as intercept + slope, through the model's own functions.
+        """
+        prior, preset, link = self.prior, self.preset, self.prior.link
+        n = prior.k_max
+        ks = np.arange(self.k_min, self.k_max + 1, dtype=np.int64)
+        self._ks = ks
+        self._ks_float = ks.astype(np.float64)
+        self._sl = slice(self.k_min - 1, self.k_max)  # K-indexed arrays at k_min..k_max
+        self._per_token = np.asarray(prior.draft_ms_per_token, dtype=np.float64)[ks - 1]
+        self._per_token_all = [float(x) for x in prior.draft_ms_per_token]
+        bpt, bpm = link.bytes_per_token, link.bytes_per_message
+
+        def serial_ms(count: float, up: bool) -> float:
+            if up:
+                payload = uplink_payload_bytes(count, bpt, bpm)
+                return float(transfer_ms(0.0, payload, link.uplink_mbps))
+            payload = downlink_payload_bytes(count, bpt, bpm)
+            return float(transfer_ms(0.0, payload, link.downlink_mbps))
+
+        up0, dn0 = serial_ms(0.0, True), serial_ms(0.0, False)
+        up1, dn1 = serial_ms(1.0, True) - up0, serial_ms(1.0, False) - dn0
+        overhead = float(np.asarray(link.round_overhead_ms))
+        # what observe() subtracts from a round to find the link's wait (always the full
+        # edge-cloud round: the measurement does not depend on the preset)
+        self._overhead_ms = overhead
+        self._up_serial = [up0 + up1 * c for c in range(n + 2)]
+        self._down_serial = [dn0 + dn1 * c for c in range(n + 2)]
+        net = preset.include_network
+        self._net = 1.0 if net else 0.0
+        self._fixed_ms = up0 + dn0 + overhead if net else 0.0
+        self._up_ms_per_token = up1 if net else 0.0
+        self._down_ms_per_token = dn1 if net else 0.0
+        self._fixed_verify = preset.fixed_verify_ms
+        # a model drafter drafts exactly K: its drafting and uplink terms are constants
+        self._draft_base = self._ks_float * self._per_token
+        self._const_ms = self._fixed_ms + self._ks_float * self._up_ms_per_token
+        # cost and energy terms (read only for those objectives)
+        bill = (
+            prior.bill_draft_tokens
+            if preset.bill_draft_tokens is None
+            else (preset.bill_draft_tokens)
+        )
+        self._bill = bill
+        self._radio_j = 0.0 if preset.energy_drafting_only else link.radio_energy_j_per_byte
+        self._idle_w = float("nan") if preset.energy_drafting_only else prior.idle_power_w
+        self._bpt, self._bpm = float(np.asarray(bpt)), float(np.asarray(bpm))
 
     # ------------------------------------------------------------------ decide
-    def choose(self) -> KChoice:
-        """The K in ``k_min..k_max`` maximising the objective now, with the estimates."""
-        ks = self._ks
+    def predict(self) -> dict[str, FloatArray]:
+        """The round model at every K in ``k_min..k_max`` under the current estimates.
+
+        Returns arrays (one element per K): ``k``, ``tokens_per_round`` (E(K)),
+        ``drafted`` (mean tokens drafted), ``draft`` / ``verify`` / ``round`` (ms),
+        ``joint`` (per-position chance of an accepted token, all positions) and the
+        objective maximised, under its name in :data:`OBJECTIVES`. Equal, term for
+        term, to :func:`~configspec.model.evaluate.evaluate_objectives` on the same
+        inputs (a unit test holds the two together).
+        """
+        acc = self.acceptance.mean()
+        sl = self._sl
         if self.proposal is None:  # a model drafter drafts exactly K
-            joint = self.acceptance.mean()
+            joint = acc
             drafted = self._ks_float
-            verify_prof = self._verify_table[ks + 1]
+            draft_base = self._draft_base
+            const_ms = self._const_ms
         else:
             q = self.proposal.mean()
-            joint = self.acceptance.mean() * q
-            drafted = np.cumsum(np.cumprod(q))[ks - 1]
-            verify_prof = np.interp(drafted + 1.0, self._positions, self._verify_table)
-        e_all = tokens_per_round_from_positions(joint)  # E(K), K = 0..n
+            joint = acc * q
+            drafted = np.cumsum(np.cumprod(q))[sl]
+            draft_base = drafted * self._per_token
+            const_ms = self._fixed_ms + drafted * self._up_ms_per_token
+        survive = np.cumprod(joint)
+        e = np.cumsum(survive)[sl]
+        e += 1.0
         d_scale = self.draft_scale.value
-        per_token = self.prior.draft_ms_per_token[ks - 1] * d_scale
-        verify = verify_prof * self.verify_scale.value
-        p_all = e_all[ks] - e_all[ks - 1]
-        rtt = max(0.0, self.rtt.value)
-        inputs = GridInputs(
-            k=ks,
-            tokens_per_round=Bounded.exact(e_all[ks]),
-            draft_ms_per_token=Bounded.exact(per_token),
-            verify_ms=Bounded.exact(verify),
-            drafted=drafted,
-            draft_catchup_ms=Bounded.exact(p_all * self.prior.catchup_ms * d_scale),
-            **self._const,  # type: ignore[arg-type]
-        )
-        out = evaluate_objectives(inputs, Link(rtt_ms=rtt, **self._link_fields), self.preset)
-        values = out[self._column]
-        best = int(np.argmax(np.where(np.isfinite(values), values, -np.inf)))
+        catchup = self.prior.catchup_ms
+        with_catchup = draft_base + survive[sl] * catchup if catchup else draft_base
+        draft = with_catchup * d_scale
+        if self._fixed_verify is None:
+            line = self.verify
+            verify = line.b * drafted
+            verify += line.a + line.b
+        else:
+            verify = np.full_like(e, self._fixed_verify)
+        wait = e * self._down_ms_per_token
+        wait += const_ms
+        wait += verify
+        wait += max(0.0, self.rtt.value) * self._net
+        round_ms = draft + wait
+        out = {
+            "k": self._ks_float,
+            "tokens_per_round": e,
+            "drafted": drafted,
+            "draft": draft,
+            "verify": verify,
+            "round": round_ms,
+            "joint": joint,
+        }
+        column = OBJECTIVES[self.objective]
+        if column == "goodput":
+            out[column] = e * 1e3 / round_ms
+        elif column == "tokens_per_usd":
+            p = self.prior
+            if p.gpu_price:
+                cost = gpu_time_cost_usd(verify, p.price_usd_per_hour, p.overhead_ms_per_round)
+            else:
+                cost = per_token_cost_usd(drafted, p.price_usd_per_mtok, self._bill)
+            with np.errstate(divide="ignore"):
+                out[column] = e / cost
+        else:
+            radio_bytes = (
+                uplink_payload_bytes(drafted, self._bpt, self._bpm)
+                + downlink_payload_bytes(e, self._bpt, self._bpm)
+            ) * self._net
+            energy = edge_energy_j(
+                draft, self.prior.draft_power_w, wait, self._idle_w, radio_bytes, self._radio_j
+            )
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out[column] = e / energy
+        return out
+
+    def choose(self) -> KChoice:
+        """The K in ``k_min..k_max`` maximising the objective now, with the estimates.
+
+        The previous K is kept unless another beats it by more than ``hold`` (relative).
+        """
+        out = self.predict()
+        values = out[OBJECTIVES[self.objective]]
+        if self.objective != "goodput":  # a zero price or power: no figure, never a pick
+            values = np.where(np.isfinite(values), values, -np.inf)
+        best = int(values.argmax())
+        prev = self._k_prev - self.k_min
+        if 0 <= prev < values.size and values[prev] >= (1.0 - self.hold) * values[best]:
+            best = prev
+        k = int(self._ks[best])
+        self._k_prev = k
+        value = float(values[best])
         # built without re-validation: every field is computed above, in range by construction
         return KChoice.model_construct(
-            k=int(ks[best]),
-            objective_value=float(values[best]) if np.isfinite(values[best]) else 0.0,
-            tokens_per_round=float(e_all[ks[best]]),
+            k=k,
+            objective_value=value if np.isfinite(value) else 0.0,
+            tokens_per_round=float(out["tokens_per_round"][best]),
             round_ms=float(out["round"][best]),
-            rtt_ms=rtt,
-            draft_ms_per_token=float(per_token[best]),
-            verify_ms=float(verify[best]),
-            acceptance=np.round(joint, 4).tolist(),
+            rtt_ms=max(0.0, self.rtt.value),
+            draft_ms_per_token=float(self._per_token[best] * self.draft_scale.value),
+            verify_ms=float(out["verify"][best]),
+            acceptance=[round(x, 4) for x in out["joint"].tolist()],
             rounds_seen=self.rounds_seen,
         )
 
@@ -398,10 +436,10 @@ class AdaptiveK:
         round_ms: float,
     ) -> None:
         """Learn from one round: K asked for, tokens drafted and accepted, measured times (ms)."""
-        if not 0 <= accepted <= drafted <= k_asked:
+        if not 0 <= accepted <= drafted <= k_asked <= self.prior.k_max:
             raise InvalidInput(
                 f"round outcome accepted={accepted}, drafted={drafted}, K={k_asked} is "
-                "inconsistent (need 0 ≤ accepted ≤ drafted ≤ K)"
+                f"inconsistent (need 0 ≤ accepted ≤ drafted ≤ K ≤ {self.prior.k_max})"
             )
         self.rounds_seen += 1
         if k_asked >= 1 and self.proposal is not None:
@@ -410,14 +448,12 @@ class AdaptiveK:
             self.acceptance.observe(accepted, stopped=accepted < drafted)
             # a round after a fully accepted one also reads two new tokens (catch-up)
             catchup = self.prior.catchup_ms if self._caught_up else 0.0
-            profiled = drafted * float(self.prior.draft_ms_per_token[k_asked - 1]) + catchup
+            profiled = drafted * self._per_token_all[k_asked - 1] + catchup
             if profiled > 0:
                 self.draft_scale.add(_clip_scale(draft_ms / profiled))
         self._caught_up = drafted >= 1 and accepted == drafted
-        v_prof = float(self._verify_table[drafted + 1])
-        if v_prof > 0:
-            self.verify_scale.add(_clip_scale(verify_ms / v_prof))
-        serial = float(self._up_serial_ms[drafted] + self._down_serial_ms[accepted + 1])
+        self.verify.observe(drafted + 1, verify_ms)
+        serial = self._up_serial[drafted] + self._down_serial[accepted + 1]
         self.rtt.add(max(0.0, round_ms - draft_ms - verify_ms - self._overhead_ms - serial))
 
 
@@ -476,6 +512,10 @@ def prior_from_profiles(
     e = np.concatenate([[1.0], g.tokens_per_round.mean[rows]])
     drafted = None if g.drafted is None else np.concatenate([[0.0], g.drafted[rows]])
     acceptance, proposal = positions_from_tokens_per_round(e, drafted)
+    # the deep positions of a short profile are noise: pool them (see pool_positions)
+    proposal = pool_positions(proposal, np.concatenate([[1.0], np.cumprod(proposal)[:-1]]))
+    joint = acceptance * proposal
+    acceptance = pool_positions(acceptance, np.concatenate([[1.0], np.cumprod(joint)[:-1]]))
     target_name = space.target_names[int(space.target_code[first])]
     verification = next(v for v in profiles.verifications if v.target == target_name)
     v_mean, _, _ = verify_latency_table(verification, ks.size, context_tokens, 1)

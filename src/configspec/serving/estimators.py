@@ -1,0 +1,327 @@
+"""The live estimators behind the adaptive-K policy (pure Python and numpy; no clock, no I/O).
+
+Every estimator is updated once per round in O(length of the draft) work on preallocated
+arrays, and caches what the policy reads, so a policy round costs a few dozen numpy
+operations on arrays of length ``k_max`` (see :mod:`configspec.serving.adaptive`).
+
+* :class:`PositionalBeta` — a chain of conditional chances (acceptance, or an n-gram
+  drafter's proposal), one Beta posterior per draft position, with forgetting and a
+  change detector;
+* :class:`RunningMedian` — a windowed median (RTT, drafting-speed correction);
+* :class:`VerifyLine` — verification time as a line in the number of positions verified,
+  fitted live and seeded from the verification profile.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+from numpy.typing import NDArray
+
+FloatArray = NDArray[np.float64]
+
+P_MIN, P_MAX = 0.01, 0.995
+"""Every chance is kept inside this range (log-odds stay finite; one glitch cannot zero K)."""
+ANCHOR = 4.0
+"""Pseudo-observations the (shifted) prior keeps per position after decay: pools the
+positions, so deep ones that are rarely drafted do not make K wander."""
+FAST_DECAY = 0.7
+"""Per-round decay of the short memory a detected change restarts from (about 3 rounds)."""
+RECENT_ROUNDS = 12
+"""Rounds kept for that short memory (0.7^12: the older ones weigh under 2%)."""
+CHANGE_SHIFT = 1.0
+"""Log-odds shift of the acceptance the change detector looks for, either way."""
+CHANGE_H = 4.0
+"""Threshold of the detector's log-likelihood ratio (CUSUM): about 5-6 straight failures
+where 0.7 was expected, or a few dozen rounds of a small drift, which the decay follows
+anyway. At constant conditions a false alarm takes hundreds of rounds, and it only
+shortens the memory once."""
+
+
+class PositionalBeta:
+    """Beta posteriors of a chain of conditional chances, one per position, with forgetting.
+
+    Position i's posterior is ``Beta(w·p̃_i + a_i, w·(1 − p̃_i) + b_i)``: ``a_i``/``b_i``
+    are the observed successes/failures, every count multiplied by ``decay`` each round
+    (a memory of about ``1 / (1 − decay)`` rounds); ``w`` is the prior's weight,
+    ``strength`` at first, decaying the same way down to ``anchor`` pseudo-observations.
+
+    ``p̃_i`` is the prior mean moved by one log-odds shift shared by the positions from
+    ``pool_from`` on: the pooled observed rate there against what the prior expected for
+    the same observations. A drift seen at the positions that are drafted thus also moves
+    the positions the current K never reaches (which therefore cannot hold the policy at
+    a K that only the stale prior justifies). The pooled rate is itself shrunk towards
+    the expected one by ``w`` pseudo-observations, so one early failure cannot swing every
+    position to the floor. ``pool_from=1`` keeps the first position out of the pool: an
+    n-gram drafter's first proposal (is there a match at all?) is a different event from
+    its later ones (does the match go on?).
+
+    Change detection: a two-sided Bernoulli CUSUM over every trial, of the outcome's
+    log-likelihood under the posterior mean moved by ±:data:`CHANGE_SHIFT` in log-odds
+    against the mean itself. When either sum passes :data:`CHANGE_H` the long memory is
+    replaced by a short one of the same outcomes (decay :data:`FAST_DECAY`) and the
+    prior's weight drops to the anchor. So a slow ``decay`` keeps the estimate quiet at
+    constant conditions and a real change (a new domain) is still followed within a few
+    rounds.
+
+    ``observe(reached, stopped)``: positions 1..``reached`` succeeded; position
+    ``reached`` + 1 failed when ``stopped`` (else it was not tried).
+    """
+
+    def __init__(
+        self,
+        prior_mean: FloatArray,
+        strength: float,
+        decay: float,
+        *,
+        anchor: float = ANCHOR,
+        pool_from: int = 0,
+        detect_changes: bool = True,
+    ) -> None:
+        self.prior = np.clip(np.asarray(prior_mean, dtype=np.float64), P_MIN, P_MAX)
+        self._prior_odds = self.prior / (1.0 - self.prior)
+        # Σ prior over positions pool_from..i-1 (what the prior expects of i trials)
+        self._prior_cum = [0.0, *np.cumsum(self.prior).tolist()]
+        self.decay = decay
+        self.anchor = anchor
+        self.weight = strength
+        self.pool_from = pool_from
+        self.detect_changes = detect_changes
+        n = self.prior.size
+        self.a = np.zeros(n)
+        self.b = np.zeros(n)
+        # the last rounds' outcomes (successes, failed position or -1), newest last: what a
+        # detected change restarts the memory from
+        self._recent: deque[tuple[int, int]] = deque(maxlen=RECENT_ROUNDS)
+        # pooled (positions from pool_from on) successes, trials, and prior-expected successes
+        self._pool = [0.0, 0.0, 0.0]
+        self._cusum_up = self._cusum_down = 0.0
+        self.changes = 0
+        """How many changes of regime were detected (for logs and tests)."""
+        self._mean = self.prior.copy()
+        self._mean_list = self._mean.tolist()
+
+    def shifted_prior(self) -> FloatArray:
+        """The prior means, positions from ``pool_from`` on moved by the pooled shift."""
+        seen_n, total, expected_n = self._pool
+        if total <= 1e-9:
+            return self.prior
+        expected = min(max(expected_n / total, P_MIN), P_MAX)
+        w = self.weight
+        seen = min(max((seen_n + w * expected) / (total + w), P_MIN), P_MAX)
+        # the shift in log-odds is a factor on the odds
+        factor = seen * (1.0 - expected) / ((1.0 - seen) * expected)
+        odds = self._prior_odds * factor
+        out = odds / (1.0 + odds)
+        pf = self.pool_from
+        if pf:
+            out[:pf] = self.prior[:pf]
+        return out
+
+    def mean(self) -> FloatArray:
+        """Posterior mean per position (cached: recomputed once per observation)."""
+        return self._mean
+
+    def _update_mean(self) -> None:
+        w = self.weight
+        a = self.a
+        self._mean = (w * self.shifted_prior() + a) / (w + a + self.b)
+        self._mean_list = self._mean.tolist()
+
+    def _pool_add(self, hi: int, failed_at: int, lam: float) -> None:
+        pf = self.pool_from
+        seen, total, expected = self._pool
+        s = max(0, hi - pf)
+        e = self._prior_cum[hi] - self._prior_cum[pf] if s else 0.0
+        t = float(s)
+        if failed_at >= pf:
+            t += 1.0
+            e += float(self.prior[failed_at])
+        self._pool = [lam * seen + s, lam * total + t, lam * expected + e]
+
+    def _pool_recount(self) -> None:
+        pf = self.pool_from
+        a, n = self.a[pf:], self.a[pf:] + self.b[pf:]
+        self._pool = [float(a.sum()), float(n.sum()), float(n @ self.prior[pf:])]
+
+    def observe(self, reached: int, stopped: bool) -> None:
+        """Decay, then count successes at 1..``reached`` and a failure after if ``stopped``."""
+        lam = self.decay
+        a, b = self.a, self.b
+        a *= lam
+        b *= lam
+        self.weight = self.anchor + lam * (self.weight - self.anchor)
+        n = a.size
+        hi = min(reached, n)
+        failed_at = reached if stopped and reached < n else -1
+        if hi:
+            a[:hi] += 1.0
+        if failed_at >= 0:
+            b[failed_at] += 1.0
+        self._pool_add(hi, failed_at, lam)
+        if self.detect_changes:
+            self._recent.append((hi, failed_at))
+            self._check_change(hi, failed_at)
+        self._update_mean()
+
+    def _check_change(self, successes: int, failed_at: int) -> None:
+        """Add this round's trials to the CUSUMs (under the mean before the round).
+
+        With ``p`` moved to ``p'`` by a shift ``δ`` in log-odds, a failure's log-likelihood
+        ratio is ``g = −log(1 + p·(e^δ − 1))`` and a success's ``δ + g``.
+        """
+        m = self._mean_list
+        up = down = 0.0
+        for i in range(successes):
+            up += CHANGE_SHIFT - math.log1p(m[i] * _E_UP)
+            down += -CHANGE_SHIFT - math.log1p(m[i] * _E_DOWN)
+        if failed_at >= 0:
+            up -= math.log1p(m[failed_at] * _E_UP)
+            down -= math.log1p(m[failed_at] * _E_DOWN)
+        self._cusum_up = max(0.0, self._cusum_up + up)
+        self._cusum_down = max(0.0, self._cusum_down + down)
+        if max(self._cusum_up, self._cusum_down) > CHANGE_H:
+            self.a = np.zeros_like(self.a)
+            self.b = np.zeros_like(self.b)
+            weight = 1.0
+            for hi, failed_at in reversed(self._recent):  # newest first
+                self.a[:hi] += weight
+                if failed_at >= 0:
+                    self.b[failed_at] += weight
+                weight *= FAST_DECAY
+            self.weight = min(self.weight, self.anchor)
+            self._cusum_up = self._cusum_down = 0.0
+            self._pool_recount()
+            self.changes += 1
+
+
+_E_UP = math.expm1(CHANGE_SHIFT)
+_E_DOWN = math.expm1(-CHANGE_SHIFT)
+
+
+class RunningMedian:
+    """The median of the last ``window`` samples; ``prior`` until the first sample."""
+
+    def __init__(self, prior: float, window: int) -> None:
+        self.prior = prior
+        self.samples: deque[float] = deque(maxlen=window)
+        self.value = prior
+        """The running median (the prior before any sample); updated by :meth:`add`."""
+
+    def add(self, x: float) -> None:
+        """Add one sample (non-finite samples are ignored)."""
+        if not math.isfinite(x):
+            return
+        self.samples.append(float(x))
+        s = sorted(self.samples)
+        mid = len(s) // 2
+        self.value = s[mid] if len(s) % 2 else 0.5 * (s[mid - 1] + s[mid])
+
+
+def line_fit(positions: FloatArray, latency_ms: FloatArray) -> tuple[float, float]:
+    """Least-squares ``(intercept_ms, slope_ms_per_position)`` of a latency table.
+
+    NaN entries are skipped. The slope is clamped at 0 (verifying more positions never
+    takes less time; a negative slope is profiling noise), the intercept then being the
+    mean; one point gives a flat line through it.
+    """
+    p = np.asarray(positions, dtype=np.float64)
+    v = np.asarray(latency_ms, dtype=np.float64)
+    ok = np.isfinite(v) & np.isfinite(p)
+    p, v = p[ok], v[ok]
+    if p.size == 0:
+        raise ValueError("no finite latency to fit")
+    if p.size == 1 or float(np.ptp(p)) == 0.0:
+        return float(v.mean()), 0.0
+    slope, intercept = np.polyfit(p, v, 1)
+    if slope < 0:
+        return float(v.mean()), 0.0
+    return float(intercept), float(slope)
+
+
+class VerifyLine:
+    """Verification time ``a + b·p`` (ms) for ``p`` positions verified, fitted live.
+
+    Seed: the least-squares line through the verification profile (:func:`line_fit`),
+    ``a0 + b0·p``. Each round adds its (positions, measured verify ms) to a weighted
+    least-squares fit whose weights decay by ``decay`` per round, with a ridge pulling
+    the slope towards the profile's, scaled to the measured level: ``s·b0``, ``s`` the
+    running median (``window`` rounds) of measured / profiled time. So
+
+    * when the rounds span several lengths (an n-gram drafter drafts 0..K; the policy
+      moves K) the data fix the slope: verify time is neither assumed flat in K nor
+      trusted to grow as a stale profile says;
+    * when every round has the same length (a model drafter at a steady K) the data fix
+      the level there and the profile's slope, scaled, the rest — a host that slows every
+      position down by the same factor keeps the profiled proportions.
+
+    The ridge weighs ``slope_weight`` (in rounds × positions², so a single round one
+    position away from the others already counts as much); a tiny one on the intercept
+    only makes the fit defined before any round. Robustness: each sample is clipped
+    into [1/``clip``, ``clip``] × the current prediction before it enters the fit (a
+    stall cannot tilt the line; a lasting change comes through within a few rounds, and
+    the median level at once), and the fitted slope is clamped at 0.
+    """
+
+    def __init__(
+        self,
+        profile_ms: FloatArray,
+        decay: float,
+        window: int,
+        *,
+        slope_weight: float = 1.0,
+        clip: float = 1.5,
+    ) -> None:
+        table = np.asarray(profile_ms, dtype=np.float64)
+        positions = np.arange(table.size, dtype=np.float64)
+        ok = np.isfinite(table) & (positions >= 1)
+        if not ok.any():
+            raise ValueError("no verification latency at any position")
+        self.a0, self.b0 = line_fit(positions[ok], table[ok])
+        self.decay = decay
+        self.slope_weight = slope_weight
+        self.clip = clip
+        self.level = RunningMedian(1.0, window)
+        """Running median of measured / profiled-line time (the scale of the prior)."""
+        self._s = [0.0] * 5  # Σw, Σw·p, Σw·p², Σw·v, Σw·p·v of the rounds
+        self.a, self.b = self.a0, self.b0
+
+    def prior_ms(self, positions: float) -> float:
+        """The profile's line at ``positions`` (ms), unscaled."""
+        return self.a0 + self.b0 * positions
+
+    def predict(self, positions: FloatArray | float) -> FloatArray:
+        """Predicted verification time (ms) of ``positions`` positions (array or scalar)."""
+        return np.asarray(self.a + self.b * np.asarray(positions, dtype=np.float64))
+
+    def observe(self, positions: int, verify_ms: float) -> None:
+        """Add one round: ``positions`` verified in ``verify_ms``."""
+        if not (math.isfinite(verify_ms) and verify_ms > 0):
+            return
+        p = float(positions)
+        prior = self.prior_ms(p)
+        if prior > 0:
+            self.level.add(min(max(verify_ms / prior, 0.05), 20.0))
+        pred = max(self.a + self.b * p, 1e-6)
+        v = min(max(verify_ms, pred / self.clip), pred * self.clip)
+        lam = self.decay
+        s0, s1, s2, sy, spy = self._s
+        self._s = [lam * s0 + 1.0, lam * s1 + p, lam * s2 + p * p, lam * sy + v, lam * spy + p * v]
+        self._fit()
+
+    def _fit(self) -> None:
+        k = self.level.value
+        wa, wb = 1e-6, self.slope_weight
+        s0, s1, s2, sy, spy = self._s
+        s0 += wa
+        sy += wa * k * self.a0
+        s2 += wb
+        spy += wb * k * self.b0
+        det = s0 * s2 - s1 * s1  # > 0: both ridges are positive
+        b = (s0 * spy - s1 * sy) / det
+        if b < 0:
+            self.a, self.b = sy / s0, 0.0
+        else:
+            self.a, self.b = (sy - b * s1) / s0, b
