@@ -14,11 +14,12 @@ returns the K that maximises the objective. Its inputs are live estimates
   known; the profile's deep positions pooled, :func:`pool_positions`) and updated by
   each round's outcome. Counts decay by ``decay`` = 0.97 per round (a memory of about
   33 rounds): at constant conditions the posterior mean of a position then wanders with a
-  standard deviation of about 0.06, where the former 0.9 (10 rounds) left about 0.09 and
+  standard deviation of about 0.055, where the former 0.9 (10 rounds) left about 0.09 and
   made K wander between neighbours on noise alone. A change detector (a two-sided CUSUM,
   :class:`~configspec.serving.estimators.PositionalBeta`) restarts the memory when the
   regime really changes, so a new domain is followed about as fast as with 0.9 (in
-  simulation: a fall of 0.7 → 0.3 is tracked to within 0.1 after a median 11 rounds);
+  simulation: a fall of 0.7 → 0.3 is tracked to within 0.1 after a median 13 rounds,
+  22 with 0.9 alone);
 * **RTT** — the running median of the last ``window`` = 7 rounds' wait beyond drafting
   and verification (round − draft − verify − the profiled per-round overhead −
   serialisation): a step in the link is followed after 4 rounds, a single stall is not;
