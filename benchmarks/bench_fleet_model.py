@@ -9,9 +9,16 @@ think time outside the verifier, the verifier's service time per request, E(K));
 is fitted to the multi-client runs. The verifier runs one evaluation at a time and has
 one target copy per client (``--slots``: no session-switch prefill), so this is the
 one-at-a-time (batch = 1) case of the model: exact MVA with one delay station and one
-FCFS queueing station. ``--server-arg`` passes options to the server (e.g. a batching
-policy once the verifier has one; then give ``--max-batch`` and ``--batch-latency`` to
-model it).
+FCFS queueing station. ``--server-arg`` passes further options to the server.
+
+``--policy batched`` validates the batched case instead (issue 16's verifier: up to
+``--max-batch`` sessions per pass, one KV sequence per session). The model's service time
+is then the pass latency against sessions per batch x positions, measured on the real
+server path before the runs (``configspec profile verify`` with B = 1, 2, 4, ... up to
+``--max-batch``, in-process, at ``--profile-context`` tokens; or read from
+``--verify-profile``); the think time is the calibration's round minus S(1, p). The
+timing-only variant rescales that curve to the pass time and mean batch the verifier
+reported in the same run (``/metrics``).
 
 Then the replica check: a small emulated fleet (``--fleet-clients`` devices) gets an SLO
 between what 1 and 2 replicas can give; ``configspec.plan`` picks the replica count
@@ -60,14 +67,19 @@ def load() -> list[float]:
 
 
 @contextmanager
-def verifier(args: argparse.Namespace, slots: int) -> Iterator[int]:
-    """A verifier subprocess on a free port with ``slots`` target copies; yields the port."""
+def verifier(args: argparse.Namespace, slots: int, policy: str = "") -> Iterator[int]:
+    """A verifier subprocess on a free port; yields the port. One-at-a-time: ``slots``
+    target copies, one evaluation at a time; batched: one multi-sequence target, up to
+    ``--max-batch`` sessions per pass."""
     port = free_port()
+    if (policy or args.policy) == "batched":
+        mode = ["--batch", "--max-batch-sessions", str(args.max_batch), "--max-sessions", "48"]
+    else:
+        mode = ["--no-batch", "--slots", str(slots), "--max-sessions", "64"]
     cmd = [
         sys.executable, "-m", "configspec", "serve", "verifier", "--target", args.target,
         "--host", "127.0.0.1", "--port", str(port), "--threads", str(args.threads),
-        "--n-ctx", str(args.n_ctx), "--slots", str(slots), "--max-sessions", "64",
-        *args.server_arg,
+        "--n-ctx", str(args.n_ctx), *mode, *args.server_arg,
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
@@ -191,15 +203,26 @@ def run_clients(
     }
 
 
-def predict(calib: dict[str, object], max_n: int, max_batch: int = 1) -> dict[str, list[float]]:
-    """The model's figures for N = 1..max_n from the calibration run's measurements."""
-    service = float(calib["server_ms"])  # type: ignore[arg-type]
-    think = float(calib["round_ms"]) - service  # type: ignore[arg-type]
+def predict(
+    calib: dict[str, object], max_n: int, curve: BatchLatency | None = None, max_batch: int = 1
+) -> dict[str, list[float]]:
+    """The model's figures for N = 1..max_n from the calibration run's measurements.
+
+    One-at-a-time (``curve`` None): the service time is the calibration's time in the
+    server per request. Batched: ``curve`` is the profiled pass latency (sessions x
+    positions) and the think time is the calibration's round minus S(1, p), so N = 1 is
+    the calibration by construction and only the batch shape is the profile's."""
     e = float(calib["tokens_per_round"])  # type: ignore[arg-type]
     positions = float(calib["drafted"]) + 1.0  # type: ignore[arg-type]
-    table = np.full((1, 66), service)
-    table[:, 0] = np.nan
-    sol = solve_population(max_n, think, positions, e, BatchLatency(table), max_batch)
+    if curve is None:
+        service = float(calib["server_ms"])  # type: ignore[arg-type]
+        table = np.full((1, 66), service)
+        table[:, 0] = np.nan
+        curve = BatchLatency(table)
+    else:
+        service = float(curve(1.0, positions))
+    think = float(calib["round_ms"]) - service  # type: ignore[arg-type]
+    sol = solve_population(max_n, think, positions, e, curve, max_batch)
     return {
         "aggregate_tok_s": sol.replica_goodput_tok_s[0].tolist(),
         "per_client_tok_s": sol.goodput_tok_s[0].tolist(),
@@ -235,6 +258,92 @@ def predict_timing_only(calib: dict[str, object], meas: dict[str, object]) -> di
     }
 
 
+def batch_curve(args: argparse.Namespace) -> tuple[BatchLatency, dict[str, object]]:
+    """The pass latency against sessions x positions (T = 0, the context closest to
+    ``--profile-context``): from ``--verify-profile``, else profiled now on the real server
+    path (a batched verifier in this process, same target and threads)."""
+    from configspec.config import GpuTimePrice, VerificationProfile
+    from configspec.profiling.verification import VerificationProfiler, VerifySweepSettings
+    from configspec.store import ProfileStore, load_profile
+
+    levels = sorted({b for b in (1, 2, 4, 8, 16, 32) if b < args.max_batch} | {args.max_batch})
+    if args.verify_profile is not None:
+        profile = load_profile(args.verify_profile, VerificationProfile)
+    else:
+        settings = VerifySweepSettings(
+            k_max=args.k, context_tokens=(args.profile_context,), batch_sizes=tuple(levels),
+            threads=args.threads, min_repeats=3, max_repeats=30,
+            point_budget_s=args.profile_budget_s,
+        )  # fmt: skip
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.time()
+            print(f"profiling passes on the server path: B = {levels}, P = 1..{args.k + 1}, "
+                  f"context {args.profile_context} (load {load()})", flush=True)  # fmt: skip
+            profile, _, _ = VerificationProfiler(
+                args.target, ProfileStore(Path(tmp)), price=GpuTimePrice(price_usd_per_hour=1.0),
+                settings=settings,
+            ).run()  # fmt: skip
+            print(f"  done in {time.time() - t0:.0f} s (load {load()})", flush=True)
+    pts = [p for p in profile.latency if p.temperature == 0.0]
+    ctx = min({p.context_tokens for p in pts}, key=lambda c: abs(c - args.profile_context))
+    batches = sorted({p.batch for p in pts if p.context_tokens == ctx})
+    width = max(p.positions for p in pts) + 1
+    table = np.full((len(batches), width), np.nan)
+    for p in pts:
+        if p.context_tokens == ctx:
+            table[batches.index(p.batch), p.positions] = p.latency_ms.mean
+    if batches[0] != 1 or np.isnan(table[:, 1 : args.k + 2]).any():
+        raise SystemExit(f"the verification profile lacks B=1 or P=1..{args.k + 1} at ctx={ctx}")
+    rows = [[None if np.isnan(x) else float(x) for x in row] for row in table]
+    doc = {"context_tokens": ctx, "batches": batches, "table_ms": rows}
+    for b, row in zip(batches, table, strict=True):
+        cells = " ".join(f"{x:7.1f}" for x in row[1 : args.k + 2])
+        print(f"  S(B={b:>2}, P=1..{args.k + 1}) ms: {cells}", flush=True)
+    return BatchLatency(table, np.asarray(batches, dtype=np.float64)), doc
+
+
+def pass_stats(url: str) -> tuple[float, float, float]:
+    """(passes, sessions summed over passes, pass seconds summed) from a batched verifier's
+    ``/metrics``; differences of two readings give a window's mean batch and pass time."""
+    text = httpx.get(url + "/metrics", timeout=10).text
+    vals = {}
+    for line in text.splitlines():
+        for key in ("configspec_batch_sessions_count", "configspec_batch_sessions_sum",
+                    "configspec_batch_pass_seconds_sum"):  # fmt: skip
+            if line.startswith(key + " "):
+                vals[key] = float(line.split()[-1])
+    return (vals.get("configspec_batch_sessions_count", 0.0),
+            vals.get("configspec_batch_sessions_sum", 0.0),
+            vals.get("configspec_batch_pass_seconds_sum", 0.0))  # fmt: skip
+
+
+def predict_timing_only_batched(
+    curve: BatchLatency, max_batch: int, meas: dict[str, object], passes: tuple[float, ...]
+) -> dict[str, float]:
+    """Batched timing-only: think = round - time in the server (same run); the profiled
+    curve rescaled so that S(mean batch, mean positions) is the mean pass time the verifier
+    reported in the window (prefill chunks included, a small bias)."""
+    n = int(meas["clients"])  # type: ignore[call-overload]
+    n_pass, n_sess, pass_s = passes
+    b_mean = n_sess / n_pass if n_pass else 1.0
+    p = float(meas["drafted"]) + 1.0  # type: ignore[arg-type]
+    scale = (pass_s * 1e3 / n_pass) / float(curve(b_mean, p)) if n_pass else 1.0
+    assert curve.batches is not None
+    scaled = BatchLatency(curve.table_ms * scale, curve.batches)
+    think = float(meas["round_ms"]) - float(meas["server_ms"])  # type: ignore[arg-type]
+    e = float(meas["tokens_per_round"])  # type: ignore[arg-type]
+    sol = solve_population(n, think, p, e, scaled, max_batch)
+    return {
+        "aggregate_tok_s": float(sol.replica_goodput_tok_s[0, -1]),
+        "per_client_tok_s": float(sol.goodput_tok_s[0, -1]),
+        "round_ms": float(sol.round_ms[0, -1]),
+        "service_ms": float(pass_s * 1e3 / n_pass) if n_pass else float("nan"),
+        "think_ms": think,
+        "mean_batch": b_mean,
+        "curve_scale": scale,
+    }
+
+
 def err(pred: float, meas: float) -> float:
     return pred / meas - 1.0 if meas else float("nan")
 
@@ -256,7 +365,7 @@ def replica_check(
     several verifier processes a core each)."""
     n_dev = args.fleet_clients
     stack = ExitStack()
-    port = stack.enter_context(verifier(args, slots=n_dev))
+    port = stack.enter_context(verifier(args, slots=n_dev, policy="one-at-a-time"))
     link = stack.enter_context(open_link(args.link, ("127.0.0.1", port), delay_ms=args.rtt_ms / 2))
     with stack:
         calib = run_clients([link.url], 1, prompts, tokenizer, args, args.calibration_s)
@@ -384,6 +493,11 @@ def main() -> None:
     ap.add_argument("--n-ctx", type=int, default=1024)
     ap.add_argument("--link", default="auto")
     ap.add_argument("--server-arg", action="append", default=[])
+    ap.add_argument("--policy", choices=("one-at-a-time", "batched"), default="one-at-a-time")
+    ap.add_argument("--max-batch", type=int, default=16, help="batched: sessions per pass")
+    ap.add_argument("--profile-context", type=int, default=160)
+    ap.add_argument("--profile-budget-s", type=float, default=4.0)
+    ap.add_argument("--verify-profile", type=Path, default=None)
     ap.add_argument("--fleet-clients", type=int, default=6)
     ap.add_argument("--no-replica-check", action="store_true")
     ap.add_argument("--only-replica-check", action="store_true")
@@ -408,13 +522,16 @@ def main() -> None:
         atomic_write_json(args.out, doc)
         print(f"wrote {args.out}")
         return
+    batched = args.policy == "batched"
+    curve, curve_doc = batch_curve(args) if batched else (None, None)
     with (
         verifier(args, slots=max(ns)) as port,
         open_link(args.link, ("127.0.0.1", port), delay_ms=args.rtt_ms / 2.0) as link,
     ):
         described = link.describe()
+        direct = f"http://127.0.0.1:{port}"
         calib = run_clients([link.url], 1, prompts, tokenizer, args, args.calibration_s)
-        pred = predict(calib, max(ns))
+        pred = predict(calib, max(ns), curve, args.max_batch if batched else 1)
         print(
             f"calibration (1 client, {calib['rounds']} rounds): think {pred['think_ms'][0]:.1f} "
             f"ms, service {pred['service_ms'][0]:.1f} ms, E {calib['tokens_per_round']:.2f}, "
@@ -427,7 +544,9 @@ def main() -> None:
             round_s = pred["round_ms"][n - 1] / 1e3
             window = min(max(args.duration_s, args.min_rounds * round_s), args.max_window_s)
             warm = max(args.warmup_s, 2 * round_s)
+            before = pass_stats(direct) if batched else None
             meas = run_clients([link.url], n, prompts, tokenizer, args, window, warm)
+            after = pass_stats(direct) if batched else None
             i = n - 1
             per = meas["per_client_tok_s"]
             row = {
@@ -447,7 +566,11 @@ def main() -> None:
                 "per_client": err(pred["per_client_tok_s"][i], statistics.fmean(per)),  # type: ignore[arg-type]
                 "round": err(pred["round_ms"][i], meas["round_ms"]),  # type: ignore[arg-type]
             }
-            tim = predict_timing_only(calib, meas)
+            if curve is not None and before is not None and after is not None:
+                delta = tuple(a - b for a, b in zip(after, before, strict=True))
+                tim = predict_timing_only_batched(curve, args.max_batch, meas, delta)
+            else:
+                tim = predict_timing_only(calib, meas)
             row["predicted_timing_only"] = tim
             row["error_timing_only"] = {
                 "aggregate": err(tim["aggregate_tok_s"], meas["aggregate_tok_s"]),  # type: ignore[arg-type]
@@ -504,7 +627,12 @@ def main() -> None:
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "link": described,
         "calibration": {k: v for k, v in calib.items() if k != "per_client"},
-        "model_inputs": {"think_ms": pred["think_ms"][0], "service_ms": pred["service_ms"][0]},
+        "model_inputs": {
+            "think_ms": pred["think_ms"][0],
+            "service_ms": pred["service_ms"][0],
+            "policy": args.policy,
+            "batch_curve": curve_doc,
+        },
         "rows": rows,
         "max_abs_error": worst,
         "max_abs_error_timing_only": worst_t,
