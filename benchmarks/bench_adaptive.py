@@ -307,8 +307,11 @@ def main() -> int:
 def quickstart_profiles(work: Path, args: argparse.Namespace) -> Path:
     """Profile this machine for the benchmark's drafters (``configspec quickstart``)."""
     out = work / "quickstart"
+    # the stored RTT (the policy's prior) is phase 1's; 2 prompts per domain give alignment
+    # code and chat entries (as the profiles of the first run were made)
     cmd = [sys.executable, "-m", "configspec", "quickstart", "--out", str(out),
-           "--k-max", str(args.k_max), "--prompts-per-domain", "2",
+           "--rtt-ms", str(2 * PHASE_ONE_WAY_MS[0]), "--k-max", str(args.k_max),
+           "--max-tokens", "48", "--prompts-per-domain", "2",
            "--threads", str(args.threads), "--link", "proxy"]  # fmt: skip
     for spec in args.drafters:
         cmd += ["--drafter", spec]
