@@ -232,6 +232,7 @@ def print_rows(rows: Sequence[ValidationRow]) -> None:
           f"{'cont d/v':>9}")  # fmt: skip
     for r in rows:
         g, tm = r.objectives["goodput"], r.objectives["goodput_timing"]
+        domain = ("/".join(r.domains) or "-") + ("*" if r.acceptance_domain == "all" else "")
         cont = (
             f"{r.contention_draft:.2f}/{r.contention_verify:.2f}"
             if r.contention_draft is not None and r.contention_verify is not None
@@ -239,12 +240,24 @@ def print_rows(rows: Sequence[ValidationRow]) -> None:
         )
         print(
             f"{r.drafter:<20} {r.k:>2} {r.added_rtt_ms:>4g} {r.temperature:>4g} "
-            f"{'/'.join(r.domains) or '-':<13} {r.tokens_per_round.measured or float('nan'):>9.2f} "
+            f"{domain:<13} {r.tokens_per_round.measured or float('nan'):>9.2f} "
             f"{r.tokens_per_round.predicted or float('nan'):>5.2f} "
             f"{g.measured or float('nan'):>10.2f} {g.predicted or float('nan'):>9.2f} "
             f"{g.error if g.error is not None else float('nan'):>+7.1%} "
             f"{tm.error if tm.error is not None else float('nan'):>+7.1%} {cont:>9}"
         )
+
+
+def fmt_e_k(rows: Sequence[ValidationRow]) -> str:
+    """Median and maximum |modelled/measured − 1| of tokens per round over ``rows``."""
+    errs = [
+        abs(r.tokens_per_round.predicted / r.tokens_per_round.measured - 1)
+        for r in rows
+        if r.tokens_per_round.predicted and r.tokens_per_round.measured
+    ]
+    if not errs:
+        return "n/a"
+    return f"median |error| {statistics.median(errs):.1%}, max {max(errs):.1%}"
 
 
 def main() -> int:
@@ -281,6 +294,11 @@ def main() -> int:
     )
     ap.add_argument("--contexts", nargs="+", type=int, default=[64, 128])
     ap.add_argument("--point-budget-s", type=float, default=2.0)
+    ap.add_argument(
+        "--keep-work",
+        action="store_true",
+        help="keep the work directory (profiles and run records) for --analyze",
+    )
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument(
         "--analyze",
@@ -309,6 +327,7 @@ def main() -> int:
     rows: list[ValidationRow] = []
     overheads: dict[float, float] = {}
     warnings: list[str] = []
+    blocks: list[tuple[ProfileStore, list[Any], float]] = []  # for the pooled comparison
     total = len(args.rtts) * len(args.temperatures) * len(args.drafters) * len(args.ks)
     total *= len(run_groups)
     done = 0
@@ -321,6 +340,7 @@ def main() -> int:
                 runs = block.runs()
                 overheads[rtt] = block.network().round_overhead_ms
                 result = validate(block, runs=runs, fold_contention=args.fold_contention)
+                blocks.append((block, runs, overheads[rtt]))
                 rows += result.rows
                 warnings += [w for w in result.warnings if w not in warnings]
                 continue
@@ -363,6 +383,7 @@ def main() -> int:
                 overhead_ms_by_rtt={rtt: overheads[rtt]},
                 fold_contention=args.fold_contention,
             )
+            blocks.append((block, records, overheads[rtt]))
             rows += result.rows
             warnings += [w for w in result.warnings if w not in warnings]
     wall_s = time.perf_counter() - started
@@ -398,6 +419,23 @@ def main() -> int:
             report[f"T={temp:g}"] = {
                 "profiled_domains": s.__dict__, "left_out": sl.__dict__, "by_domain": by_domain,
             }  # fmt: skip
+            pooled = [
+                r
+                for block, runs, over in blocks
+                for r in validate(
+                    block,
+                    runs=runs,
+                    overhead_ms_by_rtt={runs[0].config.added_rtt_ms: over} if runs else None,
+                    fold_contention=args.fold_contention,
+                    acceptance_domain="all",
+                ).rows
+                if r.temperature == temp and args.left_out not in r.domains
+            ]
+            sp = summarize(pooled)["goodput"]
+            print(f"    same runs, pooled acceptance (every domain's prompts together): "
+                  f"goodput {fmt_summary(sp)}; E(K) {fmt_e_k(pooled)}")  # fmt: skip
+            print(f"    per-domain acceptance (the runs above): E(K) {fmt_e_k(profiled)}")
+            report[f"T={temp:g}"]["profiled_domains_pooled_acceptance"] = sp.__dict__
         else:
             summ = summarize(at_t)
             s = summ["goodput"]
@@ -457,8 +495,10 @@ def main() -> int:
     }
     atomic_write_json(out, payload)
     print(f"wrote {out}")
-    if args.analyze is None:
+    if args.analyze is None and not args.keep_work:
         shutil.rmtree(work, ignore_errors=True)
+    elif args.analyze is None:
+        print(f"work directory kept: {work} (re-validate with --analyze {work})")
     return 0 if ok else 1
 
 

@@ -387,3 +387,38 @@ def test_report_plots_k_and_estimates_of_adaptive_runs(profiles: Path, tmp_path:
     result = validate(store)
     assert [r.k for r in result.rows] == [4]
     assert any("chose K per round" in w for w in result.warnings)
+
+
+def test_one_domain_runs_use_their_domains_acceptance(profiles: Path) -> None:
+    # a 'code' entry with half the pooled acceptance, profiled for the drafter
+    path = profiles / "alignment" / f"{TARGET}.json"
+    doc = json.loads(path.read_text())
+    pooled = next(e for e in doc["entries"] if e["drafter"] == DRAFTER)
+    code = json.loads(json.dumps(pooled))
+    code["domain"] = "code"
+    for est in [e for e in [code["alpha"], *(code["per_position"] or [])] if e]:
+        for key in ("mean", "ci_low", "ci_high"):
+            est[key] = est[key] * 0.5
+    doc["entries"].append(code)
+    path.write_text(json.dumps(doc))
+    store = ProfileStore(profiles)
+
+    def in_domains(domains: list[str], run_id: str) -> RunRecord:
+        rec = _record(4, 50.0, 500.0, 3)
+        prov = Provenance.here("measured", settings={"domains": domains})
+        return rec.model_copy(update={"run_id": run_id, "provenance": prov})
+
+    runs = [in_domains(["code"], "code"), in_domains(["chat"], "chat"),
+            in_domains(["chat", "code"], "mixed")]  # fmt: skip
+    rows = {r.run_id: r for r in validate(store, runs=runs).rows}
+    assert rows["code"].acceptance_domain == "code"
+    # a domain alignment never saw, and a mix, are modelled with the pooled entry
+    assert rows["chat"].acceptance_domain == rows["mixed"].acceptance_domain == "all"
+    code_e = rows["code"].tokens_per_round.predicted
+    pooled_e = rows["chat"].tokens_per_round.predicted
+    assert code_e is not None and pooled_e is not None and code_e < pooled_e - 0.5
+    assert rows["mixed"].tokens_per_round.predicted == pytest.approx(pooled_e)
+    # acceptance_domain="all" pools every run
+    forced = validate(store, runs=runs, acceptance_domain="all").rows
+    assert {r.acceptance_domain for r in forced} == {"all"}
+    assert all(r.tokens_per_round.predicted == pytest.approx(pooled_e) for r in forced)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -113,6 +114,13 @@ def render_validation(result: ValidationResult) -> None:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
 
 
+class _AcceptanceDomain(str, Enum):
+    """``validate --acceptance-domain``: see :func:`configspec.loop.validate.validate`."""
+
+    RUN = "run"
+    ALL = "all"
+
+
 def validate_command(
     profiles: Path = PROFILES,
     configs: list[str] = typer.Option(
@@ -135,6 +143,12 @@ def validate_command(
     threads: int = typer.Option(1, "--threads", min=1, help="llama.cpp threads (--run)."),
     device: str = typer.Option(None, "--device", help="Device name recorded in runs (--run)."),
     preset: str = typer.Option("configspec", "--model", help="Model preset."),
+    acceptance_domain: _AcceptanceDomain = typer.Option(
+        "run",
+        "--acceptance-domain",
+        help="run: a one-domain run is modelled with its domain's acceptance when "
+        "profiled; all: always the pooled acceptance.",
+    ),
     json_out: Path = typer.Option(None, "--json", help="Also write the result as JSON here."),
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Model cache directory."),
     link: str = LINK_OPTION,
@@ -174,6 +188,7 @@ def validate_command(
         preset,
         runs=records,
         overhead_ms_by_rtt=overheads,
+        acceptance_domain="all" if acceptance_domain is _AcceptanceDomain.ALL else "run",
     )
     render_validation(result)
     if json_out is not None:

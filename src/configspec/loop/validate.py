@@ -16,7 +16,11 @@ run did:
   :mod:`configspec.loop.runtime`);
 * acceptance: E(K) from the alignment profile at the run's temperature (sampled runs use
   the entry profiled at that temperature, and drafting and verification latencies profiled
-  sampled, see :mod:`configspec.search.space`);
+  sampled, see :mod:`configspec.search.space`). A run whose prompts all come from one
+  domain that alignment profiled for its drafter is modelled with that domain's entry, as
+  ``select --domain`` would pick it; any other run (several domains, or a domain alignment
+  never saw) with the pooled ``all`` entry. ``acceptance_domain="all"`` always pools. The
+  row records which entry was used (:attr:`ValidationRow.acceptance_domain`);
 * host load: a run of the local runtime records a **contention probe** taken right before
   it (:meth:`configspec.loop.runtime.Runtime.probe`: the drafter at K=1 and one verified
   position, timed as the profilers time them). The probe divided by the profile at the
@@ -50,7 +54,7 @@ import re
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -190,6 +194,8 @@ class ValidationRow:
     """Verification latency right before the run / profiled (None: no probe or not folded)."""
     domains: tuple[str, ...] = ()
     """Domains of the prompts the run decoded (as recorded by the runtime)."""
+    acceptance_domain: str = "all"
+    """Alignment domain whose acceptance modelled the run (``all``: pooled)."""
 
 
 @dataclass(frozen=True)
@@ -412,6 +418,27 @@ class _Modelled:
     device: str
     context_tokens: int
     ratios: tuple[float, float] | None
+    acceptance_domain: str
+
+
+AcceptanceDomain = Literal["run", "all"]
+
+
+def acceptance_domain_for(run: RunRecord, profiles: Profiles, policy: AcceptanceDomain) -> str:
+    """The alignment domain that models ``run``: its prompts' one domain when alignment
+    profiled that domain for the run's drafter and target, else ``all`` (pooled)."""
+    domains = run.provenance.settings.get("domains", ())
+    if policy == "all" or not isinstance(domains, list | tuple) or len(domains) != 1:
+        return "all"
+    c = run.config
+    wanted = str(domains[0])
+    profiled = any(
+        e.domain == wanted and e.drafter == c.drafter
+        for a in profiles.alignments
+        if a.target == c.target
+        for e in a.entries
+    )
+    return wanted if profiled else "all"
 
 
 def _modelled(
@@ -421,6 +448,7 @@ def _modelled(
     network: NetworkSettings,
     fold_contention: bool,
     warnings: list[str] | None,
+    acceptance_domain: AcceptanceDomain = "run",
 ) -> _Modelled:
     c = run.config
     if c.k < 1:
@@ -432,9 +460,11 @@ def _modelled(
             f"`configspec profile verify --target {c.target}`"
         )
     ctx = _context_tokens(run)
+    domain = acceptance_domain_for(run, profiles, acceptance_domain)
     settings = SearchSettings(
         k_max=c.k,
         context_tokens=ctx,
+        domain=domain,
         temperature=c.temperature,
         devices=(device,),
         drafters=(c.drafter,),
@@ -457,7 +487,7 @@ def _modelled(
             f"the alignment profile has no entry for it; run `configspec profile alignment "
             f"--target {c.target} --drafter {c.drafter}`"
         )
-    return _Modelled(hit.iloc[0], device, ctx, ratios)
+    return _Modelled(hit.iloc[0], device, ctx, ratios, domain)
 
 
 def _triple(row: pd.Series, col: str, lo: str, hi: str) -> tuple[float, float, float]:
@@ -520,8 +550,9 @@ def _row(
     network: NetworkSettings,
     fold_contention: bool = True,
     warnings: list[str] | None = None,
+    acceptance_domain: AcceptanceDomain = "run",
 ) -> ValidationRow:
-    m = _modelled(run, profiles, preset_name, network, fold_contention, warnings)
+    m = _modelled(run, profiles, preset_name, network, fold_contention, warnings, acceptance_domain)
     row, c = m.row, run.config
     rounds, tail = steady_rounds(run)
     tpr_meas = [float(r.accepted + 1) for r in rounds]
@@ -550,6 +581,7 @@ def _row(
         contention_draft=m.ratios[0] if m.ratios else None,
         contention_verify=m.ratios[1] if m.ratios else None,
         domains=tuple(run.provenance.settings.get("domains", ())),
+        acceptance_domain=m.acceptance_domain,
     )
 
 
@@ -586,8 +618,12 @@ def validate(
     runs: Sequence[RunRecord] | None = None,
     overhead_ms_by_rtt: dict[float, float] | None = None,
     fold_contention: bool = True,
+    acceptance_domain: AcceptanceDomain = "run",
 ) -> ValidationResult:
     """Compare every stored run (or ``runs``) matching ``configs`` with the model.
+
+    ``acceptance_domain="run"`` models a single-domain run with its domain's acceptance
+    when alignment profiled that domain (see the module docstring); ``"all"`` pools.
 
     ``overhead_ms_by_rtt`` maps an added RTT (ms) to the runtime overhead measured at it,
     for runs at several RTTs; other runs use the overhead stored for their RTT
@@ -627,7 +663,9 @@ def validate(
             if math.isclose(rtt, run.config.added_rtt_ms):
                 over = given
         network = profiles.network.model_copy(update={"round_overhead_ms": over})
-        rows.append(_row(run, profiles, preset, network, fold_contention, warnings))
+        rows.append(
+            _row(run, profiles, preset, network, fold_contention, warnings, acceptance_domain)
+        )
     if profiles.network.round_overhead_ms == 0:
         warnings.append(
             "the network settings have no measured round_overhead_ms: the runtime's per-round "
