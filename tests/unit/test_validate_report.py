@@ -59,8 +59,12 @@ def test_parse_config() -> None:
     c = parse_config("gemma-3-270m-q4_0:4@30")
     assert (c.drafter, c.k, c.added_rtt_ms) == ("gemma-3-270m-q4_0", 4, 30.0)
     assert parse_config("ngram").k is None
-    with pytest.raises(InvalidInput, match="DRAFTER"):
-        parse_config("q4:x")
+    c = parse_config("ngram:2-4:3@5.5")  # the drafter is any drafter spec
+    assert (c.drafter, c.k, c.added_rtt_ms) == ("ngram:2-4", 3, 5.5)
+    assert (parse_config("ngram:2-4").drafter, parse_config("ngram:2-4").k) == ("ngram:2-4", None)
+    for bad in ("q4:x", "q4:", ":4", "q4@", "q4@x", "q4:4@30@1"):
+        with pytest.raises(InvalidInput, match="DRAFTER"):
+            parse_config(bad)
 
 
 def test_no_runs_says_how_to_make_them(profiles: Path) -> None:

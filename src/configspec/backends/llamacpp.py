@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,6 +29,9 @@ from configspec.backends._native import model_params, quiet_native_stderr
 from configspec.backends.base import DraftResult, Evaluation, FloatArray, ModelIdentity
 from configspec.backends.gguf_meta import Sha256Cache, read_identity
 from configspec.errors import BackendUnavailable, InvalidInput, ModelFileError
+
+if TYPE_CHECKING:
+    import llama_cpp
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +132,7 @@ class LlamaCppModel:
         return self._identity
 
     @property
-    def llama(self) -> object:
+    def llama(self) -> llama_cpp.Llama:
         """The underlying ``llama_cpp.Llama`` (for benchmarks comparing against raw use)."""
         return self._llm
 

@@ -21,7 +21,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from configspec.backends.base import DraftResult, ModelIdentity, Tokenizing
-from configspec.backends.specs import ngram_name
+from configspec.backends.specs import NGRAM, ngram_name
 from configspec.errors import InvalidInput
 
 
@@ -56,7 +56,7 @@ class NgramDrafter:
         self._identity = dataclasses.replace(
             base,
             name=ngram_name(min_n, max_n),
-            architecture="ngram",
+            architecture=NGRAM,
             quantization=None,
             parameter_count=0,
             file_sha256=None,

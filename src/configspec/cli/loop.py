@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich import box
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.table import Table
 
 from configspec.cli._console import console, err_console, make_progress, rich_progress
@@ -45,7 +45,7 @@ def _width() -> int:
     return console.width if console.is_terminal or "COLUMNS" in os.environ else 140
 
 
-def _print_wide(renderable: object) -> None:
+def _print_wide(renderable: RenderableType) -> None:
     """Tables stay readable when piped: 140 columns unless a terminal (or COLUMNS) says
     otherwise."""
     if console.is_terminal or "COLUMNS" in os.environ:

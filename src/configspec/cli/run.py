@@ -133,7 +133,7 @@ def _prompt_text(prompt: str | None, prompt_file: Path | None) -> str:
 
 
 def parse_k(text: str) -> int | None:
-    """``--k``: an integer 0..64, or ``auto`` (None)."""
+    """``--k``: an integer 0..K_LIMIT, or ``auto`` (None)."""
     if text.strip().lower() == "auto":
         return None
     try:

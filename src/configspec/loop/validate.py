@@ -60,7 +60,7 @@ import numpy as np
 import pandas as pd
 
 from configspec import records as R
-from configspec.backends.specs import parse_spec
+from configspec.backends.specs import is_ngram, parse_spec
 from configspec.config import (
     Estimate,
     GpuTimePrice,
@@ -92,7 +92,7 @@ OBJECTIVES = ("goodput", "goodput_timing", "goodput_end_to_end", "cost", "energy
 UNCAPPED_MBPS = 1e6
 """Bandwidth used for runs through the delay proxy without a cap (serialisation ≈ 0)."""
 
-_CONFIG = re.compile(r"^(?P<drafter>[^:@]+)(?::(?P<k>\d+))?(?:@(?P<rtt>\d+(?:\.\d+)?))?$")
+_RTT_MS = re.compile(r"\d+(?:\.\d+)?")
 
 
 @dataclass(frozen=True)
@@ -114,17 +114,21 @@ class ConfigFilter:
 
 
 def parse_config(text: str) -> ConfigFilter:
-    """Parse ``DRAFTER[:K][@RTT_MS]`` (e.g. ``gemma-3-270m-q4_0:4@30``)."""
-    m = _CONFIG.match(text.strip())
-    if not m:
+    """Parse ``DRAFTER[:K][@RTT_MS]`` (e.g. ``gemma-3-270m-q4_0:4@30``, ``ngram:2-4:3``);
+    DRAFTER is a drafter spec (:mod:`configspec.backends.specs`)."""
+    body, at, rtt = text.strip().partition("@")
+    drafter, colon, k = body.rpartition(":")
+    if not (colon and k.isdecimal()):
+        drafter, k = body, ""
+    if (
+        not drafter
+        or (at and not _RTT_MS.fullmatch(rtt))
+        or (":" in drafter and not is_ngram(drafter))
+    ):
         raise InvalidInput(
             f"configuration {text!r} is not DRAFTER[:K][@RTT_MS] (e.g. gemma-3-270m-q4_0:4@30)"
         )
-    return ConfigFilter(
-        m["drafter"],
-        int(m["k"]) if m["k"] else None,
-        float(m["rtt"]) if m["rtt"] else None,
-    )
+    return ConfigFilter(drafter, int(k) if k else None, float(rtt) if at else None)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from configspec.errors import SloInfeasible
+from configspec.model.cost import gpu_time_cost_usd
 from configspec.model.fleet import BatchLatency, FleetSolution, solve_fleet, tail_round_ms
 from configspec.plan.candidates import Candidates, batch_curve, build_candidates
 from configspec.plan.spec import FleetSpec
@@ -359,10 +360,12 @@ def plan_fleet(spec: FleetSpec, profiles: Profiles) -> FleetPlan:
     counts = cands.counts[None, :]
     fleet = np.nansum(counts * sol.goodput_tok_s, axis=-1)
     price = spec.verifier.price_usd_per_hour
+    # USD per 1M tokens: every replica billed for wall time (one second of all replicas
+    # over the tokens of that second), or each token's share of busy verifier time
     with np.errstate(divide="ignore", invalid="ignore"):
-        cost = replicas * price / (fleet * 3600.0) * 1e6
+        cost = gpu_time_cost_usd(replicas * 1e3, price) / fleet * 1e6
         gpu_ms = np.nansum(counts * sol.goodput_tok_s * sol.gpu_ms_per_token, axis=-1) / fleet
-    shared = price / 3.6e6 * gpu_ms * 1e6
+    shared = gpu_time_cost_usd(gpu_ms, price) * 1e6
     return FleetPlan(
         spec=spec,
         candidates=cands,

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from configspec.errors import InvalidInput, ProfileMissing
+from configspec.records import K_LIMIT
 
 DEFAULT_SLO_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 
@@ -65,7 +66,7 @@ class FleetSpec(_Strict):
     verifier: Verifier
     classes: list[DeviceClass] = Field(min_length=1)
     context_tokens: int = Field(default=512, ge=0)
-    k_max: int | None = Field(default=None, ge=1, le=64)
+    k_max: int | None = Field(default=None, ge=1, le=K_LIMIT)
     slo_scales: list[float] = Field(default_factory=lambda: list(DEFAULT_SLO_SCALES))
 
     @model_validator(mode="after")

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from configspec.backends.base import Drafter, ModelIdentity, Tokenizing
-from configspec.backends.specs import is_ngram
+from configspec.backends.specs import NGRAM, is_ngram
 from configspec.config import (
     DeviceInfo,
     DeviceProfile,
@@ -407,10 +407,10 @@ class DeviceProfiler:
         if self.meter is not None:
             self.meter.begin_window(window)
         try:
-            if entry["prefill"] is None and identity.architecture != "ngram":
+            if entry["prefill"] is None and identity.architecture != NGRAM:
                 entry["prefill"] = self._prefill(drafter)
                 self.checkpoint.save(state, models)
-            if entry.get("catchup") is None and identity.architecture != "ngram":
+            if entry.get("catchup") is None and identity.architecture != NGRAM:
                 entry["catchup"] = self._catchup(drafter)
                 self.checkpoint.save(state, models)
             for temp, ctx_len in itertools.product(s.temperatures, s.context_tokens):
