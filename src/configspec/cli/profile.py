@@ -22,10 +22,10 @@ from configspec.records import K_LIMIT
 from configspec.store import ProfileStore
 
 if TYPE_CHECKING:
-    from configspec.config import DeviceProfile
+    from configspec.config import DeviceProfile, VerificationProfile
     from configspec.profiling.device import DeviceSweepSettings
     from configspec.profiling.sweep import SweepReport
-    from configspec.profiling.verification import VerifySweepReport
+    from configspec.profiling.verification import VerifySweepReport, VerifySweepSettings
 
 profile_app = typer.Typer(
     help="Measure drafters on this device, targets in the cloud, and store the profiles.",
@@ -226,6 +226,25 @@ def _print_device_summary(
     )
 
 
+def _latency_table(profile: VerificationProfile, settings: VerifySweepSettings) -> Table:
+    """Latency (ms) per positions (rows) × temperature, batch and context (columns)."""
+    table = Table(title=f"verification profile {profile.target} ({profile.endpoint})")
+    table.add_column("positions", justify="right")
+    cols = list(
+        itertools.product(settings.temperatures, settings.batch_sizes, settings.context_tokens)
+    )
+    for t, b, c in cols:
+        head = f"ms ctx={c}" + (f" B={b}" if b > 1 else "") + (f" T={t:g}" if t else "")
+        table.add_column(head, justify="right")
+    by = {
+        (p.positions, p.context_tokens, p.batch, p.temperature): p.latency_ms
+        for p in profile.latency
+    }
+    for positions in range(1, settings.k_max + 2):
+        table.add_row(str(positions), *[_fmt(by.get((positions, c, b, t))) for t, b, c in cols])
+    return table
+
+
 def _concurrency_table(
     report: VerifySweepReport, context_tokens: int, k_max: int, *, server_path: bool = False
 ) -> Table:
@@ -312,24 +331,18 @@ def verify(
     cache_dir: Path = CACHE_DIR_OPTION,
 ) -> None:
     """Profile target verification latency for 1..K_max+1 positions, with its price."""
-    from configspec.backends.specs import is_url
-    from configspec.profiling.concurrency import DEFAULT_CONCURRENCY
     from configspec.profiling.verification import (
         VerificationProfiler,
         VerifySweepSettings,
+        default_batch_sizes,
         parse_price,
     )
 
     price = parse_price(price_usd_per_hour, price_usd_per_million_tokens)
-    if not batch:
-        if verifier is not None:
-            batch = [1, 2, 4, 8]
-        else:
-            batch = list(DEFAULT_CONCURRENCY) if is_url(target) else [1]
     settings = VerifySweepSettings(
         k_max=k_max,
         context_tokens=tuple(context),
-        batch_sizes=tuple(batch),
+        batch_sizes=tuple(batch) or default_batch_sizes(target, verifier),
         min_repeats=min_repeats,
         max_repeats=max_repeats,
         rel_half_width=ci,
@@ -352,20 +365,7 @@ def verify(
     )
     with progress_events() as on_event:
         profile, path, report = profiler.run(on_event)
-    table = Table(title=f"verification profile {profile.target} ({profile.endpoint})")
-    table.add_column("positions", justify="right")
-    cols = list(
-        itertools.product(settings.temperatures, settings.batch_sizes, settings.context_tokens)
-    )
-    for t, b, c in cols:
-        head = f"ms ctx={c}" + (f" B={b}" if b > 1 else "") + (f" T={t:g}" if t else "")
-        table.add_column(head, justify="right")
-    by = {
-        (p.positions, p.context_tokens, p.batch, p.temperature): p.latency_ms
-        for p in profile.latency
-    }
-    for positions in range(1, k_max + 2):
-        table.add_row(str(positions), *[_fmt(by.get((positions, c, b, t))) for t, b, c in cols])
+    table = _latency_table(profile, settings)
     console.print(table)
     if len(settings.batch_sizes) > 1:
         console.print(

@@ -105,6 +105,21 @@ class VerifySweepSettings:
         return data
 
 
+SERVER_PATH_BATCHES = (1, 2, 4, 8)
+"""Sessions per pass timed through a running verifier (``--verifier``) by default."""
+
+
+def default_batch_sizes(target: str, verifier_url: str | None = None) -> tuple[int, ...]:
+    """The batch sizes a verification sweep times when none are given: sessions per pass
+    through a running verifier, concurrent requests to a server ``target``, else one."""
+    from configspec.backends.specs import is_url
+    from configspec.profiling.concurrency import DEFAULT_CONCURRENCY
+
+    if verifier_url is not None:
+        return SERVER_PATH_BATCHES
+    return tuple(DEFAULT_CONCURRENCY) if is_url(target) else (1,)
+
+
 @dataclass
 class VerifyPointResult:
     """One measured point, as shown in the summary table."""
