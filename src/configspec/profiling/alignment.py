@@ -476,27 +476,34 @@ def _resolve_target(
     return _Target(target_spec, target_id, remote.cache_identity, remote)
 
 
-def _references(
-    target: _Target,
-    open_target: _LazyTargetModel,
-    store: ProfileStore,
-    prompts: Sequence[Prompt],
-    temp: float,
-    settings: AlignmentSettings,
-    progress: ProgressFn,
-    tally: _Tally,
-) -> list[TargetReference]:
+@dataclass
+class _Run:
+    """What the steps of one profiling run share: the target, the store, the prompts, the
+    settings, the progress callback and the running sums."""
+
+    target: _Target
+    store: ProfileStore
+    prompts: Sequence[Prompt]
+    settings: AlignmentSettings
+    progress: ProgressFn
+    tally: _Tally = field(default_factory=_Tally)
+
+
+def _references(run: _Run, open_target: _LazyTargetModel, temp: float) -> list[TargetReference]:
     """The target's references at ``temp`` (from the cache, the local model or the
-    server), counted and timed in ``tally``."""
-    ref_settings = settings.reference(temp)
+    server), counted and timed in ``run.tally``."""
+    ref_settings = run.settings.reference(temp)
+    tally = run.tally
     t0 = time.perf_counter()
-    if target.remote is not None:
-        refs = _remote_references(target, store, prompts, temp, settings, progress, tally)
+    if run.target.remote is not None:
+        refs = _remote_references(run, run.target.remote, temp)
     else:
         refs = []
-        phase = Phase(progress, f"target reference T={temp:g}", len(prompts))
-        for prompt in prompts:
-            ref, cached = reference_for(store, target.cache_key, prompt, ref_settings, open_target)
+        phase = Phase(run.progress, f"target reference T={temp:g}", len(run.prompts))
+        for prompt in run.prompts:
+            ref, cached = reference_for(
+                run.store, run.target.cache_key, prompt, ref_settings, open_target
+            )
             tally.n_cached += cached
             tally.n_computed += not cached
             refs.append(ref)
@@ -506,54 +513,42 @@ def _references(
 
 
 def _remote_references(
-    target: _Target,
-    store: ProfileStore,
-    prompts: Sequence[Prompt],
-    temp: float,
-    settings: AlignmentSettings,
-    progress: ProgressFn,
-    tally: _Tally,
+    run: _Run, remote: RemoteReferenceSource, temp: float
 ) -> list[TargetReference]:
     """The references at ``temp`` from the target's server (resuming from the cache)."""
-    assert target.remote is not None
     phases: list[Phase] = []  # the phase, once on_start knows how many are cached
 
     def starting(cached: int, todo: int) -> None:
-        what = f"target reference T={temp:g} from {target.spec}"
+        what = f"target reference T={temp:g} from {run.target.spec}"
         if cached and todo:
             logger.warning(
                 "resuming T=%g: %d of %d references already cached, fetching %d",
                 temp, cached, cached + todo, todo,
             )  # fmt: skip
             what += f" (resumed: {cached} cached)"
-        phases.append(Phase(progress, what, cached + todo))
+        phases.append(Phase(run.progress, what, cached + todo))
 
     fetched = fetch_references(
-        store, target.remote, prompts, settings.reference(temp),
-        concurrency=settings.concurrency, on_done=lambda n: phases[-1].advance(n),
+        run.store, remote, run.prompts, run.settings.reference(temp),
+        concurrency=run.settings.concurrency, on_done=lambda n: phases[-1].advance(n),
         on_start=starting,
     )  # fmt: skip
-    tally.n_cached += fetched.n_cached
-    tally.n_computed += fetched.n_fetched
+    run.tally.n_cached += fetched.n_cached
+    run.tally.n_computed += fetched.n_fetched
     return fetched.references
 
 
 def _simulate(
-    refs: Sequence[TargetReference],
-    cands: Sequence[_Candidate],
-    temp: float,
-    settings: AlignmentSettings,
-    progress: ProgressFn,
-    tally: _Tally,
+    run: _Run, refs: Sequence[TargetReference], cands: Sequence[_Candidate], temp: float
 ) -> None:
-    """Every drafter along every reference at ``temp``, pooled in ``tally``."""
-    phase = Phase(progress, f"drafters T={temp:g}", len(refs) * len(cands))
+    """Every drafter along every reference at ``temp``, pooled in ``run.tally``."""
+    phase = Phase(run.progress, f"drafters T={temp:g}", len(refs) * len(cands))
     for ref in refs:
         if len(ref.tokens) == 0:
             phase.advance(len(cands))
             continue
         for cand in cands:
-            tally.add(ref, cand, temp, settings)
+            run.tally.add(ref, cand, temp, run.settings)
             phase.advance()
 
 
@@ -620,32 +615,27 @@ def profile_alignment(
         target.close()
         raise
     open_target = _LazyTargetModel(target.identity, settings)
-    tally = _Tally()
+    run = _Run(target, store, prompts, settings, progress)
     try:
         for temp in settings.temperatures:
-            refs = _references(target, open_target, store, prompts, temp, settings, progress, tally)
+            refs = _references(run, open_target, temp)
             open_target.close()  # free the target's memory before the drafters run
-            _simulate(refs, cands, temp, settings, progress, tally)
+            _simulate(run, refs, cands, temp)
     finally:
         for c in cands:
             c.close()
         open_target.close()
         target.close()
-    return _result(store, target, cands, tally, settings, prompt_source, len(prompts), save)
+    return _result(run, cands, prompt_source, save)
 
 
 def _result(
-    store: ProfileStore,
-    target: _Target,
-    cands: Sequence[_Candidate],
-    tally: _Tally,
-    settings: AlignmentSettings,
-    prompt_source: str,
-    n_prompts: int,
-    save: bool,
+    run: _Run, cands: Sequence[_Candidate], prompt_source: str, save: bool
 ) -> AlignmentResult:
     """The profile from the pooled statistics (merged with and saved to the store when
     ``save``) and the run's timings."""
+    store, target, tally, settings = run.store, run.target, run.tally, run.settings
+    n_prompts = len(run.prompts)
     gap = float(np.mean(tally.widths)) if tally.widths else 0.0
     bounds = tally.alpha_bounds()
     summaries = {

@@ -47,11 +47,10 @@ import numpy as np
 from pydantic import ValidationError
 
 from configspec.backends.base import ModelIdentity, Tokenizing
-from configspec.config import Estimate, VerificationProfile
+from configspec.config import VerificationProfile
 from configspec.errors import BackendUnavailable, IncompatibleModels, InvalidInput
 from configspec.profiling.concurrency import time_concurrent
 from configspec.profiling.device import build_context
-from configspec.profiling.stats import repeat_until
 from configspec.profiling.sweep import Checkpoint
 from configspec.progress import ProgressEvent, ProgressFn
 from configspec.serving.client import auth_headers, probe_server
@@ -357,8 +356,7 @@ def run_server_path(
     """The verification sweep on the server path (see the module docstring): every
     (temperature, context, B, P) point is the verifier's pass time for B sessions of P
     positions; checkpointed after each point and resumed like the direct sweep."""
-    from configspec.profiling.verification import VerifyPointResult, VerifySweepReport
-    from configspec.stats import student_t_mean
+    from configspec.profiling.verification import VerifySweepReport, point_key, time_point
 
     started = time.perf_counter()
     s = prof.settings
@@ -381,8 +379,7 @@ def run_server_path(
         state = checkpoint.load(models)
         state.setdefault("started_at", time.time())
         points: list[dict[str, Any]] = state.setdefault("points", [])
-        done = {(p["positions"], p["context_tokens"], p["batch"], p.get("temperature", 0.0))
-                for p in points}  # fmt: skip
+        done = {point_key(p) for p in points}
         report = VerifySweepReport(resumed_points=len(done))
         total = len(s.temperatures) * len(s.context_tokens) * (s.k_max + 1) * len(s.batch_sizes)
         label = f"verify {identity.name} (server path)"
@@ -407,39 +404,12 @@ def run_server_path(
                             measure = functools.partial(
                                 _pass_ms, bench, positions, pool, s.draft_top_k, request_ms
                             )
-                            sampled = repeat_until(
-                                measure,
-                                rel_half_width=s.rel_half_width,
-                                min_repeats=s.min_repeats,
-                                max_repeats=s.max_repeats,
-                                budget_s=s.point_budget_s,
-                            )
-                            est = student_t_mean(sampled.samples)
-                            points.append({
-                                "positions": positions, "context_tokens": ctx_len,
-                                "batch": batch, "latency_ms": est.model_dump(),
-                                "rel_half_width": sampled.rel_half_width,
-                                "converged": sampled.converged, "temperature": temp,
-                                "mean_request_ms": sum(request_ms) / len(request_ms),
-                            })  # fmt: skip
+                            key = (positions, ctx_len, batch, temp)
+                            point, detail = time_point(measure, request_ms, s, key)
+                            points.append(point)
                             checkpoint.save(state, models)
-                            mark = "" if sampled.converged else " (budget)"
-                            at = f" T={temp:g}" if temp else ""
-                            detail = f"P={positions} ctx={ctx_len} B={batch}{at}: "
-                            detail += f"{est.mean:.3g} ms{mark}"
                             progress(ProgressEvent(label, len(points), total, detail))
                 finally:
                     if pool is not None:
                         pool.shutdown()
-    for p in points:
-        report.points.append(
-            VerifyPointResult(p["positions"], p["context_tokens"], p["batch"],
-                              Estimate(**p["latency_ms"]), p["rel_half_width"],
-                              p["converged"], p.get("temperature", 0.0),
-                              p.get("mean_request_ms"))
-        )  # fmt: skip
-    profile = prof._profile(identity, state, report)
-    path = prof.store.save(profile)
-    checkpoint.remove()
-    report.wall_time_s = time.perf_counter() - started
-    return profile, path, report
+    return prof.save_sweep(identity, state, report, checkpoint, started)

@@ -31,7 +31,7 @@ import functools
 import itertools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -211,10 +211,41 @@ def _time_batch(targets: Sequence[Target], context: list[int], tokens: list[int]
     return timing.wall_ms
 
 
-def _key(point: dict[str, Any]) -> tuple[int, int, int, float]:
+def point_key(point: dict[str, Any]) -> tuple[int, int, int, float]:
     """A checkpointed point's (positions, context, batch, temperature)."""
     return (point["positions"], point["context_tokens"], point["batch"],
             point.get("temperature", 0.0))  # fmt: skip
+
+
+def time_point(
+    measure: Callable[[], float],
+    request_ms: Sequence[float],
+    s: VerifySweepSettings,
+    key: tuple[int, int, int, float],
+) -> tuple[dict[str, Any], str]:
+    """Sample one sweep point, ``key`` = (positions, context tokens, batch, temperature),
+    with ``measure`` (one latency in ms per call; ``request_ms`` fills with each request's
+    latency as it runs) until ``s``'s CI target or budget. Returns the point as the
+    checkpoint stores it and a progress line."""
+    positions, ctx_len, batch, temp = key
+    sampled = repeat_until(
+        measure,
+        rel_half_width=s.rel_half_width,
+        min_repeats=s.min_repeats,
+        max_repeats=s.max_repeats,
+        budget_s=s.point_budget_s,
+    )
+    est = student_t_mean(sampled.samples)
+    point = {
+        "positions": positions, "context_tokens": ctx_len,
+        "batch": batch, "latency_ms": est.model_dump(),
+        "rel_half_width": sampled.rel_half_width,
+        "converged": sampled.converged, "temperature": temp,
+        "mean_request_ms": sum(request_ms) / len(request_ms),
+    }  # fmt: skip
+    mark = "" if sampled.converged else " (budget)"
+    at = f" T={temp:g}" if temp else ""
+    return point, f"P={positions} ctx={ctx_len} B={batch}{at}: {est.mean:.3g} ms{mark}"
 
 
 class VerificationProfiler:
@@ -326,7 +357,7 @@ class VerificationProfiler:
             state = checkpoint.load(models)
             state.setdefault("started_at", time.time())
             points: list[dict[str, Any]] = state.setdefault("points", [])
-            done = {_key(p) for p in points}
+            done = {point_key(p) for p in points}
             report = VerifySweepReport(resumed_points=len(done))
             total = len(s.temperatures) * len(s.context_tokens) * (s.k_max + 1) * len(s.batch_sizes)
             label = f"verify {identity.name}"
@@ -351,27 +382,11 @@ class VerificationProfiler:
                             measure = functools.partial(
                                 _time_batch, group, context, tokens, pool, decide, request_ms
                             )
-                            sampled = repeat_until(
-                                measure,
-                                rel_half_width=s.rel_half_width,
-                                min_repeats=s.min_repeats,
-                                max_repeats=s.max_repeats,
-                                budget_s=s.point_budget_s,
-                            )
-                            est = student_t_mean(sampled.samples)
-                            points.append({
-                                "positions": positions, "context_tokens": ctx_len,
-                                "batch": batch, "latency_ms": est.model_dump(),
-                                "rel_half_width": sampled.rel_half_width,
-                                "converged": sampled.converged, "temperature": temp,
-                                "mean_request_ms": sum(request_ms) / len(request_ms),
-                            })  # fmt: skip
+                            key = (positions, ctx_len, batch, temp)
+                            point, detail = time_point(measure, request_ms, s, key)
+                            points.append(point)
                             checkpoint.save(state, models)
-                            mark = "" if sampled.converged else " (budget)"
-                            at = f" T={temp:g}" if temp else ""
-                            detail = f"P={positions} ctx={ctx_len} B={batch}{at}: "
-                            detail += f"{est.mean:.3g} ms"
-                            progress(ProgressEvent(label, len(points), total, detail + mark))
+                            progress(ProgressEvent(label, len(points), total, detail))
                 finally:
                     if pool is not None:
                         pool.shutdown()
@@ -380,7 +395,19 @@ class VerificationProfiler:
                 close = getattr(t, "close", None)
                 if callable(close):
                     close()
-        for p in points:
+        return self.save_sweep(identity, state, report, checkpoint, started)
+
+    def save_sweep(
+        self,
+        identity: ModelIdentity,
+        state: dict[str, Any],
+        report: VerifySweepReport,
+        checkpoint: Checkpoint,
+        started: float,
+    ) -> tuple[VerificationProfile, Path, VerifySweepReport]:
+        """After the last point: the report's points, the profile saved (the checkpoint
+        removed) and the wall time since ``started`` (``time.perf_counter``)."""
+        for p in state["points"]:
             report.points.append(
                 VerifyPointResult(p["positions"], p["context_tokens"], p["batch"],
                                   Estimate(**p["latency_ms"]), p["rel_half_width"],
