@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx
 import numpy as np
@@ -51,8 +51,7 @@ from configspec.config import VerificationProfile
 from configspec.errors import BackendUnavailable, IncompatibleModels, InvalidInput
 from configspec.profiling.concurrency import time_concurrent
 from configspec.profiling.device import build_context
-from configspec.profiling.sweep import Checkpoint
-from configspec.progress import ProgressEvent, ProgressFn
+from configspec.progress import ProgressFn
 from configspec.serving.client import auth_headers, probe_server
 from configspec.serving.protocol import (
     SESSION_TOKEN_HEADER,
@@ -356,7 +355,7 @@ def run_server_path(
     """The verification sweep on the server path (see the module docstring): every
     (temperature, context, B, P) point is the verifier's pass time for B sessions of P
     positions; checkpointed after each point and resumed like the direct sweep."""
-    from configspec.profiling.verification import VerifySweepReport, point_key, time_point
+    from configspec.profiling.verification import time_point
 
     started = time.perf_counter()
     s = prof.settings
@@ -364,26 +363,12 @@ def run_server_path(
         identity = dataclasses.replace(v.identity, name=prof._name(v.identity.name))
         if not identity.vocab_size:
             raise InvalidInput(f"{identity.name} reports no vocabulary size")
-        models = {identity.name: identity.file_sha256}
-        checkpoint = Checkpoint(
-            prof.store.checkpoint_path(f"verify-{identity.name}"),
-            kind="verification",
-            settings={
-                **s.as_dict(),
-                "target": prof.target_spec,
-                "path": "server",
-                "verifier_url": prof.verifier_url,
-            },
-            restart=prof.restart,
+        sweep = prof.open_sweep(
+            identity,
+            f"verify {identity.name} (server path)",
+            {"path": "server", "verifier_url": prof.verifier_url},
+            progress,
         )
-        state = checkpoint.load(models)
-        state.setdefault("started_at", time.time())
-        points: list[dict[str, Any]] = state.setdefault("points", [])
-        done = {point_key(p) for p in points}
-        report = VerifySweepReport(resumed_points=len(done))
-        total = len(s.temperatures) * len(s.context_tokens) * (s.k_max + 1) * len(s.batch_sizes)
-        label = f"verify {identity.name} (server path)"
-        progress(ProgressEvent(label, len(done), total, "starting"))
         bench = ServerPathBench(v.url, vocab_size=identity.vocab_size, api_key=prof.api_key,
                                 on_open=v.on_open)  # fmt: skip
         with bench:
@@ -393,7 +378,7 @@ def run_server_path(
                 try:
                     for temp, ctx_len in itertools.product(s.temperatures, s.context_tokens):
                         todo = [p for p in range(1, s.k_max + 2)
-                                if (p, ctx_len, batch, temp) not in done]  # fmt: skip
+                                if (p, ctx_len, batch, temp) not in sweep.done]  # fmt: skip
                         if not todo:
                             continue
                         bench.open_sessions(build_context(v.tokenizer, ctx_len), batch, temp)
@@ -406,10 +391,8 @@ def run_server_path(
                             )
                             key = (positions, ctx_len, batch, temp)
                             point, detail = time_point(measure, request_ms, s, key)
-                            points.append(point)
-                            checkpoint.save(state, models)
-                            progress(ProgressEvent(label, len(points), total, detail))
+                            sweep.record(point, detail, progress)
                 finally:
                     if pool is not None:
                         pool.shutdown()
-    return prof.save_sweep(identity, state, report, checkpoint, started)
+    return prof.save_sweep(identity, sweep, started)

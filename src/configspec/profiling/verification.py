@@ -217,6 +217,28 @@ def point_key(point: dict[str, Any]) -> tuple[int, int, int, float]:
             point.get("temperature", 0.0))  # fmt: skip
 
 
+@dataclass
+class OpenSweep:
+    """A verification sweep in progress: its checkpoint (``state`` holds the points so
+    far), the points already done (resumed), the report, and the progress label and
+    total."""
+
+    checkpoint: Checkpoint
+    state: dict[str, Any]
+    models: dict[str, str | None]
+    done: set[tuple[int, int, int, float]]
+    report: VerifySweepReport
+    label: str
+    total: int
+
+    def record(self, point: dict[str, Any], detail: str, progress: ProgressFn) -> None:
+        """Store one measured point in the checkpoint and report it."""
+        points: list[dict[str, Any]] = self.state["points"]
+        points.append(point)
+        self.checkpoint.save(self.state, self.models)
+        progress(ProgressEvent(self.label, len(points), self.total, detail))
+
+
 def time_point(
     measure: Callable[[], float],
     request_ms: Sequence[float],
@@ -347,21 +369,7 @@ class VerificationProfiler:
         try:
             identity = targets[0].identity
             identity = dataclasses.replace(identity, name=self._name(identity.name))
-            models = {identity.name: identity.file_sha256}
-            checkpoint = Checkpoint(
-                self.store.checkpoint_path(f"verify-{identity.name}"),
-                kind="verification",
-                settings={**s.as_dict(), "target": self.target_spec},
-                restart=self.restart,
-            )
-            state = checkpoint.load(models)
-            state.setdefault("started_at", time.time())
-            points: list[dict[str, Any]] = state.setdefault("points", [])
-            done = {point_key(p) for p in points}
-            report = VerifySweepReport(resumed_points=len(done))
-            total = len(s.temperatures) * len(s.context_tokens) * (s.k_max + 1) * len(s.batch_sizes)
-            label = f"verify {identity.name}"
-            progress(ProgressEvent(label, len(done), total, "starting"))
+            sweep = self.open_sweep(identity, f"verify {identity.name}", {}, progress)
             while len(targets) < max(s.batch_sizes):
                 targets.append(self._open())
             for batch in s.batch_sizes:
@@ -372,7 +380,7 @@ class VerificationProfiler:
                         full = build_context(targets[0], ctx_len + s.k_max)
                         context = full[:ctx_len]
                         for positions in range(1, s.k_max + 2):
-                            if (positions, ctx_len, batch, temp) in done:
+                            if (positions, ctx_len, batch, temp) in sweep.done:
                                 continue
                             tokens = full[ctx_len : ctx_len + positions - 1]
                             decide = self._decision(targets[0], context, tokens, temp)
@@ -384,9 +392,7 @@ class VerificationProfiler:
                             )
                             key = (positions, ctx_len, batch, temp)
                             point, detail = time_point(measure, request_ms, s, key)
-                            points.append(point)
-                            checkpoint.save(state, models)
-                            progress(ProgressEvent(label, len(points), total, detail))
+                            sweep.record(point, detail, progress)
                 finally:
                     if pool is not None:
                         pool.shutdown()
@@ -395,18 +401,39 @@ class VerificationProfiler:
                 close = getattr(t, "close", None)
                 if callable(close):
                     close()
-        return self.save_sweep(identity, state, report, checkpoint, started)
+        return self.save_sweep(identity, sweep, started)
 
-    def save_sweep(
+    def open_sweep(
         self,
         identity: ModelIdentity,
-        state: dict[str, Any],
-        report: VerifySweepReport,
-        checkpoint: Checkpoint,
-        started: float,
+        label: str,
+        extra_settings: dict[str, Any],
+        progress: ProgressFn,
+    ) -> OpenSweep:
+        """Open (or resume) the sweep of ``identity``: its checkpoint keyed by the settings
+        (plus ``extra_settings``), the points done; announced on ``progress`` as ``label``."""
+        s = self.settings
+        models = {identity.name: identity.file_sha256}
+        checkpoint = Checkpoint(
+            self.store.checkpoint_path(f"verify-{identity.name}"),
+            kind="verification",
+            settings={**s.as_dict(), "target": self.target_spec, **extra_settings},
+            restart=self.restart,
+        )
+        state = checkpoint.load(models)
+        state.setdefault("started_at", time.time())
+        done = {point_key(p) for p in state.setdefault("points", [])}
+        total = len(s.temperatures) * len(s.context_tokens) * (s.k_max + 1) * len(s.batch_sizes)
+        progress(ProgressEvent(label, len(done), total, "starting"))
+        report = VerifySweepReport(resumed_points=len(done))
+        return OpenSweep(checkpoint, state, models, done, report, label, total)
+
+    def save_sweep(
+        self, identity: ModelIdentity, sweep: OpenSweep, started: float
     ) -> tuple[VerificationProfile, Path, VerifySweepReport]:
         """After the last point: the report's points, the profile saved (the checkpoint
         removed) and the wall time since ``started`` (``time.perf_counter``)."""
+        state, report, checkpoint = sweep.state, sweep.report, sweep.checkpoint
         for p in state["points"]:
             report.points.append(
                 VerifyPointResult(p["positions"], p["context_tokens"], p["batch"],
