@@ -113,10 +113,7 @@ class OpenAIServer:
         max_connections: int = 16,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if not is_url(base_url):
-            raise InvalidInput(f"remote target URL {base_url!r} must start with http(s)://")
-        root = base_url.rstrip("/")
-        self.base_url = root[:-3] if root.endswith("/v1") else root
+        self.base_url = _server_root(base_url)
         self.timeout_s = timeout_s
         self.retry = retry
         self._sleep = sleep
@@ -154,11 +151,7 @@ class OpenAIServer:
             try:
                 return self._once(method, path, body)
             except _Retryable as exc:
-                if attempt == self.retry.attempts:
-                    tries = f" (after {attempt} tries)" if attempt > 1 else ""
-                    raise BackendUnavailable(f"{exc.message}{tries}") from None
-                wait = self.retry.wait_s(attempt, exc.retry_after)
-                logger.info("%s; retrying in %.1f s", exc.message, wait)
+                wait = _wait_before_retry(self.retry, attempt, exc)
                 with self._lock:
                     self.retries += 1
                 self._sleep(wait)
@@ -196,6 +189,26 @@ class _Retryable(Exception):
     def __init__(self, message: str, retry_after: str | None = None) -> None:
         super().__init__(message)
         self.message, self.retry_after = message, retry_after
+
+
+def _server_root(base_url: str) -> str:
+    """``base_url`` without a trailing ``/`` or ``/v1``; raises :class:`InvalidInput` for
+    a URL that is not http(s)."""
+    if not is_url(base_url):
+        raise InvalidInput(f"remote target URL {base_url!r} must start with http(s)://")
+    root = base_url.rstrip("/")
+    return root[:-3] if root.endswith("/v1") else root
+
+
+def _wait_before_retry(retry: RetryPolicy, attempt: int, exc: _Retryable) -> float:
+    """Seconds to wait after failed try ``attempt`` (1-based); raises
+    :class:`BackendUnavailable` (one line) when it was the last try."""
+    if attempt == retry.attempts:
+        tries = f" (after {attempt} tries)" if attempt > 1 else ""
+        raise BackendUnavailable(f"{exc.message}{tries}") from None
+    wait = retry.wait_s(attempt, exc.retry_after)
+    logger.info("%s; retrying in %.1f s", exc.message, wait)
+    return wait
 
 
 def _transport_error(exc: httpx.HTTPError, url: str, timeout_s: float) -> _Retryable:
@@ -249,10 +262,7 @@ class AsyncOpenAIServer:
         retry: RetryPolicy = NO_RETRY,
         max_connections: int = 64,
     ) -> None:
-        if not is_url(base_url):
-            raise InvalidInput(f"remote target URL {base_url!r} must start with http(s)://")
-        root = base_url.rstrip("/")
-        self.base_url = root[:-3] if root.endswith("/v1") else root
+        self.base_url = _server_root(base_url)
         self.timeout_s = timeout_s
         self.retry = retry
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -283,12 +293,7 @@ class AsyncOpenAIServer:
                 self.requests += 1
                 return _reply_json(response, url)
             except _Retryable as exc:
-                if attempt == self.retry.attempts:
-                    tries = f" (after {attempt} tries)" if attempt > 1 else ""
-                    raise BackendUnavailable(f"{exc.message}{tries}") from None
-                wait = self.retry.wait_s(attempt, exc.retry_after)
-                logger.info("%s; retrying in %.1f s", exc.message, wait)
-                await asyncio.sleep(wait)
+                await asyncio.sleep(_wait_before_retry(self.retry, attempt, exc))
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def aclose(self) -> None:
