@@ -64,6 +64,7 @@ from configspec.model.energy import edge_energy_j
 from configspec.model.evaluate import Link
 from configspec.model.latency import downlink_payload_bytes, transfer_ms, uplink_payload_bytes
 from configspec.model.presets import CONFIGSPEC, ModelPreset
+from configspec.search.evaluate import link_from_network
 from configspec.search.space import (
     Profiles,
     SearchSettings,
@@ -530,15 +531,7 @@ def prior_from_profiles(
         proposal=proposal,
         draft_ms_per_token=np.asarray(g.draft_ms_per_token.mean[rows], dtype=np.float64),
         verify_ms=np.asarray(v_mean, dtype=np.float64),
-        link=Link(
-            rtt_ms=net.rtt_ms if rtt_ms is None else rtt_ms,
-            uplink_mbps=net.uplink_mbps,
-            downlink_mbps=net.downlink_mbps,
-            bytes_per_token=net.bytes_per_token,
-            bytes_per_message=net.bytes_per_message,
-            radio_energy_j_per_byte=net.radio_energy_j_per_byte,
-            round_overhead_ms=net.round_overhead_ms,
-        ),
+        link=link_from_network(net, rtt_ms),
         catchup_ms=max(0.0, on_dev.catchup_ms.mean) if on_dev.catchup_ms else 0.0,
         draft_power_w=on_dev.draft_power_w.mean if on_dev.draft_power_w else float("nan"),
         idle_power_w=dev.idle_power_w.mean if dev.idle_power_w else float("nan"),

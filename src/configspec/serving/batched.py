@@ -33,6 +33,7 @@ from configspec.backends.base import Evaluation
 from configspec.backends.llamacpp_batch import SeqRequest
 from configspec.serving.protocol import VerifyRequest
 from configspec.serving.sessions import (
+    SESSION_COUNT_BUCKETS,
     ApiError,
     ServerLimits,
     VerifierService,
@@ -107,7 +108,7 @@ class _BatchMetrics:
         self.batch_sessions = Histogram(
             "configspec_batch_sessions",
             "Sessions in one target pass",
-            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64),
+            buckets=SESSION_COUNT_BUCKETS,
             registry=r,
         )
         self.batch_positions = Histogram(

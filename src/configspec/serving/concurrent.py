@@ -25,7 +25,12 @@ from prometheus_client import Gauge, Histogram
 
 from configspec.backends.base import Evaluation, Target
 from configspec.serving.protocol import VerifyRequest
-from configspec.serving.sessions import ServerLimits, VerifierService, _Session
+from configspec.serving.sessions import (
+    SESSION_COUNT_BUCKETS,
+    ServerLimits,
+    VerifierService,
+    _Session,
+)
 from configspec.serving.verify import Outcome
 
 
@@ -56,7 +61,7 @@ class ConcurrentVerifierService(VerifierService):
         self.upstream_concurrency = Histogram(
             "configspec_upstream_concurrency",
             "Requests in flight to the engine (this one included) when one is sent",
-            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64),
+            buckets=SESSION_COUNT_BUCKETS,
             registry=r,
         )
         self.upstream_inflight = Gauge(

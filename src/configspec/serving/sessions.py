@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 _LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+SESSION_COUNT_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
+"""Histogram buckets of a number of sessions or requests (batched together, in flight)."""
 
 
 class ApiError(Exception):
