@@ -13,7 +13,7 @@ from configspec.config import DraftLatencyPoint, Estimate, VerifyLatencyPoint
 from configspec.model import CONFIGSPEC
 from configspec.profiling.acceptance import truncate_draft
 from configspec.search import SearchSettings, build_space, pick
-from configspec.search.space import profiled_temperature
+from configspec.search.tables import profiled_temperature
 
 
 def test_profiled_temperature_prefers_exact_then_same_kind() -> None:

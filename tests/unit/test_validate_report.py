@@ -254,7 +254,8 @@ def test_tail_rounds_cut_by_max_tokens_are_left_out_of_steady_state(profiles: Pa
 def test_contention_probe_scales_drafting_and_verification(profiles: Path) -> None:
     """A probe 1.5× slower drafting and 2× slower verifying than the profile, taken right
     before the run, scales the modelled draft and verify times by exactly that."""
-    from configspec.search.space import drafter_latency_table, read_profiles, verify_latency_table
+    from configspec.search.space import read_profiles
+    from configspec.search.tables import drafter_latency_table, verify_latency_table
 
     store = ProfileStore(profiles)
     run = _record(4, 10.0, 500.0, 3)

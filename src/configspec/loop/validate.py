@@ -78,10 +78,9 @@ from configspec.search.space import (
     Profiles,
     SearchSettings,
     build_space,
-    drafter_latency_table,
     read_profiles,
-    verify_latency_table,
 )
+from configspec.search.tables import drafter_latency_table, verify_latency_table
 from configspec.serving.netem import EMULATED_LINKS
 from configspec.stats import bootstrap_ratio, normal_mean
 from configspec.store import ProfileStore

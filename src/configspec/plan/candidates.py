@@ -29,8 +29,8 @@ from configspec.search.space import (
     Profiles,
     SearchSettings,
     space_from_profiles,
-    verify_latency_table,
 )
+from configspec.search.tables import verify_latency_table
 
 log = logging.getLogger(__name__)
 

@@ -69,8 +69,8 @@ from configspec.search.space import (
     Profiles,
     SearchSettings,
     space_from_profiles,
-    verify_latency_table,
 )
+from configspec.search.tables import verify_latency_table
 from configspec.serving.estimators import P_MAX, P_MIN, PositionalBeta, RunningMedian, VerifyLine
 
 FloatArray = NDArray[np.float64]
