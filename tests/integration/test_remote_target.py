@@ -191,3 +191,43 @@ def test_verification_profile_of_a_real_remote_server(
     assert profile.price.kind == "gpu_time"
     assert profile.provenance.settings["threads"] is None  # not ours to set remotely
     assert len(report.points) == 2
+
+
+def test_concurrent_verifier_in_front_of_llama_cpp_server(
+    model_family: PreparedFamily, server_url: str, tokenizer: LlamaCppTokenizer
+) -> None:
+    """The verifier for URL targets (async, no lock) is correct against a real text-only
+    server: two concurrent sessions each get exactly target-only greedy decoding."""
+    import threading
+
+    from configspec.backends.ngram import NgramDrafter
+    from configspec.serving.client import EdgeClient
+    from configspec.serving.concurrent import ConcurrentVerifierService
+    from configspec.serving.server import ServerThread
+    from configspec.serving.sessions import ServerLimits
+
+    local = LlamaCppTarget(model_family.target_path, identity=model_family.target, n_ctx=128)
+    prompts = [tokenizer.tokenize("Water boils at"), tokenizer.tokenize("The sky is")]
+    expected = []
+    for p in prompts:  # target-only greedy, locally
+        ctx = list(p)
+        for _ in range(2):
+            ctx.append(local.evaluate(ctx, []).argmax[0])
+        expected.append(ctx[len(p) :])
+    local.close()
+    service = ConcurrentVerifierService(
+        RemoteTarget(server_url, tokenizer, top_k=4), ServerLimits(max_sessions=4, max_k=4)
+    )
+    got: list[list[int]] = [[], []]
+
+    def run(i: int) -> None:
+        with EdgeClient(srv.url, NgramDrafter(tokenizer), k=2, timeout_s=300) as c:
+            got[i] = c.generate(prompts[i], 2).tokens
+
+    with ServerThread(service) as srv:
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert got == expected
