@@ -16,7 +16,7 @@ start_server() {
   until curl -sf "http://127.0.0.1:$PORT/v1/models" >/dev/null; do sleep 0.5; done
 }
 CMD=($PY -m configspec profile alignment -t "http://127.0.0.1:$PORT" --tokenizer "$TARGET"
-     -d "$MODELS/gemma-3-270m-f16.gguf" --per-domain 2 --tokens 6 -T 0 --concurrency 1
+     -d "$MODELS/gemma-3-270m-f16.gguf" --per-domain 1 --tokens 6 -T 0 --concurrency 1
      --bootstrap 200 --profiles "$OUT/profiles")
 start_server
 "${CMD[@]}" >"$OUT/run1.out" 2>"$OUT/run1.err" &
