@@ -21,7 +21,7 @@ from configspec.backends.openai_http import PROBE_TEXT, OpenAIServer, RetryPolic
 from configspec.errors import BackendUnavailable, IncompatibleModels
 from configspec.profiling.acceptance import overlap_topk_full, softmax_temperature, temper_topk
 from configspec.profiling.prompts import Prompt
-from configspec.profiling.reference import ReferenceSettings
+from configspec.profiling.reference import ReferenceSettings, prompt_seed
 from configspec.profiling.remote_reference import RemoteReferenceSource, fetch_references
 from configspec.store import ProfileStore
 
@@ -145,7 +145,8 @@ def test_sampled_reference_with_raw_logprobs_is_tempered_with_bounds() -> None:
     ref = src.fetch(PROMPTS[0], settings)
     assert src.scales == {0.7: "raw"}
     sent = [e for e in log if e["path"] == "/v1/completions"][-1]
-    assert sent["seed"] == 5 and sent["logprobs"] == 3 and sent["temperature"] == 0.7
+    assert sent["seed"] == prompt_seed(5, PROMPTS[0])
+    assert sent["logprobs"] == 3 and sent["temperature"] == 0.7
     assert ref.tokens.tolist() == [4, 6, 5]
     assert ref.dist is not None and ref.dist.probs_low is not None
     # the sampled token the server added to the last top-k dict is kept (k+1 entries)
@@ -156,6 +157,25 @@ def test_sampled_reference_with_raw_logprobs_is_tempered_with_bounds() -> None:
     exact_lo = p ** (1 / 0.7) / (np.sum(p ** (1 / 0.7)) + 0.05 ** (1 / 0.7))  # tail piled
     assert np.all(ref.dist.probs_low[0, :3] <= exact_lo + 1e-9)
     assert np.all(exact_lo <= ref.dist.probs[0, :3] + 1e-9)
+
+
+def test_each_prompt_is_sampled_with_its_own_seed_as_on_the_local_path() -> None:
+    """One seed for every prompt gave every prompt the same random numbers: correlated
+    trajectories (and a bootstrap CI over prompts that was far too narrow)."""
+    log: list[dict[str, Any]] = []
+
+    def completions(body: dict[str, Any]) -> Any:
+        if body["max_tokens"] == 1:
+            return fixture("sampled_t1.json")
+        return fixture("sampled.json")
+
+    src = source(vllm(completions, log=log))
+    settings = ReferenceSettings(n_tokens=3, temperature=0.7, top_k=3, seed=5)
+    for p in PROMPTS[:2]:
+        src.fetch(p, settings)
+    sent = [e["seed"] for e in log if e["path"] == "/v1/completions" and e["max_tokens"] == 3]
+    assert sent == [prompt_seed(5, p) for p in PROMPTS[:2]]
+    assert sent[0] != sent[1]
 
 
 def test_processed_logprobs_are_used_as_they_are() -> None:

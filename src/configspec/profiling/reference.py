@@ -5,6 +5,12 @@ temperature T with a seed), then evaluates prompt + continuation in one batched 
 record what a verifier sees at every position: its argmax, and at T > 0 its
 temperature-scaled distribution as top-k ids/probabilities with the remainder mass.
 
+At T > 0 every prompt is sampled with its own seed (:func:`prompt_seed`, the run's seed
+mixed with the prompt text), so prompts draw independent random numbers and the bootstrap
+over prompts sees independent trajectories; the draw goes through llama.cpp's own sampler
+chain (:class:`LlamaCppSampler`), so a ``llama_cpp.server`` asked for the same prompt with
+the same seed and the filters off reproduces the local trajectory token for token.
+
 The cache lives in the profile directory (the :class:`~configspec.store.ProfileStore`
 owns the path) and is keyed by the target file's sha256, the prompt text and the
 settings, so a second profiling run (other drafters, same target) never re-runs the
@@ -13,6 +19,7 @@ target.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
 import json
@@ -36,6 +43,21 @@ logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 CACHE_KIND = "alignment-reference"
+#: How a T > 0 trajectory is drawn: per-prompt seeds, llama.cpp's sampler chain. Part of
+#: the cache key at T > 0 (references drawn with one seed for every prompt are not reused).
+SAMPLING_SCHEME = "per-prompt-seed/llama.cpp-dist"
+_SEED_MASK = 0x7FFFFFFF  # llama.cpp takes a uint32, vLLM a signed int: keep 31 bits
+
+
+def prompt_seed(seed: int, prompt: Prompt) -> int:
+    """The sampling seed of one prompt's reference: ``seed`` mixed with the prompt text.
+
+    One seed for every prompt would give every prompt the same random numbers (the same
+    quantile at each step), so the prompts' trajectories would be correlated and the
+    bootstrap over prompts would understate the spread. Returns an int in [0, 2^31).
+    """
+    digest = hashlib.sha256(f"{int(seed)}\0{prompt.text}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & _SEED_MASK
 
 
 @dataclass(frozen=True)
@@ -79,6 +101,46 @@ class TargetReference:
     generate_s: float
 
 
+class LlamaCppSampler:
+    """llama.cpp's sampler chain at temperature T with every filter off, seeded.
+
+    The chain ``llama_cpp.server`` builds for a completion with ``top_k`` 0, ``typical_p``
+    1, ``top_p`` 1, ``min_p`` 0 and no penalties: the same no-op filters, then
+    temperature, then ``dist`` (one draw of llama.cpp's seeded mt19937 per token), so the
+    same logits and seed give the server's token. ``sample(logits)`` takes one row (vocab,)
+    and returns the token id.
+    """
+
+    def __init__(self, n_vocab: int, temperature: float, seed: int) -> None:
+        import llama_cpp
+        from llama_cpp import _internals
+
+        self._lib = llama_cpp
+        self._chain = _internals.LlamaSampler()  # type: ignore[no-untyped-call]
+        self._chain.add_top_k(0)
+        self._chain.add_typical(1.0, 1)
+        self._chain.add_top_p(1.0, 1)
+        self._chain.add_min_p(0.0, 1)
+        self._chain.add_temp(float(temperature))
+        self._chain.add_dist(int(seed) & _SEED_MASK)
+        self._cur = _internals.LlamaTokenDataArray(n_vocab=n_vocab)
+
+    def sample(self, logits: npt.NDArray[np.floating]) -> int:
+        """Draw one token from ``logits`` (vocab,) and advance the chain."""
+        self._cur.copy_logits(np.asarray(logits, dtype=np.float32))
+        self._lib.llama_sampler_apply(self._chain.sampler, ctypes.byref(self._cur.candidates))
+        selected = int(self._cur.candidates.selected)
+        if selected < 0:
+            raise InvalidInput("llama.cpp's sampler selected no token")
+        tok = int(self._cur.candidates_data.id[selected])
+        self._lib.llama_sampler_accept(self._chain.sampler, tok)
+        return tok
+
+    def close(self) -> None:
+        """Free the chain."""
+        self._chain.close()  # type: ignore[no-untyped-call]
+
+
 class TeacherForcedModel(LlamaCppDrafter):
     """A llama.cpp model that can also return logits at every position of a block.
 
@@ -108,27 +170,26 @@ class TeacherForcedModel(LlamaCppDrafter):
     def generate(
         self, context: Sequence[int], n_tokens: int, *, temperature: float, seed: int
     ) -> list[int]:
-        """Up to ``n_tokens`` tokens after ``context``: greedy at 0, else sampled (seeded).
+        """Up to ``n_tokens`` tokens after ``context``: greedy at 0, else sampled with
+        llama.cpp's sampler chain seeded by ``seed`` (:class:`LlamaCppSampler`).
 
         Stops after emitting the end-of-sequence token.
         """
-        rng = np.random.default_rng(seed)
-        logits = self._prime(context)
-        out: list[int] = []
-        eos = self.eos_token
-        for i in range(n_tokens):
-            if temperature == 0.0:
-                tok = int(np.argmax(logits))
-            else:
-                p = softmax_temperature(logits[None, :], temperature)[0]
-                cdf = np.cumsum(p)
-                tok = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
-                tok = min(tok, self.n_vocab - 1)
-            out.append(tok)
-            if tok == eos or i + 1 == n_tokens:
-                break
-            logits = self._decode([tok], all_logits=False)[-1]
-        return out
+        sampler = LlamaCppSampler(self.n_vocab, temperature, seed) if temperature > 0 else None
+        try:
+            logits = self._prime(context)
+            out: list[int] = []
+            eos = self.eos_token
+            for i in range(n_tokens):
+                tok = int(np.argmax(logits)) if sampler is None else sampler.sample(logits)
+                out.append(tok)
+                if tok == eos or i + 1 == n_tokens:
+                    break
+                logits = self._decode([tok], all_logits=False)[-1]
+            return out
+        finally:
+            if sampler is not None:
+                sampler.close()
 
 
 def cache_key(target_sha256: str, prompt: Prompt, settings: ReferenceSettings) -> str:
@@ -143,6 +204,7 @@ def cache_key(target_sha256: str, prompt: Prompt, settings: ReferenceSettings) -
                 **asdict(settings),
                 "top_k": settings.top_k if settings.temperature else None,
             },
+            **({"sampling": SAMPLING_SCHEME} if settings.temperature else {}),
         },
         sort_keys=True,
     )
@@ -219,7 +281,10 @@ def compute_reference(
             f"exceeds the context window n_ctx={target.n_ctx}; shorten it or raise n_ctx"
         )
     toks = target.generate(
-        ctx, settings.n_tokens, temperature=settings.temperature, seed=settings.seed
+        ctx,
+        settings.n_tokens,
+        temperature=settings.temperature,
+        seed=prompt_seed(settings.seed, prompt),
     )
     logits = target.logits_along(ctx, toks)
     argmax = np.argmax(logits, axis=1).astype(np.int64)

@@ -1,7 +1,8 @@
 """The target's reference trajectory from a remote OpenAI-compatible server.
 
 The server generates each prompt's continuation through ``/v1/completions``: greedy at
-temperature 0, sampled at T > 0 with a seed, with its top-k log-probabilities at every
+temperature 0, sampled at T > 0 with the prompt's own seed (:func:`~configspec.profiling.
+reference.prompt_seed`, as the local path), with its top-k log-probabilities at every
 generated position. Sampling filters are switched off (``top_p`` 1, ``top_k`` 0 with -1
 as the fallback for older vLLM, ``min_p`` 0, no repetition penalties) so the continuation
 follows the target's plain temperature-T distribution, like the local path.
@@ -57,6 +58,7 @@ from configspec.profiling.reference import (
     TargetReference,
     cache_key,
     load_reference,
+    prompt_seed,
     save_reference,
 )
 from configspec.store import ProfileStore
@@ -195,7 +197,9 @@ class RemoteReferenceSource:
             return int(key[len(TOKEN_ID_PREFIX) :])
         return self._piece_ids().get(key, -1)
 
-    def logprob_scale(self, ids: list[int], text: str, settings: ReferenceSettings) -> LogprobScale:
+    def logprob_scale(
+        self, ids: list[int], text: str, settings: ReferenceSettings, seed: int | None = None
+    ) -> LogprobScale:
         """Whether the server's log-probs at ``settings.temperature`` are the raw (T = 1)
         distribution or the temperature-scaled one: two one-token requests compared."""
         t = settings.temperature
@@ -203,8 +207,9 @@ class RemoteReferenceSource:
             return "processed"  # both are the same
         if t not in self.scales:
             tops = []
+            probe_seed = settings.seed if seed is None else seed
             for temp in (1.0, t):
-                body = {"max_tokens": 1, "temperature": temp, "seed": settings.seed}
+                body = {"max_tokens": 1, "temperature": temp, "seed": probe_seed}
                 reply = self._complete(ids, text, {**body, "logprobs": max(2, settings.top_k)})
                 top = _logprobs(reply, self.server.base_url)["top_logprobs"][0]
                 tops.append({str(k): float(v) for k, v in (top or {}).items()})
@@ -224,9 +229,10 @@ class RemoteReferenceSource:
             "temperature": t,
             "logprobs": settings.top_k if t > 0 else 1,
         }
+        seed = prompt_seed(settings.seed, prompt)  # the local path's seed for this prompt
         if t > 0:
-            body["seed"] = settings.seed
-        scale = self.logprob_scale(ids, prompt.text, settings) if t > 0 else "processed"
+            body["seed"] = seed
+        scale = self.logprob_scale(ids, prompt.text, settings, seed) if t > 0 else "processed"
         reply = self._complete(ids, prompt.text, body)
         lp = _logprobs(reply, self.server.base_url)
         n_prompt = lp.get("prompt_tokens")
