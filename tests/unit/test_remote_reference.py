@@ -19,7 +19,12 @@ import pytest
 from configspec.backends.base import ModelIdentity
 from configspec.backends.openai_http import PROBE_TEXT, OpenAIServer, RetryPolicy
 from configspec.errors import BackendUnavailable, IncompatibleModels
-from configspec.profiling.acceptance import overlap_topk_full, softmax_temperature, temper_topk
+from configspec.profiling.acceptance import (
+    overlap_topk_full,
+    overlap_topk_onehot,
+    softmax_temperature,
+    temper_topk,
+)
 from configspec.profiling.prompts import Prompt
 from configspec.profiling.reference import ReferenceSettings, prompt_seed
 from configspec.profiling.remote_reference import RemoteReferenceSource, fetch_references
@@ -149,8 +154,9 @@ def test_sampled_reference_with_raw_logprobs_is_tempered_with_bounds() -> None:
     assert sent["logprobs"] == 3 and sent["temperature"] == 0.7
     assert ref.tokens.tolist() == [4, 6, 5]
     assert ref.dist is not None and ref.dist.probs_low is not None
-    # the sampled token the server added to the last top-k dict is kept (k+1 entries)
-    assert ref.dist.ids.shape == (3, 4) and ref.dist.ids[2].tolist() == [3, 4, 7, 5]
+    # the sampled token the server added to the last top-k dict (k+1 entries) is dropped:
+    # it is no bound on the ids outside the top-k
+    assert ref.dist.ids.shape == (3, 3) and ref.dist.ids[2].tolist() == [3, 4, 7]
     assert ref.argmax.tolist() == [4, 6, 3]
     # row 0: p = (.7, .2, .05) + .05 over 5 other ids; at T=0.7 the exact value lies inside
     p = np.array([0.7, 0.2, 0.05])
@@ -176,6 +182,46 @@ def test_each_prompt_is_sampled_with_its_own_seed_as_on_the_local_path() -> None
     sent = [e["seed"] for e in log if e["path"] == "/v1/completions" and e["max_tokens"] == 3]
     assert sent == [prompt_seed(5, p) for p in PROMPTS[:2]]
     assert sent[0] != sent[1]
+
+
+def test_sampled_token_outside_the_top_k_does_not_tighten_the_tail_bound() -> None:
+    """Σ min(p, q) bounds hold when the server adds the sampled token to a top-k dict.
+
+    Raw p over the 8 ids: the top-2 (.4, .3) are returned, plus the sampled id 7 (.03);
+    the ids outside (.1, .1, .05, .01, .01) are above .03. Taking .03 as the cap on every
+    unreturned id put the lower bound of p(2) at T = 0.5 above its true value."""
+    raw = np.array([0.01, 0.01, 0.4, 0.3, 0.1, 0.1, 0.05, 0.03])  # index = token id
+    top = {f"token_id:{i}": float(np.log(raw[i])) for i in (2, 3, 7)}
+    reply = {
+        "model": "meta-llama/Llama-3.1-70B-Instruct",
+        "choices": [
+            {
+                "index": 0,
+                "text": " f",
+                "logprobs": {
+                    "text_offset": [3],
+                    "token_logprobs": [float(np.log(0.03))],
+                    "tokens": ["token_id:7"],
+                    "top_logprobs": [top],
+                },
+                "finish_reason": "length",
+            }
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+    }
+    ref = source(vllm(lambda body: reply)).fetch(
+        PROMPTS[0], ReferenceSettings(n_tokens=1, temperature=0.5, top_k=2)
+    )
+    truth = softmax_temperature(np.log(raw)[None, :], 0.5)[0]
+    assert ref.tokens.tolist() == [7] and ref.dist is not None
+    low, high = ref.dist.lower[0], ref.dist.probs[0]
+    for j, tid in enumerate(ref.dist.ids[0]):
+        assert low[j] - 1e-12 <= truth[tid] <= high[j] + 1e-12, (tid, low[j], truth[tid])
+    # the n-gram's one-hot overlap p(d) for d = 2 and d = 6 (outside) is bounded too
+    ov = overlap_topk_onehot(ref.dist, np.array([2]))
+    assert ov.low[0] <= truth[2] <= ov.high[0]
+    ov = overlap_topk_onehot(ref.dist, np.array([6]))
+    assert ov.low[0] <= truth[6] <= ov.high[0]
 
 
 def test_processed_logprobs_are_used_as_they_are() -> None:

@@ -258,7 +258,7 @@ class RemoteReferenceSource:
         stopped = lp.get("finish_reason") == "stop" and len(tokens) < settings.n_tokens
         dist = None
         if t > 0:
-            dist = self._dist(tops, len(tokens), t, scale)
+            dist = self._dist(tops, len(tokens), t, scale, settings.top_k)
         elif stopped and eos is not None and (not tokens or tokens[-1] != eos):
             tokens.append(int(eos))  # the server stopped at EOS without returning it
         argmax = np.asarray(tokens, dtype=np.int64) if dist is None else dist.ids[:, 0].copy()
@@ -273,7 +273,18 @@ class RemoteReferenceSource:
             generate_s=time.perf_counter() - start,
         )
 
-    def _dist(self, tops: list[Any], n: int, temperature: float, scale: LogprobScale) -> TopK:
+    def _dist(
+        self, tops: list[Any], n: int, temperature: float, scale: LogprobScale, top_k: int
+    ) -> TopK:
+        """The top-k distribution per generated position from the server's dicts.
+
+        Servers add the sampled token to its position's dict when it is outside the top-k
+        (vLLM, llama-cpp-python): k + 1 entries, the last far below the k-th. Only the k
+        largest are kept, because the bounds on the tail (:func:`temper_topk`, the
+        overlaps) take every id outside the stored ones to be at most the smallest stored
+        probability; with the sampled token kept, that cap was its probability, not the
+        k-th largest, and the lower bound of α came out above the true α.
+        """
         rows: list[list[tuple[int, float]]] = []
         for i in range(n):
             top = tops[i] if i < len(tops) else None
@@ -286,7 +297,7 @@ class RemoteReferenceSource:
                 tid = self._id_of(str(k))
                 if tid >= 0 and v is not None and math.isfinite(float(v)):
                     pairs[tid] = max(pairs.get(tid, -math.inf), float(v))
-            rows.append(sorted(pairs.items(), key=lambda kv: -kv[1]))
+            rows.append(sorted(pairs.items(), key=lambda kv: -kv[1])[:top_k])
         width = max((len(r) for r in rows), default=1)
         ids = np.full((n, width), -1, dtype=np.int64)
         lps = np.full((n, width), -np.inf, dtype=np.float64)
