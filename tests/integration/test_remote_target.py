@@ -150,7 +150,7 @@ def test_verification_profile_of_a_real_remote_server(
     from configspec.store import ProfileStore
 
     settings = VerifySweepSettings(
-        k_max=1, context_tokens=(4,), warmup=1, min_repeats=2, max_repeats=2, point_budget_s=30
+        k_max=1, context_tokens=(2,), warmup=0, min_repeats=2, max_repeats=2, point_budget_s=30
     )
     store = ProfileStore(tmp_path)
     profile, path, report = VerificationProfiler(

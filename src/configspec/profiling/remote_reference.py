@@ -29,10 +29,12 @@ settings: a profile interrupted by a dead server resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -74,6 +76,13 @@ _NO_FILTERS: dict[str, Any] = {
     "presence_penalty": 0.0,
     "frequency_penalty": 0.0,
 }
+
+
+#: Token text → id per tokenizer object, shared by the sources of one run (a resumed fetch
+#: opens a new source); weak keys, so nothing outlives the tokenizer.
+_PIECES_BY_TOKENIZER: weakref.WeakKeyDictionary[Tokenizing, dict[str, int]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class RemoteReferenceSource:
@@ -174,7 +183,14 @@ class RemoteReferenceSource:
         taken, else the first."""
         with self._pieces_lock:  # built once, by the first worker that needs it
             if self._pieces is None:
+                # one walk over the vocabulary per tokenizer object (~4 s for 262k ids);
+                # TypeError: a tokenizer that cannot be weakly referenced is not shared
+                with contextlib.suppress(TypeError):
+                    self._pieces = _PIECES_BY_TOKENIZER.get(self.tokenizer)
+            if self._pieces is None:
                 self._pieces = self._build_piece_ids()
+                with contextlib.suppress(TypeError):
+                    _PIECES_BY_TOKENIZER[self.tokenizer] = self._pieces
             return self._pieces
 
     def _build_piece_ids(self) -> dict[str, int]:
