@@ -240,6 +240,26 @@ def test_processed_logprobs_are_used_as_they_are() -> None:
     assert ref.dist.remainder[0] == pytest.approx(0.05)
 
 
+def test_raw_logprobs_that_round_differently_are_still_raw() -> None:
+    """A server that re-evaluates a cached prompt in a batch of another size returns raw
+    log-probs a few 1e-3 apart between the two probes; they were taken for tempered ones
+    (seen against llama_cpp.server with concurrent requests), so α used the T = 1
+    distribution as if it were the T = 0.8 one."""
+
+    def completions(body: dict[str, Any]) -> Any:
+        reply = fixture("sampled_t1.json" if body["max_tokens"] == 1 else "sampled.json")
+        if body["max_tokens"] == 1 and body["temperature"] != 1.0:
+            top = reply["choices"][0]["logprobs"]["top_logprobs"][0]
+            for i, k in enumerate(top):
+                top[k] += (0.004, -0.003, 0.002)[i % 3]  # rounding, not tempering
+        return reply
+
+    src = source(vllm(completions))
+    ref = src.fetch(PROMPTS[0], ReferenceSettings(3, 0.7, 0, 3))
+    assert src.scales == {0.7: "raw"}
+    assert ref.dist is not None and ref.dist.probs_low is not None
+
+
 def test_retries_back_off_on_429_and_503_then_succeed() -> None:
     replies = [
         httpx.Response(429, headers={"retry-after": "2"}, json={"message": "slow down"}),

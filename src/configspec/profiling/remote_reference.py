@@ -229,9 +229,7 @@ class RemoteReferenceSource:
                 reply = self._complete(ids, text, {**body, "logprobs": max(2, settings.top_k)})
                 top = _logprobs(reply, self.server.base_url)["top_logprobs"][0]
                 tops.append({str(k): float(v) for k, v in (top or {}).items()})
-            shared = set(tops[0]) & set(tops[1])
-            delta = max((abs(tops[0][k] - tops[1][k]) for k in shared), default=0.0)
-            self.scales[t] = "raw" if delta < 1e-3 else "processed"
+            self.scales[t] = _which_scale(tops[0], tops[1], t)
             logger.info("%s returns %s log-probs at T=%g", self.server.base_url, self.scales[t], t)
         return self.scales[t]
 
@@ -324,6 +322,26 @@ class RemoteReferenceSource:
             return temper_topk(ids, lps, temperature, self.tokenizer.identity.vocab_size)
         probs = np.where(ids >= 0, np.exp(lps), 0.0)
         return TopK(ids=ids, probs=probs, remainder=np.clip(1.0 - probs.sum(axis=1), 0.0, 1.0))
+
+
+def _which_scale(at_one: dict[str, float], at_t: dict[str, float], t: float) -> LogprobScale:
+    """Whether the log-probs ``at_t`` (asked at temperature ``t``) are the raw ones
+    ``at_one`` (asked at T = 1) or the tempered ones, from the gaps to the top token:
+    raw gaps are the T = 1 gaps, tempered ones are those divided by ``t``.
+
+    The gaps decide by which is nearer, not by equality: the same prompt evaluated in a
+    batch of another size (a server reusing a cached prefix) rounds differently, and
+    log-probs that differed by a few 1e-3 were once taken for tempered ones.
+    """
+    shared = [k for k in at_one if k in at_t]
+    if len(shared) < 2:
+        return "raw" if t == 1.0 else "processed"
+    top = max(shared, key=lambda k: at_one[k])
+    gap_one = np.array([at_one[k] - at_one[top] for k in shared])
+    gap_t = np.array([at_t[k] - at_t[top] for k in shared])
+    raw_err = float(np.abs(gap_t - gap_one).max())
+    tempered_err = float(np.abs(gap_t - gap_one / t).max())
+    return "raw" if raw_err <= tempered_err else "processed"
 
 
 def _logprobs(reply: Any, base_url: str) -> dict[str, Any]:
