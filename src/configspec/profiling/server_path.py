@@ -355,7 +355,6 @@ def run_server_path(
     """The verification sweep on the server path (see the module docstring): every
     (temperature, context, B, P) point is the verifier's pass time for B sessions of P
     positions; checkpointed after each point and resumed like the direct sweep."""
-    from configspec.profiling.verification import time_point
 
     started = time.perf_counter()
     s = prof.settings
@@ -390,8 +389,7 @@ def run_server_path(
                                 _pass_ms, bench, positions, pool, s.draft_top_k, request_ms
                             )
                             key = (positions, ctx_len, batch, temp)
-                            point, detail = time_point(measure, request_ms, s, key)
-                            sweep.record(point, detail, progress)
+                            sweep.measure(measure, request_ms, key, progress)
                 finally:
                     if pool is not None:
                         pool.shutdown()

@@ -220,8 +220,8 @@ def point_key(point: dict[str, Any]) -> tuple[int, int, int, float]:
 @dataclass
 class OpenSweep:
     """A verification sweep in progress: its checkpoint (``state`` holds the points so
-    far), the points already done (resumed), the report, and the progress label and
-    total."""
+    far), the points already done (resumed), the report, the progress label and total,
+    and the settings each point is timed with."""
 
     checkpoint: Checkpoint
     state: dict[str, Any]
@@ -230,9 +230,17 @@ class OpenSweep:
     report: VerifySweepReport
     label: str
     total: int
+    settings: VerifySweepSettings
 
-    def record(self, point: dict[str, Any], detail: str, progress: ProgressFn) -> None:
-        """Store one measured point in the checkpoint and report it."""
+    def measure(
+        self,
+        measure: Callable[[], float],
+        request_ms: Sequence[float],
+        key: tuple[int, int, int, float],
+        progress: ProgressFn,
+    ) -> None:
+        """Time one point with :func:`time_point`, store it in the checkpoint, report it."""
+        point, detail = time_point(measure, request_ms, self.settings, key)
         points: list[dict[str, Any]] = self.state["points"]
         points.append(point)
         self.checkpoint.save(self.state, self.models)
@@ -391,8 +399,7 @@ class VerificationProfiler:
                                 _time_batch, group, context, tokens, pool, decide, request_ms
                             )
                             key = (positions, ctx_len, batch, temp)
-                            point, detail = time_point(measure, request_ms, s, key)
-                            sweep.record(point, detail, progress)
+                            sweep.measure(measure, request_ms, key, progress)
                 finally:
                     if pool is not None:
                         pool.shutdown()
@@ -426,7 +433,7 @@ class VerificationProfiler:
         total = len(s.temperatures) * len(s.context_tokens) * (s.k_max + 1) * len(s.batch_sizes)
         progress(ProgressEvent(label, len(done), total, "starting"))
         report = VerifySweepReport(resumed_points=len(done))
-        return OpenSweep(checkpoint, state, models, done, report, label, total)
+        return OpenSweep(checkpoint, state, models, done, report, label, total, s)
 
     def save_sweep(
         self, identity: ModelIdentity, sweep: OpenSweep, started: float
