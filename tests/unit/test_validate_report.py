@@ -415,7 +415,7 @@ def test_one_domain_runs_use_their_domains_acceptance(profiles: Path) -> None:
 
     runs = [in_domains(["code"], "code"), in_domains(["chat"], "chat"),
             in_domains(["chat", "code"], "mixed")]  # fmt: skip
-    rows = {r.run_id: r for r in validate(store, runs=runs).rows}
+    rows = {r.run_id: r for r in validate(store, runs=runs, acceptance_domain="run").rows}
     assert rows["code"].acceptance_domain == "code"
     # a domain alignment never saw, and a mix, are modelled with the pooled entry
     assert rows["chat"].acceptance_domain == rows["mixed"].acceptance_domain == "all"
@@ -423,7 +423,7 @@ def test_one_domain_runs_use_their_domains_acceptance(profiles: Path) -> None:
     pooled_e = rows["chat"].tokens_per_round.predicted
     assert code_e is not None and pooled_e is not None and code_e < pooled_e - 0.5
     assert rows["mixed"].tokens_per_round.predicted == pytest.approx(pooled_e)
-    # acceptance_domain="all" pools every run
-    forced = validate(store, runs=runs, acceptance_domain="all").rows
+    # the default pools every run
+    forced = validate(store, runs=runs).rows
     assert {r.acceptance_domain for r in forced} == {"all"}
     assert all(r.tokens_per_round.predicted == pytest.approx(pooled_e) for r in forced)

@@ -144,10 +144,10 @@ def validate_command(
     device: str = typer.Option(None, "--device", help="Device name recorded in runs (--run)."),
     preset: str = typer.Option("configspec", "--model", help="Model preset."),
     acceptance_domain: _AcceptanceDomain = typer.Option(
-        "run",
+        "all",
         "--acceptance-domain",
-        help="run: a one-domain run is modelled with its domain's acceptance when "
-        "profiled; all: always the pooled acceptance.",
+        help="all: the pooled acceptance; run: a one-domain run is modelled with its "
+        "domain's acceptance when alignment profiled that domain.",
     ),
     json_out: Path = typer.Option(None, "--json", help="Also write the result as JSON here."),
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Model cache directory."),
@@ -188,7 +188,7 @@ def validate_command(
         preset,
         runs=records,
         overhead_ms_by_rtt=overheads,
-        acceptance_domain="all" if acceptance_domain is _AcceptanceDomain.ALL else "run",
+        acceptance_domain="run" if acceptance_domain is _AcceptanceDomain.RUN else "all",
     )
     render_validation(result)
     if json_out is not None:
