@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from configspec.backends.llamacpp import LlamaCppTarget
-from configspec.backends.llamacpp_batch import LlamaCppBatchTarget
+from configspec.backends.llamacpp_batch import LlamaCppBatchTarget, SeqRequest
 from configspec.backends.models import PreparedFamily
 from configspec.backends.ngram import NgramDrafter
 from configspec.serving.batched import BatchedVerifierService, BatchPolicy
@@ -133,3 +133,31 @@ def test_batched_sessions_are_isolated_and_match_the_single_target(
     total = next(s.value for s in passes if s.name.endswith("_sum"))
     count = next(s.value for s in passes if s.name.endswith("_count"))
     assert total > count  # some passes really were shared
+
+
+def test_pass_order_does_not_change_rows_and_answers_in_request_order(
+    model_family: PreparedFamily,
+) -> None:
+    """Blocks are decoded sorted by sequence id (one llama.cpp micro-batch for contiguous
+    ids); the evaluations still come back in request order, bit-identical to alone."""
+    with LlamaCppBatchTarget(
+        model_family.target_path, identity=model_family.target, n_seqs=4, n_ctx=256, n_threads=1
+    ) as t:
+        seqs = [t.new_sequence() for _ in range(3)]
+        assert seqs == [0, 1, 2]
+        t.free_sequence(1)
+        assert t.new_sequence() == 1  # the lowest free id comes back first
+        prompts = [t.tokenize(p) for p in (PROMPT, *ADVERSARIAL[1:3])]
+        alone = []
+        for s, p in zip(seqs, prompts, strict=True):
+            alone.append(t.evaluate_many([SeqRequest(s, p[:-2], p[-2:], probs=True)])[0])
+            t.free_sequence(s)
+            assert t.new_sequence() == s
+        shuffled = [2, 0, 1]
+        together = t.evaluate_many(
+            [SeqRequest(s, prompts[s][:-2], prompts[s][-2:], probs=True) for s in shuffled]
+        )
+        for s, ev in zip(shuffled, together, strict=True):
+            assert ev.argmax == alone[s].argmax
+            assert ev.probs is not None and alone[s].probs is not None
+            assert np.array_equal(ev.probs, alone[s].probs)
