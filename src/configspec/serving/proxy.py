@@ -281,7 +281,8 @@ class _ProxyServer:
         finally:
             for w in (u_writer, c_writer):
                 w.close()
-                with contextlib.suppress(ConnectionError, OSError):
+                # a shutdown can cancel this wait too; the handler is ending either way
+                with contextlib.suppress(ConnectionError, OSError, asyncio.CancelledError):
                     await w.wait_closed()
 
 
