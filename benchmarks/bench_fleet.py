@@ -29,13 +29,12 @@ import statistics
 import threading
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _results import result_header  # benchmarks/_results.py
 
-from configspec._version import __version__, git_revision
 from configspec.backends.llamacpp_batch import LlamaCppBatchTarget
 from configspec.backends.models import prepare_family
 from configspec.backends.ngram import NgramDrafter
@@ -230,14 +229,7 @@ def main() -> None:
         f"load average {load_before[0]:.2f} -> {load_after[0]:.2f} (1 min); host {platform.node()}"
     )
     out = {
-        "tool": "bench_fleet",
-        "version": __version__,
-        "git_revision": git_revision(),
-        "when": datetime.now(timezone.utc).isoformat(),
-        "host": platform.node(),
-        "load_average_before": load_before,
-        "load_average_after": load_after,
-        "settings": vars(args) | {"cache_dir": str(cache_dir), "out": str(args.out)},
+        **result_header("bench_fleet", args, cache_dir, load_before, load_after),
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -28,18 +28,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _results import result_header  # benchmarks/_results.py
 from rich.console import Console
 from rich.table import Table
 
-from configspec._version import __version__, git_revision
 from configspec.backends.llamacpp import LlamaCppModel, LlamaCppTarget
 from configspec.backends.models import prepare_family
 from configspec.backends.ngram import NgramDrafter
@@ -211,14 +209,7 @@ def main() -> None:
         f"load average {load_before[0]:.2f} -> {load_after[0]:.2f} (shared host)"
     )
     out = {
-        "tool": "bench_lossless",
-        "version": __version__,
-        "git_revision": git_revision(),
-        "when": datetime.now(timezone.utc).isoformat(),
-        "host": platform.node(),
-        "load_average_before": load_before,
-        "load_average_after": load_after,
-        "settings": vars(args) | {"cache_dir": str(cache_dir), "out": str(args.out)},
+        **result_header("bench_lossless", args, cache_dir, load_before, load_after),
         "modes": modes,
         "free_running": free,
     }
