@@ -27,7 +27,12 @@ SCHEMA_VERSION = 1
 
 Source = Literal["measured", "estimated", "fitted", "modelled", "imported", "illustrative"]
 Estimator = Literal[
-    "student_t", "normal", "bootstrap_ratio", "bootstrap_median", "bootstrap_prompts"
+    "student_t",
+    "normal",
+    "bootstrap_ratio",
+    "bootstrap_median",
+    "bootstrap_prompts",
+    "cluster_bootstrap_prompts",
 ]
 """Which 95% interval estimator produced an :class:`Estimate` (see :mod:`configspec.stats`)."""
 """Where a number came from. ``illustrative`` marks example data that is not a measurement."""
@@ -209,12 +214,52 @@ class AcceptanceAtK(_Strict):
     drafted_per_round: Estimate | None = None
 
 
+class PromptAcceptance(_Strict):
+    """Acceptance of one drafter along one profiled prompt (the per-prompt record behind
+    an :class:`AlignmentEntry`'s pooled figures).
+
+    Lists are indexed by K − 1 (K = 1..k_max) for the simulated round totals
+    (``rounds``, ``drafted``, ``accepted``, ``tokens``, ``proposed``: expected counts of
+    speculative rounds, draft slots, accepted drafts, produced tokens and tokens actually
+    proposed along the prompt's trajectory) and by draft step j − 1 for ``reach_num`` /
+    ``reach_den`` (per-position acceptance of step j = Σ reach_num / Σ reach_den).
+    Pooled over prompts (ratios of sums) they give the entry's ``by_k`` and
+    ``per_position`` means exactly; resampled over prompts they give the between-prompt
+    spread a run of a few prompts sees (:func:`configspec.stats.cluster_bootstrap_ratios`).
+    """
+
+    prompt_id: str = Field(min_length=1)
+    domain: str = "all"
+    n_positions: int = Field(ge=0)
+    rounds: list[float]
+    drafted: list[float]
+    accepted: list[float]
+    tokens: list[float]
+    proposed: list[float] | None = None
+    reach_num: list[float] | None = None
+    reach_den: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _same_length(self) -> PromptAcceptance:
+        n = len(self.rounds)
+        for name in ("drafted", "accepted", "tokens", "proposed"):
+            v = getattr(self, name)
+            if v is not None and len(v) != n:
+                raise ValueError(
+                    f"prompt {self.prompt_id!r}: {name} has {len(v)} values, rounds has {n}"
+                )
+        return self
+
+
 class AlignmentEntry(_Strict):
     """Acceptance of one drafter against the profile's target, for one domain and temperature.
 
     ``alpha`` is the single-rate fit; ``per_position`` the conditional acceptance
     a_1..a_n (probability that draft token i is accepted given all before it were).
     ``by_k`` holds directly measured figures per K. At least one of them is present.
+    ``per_prompt`` (optional; profiles written before it lack it) holds the per-prompt
+    records the pooled figures came from, for prediction intervals of a run of a few
+    prompts.
     """
 
     drafter: str = Field(min_length=1)
@@ -225,6 +270,7 @@ class AlignmentEntry(_Strict):
     by_k: list[AcceptanceAtK] | None = None
     n_prompts: int = Field(default=0, ge=0)
     n_tokens: int = Field(default=0, ge=0)
+    per_prompt: list[PromptAcceptance] | None = None
 
     @model_validator(mode="after")
     def _has_data(self) -> AlignmentEntry:

@@ -43,6 +43,7 @@ from configspec.config import (
     AlignmentProfile,
     Estimate,
     Estimator,
+    PromptAcceptance,
     Provenance,
 )
 from configspec.errors import IncompatibleModels, InvalidInput, ProfileError
@@ -251,8 +252,35 @@ def _est(mean: float, lo: float, hi: float, n: int) -> Estimate:
     )
 
 
-def entry_from_summary(drafter: str, domain: str, temperature: float, s: Summary) -> AlignmentEntry:
-    """An :class:`AlignmentEntry` from pooled statistics (measured; fits marked fitted)."""
+def prompt_record(prompt_id: str, domain: str, ps: PromptStats) -> PromptAcceptance:
+    """The stored per-prompt record of one prompt's statistics (see :class:`PromptAcceptance`)."""
+
+    def floats(x: FloatArray) -> list[float]:
+        return [float(v) for v in np.asarray(x, dtype=np.float64)]
+
+    return PromptAcceptance(
+        prompt_id=prompt_id,
+        domain=domain,
+        n_positions=ps.n_positions,
+        rounds=floats(ps.rounds),
+        drafted=floats(ps.drafted),
+        accepted=floats(ps.accepted),
+        tokens=floats(ps.tokens),
+        proposed=floats(ps.proposed),
+        reach_num=floats(ps.reach_num),
+        reach_den=floats(ps.reach_den),
+    )
+
+
+def entry_from_summary(
+    drafter: str,
+    domain: str,
+    temperature: float,
+    s: Summary,
+    per_prompt: Sequence[PromptAcceptance] | None = None,
+) -> AlignmentEntry:
+    """An :class:`AlignmentEntry` from pooled statistics (measured; fits marked fitted),
+    with the per-prompt records they were pooled from when given."""
     by_k = []
     for i, (af, tr) in enumerate(zip(s.accepted_fraction, s.tokens_per_round, strict=True)):
         pr = s.proposed_per_round[i] if s.proposed_per_round is not None else None
@@ -293,6 +321,7 @@ def entry_from_summary(drafter: str, domain: str, temperature: float, s: Summary
         by_k=by_k,
         n_prompts=s.n_prompts,
         n_tokens=s.n_tokens,
+        per_prompt=list(per_prompt) if per_prompt is not None else None,
     )
 
 
@@ -405,6 +434,8 @@ class _Tally:
     (drafter, domain, T), top-k bound widths, reference cache use and time (seconds)."""
 
     stats: dict[tuple[str, str, float], list[PromptStats]] = field(default_factory=dict)
+    records: dict[tuple[str, str, float], list[PromptAcceptance]] = field(default_factory=dict)
+    """The same statistics as stored per-prompt records (prompt id and domain)."""
     beta_sums: dict[tuple[str, str, float], list[float]] = field(default_factory=dict)
     """(drafter, domain, T) → [sum of lower bounds, sum of upper bounds, count]."""
     widths: list[float] = field(default_factory=list)
@@ -425,8 +456,10 @@ class _Tally:
         ps = prompt_stats(b, settings.k_max, FIRST_ROUND_AT, proposed)
         first_low, first_high = b_low[:, 0], b[:, 0]
         ok = np.isfinite(first_high)
+        record = prompt_record(ref.prompt_id, ref.domain, ps)
         for dom in (ref.domain, ALL_DOMAINS):
             self.stats.setdefault((cand.name, dom, temp), []).append(ps)
+            self.records.setdefault((cand.name, dom, temp), []).append(record)
             acc = self.beta_sums.setdefault((cand.name, dom, temp), [0.0, 0.0, 0.0])
             acc[0] += float(np.sum(first_low[ok]))
             acc[1] += float(np.sum(first_high[ok]))
@@ -642,7 +675,10 @@ def _result(
         key: summarize(v, n_boot=settings.n_boot, seed=settings.seed)
         for key, v in sorted(tally.stats.items())
     }
-    entries = [entry_from_summary(d, dom, t, s) for (d, dom, t), s in summaries.items()]
+    entries = [
+        entry_from_summary(d, dom, t, s, tally.records.get((d, dom, t)))
+        for (d, dom, t), s in summaries.items()
+    ]
     entries, kept = _merge(store, target.identity.name, entries) if save else (entries, [])
     server = _server_settings(target, bounds)
     profile = AlignmentProfile(
@@ -704,7 +740,8 @@ def _provenance(
         "T=0, sum min(p,q) at T>0 with the target stored as top-k: the tail overlap is "
         "taken at its upper bound, mean bound width in settings); per_position = "
         "conditional acceptance of draft step j; by_k from simulated speculative rounds; "
-        "*_iid/*_positional are fitted predictions."
+        "*_iid/*_positional are fitted predictions; per_prompt holds each prompt's "
+        "simulated round totals (pooled, they give by_k and per_position)."
     )
     if kept:
         notes += f" Entries for {', '.join(kept)} kept from an earlier run."

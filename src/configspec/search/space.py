@@ -110,7 +110,7 @@ def _base_id(drafter: DrafterOnDevice) -> str:
     return name
 
 
-def _pick_entry(entries: list[AlignmentEntry], settings: SearchSettings) -> AlignmentEntry:
+def pick_entry(entries: list[AlignmentEntry], settings: SearchSettings) -> AlignmentEntry:
     """The entry for the wanted domain and temperature; failing that, the wanted domain
     at the nearest temperature, then any domain (``all`` first)."""
 
@@ -352,7 +352,7 @@ def _pairs(
                 continue
             if key not in cache:
                 cache[key] = len(tables)
-                entry = _pick_entry(by_drafter[key], s)
+                entry = pick_entry(by_drafter[key], s)
                 same_t = math.isclose(entry.temperature, s.temperature, abs_tol=1e-9)
                 if entry.domain != s.domain or not same_t:
                     warnings.append(
@@ -694,6 +694,7 @@ __all__ = [
     "build_space",
     "drafter_latency_table",
     "load_space",
+    "pick_entry",
     "profiled_temperature",
     "read_profiles",
     "space_from_profiles",
