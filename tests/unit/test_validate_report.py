@@ -427,3 +427,68 @@ def test_one_domain_runs_use_their_domains_acceptance(profiles: Path) -> None:
     forced = validate(store, runs=runs).rows
     assert {r.acceptance_domain for r in forced} == {"all"}
     assert all(r.tokens_per_round.predicted == pytest.approx(pooled_e) for r in forced)
+
+
+def _add_per_prompt(profiles: Path, accept_p: tuple[float, ...]) -> None:
+    """Give the drafter's pooled entry per-prompt records (prompts accepting with
+    ``accept_p``), as `profile alignment` now stores them."""
+    from configspec.profiling.acceptance import prompt_stats
+    from configspec.profiling.alignment import prompt_record
+
+    path = profiles / "alignment" / f"{TARGET}.json"
+    doc = json.loads(path.read_text())
+    pooled = next(e for e in doc["entries"] if e["drafter"] == DRAFTER and e["domain"] == "all")
+    rng = np.random.default_rng(5)
+    pooled["per_prompt"] = [
+        prompt_record(f"p{i}", "chat", prompt_stats((rng.random((64, 8)) < p) * 1.0, 8, 1))
+        .model_dump(mode="json")
+        for i, p in enumerate(accept_p)
+    ]  # fmt: skip
+    path.write_text(json.dumps(doc))
+
+
+def test_runs_get_a_prediction_interval_and_say_whether_they_fell_inside(
+    profiles: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from configspec.loop.prediction import pooled_by_config
+
+    store = ProfileStore(profiles)
+    store.save_run(_record(4, 50.0, 500.0, 3))
+    assert validate(store).rows[0].prediction is None  # profile without per-prompt records
+    assert main(["validate", "--profiles", str(profiles)]) == 0
+    assert "—" in capsys.readouterr().out
+    _add_per_prompt(profiles, (0.3, 0.5, 0.6, 0.7, 0.8, 0.9))
+    first = validate(store).rows[0]
+    g = first.objectives["goodput"]
+    assert first.prediction is not None and g.predicted is not None and g.measured is not None
+    # a run decoding exactly the modelled E(K) at the modelled round time: inside
+    (profiles / "runs" / "run-k4-rtt50.json").unlink()
+    round_ms = first.round_ms.predicted
+    assert round_ms is not None
+    store.save_run(_record(4, 50.0, round_ms, 3).model_copy(update={"run_id": "near"}))
+    store.save_run(_record(4, 50.0, round_ms * 4, 3).model_copy(update={"run_id": "slow"}))
+    result = validate(store)
+    rows = {r.run_id: r for r in result.rows}
+    pred = rows["near"].prediction
+    assert pred is not None and pred.estimator == "cluster_bootstrap_prompts"
+    assert pred.n_profiled_prompts == 6 and pred.n_run_prompts == 1
+    lo90, hi90 = pred.goodput_tok_s["90%"]
+    lo95, hi95 = pred.goodput_tok_s["95%"]
+    assert lo95 <= lo90 < hi90 <= hi95
+    predicted = rows["near"].objectives["goodput"].predicted
+    assert predicted is not None and lo90 <= predicted <= hi90
+    assert rows["slow"].prediction is not None
+    assert rows["slow"].prediction.goodput_inside == {"90%": False, "95%": False}
+    counts = result.summary["goodput"].inside_prediction
+    assert counts["90%"][1] == counts["95%"][1] == 2 and counts["95%"][0] <= 1
+    assert main(["validate", "--profiles", str(profiles)]) == 0
+    printed = capsys.readouterr().out
+    assert "90% PI" in printed and "OUT" in printed and "prediction interval (90%: 1/2" in printed
+    # both runs pooled: measured tokens over measured time, interval for both prompts
+    (pooled,) = pooled_by_config(result.rows, ProfileStore(profiles).alignment_profiles())
+    tokens = sum(r.rounds * (r.tokens_per_round.measured or 0) for r in result.rows)
+    time_s = sum(r.rounds * (r.round_ms.measured or 0) / 1e3 for r in result.rows)
+    assert pooled.n_runs == 2 and pooled.n_prompts == 2
+    assert pooled.measured_tok_s == pytest.approx(tokens / time_s)
+    assert pooled.error == pytest.approx(pooled.modelled_tok_s / pooled.measured_tok_s - 1)
+    assert pooled.interval is not None and pooled.inside is not None

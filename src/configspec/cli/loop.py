@@ -16,6 +16,7 @@ from rich.table import Table
 from configspec.cli._console import console, err_console, make_progress, rich_progress
 
 if TYPE_CHECKING:
+    from configspec.loop.prediction import RunPrediction
     from configspec.loop.quickstart import QuickstartResult
     from configspec.loop.validate import ValidationResult
 
@@ -62,6 +63,15 @@ def _num(x: float | None, digits: int = 3) -> str:
     return "—" if x is None else f"{x:.{digits}g}"
 
 
+def _interval(prediction: RunPrediction | None, sep: str, level: str = "90%") -> str:
+    """``[low, high] in/out`` of a run's goodput prediction interval (— without one)."""
+    if prediction is None or level not in prediction.goodput_tok_s:
+        return "—"
+    lo, hi = prediction.goodput_tok_s[level]
+    flag = "in" if prediction.goodput_inside[level] else "OUT"
+    return f"[{_num(lo)}, {_num(hi)}]{sep}{flag}"
+
+
 def render_validation(result: ValidationResult) -> None:
     """Print the predicted-vs-measured table and the error summary."""
     narrow = _width() < NARROW_COLUMNS
@@ -79,6 +89,7 @@ def render_validation(result: ValidationResult) -> None:
     table.add_column("E(K)\nmeas/mod" if narrow else "E(K) meas/model", justify="right")
     table.add_column("goodput\ntok/s [CI]" if narrow else "goodput measured tok/s", justify="right")
     table.add_column("model-\nled" if narrow else "modelled", justify="right")
+    table.add_column("modelled\n90% PI" if narrow else "modelled 90% PI (in?)", justify="right")
     table.add_column("error", justify="right")
     table.add_column("timing", justify="right")
     table.add_column("tok/\nUSD" if narrow else "tok/USD", justify="right")
@@ -89,6 +100,7 @@ def render_validation(result: ValidationResult) -> None:
             f"{_num(r.tokens_per_round.measured)}/{_num(r.tokens_per_round.predicted)}",
             f"{_num(g.measured)}{sep}[{_num(g.measured_low)}, {_num(g.measured_high)}]",
             _num(g.predicted),
+            _interval(r.prediction, sep),
             _pct(g.error),
             _pct(r.objectives["goodput_timing"].error),
             _pct(r.objectives["cost"].error),
@@ -97,17 +109,25 @@ def render_validation(result: ValidationResult) -> None:
     for name, s in result.summary.items():
         if s.n == 0:
             continue
+        inside = ", ".join(
+            f"{level}: {n_in}/{n}" for level, (n_in, n) in s.inside_prediction.items()
+        )
+        inside = f"measured inside the modelled prediction interval ({inside})" if inside else ""
         console.print(
             f"  {name}: median |error| {_pct(s.median_abs_error).lstrip('+')}, max "
             f"{_pct(s.max_abs_error).lstrip('+')}, mean {_pct(s.mean_error)} over {s.n} runs; "
-            f"modelled range overlaps the measured 95% CI in {s.within_ci}/{s.n}",
+            f"modelled range overlaps the measured 95% CI in {s.within_ci}/{s.n}"
+            + (f"; {inside}" if inside else ""),
             highlight=False,
         )
     console.print(
         f"  runtime overhead per round {result.round_overhead_ms:.2f} ms (measured, K=0 rounds); "
         "errors are modelled/measured - 1; timing = modelled round time with the run's "
         "measured E(K); tok/USD = measured verification time x price; tok/J is compared only "
-        "for runs with a power meter",
+        "for runs with a power meter; 90% PI = modelled goodput's prediction interval for a "
+        "run of that many prompts (between-prompt variance of acceptance, cluster bootstrap "
+        "over the profiled prompts; not the timing model's error), in = the measured "
+        "goodput fell inside, — = the alignment profile has no per-prompt records",
         highlight=False,
     )
     for w in result.warnings:

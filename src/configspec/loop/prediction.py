@@ -19,7 +19,11 @@ the modelled goodput scaled by the E(K) interval (round time held at its modelle
 
 from __future__ import annotations
 
+import math
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,6 +37,14 @@ from configspec.stats import (
     cluster_bootstrap_ratios,
     prediction_interval,
 )
+
+if TYPE_CHECKING:
+    from configspec.loop.validate import ValidationRow
+
+
+def level_key(level: float) -> str:
+    """The label of a nominal level in stored figures: 0.9 -> ``"90%"``."""
+    return f"{level * 100:g}%"
 
 
 @dataclass(frozen=True)
@@ -109,3 +121,155 @@ def tokens_per_round_interval(
         point=point,
         bounds=prediction_interval(point, e_k, levels),
     )
+
+
+@dataclass(frozen=True)
+class RunPrediction:
+    """A run's modelled E(K) and goodput with prediction intervals for a run of its many
+    prompts, and whether the measured values fell inside.
+
+    Intervals are keyed by nominal level (``"90%"``, ``"95%"``) as ``[low, high]``:
+    ``tokens_per_round`` in tokens per round, ``goodput_tok_s`` in tokens per second (the
+    modelled goodput scaled by the E(K) interval: acceptance variance only, round time at
+    its modelled value). Estimator ``cluster_bootstrap_prompts`` over the
+    ``n_profiled_prompts`` prompts of the alignment entry used.
+    """
+
+    n_run_prompts: int
+    n_profiled_prompts: int
+    estimator: str
+    tokens_per_round: dict[str, list[float]]
+    goodput_tok_s: dict[str, list[float]]
+    tokens_per_round_inside: dict[str, bool]
+    goodput_inside: dict[str, bool]
+
+
+def _inside(value: float | None, bounds: list[float]) -> bool:
+    return value is not None and bounds[0] <= value <= bounds[1]
+
+
+def run_prediction(
+    entry: AlignmentEntry | None,
+    k: int,
+    n_run_prompts: int,
+    modelled_tokens_per_round: float,
+    modelled_goodput_tok_s: float,
+    measured_tokens_per_round: float | None,
+    measured_goodput_tok_s: float | None,
+    levels: tuple[float, ...] = PREDICTION_LEVELS,
+) -> RunPrediction | None:
+    """The :class:`RunPrediction` of one run (None when the entry gives no interval, see
+    :func:`tokens_per_round_interval`, or the modelled figures are not finite)."""
+    if entry is None or not (
+        math.isfinite(modelled_tokens_per_round) and math.isfinite(modelled_goodput_tok_s)
+    ):
+        return None
+    iv = tokens_per_round_interval(entry, k, n_run_prompts, levels=levels)
+    if iv is None:
+        return None
+    tpr, gp = {}, {}
+    for level in levels:
+        lo, hi = iv.relative(level)
+        key = level_key(level)
+        tpr[key] = [modelled_tokens_per_round * lo, modelled_tokens_per_round * hi]
+        gp[key] = [modelled_goodput_tok_s * lo, modelled_goodput_tok_s * hi]
+    return RunPrediction(
+        n_run_prompts=n_run_prompts,
+        n_profiled_prompts=iv.n_profiled_prompts,
+        estimator=iv.estimator,
+        tokens_per_round=tpr,
+        goodput_tok_s=gp,
+        tokens_per_round_inside={
+            k_: _inside(measured_tokens_per_round, b) for k_, b in tpr.items()
+        },
+        goodput_inside={k_: _inside(measured_goodput_tok_s, b) for k_, b in gp.items()},
+    )
+
+
+def coverage(
+    predictions: Sequence[RunPrediction | None], what: str = "goodput"
+) -> dict[str, tuple[int, int]]:
+    """Per nominal level: (runs whose measured ``what`` — ``goodput`` or
+    ``tokens_per_round`` — fell inside the prediction interval, runs with an interval)."""
+    got = [p for p in predictions if p is not None]
+    out: dict[str, tuple[int, int]] = {}
+    for p in got:
+        flags = p.goodput_inside if what == "goodput" else p.tokens_per_round_inside
+        for key, inside in flags.items():
+            n_in, n = out.get(key, (0, 0))
+            out[key] = (n_in + int(inside), n + 1)
+    return out
+
+
+@dataclass(frozen=True)
+class PooledFigure:
+    """Every run of one configuration pooled, as averaging over a user's traffic would:
+    measured goodput = Σ tokens / Σ time over the runs' steady-state rounds (tok/s);
+    modelled = the same tokens over the time the model gives each run for them
+    (Σ tokens / Σ tokens_i / modelled_i); ``interval`` the prediction interval for a run of
+    all ``n_prompts`` prompts together (None without per-prompt records)."""
+
+    drafter: str
+    k: int
+    added_rtt_ms: float
+    temperature: float
+    n_runs: int
+    n_prompts: int
+    measured_tok_s: float
+    modelled_tok_s: float
+    error: float
+    """modelled / measured − 1."""
+    interval: dict[str, list[float]] | None
+    inside: dict[str, bool] | None
+
+
+def pooled_by_config(
+    rows: Sequence[ValidationRow],
+    alignments: list[AlignmentProfile] | None = None,
+    levels: tuple[float, ...] = PREDICTION_LEVELS,
+) -> list[PooledFigure]:
+    """One :class:`PooledFigure` per (drafter, K, RTT, T) over ``rows``; the interval comes
+    from ``alignments`` (the entry each row's acceptance came from) when given."""
+    groups: dict[tuple[str, int, float, float], list[ValidationRow]] = defaultdict(list)
+    for r in rows:
+        g = r.objectives["goodput"]
+        if r.tokens_per_round.measured and r.round_ms.measured and g.predicted:
+            groups[(r.drafter, r.k, r.added_rtt_ms, r.temperature)].append(r)
+    out = []
+    for (drafter, k, rtt, temp), rs in sorted(groups.items()):
+        tokens = np.array([r.rounds * (r.tokens_per_round.measured or 0.0) for r in rs])
+        time_s = np.array([r.rounds * (r.round_ms.measured or 0.0) / 1e3 for r in rs])
+        modelled = np.array([r.objectives["goodput"].predicted or np.nan for r in rs])
+        measured = float(tokens.sum() / time_s.sum())
+        predicted = float(tokens.sum() / np.sum(tokens / modelled))
+        n_prompts = sum(max(1, r.prediction.n_run_prompts if r.prediction else 1) for r in rs)
+        interval = inside = None
+        first = rs[0]
+        entry = (
+            alignment_entry(alignments, first.target, drafter, first.acceptance_domain, temp)
+            if alignments is not None
+            else None
+        )
+        iv = tokens_per_round_interval(entry, k, n_prompts, levels=levels) if entry else None
+        if iv is not None:
+            interval = {
+                level_key(lv): [predicted * iv.relative(lv)[0], predicted * iv.relative(lv)[1]]
+                for lv in levels
+            }
+            inside = {key: _inside(measured, b) for key, b in interval.items()}
+        out.append(
+            PooledFigure(
+                drafter=drafter,
+                k=k,
+                added_rtt_ms=rtt,
+                temperature=temp,
+                n_runs=len(rs),
+                n_prompts=n_prompts,
+                measured_tok_s=measured,
+                modelled_tok_s=predicted,
+                error=predicted / measured - 1.0,
+                interval=interval,
+                inside=inside,
+            )
+        )
+    return out

@@ -41,6 +41,14 @@ fixed before its outcome, so leaving them out does not bias acceptance). The run
 end-to-end goodput (every generated token over the whole decode wall time) is compared too,
 as ``goodput_end_to_end``, so the effect of that tail is visible.
 
+**Prediction intervals.** The modelled E(K) is the mean over the profiled prompts; one run
+decodes a few prompts whose acceptance differs from that mean by far more than its
+confidence interval. Each row therefore also carries a prediction interval for a run of its
+number of prompts (:class:`~configspec.loop.prediction.RunPrediction`, nominal 90% and 95%,
+from the alignment entry's per-prompt records) and whether the measured E(K) and goodput fell
+inside; the goodput summary counts them (``inside_prediction``). The interval holds the
+between-prompt variance of acceptance only, not the timing model's error.
+
 Each objective's relative error is ``predicted / measured - 1``. Goodput is measured as
 tokens over round wall time (ratio of sums, bootstrap CI over rounds); tokens per USD are
 derived from the run's measured verification time (or billed positions) and the profile's
@@ -73,6 +81,12 @@ from configspec.config import (
     VerificationProfile,
 )
 from configspec.errors import InvalidInput, ProfileMissing
+from configspec.loop.prediction import (
+    RunPrediction,
+    alignment_entry,
+    coverage,
+    run_prediction,
+)
 from configspec.model.cost import gpu_time_cost_usd, per_token_cost_usd
 from configspec.model.evaluate import Link
 from configspec.model.presets import get_preset
@@ -202,6 +216,9 @@ class ValidationRow:
     """Domains of the prompts the run decoded (as recorded by the runtime)."""
     acceptance_domain: str = "all"
     """Alignment domain whose acceptance modelled the run (``all``: pooled)."""
+    prediction: RunPrediction | None = None
+    """Prediction intervals of E(K) and goodput for a run of this many prompts (between-
+    prompt variance of acceptance; None without per-prompt records in the profile)."""
 
 
 @dataclass(frozen=True)
@@ -214,6 +231,9 @@ class ObjectiveSummary:
     mean_error: float | None
     within_ci: int
     """Runs whose modelled interval overlaps the measured 95% CI."""
+    inside_prediction: dict[str, list[int]] = field(default_factory=dict)
+    """Nominal level (``"90%"``) -> [runs whose measured value fell inside the prediction
+    interval for a run of their many prompts, runs with such an interval] (goodput only)."""
 
 
 @dataclass
@@ -235,6 +255,9 @@ class ValidationResult:
             "sources": {
                 "measured": "run records written by the runtime (configspec run edge / harness)",
                 "predicted": "modelled from the stored profiles by configspec.model",
+                "prediction": "prediction intervals (nominal 90%/95%) of E(K) and goodput for "
+                "a run of the run's number of prompts: cluster bootstrap over the profiled "
+                "prompts (estimator cluster_bootstrap_prompts); acceptance variance only",
             },
             "error_definition": "predicted / measured - 1",
             "round_overhead_ms": self.round_overhead_ms,
@@ -309,10 +332,15 @@ def _pick_device(profiles: Profiles, run: RunRecord) -> str:
     )
 
 
+def _n_prompts(run: RunRecord) -> int:
+    """How many prompts the run decoded (1 when the record does not say)."""
+    return max(1, len(run.provenance.settings.get("prompts", [])) or 1)
+
+
 def _context_tokens(run: RunRecord) -> int:
     """Mean context during decoding: prompt plus half the tokens generated per prompt."""
     c = run.config
-    n_prompts = max(1, len(run.provenance.settings.get("prompts", [])) or 1)
+    n_prompts = _n_prompts(run)
     per_prompt = run.totals.generated_tokens / n_prompts
     return round(R.mean_decoding_context_tokens(c.prompt_tokens, per_prompt))
 
@@ -563,6 +591,19 @@ def _row(
     rounds, tail = steady_rounds(run)
     tpr_meas = [float(r.accepted + 1) for r in rounds]
     link_pred = float(row[R.UPLINK_MS] + row[R.DOWNLINK_MS]) + network.round_overhead_ms
+    objectives = _objectives(run, row, rounds, profiles)
+    entry = alignment_entry(
+        profiles.alignments, c.target, c.drafter, m.acceptance_domain, c.temperature
+    )
+    prediction = run_prediction(
+        entry,
+        c.k,
+        _n_prompts(run),
+        float(row[R.TOKENS_PER_ROUND]),
+        float(row[R.GOODPUT_TOK_S]),
+        statistics.fmean(tpr_meas) if tpr_meas else None,
+        objectives["goodput"].measured,
+    )
     return ValidationRow(
         run_id=run.run_id,
         device=m.device,
@@ -582,12 +623,13 @@ def _row(
         verify_ms=_per_round([r.verify_ms for r in rounds], float(row[R.VERIFY_MS])),
         link_ms=_per_round([r.round_ms - r.draft_ms - r.verify_ms for r in rounds], link_pred),
         round_ms=_per_round([r.round_ms for r in rounds], float(row[R.ROUND_MS])),
-        objectives=_objectives(run, row, rounds, profiles),
+        objectives=objectives,
         temperature=c.temperature,
         contention_draft=m.ratios[0] if m.ratios else None,
         contention_verify=m.ratios[1] if m.ratios else None,
         domains=tuple(run.provenance.settings.get("domains", ())),
         acceptance_domain=m.acceptance_domain,
+        prediction=prediction,
     )
 
 
@@ -613,6 +655,12 @@ def summarize(rows: Sequence[ValidationRow]) -> dict[str, ObjectiveSummary]:
             max_abs_error=float(np.max(np.abs(errs))) if errs.size else None,
             mean_error=float(np.mean(errs)) if errs.size else None,
             within_ci=within,
+            inside_prediction={
+                level: list(counts)
+                for level, counts in coverage([r.prediction for r in rows]).items()
+            }
+            if name == "goodput"
+            else {},
         )
     return out
 
