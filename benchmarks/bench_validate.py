@@ -21,6 +21,16 @@ Modes:
   device and verification profiles time sampled drafting/verifying, alignment is profiled
   at each T. Target at T > 0 (issue 14): median ≤ 5 %, max ≤ 15 %.
 
+**Prediction intervals.** Next to the median/max error it reports the coverage of the
+modelled prediction intervals (the fraction of runs whose measured goodput / E(K) fell inside
+the nominal 90% / 95% interval for a run of that many prompts: between-prompt variance of
+acceptance, cluster bootstrap over the profiled prompts, ``configspec.loop.prediction``),
+split by domain and for the left-out domain, and the error of the **pooled** figure: all
+held-out runs of one configuration together (total tokens / total time, measured, against
+the model's time for those tokens), which is what averaging over a user's traffic gives.
+``--analyze DIR --refresh-alignment`` re-profiles alignment in DIR (target references are
+cached, so only the drafters run) when its profile predates per-prompt records.
+
 For every (drafter, RTT, temperature) group it also judges the K the model recommends:
 the modelled-best K among the K run is compared with the measured-best K; the group passes
 when the recommended K's measured goodput is within 3 % of the best (regret = 1 − that
@@ -57,7 +67,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from configspec.config import NetworkSettings  # noqa: E402
+from configspec.config import AlignmentProfile, NetworkSettings  # noqa: E402
+from configspec.loop.prediction import PooledFigure, coverage, pooled_by_config  # noqa: E402
 from configspec.loop.runtime import RunPlan, Runtime, RuntimeSettings  # noqa: E402
 from configspec.loop.validate import (  # noqa: E402
     ObjectiveSummary,
@@ -228,11 +239,15 @@ def judge_k(rows: Sequence[ValidationRow]) -> list[dict[str, Any]]:
 
 def print_rows(rows: Sequence[ValidationRow]) -> None:
     print(f"{'drafter':<20} {'K':>2} {'RTT':>4} {'T':>4} {'domain':<13} {'E(K) meas':>9} "
-          f"{'mod':>5} {'meas tok/s':>10} {'mod tok/s':>9} {'error':>7} {'timing':>7} "
-          f"{'cont d/v':>9}")  # fmt: skip
+          f"{'mod':>5} {'meas tok/s':>10} {'mod tok/s':>9} {'mod 90% PI':>15} {'error':>7} "
+          f"{'timing':>7} {'cont d/v':>9}")  # fmt: skip
     for r in rows:
         g, tm = r.objectives["goodput"], r.objectives["goodput_timing"]
         domain = ("/".join(r.domains) or "-") + ("*" if r.acceptance_domain == "all" else "")
+        pi = "-"
+        if r.prediction is not None:
+            lo, hi = r.prediction.goodput_tok_s["90%"]
+            pi = f"{lo:.1f}-{hi:.1f} {'in' if r.prediction.goodput_inside['90%'] else 'OUT'}"
         cont = (
             f"{r.contention_draft:.2f}/{r.contention_verify:.2f}"
             if r.contention_draft is not None and r.contention_verify is not None
@@ -243,7 +258,7 @@ def print_rows(rows: Sequence[ValidationRow]) -> None:
             f"{domain:<13} {r.tokens_per_round.measured or float('nan'):>9.2f} "
             f"{r.tokens_per_round.predicted or float('nan'):>5.2f} "
             f"{g.measured or float('nan'):>10.2f} {g.predicted or float('nan'):>9.2f} "
-            f"{g.error if g.error is not None else float('nan'):>+7.1%} "
+            f"{pi:>15} {g.error if g.error is not None else float('nan'):>+7.1%} "
             f"{tm.error if tm.error is not None else float('nan'):>+7.1%} {cont:>9}"
         )
 
@@ -258,6 +273,73 @@ def fmt_e_k(rows: Sequence[ValidationRow]) -> str:
     if not errs:
         return "n/a"
     return f"median |error| {statistics.median(errs):.1%}, max {max(errs):.1%}"
+
+
+def fmt_coverage(rows: Sequence[ValidationRow]) -> tuple[str, dict[str, Any]]:
+    """Coverage of the modelled prediction intervals over ``rows`` (goodput and E(K)), as
+    text and as JSON."""
+    preds = [r.prediction for r in rows]
+    out: dict[str, Any] = {}
+    parts = []
+    for what, label in (("goodput", "goodput"), ("tokens_per_round", "E(K)")):
+        cov = coverage(preds, what)
+        out[what] = {k: {"inside": a, "n": n, "fraction": a / n if n else None}
+                     for k, (a, n) in cov.items()}  # fmt: skip
+        if cov:
+            parts.append(f"{label} " + ", ".join(f"{k}: {a}/{n} ({a / n:.0%})"
+                                                 for k, (a, n) in cov.items()))  # fmt: skip
+    text = "; ".join(parts) if parts else "no prediction intervals (no per-prompt records)"
+    return "measured inside the modelled prediction interval: " + text, out
+
+
+def pooled_summary(pooled: Sequence[PooledFigure]) -> tuple[str, dict[str, Any]]:
+    """Median/max |error| of the pooled figures and their interval coverage."""
+    if not pooled:
+        return "no runs", {}
+    errs = [abs(p.error) for p in pooled]
+    e_errs = [abs(p.tokens_per_round_error) for p in pooled]
+    cov: dict[str, list[int]] = {}
+    e_cov: dict[str, list[int]] = {}
+    for p in pooled:
+        for counts, flags in ((cov, p.inside), (e_cov, p.tokens_per_round_inside)):
+            for k, inside in (flags or {}).items():
+                c = counts.setdefault(k, [0, 0])
+                c[0] += int(inside)
+                c[1] += 1
+    text = (
+        f"goodput median |error| {statistics.median(errs):.1%}, max {max(errs):.1%}; E(K) "
+        f"median |error| {statistics.median(e_errs):.1%}, max {max(e_errs):.1%} over "
+        f"{len(pooled)} configurations ({pooled[0].n_prompts} prompts each)"
+    )
+    if cov:
+        text += "; measured inside the modelled prediction interval for that many prompts: "
+        text += "goodput " + ", ".join(f"{k}: {a}/{n}" for k, (a, n) in cov.items())
+        text += "; E(K) " + ", ".join(f"{k}: {a}/{n}" for k, (a, n) in e_cov.items())
+    data = {
+        "median_abs_error": statistics.median(errs),
+        "max_abs_error": max(errs),
+        "tokens_per_round_median_abs_error": statistics.median(e_errs),
+        "tokens_per_round_max_abs_error": max(e_errs),
+        "n_configurations": len(pooled),
+        "inside_prediction": cov,
+        "tokens_per_round_inside_prediction": e_cov,
+        "configurations": [dataclasses.asdict(p) for p in pooled],
+    }
+    return text, data
+
+
+def refresh_alignment(work: Path, train: list[Prompt], args: argparse.Namespace) -> None:
+    """Re-profile alignment in ``work`` (and every RTT block) on the training prompts when
+    its profile has no per-prompt records (profiles written before they existed). Target
+    references come from the cache, so only the drafters run; at T = 0 the pooled figures
+    are unchanged."""
+    store = ProfileStore(work / "profiles")
+    if all(e.per_prompt for a in store.alignment_profiles() for e in a.entries):
+        return
+    profile_alignment_on(store, train, args)
+    for rtt in args.rtts:
+        block = work / f"rtt-{rtt:g}" / "alignment"
+        shutil.copytree(store.root / "alignment", block, dirs_exist_ok=True)
 
 
 def main() -> int:
@@ -301,6 +383,12 @@ def main() -> int:
     )
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument(
+        "--refresh-alignment",
+        action="store_true",
+        help="with --analyze: re-profile alignment in the work directory (cached "
+        "references) when it has no per-prompt records, for the prediction intervals",
+    )
+    ap.add_argument(
         "--analyze",
         type=Path,
         default=None,
@@ -334,6 +422,8 @@ def main() -> int:
     with busy_processes(0 if args.analyze else args.busy):
         if args.analyze is None:
             profile_alignment_on(store, train, args)
+        elif args.refresh_alignment:
+            refresh_alignment(work, train, args)
         for rtt in args.rtts:
             if args.analyze is not None:
                 block = ProfileStore(work / f"rtt-{rtt:g}")
@@ -410,6 +500,7 @@ def main() -> int:
         if args.mode == "heldout"
         else []
     )
+    alignments: list[AlignmentProfile] = blocks[0][0].alignment_profiles() if blocks else []
     for temp in args.temperatures:
         at_t = [r for r in rows if r.temperature == temp]
         kind = "sampled" if temp > 0 else args.mode
@@ -424,17 +515,37 @@ def main() -> int:
                   f"(target ≤ {target[0]:.0%} / ≤ {target[1]:.0%}) -> "
                   f"{'PASS' if good else 'FAIL'}")  # fmt: skip
             sl = summarize(left)["goodput"]
+            cov_text, cov_p = fmt_coverage(profiled)
+            print(f"    profiled domains, per run: {cov_text}")
             print(f"T={temp:g} left-out domain {args.left_out!r} (reported, no target): "
                   f"goodput {fmt_summary(sl)}")  # fmt: skip
+            cov_text, cov_l = fmt_coverage(left)
+            print(f"    left-out domain, per run: {cov_text}")
             by_domain = {}
             for domain in run_groups:
-                sd = summarize([r for r in at_t if domain in r.domains])
+                in_domain = [r for r in at_t if domain in r.domains]
+                sd = summarize(in_domain)
+                cov_text, cov_d = fmt_coverage(in_domain)
                 by_domain[domain] = {k: v.__dict__ for k, v in sd.items()}
+                by_domain[domain]["prediction_coverage"] = cov_d
                 print(f"    {domain:<14} goodput {fmt_summary(sd['goodput'])}; "
                       f"timing-only {fmt_summary(sd['goodput_timing'])}")  # fmt: skip
+                print(f"    {'':<14} {cov_text}")
             report[f"T={temp:g}"] = {
                 "profiled_domains": s.__dict__, "left_out": sl.__dict__, "by_domain": by_domain,
+                "prediction_coverage": {"profiled_domains": cov_p, "left_out": cov_l},
             }  # fmt: skip
+            pooled_report = {}
+            for label, subset in (
+                ("profiled domains", profiled),
+                (f"left-out domain {args.left_out!r}", left),
+                ("every domain", at_t),
+            ):
+                text, data = pooled_summary(pooled_by_config(subset, alignments))
+                pooled_report[label] = data
+                print(f"    pooled goodput, {label} (each configuration's runs together: "
+                      f"measured total tokens / total time vs modelled): {text}")  # fmt: skip
+            report[f"T={temp:g}"]["pooled"] = pooled_report
             per_domain = [
                 r
                 for r in per_domain_rows
@@ -457,6 +568,12 @@ def main() -> int:
             print(f"    timing-only (measured E(K)): {fmt_summary(summ['goodput_timing'])}; "
                   f"end-to-end: {fmt_summary(summ['goodput_end_to_end'])}")  # fmt: skip
             report[f"T={temp:g}"] = {k: v.__dict__ for k, v in summ.items()}
+            cov_text, cov = fmt_coverage(at_t)
+            print(f"    per run: {cov_text}")
+            text, data = pooled_summary(pooled_by_config(at_t, alignments))
+            print(f"    pooled goodput (each configuration's runs together): {text}")
+            report[f"T={temp:g}"]["prediction_coverage"] = cov
+            report[f"T={temp:g}"]["pooled"] = data
         e_err = [
             abs(r.tokens_per_round.predicted / r.tokens_per_round.measured - 1)
             for r in at_t

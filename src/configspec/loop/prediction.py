@@ -145,7 +145,10 @@ class RunPrediction:
 
 
 def _inside(value: float | None, bounds: list[float]) -> bool:
-    return value is not None and bounds[0] <= value <= bounds[1]
+    """``value`` within ``bounds`` (inclusive, up to rounding: bootstrap bounds of a ratio
+    of counts often equal a measured ratio exactly)."""
+    tol = 1e-9 * max(abs(bounds[0]), abs(bounds[1]), 1.0)
+    return value is not None and bounds[0] - tol <= value <= bounds[1] + tol
 
 
 def run_prediction(
@@ -221,6 +224,14 @@ class PooledFigure:
     """modelled / measured − 1."""
     interval: dict[str, list[float]] | None
     inside: dict[str, bool] | None
+    measured_tokens_per_round: float = math.nan
+    """Σ tokens / Σ rounds over the runs (measured E(K))."""
+    modelled_tokens_per_round: float = math.nan
+    """The runs' modelled E(K), weighted by their rounds."""
+    tokens_per_round_error: float = math.nan
+    """modelled / measured E(K) − 1."""
+    tokens_per_round_inside: dict[str, bool] | None = None
+    """Whether the measured E(K) fell inside the prediction interval for ``n_prompts``."""
 
 
 def pooled_by_config(
@@ -242,7 +253,14 @@ def pooled_by_config(
         modelled = np.array([r.objectives["goodput"].predicted or np.nan for r in rs])
         measured = float(tokens.sum() / time_s.sum())
         predicted = float(tokens.sum() / np.sum(tokens / modelled))
-        n_prompts = sum(max(1, r.prediction.n_run_prompts if r.prediction else 1) for r in rs)
+        n_prompts = sum(r.n_prompts for r in rs)
+        rounds = np.array([float(r.rounds) for r in rs])
+        e_meas = float(tokens.sum() / rounds.sum())
+        e_mod = float(
+            np.sum(rounds * np.array([r.tokens_per_round.predicted or np.nan for r in rs]))
+            / rounds.sum()
+        )
+        e_inside = None
         interval = inside = None
         first = rs[0]
         entry = (
@@ -257,6 +275,12 @@ def pooled_by_config(
                 for lv in levels
             }
             inside = {key: _inside(measured, b) for key, b in interval.items()}
+            e_inside = {
+                level_key(lv): _inside(
+                    e_meas, [e_mod * iv.relative(lv)[0], e_mod * iv.relative(lv)[1]]
+                )
+                for lv in levels
+            }
         out.append(
             PooledFigure(
                 drafter=drafter,
@@ -270,6 +294,10 @@ def pooled_by_config(
                 error=predicted / measured - 1.0,
                 interval=interval,
                 inside=inside,
+                measured_tokens_per_round=e_meas,
+                modelled_tokens_per_round=e_mod,
+                tokens_per_round_error=e_mod / e_meas - 1.0,
+                tokens_per_round_inside=e_inside,
             )
         )
     return out

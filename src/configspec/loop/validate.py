@@ -216,6 +216,8 @@ class ValidationRow:
     """Domains of the prompts the run decoded (as recorded by the runtime)."""
     acceptance_domain: str = "all"
     """Alignment domain whose acceptance modelled the run (``all``: pooled)."""
+    n_prompts: int = 1
+    """Prompts the run decoded."""
     prediction: RunPrediction | None = None
     """Prediction intervals of E(K) and goodput for a run of this many prompts (between-
     prompt variance of acceptance; None without per-prompt records in the profile)."""
@@ -629,6 +631,7 @@ def _row(
         contention_verify=m.ratios[1] if m.ratios else None,
         domains=tuple(run.provenance.settings.get("domains", ())),
         acceptance_domain=m.acceptance_domain,
+        n_prompts=_n_prompts(run),
         prediction=prediction,
     )
 
