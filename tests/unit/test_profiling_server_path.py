@@ -32,7 +32,7 @@ def batched() -> Iterator[tuple[str, FakeBatchTarget]]:
     service = BatchedVerifierService(
         target,
         ServerLimits(max_sessions=8, max_k=4, max_context_tokens=512),
-        BatchPolicy(max_sessions_per_batch=4, max_gather_wait_ms=60),
+        BatchPolicy(max_sessions_per_batch=4, max_gather_wait_ms=60, gather="fixed"),
     )
     with ServerThread(service) as srv:
         yield srv.url, target

@@ -150,6 +150,12 @@ def test_verifier_rejects_bad_connection_limits(capsys: pytest.CaptureFixture[st
     assert "max-connections" in capsys.readouterr().err
 
 
+def test_verifier_rejects_an_unknown_gather_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["serve", "verifier", "--target", "x", "--gather", "eager"])
+    assert rc != 0
+    assert "--gather 'eager' is not one of sync, fixed" in _one_error_line(capsys)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -81,13 +81,23 @@ _Batch = Annotated[
         "the engine batches; --no-batch: one session at a time per --slots instance.",
     ),
 ]
+_Gather = Annotated[
+    str,
+    typer.Option(
+        help="Batching: 'sync' waits before a pass for the active sessions expected back "
+        "(from each one's measured think time; never for a lone, new or quiet session) so "
+        "closed-loop clients stay in shared passes; 'fixed' waits --max-gather-wait-ms after "
+        "the first request (0: continuous batching, which closed loops desynchronise).",
+    ),
+]
 _MaxGatherWaitMs = Annotated[
     float,
     typer.Option(
         min=0.0,
         max=1000.0,
-        help="Batching: ms to wait for more sessions after the first request (0: take "
-        "whatever queued while the previous pass ran).",
+        help="Batching: with --gather sync, the most ms a pass waits for expected sessions "
+        "(0: the mean recent pass time); with --gather fixed, ms to wait for more sessions "
+        "after the first request (0: take whatever queued while the previous pass ran).",
     ),
 ]
 _MaxBatchPositions = Annotated[
@@ -122,17 +132,20 @@ def verifier(
     max_batch_sessions: int = typer.Option(
         8, min=1, help="Batching: most sessions in one target pass."
     ),
+    gather: _Gather = "sync",
     max_gather_wait_ms: _MaxGatherWaitMs = 0.0,
     max_batch_positions: _MaxBatchPositions = 256,
     prefill_chunk: _PrefillChunk = 64,
 ) -> None:
     """Serve speculative verification over HTTP (Ctrl+C stops)."""
-    from configspec.serving.batched import BatchPolicy
+    from configspec.serving.batched import GATHER_MODES, BatchPolicy
     from configspec.serving.guard import ConnectionLimits
     from configspec.serving.launch import VerifierSetup, open_verifier_service
     from configspec.serving.server import bind_socket, run_server
     from configspec.serving.sessions import ServerLimits
 
+    if gather not in GATHER_MODES:
+        raise InvalidInput(f"--gather {gather!r} is not one of {', '.join(GATHER_MODES)}")
     connection_limits = ConnectionLimits(
         header_timeout_s=header_timeout_s,
         body_timeout_s=body_timeout_s,
@@ -154,6 +167,7 @@ def verifier(
             policy=BatchPolicy(
                 max_sessions_per_batch=max_batch_sessions,
                 max_gather_wait_ms=max_gather_wait_ms,
+                gather=gather,
                 max_positions_per_pass=max_batch_positions,
                 prefill_chunk_tokens=min(prefill_chunk, max_batch_positions),
             ),
@@ -184,7 +198,7 @@ def _verifier_banner(name: str, setup: VerifierSetup, host: str, port: int, auth
         + (
             f"batched: <={policy.max_sessions_per_batch} sessions, "
             f"<={policy.max_positions_per_pass} positions per pass, gather "
-            f"{policy.max_gather_wait_ms:g} ms"
+            + _gather_text(policy.gather, policy.max_gather_wait_ms)
             if setup.batched
             else "sessions sent to the engine concurrently"
             if setup.concurrent
@@ -192,6 +206,13 @@ def _verifier_banner(name: str, setup: VerifierSetup, host: str, port: int, auth
         )
         + "); /health, /metrics"
     )
+
+
+def _gather_text(gather: str, wait_ms: float) -> str:
+    if gather == "sync":
+        cap = f"{wait_ms:g} ms" if wait_ms > 0 else "the mean pass time"
+        return f"sync (waits for expected sessions, at most {cap})"
+    return f"fixed {wait_ms:g} ms" + (" (continuous)" if wait_ms == 0 else "")
 
 
 @app.command()

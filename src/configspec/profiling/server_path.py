@@ -22,7 +22,8 @@ responses name the pass: ``pass_id``, ``pass_sessions``); otherwise it is discar
 retried. The in-process verifier :class:`VerificationProfiler` starts for a local target
 is set up so that this always holds (at most B sessions per pass, gather wait 1 s: the pass
 starts as soon as the B-th round arrives); against a verifier someone else runs, start it
-with a gather wait (``--max-gather-wait-ms 200``) and ``--max-batch-sessions`` at least B.
+with a fixed gather wait (``--gather fixed --max-gather-wait-ms 200``) and
+``--max-batch-sessions`` at least B.
 
 Drafts are random token ids from the upper half of the vocabulary, so they are almost
 never accepted: each round grows a session by one token, and sessions are reopened (prefill
@@ -259,7 +260,7 @@ class ServerPathBench:
         raise InvalidInput(
             f"the verifier at {self.url} never verified {b} sessions in one pass in "
             f"{MAX_MIXED_PASSES} tries (its passes held {sorted(set(seen))} sessions); restart "
-            f"it with --max-gather-wait-ms 200 and --max-batch-sessions >= {b}"
+            f"it with --gather fixed --max-gather-wait-ms 200 and --max-batch-sessions >= {b}"
         )
 
 
@@ -309,8 +310,9 @@ def _running_verifier(prof: VerificationProfiler) -> Iterator[_Verifier]:
     )
     policy = BatchPolicy(
         max_sessions_per_batch=1,
-        max_gather_wait_ms=1000.0,
+        max_gather_wait_ms=1000.0,  # a pass starts when the B-th round arrives
         max_positions_per_pass=per_pass,
+        gather="fixed",
         prefill_chunk_tokens=per_pass,
     )
     limits = ServerLimits(

@@ -7,9 +7,30 @@ LlamaCppBatchTarget`): every session owns a KV sequence, and a single background
 decides each session's round and rolls each sequence back to its accepted prefix.
 
 Policy (:class:`BatchPolicy`): at most ``max_sessions_per_batch`` sessions and
-``max_positions_per_pass`` positions per pass; after the first request arrives the batcher
-waits up to ``max_gather_wait_ms`` for more (0 = continuous batching: whatever queued
-while the previous pass ran goes into the next one, so one client pays no wait).
+``max_positions_per_pass`` positions per pass. How long a pass waits to gather is the
+``gather`` mode:
+
+- ``"sync"`` (the default) keeps closed-loop sessions together. The batcher knows, per
+  session, when its last result went out and an EWMA of its *think time* (its next round's
+  enqueue minus its last result: link, drafting, client). Before a pass it waits for the
+  *expected* sessions: active (a think time measured, not closed), not queued, due back
+  (last result + think) before the cap, and not gone quiet (a session is dropped from the
+  expected set once ``max(2·think, think + 3 ms)`` has passed since its last result). It
+  stops when every expected session has queued, the pass is full
+  (``max_sessions_per_batch``), or the cap passes. The cap is ``max_gather_wait_ms``
+  after the batcher became ready, or, when that is 0, the mean recent pass time (EWMA):
+  waiting less than a pass for a session saves it a pass of its own. A lone session, a
+  new one, or one that went quiet never makes others wait. Without it (``"fixed"`` with
+  0 ms), closed loops whose think time is shorter than a pass desynchronise: each client
+  arrives just after the previous pass started, and passes hold one or two sessions.
+- ``"fixed"``: after the first request arrives the batcher waits up to
+  ``max_gather_wait_ms`` for more (0 = continuous batching: whatever queued while the
+  previous pass ran goes into the next one).
+
+``/metrics`` counts each pass's gather decision in
+``configspec_batch_gather_decisions_total{stop=...}``: ``none`` (nobody expected: no
+wait), ``arrived`` (every expected session queued), ``full``, ``cap``, ``quiet`` (the
+remaining expected sessions went quiet), ``fixed`` (the fixed mode).
 
 A prompt is prefilled in chunks of at most ``max_positions_per_pass`` positions, one
 chunk per pass, so other sessions' rounds interleave with a long prefill instead of
@@ -27,7 +48,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 
 from configspec.backends.base import Evaluation
 from configspec.backends.llamacpp_batch import SeqRequest
@@ -43,6 +64,17 @@ from configspec.serving.verify import Outcome
 
 _WAIT_BUCKETS_S = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
+GATHER_MODES = ("sync", "fixed")
+"""The batcher's gather modes (see the module docstring)."""
+
+GATHER_STOPS = ("none", "arrived", "full", "cap", "quiet", "fixed")
+"""Why a pass stopped gathering (the ``stop`` label of the decisions counter)."""
+
+_THINK_EWMA_WEIGHT = 0.3  # weight of the newest think-time sample
+_PASS_EWMA_WEIGHT = 0.2  # weight of the newest pass time (the automatic cap)
+_QUIET_SLACK_S = 0.003  # an expected session is waited for at least this past its think
+_MAX_THINK_SAMPLE_S = 10.0  # a longer pause is an idle client, not a think time
+
 
 @dataclass(frozen=True)
 class BatchPolicy:
@@ -52,8 +84,14 @@ class BatchPolicy:
     max_gather_wait_ms: float = 0.0
     max_positions_per_pass: int = 256
     prefill_chunk_tokens: int = 64
+    #: ``"sync"``: wait for the sessions expected back (``max_gather_wait_ms`` is the cap,
+    #: 0 = the mean recent pass time); ``"fixed"``: wait ``max_gather_wait_ms`` after the
+    #: first request (0 = continuous batching)
+    gather: str = "sync"
 
     def __post_init__(self) -> None:
+        if self.gather not in GATHER_MODES:
+            raise ValueError(f"gather={self.gather!r} is not one of {', '.join(GATHER_MODES)}")
         if self.max_sessions_per_batch < 1:
             raise ValueError(
                 f"max_sessions_per_batch={self.max_sessions_per_batch} must be at least 1"
@@ -129,6 +167,20 @@ class _BatchMetrics:
             buckets=_WAIT_BUCKETS_S,
             registry=r,
         )
+        self.gather_decisions = Counter(
+            "configspec_batch_gather_decisions",
+            "Passes by why the batcher stopped gathering (none: nobody expected, no wait)",
+            ["stop"],
+            registry=r,
+        )
+        for stop in GATHER_STOPS:
+            self.gather_decisions.labels(stop=stop)
+        self.expected_sessions = Histogram(
+            "configspec_batch_expected_sessions",
+            "Sessions the sync gather waited for before a pass (0: no wait)",
+            buckets=SESSION_COUNT_BUCKETS,
+            registry=r,
+        )
         self.pass_latency = Histogram(
             "configspec_batch_pass_seconds",
             "Target compute time of one batched pass",
@@ -179,6 +231,11 @@ class BatchedVerifierService(VerifierService):
         self._pending_free: list[int] = []
         self._seqs: dict[str, int] = {}
         self._passes = 0
+        # the sync gather's state, per KV sequence: when its last result went out
+        # (perf_counter s) and its think-time EWMA (s); the pass-time EWMA (s)
+        self._last_out_s: dict[int, float] = {}
+        self._think_s: dict[int, float] = {}
+        self._pass_ewma_s = 0.0
 
     # hooks of VerifierService --------------------------------------------------
     async def _prefill(self, s: _Session) -> Evaluation:
@@ -212,13 +269,15 @@ class BatchedVerifierService(VerifierService):
             return outcome, ev, approximate
 
         result: tuple[Outcome, Evaluation, bool] = await self._submit(
-            seq, context, list(req.draft_tokens), probs=s.temperature > 0, after=after
+            seq, context, list(req.draft_tokens), probs=s.temperature > 0, after=after, round_=True
         )
         return result
 
     def _release(self, s: _Session) -> None:
         seq = self._seqs.pop(s.session_id, None)
         if seq is not None:
+            self._last_out_s.pop(seq, None)
+            self._think_s.pop(seq, None)
             self._pending_free.append(seq)
             if self._wake is not None:
                 self._wake.set()
@@ -239,15 +298,66 @@ class BatchedVerifierService(VerifierService):
         *,
         probs: bool,
         after: Callable[[Evaluation], Any],
+        round_: bool = False,
     ) -> Any:
         if self._task is None or self._task.done():
             self._wake = asyncio.Event()
             self._task = asyncio.create_task(self._loop())
         assert self._wake is not None
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Work(seq, context, tokens, probs, after, fut))
+        work = _Work(seq, context, tokens, probs, after, fut)
+        last = self._last_out_s.get(seq)
+        if round_ and last is not None:  # a round's think time (prefill chunks have none)
+            sample = work.enqueued_s - last
+            if sample <= _MAX_THINK_SAMPLE_S:
+                old = self._think_s.get(seq)
+                w = _THINK_EWMA_WEIGHT
+                self._think_s[seq] = sample if old is None else (1 - w) * old + w * sample
+        self._last_out_s.pop(seq, None)  # in flight: not expected until its result is out
+        self._queue.append(work)
         self._wake.set()
         return await fut
+
+    def _expected(self, queued: set[int], ready_s: float, cap_s: float) -> dict[int, float]:
+        """The sessions a sync gather waits for: {sequence: time (perf_counter s) after
+        which it counts as gone quiet}; see the module docstring."""
+        now = time.perf_counter()
+        out: dict[int, float] = {}
+        for seq, last in self._last_out_s.items():
+            think = self._think_s.get(seq)
+            if think is None or seq in queued or last + think > ready_s + cap_s:
+                continue
+            quiet = last + max(2.0 * think, think + _QUIET_SLACK_S)
+            if quiet > now:
+                out[seq] = quiet
+        return out
+
+    async def _gather_sync(self, pol: BatchPolicy) -> str:
+        """Wait for the expected sessions (sync mode); returns why it stopped."""
+        assert self._wake is not None
+        ready_s = time.perf_counter()
+        cap_s = pol.max_gather_wait_ms / 1e3 if pol.max_gather_wait_ms > 0 else self._pass_ewma_s
+        deadline = ready_s + cap_s
+        queued = {w.seq for w in self._queue}
+        first = self._expected(queued, ready_s, cap_s)
+        self.batch_metrics.expected_sessions.observe(len(first))
+        if not first or len(queued) >= pol.max_sessions_per_batch:
+            return "none"
+        expected = first
+        while True:
+            now = time.perf_counter()
+            if len(queued) >= pol.max_sessions_per_batch:
+                return "full"
+            if not expected:
+                return "arrived" if first.keys() <= queued else "quiet"
+            if now >= deadline:
+                return "cap"
+            self._wake.clear()
+            timeout = min(deadline, min(expected.values())) - now
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, timeout))
+            queued = {w.seq for w in self._queue}
+            expected = self._expected(queued, ready_s, cap_s)
 
     def _compose(self) -> list[_Work]:
         """The next pass: FIFO, one share per sequence, within the policy's limits.
@@ -291,13 +401,17 @@ class BatchedVerifierService(VerifierService):
                     await asyncio.to_thread(self._free, frees)
                 continue
             t_first = min(w.enqueued_s for w in self._queue)
-            if pol.max_gather_wait_ms > 0:
-                deadline = t_first + pol.max_gather_wait_ms / 1e3
-                while (
-                    len({w.seq for w in self._queue}) < pol.max_sessions_per_batch
-                    and time.perf_counter() < deadline
-                ):
-                    await asyncio.sleep(min(0.0005, max(0.0, deadline - time.perf_counter())))
+            if pol.gather == "sync":
+                stop = await self._gather_sync(pol)
+            else:
+                stop = "fixed"
+                if pol.max_gather_wait_ms > 0:
+                    deadline = t_first + pol.max_gather_wait_ms / 1e3
+                    while (
+                        len({w.seq for w in self._queue}) < pol.max_sessions_per_batch
+                        and time.perf_counter() < deadline
+                    ):
+                        await asyncio.sleep(min(0.0005, max(0.0, deadline - time.perf_counter())))
             for w in [w for w in self._queue if w.seq in frees]:
                 self._queue.remove(w)  # its session was closed or expired meanwhile
                 if not w.future.done():
@@ -312,10 +426,15 @@ class BatchedVerifierService(VerifierService):
             started = time.perf_counter()
             bm = self.batch_metrics
             bm.gather_wait.observe(max(0.0, started - t_first))
+            bm.gather_decisions.labels(stop=stop).inc()
             for w in batch:
                 bm.queue_time.observe(started - w.enqueued_s)
             results = await asyncio.to_thread(self._run_pass, batch, frees)
+            out_s = time.perf_counter()
+            live = set(self._seqs.values())  # a session closed during the pass is not expected
             for w, (ok, value) in zip(batch, results, strict=True):
+                if w.seq in live:
+                    self._last_out_s[w.seq] = out_s
                 if w.future.done():
                     continue
                 if ok:
@@ -350,8 +469,13 @@ class BatchedVerifierService(VerifierService):
                 out.append((False, exc))
         # the pass as the station's service time: forward pass + decisions + rollbacks
         self._passes += 1
+        pass_s = time.perf_counter() - t0
+        a = _PASS_EWMA_WEIGHT
+        self._pass_ewma_s = (
+            pass_s if self._passes == 1 else (1 - a) * self._pass_ewma_s + a * pass_s
+        )
         tag = {"pass_id": float(self._passes), "pass_sessions": float(len(batch)),
-               "pass_ms": (time.perf_counter() - t0) * 1e3}  # fmt: skip
+               "pass_ms": pass_s * 1e3}  # fmt: skip
         for ev in evs:
             ev.extra.update(tag)
         return out

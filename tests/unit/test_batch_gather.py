@@ -1,0 +1,149 @@
+"""The batcher's gather modes: sync keeps closed-loop sessions in shared passes.
+
+Closed-loop clients are coroutines driving the real service (open, verify, close) over
+a fake multi-sequence target whose passes take a known time; no HTTP, so the timing is
+the batcher's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from _serving_fakes import FakeBatchTarget, bigram_table
+
+from configspec.serving.batched import BatchedVerifierService, BatchPolicy
+from configspec.serving.protocol import OpenSessionRequest, VerifyRequest
+from configspec.serving.sessions import ServerLimits
+
+V = 40
+PASS_S = 0.03
+
+
+def _service(gather: str, cap_ms: float = 0.0) -> tuple[BatchedVerifierService, FakeBatchTarget]:
+    target = FakeBatchTarget(bigram_table(V, seed=3), pass_delay_s=PASS_S)
+    policy = BatchPolicy(max_sessions_per_batch=8, max_gather_wait_ms=cap_ms, gather=gather)
+    return BatchedVerifierService(target, ServerLimits(max_sessions=8), policy), target
+
+
+async def _client(
+    service: BatchedVerifierService,
+    prompt: list[int],
+    rounds: int,
+    think_s: float,
+    start_s: float = 0.0,
+    close: bool = True,
+    latencies_s: list[tuple[float, float]] | None = None,
+) -> list[int]:
+    """A closed loop of K=0 rounds: think, verify, repeat; (end time, latency) per round."""
+    await asyncio.sleep(start_s)
+    opened = await service.open(OpenSessionRequest(prompt_tokens=prompt))
+    n, out = opened.session_tokens, []
+    for r in range(rounds):
+        await asyncio.sleep(think_s)
+        t0 = time.perf_counter()
+        resp = await service.verify(
+            opened.session_id, VerifyRequest(round=r, session_tokens=n, draft_tokens=[])
+        )
+        if latencies_s is not None:
+            latencies_s.append((time.perf_counter(), time.perf_counter() - t0))
+        n = resp.session_tokens
+        out.append(resp.next_token)
+    if close:
+        service.close(opened.session_id)
+    return out
+
+
+def _decisions(service: BatchedVerifierService) -> dict[str, float]:
+    reg = service.metrics.registry
+    return {
+        stop: reg.get_sample_value("configspec_batch_gather_decisions_total", {"stop": stop}) or 0.0
+        for stop in ("none", "arrived", "full", "cap", "quiet", "fixed")
+    }
+
+
+def _two_clients(gather: str) -> tuple[float, FakeBatchTarget, list[list[int]]]:
+    """Two clients, the second starting mid-pass; mean sessions per pass over the last 8."""
+    service, target = _service(gather)
+    prompts = [[1, 4, 9], [1, 6, 2]]
+
+    async def run() -> list[list[int]]:
+        got = await asyncio.gather(
+            _client(service, prompts[0], 14, 0.004),
+            _client(service, prompts[1], 14, 0.004, start_s=PASS_S / 2),
+        )
+        await service.aclose()
+        return list(got)
+
+    got = asyncio.run(run())
+    last = target.passes[-8:]
+    return sum(len(p) for p in last) / len(last), target, got
+
+
+def test_sync_gather_pulls_desynchronised_clients_into_shared_passes() -> None:
+    sync_batch, target, got = _two_clients("sync")
+    fixed_batch, _, _ = _two_clients("fixed")
+    # continuous batching: each client arrives just after the other's pass started
+    assert fixed_batch < 1.4
+    assert sync_batch > 1.7
+    # results do not depend on who shared the pass
+    assert got == [target.greedy([1, 4, 9], 14), target.greedy([1, 6, 2], 14)]
+
+
+def test_a_lone_session_never_waits() -> None:
+    service, target = _service("sync")
+    lat: list[tuple[float, float]] = []
+
+    async def run() -> list[int]:
+        out = await _client(service, [1, 2, 3], 10, 0.002, latencies_s=lat)
+        await service.aclose()
+        return out
+
+    assert asyncio.run(run()) == target.greedy([1, 2, 3], 10)
+    d = _decisions(service)
+    assert d["none"] == len(target.passes) and sum(d.values()) == d["none"]
+    assert max(x for _, x in lat) < PASS_S + 0.02
+
+
+@pytest.mark.parametrize("cap_ms", [0.0, 10.0])
+def test_an_idle_session_does_not_stall_the_others(cap_ms: float) -> None:
+    """A session that stops sending (not closed) is waited for at most
+    max(2·think, think + 3 ms) after its last result, and never beyond the cap."""
+    service, _ = _service("sync", cap_ms)
+    lat: list[tuple[float, float]] = []
+    idle_think_s = 0.004
+
+    async def run() -> None:
+        quiet = asyncio.create_task(_client(service, [1, 7, 7], 4, idle_think_s, close=False))
+        busy = _client(service, [1, 5, 3], 16, 0.002, latencies_s=lat)
+        await asyncio.gather(quiet, busy)
+        await service.aclose()
+
+    asyncio.run(run())
+    d = _decisions(service)
+    assert d["quiet"] + d["cap"] >= 1  # the batcher did give up on the idle session
+    wait_bound_s = min(2 * idle_think_s, cap_ms / 1e3 or 1.0) + 0.02  # + scheduling slack
+    # after the idle session's last round, every round is one pass plus a bounded wait
+    late = [x for _, x in lat[8:]]
+    assert late and max(late) < PASS_S + wait_bound_s + 0.02
+
+
+def test_the_pass_fills_up_to_the_session_limit() -> None:
+    target = FakeBatchTarget(bigram_table(V, seed=3), pass_delay_s=PASS_S)
+    policy = BatchPolicy(max_sessions_per_batch=2)
+    service = BatchedVerifierService(target, ServerLimits(max_sessions=8), policy)
+    prompts = [[1, 2 + i, 5] for i in range(3)]
+
+    async def run() -> list[list[int]]:
+        got = await asyncio.gather(*(_client(service, p, 8, 0.003) for p in prompts))
+        await service.aclose()
+        return list(got)
+
+    assert asyncio.run(run()) == [target.greedy(p, 8) for p in prompts]
+    assert all(len(p) <= 2 for p in target.passes)
+
+
+def test_unknown_gather_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="gather='batch' is not one of sync, fixed"):
+        BatchPolicy(gather="batch")
