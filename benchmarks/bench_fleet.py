@@ -5,7 +5,12 @@ prompt) generate against one verifier with the F32 Gemma 3 270M target, directly
 or through the delay proxy (RTT ``--rtt-ms``). Two policies on the same server code and
 the same multi-sequence target: ``batched`` (up to ``--max-batch-sessions`` sessions per
 pass) and ``one-at-a-time`` (one session per pass; every session still keeps its own KV
-sequence, so this baseline pays no session-switch prefill). Reported per (policy, N, RTT):
+sequence, so this baseline pays no session-switch prefill). The batched policy runs with
+each ``--gather`` mode asked for: ``sync`` (default: the batcher waits for the sessions
+expected back, so closed loops share passes) and/or ``fixed`` (``--max-gather-wait-ms``
+after the first request; 0 = continuous batching, the old default). Every row records its
+``gather`` mode and, from the verifier's own metrics over that run, the passes, mean
+sessions per pass, and the gather decisions. Reported per (policy, gather, N, RTT):
 aggregate generated tokens/s (all clients' tokens / wall time), per-client goodput
 (tokens / decode time), p50/p99 round time, per-round overhead (round − draft − verify −
 RTT; at N=1 it is the server path's own cost), and whether every client's tokens equal
@@ -17,7 +22,7 @@ tools, e.g. a queueing model validated against it. Writes
 ``benchmarks/results/bench_fleet.json`` and prints a table with the load average.
 
     PYTHONPATH=src python benchmarks/bench_fleet.py [--n 1 2 4 8 16] [--rtt-ms 0 30]
-        [--tokens 48] [--k 4]
+        [--tokens 48] [--k 4] [--gather sync fixed]
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from configspec.backends.llamacpp_batch import LlamaCppBatchTarget
 from configspec.backends.models import prepare_family
 from configspec.backends.ngram import NgramDrafter
 from configspec.profiling.prompts import bundled_prompts
-from configspec.serving.batched import BatchedVerifierService, BatchPolicy
+from configspec.serving.batched import GATHER_STOPS, BatchedVerifierService, BatchPolicy
 from configspec.serving.client import EdgeClient, Generation
 from configspec.serving.proxy import DelayProxy
 from configspec.serving.server import ServerThread
@@ -47,6 +52,23 @@ from configspec.serving.sessions import ServerLimits
 from configspec.store import atomic_write_json
 
 POLICIES = ("batched", "one-at-a-time")
+GATHERS = ("sync", "fixed")
+
+
+def _pass_counters(service: BatchedVerifierService) -> dict[str, float]:
+    """Cumulative passes, sessions over passes and gather decisions from the service's
+    metrics (differences of two readings describe the run between them)."""
+    reg = service.metrics.registry
+    out = {
+        "passes": reg.get_sample_value("configspec_batch_sessions_count") or 0.0,
+        "pass_sessions": reg.get_sample_value("configspec_batch_sessions_sum") or 0.0,
+        "gather_wait_s": reg.get_sample_value("configspec_batch_gather_wait_seconds_sum") or 0.0,
+    }
+    for stop in GATHER_STOPS:
+        out[f"stop_{stop}"] = (
+            reg.get_sample_value("configspec_batch_gather_decisions_total", {"stop": stop}) or 0.0
+        )
+    return out
 
 
 def _generate(
@@ -89,6 +111,8 @@ def run_fleet(
     ns: Sequence[int] = (1, 2, 4, 8, 16),
     rtts_ms: Sequence[float] = (0.0, 30.0),
     policies: Sequence[str] = POLICIES,
+    gathers: Sequence[str] = ("sync",),
+    max_gather_wait_ms: float = 0.0,
     tokens: int = 48,
     k: int = 4,
     max_batch_sessions: int = 16,
@@ -99,16 +123,22 @@ def run_fleet(
 
     ``target`` needs at least ``max(ns)`` free sequences; ``prompts`` at least
     ``max(ns)`` token lists. RTT is added by an in-process delay proxy (half each way).
+    The batched policy runs once per gather mode in ``gathers`` (with
+    ``max_gather_wait_ms``); one-at-a-time runs once (``fixed``, 0 ms: one session per
+    pass never waits).
     """
     rows: list[dict[str, Any]] = []
     limits = ServerLimits(
         max_k=max(k, 1), max_sessions=target.n_seqs, max_context_tokens=target.n_ctx
     )
-    for policy in policies:
+    runs = [(p, g) for p in policies for g in (gathers if p == "batched" else ("fixed",))]
+    for policy, gather in runs:
         pol = BatchPolicy(
             max_sessions_per_batch=max_batch_sessions if policy == "batched" else 1,
             max_positions_per_pass=max_positions_per_pass,
             prefill_chunk_tokens=min(64, max_positions_per_pass),
+            gather=gather,
+            max_gather_wait_ms=max_gather_wait_ms if policy == "batched" else 0.0,
         )
         service = BatchedVerifierService(target, limits, pol)
         with ServerThread(service) as srv:
@@ -125,12 +155,17 @@ def run_fleet(
                 url = proxy.url if proxy else srv.url
                 try:
                     for n in ns:
+                        before = _pass_counters(service)
                         gens, wall_s = _concurrent(url, target, prompts[:n], tokens, k)
+                        after = _pass_counters(service)
+                        d = {key: after[key] - before[key] for key in after}
                         rounds = [r for g in gens for r in g.rounds]
                         round_ms = np.array([r.round_ms for r in rounds])
                         overhead = [r.round_ms - r.draft_ms - r.verify_ms - rtt for r in rounds]
                         row = {
                             "policy": policy,
+                            "gather": gather,
+                            "max_gather_wait_ms": pol.max_gather_wait_ms,
                             "rtt_ms": rtt,
                             "clients": n,
                             "tokens_per_client": tokens,
@@ -151,6 +186,10 @@ def run_fleet(
                             "identical_to_target_only": sum(
                                 g.tokens == target_only[i] for i, g in enumerate(gens)
                             ),
+                            "passes": d["passes"],
+                            "mean_batch": d["pass_sessions"] / max(d["passes"], 1.0),
+                            "mean_gather_wait_ms": d["gather_wait_s"] / max(d["passes"], 1.0) * 1e3,
+                            "gather_stops": {s: d[f"stop_{s}"] for s in GATHER_STOPS},
                             "load_average_1m": os.getloadavg()[0],
                         }
                         rows.append(row)
@@ -164,17 +203,19 @@ def run_fleet(
 
 def _table(rows: list[dict[str, Any]]) -> str:
     head = (
-        "| policy | RTT ms | N | aggregate tok/s | client goodput tok/s (median) | "
-        "round p50 / p99 ms | overhead ms (median) | = alone | = target-only | load 1m |"
+        "| policy | gather | RTT ms | N | aggregate tok/s | client goodput tok/s (median) | "
+        "round p50 / p99 ms | overhead ms (median) | mean batch | = alone | = target-only "
+        "| load 1m |"
     )
-    lines = [head, "|" + "---|" * 10]
+    lines = [head, "|" + "---|" * 12]
     for r in rows:
         lines.append(
-            f"| {r['policy']} | {r['rtt_ms']:g} | {r['clients']} | "
+            f"| {r['policy']} | {r['gather']} | {r['rtt_ms']:g} | {r['clients']} | "
             f"{r['aggregate_tokens_per_s']:.1f} | "
             f"{statistics.median(r['client_goodput_tokens_per_s']):.1f} | "
             f"{r['round_ms_p50']:.0f} / {r['round_ms_p99']:.0f} | "
-            f"{r['overhead_ms_median']:.1f} | {r['identical_to_alone']}/{r['clients']} | "
+            f"{r['overhead_ms_median']:.1f} | {r['mean_batch']:.2f} | "
+            f"{r['identical_to_alone']}/{r['clients']} | "
             f"{r['identical_to_target_only']}/{r['clients']} | {r['load_average_1m']:.1f} |"
         )
     return "\n".join(lines)
@@ -185,6 +226,15 @@ def main() -> None:
     ap.add_argument("--n", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     ap.add_argument("--rtt-ms", type=float, nargs="+", default=[0.0, 30.0])
     ap.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)
+    ap.add_argument(
+        "--gather",
+        nargs="+",
+        default=["sync"],
+        choices=GATHERS,
+        help="gather mode(s) of the batched policy (fixed + --max-gather-wait-ms 0 = the "
+        "old continuous batching)",
+    )
+    ap.add_argument("--max-gather-wait-ms", type=float, default=0.0)
     ap.add_argument("--tokens", type=int, default=48)
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
@@ -214,12 +264,15 @@ def main() -> None:
             ns=args.n,
             rtts_ms=args.rtt_ms,
             policies=args.policies,
+            gathers=args.gather,
+            max_gather_wait_ms=args.max_gather_wait_ms,
             tokens=args.tokens,
             k=args.k,
             max_batch_sessions=args.max_batch_sessions,
             log=lambda r: print(
-                f"{r['policy']:>13} RTT {r['rtt_ms']:g} N={r['clients']}: "
-                f"{r['aggregate_tokens_per_s']:.1f} tok/s",
+                f"{r['policy']:>13} {r['gather']:>5} RTT {r['rtt_ms']:g} N={r['clients']}: "
+                f"{r['aggregate_tokens_per_s']:.1f} tok/s, mean batch {r['mean_batch']:.2f}, "
+                f"load {r['load_average_1m']:.1f}",
                 flush=True,
             ),
         )

@@ -18,7 +18,11 @@ server path before the runs (``configspec profile verify`` with B = 1, 2, 4, ...
 ``--max-batch``, in-process, at ``--profile-context`` tokens; or read from
 ``--verify-profile``); the think time is the calibration's round minus S(1, p). The
 timing-only variant rescales that curve to the pass time and mean batch the verifier
-reported in the same run (``/metrics``).
+reported in the same run (``/metrics``). ``--gather`` is the batched verifier's gather
+mode (``sync``, the default, or ``fixed`` with ``--max-gather-wait-ms``; ``fixed`` with 0
+is the old continuous batching); the model's batch-formation branch follows it
+(``sync`` -> ``sync``, ``fixed`` 0 ms -> ``continuous``, ``fixed`` > 0 ms -> ``mva``;
+``--model-gather`` overrides). The JSON records both.
 
 Then the replica check: a small emulated fleet (``--fleet-clients`` devices) gets an SLO
 between what 1 and 2 replicas can give; ``configspec.plan`` picks the replica count
@@ -54,7 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from configspec.backends.factory import open_drafter, open_tokenizer  # noqa: E402
-from configspec.model.fleet import BatchLatency, solve_population  # noqa: E402
+from configspec.model.fleet import GATHER_MODELS, BatchLatency, solve_population  # noqa: E402
 from configspec.profiling.prompts import bundled_prompts  # noqa: E402
 from configspec.serving.client import EdgeClient  # noqa: E402
 from configspec.serving.netem import open_link  # noqa: E402
@@ -73,7 +77,10 @@ def verifier(args: argparse.Namespace, slots: int, policy: str = "") -> Iterator
     ``--max-batch`` sessions per pass."""
     port = free_port()
     if (policy or args.policy) == "batched":
-        mode = ["--batch", "--max-batch-sessions", str(args.max_batch), "--max-sessions", "48"]
+        mode = [
+            "--batch", "--max-batch-sessions", str(args.max_batch), "--max-sessions", "48",
+            "--gather", args.gather, "--max-gather-wait-ms", str(args.max_gather_wait_ms),
+        ]  # fmt: skip
     else:
         mode = ["--no-batch", "--slots", str(slots), "--max-sessions", "64"]
     cmd = [
@@ -204,14 +211,19 @@ def run_clients(
 
 
 def predict(
-    calib: dict[str, object], max_n: int, curve: BatchLatency | None = None, max_batch: int = 1
+    calib: dict[str, object],
+    max_n: int,
+    curve: BatchLatency | None = None,
+    max_batch: int = 1,
+    gather: str = "mva",
 ) -> dict[str, list[float]]:
     """The model's figures for N = 1..max_n from the calibration run's measurements.
 
     One-at-a-time (``curve`` None): the service time is the calibration's time in the
     server per request. Batched: ``curve`` is the profiled pass latency (sessions x
     positions) and the think time is the calibration's round minus S(1, p), so N = 1 is
-    the calibration by construction and only the batch shape is the profile's."""
+    the calibration by construction and only the batch shape is the profile's. ``gather``
+    is the model's batch-formation branch (one-at-a-time: always ``mva``, exact there)."""
     e = float(calib["tokens_per_round"])  # type: ignore[arg-type]
     positions = float(calib["drafted"]) + 1.0  # type: ignore[arg-type]
     if curve is None:
@@ -222,7 +234,7 @@ def predict(
     else:
         service = float(curve(1.0, positions))
     think = float(calib["round_ms"]) - service  # type: ignore[arg-type]
-    sol = solve_population(max_n, think, positions, e, curve, max_batch)
+    sol = solve_population(max_n, think, positions, e, curve, max_batch, gather=gather)
     return {
         "aggregate_tok_s": sol.replica_goodput_tok_s[0].tolist(),
         "per_client_tok_s": sol.goodput_tok_s[0].tolist(),
@@ -248,7 +260,7 @@ def predict_timing_only(calib: dict[str, object], meas: dict[str, object]) -> di
     e = float(meas["tokens_per_round"])  # type: ignore[arg-type]
     table = np.full((1, 66), service)
     table[:, 0] = np.nan
-    sol = solve_population(n, think, 2.0, e, BatchLatency(table), 1)
+    sol = solve_population(n, think, 2.0, e, BatchLatency(table), 1, gather="mva")
     return {
         "aggregate_tok_s": float(sol.replica_goodput_tok_s[0, -1]),
         "per_client_tok_s": float(sol.goodput_tok_s[0, -1]),
@@ -318,7 +330,11 @@ def pass_stats(url: str) -> tuple[float, float, float]:
 
 
 def predict_timing_only_batched(
-    curve: BatchLatency, max_batch: int, meas: dict[str, object], passes: tuple[float, ...]
+    curve: BatchLatency,
+    max_batch: int,
+    meas: dict[str, object],
+    passes: tuple[float, ...],
+    gather: str,
 ) -> dict[str, float]:
     """Batched timing-only: think = round - time in the server (same run); the profiled
     curve rescaled so that S(mean batch, mean positions) is the mean pass time the verifier
@@ -332,7 +348,7 @@ def predict_timing_only_batched(
     scaled = BatchLatency(curve.table_ms * scale, curve.batches)
     think = float(meas["round_ms"]) - float(meas["server_ms"])  # type: ignore[arg-type]
     e = float(meas["tokens_per_round"])  # type: ignore[arg-type]
-    sol = solve_population(n, think, p, e, scaled, max_batch)
+    sol = solve_population(n, think, p, e, scaled, max_batch, gather=gather)
     return {
         "aggregate_tok_s": float(sol.replica_goodput_tok_s[0, -1]),
         "per_client_tok_s": float(sol.goodput_tok_s[0, -1]),
@@ -495,6 +511,12 @@ def main() -> None:
     ap.add_argument("--server-arg", action="append", default=[])
     ap.add_argument("--policy", choices=("one-at-a-time", "batched"), default="one-at-a-time")
     ap.add_argument("--max-batch", type=int, default=16, help="batched: sessions per pass")
+    ap.add_argument("--gather", choices=("sync", "fixed"), default="sync",
+                    help="batched: the verifier's gather mode")  # fmt: skip
+    ap.add_argument("--max-gather-wait-ms", type=float, default=0.0,
+                    help="batched: sync cap (0 = mean pass time) or fixed wait")  # fmt: skip
+    ap.add_argument("--model-gather", choices=GATHER_MODELS, default=None,
+                    help="the model's batch formation (default: follows --gather)")  # fmt: skip
     ap.add_argument("--profile-context", type=int, default=160)
     ap.add_argument("--profile-budget-s", type=float, default=4.0)
     ap.add_argument("--verify-profile", type=Path, default=None)
@@ -524,6 +546,15 @@ def main() -> None:
         return
     batched = args.policy == "batched"
     curve, curve_doc = batch_curve(args) if batched else (None, None)
+    if not batched:
+        gather_model = "mva"  # exact for one session per pass
+    elif args.model_gather:
+        gather_model = args.model_gather
+    elif args.gather == "sync":
+        gather_model = "sync"
+    else:
+        gather_model = "continuous" if args.max_gather_wait_ms == 0 else "mva"
+    print(f"verifier gather: {args.gather if batched else '-'}; model: {gather_model}")
     with (
         verifier(args, slots=max(ns)) as port,
         open_link(args.link, ("127.0.0.1", port), delay_ms=args.rtt_ms / 2.0) as link,
@@ -531,7 +562,7 @@ def main() -> None:
         described = link.describe()
         direct = f"http://127.0.0.1:{port}"
         calib = run_clients([link.url], 1, prompts, tokenizer, args, args.calibration_s)
-        pred = predict(calib, max(ns), curve, args.max_batch if batched else 1)
+        pred = predict(calib, max(ns), curve, args.max_batch if batched else 1, gather_model)
         print(
             f"calibration (1 client, {calib['rounds']} rounds): think {pred['think_ms'][0]:.1f} "
             f"ms, service {pred['service_ms'][0]:.1f} ms, E {calib['tokens_per_round']:.2f}, "
@@ -568,7 +599,8 @@ def main() -> None:
             }
             if curve is not None and before is not None and after is not None:
                 delta = tuple(a - b for a, b in zip(after, before, strict=True))
-                tim = predict_timing_only_batched(curve, args.max_batch, meas, delta)
+                tim = predict_timing_only_batched(curve, args.max_batch, meas, delta,
+                                                  gather_model)  # fmt: skip
             else:
                 tim = predict_timing_only(calib, meas)
             row["predicted_timing_only"] = tim
@@ -631,6 +663,9 @@ def main() -> None:
             "think_ms": pred["think_ms"][0],
             "service_ms": pred["service_ms"][0],
             "policy": args.policy,
+            "gather": args.gather if batched else None,
+            "max_gather_wait_ms": args.max_gather_wait_ms if batched else None,
+            "gather_model": gather_model,
             "batch_curve": curve_doc,
         },
         "rows": rows,

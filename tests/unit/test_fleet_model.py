@@ -1,4 +1,7 @@
-"""The closed-loop fleet model against closed forms and the limits it must respect."""
+"""The closed-loop fleet model against closed forms and the limits it must respect.
+
+Most tests pin the MVA branch (``gather="mva"``); the lockstep branches (``sync``, the
+default, and ``continuous``) are tested at the end."""
 
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ FLAT = BatchLatency.linear(40.0, 0.0, 0.0, 1)  # 40 ms per verification, one at 
 @pytest.mark.parametrize(("think", "service"), [(35.0, 40.0), (200.0, 25.0), (5.0, 60.0)])
 def test_one_at_a_time_is_classic_exact_mva(n: int, think: float, service: float) -> None:
     curve = BatchLatency.linear(service, 0.0, 0.0, 1)
-    sol = solve_population(n, think, 3.0, 2.0, curve, max_batch=1)
+    sol = solve_population(n, think, 3.0, 2.0, curve, max_batch=1, gather="mva")
     expect = repairman_rounds_per_s(n, think, service)
     assert sol.rounds_per_s[0, n - 1] == pytest.approx(expect, rel=1e-9)
     # the goodput is E(K) tokens per round
@@ -33,9 +36,9 @@ def test_one_at_a_time_is_classic_exact_mva(n: int, think: float, service: float
 
 
 def test_schweitzer_stays_close_to_exact() -> None:
-    exact = solve_population(16, 35.0, 3.0, 2.0, FLAT, 1)
+    exact = solve_population(16, 35.0, 3.0, 2.0, FLAT, 1, gather="mva")
     for n in (1, 2, 4, 8, 16):
-        approx = solve_fleet(n, 35.0, 3.0, 2.0, FLAT, 1)
+        approx = solve_fleet(n, 35.0, 3.0, 2.0, FLAT, 1, gather="mva")
         assert approx.converged.all()
         assert approx.rounds_per_s[0, 0] == pytest.approx(exact.rounds_per_s[0, n - 1], rel=0.06)
 
@@ -45,7 +48,10 @@ def test_one_client_is_the_single_client_round() -> None:
     z, p, e = 33.0, 4.0, 2.5
     s1 = float(curve(1, p))
     assert s1 == pytest.approx(28.0 + 6.0 * 4)
-    for sol in (solve_population(1, z, p, e, curve, 16), solve_fleet(1, z, p, e, curve, 16)):
+    for sol in (
+        solve_population(1, z, p, e, curve, 16, gather="mva"),
+        solve_fleet(1, z, p, e, curve, 16, gather="mva"),
+    ):
         assert sol.round_ms[0, 0] == pytest.approx(z + s1)
         assert sol.goodput_tok_s[0, 0] == pytest.approx(e / (z + s1) * 1e3)
         assert sol.queue_ms[0, 0] == pytest.approx(0.0)
@@ -58,9 +64,9 @@ def test_saturation_throughput_is_full_batches(b_max: int) -> None:
     curve = BatchLatency.linear(28.0, 6.0, 2.0, 8)
     p = 3.0
     cap = b_max / float(curve(b_max, p)) * 1e3
-    exact = solve_population(400, 30.0, p, 2.0, curve, b_max)
+    exact = solve_population(400, 30.0, p, 2.0, curve, b_max, gather="mva")
     assert exact.rounds_per_s[0, -1] == pytest.approx(cap, rel=1e-3)
-    approx = solve_fleet(400, 30.0, p, 2.0, curve, b_max)
+    approx = solve_fleet(400, 30.0, p, 2.0, curve, b_max, gather="mva")
     assert approx.rounds_per_s[0, 0] == pytest.approx(cap, rel=1e-3)
     assert approx.utilisation[0] == pytest.approx(1.0, abs=1e-3)
     # never above the capacity, at any population
@@ -70,7 +76,7 @@ def test_saturation_throughput_is_full_batches(b_max: int) -> None:
 def test_monotone_in_the_population() -> None:
     curve = BatchLatency.linear(28.0, 6.0, 2.0, 16)
     for b_max in (1, 8):
-        sol = solve_population(32, 35.0, 3.0, 2.0, curve, b_max)
+        sol = solve_population(32, 35.0, 3.0, 2.0, curve, b_max, gather="mva")
         x, g, r = sol.rounds_per_s[0], sol.goodput_tok_s[0], sol.round_ms[0]
         assert (np.diff(x) > -1e-9).all()
         assert (np.diff(g) < 1e-9).all()
@@ -81,8 +87,8 @@ def test_monotone_in_the_population() -> None:
 
 def test_batching_beats_one_at_a_time_under_load() -> None:
     curve = BatchLatency.linear(28.0, 6.0, 2.0, 16)
-    one = solve_population(8, 35.0, 3.0, 2.0, curve, 1)
-    batched = solve_population(8, 35.0, 3.0, 2.0, curve, 8)
+    one = solve_population(8, 35.0, 3.0, 2.0, curve, 1, gather="mva")
+    batched = solve_population(8, 35.0, 3.0, 2.0, curve, 8, gather="mva")
     assert batched.rounds_per_s[0, -1] > 1.5 * one.rounds_per_s[0, -1]
     # most of the 8 clients are at the verifier at once (think time << pass time)
     assert 5.0 < batched.batch[0, -1] <= 8.0
@@ -92,8 +98,10 @@ def test_batching_beats_one_at_a_time_under_load() -> None:
 
 def test_classes_split_equal_one_class() -> None:
     curve = BatchLatency.linear(28.0, 6.0, 2.0, 16)
-    one = solve_fleet(12, 40.0, 3.0, 2.0, curve, 8)
-    two = solve_fleet([[5.0, 7.0]], [[40.0, 40.0]], [[3.0, 3.0]], [[2.0, 2.0]], curve, 8)
+    one = solve_fleet(12, 40.0, 3.0, 2.0, curve, 8, gather="mva")
+    two = solve_fleet(
+        [[5.0, 7.0]], [[40.0, 40.0]], [[3.0, 3.0]], [[2.0, 2.0]], curve, 8, gather="mva"
+    )
     assert two.replica_goodput_tok_s[0] == pytest.approx(one.replica_goodput_tok_s[0], rel=1e-4)
     assert two.round_ms[0, 0] == pytest.approx(two.round_ms[0, 1], rel=1e-6)
 
@@ -101,10 +109,10 @@ def test_classes_split_equal_one_class() -> None:
 def test_absent_class_and_vectorised_scenarios() -> None:
     curve = BatchLatency.linear(28.0, 6.0, 2.0, 16)
     clients = np.array([[4.0, 0.0], [4.0, 4.0], [0.0, 4.0]])
-    sol = solve_fleet(clients, [[30.0, 60.0]], [[3.0, 5.0]], [[2.0, 3.0]], curve, 8)
+    sol = solve_fleet(clients, [[30.0, 60.0]], [[3.0, 5.0]], [[2.0, 3.0]], curve, 8, gather="mva")
     assert np.isnan(sol.goodput_tok_s[0, 1]) and np.isnan(sol.goodput_tok_s[2, 0])
     assert sol.rounds_per_s[0, 1] == 0.0
-    alone = solve_fleet(4.0, 30.0, 3.0, 2.0, curve, 8)
+    alone = solve_fleet(4.0, 30.0, 3.0, 2.0, curve, 8, gather="mva")
     assert sol.goodput_tok_s[0, 0] == pytest.approx(alone.goodput_tok_s[0, 0], rel=1e-6)
     # a second class slows the first one down
     assert sol.goodput_tok_s[1, 0] < sol.goodput_tok_s[0, 0]
@@ -125,9 +133,9 @@ def test_batch_latency_interpolates_profiled_levels() -> None:
 
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="max_batch"):
-        solve_fleet(2, 30.0, 3.0, 2.0, FLAT, 0)
+        solve_fleet(2, 30.0, 3.0, 2.0, FLAT, 0, gather="mva")
     with pytest.raises(ValueError, match="max_clients"):
-        solve_population(0, 30.0, 3.0, 2.0, FLAT, 1)
+        solve_population(0, 30.0, 3.0, 2.0, FLAT, 1, gather="mva")
 
 
 def test_tail_bound_is_the_fifo_worst_case() -> None:
@@ -152,3 +160,60 @@ def test_tail_bound_is_the_fifo_worst_case() -> None:
         np.array([5.0]), np.array([40.0]), 1,
     )  # fmt: skip
     assert p95_idle[0] == pytest.approx(50.0)
+
+
+CURVE = BatchLatency.linear(100.0, 5.0, 10.0, 16)  # S(b, p) = 100 + 10 (b - 1) + 5 b p
+
+
+@pytest.mark.parametrize("gather", ["sync", "continuous"])
+def test_lockstep_one_client_is_the_single_client_round(gather: str) -> None:
+    for sol in (
+        solve_population(1, 35.0, 3.0, 2.0, CURVE, 16, gather=gather),
+        solve_fleet(1, 35.0, 3.0, 2.0, CURVE, 16, gather=gather),
+    ):
+        assert sol.round_ms[0, 0] == pytest.approx(35.0 + 115.0)
+        assert sol.batch[0, 0] == 1.0 and sol.queue_ms[0, 0] == pytest.approx(0.0)
+        assert sol.p95_round_ms[0, 0] == pytest.approx(150.0)
+
+
+def test_sync_puts_every_client_in_one_pass() -> None:
+    sol = solve_population(32, 35.0, 3.0, 2.0, CURVE, 16)  # gather="sync" is the default
+    for n in (2, 8, 16):
+        s = float(CURVE(n, 3.0))
+        assert sol.batch[0, n - 1] == n
+        assert sol.round_ms[0, n - 1] == pytest.approx(35.0 + s)
+        assert sol.replica_goodput_tok_s[0, n - 1] == pytest.approx(n * 2.0 / (35.0 + s) * 1e3)
+    # 32 clients, 16 per pass: two passes a cycle, the verifier never idles
+    s16 = float(CURVE(16, 3.0))
+    assert sol.batch[0, 31] == 16 and sol.round_ms[0, 31] == pytest.approx(2 * s16)
+    assert sol.utilisation[0, 31] == pytest.approx(1.0)
+    fleet = solve_fleet(32, 35.0, 3.0, 2.0, CURVE, 16)
+    assert fleet.round_ms[0, 0] == pytest.approx(sol.round_ms[0, 31])
+
+
+def test_continuous_clients_alternate_when_thinking_is_shorter_than_a_pass() -> None:
+    sol = solve_population(8, 35.0, 3.0, 2.0, CURVE, 16, gather="continuous")
+    # two groups take turns: N = 2 is one session per pass, a round of two passes
+    assert sol.batch[0, 1] == 1.0
+    assert sol.round_ms[0, 1] == pytest.approx(2 * float(CURVE(1, 3.0)))
+    assert sol.batch[0, 7] == 4.0
+    # a think time longer than a pass splits the clients further
+    slow = solve_population(8, 300.0, 3.0, 2.0, CURVE, 16, gather="continuous")
+    assert slow.batch[0, 7] < 4.0
+    sync = solve_population(8, 35.0, 3.0, 2.0, CURVE, 16)
+    assert (sync.replica_goodput_tok_s[0, 2:] > sol.replica_goodput_tok_s[0, 2:]).all()
+
+
+def test_sync_classes_wait_for_the_slowest_and_pad_to_the_widest() -> None:
+    sol = solve_fleet([[3.0, 5.0]], [[30.0, 60.0]], [[3.0, 5.0]], [[2.0, 3.0]], CURVE, 16)
+    s = float(CURVE(8, 5.0))
+    assert sol.round_ms[0] == pytest.approx([60.0 + s, 60.0 + s])
+    assert sol.queue_ms[0, 0] == pytest.approx(30.0)  # the fast class waits 30 ms
+    split = solve_fleet([[5.0, 7.0]], [[40.0, 40.0]], [[3.0, 3.0]], [[2.0, 2.0]], CURVE, 8)
+    one = solve_fleet(12, 40.0, 3.0, 2.0, CURVE, 8)
+    assert split.replica_goodput_tok_s[0] == pytest.approx(one.replica_goodput_tok_s[0])
+
+
+def test_unknown_gather_model_is_refused() -> None:
+    with pytest.raises(ValueError, match="gather='eager' is not one of sync, continuous, mva"):
+        solve_population(4, 35.0, 3.0, 2.0, CURVE, 16, gather="eager")

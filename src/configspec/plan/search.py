@@ -187,6 +187,7 @@ def _solve(
     n: FloatArray,
     choice: IntArray,
     start: FleetSolution | None,
+    gather: str = "sync",
 ) -> FleetSolution:
     return solve_fleet(
         n,
@@ -198,6 +199,7 @@ def _solve(
         tol=1e-5,
         max_iter=1000,
         start=start,
+        gather=gather,
     )
 
 
@@ -208,6 +210,7 @@ def _evaluate(
     replicas: FloatArray,
     scale: FloatArray,
     near: _Eval | None = None,
+    gather: str = "sync",
 ) -> _Eval:
     """Best-response choices and the solved replica for each scenario (replicas, scale).
 
@@ -223,7 +226,7 @@ def _evaluate(
         choice, sol = near.choice, near.sol
     settled = False
     for rnd in range(MAX_ROUNDS):
-        sol = _solve(cands, curve, b_max, n, choice, sol)
+        sol = _solve(cands, curve, b_max, n, choice, sol, gather)
         keep = choice if rnd >= FREE_ROUNDS else None
         new = _choose(cands, *_tagged(cands, curve, b_max, choice, sol, n), scale, keep)
         if np.array_equal(new, choice):
@@ -231,7 +234,7 @@ def _evaluate(
             break
         choice = new
     if not settled or sol is None:
-        sol = _solve(cands, curve, b_max, n, choice, sol)
+        sol = _solve(cands, curve, b_max, n, choice, sol, gather)
     ok = _meets(cands, sol.goodput_tok_s, sol.p95_round_ms, scale)
     return _Eval(choice, sol, ok)
 
@@ -312,7 +315,12 @@ def _slice(sol: FleetSolution, i: int) -> FleetSolution:
 
 
 def _search_replicas(
-    cands: Candidates, curve: BatchLatency, b_max: int, scales: FloatArray, r_max: int
+    cands: Candidates,
+    curve: BatchLatency,
+    b_max: int,
+    scales: FloatArray,
+    r_max: int,
+    gather: str = "sync",
 ) -> tuple[IntArray, BoolArray, _Eval]:
     """Smallest feasible replica count per scale (bisection, vectorised over scales)."""
     lo = np.maximum(np.ceil(_lower_bound(cands, curve, b_max, scales)) - 1, 0).astype(np.int64)
@@ -320,7 +328,7 @@ def _search_replicas(
     hi = np.minimum(lo + 1, r_max)
     ev: _Eval | None = None
     while True:
-        ev = _evaluate(cands, curve, b_max, hi.astype(np.float64), scales, ev)
+        ev = _evaluate(cands, curve, b_max, hi.astype(np.float64), scales, ev, gather)
         grow = ~ev.ok & (hi < r_max)
         if not grow.any():
             break
@@ -332,11 +340,11 @@ def _search_replicas(
         if not gap.any():
             break
         mid = np.where(gap, (lo + hi) // 2, hi)
-        ev_mid = _evaluate(cands, curve, b_max, mid.astype(np.float64), scales, ev)
+        ev_mid = _evaluate(cands, curve, b_max, mid.astype(np.float64), scales, ev, gather)
         good = gap & ev_mid.ok
         hi = np.where(good, mid, hi)
         lo = np.where(gap & ~ev_mid.ok, mid, lo)
-    final = _evaluate(cands, curve, b_max, hi.astype(np.float64), scales, ev)
+    final = _evaluate(cands, curve, b_max, hi.astype(np.float64), scales, ev, gather)
     return hi, feasible & final.ok, final
 
 
@@ -352,7 +360,7 @@ def plan_fleet(spec: FleetSpec, profiles: Profiles) -> FleetPlan:
     scales = np.asarray(spec.scales(), dtype=np.float64)
     main = int(np.flatnonzero(scales == 1.0)[0])
     replicas, feasible, ev = _search_replicas(
-        cands, curve, b_max, scales, spec.verifier.max_replicas
+        cands, curve, b_max, scales, spec.verifier.max_replicas, spec.verifier.gather
     )
     if not feasible[main]:
         raise SloInfeasible(_infeasible_message(cands, curve, b_max, spec, ev, main))
@@ -440,7 +448,8 @@ def plan_record(plan: FleetPlan) -> dict[str, object]:
         "tradeoff": [level(i) for i in range(len(plan.scales))],
         "sources": {k: sorted(v) for k, v in cands.sources.items()},
         "warnings": plan.warnings,
-        "note": "every figure is modelled (closed-loop MVA on the profiles), none measured",
+        "note": "every figure is modelled (closed-loop fleet model on the profiles, batches "
+        f"formed as the verifier's --gather {plan.spec.verifier.gather}), none measured",
     }
 
 

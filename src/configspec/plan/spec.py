@@ -8,6 +8,7 @@ documentation: ``docs/fleet.md``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -46,12 +47,17 @@ class Verifier(_Strict):
     """The verifier: one target (a verification profile by ``target`` name), billed per
     replica-hour. ``max_batch`` caps the sessions per pass (default: the largest batch the
     profile measured; above it the latency is unknown, so it is capped there);
-    ``max_replicas`` bounds the search."""
+    ``max_replicas`` bounds the search. ``gather`` is the verifier's gather mode, which
+    decides how batches form in the model (:mod:`configspec.model.fleet`): ``sync`` (the
+    verifier's default: every client of a replica in one pass), ``continuous``
+    (``--gather fixed --max-gather-wait-ms 0``: closed loops alternate in groups) or
+    ``mva`` (an arrival shares its pass with every request present)."""
 
     target: str = Field(min_length=1)
     price_usd_per_hour: float = Field(ge=0)
     max_batch: int | None = Field(default=None, ge=1, le=4096)
     max_replicas: int = Field(default=4096, ge=1, le=1_000_000)
+    gather: Literal["sync", "continuous", "mva"] = "sync"
 
 
 class FleetSpec(_Strict):
