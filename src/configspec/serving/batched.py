@@ -340,6 +340,11 @@ class BatchedVerifierService(VerifierService):
         deadline = ready_s + cap_s
         queued = {w.seq for w in self._queue}
         first = self._expected(queued, ready_s, cap_s)
+        if first and len(queued) < pol.max_sessions_per_batch:
+            head = self._queue[0]
+            width = self.batch_target.plan_positions(head.seq, head.context, head.tokens)
+            if width > self.limits.max_k + 2:
+                first = {}  # a prefill chunk leads the pass: rounds could not join it
         self.batch_metrics.expected_sessions.observe(len(first))
         if not first or len(queued) >= pol.max_sessions_per_batch:
             return "none"
