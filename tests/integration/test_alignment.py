@@ -78,6 +78,14 @@ def test_ordering_and_profile_saved(
     assert saved.provenance.model_sha256[model_family.target.name] == (
         model_family.target.file_sha256
     )
+    # per-prompt records, one per prompt of the entry's domain, pooling to by_k exactly
+    for e in saved.entries:
+        assert e.per_prompt is not None and len(e.per_prompt) == e.n_prompts
+        assert e.domain == "all" or {r.domain for r in e.per_prompt} == {e.domain}
+        assert e.by_k is not None and e.by_k[1].tokens_per_round is not None
+        tokens = sum(r.tokens[1] for r in e.per_prompt)
+        rounds = sum(r.rounds[1] for r in e.per_prompt)
+        assert tokens / rounds == pytest.approx(e.by_k[1].tokens_per_round.mean)
 
 
 def test_second_run_reuses_cached_target(
