@@ -484,6 +484,10 @@ def test_runs_get_a_prediction_interval_and_say_whether_they_fell_inside(
     assert main(["validate", "--profiles", str(profiles)]) == 0
     printed = capsys.readouterr().out
     assert "90% PI" in printed and "OUT" in printed and "prediction interval (90%: 1/2" in printed
+    from configspec.report.build import write_report
+
+    page = write_report(store, profiles.parent / "report").read_text()
+    assert "goodput modelled 90% PI" in page and "prediction interval in 1/2" in page
     # both runs pooled: measured tokens over measured time, interval for both prompts
     (pooled,) = pooled_by_config(result.rows, ProfileStore(profiles).alignment_profiles())
     tokens = sum(r.rounds * (r.tokens_per_round.measured or 0) for r in result.rows)

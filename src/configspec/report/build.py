@@ -269,9 +269,13 @@ def _validation_html(result: ValidationResult) -> str:
     rows = []
     for r in result.rows:
         g = r.objectives["goodput"]
+        pi = "—"
+        if r.prediction is not None and "90%" in r.prediction.goodput_tok_s:
+            lo, hi = r.prediction.goodput_tok_s["90%"]
+            pi = f"{_fmt(lo)}–{_fmt(hi)} {'in' if r.prediction.goodput_inside['90%'] else 'OUT'}"
         rows.append([
             r.drafter, str(r.k), f"{r.added_rtt_ms:g}", _fmt(r.tokens_per_round.measured),
-            _fmt(r.tokens_per_round.predicted), _fmt(g.measured), _fmt(g.predicted),
+            _fmt(r.tokens_per_round.predicted), _fmt(g.measured), _fmt(g.predicted), pi,
             "—" if g.error is None else f"{g.error:+.1%}",
             "—" if r.objectives["cost"].error is None else f"{r.objectives['cost'].error:+.1%}",
         ])  # fmt: skip
@@ -282,11 +286,19 @@ def _validation_html(result: ValidationResult) -> str:
         if s.n and s.median_abs_error is not None and s.max_abs_error is not None
         else "no comparable runs"
     )
+    summary += "".join(
+        f"; measured inside the modelled {level} prediction interval in {n_in}/{n}"
+        for level, (n_in, n) in s.inside_prediction.items()
+    )
     return (
         "<h2>Validation: predicted vs measured</h2>"
         + _table(["drafter", "K", "+RTT ms", "E(K) measured", "E(K) modelled",
-                  "goodput measured", "goodput modelled", "error", "tokens/USD error"], rows)
-        + f"<p class='src'>{html.escape(summary)}; error = modelled / measured − 1.</p>"
+                  "goodput measured", "goodput modelled", "goodput modelled 90% PI",
+                  "error", "tokens/USD error"], rows)
+        + f"<p class='src'>{html.escape(summary)}; error = modelled / measured − 1; PI = "
+        "prediction interval for a run of that many prompts (between-prompt variance of "
+        "acceptance, cluster bootstrap over the profiled prompts; not the timing model's "
+        "error).</p>"
     )  # fmt: skip
 
 
