@@ -147,3 +147,22 @@ def test_the_pass_fills_up_to_the_session_limit() -> None:
 def test_unknown_gather_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="gather='batch' is not one of sync, fixed"):
         BatchPolicy(gather="batch")
+
+
+@pytest.mark.parametrize("gather", ["sync", "fixed"])
+def test_a_session_reopened_at_once_gets_the_sequence_its_closed_one_frees(gather: str) -> None:
+    """Every KV sequence in use: a client that closes its session and opens the next one
+    at once waits for the batcher to free the old sequence instead of being refused."""
+    target = FakeBatchTarget(bigram_table(V, seed=3), n_seqs=2, pass_delay_s=PASS_S)
+    policy = BatchPolicy(max_sessions_per_batch=2, gather=gather)
+    service = BatchedVerifierService(target, ServerLimits(max_sessions=2), policy)
+
+    async def run() -> list[list[int]]:
+        busy = asyncio.create_task(_client(service, [1, 5, 3], 24, 0.003))
+        again = [await _client(service, [1, 2 + i, 4], 3, 0.003) for i in range(4)]
+        await busy
+        await service.aclose()
+        return again
+
+    assert asyncio.run(run()) == [target.greedy([1, 2 + i, 4], 3) for i in range(4)]
+    assert sorted(target.free) == [0, 1]

@@ -229,6 +229,7 @@ class BatchedVerifierService(VerifierService):
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._pending_free: list[int] = []
+        self._free_waiters: list[asyncio.Future[None]] = []
         self._seqs: dict[str, int] = {}
         self._passes = 0
         # the sync gather's state, per KV sequence: when its last result went out
@@ -239,6 +240,15 @@ class BatchedVerifierService(VerifierService):
 
     # hooks of VerifierService --------------------------------------------------
     async def _prefill(self, s: _Session) -> Evaluation:
+        if self._pending_free and len(self._seqs) + len(self._pending_free) >= (
+            self.batch_target.n_seqs
+        ):  # a closed session's sequence is freed by the batcher: wait for it
+            self._ensure_batcher()
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._free_waiters.append(fut)
+            assert self._wake is not None
+            self._wake.set()
+            await fut
         seq = self.batch_target.new_sequence()
         self._seqs[s.session_id] = seq
         prompt = list(s.tokens)
@@ -300,9 +310,7 @@ class BatchedVerifierService(VerifierService):
         after: Callable[[Evaluation], Any],
         round_: bool = False,
     ) -> Any:
-        if self._task is None or self._task.done():
-            self._wake = asyncio.Event()
-            self._task = asyncio.create_task(self._loop())
+        self._ensure_batcher()
         assert self._wake is not None
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         work = _Work(seq, context, tokens, probs, after, fut)
@@ -317,6 +325,32 @@ class BatchedVerifierService(VerifierService):
         self._queue.append(work)
         self._wake.set()
         return await fut
+
+    def _ensure_batcher(self) -> None:
+        if self._task is None or self._task.done():
+            self._wake = asyncio.Event()
+            self._task = asyncio.create_task(self._loop())
+
+    def _drop_closed(self, seqs: list[int]) -> None:
+        """Fail the queued work of sessions closed (or expired) while it waited."""
+        for w in [w for w in self._queue if w.seq in seqs]:
+            self._queue.remove(w)
+            if not w.future.done():
+                w.future.set_exception(
+                    ApiError(404, "unknown_session", "the session was closed during its round")
+                )
+
+    async def _free_now(self, seqs: list[int]) -> None:
+        """Free ``seqs`` between passes (worker thread) and wake sessions waiting to open."""
+        if seqs:
+            await asyncio.to_thread(self._free, seqs)
+        self._wake_free_waiters()
+
+    def _wake_free_waiters(self) -> None:
+        waiters, self._free_waiters = self._free_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
 
     def _expected(self, queued: set[int], ready_s: float, cap_s: float) -> dict[int, float]:
         """The sessions a sync gather waits for: {sequence: time (perf_counter s) after
@@ -361,6 +395,10 @@ class BatchedVerifierService(VerifierService):
             timeout = min(deadline, min(expected.values())) - now
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, timeout))
+            if self._pending_free:  # a session closed: free its sequence now, not after
+                frees, self._pending_free = self._pending_free, []  # the pass (one may open)
+                self._drop_closed(frees)
+                await self._free_now(frees)
             queued = {w.seq for w in self._queue}
             expected = self._expected(queued, ready_s, cap_s)
 
@@ -402,8 +440,7 @@ class BatchedVerifierService(VerifierService):
             pol = self.policy  # may be replaced between passes (e.g. by a profiler)
             frees, self._pending_free = self._pending_free, []
             if not self._queue:
-                if frees:
-                    await asyncio.to_thread(self._free, frees)
+                await self._free_now(frees)
                 continue
             t_first = min(w.enqueued_s for w in self._queue)
             if pol.gather == "sync":
@@ -417,16 +454,10 @@ class BatchedVerifierService(VerifierService):
                         and time.perf_counter() < deadline
                     ):
                         await asyncio.sleep(min(0.0005, max(0.0, deadline - time.perf_counter())))
-            for w in [w for w in self._queue if w.seq in frees]:
-                self._queue.remove(w)  # its session was closed or expired meanwhile
-                if not w.future.done():
-                    w.future.set_exception(
-                        ApiError(404, "unknown_session", "the session was closed during its round")
-                    )
+            self._drop_closed(frees)
             batch = self._compose()
             if not batch:
-                if frees:
-                    await asyncio.to_thread(self._free, frees)
+                await self._free_now(frees)
                 continue
             started = time.perf_counter()
             bm = self.batch_metrics
@@ -435,6 +466,7 @@ class BatchedVerifierService(VerifierService):
             for w in batch:
                 bm.queue_time.observe(started - w.enqueued_s)
             results = await asyncio.to_thread(self._run_pass, batch, frees)
+            self._wake_free_waiters()
             out_s = time.perf_counter()
             live = set(self._seqs.values())  # a session closed during the pass is not expected
             for w, (ok, value) in zip(batch, results, strict=True):
@@ -446,7 +478,7 @@ class BatchedVerifierService(VerifierService):
                     w.future.set_result(value)
                 else:
                     w.future.set_exception(value)
-            if self._queue or self._pending_free:
+            if self._queue or self._pending_free or self._free_waiters:
                 self._wake.set()
 
     def _free(self, seqs: list[int]) -> None:
