@@ -165,4 +165,3 @@ def test_a_session_reopened_at_once_gets_the_sequence_its_closed_one_frees(gathe
         return again
 
     assert asyncio.run(run()) == [target.greedy([1, 2 + i, 4], 3) for i in range(4)]
-    assert sorted(target.free) == [0, 1]

@@ -230,6 +230,7 @@ class BatchedVerifierService(VerifierService):
         self._task: asyncio.Task[None] | None = None
         self._pending_free: list[int] = []
         self._free_waiters: list[asyncio.Future[None]] = []
+        self._unfreed = 0  # sequences released by closed sessions, not yet freed
         self._seqs: dict[str, int] = {}
         self._passes = 0
         # the sync gather's state, per KV sequence: when its last result went out
@@ -240,9 +241,8 @@ class BatchedVerifierService(VerifierService):
 
     # hooks of VerifierService --------------------------------------------------
     async def _prefill(self, s: _Session) -> Evaluation:
-        if self._pending_free and len(self._seqs) + len(self._pending_free) >= (
-            self.batch_target.n_seqs
-        ):  # a closed session's sequence is freed by the batcher: wait for it
+        while self._unfreed and len(self._seqs) + self._unfreed >= self.batch_target.n_seqs:
+            # a closed session's sequence is freed by the batcher between passes: wait
             self._ensure_batcher()
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._free_waiters.append(fut)
@@ -289,6 +289,7 @@ class BatchedVerifierService(VerifierService):
             self._last_out_s.pop(seq, None)
             self._think_s.pop(seq, None)
             self._pending_free.append(seq)
+            self._unfreed += 1
             if self._wake is not None:
                 self._wake.set()
 
@@ -344,6 +345,7 @@ class BatchedVerifierService(VerifierService):
         """Free ``seqs`` between passes (worker thread) and wake sessions waiting to open."""
         if seqs:
             await asyncio.to_thread(self._free, seqs)
+            self._unfreed -= len(seqs)
         self._wake_free_waiters()
 
     def _wake_free_waiters(self) -> None:
@@ -444,6 +446,10 @@ class BatchedVerifierService(VerifierService):
                 continue
             t_first = min(w.enqueued_s for w in self._queue)
             if pol.gather == "sync":
+                if frees:  # free before waiting: a session may be opening meanwhile
+                    self._drop_closed(frees)
+                    await self._free_now(frees)
+                    frees = []
                 stop = await self._gather_sync(pol)
             else:
                 stop = "fixed"
@@ -466,6 +472,7 @@ class BatchedVerifierService(VerifierService):
             for w in batch:
                 bm.queue_time.observe(started - w.enqueued_s)
             results = await asyncio.to_thread(self._run_pass, batch, frees)
+            self._unfreed -= len(frees)
             self._wake_free_waiters()
             out_s = time.perf_counter()
             live = set(self._seqs.values())  # a session closed during the pass is not expected
