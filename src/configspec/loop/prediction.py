@@ -70,6 +70,15 @@ class RunInterval:
             return 1.0, 1.0
         return lo / self.point, hi / self.point
 
+    def scaled(self, value: float, levels: Sequence[float]) -> dict[str, list[float]]:
+        """``value`` (a modelled E(K), or a figure proportional to it such as goodput)
+        times the relative interval, keyed by :func:`level_key`: ``{"90%": [low, high]}``."""
+        out = {}
+        for level in levels:
+            lo, hi = self.relative(level)
+            out[level_key(level)] = [value * lo, value * hi]
+        return out
+
 
 def alignment_entry(
     alignments: list[AlignmentProfile],
@@ -108,9 +117,9 @@ def tokens_per_round_interval(
     num = np.array([[r.tokens[j], r.accepted[j]] for r in records], dtype=np.float64)
     den = np.array([[r.rounds[j], r.drafted[j]] for r in records], dtype=np.float64)
     pooled = num.sum(axis=0) / np.where(den.sum(axis=0) > 0, den.sum(axis=0), np.nan)
-    draws = cluster_bootstrap_ratios(num, den, n_run_prompts, n_boot=n_boot, seed=seed)
     if not np.all(np.isfinite(pooled)):
         return None
+    draws = cluster_bootstrap_ratios(num, den, n_run_prompts, n_boot=n_boot, seed=seed)
     point = float(tokens_per_round_from_measured(k, np.clip(pooled[1], 0, 1), pooled[0]))
     frac = np.clip(np.nan_to_num(draws[:, 1], nan=0.0), 0.0, 1.0)
     e_k = tokens_per_round_from_measured(k, frac, draws[:, 0])
@@ -170,12 +179,8 @@ def run_prediction(
     iv = tokens_per_round_interval(entry, k, n_run_prompts, levels=levels)
     if iv is None:
         return None
-    tpr, gp = {}, {}
-    for level in levels:
-        lo, hi = iv.relative(level)
-        key = level_key(level)
-        tpr[key] = [modelled_tokens_per_round * lo, modelled_tokens_per_round * hi]
-        gp[key] = [modelled_goodput_tok_s * lo, modelled_goodput_tok_s * hi]
+    tpr = iv.scaled(modelled_tokens_per_round, levels)
+    gp = iv.scaled(modelled_goodput_tok_s, levels)
     return RunPrediction(
         n_run_prompts=n_run_prompts,
         n_profiled_prompts=iv.n_profiled_prompts,
@@ -270,17 +275,9 @@ def pooled_by_config(
         )
         iv = tokens_per_round_interval(entry, k, n_prompts, levels=levels) if entry else None
         if iv is not None:
-            interval = {
-                level_key(lv): [predicted * iv.relative(lv)[0], predicted * iv.relative(lv)[1]]
-                for lv in levels
-            }
+            interval = iv.scaled(predicted, levels)
             inside = {key: _inside(measured, b) for key, b in interval.items()}
-            e_inside = {
-                level_key(lv): _inside(
-                    e_meas, [e_mod * iv.relative(lv)[0], e_mod * iv.relative(lv)[1]]
-                )
-                for lv in levels
-            }
+            e_inside = {key: _inside(e_meas, b) for key, b in iv.scaled(e_mod, levels).items()}
         out.append(
             PooledFigure(
                 drafter=drafter,

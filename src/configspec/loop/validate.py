@@ -594,13 +594,14 @@ def _row(
     tpr_meas = [float(r.accepted + 1) for r in rounds]
     link_pred = float(row[R.UPLINK_MS] + row[R.DOWNLINK_MS]) + network.round_overhead_ms
     objectives = _objectives(run, row, rounds, profiles)
+    n_prompts = _n_prompts(run)
     entry = alignment_entry(
         profiles.alignments, c.target, c.drafter, m.acceptance_domain, c.temperature
     )
     prediction = run_prediction(
         entry,
         c.k,
-        _n_prompts(run),
+        n_prompts,
         float(row[R.TOKENS_PER_ROUND]),
         float(row[R.GOODPUT_TOK_S]),
         statistics.fmean(tpr_meas) if tpr_meas else None,
@@ -631,7 +632,7 @@ def _row(
         contention_verify=m.ratios[1] if m.ratios else None,
         domains=tuple(run.provenance.settings.get("domains", ())),
         acceptance_domain=m.acceptance_domain,
-        n_prompts=_n_prompts(run),
+        n_prompts=n_prompts,
         prediction=prediction,
     )
 
