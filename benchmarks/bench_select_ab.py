@@ -94,15 +94,18 @@ def main() -> None:
     load_before = os.getloadavg()
     runs: dict[str, list[dict[str, float | int | str]]] = {"a": [], "b": []}
     with tempfile.TemporaryDirectory() as tmp:
-        trees = {}
-        for key, rev in (("a", args.rev_a), ("b", args.rev_b)):
-            trees[key] = Path(tmp) / key
-            subprocess.run(
-                ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(trees[key]), rev],
-                check=True,
-                capture_output=True,
-            )
+        trees: dict[str, Path] = {}
         try:
+            for key, rev in (("a", args.rev_a), ("b", args.rev_b)):
+                tree = Path(tmp) / key
+                added = subprocess.run(
+                    ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev],
+                    capture_output=True,
+                    text=True,
+                )
+                if added.returncode != 0:
+                    sys.exit(f"cannot check out revision {rev!r}: {added.stderr.strip()}")
+                trees[key] = tree
             for i in range(args.rounds):
                 for key in ("a", "b") if i % 2 == 0 else ("b", "a"):
                     r = run_child(trees[key], args.inner)
