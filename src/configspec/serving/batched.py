@@ -15,7 +15,11 @@ Policy (:class:`BatchPolicy`): at most ``max_sessions_per_batch`` sessions and
   enqueue minus its last result: link, drafting, client). Before a pass it waits for the
   *expected* sessions: active (a think time measured, not closed), not queued, due back
   (last result + think) before the cap, and not gone quiet (a session is dropped from the
-  expected set once ``max(2·think, think + 3 ms)`` has passed since its last result). It
+  expected set once ``think + max(think, 4·spread, cap/4, 3 ms)`` has passed since its
+  last result; ``spread`` is an EWMA of how far its think samples fall from its think
+  EWMA, so a client whose think time jitters, e.g. clients sharing cores with the
+  verifier, is still waited for, and ``cap/4`` covers a stall that delays every client
+  at once: waiting a quarter pass saves the session a pass of its own). It
   stops when every expected session has queued, the pass is full
   (``max_sessions_per_batch``), or the cap passes. The cap is ``max_gather_wait_ms``
   after the batcher became ready, or, when that is 0, the mean recent pass time (EWMA):
@@ -30,7 +34,10 @@ Policy (:class:`BatchPolicy`): at most ``max_sessions_per_batch`` sessions and
 ``/metrics`` counts each pass's gather decision in
 ``configspec_batch_gather_decisions_total{stop=...}``: ``none`` (nobody expected: no
 wait), ``arrived`` (every expected session queued), ``full``, ``cap``, ``quiet`` (the
-remaining expected sessions went quiet), ``fixed`` (the fixed mode).
+remaining expected sessions went quiet), ``fixed`` (the fixed mode). Setting
+``service.pass_trace = []`` records one dict per pass (a debug trace: its sessions and
+their enqueue times, the stop reason, the expected set with think times and spreads, the
+cap, start and end times; perf_counter seconds).
 
 A prompt is prefilled in chunks of at most ``max_positions_per_pass`` positions, one
 chunk per pass, so other sessions' rounds interleave with a long prefill instead of
@@ -73,6 +80,8 @@ GATHER_STOPS = ("none", "arrived", "full", "cap", "quiet", "fixed")
 _THINK_EWMA_WEIGHT = 0.3  # weight of the newest think-time sample
 _PASS_EWMA_WEIGHT = 0.2  # weight of the newest pass time (the automatic cap)
 _QUIET_SLACK_S = 0.003  # an expected session is waited for at least this past its think
+_SPREAD_FACTOR = 4.0  # ... and this many think-time spreads (EWMA of |sample - think|)
+_CAP_SLACK_FRACTION = 0.25  # ... and this fraction of the cap
 _MAX_THINK_SAMPLE_S = 10.0  # a longer pause is an idle client, not a think time
 
 
@@ -237,7 +246,12 @@ class BatchedVerifierService(VerifierService):
         # (perf_counter s) and its think-time EWMA (s); the pass-time EWMA (s)
         self._last_out_s: dict[int, float] = {}
         self._think_s: dict[int, float] = {}
+        self._spread_s: dict[int, float] = {}  # EWMA of |think sample - think EWMA| (s)
         self._pass_ewma_s = 0.0
+        #: when a list, one record per pass is appended (a debug trace: times in s,
+        #: perf_counter clock); None (the default) records nothing
+        self.pass_trace: list[dict[str, Any]] | None = None
+        self._gather_info: dict[str, Any] = {}
 
     # hooks of VerifierService --------------------------------------------------
     async def _prefill(self, s: _Session) -> Evaluation:
@@ -288,6 +302,7 @@ class BatchedVerifierService(VerifierService):
         if seq is not None:
             self._last_out_s.pop(seq, None)
             self._think_s.pop(seq, None)
+            self._spread_s.pop(seq, None)
             self._pending_free.append(seq)
             self._unfreed += 1
             if self._wake is not None:
@@ -322,6 +337,10 @@ class BatchedVerifierService(VerifierService):
                 old = self._think_s.get(seq)
                 w = _THINK_EWMA_WEIGHT
                 self._think_s[seq] = sample if old is None else (1 - w) * old + w * sample
+                if old is not None:
+                    dev = abs(sample - old)
+                    spread = self._spread_s.get(seq)
+                    self._spread_s[seq] = dev if spread is None else (1 - w) * spread + w * dev
         self._last_out_s.pop(seq, None)  # in flight: not expected until its result is out
         self._queue.append(work)
         self._wake.set()
@@ -363,7 +382,13 @@ class BatchedVerifierService(VerifierService):
             think = self._think_s.get(seq)
             if think is None or seq in queued or last + think > ready_s + cap_s:
                 continue
-            quiet = last + max(2.0 * think, think + _QUIET_SLACK_S)
+            slack = max(
+                think,
+                _SPREAD_FACTOR * self._spread_s.get(seq, 0.0),
+                _CAP_SLACK_FRACTION * cap_s,
+                _QUIET_SLACK_S,
+            )
+            quiet = last + think + slack
             if quiet > now:
                 out[seq] = quiet
         return out
@@ -382,6 +407,18 @@ class BatchedVerifierService(VerifierService):
             if width > self.limits.max_k + 2:
                 first = {}  # a prefill chunk leads the pass: rounds could not join it
         self.batch_metrics.expected_sessions.observe(len(first))
+        if self.pass_trace is not None:
+            self._gather_info = {
+                "ready_s": ready_s,
+                "cap_s": cap_s,
+                "queued_at_ready": sorted(queued),
+                "expected": {
+                    q: (self._last_out_s[q], self._think_s[q], t) for q, t in first.items()
+                },
+                "think_s": dict(self._think_s),
+                "spread_s": dict(self._spread_s),
+                "last_out_s": dict(self._last_out_s),
+            }
         if not first or len(queued) >= pol.max_sessions_per_batch:
             return "none"
         expected = first
@@ -469,12 +506,25 @@ class BatchedVerifierService(VerifierService):
             bm = self.batch_metrics
             bm.gather_wait.observe(max(0.0, started - t_first))
             bm.gather_decisions.labels(stop=stop).inc()
+            if self.pass_trace is not None:
+                self.pass_trace.append(
+                    {
+                        "started_s": started,
+                        "stop": stop,
+                        "batch": [(w.seq, w.enqueued_s) for w in batch],
+                        "left_queued": [w.seq for w in self._queue],
+                        **self._gather_info,
+                    }
+                )
+                self._gather_info = {}
             for w in batch:
                 bm.queue_time.observe(started - w.enqueued_s)
             results = await asyncio.to_thread(self._run_pass, batch, frees)
             self._unfreed -= len(frees)
             self._wake_free_waiters()
             out_s = time.perf_counter()
+            if self.pass_trace is not None and self.pass_trace:
+                self.pass_trace[-1]["out_s"] = out_s
             live = set(self._seqs.values())  # a session closed during the pass is not expected
             for w, (ok, value) in zip(batch, results, strict=True):
                 if w.seq in live:
