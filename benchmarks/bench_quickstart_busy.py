@@ -5,10 +5,15 @@ this machine, first as it is, then with ``--busy`` background processes spinning
 each (``python -c "while True: pass"``, started here and always stopped at the end), and
 prints the goodput error of both next to each other — with the contention probe folded in
 (what ``validate`` does) and without it (the raw profiles), from the same run records.
+For every run it prints each ratio (run probe / baseline probe taken right after
+profiling), whether it was applied and why (applied only when its bootstrap 95% interval
+excludes 1, see ``configspec.loop.contention``).
 
 Target (issue 14): with one busy process, median |goodput error| ≤ 5 %.
 
     PYTHONPATH=src python benchmarks/bench_quickstart_busy.py
+    PYTHONPATH=src python benchmarks/bench_quickstart_busy.py --max-tokens 8 --validate-k 2 \
+        --drafters ngram --out /tmp/smoke.json      # a short smoke, not a measurement
 
 Writes ``benchmarks/results/bench_quickstart_busy.json``.
 """
@@ -16,6 +21,7 @@ Writes ``benchmarks/results/bench_quickstart_busy.json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import sys
@@ -30,11 +36,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_validate import busy_processes, fmt_summary  # noqa: E402
 
-from configspec.loop.quickstart import QuickstartSettings, run_quickstart  # noqa: E402
+from configspec.loop.quickstart import (  # noqa: E402
+    DEFAULT_DRAFTERS,
+    QuickstartSettings,
+    run_quickstart,
+)
 from configspec.loop.validate import validate  # noqa: E402
 from configspec.store import atomic_write_json  # noqa: E402
 
 MEDIAN_TARGET = 0.05
+
+
+def fmt_pct(x: float | None) -> str:
+    return "—" if x is None else f"{x:+.1%}"
+
+
+def fmt_ratio(x: float | None) -> str:
+    return "—" if x is None else f"×{x:.3f}"
 
 
 def one(label: str, settings: QuickstartSettings) -> dict[str, Any]:
@@ -51,18 +69,34 @@ def one(label: str, settings: QuickstartSettings) -> dict[str, Any]:
     print(f"{label}: load {load0[0]:.2f} -> {load1[0]:.2f}, {wall:.0f} s")
     print(f"    with the contention probe folded in: {fmt_summary(folded)}")
     print(f"    raw profiles (no probe):             {fmt_summary(unfolded)}")
+    raw_rows = {r.run_id: r for r in raw.rows}
     for r in result.validation.rows:
         g = r.objectives["goodput"]
-        print(f"    {r.drafter:<20} K={r.k}: error {g.error or float('nan'):+.1%} "
-              f"(probe draft ×{r.contention_draft or float('nan'):.2f}, "
-              f"verify ×{r.contention_verify or float('nan'):.2f})")  # fmt: skip
+        g_raw = raw_rows[r.run_id].objectives["goodput"]
+        print(f"    {r.drafter:<20} K={r.k}: error {fmt_pct(g.error)} "
+              f"(raw {fmt_pct(g_raw.error)})")  # fmt: skip
+        if r.contention is not None:
+            for what, c in (("draft", r.contention.draft), ("verify", r.contention.verify)):
+                print(f"        {what:<6} probe/baseline {fmt_ratio(c.measured)} -> "
+                      f"applied ×{c.applied:.3f} ({c.reason})")  # fmt: skip
+        else:
+            print("        no contention probe in this run record")
+    n_applied = sum(
+        1
+        for r in result.validation.rows
+        if r.contention is not None
+        for c in (r.contention.draft, r.contention.verify)
+        if c.applied != 1.0
+    )
+    print(f"    ratios applied: {n_applied} of {2 * len(result.validation.rows)}")
     return {
         "load_average_before": load0,
         "load_average_after": load1,
         "wall_s": wall,
         "folded": folded.__dict__,
         "unfolded": unfolded.__dict__,
-        "rows": [r.__dict__ for r in result.validation.rows],
+        "rows": [dataclasses.asdict(r) for r in result.validation.rows],
+        "ratios_applied": n_applied,
     }
 
 
@@ -76,6 +110,7 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--validate-k", nargs="+", type=int, default=[2, 6])
     ap.add_argument("--contexts", nargs="+", type=int, default=[64, 192])
+    ap.add_argument("--drafters", nargs="+", default=list(DEFAULT_DRAFTERS))
     ap.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_quickstart_busy.json"
     )
@@ -86,7 +121,7 @@ def main() -> int:
         return QuickstartSettings(
             out=work / name, rtt_ms=args.rtt_ms, threads=args.threads, k_max=args.k_max,
             max_tokens=args.max_tokens, validate_ks=tuple(args.validate_k),
-            contexts=tuple(args.contexts),
+            contexts=tuple(args.contexts), drafters=tuple(args.drafters),
         )  # fmt: skip
 
     try:

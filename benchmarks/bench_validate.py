@@ -68,6 +68,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from configspec.config import AlignmentProfile, NetworkSettings  # noqa: E402
+from configspec.loop.contention import take_baseline  # noqa: E402
 from configspec.loop.prediction import PooledFigure, coverage, pooled_by_config  # noqa: E402
 from configspec.loop.runtime import RunPlan, Runtime, RuntimeSettings  # noqa: E402
 from configspec.loop.validate import (  # noqa: E402
@@ -449,6 +450,15 @@ def main() -> int:
                 link=args.link,
             )
             with Runtime(base) as runtime:
+                # the baseline probe of every run's point, right after (re)profiling: the
+                # runs' probes are divided by it (configspec.loop.contention)
+                for prompts in run_groups.values():
+                    runtime.settings = dataclasses.replace(base, prompts=tuple(prompts))
+                    take_baseline(runtime, [
+                        RunPlan(d, 1, rtt, t, SEED if t else None)
+                        for t, d in itertools.product(args.temperatures, args.drafters)
+                    ], block)  # fmt: skip
+                runtime.settings = base
                 over = runtime.calibrate_overhead(args.drafters[0], rtt)
                 overheads[rtt] = over.mean
                 net = block.network().model_dump()

@@ -31,6 +31,7 @@ Estimator = Literal[
     "normal",
     "bootstrap_ratio",
     "bootstrap_median",
+    "bootstrap_ratio_of_medians",
     "bootstrap_prompts",
     "cluster_bootstrap_prompts",
 ]
@@ -428,6 +429,71 @@ class NetworkSettings(_Strict):
                 ],
             }
         )
+
+
+# --------------------------------------------------------------------------- contention
+
+
+class ContentionProbe(_Strict):
+    """What the drafter and the verifier cost at one moment, timed by
+    :meth:`configspec.loop.runtime.Runtime.probe`: per-token drafting at K=1 after
+    ``draft_context_tokens`` (ms, at ``temperature``; one sample per timing) and one
+    verified position after about ``verify_context_tokens`` (ms, as the verifier reports
+    it; one sample per K=0 round through the link at ``added_rtt_ms``), with the medians
+    and the 1-minute load average at the time.
+
+    A run record keeps the probe taken right before the run (``provenance.settings
+    ["contention"]``); the profile directory keeps the baseline probes taken the same way
+    right after profiling (:class:`ContentionBaseline`). Records written before the samples
+    were kept read with empty sample lists and no drafter.
+    """
+
+    drafter: str = ""
+    """Profiled drafter name (``""`` in records written before it was kept)."""
+    temperature: float = Field(default=0.0, ge=0)
+    added_rtt_ms: float = Field(default=0.0, ge=0)
+    draft_context_tokens: int = Field(ge=0)
+    draft_ms_per_token: float = Field(ge=0)
+    """Median of ``draft_samples_ms``."""
+    draft_samples_ms: list[float] = Field(default_factory=list)
+    verify_context_tokens: int = Field(ge=0)
+    verify_one_ms: float = Field(ge=0)
+    """Median of ``verify_samples_ms``."""
+    verify_samples_ms: list[float] = Field(default_factory=list)
+    load_average_1m: float = 0.0
+    taken_at: datetime | None = None
+
+    def same_point(self, other: ContentionProbe) -> bool:
+        """True when ``other`` timed the same drafter, temperature, RTT and contexts."""
+        return (
+            self.drafter == other.drafter
+            and math.isclose(self.temperature, other.temperature, abs_tol=1e-9)
+            and math.isclose(self.added_rtt_ms, other.added_rtt_ms, abs_tol=1e-6)
+            and self.draft_context_tokens == other.draft_context_tokens
+            and self.verify_context_tokens == other.verify_context_tokens
+        )
+
+
+class ContentionBaseline(_Strict):
+    """Baseline contention probes of a profile directory (``contention/baseline.json``):
+    :class:`ContentionProbe` s taken with the very method a run's probe uses, right after
+    profiling, on the host as it was profiled. ``validate`` divides a run's probe by the
+    baseline at the same point (like for like), not by the profiled fit. One probe per
+    (drafter, temperature, RTT, contexts); a newer one replaces an older one."""
+
+    schema_version: StrictInt = Field(default=SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION)
+    kind: Literal["contention_baseline"] = "contention_baseline"
+    probes: list[ContentionProbe] = Field(default_factory=list)
+    provenance: Provenance
+
+    def find(self, probe: ContentionProbe) -> ContentionProbe | None:
+        """The baseline taken at ``probe``'s point (drafter, T, RTT, contexts), or None."""
+        return next((b for b in reversed(self.probes) if b.same_point(probe)), None)
+
+    def with_probes(self, probes: list[ContentionProbe]) -> ContentionBaseline:
+        """A copy holding ``probes`` (replacing any older probe at the same point)."""
+        kept = [b for b in self.probes if not any(b.same_point(p) for p in probes)]
+        return self.model_copy(update={"probes": kept + list(probes)})
 
 
 Profile = Annotated[

@@ -11,6 +11,9 @@ All intervals are two-sided 95%. The estimators, by the name they record in
   of a run): percentile bootstrap resampling rounds (:func:`bootstrap_ratio`);
 * ``bootstrap_median`` — the median of per-round values (the runtime's overhead):
   percentile bootstrap of the median (:func:`bootstrap_median`);
+* ``bootstrap_ratio_of_medians`` — the ratio of the medians of two independent samples
+  (a contention probe over its baseline probe): percentile bootstrap resampling each
+  sample on its own (:func:`bootstrap_ratio_of_medians`);
 * ``bootstrap_prompts`` — pooled acceptance over prompts: percentile bootstrap resampling
   prompts (:func:`bootstrap_interval` on the resampled statistics). A *confidence*
   interval of the profile's pooled figure: it shrinks as more prompts are profiled.
@@ -170,6 +173,41 @@ def bootstrap_median(
     if floor is not None:
         med, low, high = max(med, floor), max(low, floor), max(high, med, floor)
     return Estimate(mean=med, ci_low=low, ci_high=high, n=int(x.size), estimator="bootstrap_median")
+
+
+def bootstrap_ratio_of_medians(
+    num: npt.ArrayLike, den: npt.ArrayLike, *, n_boot: int = BOOTSTRAP_SAMPLES, seed: int = 0
+) -> Estimate:
+    """median(num) / median(den) with a 95% percentile-bootstrap CI (measured).
+
+    ``num`` and ``den`` are independent samples of one quantity (e.g. latencies in ms
+    timed now and at a baseline, same method): each is resampled on its own, so the
+    interval holds the spread of both. Raises ValueError when either is empty or
+    median(den) is not positive; a single sample on either side gives no interval.
+    """
+    x = np.asarray(num, dtype=np.float64).ravel()
+    y = np.asarray(den, dtype=np.float64).ravel()
+    if x.size == 0 or y.size == 0:
+        raise ValueError(f"a ratio of medians needs samples on both sides ({x.size}, {y.size})")
+    med_y = float(np.median(y))
+    if not med_y > 0:
+        raise ValueError(f"the denominator's median is {med_y}; it must be positive")
+    point = float(np.median(x)) / med_y
+    if x.size < 2 or y.size < 2:
+        return Estimate(mean=point, n=int(min(x.size, y.size)), source="measured")
+    rng = np.random.default_rng(seed)
+    boot_x = np.median(rng.choice(x, size=(n_boot, x.size)), axis=1)
+    boot_y = np.median(rng.choice(y, size=(n_boot, y.size)), axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.where(boot_y > 0, boot_x / np.where(boot_y > 0, boot_y, 1.0), np.nan)
+    lo, hi = bootstrap_interval(point, ratios)
+    return Estimate(
+        mean=point,
+        ci_low=lo,
+        ci_high=hi,
+        n=int(min(x.size, y.size)),
+        estimator="bootstrap_ratio_of_medians",
+    )
 
 
 def cluster_bootstrap_ratios(

@@ -251,43 +251,6 @@ def test_tail_rounds_cut_by_max_tokens_are_left_out_of_steady_state(profiles: Pa
     assert steady_rounds(legacy) == (legacy.rounds, 0)
 
 
-def test_contention_probe_scales_drafting_and_verification(profiles: Path) -> None:
-    """A probe 1.5× slower drafting and 2× slower verifying than the profile, taken right
-    before the run, scales the modelled draft and verify times by exactly that."""
-    from configspec.search.space import read_profiles
-    from configspec.search.tables import drafter_latency_table, verify_latency_table
-
-    store = ProfileStore(profiles)
-    run = _record(4, 10.0, 500.0, 3)
-    p = read_profiles(store)
-    dev = next(x for x in p.devices if x.device.name == DEVICE)
-    d = next(x for x in dev.drafters if x.drafter == DRAFTER)
-    v = next(x for x in p.verifications if x.target == TARGET)
-    draft0 = float(drafter_latency_table(d, 1, 100)[0][0])
-    verify0 = float(verify_latency_table(v, 0, 100, 1)[0][1])
-    probe = {
-        "draft_context_tokens": 100, "draft_ms_per_token": 1.5 * draft0,
-        "verify_context_tokens": 100, "verify_one_ms": 2.0 * verify0, "load_average_1m": 1.0,
-    }  # fmt: skip
-    probed = run.model_copy(
-        update={
-            "run_id": "probed",
-            "provenance": run.provenance.model_copy(
-                update={"settings": {**run.provenance.settings, "contention": probe}}
-            ),
-        }
-    )
-    rows = {r.run_id: r for r in validate(store, runs=[run, probed]).rows}
-    plain, folded = rows[run.run_id], rows["probed"]
-    assert plain.contention_draft is None
-    assert folded.contention_draft == pytest.approx(1.5)
-    assert folded.contention_verify == pytest.approx(2.0)
-    assert folded.draft_ms.predicted == pytest.approx(1.5 * (plain.draft_ms.predicted or 0))
-    assert folded.verify_ms.predicted == pytest.approx(2.0 * (plain.verify_ms.predicted or 0))
-    raw = validate(store, runs=[probed], fold_contention=False).rows[0]
-    assert raw.verify_ms.predicted == pytest.approx(plain.verify_ms.predicted)
-
-
 def test_overhead_is_kept_per_rtt_and_matched_on_revalidation(profiles: Path) -> None:
     store = ProfileStore(profiles)
     old = json.loads((profiles / "network.json").read_text())

@@ -8,8 +8,10 @@ commands), with short settings so it finishes in minutes on a small CPU:
 2. profile this device (drafting latency K × context, memory, power from the best meter);
 3. profile verification of the target on this machine (positions 1..K_max+1);
 4. profile alignment (acceptance of every drafter along the target's own outputs);
-5. start the real verifier, measure the runtime's per-round overhead (K=0 rounds) and
-   store the network settings (the RTT the delay proxy will inject);
+5. start the real verifier, take the baseline contention probe of every drafter (the
+   probe each run takes, right after profiling: :mod:`configspec.loop.contention`),
+   measure the runtime's per-round overhead (K=0 rounds) and store the network settings
+   (the RTT the delay proxy will inject);
 6. select the optimum for goodput, cost and energy and the Pareto front;
 7. run the chosen configurations plus a few others spanning K and drafters through the
    real runtime behind the delay proxy, and compare predicted with measured;
@@ -31,6 +33,7 @@ from configspec import records as R
 from configspec.backends.specs import parse_spec, spec_of_name
 from configspec.config import GpuTimePrice, NetworkSettings
 from configspec.errors import InvalidInput
+from configspec.loop.contention import take_baseline
 from configspec.loop.runs import measure_overhead, run_plans
 from configspec.loop.runtime import RunPlan, Runtime, RuntimeSettings
 from configspec.loop.validate import ValidationResult, validate
@@ -175,6 +178,8 @@ def run_quickstart(
         prompts = select_prompts(bundled_prompts(), s.prompts_per_domain)
         _profile_alignment(s, store, prompts, progress)
     with Runtime(_runtime_settings(s, prompts, device)) as runtime:
+        with timer.step("baseline contention probe"):
+            take_baseline(runtime, [RunPlan(d, 1, s.rtt_ms) for d in s.drafters], store)
         with timer.step("measure runtime overhead"):
             overhead_ms = _measure_overhead(runtime, s, store, progress)
         with timer.step("select"):

@@ -23,7 +23,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 
@@ -33,7 +34,7 @@ import numpy as np
 from configspec.backends.base import Drafter, Tokenizing
 from configspec.backends.factory import LlamaSettings, open_drafter, open_tokenizer
 from configspec.backends.specs import is_ngram
-from configspec.config import Estimate, RoundTiming, RunRecord
+from configspec.config import ContentionProbe, Estimate, RoundTiming, RunRecord
 from configspec.errors import BackendUnavailable, InvalidInput
 from configspec.profiling.prompts import Prompt
 from configspec.progress import NO_PROGRESS, ProgressEvent, ProgressFn
@@ -66,20 +67,6 @@ class RunPlan:
             raise InvalidInput(f"temperature {self.temperature} is out of range (>= 0)")
         if not (np.isfinite(self.added_rtt_ms) and 0 <= self.added_rtt_ms <= 20_000):
             raise InvalidInput(f"added RTT {self.added_rtt_ms} ms is out of range (0..20000)")
-
-
-@dataclass(frozen=True)
-class ContentionProbe:
-    """What the drafter and the verifier cost right before a run (see
-    :meth:`Runtime.probe`): per-token drafting at K=1 after ``draft_context_tokens``
-    (ms, at the run's temperature) and one verified position after about
-    ``verify_context_tokens`` (ms), plus the 1-minute load average at the time."""
-
-    draft_context_tokens: int
-    draft_ms_per_token: float
-    verify_context_tokens: int
-    verify_one_ms: float
-    load_average_1m: float
 
 
 @dataclass(frozen=True)
@@ -337,20 +324,23 @@ class Runtime:
                 "threads": s.threads,
                 "link": link,
                 "domains": sorted({p.domain for p in s.prompts}),
-                **({"contention": asdict(probe)} if probe is not None else {}),
+                **({"contention": probe.model_dump(mode="json")} if probe is not None else {}),
             },
             energy_note="energy not recorded: no device power meter is wired into the edge client",
         )
 
-    def probe(self, plan: RunPlan, samples: int = 7, verify_rounds: int = 8) -> ContentionProbe:
+    def probe(self, plan: RunPlan, samples: int = 9, verify_rounds: int = 12) -> ContentionProbe:
         """Time the drafter (K=1, sampled like the run) and the verifier (K=0 rounds, one
         position, through the run's link) right now, at the run's mean context.
 
-        Taken right before each run, it is what the profiles would measure under the host
-        load the run is about to see; ``validate`` divides it by the profiled value at the
-        same point and scales the profiled latencies by that ratio (see
-        :mod:`configspec.loop.validate`). Medians of ``samples`` timings (drafting) and of
-        ``verify_rounds`` rounds (verification).
+        Taken right before each run, and once right after profiling as the baseline
+        (:func:`configspec.loop.contention.take_baseline`); ``validate`` divides the run's
+        probe by the baseline at the same point (same method, so like for like) and scales
+        the profiled latencies by a ratio only when it is distinguishable from 1 (see
+        :mod:`configspec.loop.contention`). Keeps every sample: ``samples`` drafting
+        timings (ms per token, each averaged over the timer's inner repeats) and
+        ``verify_rounds`` verification times (ms, as the verifier reports them), with
+        their medians.
         """
         from configspec.profiling.device import DraftTimer, build_context, inner_repeats
 
@@ -361,15 +351,22 @@ class Runtime:
         timer = DraftTimer(d, build_context(d, ctx), 1, plan.temperature, s.draft_top_k)
         timer.once()  # primes the context
         inner = inner_repeats(timer)
-        draft_ms = float(np.median([timer.per_token_ms(inner) for _ in range(samples)]))
+        draft = [float(timer.per_token_ms(inner)) for _ in range(samples)]
         prompt = d.tokenize(s.prompts[0].text)
         gen = self._k0_rounds(d, plan.added_rtt_ms, prompt, verify_rounds)
+        verify = [float(r.verify_ms) for r in gen.rounds]
         return ContentionProbe(
+            drafter=d.identity.name,
+            temperature=plan.temperature,
+            added_rtt_ms=plan.added_rtt_ms,
             draft_context_tokens=ctx,
-            draft_ms_per_token=draft_ms,
+            draft_ms_per_token=float(np.median(draft)),
+            draft_samples_ms=draft,
             verify_context_tokens=len(prompt) + verify_rounds // 2,
-            verify_one_ms=float(np.median([r.verify_ms for r in gen.rounds])),
+            verify_one_ms=float(np.median(verify)),
+            verify_samples_ms=verify,
             load_average_1m=os.getloadavg()[0],
+            taken_at=datetime.now(timezone.utc),
         )
 
     def _k0_rounds(

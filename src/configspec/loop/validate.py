@@ -26,11 +26,13 @@ run did:
   which entry was used (:attr:`ValidationRow.acceptance_domain`);
 * host load: a run of the local runtime records a **contention probe** taken right before
   it (:meth:`configspec.loop.runtime.Runtime.probe`: the drafter at K=1 and one verified
-  position, timed as the profilers time them). The probe divided by the profile at the
-  same point gives how much slower (or faster) the host is now than when it was profiled;
-  drafting (with catch-up) and verification latencies are scaled by those two ratios for
-  that run. This folds in the load the run actually sees — another process on the host,
-  a shared machine — with a measurement taken before the run, never from its outcome.
+  position, every sample kept). Divided by the **baseline probe** the profile directory
+  keeps (the same method at the same point, taken right after profiling) it gives how
+  much slower the host is now than when it was profiled; drafting (with catch-up) and
+  verification latencies are scaled by a ratio only when its bootstrap interval excludes
+  1, else by 1 (:mod:`configspec.loop.contention`; the row records both ratios, their
+  intervals, what was applied and why). This folds in the load the run actually sees
+  with a measurement taken before the run, never from its outcome.
   ``validate(..., fold_contention=False)`` compares against the raw profiles.
 
 The model describes steady-state decoding, so every measured figure is taken over the
@@ -73,6 +75,7 @@ import pandas as pd
 from configspec import records as R
 from configspec.backends.specs import is_ngram, parse_spec
 from configspec.config import (
+    ContentionBaseline,
     Estimate,
     GpuTimePrice,
     NetworkSettings,
@@ -81,6 +84,7 @@ from configspec.config import (
     VerificationProfile,
 )
 from configspec.errors import InvalidInput, ProfileMissing
+from configspec.loop.contention import ContentionFold, contention_fold, under_contention
 from configspec.loop.prediction import (
     RunPrediction,
     alignment_entry,
@@ -97,7 +101,6 @@ from configspec.search.space import (
     build_space,
     read_profiles,
 )
-from configspec.search.tables import drafter_latency_table, verify_latency_table
 from configspec.serving.netem import EMULATED_LINKS
 from configspec.stats import bootstrap_ratio, normal_mean
 from configspec.store import ProfileStore
@@ -209,9 +212,13 @@ class ValidationRow:
     objectives: dict[str, Compared]
     temperature: float = 0.0
     contention_draft: float | None = None
-    """Drafting latency right before the run / profiled (None: no probe or not folded)."""
+    """Drafting ratio applied: the run's probe over the baseline probe when
+    distinguishable from 1, else 1 (None: the run has no probe or raw profiles asked)."""
     contention_verify: float | None = None
-    """Verification latency right before the run / profiled (None: no probe or not folded)."""
+    """Verification ratio applied, likewise."""
+    contention: ContentionFold | None = None
+    """Both ratios as measured, their 95% intervals, what was applied and why (None: the
+    run has no probe)."""
     domains: tuple[str, ...] = ()
     """Domains of the prompts the run decoded (as recorded by the runtime)."""
     acceptance_domain: str = "all"
@@ -347,77 +354,6 @@ def _context_tokens(run: RunRecord) -> int:
     return round(R.mean_decoding_context_tokens(c.prompt_tokens, per_prompt))
 
 
-def _scaled(est: Estimate, ratio: float) -> Estimate:
-    return est.model_copy(
-        update={
-            "mean": est.mean * ratio,
-            "ci_low": None if est.ci_low is None else est.ci_low * ratio,
-            "ci_high": None if est.ci_high is None else est.ci_high * ratio,
-        }
-    )
-
-
-def contention_ratios(
-    run: RunRecord, profiles: Profiles, device: str
-) -> tuple[float, float] | None:
-    """(drafting, verification) latency of the run's contention probe over the profiled
-    latency at the same point; None when the run has no probe."""
-    probe = run.provenance.settings.get("contention")
-    c = run.config
-    if not isinstance(probe, dict):
-        return None
-    dev = next(d for d in profiles.devices if d.device.name == device)
-    drafter = next((x for x in dev.drafters if x.drafter == c.drafter), None)
-    verification = next((v for v in profiles.verifications if v.target == c.target), None)
-    if drafter is None or verification is None:
-        return None
-    prof_d = drafter_latency_table(drafter, 1, int(probe["draft_context_tokens"]), c.temperature)
-    prof_v = verify_latency_table(verification, 0, int(probe["verify_context_tokens"]), 1, 0.0)
-    d0, v0 = float(prof_d[0][0]), float(prof_v[0][1])
-    if not (d0 > 0 and v0 > 0 and math.isfinite(d0) and math.isfinite(v0)):
-        return None
-    return float(probe["draft_ms_per_token"]) / d0, float(probe["verify_one_ms"]) / v0
-
-
-def _under_contention(
-    profiles: Profiles, device: str, target: str, ratios: tuple[float, float]
-) -> Profiles:
-    """``profiles`` with ``device``'s drafting (and catch-up) and ``target``'s
-    verification latencies scaled by ``ratios``."""
-    r_d, r_v = ratios
-    devices = []
-    for dev in profiles.devices:
-        if dev.device.name == device:
-            drafters = [
-                d.model_copy(
-                    update={
-                        "latency": [
-                            p.model_copy(update={"per_token_ms": _scaled(p.per_token_ms, r_d)})
-                            for p in d.latency
-                        ],
-                        "catchup_ms": None if d.catchup_ms is None else _scaled(d.catchup_ms, r_d),
-                    }
-                )
-                for d in dev.drafters
-            ]
-            dev = dev.model_copy(update={"drafters": drafters})
-        devices.append(dev)
-    verifications = [
-        v.model_copy(
-            update={
-                "latency": [
-                    p.model_copy(update={"latency_ms": _scaled(p.latency_ms, r_v)})
-                    for p in v.latency
-                ]
-            }
-        )
-        if v.target == target
-        else v
-        for v in profiles.verifications
-    ]
-    return Profiles(devices, profiles.alignments, verifications, profiles.network)
-
-
 def _energy_source(run: RunRecord) -> str:
     """How a run's energy was obtained, as the validation reports it."""
     per_joule = run.tokens_per_joule
@@ -453,7 +389,7 @@ class _Modelled:
     row: pd.Series
     device: str
     context_tokens: int
-    ratios: tuple[float, float] | None
+    contention: ContentionFold | None
     acceptance_domain: str
 
 
@@ -485,6 +421,7 @@ def _modelled(
     fold_contention: bool,
     warnings: list[str] | None,
     acceptance_domain: AcceptanceDomain = "all",
+    baseline: ContentionBaseline | None = None,
 ) -> _Modelled:
     c = run.config
     if c.k < 1:
@@ -507,9 +444,9 @@ def _modelled(
         targets=(c.target,),
     )
     preset = get_preset(preset_name)
-    ratios = contention_ratios(run, profiles, device) if fold_contention else None
-    if ratios is not None:
-        profiles = _under_contention(profiles, device, c.target, ratios)
+    fold = contention_fold(run, baseline, fold_contention)
+    if fold is not None:
+        profiles = under_contention(profiles, device, c.target, fold.ratios)
     space = build_space(
         profiles.devices, profiles.alignments, profiles.verifications, preset, settings
     )
@@ -523,7 +460,7 @@ def _modelled(
             f"the alignment profile has no entry for it; run `configspec profile alignment "
             f"--target {c.target} --drafter {c.drafter}`"
         )
-    return _Modelled(hit.iloc[0], device, ctx, ratios, domain)
+    return _Modelled(hit.iloc[0], device, ctx, fold, domain)
 
 
 def _triple(row: pd.Series, col: str, lo: str, hi: str) -> tuple[float, float, float]:
@@ -587,8 +524,11 @@ def _row(
     fold_contention: bool = True,
     warnings: list[str] | None = None,
     acceptance_domain: AcceptanceDomain = "all",
+    baseline: ContentionBaseline | None = None,
 ) -> ValidationRow:
-    m = _modelled(run, profiles, preset_name, network, fold_contention, warnings, acceptance_domain)
+    m = _modelled(
+        run, profiles, preset_name, network, fold_contention, warnings, acceptance_domain, baseline
+    )
     row, c = m.row, run.config
     rounds, tail = steady_rounds(run)
     tpr_meas = [float(r.accepted + 1) for r in rounds]
@@ -628,8 +568,9 @@ def _row(
         round_ms=_per_round([r.round_ms for r in rounds], float(row[R.ROUND_MS])),
         objectives=objectives,
         temperature=c.temperature,
-        contention_draft=m.ratios[0] if m.ratios else None,
-        contention_verify=m.ratios[1] if m.ratios else None,
+        contention_draft=m.contention.draft.applied if m.contention and fold_contention else None,
+        contention_verify=m.contention.verify.applied if m.contention and fold_contention else None,
+        contention=m.contention,
         domains=tuple(run.provenance.settings.get("domains", ())),
         acceptance_domain=m.acceptance_domain,
         n_prompts=n_prompts,
@@ -692,6 +633,7 @@ def validate(
     when a piece is missing, and when there are no runs to compare.
     """
     profiles = read_profiles(store)
+    baseline = store.contention_baseline()
     records = list(runs) if runs is not None else store.runs()
     if not records:
         raise ProfileMissing(
@@ -723,7 +665,16 @@ def validate(
                 over = given
         network = profiles.network.model_copy(update={"round_overhead_ms": over})
         rows.append(
-            _row(run, profiles, preset, network, fold_contention, warnings, acceptance_domain)
+            _row(
+                run,
+                profiles,
+                preset,
+                network,
+                fold_contention,
+                warnings,
+                acceptance_domain,
+                baseline,
+            )
         )
     if profiles.network.round_overhead_ms == 0:
         warnings.append(

@@ -7,6 +7,8 @@ Layout of a profile directory::
       alignment/<target>.json       AlignmentProfile, one per target
       verification/<target>.json    VerificationProfile, one per target
       network.json                  NetworkSettings (optional; defaults apply)
+      contention/baseline.json      ContentionBaseline: probes taken right after profiling
+                                    (optional; without it no contention ratio is applied)
       runs/<run-id>.json            run records written by the runtime
       checkpoints/<name>.json       partial sweeps, so an interrupted run resumes
       cache/<kind>/<key>.<ext>      cached intermediates (e.g. target reference trajectories)

@@ -12,6 +12,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from configspec.config import (
     SCHEMA_VERSION,
     AlignmentProfile,
+    ContentionBaseline,
     DeviceProfile,
     NetworkSettings,
     Profile,
@@ -123,6 +124,11 @@ class ProfileStore:
         """Path of the network settings."""
         return self.root / "network.json"
 
+    @property
+    def contention_baseline_path(self) -> Path:
+        """Path of the baseline contention probes taken right after profiling."""
+        return self.root / "contention" / "baseline.json"
+
     def run_path(self, run_id: str) -> Path:
         """Path of a run record written by the runtime."""
         return self.root / "runs" / f"{safe_name(run_id)}.json"
@@ -151,6 +157,12 @@ class ProfileStore:
         """Atomically write the network settings."""
         atomic_write_text(self.network_path, network.model_dump_json(indent=2) + "\n")
         return self.network_path
+
+    def save_contention_baseline(self, baseline: ContentionBaseline) -> Path:
+        """Atomically write the baseline contention probes; return the path."""
+        path = self.contention_baseline_path
+        atomic_write_text(path, baseline.model_dump_json(indent=2) + "\n")
+        return path
 
     def save_run(self, record: RunRecord) -> Path:
         """Atomically write a run record to ``runs/<run_id>.json``; return the path."""
@@ -183,6 +195,27 @@ class ProfileStore:
         if not self.network_path.exists():
             return NetworkSettings()
         return load_profile(self.network_path, NetworkSettings)  # type: ignore[return-value]
+
+    def contention_baseline(self) -> ContentionBaseline | None:
+        """The baseline contention probes, or None when none were taken (profile
+        directories written before they existed). A malformed or too-new file raises
+        :class:`ProfileError` naming it."""
+        path = self.contention_baseline_path
+        if not path.exists():
+            return None
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ProfileError(f"contention baseline {path} is unreadable: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ProfileError(f"contention baseline {path} must hold a JSON object")
+        check_schema_version(raw, f"contention baseline {path}")
+        try:
+            return ContentionBaseline.model_validate(raw)
+        except ValidationError as exc:
+            raise ProfileError(
+                f"contention baseline {path} is malformed: {_first_error(exc)}"
+            ) from None
 
     def runs(self) -> list[RunRecord]:
         """All run records, oldest first by file name; empty when none were written.

@@ -1,0 +1,231 @@
+"""Host contention, like for like: a run's probe against the baseline probe.
+
+Right before each run the runtime times the drafter (K=1) and one verified position (K=0
+rounds through the run's link) — :meth:`~configspec.loop.runtime.Runtime.probe` — and keeps
+every sample in the run record. Right after profiling, the same method at the same point
+(drafter, temperature, RTT, contexts) is taken once more and stored with the profiles as
+the **baseline** (:class:`~configspec.config.ContentionBaseline`,
+``DIR/contention/baseline.json``; :func:`take_baseline`). It lives with the profiles, not
+with the runs, because it describes the host the profiles were taken on: every later run
+in that directory is compared with it.
+
+``validate`` folds a run's contention in as
+
+    ratio = median(run probe samples) / median(baseline samples)
+
+separately for drafting and verification, and applies a ratio only when it is
+distinguishable from 1: when the 95% bootstrap interval of that ratio of medians
+(:func:`configspec.stats.bootstrap_ratio_of_medians`, each side resampled on its own)
+excludes 1. Otherwise the ratio applied is 1 — a quiet host is left alone rather than
+moved by one noisy second of timing. Each row records the measured ratio, its interval,
+the ratio applied and why (:class:`ContentionRatio`).
+
+Why not the profiled fit: the probe's K=0 round through the live server and the client's
+own timing is a different method from the profiler's sweep and its fit, so probe / fit
+read ×0.74–0.95 on a quiet host (biased, not contention). Records without samples (written
+before they were kept) and profile directories without a baseline are validated without
+any ratio (the row says so).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+from configspec.config import ContentionBaseline, ContentionProbe, Estimate, Provenance, RunRecord
+from configspec.search.space import Profiles
+from configspec.stats import bootstrap_ratio_of_medians
+
+if TYPE_CHECKING:
+    from configspec.loop.runtime import RunPlan, Runtime
+    from configspec.store import ProfileStore
+
+MIN_SAMPLES = 3
+"""Fewest samples on each side for a ratio to be judged (fewer: not applied)."""
+
+
+@dataclass(frozen=True)
+class ContentionRatio:
+    """One latency's contention: the run's probe over the baseline probe (ratio of medians,
+    dimensionless) with its 95% bootstrap interval, the ratio ``validate`` applied (1 when
+    it was not distinguishable from 1 or could not be formed) and why."""
+
+    measured: float | None
+    low: float | None
+    high: float | None
+    applied: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class ContentionFold:
+    """Drafting and verification contention of one run, and the load averages (1 min) at
+    its probe and at the baseline (None without a baseline)."""
+
+    draft: ContentionRatio
+    verify: ContentionRatio
+    probe_load_average_1m: float
+    baseline_load_average_1m: float | None
+
+    @property
+    def ratios(self) -> tuple[float, float]:
+        """(drafting, verification) ratios applied to the profiled latencies."""
+        return self.draft.applied, self.verify.applied
+
+
+def _not_applied(reason: str) -> ContentionRatio:
+    return ContentionRatio(None, None, None, 1.0, reason)
+
+
+def judge_ratio(
+    run_samples_ms: Sequence[float], baseline_samples_ms: Sequence[float]
+) -> ContentionRatio:
+    """The ratio of medians of ``run_samples_ms`` over ``baseline_samples_ms`` (latencies in
+    ms, same method and point) and whether it is applied: only when its 95% bootstrap
+    interval excludes 1; with fewer than :data:`MIN_SAMPLES` on either side it is not."""
+    if len(run_samples_ms) < MIN_SAMPLES or len(baseline_samples_ms) < MIN_SAMPLES:
+        return _not_applied(
+            f"too few samples ({len(run_samples_ms)} probe, {len(baseline_samples_ms)} "
+            f"baseline; need {MIN_SAMPLES})"
+        )
+    try:
+        est: Estimate = bootstrap_ratio_of_medians(run_samples_ms, baseline_samples_ms)
+    except ValueError as exc:
+        return _not_applied(f"no ratio: {exc}")
+    lo, hi = est.low, est.high
+    interval = f"95% CI {lo:.3f}..{hi:.3f}"
+    if lo > 1.0 or hi < 1.0:
+        return ContentionRatio(est.mean, lo, hi, est.mean, f"applied: {interval} excludes 1")
+    return ContentionRatio(est.mean, lo, hi, 1.0, f"not applied: {interval} holds 1")
+
+
+def run_probe(run: RunRecord) -> ContentionProbe | None:
+    """The contention probe stored in ``run`` (None when it has none or it is unreadable)."""
+    raw = run.provenance.settings.get("contention")
+    if not isinstance(raw, dict):
+        return None
+    try:
+        probe = ContentionProbe.model_validate(raw)
+    except ValidationError:
+        return None
+    c = run.config
+    # older probes did not name their point: it is the run's own configuration
+    update = {"temperature": c.temperature, "added_rtt_ms": c.added_rtt_ms}
+    return probe.model_copy(update={"drafter": probe.drafter or c.drafter, **update})
+
+
+def contention_fold(
+    run: RunRecord, baseline: ContentionBaseline | None, fold: bool = True
+) -> ContentionFold | None:
+    """How ``run``'s contention is folded in (see the module docstring); None when the run
+    has no probe. With ``fold`` False every ratio applied is 1 (raw profiles asked)."""
+    probe = run_probe(run)
+    if probe is None:
+        return None
+    base = baseline.find(probe) if baseline is not None else None
+    base_load = base.load_average_1m if base is not None else None
+    if not fold:
+        skip = _not_applied("not applied: raw profiles asked (fold_contention=False)")
+        return ContentionFold(skip, skip, probe.load_average_1m, base_load)
+    if not probe.draft_samples_ms or not probe.verify_samples_ms:
+        old = _not_applied("not applied: the run's probe has no samples (an older record)")
+        return ContentionFold(old, old, probe.load_average_1m, base_load)
+    if base is None:
+        none = _not_applied(
+            "not applied: no baseline probe at this point in the profiles "
+            "(contention/baseline.json)"
+        )
+        return ContentionFold(none, none, probe.load_average_1m, None)
+    return ContentionFold(
+        judge_ratio(probe.draft_samples_ms, base.draft_samples_ms),
+        judge_ratio(probe.verify_samples_ms, base.verify_samples_ms),
+        probe.load_average_1m,
+        base_load,
+    )
+
+
+def scaled(est: Estimate, ratio: float) -> Estimate:
+    """``est`` with its mean and bounds multiplied by ``ratio``."""
+    return est.model_copy(
+        update={
+            "mean": est.mean * ratio,
+            "ci_low": None if est.ci_low is None else est.ci_low * ratio,
+            "ci_high": None if est.ci_high is None else est.ci_high * ratio,
+        }
+    )
+
+
+def under_contention(
+    profiles: Profiles, device: str, target: str, ratios: tuple[float, float]
+) -> Profiles:
+    """``profiles`` with ``device``'s drafting (and catch-up) and ``target``'s
+    verification latencies scaled by ``ratios`` (drafting, verification)."""
+    r_d, r_v = ratios
+    if math.isclose(r_d, 1.0) and math.isclose(r_v, 1.0):
+        return profiles
+    devices = []
+    for dev in profiles.devices:
+        if dev.device.name == device:
+            drafters = [
+                d.model_copy(
+                    update={
+                        "latency": [
+                            p.model_copy(update={"per_token_ms": scaled(p.per_token_ms, r_d)})
+                            for p in d.latency
+                        ],
+                        "catchup_ms": None if d.catchup_ms is None else scaled(d.catchup_ms, r_d),
+                    }
+                )
+                for d in dev.drafters
+            ]
+            dev = dev.model_copy(update={"drafters": drafters})
+        devices.append(dev)
+    verifications = [
+        v.model_copy(
+            update={
+                "latency": [
+                    p.model_copy(update={"latency_ms": scaled(p.latency_ms, r_v)})
+                    for p in v.latency
+                ]
+            }
+        )
+        if v.target == target
+        else v
+        for v in profiles.verifications
+    ]
+    return Profiles(devices, profiles.alignments, verifications, profiles.network)
+
+
+def take_baseline(
+    runtime: Runtime, plans: Iterable[RunPlan], store: ProfileStore
+) -> list[ContentionProbe]:
+    """Probe every distinct point of ``plans`` (drafter, temperature, RTT) with
+    ``runtime`` — the very probe a run takes — and merge them into ``store``'s baseline
+    (atomically; a probe at the same point is replaced). Take it right after profiling,
+    before the runs. Returns the new probes."""
+    if not runtime.settings.probe_contention:
+        return []
+    seen: set[tuple[str, float, float]] = set()
+    probes = []
+    for plan in plans:
+        key = (plan.drafter, plan.temperature, plan.added_rtt_ms)
+        if plan.k < 1 or key in seen:
+            continue
+        seen.add(key)
+        probes.append(runtime.probe(plan))
+    if probes:
+        old = store.contention_baseline()
+        if old is None:
+            old = ContentionBaseline(
+                provenance=Provenance.here(
+                    "measured",
+                    settings={"method": "configspec.loop.runtime.Runtime.probe"},
+                    notes="baseline contention probes, taken right after profiling",
+                )
+            )
+        store.save_contention_baseline(old.with_probes(probes))
+    return probes

@@ -1,0 +1,192 @@
+"""The contention probe, like for like: a run's probe over the baseline probe, applied
+only when the ratio is distinguishable from 1 (synthetic probe samples)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from configspec.config import (
+    ContentionBaseline,
+    ContentionProbe,
+    Provenance,
+    RoundTiming,
+    RunConfig,
+    RunRecord,
+)
+from configspec.errors import ProfileError
+from configspec.loop.contention import contention_fold, judge_ratio
+from configspec.loop.validate import validate
+from configspec.serving.client import Generation
+from configspec.serving.record import build_run_record
+from configspec.stats import bootstrap_ratio_of_medians
+from configspec.store import ProfileStore
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "profiles"
+DEVICE, DRAFTER, TARGET = "rpi5-8gb", "gemma-3-270m-it-Q4_0", "gemma-3-27b-it"
+RNG = np.random.default_rng(7)
+
+
+def _record(k: int, rtt_ms: float, round_ms: float, accepted: int, n: int = 20) -> RunRecord:
+    """A run of ``n`` identical rounds on the example profiles' device, drafter, target."""
+    rounds = [
+        RoundTiming(
+            round=i, k=k, accepted=accepted, bonus=accepted == k, draft_ms=round_ms * 0.3,
+            verify_ms=round_ms * 0.3, server_ms=round_ms * 0.3, network_ms=round_ms * 0.4,
+            round_ms=round_ms,
+        )
+        for i in range(n)
+    ]  # fmt: skip
+    gen = Generation(
+        prompt_tokens=[1] * 100, tokens=[5] * (n * (accepted + 1)), text="", rounds=rounds,
+        decode_s=n * round_ms / 1e3, prefill_ms=1.0, reconnects=0, stopped_by="max_tokens",
+        target_name=TARGET, target_family="gemma3",
+    )  # fmt: skip
+    config = RunConfig(
+        drafter=DRAFTER, target=TARGET, k=k, added_rtt_ms=rtt_ms, device=DEVICE,
+        prompt_tokens=100, max_tokens=n * (accepted + 1),
+    )  # fmt: skip
+    return build_run_record(gen, config, run_id=f"run-k{k}-rtt{rtt_ms:g}")
+
+
+def _samples(median_ms: float, n: int = 9, spread: float = 0.04) -> list[float]:
+    """``n`` timings around ``median_ms`` with a relative spread like a quiet host's."""
+    return [float(x) for x in median_ms * (1.0 + spread * RNG.standard_normal(n))]
+
+
+def _probe(draft: list[float], verify: list[float], **kw: Any) -> ContentionProbe:
+    return ContentionProbe(
+        drafter=DRAFTER, draft_context_tokens=150, draft_ms_per_token=float(np.median(draft)),
+        draft_samples_ms=draft, verify_context_tokens=110,
+        verify_one_ms=float(np.median(verify)), verify_samples_ms=verify, **kw,
+    )  # fmt: skip
+
+
+def _with_probe(run: RunRecord, probe: dict[str, Any], run_id: str) -> RunRecord:
+    settings = {**run.provenance.settings, "contention": probe}
+    return run.model_copy(
+        update={
+            "run_id": run_id,
+            "provenance": run.provenance.model_copy(update={"settings": settings}),
+        }
+    )
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> ProfileStore:
+    shutil.copytree(EXAMPLES, tmp_path / "profiles")
+    return ProfileStore(tmp_path / "profiles")
+
+
+def test_ratio_of_medians_interval() -> None:
+    same = bootstrap_ratio_of_medians(_samples(10.0), _samples(10.0))
+    assert same.estimator == "bootstrap_ratio_of_medians"
+    assert same.low < 1.0 < same.high
+    slower = bootstrap_ratio_of_medians(_samples(15.0), _samples(10.0))
+    assert slower.low > 1.0 and slower.mean == pytest.approx(1.5, rel=0.08)
+    with pytest.raises(ValueError, match="both sides"):
+        bootstrap_ratio_of_medians([], [1.0])
+    with pytest.raises(ValueError, match="positive"):
+        bootstrap_ratio_of_medians([1.0], [0.0, 0.0])
+
+
+def test_judge_ratio_applies_only_a_distinguishable_ratio() -> None:
+    same = judge_ratio(_samples(10.0), _samples(10.0))
+    assert same.applied == 1.0 and "holds 1" in same.reason
+    assert same.measured is not None and same.low is not None and same.high is not None
+    slower = judge_ratio(_samples(13.0), _samples(10.0))
+    assert slower.applied == slower.measured and slower.applied > 1.15
+    assert "excludes 1" in slower.reason
+    faster = judge_ratio(_samples(7.0), _samples(10.0))
+    assert faster.applied < 0.85
+    # a few very noisy samples 30% off: not distinguishable, not applied
+    noisy = judge_ratio([7.0, 13.0, 9.0, 15.0], [10.0, 6.0, 14.0, 11.0])
+    assert noisy.applied == 1.0
+    few = judge_ratio([20.0, 21.0], [10.0, 10.5])
+    assert few.applied == 1.0 and "too few samples" in few.reason
+
+
+def test_validate_folds_run_probe_over_baseline(store: ProfileStore) -> None:
+    """Equal distributions -> ratio 1 applied (prediction = raw profiles); a run whose
+    probe drafts 1.5x and verifies 2x slower than the baseline -> those ratios applied."""
+    base = _probe(_samples(10.0), _samples(40.0), added_rtt_ms=10.0)  # the runs' point
+    store.save_contention_baseline(
+        ContentionBaseline(probes=[base], provenance=Provenance.here("measured"))
+    )
+    run = _record(4, 10.0, 500.0, 3)
+    quiet = _with_probe(run, _probe(_samples(10.0), _samples(40.0)).model_dump(), "quiet")
+    busy = _with_probe(run, _probe(_samples(15.0), _samples(80.0)).model_dump(), "busy")
+    rows = {r.run_id: r for r in validate(store, runs=[run, quiet, busy]).rows}
+    plain = rows[run.run_id]
+    assert plain.contention is None and plain.contention_draft is None
+    q = rows["quiet"]
+    assert (q.contention_draft, q.contention_verify) == (1.0, 1.0)
+    assert q.contention is not None and "holds 1" in q.contention.draft.reason
+    assert q.objectives["goodput"].predicted == pytest.approx(plain.objectives["goodput"].predicted)
+    b = rows["busy"]
+    assert b.contention is not None
+    assert b.contention_draft == pytest.approx(1.5, rel=0.1)
+    assert b.contention_verify == pytest.approx(2.0, rel=0.1)
+    assert "excludes 1" in b.contention.verify.reason
+    d0, v0 = plain.draft_ms.predicted or 0.0, plain.verify_ms.predicted or 0.0
+    assert b.draft_ms.predicted == pytest.approx(b.contention_draft * d0)
+    assert b.verify_ms.predicted == pytest.approx(b.contention_verify * v0)
+    raw = {r.run_id: r for r in validate(store, runs=[busy], fold_contention=False).rows}
+    assert raw["busy"].verify_ms.predicted == pytest.approx(v0)
+    assert raw["busy"].contention_verify is None
+    assert raw["busy"].contention is not None
+    assert "raw profiles" in raw["busy"].contention.verify.reason
+    # the JSON keeps what was applied and why
+    row_json = validate(store, runs=[busy]).to_json()["runs"][0]
+    assert row_json["contention"]["verify"]["applied"] == pytest.approx(b.contention_verify)
+
+
+def test_old_records_and_stores_without_baseline_still_validate(store: ProfileStore) -> None:
+    run = _record(4, 10.0, 500.0, 3)
+    # a probe written before the samples (and the drafter) were kept
+    legacy = {
+        "draft_context_tokens": 100, "draft_ms_per_token": 30.0,
+        "verify_context_tokens": 100, "verify_one_ms": 90.0, "load_average_1m": 1.0,
+    }  # fmt: skip
+    old = _with_probe(run, legacy, "old")
+    new = _with_probe(run, _probe(_samples(15.0), _samples(80.0)).model_dump(), "new")
+    assert store.contention_baseline() is None
+    rows = {r.run_id: r for r in validate(store, runs=[run, old, new]).rows}
+    plain = rows[run.run_id].objectives["goodput"].predicted
+    for rid, why in (("old", "no samples"), ("new", "no baseline")):
+        row = rows[rid]
+        assert row.contention is not None and why in row.contention.draft.reason
+        assert (row.contention_draft, row.contention_verify) == (1.0, 1.0)
+        assert row.objectives["goodput"].predicted == pytest.approx(plain)
+    # a baseline at another point (other contexts) is not compared with
+    other = _probe(_samples(10.0), _samples(40.0), added_rtt_ms=10.0)
+    assert contention_fold(new, ContentionBaseline(probes=[other], provenance=Provenance.here(
+        "measured"))).ratios != (1.0, 1.0)  # fmt: skip
+    other = other.model_copy(update={"draft_context_tokens": 64})
+    baseline = ContentionBaseline(probes=[other], provenance=Provenance.here("measured"))
+    fold = contention_fold(new, baseline)
+    assert fold is not None and fold.ratios == (1.0, 1.0)
+
+
+def test_baseline_store_round_trip_and_errors(store: ProfileStore) -> None:
+    a = _probe(_samples(10.0), _samples(40.0))
+    b = a.model_copy(update={"added_rtt_ms": 30.0})
+    base = ContentionBaseline(probes=[a, b], provenance=Provenance.here("measured"))
+    newer = a.model_copy(update={"draft_ms_per_token": 11.0})
+    base = base.with_probes([newer])  # replaces the probe at a's point, keeps b
+    assert len(base.probes) == 2 and base.find(a) == newer and base.find(b) == b
+    path = store.save_contention_baseline(base)
+    assert path == store.root / "contention" / "baseline.json"
+    assert not list(path.parent.glob("*.tmp*"))  # written atomically, nothing left over
+    assert store.contention_baseline() == base
+    path.write_text(json.dumps({"kind": "contention_baseline", "probes": "x"}))
+    with pytest.raises(ProfileError, match="malformed"):
+        store.contention_baseline()
+    path.write_text("{")
+    with pytest.raises(ProfileError, match="unreadable"):
+        store.contention_baseline()
