@@ -67,13 +67,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from configspec.config import AlignmentProfile, NetworkSettings  # noqa: E402
+import numpy as np  # noqa: E402
+
+from configspec.config import AlignmentProfile, NetworkSettings, RunRecord  # noqa: E402
 from configspec.loop.contention import take_baseline  # noqa: E402
 from configspec.loop.prediction import PooledFigure, coverage, pooled_by_config  # noqa: E402
 from configspec.loop.runtime import RunPlan, Runtime, RuntimeSettings  # noqa: E402
 from configspec.loop.validate import (  # noqa: E402
     ObjectiveSummary,
     ValidationRow,
+    steady_rounds,
     summarize,
     validate,
 )
@@ -83,6 +86,7 @@ from configspec.profiling.prompts import (  # noqa: E402
     bundled_prompts,
     select_prompts,
 )
+from configspec.stats import bootstrap_interval, bootstrap_ratio_draws  # noqa: E402
 from configspec.store import ProfileStore, atomic_write_json  # noqa: E402
 
 TARGETS = {  # (median, max) of |goodput error|
@@ -209,30 +213,67 @@ def passes(s: ObjectiveSummary, target: tuple[float, float]) -> bool:
     )
 
 
-def judge_k(rows: Sequence[ValidationRow]) -> list[dict[str, Any]]:
-    """Per (drafter, RTT, T): the modelled-best K among those run vs the measured best."""
-    groups: dict[tuple[str, float, float], dict[int, list[tuple[float, float]]]] = defaultdict(
+def judge_k(
+    rows: Sequence[ValidationRow], runs: dict[str, RunRecord] | None = None
+) -> list[dict[str, Any]]:
+    """Per (drafter, RTT, T): the modelled-best K among those run vs the measured best.
+
+    With the run records (``runs`` by run id) the regret also gets a 95% interval: each
+    run's steady-state rounds are resampled (``stats.bootstrap_ratio_draws``), the group's
+    measured goodput per K recomputed, and the regret of the recommended K against the best
+    K *of that resample* taken (``stats.bootstrap_interval``). ``within_noise`` says that
+    3% lies inside that interval: the recommended and the best K are not told apart by the
+    runs' own timing noise (within a run; drift between runs is not in it). ``model_margin``
+    is how much better the model thought its K was than the measured best K.
+    """
+    groups: dict[tuple[str, float, float], dict[int, list[ValidationRow]]] = defaultdict(
         lambda: defaultdict(list)
     )
     for r in rows:
         g = r.objectives["goodput"]
         if g.measured is None or g.predicted is None:
             continue
-        groups[(r.drafter, r.added_rtt_ms, r.temperature)][r.k].append((g.measured, g.predicted))
+        groups[(r.drafter, r.added_rtt_ms, r.temperature)][r.k].append(r)
     out = []
     for (drafter, rtt, temp), by_k in sorted(groups.items()):
         if len(by_k) < 2:
             continue
-        meas = {k: statistics.fmean(m for m, _ in v) for k, v in by_k.items()}
-        mod = {k: statistics.fmean(p for _, p in v) for k, v in by_k.items()}
+        meas = {
+            k: statistics.fmean(r.objectives["goodput"].measured or 0.0 for r in v)
+            for k, v in by_k.items()
+        }
+        mod = {
+            k: statistics.fmean(r.objectives["goodput"].predicted or 0.0 for r in v)
+            for k, v in by_k.items()
+        }
         k_rec = max(mod, key=lambda k: mod[k])
         k_best = max(meas, key=lambda k: meas[k])
         regret = 1.0 - meas[k_rec] / meas[k_best]
+        ci: tuple[float, float] | None = None
+        meas_ci: dict[str, list[float]] = {}
+        if runs is not None and all(r.run_id in runs for v in by_k.values() for r in v):
+            draws = {}
+            for k, v in by_k.items():
+                per_run = []
+                for i, r in enumerate(v):
+                    steady, _ = steady_rounds(runs[r.run_id])
+                    tokens = np.asarray([x.accepted + 1 for x in steady], dtype=np.float64)
+                    ms = np.asarray([x.round_ms for x in steady], dtype=np.float64)
+                    per_run.append(bootstrap_ratio_draws(tokens, ms, 1e3, seed=1000 * k + i))
+                draws[k] = np.mean(per_run, axis=0)
+                lo_k, hi_k = bootstrap_interval(meas[k], draws[k])
+                meas_ci[str(k)] = [lo_k, hi_k]
+            best_draw = np.max(np.vstack(list(draws.values())), axis=0)
+            ci = bootstrap_interval(regret, 1.0 - draws[k_rec] / best_draw)
         out.append({
             "drafter": drafter, "added_rtt_ms": rtt, "temperature": temp,
             "recommended_k": k_rec, "best_measured_k": k_best, "regret": regret,
+            "regret_ci95": list(ci) if ci is not None else None,
             "within": regret <= K_WITHIN,
+            "within_noise": ci is not None and ci[0] <= K_WITHIN,
+            "model_margin": mod[k_rec] / mod[k_best] - 1.0,
             "measured_tok_s": {str(k): v for k, v in sorted(meas.items())},
+            "measured_tok_s_ci95": dict(sorted(meas_ci.items())),
             "modelled_tok_s": {str(k): v for k, v in sorted(mod.items())},
         })  # fmt: skip
     return out
@@ -595,7 +636,8 @@ def main() -> int:
             report[f"T={temp:g}"]["e_k_abs_error"] = {
                 "median": statistics.median(e_err), "max": max(e_err),
             }  # fmt: skip
-    judged = judge_k(rows)
+    run_records = {run.run_id: run for _, runs, _ in blocks for run in runs}
+    judged = judge_k(rows, run_records)
     if judged:
         n_in = sum(j["within"] for j in judged)
         regrets = [j["regret"] for j in judged]
@@ -604,9 +646,31 @@ def main() -> int:
         print(f"recommended K within {K_WITHIN:.0%} of the measured best in {n_in}/{len(judged)} "
               f"groups; regret median {med:.1%}, max {mx:.1%}")  # fmt: skip
         for j in judged:
+            ci = j["regret_ci95"]
+            ci_text = f" (95% CI {ci[0]:.1%}..{ci[1]:.1%})" if ci else ""
+            verdict = (
+                ""
+                if j["within"]
+                else ("  <- miss, within noise" if j["within_noise"] else "  <- miss")
+            )
             print(f"    {j['drafter']:<20} +{j['added_rtt_ms']:g} ms T={j['temperature']:g}: "
                   f"model K={j['recommended_k']}, measured best K={j['best_measured_k']}, "
-                  f"regret {j['regret']:.1%}{'' if j['within'] else '  <- miss'}")  # fmt: skip
+                  f"regret {j['regret']:.1%}{ci_text}; model margin "
+                  f"{j['model_margin']:+.1%}{verdict}")  # fmt: skip
+            meas_text = ", ".join(
+                f"K={k} {v:.2f}" + (
+                    f" [{j['measured_tok_s_ci95'][k][0]:.2f}-{j['measured_tok_s_ci95'][k][1]:.2f}]"
+                    if k in j["measured_tok_s_ci95"] else "")
+                for k, v in j["measured_tok_s"].items())  # fmt: skip
+            mod_text = ", ".join(f"K={k} {v:.2f}" for k, v in j["modelled_tok_s"].items())
+            print(f"        measured tok/s {meas_text}")
+            print(f"        modelled tok/s {mod_text}")
+        n_noise = sum(j["within_noise"] and not j["within"] for j in judged)
+        if n_noise:
+            print(
+                f"    {n_noise} miss(es) within the runs' timing noise: 3% lies inside the "
+                "regret's 95% CI (rounds resampled within each run)"
+            )
         ok &= n_in == len(judged)
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} "
           f"(1 min); busy processes {args.busy}; {wall_s:.0f} s")  # fmt: skip

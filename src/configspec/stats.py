@@ -134,6 +134,25 @@ def bootstrap_interval(
     return min(float(lo), point), max(float(hi), point)
 
 
+def bootstrap_ratio_draws(
+    num: npt.NDArray[np.float64],
+    den: npt.NDArray[np.float64],
+    scale: float,
+    *,
+    n_boot: int = BOOTSTRAP_SAMPLES,
+    seed: int = 0,
+) -> npt.NDArray[np.float64]:
+    """The ``n_boot`` resampled statistics behind :func:`bootstrap_ratio`:
+    sum(num)/sum(den)·scale over rows drawn with replacement (NaN where a draw's den sums
+    to 0). For figures built from several such ratios (e.g. the regret of a recommended K
+    among measured runs), whose interval :func:`bootstrap_interval` then takes."""
+    n = len(num)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    dens = den[idx].sum(axis=1)
+    return np.asarray(num[idx].sum(axis=1) / np.where(dens > 0, dens, np.nan) * scale)
+
+
 def bootstrap_ratio(
     num: npt.NDArray[np.float64], den: npt.NDArray[np.float64], scale: float, seed: int = 0
 ) -> Estimate:
@@ -142,10 +161,7 @@ def bootstrap_ratio(
     n = len(num)
     if n < 2 or den.sum() <= 0:
         return Estimate(mean=mean, n=n, source="measured")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(BOOTSTRAP_SAMPLES, n))
-    dens = den[idx].sum(axis=1)
-    ratios = num[idx].sum(axis=1) / np.where(dens > 0, dens, np.nan) * scale
+    ratios = bootstrap_ratio_draws(num, den, scale, seed=seed)
     lo, hi = np.nanpercentile(ratios, [2.5, 97.5])
     return Estimate(
         mean=mean,
