@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from itertools import pairwise
 
 import _model_factory as mf
 import numpy as np
@@ -460,3 +461,94 @@ def test_switches_within_a_few_rounds_after_a_step_in_rtt() -> None:
     switched = next(i for i, k in enumerate(ks) if near_best(after, k, 0.03))
     assert switched <= 5  # the 7-round median of the RTT moves after 4 rounds
     assert efficiency(after, ks[10:]) > 0.97
+
+
+def _domain_profiles(n_chat: int, n_all: int = 8) -> Profiles:
+    return Profiles(
+        devices=[mf.device(drafters=[mf.drafter("d", per_token_ms=5.0)])],
+        alignments=[
+            mf.alignment(
+                [
+                    mf.alpha_entry("d", 0.8).model_copy(update={"n_prompts": n_all}),
+                    mf.alpha_entry("d", 0.3).model_copy(
+                        update={"domain": "chat", "n_prompts": n_chat}
+                    ),
+                ]
+            )
+        ],
+        verifications=[mf.verification(base_ms=20.0, per_position_ms=1.0, max_positions=10)],
+        network=mf.NO_NETWORK.model_copy(update={"rtt_ms": 15.0}),
+    )
+
+
+def test_a_few_prompt_domain_prior_is_shrunk_to_all_domains_and_weak() -> None:
+    # 2 chat prompts against 8 overall: a third of the chat figure, a quarter of the strength
+    weak = prior_from_profiles(_domain_profiles(2), drafter="d", k_max=8, domain="chat")
+    np.testing.assert_allclose(weak.acceptance, 0.3 / 3 + 0.8 * 2 / 3, atol=1e-9)
+    assert weak.strength == pytest.approx(2.0)
+    # more prompts behind the domain: its own figure weighs more, at full strength
+    strong = prior_from_profiles(_domain_profiles(16), drafter="d", k_max=8, domain="chat")
+    np.testing.assert_allclose(strong.acceptance, 0.3 * 0.8 + 0.8 * 0.2, atol=1e-9)
+    assert strong.strength == pytest.approx(8.0)
+    # the all-domain entry itself is not shrunk; unrecorded counts (0) keep the old prior
+    whole = prior_from_profiles(_domain_profiles(2), drafter="d", k_max=8)
+    np.testing.assert_allclose(whole.acceptance, 0.8, atol=1e-9)
+    assert whole.strength == pytest.approx(8.0)
+    unknown = prior_from_profiles(_domain_profiles(0), drafter="d", k_max=8, domain="chat")
+    np.testing.assert_allclose(unknown.acceptance, 0.3, atol=1e-9)
+    assert unknown.strength == pytest.approx(8.0)
+
+
+def test_a_weak_prior_gives_way_to_the_data_sooner() -> None:
+    strong = PositionalBeta(np.full(4, 0.3), 8.0, 0.97, detect_changes=False)
+    weak = PositionalBeta(np.full(4, 0.3), 2.0, 0.97, detect_changes=False)
+    assert weak.anchor == 2.0  # the anchor does not strengthen a weak prior
+    for _ in range(3):  # three rounds of everything accepted
+        strong.observe(4, stopped=False)
+        weak.observe(4, stopped=False)
+    assert weak.mean()[0] > strong.mean()[0] + 0.15
+    assert weak.var_list[0] < 0.25
+
+
+@pytest.mark.parametrize("proposal", [1.0, 0.7])
+def test_the_per_round_goodput_path_equals_predict(proposal: float) -> None:
+    truth = make_prior(alpha=0.65, rtt_ms=12.0, proposal=proposal)
+    prior = PolicyPrior(**{**make_prior(alpha=0.5, proposal=proposal).__dict__, "catchup_ms": 2.0})
+    policy = AdaptiveK(prior, k_min=2, k_max=10)
+    run(policy, World(truth, seed=3), 50)
+    want = policy.predict()
+    rows = policy._goodput_rows()
+    np.testing.assert_allclose(rows[0], want["goodput"], rtol=1e-12)
+    np.testing.assert_allclose(rows[1], want["tokens_per_round"], rtol=1e-12)
+    np.testing.assert_allclose(rows[2], want["round"], rtol=1e-12)
+    np.testing.assert_allclose(rows[3], want["verify"], rtol=1e-12)
+    np.testing.assert_allclose(rows[6], want["joint"], rtol=1e-12)
+    c = policy.choose()
+    assert c.objective_value == pytest.approx(float(want["goodput"][c.k - 2]), rel=1e-12)
+
+
+def test_gain_sd_shrinks_with_evidence_and_vanishes_between_equal_k() -> None:
+    policy = AdaptiveK(make_prior(alpha=0.7, rtt_ms=30.0))
+    rows = policy._goodput_rows()
+    assert policy._gain_sd(3, 3, rows) == 0.0
+    before = policy._gain_sd(1, 5, rows)
+    assert before > 0
+    run(policy, World(make_prior(alpha=0.7, rtt_ms=30.0), seed=4), 100)
+    assert policy._gain_sd(1, 5, policy._goodput_rows()) < before
+
+
+@pytest.mark.parametrize(("alpha", "rtt_ms", "proposal"), [(0.7, 5.0, 1.0), (0.75, 30.0, 1.0)])
+def test_k_does_not_wander_on_noise_at_a_flat_optimum(
+    alpha: float, rtt_ms: float, proposal: float
+) -> None:
+    # the prior is the truth: every switch is noise; leaving K only on evidence keeps it
+    truth = make_prior(alpha=alpha, rtt_ms=rtt_ms, proposal=proposal)
+    switches = {}
+    for z in (0.0, 2.0):
+        count = 0
+        for seed in range(4):
+            ks = run(AdaptiveK(truth, switch_z=z), World(truth, seed=seed), 300)
+            count += sum(a != b for a, b in pairwise(ks))
+            assert efficiency(truth, ks) > 0.98
+        switches[z] = count
+    assert switches[2.0] * 2 < switches[0.0]

@@ -30,28 +30,41 @@ returns the K that maximises the objective. Its inputs are live estimates
 * **drafting time** — the device profile's per-token time at K, multiplied by the running
   median of measured / profiled over the last ``window`` rounds.
 
-No exploration: the posterior's pooled shift moves the positions the current K does not
-reach with the ones it does, and the deep positions of the prior are pooled, so there is
-no K that only a stale prior holds the policy away from; exploring would spend rounds
-on K that the model already predicts to be worse, at constant conditions a pure loss.
-``hold`` = 1%: another K must beat the current one by more than that (in the model's
-own prediction) before the policy moves, so a near tie does not flip K every round.
+No exploration, and no move on noise: the posterior's pooled shift moves the positions
+the current K does not reach with the ones it does, and the deep positions of the prior
+are pooled, so there is no K that only a stale prior holds the policy away from. The
+policy leaves its K only when another beats it by more than ``hold`` = 1% *and* by more
+than ``switch_z`` = 2 posterior standard deviations of the goodput difference (delta
+method over the positions' Beta posteriors and the verification slope,
+:meth:`AdaptiveK._gain_sd`) — or when the other K has led for :data:`PERSIST_ROUNDS` rounds
+in a row (a lasting lead is not noise). At a flat optimum (low RTT, where K = 2..4 are
+within 1%) a burst of accepted drafts no longer drags K to 6-8 and back; a step in the
+RTT moves the goodputs apart beyond that doubt at once, so drift is still followed.
+Replaying the stored n-gram drift run (``benchmarks/replay_adaptive.py``) the switches
+per phase fall from 10/5/13 to 2/3/2.
 
-Cost: :meth:`AdaptiveK.predict` is the round model restricted to speculative rows and
-written directly on the K axis (its terms are linear in the estimates; the constant
-parts are computed once in the constructor through the model's own functions), and the
-estimators update in place: a round (choose + observe) costs a few dozen numpy
-operations on arrays of length ``k_max`` (``benchmarks/bench_adaptive_policy.py``
-measures it). A unit test holds :meth:`AdaptiveK.predict` equal to
+Prior strength: a domain's alignment entry from few prompts is shrunk towards the
+drafter's all-domain entry and carries fewer pseudo-observations
+(:func:`evidence_weights`): a 2-prompt domain gives a third of the weight and a quarter
+of the strength, so the posterior leaves a wrong domain prior within a few rounds.
+
+Cost: :meth:`AdaptiveK.choose` (goodput) evaluates the round model in plain floats over
+K ≤ ``k_max`` (:meth:`AdaptiveK._goodput_rows`; a dozen numbers are cheaper as floats
+than as numpy calls, above all from the cold caches a live decode round leaves behind),
+and the estimators update in place on lists; the cost and energy objectives go through
+the numpy :meth:`AdaptiveK.predict`. ``benchmarks/bench_adaptive_policy.py`` measures a
+round (choose + observe). Unit tests hold :meth:`AdaptiveK.predict` equal to
 :func:`~configspec.model.evaluate.evaluate_objectives` for both presets and all three
-objectives. Everything here is pure Python and numpy; no clock, no I/O.
+objectives, and the float path equal to :meth:`AdaptiveK.predict`. Everything here is
+pure Python and numpy; no clock, no I/O.
 :func:`prior_from_profiles` builds the prior from a profile set through the same
 enumeration as ``select`` (:func:`configspec.search.space.space_from_profiles`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -68,6 +81,8 @@ from configspec.search.evaluate import link_from_network
 from configspec.search.space import (
     Profiles,
     SearchSettings,
+    Space,
+    pick_entry,
     space_from_profiles,
 )
 from configspec.search.tables import verify_latency_table
@@ -92,6 +107,19 @@ WINDOW = 7
 """Rounds in the running medians (RTT, drafting and verification level)."""
 HOLD = 0.01
 """Relative margin another K must win by before the policy leaves the current one."""
+SWITCH_Z = 2.0
+"""Posterior standard deviations of the goodput difference another K must win by before
+the policy leaves the current one (:meth:`AdaptiveK.choose`)."""
+PERSIST_ROUNDS = 24
+"""Rounds in a row another K may lead (by more than ``hold``, less than ``switch_z``
+standard deviations) before the policy moves anyway: a lead that lasts is not noise, and
+a K the policy never tries would otherwise keep its doubt for ever."""
+SHRINK_PROMPTS = 4.0
+"""Prompts' worth of the drafter's all-domain acceptance a domain entry is shrunk towards
+(:func:`evidence_weights`)."""
+FULL_STRENGTH_PROMPTS = 8.0
+"""Profiled prompts behind an alignment entry for the prior's full pseudo-count (the
+all-domain entry of a default quickstart: 2 prompts in each of 4 domains)."""
 POOL_PSEUDO_ROUNDS = 0.5
 """How many rounds' worth of the pooled rate each profiled position is shrunk towards."""
 
@@ -226,6 +254,7 @@ class AdaptiveK:
         decay: float = DECAY,
         window: int = WINDOW,
         hold: float = HOLD,
+        switch_z: float = SWITCH_Z,
     ) -> None:
         k_hi = prior.k_max if k_max is None else k_max
         if not 1 <= k_min <= k_hi:
@@ -247,6 +276,8 @@ class AdaptiveK:
             raise InvalidInput(f"window {window} must be >= 1")
         if not 0.0 <= hold < 1.0:
             raise InvalidInput(f"hold {hold} is out of range (0..1)")
+        if not (math.isfinite(switch_z) and switch_z >= 0.0):
+            raise InvalidInput(f"switch_z {switch_z} must be a finite number >= 0")
         if not np.isfinite(prior.verify_ms[1:]).any():
             raise InvalidInput("the prior has no verification latency at any position")
         self.prior = prior
@@ -255,9 +286,11 @@ class AdaptiveK:
         self.objective = objective
         self.preset = preset
         self.hold = hold
+        self.switch_z = switch_z
         self.rounds_seen = 0
         self._caught_up = False
         self._k_prev = 0
+        self._waiting = 0  # rounds another K has led by more than hold, not yet convincingly
         self.acceptance = PositionalBeta(prior.acceptance, prior.strength, decay)
         # a model drafter always proposes K: nothing to learn (and log-odds of 1 are ±inf)
         self.proposal = (
@@ -397,15 +430,148 @@ class AdaptiveK:
                 out[column] = e / energy
         return out
 
+    def _goodput_rows(self) -> tuple[list[float], ...]:
+        """The goodput column of :meth:`predict`, in plain floats (the per-round path).
+
+        Returns lists over K = ``k_min..k_max``: goodput (tokens/s), E(K) (tokens per
+        round), round time (ms), verification time (ms), per-token drafting time (ms);
+        and over every position i = 1..n: the joint chance (proposal × acceptance), its
+        posterior variance, and ``cum[m]`` = Σ of the survival products of positions
+        1..m (m = 0..n), from which :meth:`_gain_sd` takes its gradients. Equal to
+        :meth:`predict` (a unit test holds them together); a dozen numbers are cheaper
+        as floats than as numpy calls, above all from the cold caches a live round
+        leaves behind.
+        """
+        acc, va = self.acceptance.mean_list, self.acceptance.var_list
+        prop = self.proposal
+        if prop is None:
+            joint, var = acc, va
+        else:
+            q, vq = prop.mean_list, prop.var_list
+            joint = [x * y for x, y in zip(acc, q, strict=True)]
+            var = [y * y * u + x * x * v for x, y, u, v in zip(acc, q, va, vq, strict=True)]
+        k_min = self.k_min
+        d_scale = self.draft_scale.value
+        catchup = self.prior.catchup_ms
+        per_token = self._per_token_all
+        fixed_verify = self._fixed_verify
+        line_a, line_b = self.verify.a, self.verify.b
+        link_ms = self._fixed_ms + max(0.0, self.rtt.value) * self._net
+        up, down = self._up_ms_per_token, self._down_ms_per_token
+        goodput: list[float] = []
+        tokens: list[float] = []
+        rounds: list[float] = []
+        verifies: list[float] = []
+        drafts: list[float] = []
+        positions: list[float] = []
+        cum = [0.0]
+        survive = 1.0
+        reach = 1.0  # chance that the drafter proposes position i (n-gram: < 1)
+        drafted = 0.0
+        for i in range(self.k_max):
+            survive *= joint[i]
+            cum.append(cum[-1] + survive)
+            if prop is None:
+                drafted += 1.0
+            else:
+                reach *= prop.mean_list[i]
+                drafted += reach
+            if i + 1 < k_min:
+                continue
+            e = 1.0 + cum[-1]
+            tok_ms = per_token[i] * d_scale
+            draft = (drafted * per_token[i] + survive * catchup) * d_scale
+            verify = line_a + line_b * (drafted + 1.0) if fixed_verify is None else fixed_verify
+            round_ms = draft + e * down + link_ms + drafted * up + verify
+            goodput.append(e * 1e3 / round_ms)
+            tokens.append(e)
+            rounds.append(round_ms)
+            verifies.append(verify)
+            drafts.append(tok_ms)
+            positions.append(drafted + 1.0)
+        for i in range(self.k_max, len(joint)):  # positions beyond k_max: for the record
+            survive *= joint[i]
+            cum.append(cum[-1] + survive)
+        return goodput, tokens, rounds, verifies, drafts, positions, joint, var, cum
+
+    def _gain_sd(self, to: int, frm: int, rows: tuple[list[float], ...]) -> float:
+        """Posterior standard deviation (tokens/s) of goodput(K_to) − goodput(K_from).
+
+        ``to``/``frm`` index the K rows of :meth:`_goodput_rows` (``rows``). Delta method
+        over the positions' chances (independent Beta posteriors) and the verification
+        line's slope ``b`` (:meth:`~configspec.serving.estimators.VerifyLine.slope_var`):
+        E(K) = 1 + Σ_{j≤K} Π_{l≤j} p_l, so ∂E(K)/∂p_i = (cum[K] − cum[i−1]) / p_i for
+        i ≤ K; goodput = E(K) / round(K) and ∂round(K)/∂b = positions verified at K. The
+        other estimates (RTT, drafting speed, the line's level) are medians of the
+        latest rounds, held at their values.
+        """
+        _, tokens, rounds, _, _, positions, joint, var, cum = rows
+        k_to, k_from = to + self.k_min, frm + self.k_min
+        r_to, r_from = rounds[to], rounds[frm]
+        total = 0.0
+        for i in range(max(k_to, k_from)):
+            tail_to = (cum[k_to] - cum[i]) / r_to if i < k_to else 0.0
+            tail_from = (cum[k_from] - cum[i]) / r_from if i < k_from else 0.0
+            d = (tail_to - tail_from) * 1e3 / joint[i]
+            total += d * d * var[i]
+        if self._fixed_verify is None:
+            d = 1e3 * (
+                tokens[frm] * positions[frm] / (r_from * r_from)
+                - tokens[to] * positions[to] / (r_to * r_to)
+            )
+            total += d * d * self.verify.slope_var()
+        return math.sqrt(total)
+
     def choose(self) -> KChoice:
         """The K in ``k_min..k_max`` maximising the objective now, with the estimates.
 
-        The previous K is kept unless another beats it by more than ``hold`` (relative).
+        The previous K is kept unless another beats it by more than ``hold`` (relative)
+        and, for goodput, by more than ``switch_z`` posterior standard deviations of the
+        difference (:meth:`_gain_sd`): the policy leaves its K only when the evidence
+        says the other is better, not when noise in the acceptance posteriors does. A
+        change in RTT or verification time moves the goodputs apart at once (their
+        estimates carry no such doubt), so drift is still followed within rounds.
         """
+        if self.objective != "goodput":
+            return self._choose_array()
+        rows = self._goodput_rows()
+        goodput, tokens, rounds, verifies, drafts, _, joint, _, _ = rows
+        best = max(range(len(goodput)), key=goodput.__getitem__)
+        prev = self._k_prev - self.k_min
+        waiting = 0
+        if 0 <= prev < len(goodput) and prev != best:
+            gain = goodput[best] - goodput[prev]
+            if gain <= self.hold * goodput[best]:
+                best = prev
+            elif self.switch_z > 0 and gain <= self.switch_z * self._gain_sd(best, prev, rows):
+                # not yet convincing; a lasting lead (not noise) wins after PERSIST_ROUNDS
+                waiting = self._waiting + 1
+                if waiting < PERSIST_ROUNDS:
+                    best = prev
+                else:
+                    waiting = 0
+        self._waiting = waiting
+        k = best + self.k_min
+        self._k_prev = k
+        # built without re-validation: every field is computed above, in range by construction
+        return KChoice.model_construct(
+            k=k,
+            objective_value=goodput[best],
+            tokens_per_round=tokens[best],
+            round_ms=rounds[best],
+            rtt_ms=max(0.0, self.rtt.value),
+            draft_ms_per_token=drafts[best],
+            verify_ms=verifies[best],
+            acceptance=[round(x, 4) for x in joint],
+            rounds_seen=self.rounds_seen,
+        )
+
+    def _choose_array(self) -> KChoice:
+        """:meth:`choose` for the cost and energy objectives, through :meth:`predict`."""
         out = self.predict()
         values = out[OBJECTIVES[self.objective]]
-        if self.objective != "goodput":  # a zero price or power: no figure, never a pick
-            values = np.where(np.isfinite(values), values, -np.inf)
+        # a zero price or power: no figure, never a pick
+        values = np.where(np.isfinite(values), values, -np.inf)
         best = int(values.argmax())
         prev = self._k_prev - self.k_min
         if 0 <= prev < values.size and values[prev] >= (1.0 - self.hold) * values[best]:
@@ -413,7 +579,6 @@ class AdaptiveK:
         k = int(self._ks[best])
         self._k_prev = k
         value = float(values[best])
-        # built without re-validation: every field is computed above, in range by construction
         return KChoice.model_construct(
             k=k,
             objective_value=value if np.isfinite(value) else 0.0,
@@ -459,6 +624,82 @@ class AdaptiveK:
         self.rtt.add(max(0.0, round_ms - draft_ms - verify_ms - self._overhead_ms - serial))
 
 
+def _speculative_rows(
+    profiles: Profiles, preset: ModelPreset, settings: SearchSettings, drafter: str
+) -> tuple[Space, NDArray[np.int64], int]:
+    """The space of ``settings`` and its speculative rows of one device and one target (the
+    first in the enumeration's order) sorted by K, with the first row's index."""
+    space = space_from_profiles(profiles, preset, settings)
+    g = space.inputs
+    rows = np.flatnonzero(g.mode == R.Mode.SPECULATIVE)
+    if rows.size == 0:
+        raise ProfileMissing(
+            f"no speculative configuration for drafter {drafter!r} in these profiles (it needs "
+            "a device profile, a verification profile and an alignment entry for it)"
+        )
+    first = int(rows[0])
+    rows = rows[
+        (space.device_code[rows] == space.device_code[first])
+        & (space.target_code[rows] == space.target_code[first])
+    ]
+    rows = rows[np.argsort(g.k[rows])]
+    ks = g.k[rows]
+    if not np.array_equal(ks, np.arange(1, ks.size + 1)):
+        raise ProfileMissing(
+            f"drafter {drafter!r}: the profiles cover K={ks.tolist()}, not every K from 1; "
+            "profile acceptance and latency from K=1 up"
+        )
+    return space, rows, first
+
+
+def _chains(space: Space, rows: NDArray[np.int64]) -> tuple[FloatArray, FloatArray]:
+    """Pooled per-position (acceptance, proposal) chances of ``rows`` (K = 1..n)."""
+    g = space.inputs
+    e = np.concatenate([[1.0], g.tokens_per_round.mean[rows]])
+    drafted = None if g.drafted is None else np.concatenate([[0.0], g.drafted[rows]])
+    acceptance, proposal = positions_from_tokens_per_round(e, drafted)
+    # the deep positions of a short profile are noise: pool them (see pool_positions)
+    proposal = pool_positions(proposal, np.concatenate([[1.0], np.cumprod(proposal)[:-1]]))
+    joint = acceptance * proposal
+    acceptance = pool_positions(acceptance, np.concatenate([[1.0], np.cumprod(joint)[:-1]]))
+    return acceptance, proposal
+
+
+def _entry_prompts(
+    profiles: Profiles, target: str, drafter: str, settings: SearchSettings
+) -> tuple[int, str]:
+    """(prompts behind, domain of) the alignment entry ``select`` takes for ``drafter`` on
+    ``target`` under ``settings`` (0 prompts: not recorded, or no entry by that name)."""
+    entries = [
+        e
+        for a in profiles.alignments
+        if a.target == target
+        for e in a.entries
+        if e.drafter == drafter
+    ]
+    if not entries:
+        return 0, ""
+    entry = pick_entry(entries, settings)
+    return entry.n_prompts, entry.domain
+
+
+def evidence_weights(n_domain: int, n_all: int) -> tuple[float, float]:
+    """(weight of the domain's figures against the all-domain ones, strength factor).
+
+    A domain entry resting on ``n_domain`` profiled prompts is shrunk towards the
+    drafter's all-domain entry (``n_all`` prompts) as a mean of ``n_domain`` against
+    :data:`SHRINK_PROMPTS` prompts' worth of the all-domain figure (2 prompts: weight
+    1/3); the prior's pseudo-count is scaled by ``min(1, n / FULL_STRENGTH_PROMPTS)`` for
+    the prompts ``n`` behind the entry used (2 prompts: a quarter). 0 prompts means "not
+    recorded" (profiles from elsewhere): weight 1, full strength. Without an all-domain
+    entry (``n_all`` = 0) nothing is shrunk.
+    """
+    if n_domain <= 0:
+        return 1.0, 1.0
+    weight = n_domain / (n_domain + SHRINK_PROMPTS) if n_all > 0 else 1.0
+    return weight, min(1.0, n_domain / FULL_STRENGTH_PROMPTS)
+
+
 def prior_from_profiles(
     profiles: Profiles,
     *,
@@ -478,7 +719,10 @@ def prior_from_profiles(
     The same enumeration as
     ``select`` pairs drafter and target and picks the alignment entry (``domain`` and
     ``temperature`` when profiled, else the closest, as ``select`` does); ``rtt_ms``
-    overrides the stored network's RTT as the link prior. Raises
+    overrides the stored network's RTT as the link prior. The acceptance prior is only as
+    strong as the prompts behind it (:func:`evidence_weights`): a domain entry from a few
+    prompts is shrunk towards the drafter's all-domain entry and carries fewer than
+    ``strength`` pseudo-observations per position. Raises
     :class:`~configspec.errors.ProfileMissing` when the pair has no speculative data.
     """
     settings = SearchSettings(
@@ -490,35 +734,22 @@ def prior_from_profiles(
         drafters=(drafter,),
         targets=(target,) if target else (),
     )
-    space = space_from_profiles(profiles, preset, settings)
+    space, rows, first = _speculative_rows(profiles, preset, settings, drafter)
     g = space.inputs
-    rows = np.flatnonzero(g.mode == R.Mode.SPECULATIVE)
-    if rows.size == 0:
-        raise ProfileMissing(
-            f"no speculative configuration for drafter {drafter!r} in these profiles (it needs "
-            "a device profile, a verification profile and an alignment entry for it)"
-        )
-    # one device and one target: the first in the enumeration's order
-    first = rows[0]
-    rows = rows[
-        (space.device_code[rows] == space.device_code[first])
-        & (space.target_code[rows] == space.target_code[first])
-    ]
-    rows = rows[np.argsort(g.k[rows])]
     ks = g.k[rows]
-    if not np.array_equal(ks, np.arange(1, ks.size + 1)):
-        raise ProfileMissing(
-            f"drafter {drafter!r}: the profiles cover K={ks.tolist()}, not every K from 1; "
-            "profile acceptance and latency from K=1 up"
-        )
-    e = np.concatenate([[1.0], g.tokens_per_round.mean[rows]])
-    drafted = None if g.drafted is None else np.concatenate([[0.0], g.drafted[rows]])
-    acceptance, proposal = positions_from_tokens_per_round(e, drafted)
-    # the deep positions of a short profile are noise: pool them (see pool_positions)
-    proposal = pool_positions(proposal, np.concatenate([[1.0], np.cumprod(proposal)[:-1]]))
-    joint = acceptance * proposal
-    acceptance = pool_positions(acceptance, np.concatenate([[1.0], np.cumprod(joint)[:-1]]))
+    acceptance, proposal = _chains(space, rows)
     target_name = space.target_names[int(space.target_code[first])]
+    n_domain, used = _entry_prompts(profiles, target_name, drafter, settings)
+    all_settings = replace(settings, domain="all")
+    n_all, all_domain = _entry_prompts(profiles, target_name, drafter, all_settings)
+    weight, factor = evidence_weights(n_domain, n_all if all_domain == "all" else 0)
+    if weight < 1.0 and used != "all":
+        all_space, all_rows, _ = _speculative_rows(profiles, preset, all_settings, drafter)
+        if all_rows.size == rows.size:
+            all_acc, all_prop = _chains(all_space, all_rows)
+            acceptance = weight * acceptance + (1.0 - weight) * all_acc
+            proposal = weight * proposal + (1.0 - weight) * all_prop
+    strength *= factor
     verification = next(v for v in profiles.verifications if v.target == target_name)
     v_mean, _, _ = verify_latency_table(verification, ks.size, context_tokens, 1)
     dev_name = space.device_names[int(space.device_code[first])]
@@ -541,5 +772,8 @@ def prior_from_profiles(
         price_usd_per_mtok=getattr(price, "price_usd_per_million_tokens", 0.0),
         bill_draft_tokens=getattr(price, "billed", "") == "draft_tokens",
         strength=strength,
-        source=f"{drafter} → {target_name} on {dev_name}, domain {domain}",
+        source=(
+            f"{drafter} → {target_name} on {dev_name}, domain {domain} ({n_domain or '?'} "
+            f"prompts; weight {weight:.2f} against all domains, strength {strength:.3g})"
+        ),
     )

@@ -1,8 +1,8 @@
 """The live estimators behind the adaptive-K policy (pure Python and numpy; no clock, no I/O).
 
-Every estimator is updated once per round in O(length of the draft) work on preallocated
-arrays, and caches what the policy reads, so a policy round costs a few dozen numpy
-operations on arrays of length ``k_max`` (see :mod:`configspec.serving.adaptive`).
+Every estimator is updated once per round in O(``k_max``) plain-float work and caches
+what the policy reads (posterior means and variances as lists), so a policy round makes
+no numpy call on its goodput path (see :mod:`configspec.serving.adaptive`).
 
 * :class:`PositionalBeta` — a chain of conditional chances (acceptance, or an n-gram
   drafter's proposal), one Beta posterior per draft position, with forgetting and a
@@ -24,6 +24,10 @@ FloatArray = NDArray[np.float64]
 
 P_MIN, P_MAX = 0.01, 0.995
 """Every chance is kept inside this range (log-odds stay finite; one glitch cannot zero K)."""
+POOL_SHARE = 0.5
+"""Share of the pooled trials (positions from ``pool_from`` on) that counts as evidence for
+every pooled position's variance: the pooled shift moves a position the current K never
+reaches, so its doubt is not that of its own (few) trials alone."""
 ANCHOR = 4.0
 """Pseudo-observations the (shifted) prior keeps per position after decay: pools the
 positions, so deep ones that are rarely drafted do not make K wander."""
@@ -82,17 +86,23 @@ class PositionalBeta:
         detect_changes: bool = True,
     ) -> None:
         self.prior = np.clip(np.asarray(prior_mean, dtype=np.float64), P_MIN, P_MAX)
-        self._prior_odds = self.prior / (1.0 - self.prior)
+        # plain floats from here on: the per-round work is on a dozen numbers, where a
+        # numpy call costs more (and, between rounds of a live decode, runs from cold caches)
+        self._prior_l: list[float] = self.prior.tolist()
+        self._prior_odds = [p / (1.0 - p) for p in self._prior_l]
         # Σ prior over positions pool_from..i-1 (what the prior expects of i trials)
         self._prior_cum = [0.0, *np.cumsum(self.prior).tolist()]
         self.decay = decay
-        self.anchor = anchor
+        # a weak prior (few profiled prompts) is not strengthened by the anchor
+        self.anchor = min(anchor, strength)
         self.weight = strength
         self.pool_from = pool_from
         self.detect_changes = detect_changes
         n = self.prior.size
-        self.a = np.zeros(n)
-        self.b = np.zeros(n)
+        self.a: list[float] = [0.0] * n
+        """Decayed successes per position."""
+        self.b: list[float] = [0.0] * n
+        """Decayed failures per position."""
         # the last rounds' outcomes (successes, failed position or -1), newest last: what a
         # detected change restarts the memory from
         self._recent: deque[tuple[int, int]] = deque(maxlen=RECENT_ROUNDS)
@@ -101,35 +111,51 @@ class PositionalBeta:
         self._cusum_up = self._cusum_down = 0.0
         self.changes = 0
         """How many changes of regime were detected (for logs and tests)."""
-        self._mean = self.prior.copy()
-        self._mean_list = self._mean.tolist()
+        self.mean_list: list[float] = list(self._prior_l)
+        """Posterior mean per position (plain floats; updated by :meth:`observe`)."""
+        self.var_list: list[float] = [p * (1.0 - p) / (strength + 1.0) for p in self._prior_l]
+        """Posterior variance per position (plain floats; updated by :meth:`observe`)."""
 
-    def shifted_prior(self) -> FloatArray:
-        """The prior means, positions from ``pool_from`` on moved by the pooled shift."""
+    def _shift_factor(self) -> float:
+        """The pooled shift as a factor on the prior's odds (1: no shift)."""
         seen_n, total, expected_n = self._pool
         if total <= 1e-9:
-            return self.prior
+            return 1.0
         expected = min(max(expected_n / total, P_MIN), P_MAX)
         w = self.weight
         seen = min(max((seen_n + w * expected) / (total + w), P_MIN), P_MAX)
         # the shift in log-odds is a factor on the odds
-        factor = seen * (1.0 - expected) / ((1.0 - seen) * expected)
-        odds = self._prior_odds * factor
-        out = odds / (1.0 + odds)
+        return seen * (1.0 - expected) / ((1.0 - seen) * expected)
+
+    def shifted_prior(self) -> FloatArray:
+        """The prior means, positions from ``pool_from`` on moved by the pooled shift."""
+        return np.asarray(self._shifted(self._shift_factor()), dtype=np.float64)
+
+    def _shifted(self, factor: float) -> list[float]:
         pf = self.pool_from
+        out = [o * factor / (1.0 + o * factor) for o in self._prior_odds]
         if pf:
-            out[:pf] = self.prior[:pf]
+            out[:pf] = self._prior_l[:pf]
         return out
 
     def mean(self) -> FloatArray:
-        """Posterior mean per position (cached: recomputed once per observation)."""
-        return self._mean
+        """Posterior mean per position (an array built from :attr:`mean_list`)."""
+        return np.asarray(self.mean_list, dtype=np.float64)
 
     def _update_mean(self) -> None:
         w = self.weight
-        a = self.a
-        self._mean = (w * self.shifted_prior() + a) / (w + a + self.b)
-        self._mean_list = self._mean.tolist()
+        shifted = self._shifted(self._shift_factor())
+        means = []
+        variances = []
+        pooled = POOL_SHARE * self._pool[1]
+        for i, (sp, a, b) in enumerate(zip(shifted, self.a, self.b, strict=True)):
+            n = w + a + b
+            m = (w * sp + a) / n
+            means.append(m)
+            extra = pooled if i >= self.pool_from else 0.0
+            variances.append(m * (1.0 - m) / (n + 1.0 + extra))
+        self.mean_list = means
+        self.var_list = variances
 
     def _pool_add(self, hi: int, failed_at: int, lam: float) -> None:
         pf = self.pool_from
@@ -139,28 +165,32 @@ class PositionalBeta:
         t = float(s)
         if failed_at >= pf:
             t += 1.0
-            e += float(self.prior[failed_at])
+            e += self._prior_l[failed_at]
         self._pool = [lam * seen + s, lam * total + t, lam * expected + e]
 
     def _pool_recount(self) -> None:
         pf = self.pool_from
-        a, n = self.a[pf:], self.a[pf:] + self.b[pf:]
-        self._pool = [float(a.sum()), float(n.sum()), float(n @ self.prior[pf:])]
+        a, b, p = self.a[pf:], self.b[pf:], self._prior_l[pf:]
+        self._pool = [
+            sum(a),
+            sum(a) + sum(b),
+            sum((x + y) * q for x, y, q in zip(a, b, p, strict=True)),
+        ]
 
     def observe(self, reached: int, stopped: bool) -> None:
         """Decay, then count successes at 1..``reached`` and a failure after if ``stopped``."""
         lam = self.decay
-        a, b = self.a, self.b
-        a *= lam
-        b *= lam
+        a = [x * lam for x in self.a]
+        b = [x * lam for x in self.b]
         self.weight = self.anchor + lam * (self.weight - self.anchor)
-        n = a.size
+        n = len(a)
         hi = min(reached, n)
         failed_at = reached if stopped and reached < n else -1
-        if hi:
-            a[:hi] += 1.0
+        for i in range(hi):
+            a[i] += 1.0
         if failed_at >= 0:
             b[failed_at] += 1.0
+        self.a, self.b = a, b
         self._pool_add(hi, failed_at, lam)
         if self.detect_changes:
             self._recent.append((hi, failed_at))
@@ -173,7 +203,7 @@ class PositionalBeta:
         With ``p`` moved to ``p'`` by a shift ``δ`` in log-odds, a failure's log-likelihood
         ratio is ``g = −log(1 + p·(e^δ − 1))`` and a success's ``δ + g``.
         """
-        m = self._mean_list
+        m = self.mean_list
         up = down = 0.0
         for i in range(successes):
             up += CHANGE_SHIFT - math.log1p(m[i] * _E_UP)
@@ -184,14 +214,16 @@ class PositionalBeta:
         self._cusum_up = max(0.0, self._cusum_up + up)
         self._cusum_down = max(0.0, self._cusum_down + down)
         if max(self._cusum_up, self._cusum_down) > CHANGE_H:
-            self.a = np.zeros_like(self.a)
-            self.b = np.zeros_like(self.b)
+            n = len(self.a)
+            a, b = [0.0] * n, [0.0] * n
             weight = 1.0
             for hi, failed_at in reversed(self._recent):  # newest first
-                self.a[:hi] += weight
+                for i in range(hi):
+                    a[i] += weight
                 if failed_at >= 0:
-                    self.b[failed_at] += weight
+                    b[failed_at] += weight
                 weight *= FAST_DECAY
+            self.a, self.b = a, b
             self.weight = min(self.weight, self.anchor)
             self._cusum_up = self._cusum_down = 0.0
             self._pool_recount()
@@ -287,6 +319,7 @@ class VerifyLine:
         self.level = RunningMedian(1.0, window)
         """Running median of measured / profiled-line time (the scale of the prior)."""
         self._s = [0.0] * 5  # Σw, Σw·p, Σw·p², Σw·v, Σw·p·v of the rounds
+        self._sq = 0.0  # Σw·(residual before the round)², ms²
         self.a, self.b = self.a0, self.b0
 
     def prior_ms(self, positions: float) -> float:
@@ -310,7 +343,18 @@ class VerifyLine:
         lam = self.decay
         s0, s1, s2, sy, spy = self._s
         self._s = [lam * s0 + 1.0, lam * s1 + p, lam * s2 + p * p, lam * sy + v, lam * spy + p * v]
+        self._sq = lam * self._sq + (v - pred) ** 2
         self._fit()
+
+    def slope_var(self) -> float:
+        """Variance of the fitted slope (ms² per position²): the rounds' residual variance
+        (decayed, with one pseudo-round of 5% of the profiled level) over their decayed
+        spread in positions plus the ridge — a fit from rounds of one length rests on
+        the profile's slope, one from rounds of many lengths on the data."""
+        s0, s1, s2, _, _ = self._s
+        spread = max(0.0, s2 - s1 * s1 / s0) if s0 > 0 else 0.0
+        resid = (self._sq + (0.05 * self.level.value * self.a0) ** 2) / (s0 + 1.0)
+        return resid / (spread + self.slope_weight)
 
     def _fit(self) -> None:
         k = self.level.value

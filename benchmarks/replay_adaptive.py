@@ -1,0 +1,90 @@
+"""Replay stored adaptive run records through the current policy, offline (issue 18).
+
+An adaptive run record (``bench_adaptive.py --runs DIR``) holds every round's K, outcome
+(drafted, accepted) and measured times. This feeds those rounds, in order, to a fresh
+policy built from a profile set as the benchmark builds it, and reports per phase which K
+the policy *would* choose and how often it switches, next to what the recorded run chose.
+Open loop: each round's outcome is the one measured at the recorded K, so the figures
+show how the policy reads the evidence (how much it wanders), not what goodput it would
+reach. No timing, no models: runs in a second.
+
+    PYTHONPATH=src python benchmarks/replay_adaptive.py RECORD.json --profiles DIR [--domain code]
+
+Phases: the drift scenario's three phases of equal token counts (``--phases 3``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from configspec.search.space import read_profiles  # noqa: E402
+from configspec.serving.adaptive import AdaptiveK, prior_from_profiles  # noqa: E402
+from configspec.store import ProfileStore  # noqa: E402
+
+
+def replay(record: dict, policy: AdaptiveK, phases: int) -> list[dict[str, object]]:
+    """Per phase: the recorded and the replayed K counts and switch counts."""
+    rounds = record["rounds"]
+    total = sum(r["accepted"] + 1 for r in rounds)
+    per_phase = total / phases
+    out = [
+        {"recorded": Counter(), "replayed": Counter(), "rec_switch": 0, "rep_switch": 0}
+        for _ in range(phases)
+    ]
+    tokens = 0
+    prev_rec = prev_rep = None
+    for r in rounds:
+        p = min(phases - 1, int(tokens // per_phase))
+        k_new = policy.choose().k
+        k_rec = r["choice"]["k"] if r.get("choice") else r["k_limit"]
+        ph = out[p]
+        ph["recorded"][k_rec] += 1  # type: ignore[index]
+        ph["replayed"][k_new] += 1  # type: ignore[index]
+        ph["rec_switch"] += int(prev_rec is not None and k_rec != prev_rec)  # type: ignore[operator]
+        ph["rep_switch"] += int(prev_rep is not None and k_new != prev_rep)  # type: ignore[operator]
+        prev_rec, prev_rep = k_rec, k_new
+        policy.observe(
+            k_asked=r["k_limit"] or r["k"], drafted=r["k"], accepted=r["accepted"],
+            draft_ms=r["draft_ms"], verify_ms=r["verify_ms"], round_ms=r["round_ms"],
+        )  # fmt: skip
+        tokens += r["accepted"] + 1
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("records", nargs="+", type=Path)
+    ap.add_argument("--profiles", type=Path, required=True)
+    ap.add_argument("--domain", default="code", help="the prior's domain (the benchmark: code)")
+    ap.add_argument("--phases", type=int, default=3)
+    ap.add_argument("--switch-z", type=float, default=None, help="default: the policy's")
+    args = ap.parse_args()
+    profiles = read_profiles(ProfileStore(args.profiles))
+    for path in args.records:
+        record = json.loads(path.read_text())
+        cfg = record["config"]
+        context = cfg["prompt_tokens"] + cfg["max_tokens"] // 2
+        prior = prior_from_profiles(
+            profiles, drafter=cfg["drafter"], domain=args.domain, k_max=cfg["k_max"],
+            context_tokens=context,
+        )  # fmt: skip
+        extra = {} if args.switch_z is None else {"switch_z": args.switch_z}
+        policy = AdaptiveK(prior, k_min=cfg["k_min"], k_max=cfg["k_max"], **extra)  # type: ignore[arg-type]
+        print(f"{path.name}: {len(record['rounds'])} rounds, prior {prior.source}")
+        for i, ph in enumerate(replay(record, policy, args.phases)):
+            rec = " ".join(f"{k}:{c}" for k, c in sorted(ph["recorded"].items()))  # type: ignore[attr-defined]
+            rep = " ".join(f"{k}:{c}" for k, c in sorted(ph["replayed"].items()))  # type: ignore[attr-defined]
+            print(f"  phase {i + 1}: recorded {rec:<34} ({ph['rec_switch']} switches) | "
+                  f"replayed {rep:<34} ({ph['rep_switch']} switches)")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
