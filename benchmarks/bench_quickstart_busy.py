@@ -2,8 +2,11 @@
 
 Runs the whole ``configspec quickstart`` loop (profile, select, run, validate) twice on
 this machine, first as it is, then with ``--busy`` background processes spinning a core
-each (``python -c "while True: pass"``, started here and always stopped at the end), and
-prints the goodput error of both next to each other — with the contention probe folded in
+each (``python -c "while True: pass"``, started here and always stopped at the end); then,
+still busy, runs the first quickstart's configurations again on its profiles (profiled on
+the host as it was, run on the host as it is: the case the contention probe is for; a host
+busy the whole time is already in its own profiles and baseline). It prints the goodput
+error of every arm — with the contention probe folded in
 (what ``validate`` does) and without it (the raw profiles), from the same run records.
 For every run it prints each ratio (run probe / baseline probe taken right after
 profiling), whether it was applied and why (applied only when its bootstrap 95% interval
@@ -36,13 +39,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_validate import busy_processes, fmt_summary  # noqa: E402
 
+from configspec.backends.specs import parse_spec, spec_of_name  # noqa: E402
+from configspec.config import RunRecord  # noqa: E402
 from configspec.loop.quickstart import (  # noqa: E402
     DEFAULT_DRAFTERS,
     QuickstartSettings,
     run_quickstart,
 )
+from configspec.loop.runs import run_plans  # noqa: E402
+from configspec.loop.runtime import RunPlan, Runtime, RuntimeSettings  # noqa: E402
 from configspec.loop.validate import validate  # noqa: E402
-from configspec.store import atomic_write_json  # noqa: E402
+from configspec.profiling.prompts import bundled_prompts, select_prompts  # noqa: E402
+from configspec.store import ProfileStore, atomic_write_json  # noqa: E402
 
 MEDIAN_TARGET = 0.05
 
@@ -51,26 +59,28 @@ def fmt_pct(x: float | None) -> str:
     return "—" if x is None else f"{x:+.1%}"
 
 
+def fmt_abs(x: float | None) -> str:
+    return "—" if x is None else f"{x:.1%}"
+
+
 def fmt_ratio(x: float | None) -> str:
     return "—" if x is None else f"×{x:.3f}"
 
 
-def one(label: str, settings: QuickstartSettings) -> dict[str, Any]:
-    """Run the quickstart once; its error folded and unfolded, load and wall time."""
-    load0 = os.getloadavg()
-    t = time.perf_counter()
-    result = run_quickstart(settings, lambda _: None, make_report=False)
-    wall = time.perf_counter() - t
-    records = result.store.runs()
-    raw = validate(result.store, runs=records, fold_contention=False)
-    folded = result.validation.summary["goodput"]
+def show(
+    label: str, store: ProfileStore, records: list[RunRecord], load0: Any, wall_s: float
+) -> dict[str, Any]:
+    """Validate ``records`` folded and raw; print both and every ratio; return the figures."""
+    result = validate(store, runs=records)
+    raw = validate(store, runs=records, fold_contention=False)
+    folded = result.summary["goodput"]
     unfolded = raw.summary["goodput"]
     load1 = os.getloadavg()
-    print(f"{label}: load {load0[0]:.2f} -> {load1[0]:.2f}, {wall:.0f} s")
+    print(f"{label}: load {load0[0]:.2f} -> {load1[0]:.2f}, {wall_s:.0f} s")
     print(f"    with the contention probe folded in: {fmt_summary(folded)}")
     print(f"    raw profiles (no probe):             {fmt_summary(unfolded)}")
     raw_rows = {r.run_id: r for r in raw.rows}
-    for r in result.validation.rows:
+    for r in result.rows:
         g = r.objectives["goodput"]
         g_raw = raw_rows[r.run_id].objectives["goodput"]
         print(f"    {r.drafter:<20} K={r.k}: error {fmt_pct(g.error)} "
@@ -83,21 +93,57 @@ def one(label: str, settings: QuickstartSettings) -> dict[str, Any]:
             print("        no contention probe in this run record")
     n_applied = sum(
         1
-        for r in result.validation.rows
+        for r in result.rows
         if r.contention is not None
         for c in (r.contention.draft, r.contention.verify)
         if c.applied != 1.0
     )
-    print(f"    ratios applied: {n_applied} of {2 * len(result.validation.rows)}")
+    print(f"    ratios applied: {n_applied} of {2 * len(result.rows)}")
     return {
         "load_average_before": load0,
         "load_average_after": load1,
-        "wall_s": wall,
+        "wall_s": wall_s,
         "folded": folded.__dict__,
         "unfolded": unfolded.__dict__,
-        "rows": [dataclasses.asdict(r) for r in result.validation.rows],
+        "rows": [dataclasses.asdict(r) for r in result.rows],
         "ratios_applied": n_applied,
     }
+
+
+def one(label: str, settings: QuickstartSettings) -> tuple[dict[str, Any], ProfileStore]:
+    """Run the whole quickstart once (profiles, baseline, runs); its figures and store."""
+    load0 = os.getloadavg()
+    t = time.perf_counter()
+    result = run_quickstart(settings, lambda _: None, make_report=False)
+    wall = time.perf_counter() - t
+    return show(label, result.store, result.store.runs(), load0, wall), result.store
+
+
+def runs_again(
+    label: str, profiled: ProfileStore, dest: Path, s: QuickstartSettings
+) -> dict[str, Any]:
+    """The configurations ``profiled``'s quickstart ran, run again now on its profiles,
+    baseline and runtime overhead (copied to ``dest``, never re-measured): profiled on the
+    host as it was, run on the host as it is — the case the contention probe is for."""
+    store = ProfileStore(dest)
+    shutil.copytree(profiled.root, store.root, ignore=shutil.ignore_patterns("runs"))
+    before = profiled.runs()
+    prompts = s.run_prompts or tuple(select_prompts(bundled_prompts(), s.prompts_per_domain))
+    settings = RuntimeSettings(
+        target=s.target, prompts=prompts, max_tokens=s.max_tokens, threads=s.threads,
+        device=before[0].config.device, cache_dir=s.cache_dir, max_k=max(16, s.k_max),
+        link=s.link,
+    )  # fmt: skip
+    plans = [RunPlan(r.config.drafter, r.config.k, r.config.added_rtt_ms) for r in before]
+
+    def spec_for(name: str) -> str:
+        return next((d for d in s.drafters if parse_spec(d).matches(name)), spec_of_name(name))
+
+    load0 = os.getloadavg()
+    t = time.perf_counter()
+    with Runtime(settings) as runtime:
+        records = run_plans(runtime, plans, store, spec_for=spec_for)
+    return show(label, store, records, load0, time.perf_counter() - t)
 
 
 def main() -> int:
@@ -125,11 +171,18 @@ def main() -> int:
         )  # fmt: skip
 
     try:
-        quiet = one("as is", settings("quiet"))
+        quiet, quiet_store = one("as is", settings("quiet"))
         with busy_processes(args.busy):
-            busy = one(f"{args.busy} busy process(es)", settings("busy"))
+            busy, _ = one(f"{args.busy} busy process(es), whole quickstart", settings("busy"))
+            later = runs_again(
+                f"profiled as is, runs again with {args.busy} busy process(es)",
+                quiet_store, work / "busy-runs" / "profiles", settings("quiet"),
+            )  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    med_later = later["folded"]["median_abs_error"]
+    print(f"profiled as is, run busy: median |error| {fmt_abs(med_later)} with the probe, "
+          f"{fmt_abs(later['unfolded']['median_abs_error'])} raw")  # fmt: skip
     med = busy["folded"]["median_abs_error"]
     ok = med is not None and med <= MEDIAN_TARGET
     print(f"busy: median |error| {med:.1%} (target ≤ {MEDIAN_TARGET:.0%}) -> "
@@ -137,7 +190,8 @@ def main() -> int:
     atomic_write_json(
         args.out,
         {"benchmark": "bench_quickstart_busy", "busy_processes": args.busy, "passed": ok,
-         "median_target": MEDIAN_TARGET, "as_is": quiet, "busy": busy},
+         "median_target": MEDIAN_TARGET, "as_is": quiet, "busy": busy,
+         "profiled_as_is_run_busy": later},
     )  # fmt: skip
     print(f"wrote {args.out}")
     return 0 if ok else 1

@@ -190,3 +190,27 @@ def test_baseline_store_round_trip_and_errors(store: ProfileStore) -> None:
     path.write_text("{")
     with pytest.raises(ProfileError, match="unreadable"):
         store.contention_baseline()
+
+
+def test_probe_after_the_run_is_pooled_with_the_one_before(store: ProfileStore) -> None:
+    from configspec.loop.contention import run_probe
+
+    run = _record(4, 10.0, 500.0, 3)
+    before = _probe(_samples(10.0), _samples(40.0), added_rtt_ms=10.0)
+    after = _probe(_samples(20.0), _samples(40.0), added_rtt_ms=10.0)
+    both = _with_probe(run, before.model_dump(), "both")
+    settings = {**both.provenance.settings, "contention_after": after.model_dump()}
+    both = both.model_copy(
+        update={"provenance": both.provenance.model_copy(update={"settings": settings})}
+    )
+    pooled = run_probe(both)
+    assert pooled is not None and len(pooled.draft_samples_ms) == 18
+    assert 10.0 < pooled.draft_ms_per_token < 20.0
+    # an "after" probe at another point is ignored
+    other = after.model_copy(update={"verify_context_tokens": 5})
+    settings["contention_after"] = other.model_dump()
+    alone = both.model_copy(
+        update={"provenance": both.provenance.model_copy(update={"settings": settings})}
+    )
+    kept = run_probe(alone)
+    assert kept is not None and kept.draft_samples_ms == before.draft_samples_ms

@@ -1,8 +1,11 @@
 """Host contention, like for like: a run's probe against the baseline probe.
 
-Right before each run the runtime times the drafter (K=1) and one verified position (K=0
-rounds through the run's link) — :meth:`~configspec.loop.runtime.Runtime.probe` — and keeps
-every sample in the run record. Right after profiling, the same method at the same point
+Right before and right after each run the runtime times the drafter (K=1) and one
+verified position (K=0 rounds through the run's link) —
+:meth:`~configspec.loop.runtime.Runtime.probe` — and keeps every sample in the run record
+(``contention``, ``contention_after``); the two are pooled, so the probe brackets the load
+over the run instead of reading one second before it (records with only the first use it
+alone). Right after profiling, the same method at the same point
 (drafter, temperature, RTT, contexts) is taken once more and stored with the profiles as
 the **baseline** (:class:`~configspec.config.ContentionBaseline`,
 ``DIR/contention/baseline.json``; :func:`take_baseline`). It lives with the profiles, not
@@ -34,6 +37,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 from pydantic import ValidationError
 
 from configspec.config import ContentionBaseline, ContentionProbe, Estimate, Provenance, RunRecord
@@ -103,9 +107,8 @@ def judge_ratio(
     return ContentionRatio(est.mean, lo, hi, 1.0, f"not applied: {interval} holds 1")
 
 
-def run_probe(run: RunRecord) -> ContentionProbe | None:
-    """The contention probe stored in ``run`` (None when it has none or it is unreadable)."""
-    raw = run.provenance.settings.get("contention")
+def _stored_probe(run: RunRecord, key: str) -> ContentionProbe | None:
+    raw = run.provenance.settings.get(key)
     if not isinstance(raw, dict):
         return None
     try:
@@ -116,6 +119,30 @@ def run_probe(run: RunRecord) -> ContentionProbe | None:
     # older probes did not name their point: it is the run's own configuration
     update = {"temperature": c.temperature, "added_rtt_ms": c.added_rtt_ms}
     return probe.model_copy(update={"drafter": probe.drafter or c.drafter, **update})
+
+
+def run_probe(run: RunRecord) -> ContentionProbe | None:
+    """The contention probe stored in ``run`` (None when it has none or it is unreadable):
+    the one taken right before the run, with the samples of the one taken right after it
+    (``contention_after``, at the same point) pooled in, so the probe brackets the load
+    over the run rather than reading one moment before it."""
+    before = _stored_probe(run, "contention")
+    if before is None:
+        return None
+    after = _stored_probe(run, "contention_after")
+    if after is None or not after.same_point(before):
+        return before
+    draft = before.draft_samples_ms + after.draft_samples_ms
+    verify = before.verify_samples_ms + after.verify_samples_ms
+    return before.model_copy(
+        update={
+            "draft_samples_ms": draft,
+            "draft_ms_per_token": float(np.median(draft)) if draft else before.draft_ms_per_token,
+            "verify_samples_ms": verify,
+            "verify_one_ms": float(np.median(verify)) if verify else before.verify_one_ms,
+            "load_average_1m": (before.load_average_1m + after.load_average_1m) / 2.0,
+        }
+    )
 
 
 def contention_fold(

@@ -94,7 +94,8 @@ class RuntimeSettings:
     draft_top_k: int = 64
     """Ids per draft distribution the client sends when sampling."""
     probe_contention: bool = True
-    """Time the drafter and the verifier right before each run (see :meth:`Runtime.probe`),
+    """Time the drafter and the verifier right before and right after each run (see
+    :meth:`Runtime.probe`; the two bracket the load the run saw),
     so ``validate`` can scale the profiled latencies to the host load the run saw."""
 
     def __post_init__(self) -> None:
@@ -298,8 +299,10 @@ class Runtime:
         if plan.temperature:
             label += f" T={plan.temperature:g}"
         progress(ProgressEvent(label, 0, len(s.prompts), "starting"))
-        probe = self.probe(plan) if s.probe_contention and plan.k > 0 else None
+        probing = s.probe_contention and plan.k > 0
+        probe = self.probe(plan) if probing else None
         gen, lengths, link = self._generate(plan, drafter, progress, label)
+        probe_after = self.probe(plan) if probing else None
         config = run_config(
             drafter.identity,
             gen,
@@ -325,6 +328,11 @@ class Runtime:
                 "link": link,
                 "domains": sorted({p.domain for p in s.prompts}),
                 **({"contention": probe.model_dump(mode="json")} if probe is not None else {}),
+                **(
+                    {"contention_after": probe_after.model_dump(mode="json")}
+                    if probe_after is not None
+                    else {}
+                ),
             },
             energy_note="energy not recorded: no device power meter is wired into the edge client",
         )
