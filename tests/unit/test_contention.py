@@ -214,3 +214,19 @@ def test_probe_after_the_run_is_pooled_with_the_one_before(store: ProfileStore) 
     )
     kept = run_probe(alone)
     assert kept is not None and kept.draft_samples_ms == before.draft_samples_ms
+
+
+def test_validate_cli_says_which_ratios_were_applied(
+    store: ProfileStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from configspec.cli.main import main
+
+    base = _probe(_samples(10.0), _samples(40.0), added_rtt_ms=10.0)
+    store.save_contention_baseline(
+        ContentionBaseline(probes=[base], provenance=Provenance.here("measured"))
+    )
+    run = _record(4, 10.0, 500.0, 3)
+    store.save_run(_with_probe(run, _probe(_samples(10.0), _samples(80.0)).model_dump(), "busy"))
+    assert main(["validate", "--profiles", str(store.root)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "applied in 1/1 runs" in out and "draft ×1.00" in out

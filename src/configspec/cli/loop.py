@@ -120,6 +120,20 @@ def render_validation(result: ValidationResult) -> None:
             + (f"; {inside}" if inside else ""),
             highlight=False,
         )
+    probed = [r for r in result.rows if r.contention is not None]
+    if probed:
+        applied = [
+            f"{r.drafter} K={r.k} +{r.added_rtt_ms:g}ms: draft ×{r.contention.draft.applied:.2f}, "
+            f"verify ×{r.contention.verify.applied:.2f}"
+            for r in probed
+            if r.contention is not None and r.contention.ratios != (1.0, 1.0)
+        ]
+        console.print(
+            f"  contention (probe around the run / baseline probe after profiling, applied "
+            f"only when its 95% CI excludes 1): applied in {len(applied)}/{len(probed)} runs"
+            + ("; " + "; ".join(applied) if applied else ""),
+            highlight=False,
+        )
     console.print(
         f"  runtime overhead per round {result.round_overhead_ms:.2f} ms (measured, K=0 rounds); "
         "errors are modelled/measured - 1; timing = modelled round time with the run's "
