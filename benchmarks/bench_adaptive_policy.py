@@ -55,10 +55,17 @@ def make_prior(k_max: int, proposal: float) -> PolicyPrior:
 
 
 def stream(
-    rounds: int, k_max: int, proposal: float, drift_every: int, seed: int
+    rounds: int, k_max: int, proposal: float, drift_every: int, seed: int, thrash_kb: int = 0
 ) -> tuple[list[float], list[float]]:
-    """Run one policy over ``rounds`` synthetic rounds; per-round cost (µs), wall and CPU."""
+    """Run one policy over ``rounds`` synthetic rounds; per-round cost (µs), wall and CPU.
+
+    ``thrash_kb`` > 0: between rounds (untimed) write a buffer of that many KiB and run a
+    little unrelated Python, so each round starts from caches as cold as a live decode
+    round (drafting, network, parsing) leaves them.
+    """
     rng = np.random.default_rng(seed)
+    buf = np.zeros(max(1, thrash_kb * 128))
+    junk = {str(i): i for i in range(2000)}
     policy = AdaptiveK(make_prior(k_max, proposal), k_max=k_max)
     alpha, rtt_ms = 0.7, 20.0
     wall_us: list[float] = []
@@ -81,6 +88,9 @@ def stream(
                 accepted += 1
             draft_ms = 4.0 * drafted
             verify_ms = 30.0 + 2.0 * (drafted + 1)
+            if thrash_kb:
+                buf += 1.0
+                sum(v for v in junk.values() if v % 3)
             c2, t2 = cpu(), clock()
             policy.observe(
                 k_asked=k, drafted=drafted, accepted=accepted, draft_ms=draft_ms,
@@ -101,6 +111,10 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--drift-every", type=int, default=300)
     ap.add_argument(
+        "--thrash-kb", type=int, default=0,
+        help="write this many KiB between rounds (cold caches, as in a live run; e.g. 8192)",
+    )  # fmt: skip
+    ap.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_adaptive_policy.json"
     )
     args = ap.parse_args()
@@ -110,7 +124,9 @@ def main() -> int:
           f"{'CPU: median':>11} {'p99':>8} {'mean':>8}  (µs per round)")  # fmt: skip
     for drafter, proposal in (("model drafter", 1.0), ("n-gram drafter", 0.8)):
         for k_max in (8, 16):
-            wall, cpu = stream(args.rounds + args.warmup, k_max, proposal, args.drift_every, 0)
+            wall, cpu = stream(
+                args.rounds + args.warmup, k_max, proposal, args.drift_every, 0, args.thrash_kb
+            )
             row: dict[str, object] = {"drafter": drafter, "k_max": k_max}
             line = f"{drafter + ', K_max ' + str(k_max):<30}"
             for clock, costs in (("wall", wall), ("cpu", cpu)):

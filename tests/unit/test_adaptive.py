@@ -9,6 +9,7 @@ import _model_factory as mf
 import numpy as np
 import pytest
 
+from configspec.config import KChoice
 from configspec.errors import InvalidInput, ProfileMissing
 from configspec.model.acceptance import tokens_per_round_from_positions
 from configspec.model.evaluate import Bounded, GridInputs, Link, evaluate_objectives
@@ -521,10 +522,20 @@ def test_the_per_round_goodput_path_equals_predict(proposal: float) -> None:
     np.testing.assert_allclose(rows[0], want["goodput"], rtol=1e-12)
     np.testing.assert_allclose(rows[1], want["tokens_per_round"], rtol=1e-12)
     np.testing.assert_allclose(rows[2], want["round"], rtol=1e-12)
-    np.testing.assert_allclose(rows[3], want["verify"], rtol=1e-12)
-    np.testing.assert_allclose(rows[6], want["joint"], rtol=1e-12)
+    np.testing.assert_allclose(rows[3], np.asarray(want["drafted"]) + 1.0, rtol=1e-12)
+    np.testing.assert_allclose(rows[4], want["joint"], rtol=1e-12)
     c = policy.choose()
-    assert c.objective_value == pytest.approx(float(want["goodput"][c.k - 2]), rel=1e-12)
+    i = c.k - 2
+    assert c.objective_value == pytest.approx(float(want["goodput"][i]), rel=1e-12)
+    assert c.verify_ms == pytest.approx(float(want["verify"][i]), rel=1e-12)
+    assert c.draft_ms_per_token == pytest.approx(
+        float(prior.draft_ms_per_token[c.k - 1]) * policy.draft_scale.value, rel=1e-12
+    )
+    # the choice is built without validation, as model_construct would build it
+    fields = c.model_dump()
+    assert c == KChoice.model_construct(**fields)
+    assert KChoice.model_validate(fields) == c
+    assert c.model_fields_set == set(KChoice.model_fields)
 
 
 def test_gain_sd_shrinks_with_evidence_and_vanishes_between_equal_k() -> None:
