@@ -11,7 +11,11 @@ expected back, so closed loops share passes) and/or ``fixed`` (``--max-gather-wa
 after the first request; 0 = continuous batching, the old default). Every row records its
 ``gather`` mode and, from the verifier's own metrics over that run, the passes, mean
 sessions per pass, and the gather decisions. Reported per (policy, gather, N, RTT):
-aggregate generated tokens/s (all clients' tokens / wall time), per-client goodput
+aggregate generated tokens/s (all clients' tokens / wall time), the same in the *steady
+window* in which every client was decoding (``steady_tokens_per_s``, its length and mean
+sessions per pass: each client generates a fixed number of tokens and they finish at
+different times, so the whole-run figure includes a tail with fewer clients; see
+:func:`steady_window`), the batched/one-at-a-time ratio of both, per-client goodput
 (tokens / decode time), p50/p99 round time, per-round overhead (round − draft − verify −
 RTT; at N=1 it is the server path's own cost), and whether every client's tokens equal
 what the same prompt gives alone on that server and policy, and target-only decoding
@@ -80,8 +84,10 @@ def _generate(
 
 def _concurrent(
     url: str, target: LlamaCppBatchTarget, prompts: Sequence[list[int]], n: int, k: int
-) -> tuple[list[Generation], float]:
+) -> tuple[list[Generation], float, list[float]]:
+    """Every prompt's client at once; (generations, wall s, each client's end, perf_counter s)."""
     gens: list[Generation | None] = [None] * len(prompts)
+    ends_s = [0.0] * len(prompts)
     errors: list[BaseException] = []
     barrier = threading.Barrier(len(prompts))
 
@@ -89,6 +95,7 @@ def _concurrent(
         try:
             barrier.wait()
             gens[i] = _generate(url, target, list(prompts[i]), n, k)
+            ends_s[i] = time.perf_counter()
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
@@ -101,7 +108,41 @@ def _concurrent(
     wall_s = time.perf_counter() - t0
     if errors:
         raise errors[0]
-    return [g for g in gens if g is not None], wall_s
+    return [g for g in gens if g is not None], wall_s, ends_s
+
+
+def steady_window(
+    gens: Sequence[Generation], ends_s: Sequence[float], trace: Sequence[dict[str, Any]]
+) -> dict[str, float]:
+    """The part of a run in which every client was decoding: from the last client's first
+    round to the first client's last round (round ends placed from each client's end
+    time, its decode time and its round times). Tokens/s of the rounds ending inside it
+    (accepted + 1 each), its length, and the mean sessions per pass of the passes that
+    started inside it (from the verifier's pass trace). Clients finish a fixed number of
+    tokens at different times (their acceptance differs), so the whole-run figure mixes
+    N with fewer clients; this is the N-client steady state a fleet runs in."""
+    round_ends = []
+    for g, end_s in zip(gens, ends_s, strict=True):
+        start_s = end_s - g.decode_s
+        round_ends.append(start_s + np.cumsum([r.round_ms for r in g.rounds]) / 1e3)
+    if any(len(e) == 0 for e in round_ends):
+        return {"steady_tokens_per_s": float("nan"), "steady_s": 0.0, "steady_batch": float("nan")}
+    lo = max(float(e[0]) for e in round_ends)
+    hi = min(float(e[-1]) for e in round_ends)
+    if hi <= lo:
+        return {"steady_tokens_per_s": float("nan"), "steady_s": 0.0, "steady_batch": float("nan")}
+    tokens = sum(
+        r.accepted + 1
+        for g, e in zip(gens, round_ends, strict=True)
+        for r, t in zip(g.rounds, e, strict=True)
+        if lo < t <= hi
+    )
+    sizes = [len(p["batch"]) for p in trace if lo <= p["started_s"] < hi]
+    return {
+        "steady_tokens_per_s": tokens / (hi - lo),
+        "steady_s": hi - lo,
+        "steady_batch": float(np.mean(sizes)) if sizes else float("nan"),
+    }
 
 
 def run_fleet(
@@ -141,6 +182,7 @@ def run_fleet(
             max_gather_wait_ms=max_gather_wait_ms if policy == "batched" else 0.0,
         )
         service = BatchedVerifierService(target, limits, pol)
+        service.pass_trace = []  # per-pass sizes and times for the steady window
         with ServerThread(service) as srv:
             alone = {
                 i: _generate(srv.url, target, list(p), tokens, k).tokens
@@ -156,8 +198,10 @@ def run_fleet(
                 try:
                     for n in ns:
                         before = _pass_counters(service)
-                        gens, wall_s = _concurrent(url, target, prompts[:n], tokens, k)
+                        service.pass_trace = []
+                        gens, wall_s, ends_s = _concurrent(url, target, prompts[:n], tokens, k)
                         after = _pass_counters(service)
+                        steady = steady_window(gens, ends_s, service.pass_trace)
                         d = {key: after[key] - before[key] for key in after}
                         rounds = [r for g in gens for r in g.rounds]
                         round_ms = np.array([r.round_ms for r in rounds])
@@ -172,6 +216,7 @@ def run_fleet(
                             "k": k,
                             "wall_s": wall_s,
                             "aggregate_tokens_per_s": sum(len(g.tokens) for g in gens) / wall_s,
+                            **steady,
                             "client_goodput_tokens_per_s": [
                                 len(g.tokens) / g.decode_s for g in gens
                             ],
@@ -203,21 +248,33 @@ def run_fleet(
 
 def _table(rows: list[dict[str, Any]]) -> str:
     head = (
-        "| policy | gather | RTT ms | N | aggregate tok/s | client goodput tok/s (median) | "
+        "| policy | gather | RTT ms | N | aggregate tok/s | steady tok/s (s) | steady batch | "
+        "client goodput tok/s (median) | "
         "round p50 / p99 ms | overhead ms (median) | mean batch | = alone | = target-only "
         "| load 1m |"
     )
-    lines = [head, "|" + "---|" * 12]
+    lines = [head, "|" + "---|" * 14]
     for r in rows:
         lines.append(
             f"| {r['policy']} | {r['gather']} | {r['rtt_ms']:g} | {r['clients']} | "
             f"{r['aggregate_tokens_per_s']:.1f} | "
+            f"{r['steady_tokens_per_s']:.1f} ({r['steady_s']:.1f}) | {r['steady_batch']:.2f} | "
             f"{statistics.median(r['client_goodput_tokens_per_s']):.1f} | "
             f"{r['round_ms_p50']:.0f} / {r['round_ms_p99']:.0f} | "
             f"{r['overhead_ms_median']:.1f} | {r['mean_batch']:.2f} | "
             f"{r['identical_to_alone']}/{r['clients']} | "
             f"{r['identical_to_target_only']}/{r['clients']} | {r['load_average_1m']:.1f} |"
         )
+    base = {(r["rtt_ms"], r["clients"]): r for r in rows if r["policy"] == "one-at-a-time"}
+    for r in rows:
+        b = base.get((r["rtt_ms"], r["clients"]))
+        if r["policy"] == "batched" and b is not None:
+            lines.append(
+                f"batched {r['gather']} / one-at-a-time, RTT {r['rtt_ms']:g} ms, "
+                f"N={r['clients']}: whole run "
+                f"{r['aggregate_tokens_per_s'] / b['aggregate_tokens_per_s']:.2f}x, steady "
+                f"{r['steady_tokens_per_s'] / b['steady_tokens_per_s']:.2f}x"
+            )
     return "\n".join(lines)
 
 
@@ -271,7 +328,9 @@ def main() -> None:
             max_batch_sessions=args.max_batch_sessions,
             log=lambda r: print(
                 f"{r['policy']:>13} {r['gather']:>5} RTT {r['rtt_ms']:g} N={r['clients']}: "
-                f"{r['aggregate_tokens_per_s']:.1f} tok/s, mean batch {r['mean_batch']:.2f}, "
+                f"{r['aggregate_tokens_per_s']:.1f} tok/s (steady {r['steady_tokens_per_s']:.1f}"
+                f" over {r['steady_s']:.1f} s, batch {r['steady_batch']:.2f}), "
+                f"mean batch {r['mean_batch']:.2f}, "
                 f"load {r['load_average_1m']:.1f}",
                 flush=True,
             ),

@@ -5,9 +5,13 @@ prompt of the bundled set) loop speculative decoding against ONE real verifier
 (``configspec serve verifier`` in a subprocess, the RTT injected by netem or the delay
 proxy). The model predicts aggregate throughput, per-client goodput and round time for
 each N from inputs measured *once, on a separate single-client calibration run* (the
-think time outside the verifier, the verifier's service time per request, E(K)); nothing
-is fitted to the multi-client runs. The verifier runs one evaluation at a time and has
-one target copy per client (``--slots``: no session-switch prefill), so this is the
+think time outside the verifier, the verifier's service time per request); nothing is
+fitted to the multi-client runs. E (tokens per round) is pooled over the prompts the
+clients of each run were on (total tokens / total rounds, each prompt generated alone
+after the runs: greedy output does not depend on timing or batch partners), because the
+clients' prompts differ from the calibration client's; the figures with the calibration
+client's E are kept as ``predicted_calibration_e``. The verifier runs one evaluation at
+a time and has one target copy per client (``--slots``: no session-switch prefill), so this is the
 one-at-a-time (batch = 1) case of the model: exact MVA with one delay station and one
 FCFS queueing station. ``--server-arg`` passes further options to the server.
 
@@ -148,6 +152,7 @@ def run_clients(
     lo, hi = t0 + warm, t0 + warm + duration_s
     results: list[ClientResult | None] = [None] * n
     errors: list[BaseException] = []
+    used: set[int] = set()  # prompts with counted rounds (set.add is atomic)
 
     def client(i: int) -> None:
         try:
@@ -160,7 +165,6 @@ def run_clients(
                 j = i * 7
                 while time.perf_counter() < hi:
                     gen = c.generate(prompts[j % len(prompts)], args.max_tokens)
-                    j += 1
                     start = time.perf_counter() - gen.decode_s
                     ends = start + np.cumsum([r.round_ms for r in gen.rounds]) / 1e3
                     for r, end in zip(gen.rounds, ends, strict=True):
@@ -168,6 +172,8 @@ def run_clients(
                             rounds.append(
                                 (r.round_ms, r.server_ms, r.verify_ms, r.k, r.accepted + 1)
                             )
+                            used.add(j % len(prompts))
+                    j += 1
             arr = np.asarray(rounds, dtype=np.float64).reshape(-1, 5)
             results[i] = ClientResult(
                 tokens=int(arr[:, 4].sum()),
@@ -206,8 +212,38 @@ def run_clients(
         "tokens_per_round": total_tokens / max(total_rounds, 1),
         "rounds": total_rounds,
         "load_avg": load(),
+        "prompt_ids": sorted(used),
         "per_client": [asdict(r) for r in res],
     }
+
+
+def acceptance_alone(
+    url: str,
+    ids: Sequence[int],
+    prompts: list[list[int]],
+    tokenizer: object,
+    args: argparse.Namespace,
+    cache: dict[int, tuple[int, int]],
+) -> None:
+    """Each prompt of ``ids`` not yet in ``cache`` generated alone (one client, ``url``,
+    ``--max-tokens``): ``cache[id] = (tokens, rounds)`` over its full-K rounds (accepted + 1
+    tokens each), as the windows count them. Greedy output does not depend on timing or
+    batch partners, so this is each prompt's acceptance without any multi-client timing."""
+    drafter = open_drafter(args.drafter, tokenizer=tokenizer)  # type: ignore[arg-type]
+    with EdgeClient(url, drafter, k=args.k, timeout_s=300) as c:
+        for pid in ids:
+            if pid in cache:
+                continue
+            gen = c.generate(prompts[pid], args.max_tokens)
+            full = [r for r in gen.rounds if r.k_limit in (None, args.k)]
+            cache[pid] = (sum(r.accepted + 1 for r in full), len(full))
+
+
+def pooled_e(ids: Sequence[int], cache: dict[int, tuple[int, int]]) -> float:
+    """Tokens per round pooled over the prompts ``ids`` (total tokens / total rounds)."""
+    tokens = sum(cache[p][0] for p in ids)
+    rounds = sum(cache[p][1] for p in ids)
+    return tokens / rounds if rounds else float("nan")
 
 
 def predict(
@@ -216,8 +252,11 @@ def predict(
     curve: BatchLatency | None = None,
     max_batch: int = 1,
     gather: str = "mva",
+    e_tokens_per_round: float | None = None,
 ) -> dict[str, list[float]]:
-    """The model's figures for N = 1..max_n from the calibration run's measurements.
+    """The model's figures for N = 1..max_n from the calibration run's measurements
+    (``e_tokens_per_round``: E instead of the calibration client's, e.g. pooled over the
+    clients' own prompts).
 
     One-at-a-time (``curve`` None): the service time is the calibration's time in the
     server per request. Batched: ``curve`` is the profiled pass latency (sessions x
@@ -225,6 +264,8 @@ def predict(
     the calibration by construction and only the batch shape is the profile's. ``gather``
     is the model's batch-formation branch (one-at-a-time: always ``mva``, exact there)."""
     e = float(calib["tokens_per_round"])  # type: ignore[arg-type]
+    if e_tokens_per_round is not None:
+        e = e_tokens_per_round
     positions = float(calib["drafted"]) + 1.0  # type: ignore[arg-type]
     if curve is None:
         service = float(calib["server_ms"])  # type: ignore[arg-type]
@@ -620,6 +661,34 @@ def main() -> None:
                 f"load {meas['load_avg']}",
                 flush=True,
             )
+        # The model's E pooled over the prompts the clients ran in each window, each
+        # prompt's acceptance from a generation alone (direct: E does not depend on RTT)
+        cache: dict[int, tuple[int, int]] = {}
+        ids = sorted({p for r in rows for p in r["measured"]["prompt_ids"]})
+        print(f"acceptance alone over the clients' {len(ids)} prompts (load {load()})", flush=True)
+        acceptance_alone(direct, ids, prompts, tokenizer, args, cache)
+        for r in rows:
+            n, m = r["clients"], r["measured"]
+            e_pool = pooled_e(m["prompt_ids"], cache)
+            pp = predict(calib, n, curve, args.max_batch if batched else 1, gather_model, e_pool)
+            r["predicted_calibration_e"], r["error_calibration_e"] = r["predicted"], r["error"]
+            r["predicted"] = {
+                "aggregate_tok_s": pp["aggregate_tok_s"][n - 1],
+                "per_client_tok_s": pp["per_client_tok_s"][n - 1],
+                "round_ms": pp["round_ms"][n - 1],
+                "p95_round_ms": pp["p95_round_ms"][n - 1],
+                "utilisation": pp["utilisation"][n - 1],
+                "e_tokens_per_round": e_pool,
+                "prompts": len(m["prompt_ids"]),
+            }
+            r["error"] = {
+                "aggregate": err(pp["aggregate_tok_s"][n - 1], m["aggregate_tok_s"]),
+                "aggregate_wall": err(pp["aggregate_tok_s"][n - 1], m["aggregate_wall_tok_s"]),
+                "per_client": err(
+                    pp["per_client_tok_s"][n - 1], statistics.fmean(m["per_client_tok_s"])
+                ),
+                "round": err(pp["round_ms"][n - 1], m["round_ms"]),
+            }
     check = None
     if not args.no_replica_check:
         check = replica_check(
@@ -628,6 +697,16 @@ def main() -> None:
         )  # fmt: skip
         print(f"replica check: {json.dumps(check)}", flush=True)
     print()
+    print("the model with E pooled over each run's own prompts (each prompt's E from a "
+          "generation alone); calibration-client E in brackets:")  # fmt: skip
+    for r in rows:
+        ec, ep = r["error_calibration_e"], r["error"]
+        print(
+            f"{r['clients']:>3} E {r['predicted']['e_tokens_per_round']:.3f} pooled over "
+            f"{r['predicted']['prompts']} prompts (measured {r['measured']['tokens_per_round']:.3f}"
+            f"); aggregate error {ep['aggregate']:+.1%} ({ec['aggregate']:+.1%}), per client "
+            f"{ep['per_client']:+.1%} ({ec['per_client']:+.1%})"
+        )
     print(f"{'N':>3} {'agg meas':>9} {'agg model':>9} {'err':>7} {'client meas':>11} "
           f"{'model':>7} {'err':>7} {'round meas':>10} {'model':>7} {'err':>7}  load")  # fmt: skip
     for r in rows:
