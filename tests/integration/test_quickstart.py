@@ -44,4 +44,15 @@ def test_quickstart_smallest(tmp_path: Path, model_family: PreparedFamily) -> No
     assert {r["drafter"].split("[")[0] for r in runs} >= {"gemma-3-270m-q4_0", "ngram"}
     assert all(r["objectives"]["goodput"]["measured"] > 0 for r in runs)
     assert all(r["added_rtt_ms"] == 20 for r in runs)
+    # the baseline probe of every drafter, right after profiling, with its samples; every
+    # run is compared with it like for like and says what was applied and why
+    baseline = json.loads((profiles / "contention" / "baseline.json").read_text())
+    assert {p["drafter"].split("[")[0] for p in baseline["probes"]} == {
+        "gemma-3-270m-q4_0", "ngram"}  # fmt: skip
+    assert all(len(p["verify_samples_ms"]) >= 3 for p in baseline["probes"])
+    for r in runs:
+        for side in ("draft", "verify"):
+            c = r["contention"][side]
+            assert c["measured"] > 0 and c["reason"].startswith(("applied", "not applied: 95%"))
+    assert "contention (probe around the run" in text
     assert (out / "report" / "report.html").is_file()
