@@ -563,3 +563,14 @@ def test_k_does_not_wander_on_noise_at_a_flat_optimum(
             assert efficiency(truth, ks) > 0.98
         switches[z] = count
     assert switches[2.0] * 2 < switches[0.0]
+
+
+def test_a_step_in_the_link_waives_the_evidence_test() -> None:
+    # however much doubt the acceptance leaves, a moved RTT is a change of conditions
+    before = make_prior(alpha=0.8, rtt_ms=5.0)
+    after = make_prior(alpha=0.8, rtt_ms=120.0)
+    policy = AdaptiveK(before, switch_z=1e9)
+    run(policy, World(before, seed=11), 40)
+    ks = run(policy, World(after, seed=12), 20)
+    switched = next(i for i, k in enumerate(ks) if near_best(after, k, 0.03))
+    assert switched <= 5  # not PERSIST_ROUNDS (24): the RTT median moved after 4 rounds
