@@ -7,8 +7,9 @@ proxy). The model predicts aggregate throughput, per-client goodput and round ti
 each N from inputs measured *once, on a separate single-client calibration run* (the
 think time outside the verifier, the verifier's service time per request); nothing is
 fitted to the multi-client runs. E (tokens per round) is pooled over the prompts the
-clients of each run were on (total tokens / total rounds, each prompt generated alone
-after the runs: greedy output does not depend on timing or batch partners), because the
+clients of each run were on (each prompt's E from a generation alone after the runs,
+weighted by the rounds the run counted on it: greedy output does not depend on timing or
+batch partners, so only the mix of prompts comes from the run), because the
 clients' prompts differ from the calibration client's; the figures with the calibration
 client's E are kept as ``predicted_calibration_e``. The verifier runs one evaluation at
 a time and has one target copy per client (``--slots``: no session-switch prefill), so this is the
@@ -62,7 +63,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from configspec.backends.factory import open_drafter, open_tokenizer  # noqa: E402
-from configspec.model.fleet import GATHER_MODELS, BatchLatency, solve_population  # noqa: E402
+from configspec.model.fleet import (  # noqa: E402
+    GATHER_MODELS,
+    BatchLatency,
+    mean_pass_sessions,
+    solve_population,
+)
 from configspec.profiling.prompts import bundled_prompts  # noqa: E402
 from configspec.serving.client import EdgeClient  # noqa: E402
 from configspec.serving.netem import open_link  # noqa: E402
@@ -152,7 +158,8 @@ def run_clients(
     lo, hi = t0 + warm, t0 + warm + duration_s
     results: list[ClientResult | None] = [None] * n
     errors: list[BaseException] = []
-    used: set[int] = set()  # prompts with counted rounds (set.add is atomic)
+    used: list[int] = []  # the prompt of every counted round (list.append is atomic)
+    sessions: list[tuple[float, int]] = []  # (client's prefill ms, rounds) per generation
 
     def client(i: int) -> None:
         try:
@@ -165,6 +172,7 @@ def run_clients(
                 j = i * 7
                 while time.perf_counter() < hi:
                     gen = c.generate(prompts[j % len(prompts)], args.max_tokens)
+                    sessions.append((gen.prefill_ms, len(gen.rounds)))
                     start = time.perf_counter() - gen.decode_s
                     ends = start + np.cumsum([r.round_ms for r in gen.rounds]) / 1e3
                     for r, end in zip(gen.rounds, ends, strict=True):
@@ -172,7 +180,7 @@ def run_clients(
                             rounds.append(
                                 (r.round_ms, r.server_ms, r.verify_ms, r.k, r.accepted + 1)
                             )
-                            used.add(j % len(prompts))
+                            used.append(j % len(prompts))
                     j += 1
             arr = np.asarray(rounds, dtype=np.float64).reshape(-1, 5)
             results[i] = ClientResult(
@@ -212,7 +220,10 @@ def run_clients(
         "tokens_per_round": total_tokens / max(total_rounds, 1),
         "rounds": total_rounds,
         "load_avg": load(),
-        "prompt_ids": sorted(used),
+        "prompt_ids": sorted(set(used)),
+        "prompt_rounds": {str(p): used.count(p) for p in sorted(set(used))},
+        "prefill_ms": float(np.mean([x[0] for x in sessions])) if sessions else float("nan"),
+        "session_rounds": float(np.mean([x[1] for x in sessions])) if sessions else float("inf"),
         "per_client": [asdict(r) for r in res],
     }
 
@@ -239,11 +250,14 @@ def acceptance_alone(
             cache[pid] = (sum(r.accepted + 1 for r in full), len(full))
 
 
-def pooled_e(ids: Sequence[int], cache: dict[int, tuple[int, int]]) -> float:
-    """Tokens per round pooled over the prompts ``ids`` (total tokens / total rounds)."""
-    tokens = sum(cache[p][0] for p in ids)
-    rounds = sum(cache[p][1] for p in ids)
-    return tokens / rounds if rounds else float("nan")
+def pooled_e(rounds_by_prompt: dict[str, int], cache: dict[int, tuple[int, int]]) -> float:
+    """Tokens per round over a run's rounds: each prompt's E alone (``cache``), weighted
+    by the rounds the run counted on it (the mix of prompts, not their timing)."""
+    w = {int(p): n for p, n in rounds_by_prompt.items() if cache[int(p)][1]}
+    total = sum(w.values())
+    return (
+        sum(n * cache[p][0] / cache[p][1] for p, n in w.items()) / total if total else float("nan")
+    )
 
 
 def predict(
@@ -253,6 +267,7 @@ def predict(
     max_batch: int = 1,
     gather: str = "mva",
     e_tokens_per_round: float | None = None,
+    rtt_ms: float = 0.0,
 ) -> dict[str, list[float]]:
     """The model's figures for N = 1..max_n from the calibration run's measurements
     (``e_tokens_per_round``: E instead of the calibration client's, e.g. pooled over the
@@ -275,7 +290,14 @@ def predict(
     else:
         service = float(curve(1.0, positions))
     think = float(calib["round_ms"]) - service  # type: ignore[arg-type]
-    sol = solve_population(max_n, think, positions, e, curve, max_batch, gather=gather)
+    # session churn (lockstep branches): a new session every session_rounds rounds, its
+    # prompt prefilled in a pass of its own (the client's prefill less the RTT)
+    rounds_per_session = float(calib.get("session_rounds", np.inf))  # type: ignore[arg-type]
+    prefill = max(float(calib.get("prefill_ms", 0.0)) - rtt_ms, 0.0)  # type: ignore[arg-type]
+    if not np.isfinite(prefill):
+        prefill, rounds_per_session = 0.0, np.inf
+    sol = solve_population(max_n, think, positions, e, curve, max_batch, gather=gather,
+                           session_rounds=rounds_per_session, prefill_ms=prefill)  # fmt: skip
     return {
         "aggregate_tok_s": sol.replica_goodput_tok_s[0].tolist(),
         "per_client_tok_s": sol.goodput_tok_s[0].tolist(),
@@ -284,6 +306,11 @@ def predict(
         "utilisation": sol.utilisation[0].tolist(),
         "think_ms": [think],
         "service_ms": [service],
+        "session_rounds": [rounds_per_session],
+        "prefill_ms": [prefill],
+        "mean_pass_sessions": mean_pass_sessions(
+            np.arange(1, max_n + 1), max_batch, rounds_per_session
+        ).tolist(),
     }
 
 
@@ -603,7 +630,8 @@ def main() -> None:
         described = link.describe()
         direct = f"http://127.0.0.1:{port}"
         calib = run_clients([link.url], 1, prompts, tokenizer, args, args.calibration_s)
-        pred = predict(calib, max(ns), curve, args.max_batch if batched else 1, gather_model)
+        pred = predict(calib, max(ns), curve, args.max_batch if batched else 1, gather_model,
+                       rtt_ms=args.rtt_ms)  # fmt: skip
         print(
             f"calibration (1 client, {calib['rounds']} rounds): think {pred['think_ms'][0]:.1f} "
             f"ms, service {pred['service_ms'][0]:.1f} ms, E {calib['tokens_per_round']:.2f}, "
@@ -669,8 +697,9 @@ def main() -> None:
         acceptance_alone(direct, ids, prompts, tokenizer, args, cache)
         for r in rows:
             n, m = r["clients"], r["measured"]
-            e_pool = pooled_e(m["prompt_ids"], cache)
-            pp = predict(calib, n, curve, args.max_batch if batched else 1, gather_model, e_pool)
+            e_pool = pooled_e(m["prompt_rounds"], cache)
+            pp = predict(calib, n, curve, args.max_batch if batched else 1, gather_model, e_pool,
+                         args.rtt_ms)  # fmt: skip
             r["predicted_calibration_e"], r["error_calibration_e"] = r["predicted"], r["error"]
             r["predicted"] = {
                 "aggregate_tok_s": pp["aggregate_tok_s"][n - 1],
@@ -680,6 +709,7 @@ def main() -> None:
                 "utilisation": pp["utilisation"][n - 1],
                 "e_tokens_per_round": e_pool,
                 "prompts": len(m["prompt_ids"]),
+                "mean_pass_sessions": pp["mean_pass_sessions"][n - 1],
             }
             r["error"] = {
                 "aggregate": err(pp["aggregate_tok_s"][n - 1], m["aggregate_tok_s"]),
@@ -705,7 +735,9 @@ def main() -> None:
             f"{r['clients']:>3} E {r['predicted']['e_tokens_per_round']:.3f} pooled over "
             f"{r['predicted']['prompts']} prompts (measured {r['measured']['tokens_per_round']:.3f}"
             f"); aggregate error {ep['aggregate']:+.1%} ({ec['aggregate']:+.1%}), per client "
-            f"{ep['per_client']:+.1%} ({ec['per_client']:+.1%})"
+            f"{ep['per_client']:+.1%} ({ec['per_client']:+.1%}); sessions per pass model "
+            f"{r['predicted']['mean_pass_sessions']:.2f}, measured "
+            f"{r['predicted_timing_only'].get('mean_batch', float('nan')):.2f}"
         )
     print(f"{'N':>3} {'agg meas':>9} {'agg model':>9} {'err':>7} {'client meas':>11} "
           f"{'model':>7} {'err':>7} {'round meas':>10} {'model':>7} {'err':>7}  load")  # fmt: skip
@@ -741,6 +773,8 @@ def main() -> None:
         "model_inputs": {
             "think_ms": pred["think_ms"][0],
             "service_ms": pred["service_ms"][0],
+            "session_rounds": pred["session_rounds"][0],
+            "prefill_ms": pred["prefill_ms"][0],
             "policy": args.policy,
             "gather": args.gather if batched else None,
             "max_gather_wait_ms": args.max_gather_wait_ms if batched else None,

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from configspec.model.fleet import BatchLatency, solve_fleet, solve_population
+from configspec.model.fleet import BatchLatency, mean_pass_sessions, solve_fleet, solve_population
 
 
 def repairman_rounds_per_s(n: int, think_ms: float, service_ms: float) -> float:
@@ -217,3 +217,43 @@ def test_sync_classes_wait_for_the_slowest_and_pad_to_the_widest() -> None:
 def test_unknown_gather_model_is_refused() -> None:
     with pytest.raises(ValueError, match="gather='eager' is not one of sync, continuous, mva"):
         solve_population(4, 35.0, 3.0, 2.0, CURVE, 16, gather="eager")
+
+
+def test_session_churn_adds_its_prefill_passes_to_every_round() -> None:
+    """Each cycle carries N / session_rounds prefill passes (a new session's prompt gets a
+    pass of its own); a round of the sync lockstep loses what each runs past the think
+    time (90 - 40 ms), the verifier-bound lockstep all of it."""
+    curve = BatchLatency.linear(30.0, 5.0, 2.0, 16)
+    steady = solve_population(16, 40.0, 5.0, 2.0, curve, 16)
+    churn = solve_population(16, 40.0, 5.0, 2.0, curve, 16, session_rounds=50.0, prefill_ms=90.0)
+    ns = np.arange(1, 17, dtype=np.float64)
+    assert np.allclose(churn.round_ms[0] - steady.round_ms[0], ns / 50.0 * (90.0 - 40.0))
+    # verifier-bound (passes of 2, think 1 ms): every prefill pass is extra verifier work
+    busy = solve_population(8, 1.0, 5.0, 2.0, curve, 2, session_rounds=4.0, prefill_ms=90.0)
+    idle = solve_population(8, 1.0, 5.0, 2.0, curve, 2)
+    assert busy.round_ms[0, 7] - idle.round_ms[0, 7] == pytest.approx(8 / 4.0 * 90.0)
+    assert np.allclose(churn.batch, steady.batch)  # a round's pass still holds all N
+    # the same through solve_fleet (one class of 8, and two classes of 4)
+    one = solve_fleet(8.0, 40.0, 5.0, 2.0, curve, 16, session_rounds=50.0, prefill_ms=90.0)
+    two = solve_fleet([[4.0, 4.0]], 40.0, 5.0, 2.0, curve, 16, session_rounds=50.0,
+                      prefill_ms=90.0)  # fmt: skip
+    assert one.round_ms[0, 0] == pytest.approx(churn.round_ms[0, 7], rel=1e-12)
+    assert two.round_ms[0, 0] == pytest.approx(churn.round_ms[0, 7], rel=1e-12)
+    # per scenario: no churn in the first, churn in the second
+    both = solve_population(
+        8, [40.0, 40.0], 5.0, 2.0, curve, 16, session_rounds=[np.inf, 50.0],
+        prefill_ms=[0.0, 90.0],
+    )  # fmt: skip
+    assert np.allclose(both.round_ms[0], steady.round_ms[0, :8])
+    assert np.allclose(both.round_ms[1], churn.round_ms[0, :8])
+
+
+def test_mean_sessions_per_pass_counts_prefill_passes() -> None:
+    assert mean_pass_sessions(8, 16).item() == pytest.approx(8.0)
+    # one prefill pass per cycle of 8 (session_rounds 8): (8 + 1) / (1 + 1)
+    assert mean_pass_sessions(8, 16, 8.0).item() == pytest.approx(4.5)
+    # 20 clients over passes of 16: 2 passes of 10; churn 20/40 = 0.5 prefill per cycle
+    got = mean_pass_sessions([0, 20], 16, 40.0)
+    assert got[0] == 0.0 and got[1] == pytest.approx(20.5 / 2.5)
+    with pytest.raises(ValueError, match="max_batch=0"):
+        mean_pass_sessions(4, 0)

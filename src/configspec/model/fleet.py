@@ -51,8 +51,17 @@ verifier's gather policy (:mod:`configspec.serving.batched`), and each branch mo
   busy with all ``g`` passes, whichever is longer. ``Z_max`` is the longest think time
   among the classes present (the others wait for it: this assumes think times within one
   pass time of each other, the verifier's cap; beyond it the short-think classes do not
-  wait and this is pessimistic for them). Not modelled: the spread of think times around
-  their mean (a pass starts when the *last* expected client arrives).
+  wait and this is pessimistic for them). Measured (bench_fleet's per-pass trace, N = 8,
+  RTT 0 and 30 ms): while every client is decoding the gather does take all of them
+  (7.9 sessions per pass); what lowers the verifier's mean batch is **session churn** —
+  a new session's prompt is prefilled in a pass of its own (its block is wider than a
+  round's and cannot share), and a run of fixed-length generations ends with fewer
+  clients. Churn is an input: ``session_rounds`` (rounds per session) and ``prefill_ms``
+  add ``N / session_rounds`` prefill passes to every cycle (they overlap the clients'
+  think time unless the verifier is the bottleneck), and
+  :func:`mean_pass_sessions` gives the mean sessions per pass the verifier reports. Not
+  modelled: the spread of think times around their mean (a pass starts when the *last*
+  expected client arrives; the gather waits up to a pass for it).
 - ``"continuous"`` (``--gather fixed`` with 0 ms): a pass starts as soon as the verifier
   is free and anyone is queued, so closed loops whose think time is shorter than a pass
   split into ``g`` groups that alternate, each arriving while another's pass runs. The
@@ -312,9 +321,16 @@ def _lockstep(
     width: FloatArray,
     max_batch: int,
     continuous: bool,
+    session_rounds: FloatArray | float = np.inf,
+    prefill_ms: FloatArray | float = 0.0,
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """(sessions per pass, pass ms, cycle ms) of ``total`` clients moving in ``g`` groups
-    (the ``sync`` and ``continuous`` branches of the module docstring)."""
+    """(sessions per round's pass, pass ms, cycle ms) of ``total`` clients moving in ``g``
+    groups (the ``sync`` and ``continuous`` branches of the module docstring). Session
+    churn: every ``session_rounds`` rounds a client opens a new session, whose prefill is
+    a pass of its own (``prefill_ms``; a prompt's block cannot share a pass with rounds),
+    so each cycle carries ``new = total / session_rounds`` prefill passes: the cycle is
+    ``max(Z + S + new·max(prefill − Z, 0), g·S + new·prefill)`` (a prefill pass overlaps
+    the clients' think time; a busy verifier does all of it)."""
     full = np.maximum(np.ceil(total / max_batch - 1e-9), 1.0)
     groups = full
     if continuous:
@@ -325,7 +341,34 @@ def _lockstep(
             groups = np.maximum(groups, np.where(np.isfinite(need), need, groups))
     batch = np.maximum(total / groups, 1.0)
     pass_ms = curve(batch, width)
-    return batch, pass_ms, np.maximum(think_ms + pass_ms, groups * pass_ms)
+    new = total / np.asarray(session_rounds, dtype=np.float64)  # prefill passes per cycle
+    # a prefill pass runs while the rounds' clients think (the sync gather does not wait
+    # when a prompt leads the pass), so the clients lose only what it runs past their
+    # think time; a busy verifier does its whole work
+    overrun_ms = np.maximum(prefill_ms - think_ms, 0.0)
+    cycle = np.maximum(
+        think_ms + pass_ms + new * overrun_ms, groups * pass_ms + new * np.asarray(prefill_ms)
+    )
+    return batch, pass_ms, cycle
+
+
+def mean_pass_sessions(
+    clients: ArrayLike,
+    max_batch: int,
+    session_rounds: ArrayLike = np.inf,
+) -> FloatArray:
+    """Mean sessions per verifier pass (what the verifier's ``configspec_batch_sessions``
+    histogram reports) in the ``sync`` branch: per cycle, ``g = ceil(N / max_batch)``
+    passes of rounds hold all ``N`` clients, and ``N / session_rounds`` prefill passes
+    hold one session each (a new session's prompt; ``session_rounds`` = rounds per
+    session, ``inf``: no churn). ``clients`` and ``session_rounds`` broadcast; sessions
+    per pass, dimensionless."""
+    n = np.maximum(np.asarray(clients, dtype=np.float64), 0.0)
+    if max_batch < 1:
+        raise ValueError(f"max_batch={max_batch} must be at least 1")
+    groups = np.maximum(np.ceil(n / max_batch - 1e-9), 1.0)
+    new = n / np.asarray(session_rounds, dtype=np.float64)
+    return np.where(n > 0, (n + new) / (groups + new), 0.0)
 
 
 def solve_fleet(
@@ -341,6 +384,8 @@ def solve_fleet(
     start: FleetSolution | None = None,
     damping: float = 0.3,
     gather: str = "sync",
+    session_rounds: ArrayLike = np.inf,
+    prefill_ms: ArrayLike = 0.0,
 ) -> FleetSolution:
     """Solve one verifier replica shared by several client classes (Bard–Schweitzer AMVA).
 
@@ -355,7 +400,11 @@ def solve_fleet(
     substitution; some damping keeps the batch-dependent service time from oscillating).
     ``gather`` picks how batches form (module docstring): ``"sync"`` and ``"continuous"``
     are closed forms (no iteration; ``tol``, ``max_iter``, ``start`` and ``damping`` are
-    for ``"mva"``).
+    for ``"mva"``). Session churn (those two branches only): ``session_rounds`` rounds per
+    session (``inf``: sessions never end; broadcast per scenario, (scenarios, 1) or
+    scalar) and ``prefill_ms`` the pass that prefills a new session's prompt: each cycle
+    carries ``N / session_rounds`` such passes; the rounds lose what a prefill pass runs
+    past their think time, or the verifier's whole extra work when it is the bottleneck.
     """
     b_max = _check(max_batch, curve, gather)
     n, z, p, e = np.broadcast_arrays(
@@ -370,7 +419,10 @@ def solve_fleet(
             z_cycle = np.max(np.where(present, z, 0.0), axis=-1, keepdims=True)
         else:
             z_cycle = (n * z).sum(axis=-1, keepdims=True) / np.maximum(total, 1e-12)
-        batch, pass_ms, cycle = _lockstep(curve, total, z_cycle, width, b_max, gather != "sync")
+        batch, pass_ms, cycle = _lockstep(
+            curve, total, z_cycle, width, b_max, gather != "sync",
+            _as2d(session_rounds), _as2d(prefill_ms),
+        )  # fmt: skip
         shape = n.shape
         batch, pass_ms = np.broadcast_to(batch, shape), np.broadcast_to(pass_ms, shape)
         resp = np.broadcast_to(cycle, shape) - z
@@ -409,6 +461,8 @@ def solve_population(
     curve: BatchLatency,
     max_batch: int,
     gather: str = "sync",
+    session_rounds: ArrayLike = np.inf,
+    prefill_ms: ArrayLike = 0.0,
 ) -> FleetSolution:
     """One class of identical clients, for every N = 1..``max_clients``.
 
@@ -418,7 +472,9 @@ def solve_population(
     the mean queue of the network of N − 1 (the arrival theorem, exact for product-form
     networks; with ``max_batch = 1`` this is textbook exact MVA). That is the ``"mva"``
     branch; ``"sync"`` (default) and ``"continuous"`` are the closed forms of the module
-    docstring, evaluated for every N at once.
+    docstring, evaluated for every N at once, with session churn as in
+    :func:`solve_fleet` (``session_rounds`` rounds per session, ``prefill_ms`` per
+    prefill pass; scalars or (scenarios,) arrays).
     """
     if max_clients < 1:
         raise ValueError(f"max_clients={max_clients} must be at least 1")
@@ -429,7 +485,9 @@ def solve_population(
     if gather != "mva":
         ns = np.broadcast_to(np.arange(1, max_clients + 1, dtype=np.float64), (z.size, max_clients))
         zz, pp, ee = (np.broadcast_to(x[:, None], ns.shape) for x in (z, p, e))
-        batch, pass_ms, cycle = _lockstep(curve, ns, zz, pp, b_max, gather != "sync")
+        rr, pf = (np.atleast_1d(np.asarray(x, dtype=np.float64))[:, None]
+                  for x in (session_rounds, prefill_ms))  # fmt: skip
+        batch, pass_ms, cycle = _lockstep(curve, ns, zz, pp, b_max, gather != "sync", rr, pf)
         done = np.ones(ns.shape[0], dtype=bool)
         return _finish(curve, ns, zz, pp, ee, batch, pass_ms, cycle - zz, b_max, done,
                        classes=False, lockstep=True)  # fmt: skip
@@ -451,6 +509,7 @@ __all__ = [
     "P95_TAIL",
     "BatchLatency",
     "FleetSolution",
+    "mean_pass_sessions",
     "solve_fleet",
     "solve_population",
     "tail_round_ms",
