@@ -51,11 +51,19 @@ def load_old(src: Path) -> ModuleType:
         exec(compile(text or path.read_text(), str(path), "exec"), mod.__dict__)
         return mod
 
-    est = src / "configspec" / "serving" / "estimators.py"
-    load("_old_estimators", est)
-    ada = src / "configspec" / "serving" / "adaptive.py"
-    text = ada.read_text().replace("configspec.serving.estimators", "_old_estimators")
-    return load("_old_adaptive", ada, text)
+    serving = src / "configspec" / "serving"
+
+    def own(path: Path) -> str:
+        return (
+            path.read_text()
+            .replace("configspec.serving.estimators", "_old_estimators")
+            .replace("configspec.serving.prior", "_old_prior")
+        )
+
+    load("_old_estimators", serving / "estimators.py")
+    if (serving / "prior.py").exists():  # split out of adaptive.py later
+        load("_old_prior", serving / "prior.py", own(serving / "prior.py"))
+    return load("_old_adaptive", serving / "adaptive.py", own(serving / "adaptive.py"))
 
 
 class Shadowed(AdaptiveK):
