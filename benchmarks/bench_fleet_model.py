@@ -51,7 +51,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -150,9 +150,12 @@ def run_clients(
     args: argparse.Namespace,
     duration_s: float,
     warmup_s: float | None = None,
+    probe: Callable[[], tuple[float, ...]] | None = None,
 ) -> dict[str, object]:
     """``n`` clients (client i on ``urls[i % len(urls)]``) for ``duration_s``; rounds that
-    end inside [warm-up, duration] are counted."""
+    end inside [warm-up, duration] are counted. ``probe`` (e.g. the verifier's pass
+    counters) is read at both ends of that window; ``window_probe`` is the difference
+    (the clients' warm-up and the generations they finish after the window left out)."""
     t0 = time.perf_counter() + 1.0  # all clients start together
     warm = args.warmup_s if warmup_s is None else warmup_s
     lo, hi = t0 + warm, t0 + warm + duration_s
@@ -196,7 +199,17 @@ def run_clients(
         except BaseException as exc:
             errors.append(exc)
 
+    probed: list[tuple[float, ...]] = []
+
+    def read_probe() -> None:
+        assert probe is not None
+        for at in (lo, hi):
+            time.sleep(max(0.0, at - time.perf_counter()))
+            probed.append(probe())
+
     threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(n)]
+    if probe is not None:
+        threads.append(threading.Thread(target=read_probe, daemon=True))
     for t in threads:
         t.start()
     for t in threads:
@@ -220,6 +233,9 @@ def run_clients(
         "tokens_per_round": total_tokens / max(total_rounds, 1),
         "rounds": total_rounds,
         "load_avg": load(),
+        "window_probe": (
+            [b - a for a, b in zip(probed[0], probed[1], strict=True)] if len(probed) == 2 else None
+        ),
         "prompt_ids": sorted(set(used)),
         "prompt_rounds": {str(p): used.count(p) for p in sorted(set(used))},
         "prefill_ms": float(np.mean([x[0] for x in sessions])) if sessions else float("nan"),
@@ -644,9 +660,8 @@ def main() -> None:
             round_s = pred["round_ms"][n - 1] / 1e3
             window = min(max(args.duration_s, args.min_rounds * round_s), args.max_window_s)
             warm = max(args.warmup_s, 2 * round_s)
-            before = pass_stats(direct) if batched else None
-            meas = run_clients([link.url], n, prompts, tokenizer, args, window, warm)
-            after = pass_stats(direct) if batched else None
+            probe = (lambda: pass_stats(direct)) if batched else None
+            meas = run_clients([link.url], n, prompts, tokenizer, args, window, warm, probe)
             i = n - 1
             per = meas["per_client_tok_s"]
             row = {
@@ -666,8 +681,8 @@ def main() -> None:
                 "per_client": err(pred["per_client_tok_s"][i], statistics.fmean(per)),  # type: ignore[arg-type]
                 "round": err(pred["round_ms"][i], meas["round_ms"]),  # type: ignore[arg-type]
             }
-            if curve is not None and before is not None and after is not None:
-                delta = tuple(a - b for a, b in zip(after, before, strict=True))
+            if curve is not None and meas["window_probe"] is not None:
+                delta = tuple(meas["window_probe"])  # type: ignore[arg-type]
                 tim = predict_timing_only_batched(curve, args.max_batch, meas, delta,
                                                   gather_model)  # fmt: skip
             else:
