@@ -21,7 +21,11 @@ FCFS queueing station. ``--server-arg`` passes further options to the server.
 is then the pass latency against sessions per batch x positions, measured on the real
 server path before the runs (``configspec profile verify`` with B = 1, 2, 4, ... up to
 ``--max-batch``, in-process, at ``--profile-context`` tokens; or read from
-``--verify-profile``); the think time is the calibration's round minus S(1, p). The
+``--verify-profile``); the think time is the calibration's round minus S(1, p). A pass
+pads every session's block to the widest, so the pass width for N clients is the
+expected widest of a batch's rounds (from the calibration's distribution of drafted
+tokens), not the mean; session churn (rounds per generation, prefill time) comes from the
+calibration too. The
 timing-only variant rescales that curve to the pass time and mean batch the verifier
 reported in the same run (``/metrics``). ``--gather`` is the batched verifier's gather
 mode (``sync``, the default, or ``fixed`` with ``--max-gather-wait-ms``; ``fixed`` with 0
@@ -162,6 +166,7 @@ def run_clients(
     results: list[ClientResult | None] = [None] * n
     errors: list[BaseException] = []
     used: list[int] = []  # the prompt of every counted round (list.append is atomic)
+    drafted_k: list[int] = []  # tokens drafted in every counted round
     sessions: list[tuple[float, int]] = []  # (client's prefill ms, rounds) per generation
 
     def client(i: int) -> None:
@@ -184,6 +189,7 @@ def run_clients(
                                 (r.round_ms, r.server_ms, r.verify_ms, r.k, r.accepted + 1)
                             )
                             used.append(j % len(prompts))
+                            drafted_k.append(r.k)
                     j += 1
             arr = np.asarray(rounds, dtype=np.float64).reshape(-1, 5)
             results[i] = ClientResult(
@@ -236,6 +242,7 @@ def run_clients(
         "window_probe": (
             [b - a for a, b in zip(probed[0], probed[1], strict=True)] if len(probed) == 2 else None
         ),
+        "k_counts": np.bincount(drafted_k, minlength=args.k + 1).tolist(),
         "prompt_ids": sorted(set(used)),
         "prompt_rounds": {str(p): used.count(p) for p in sorted(set(used))},
         "prefill_ms": float(np.mean([x[0] for x in sessions])) if sessions else float("nan"),
@@ -312,14 +319,29 @@ def predict(
     prefill = max(float(calib.get("prefill_ms", 0.0)) - rtt_ms, 0.0)  # type: ignore[arg-type]
     if not np.isfinite(prefill):
         prefill, rounds_per_session = 0.0, np.inf
-    sol = solve_population(max_n, think, positions, e, curve, max_batch, gather=gather,
+    # A batched pass pads every session's block to the widest, so a pass of b sessions
+    # is as wide as the widest of b rounds: E[max of b draws] of the calibration's
+    # drafted+1 distribution (lockstep branches; one scenario per N, its column N)
+    widths = np.full(max_n, positions)
+    k_counts = calib.get("k_counts")
+    if k_counts and gather != "mva" and max_batch > 1:
+        pmf = np.asarray(k_counts, dtype=np.float64)
+        cdf = np.cumsum(pmf / pmf.sum())
+        ns = np.arange(1, max_n + 1, dtype=np.float64)
+        b = np.round(ns / np.maximum(np.ceil(ns / max_batch), 1.0))
+        big_f = cdf[None, :] ** b[:, None]
+        below = np.concatenate([np.zeros((max_n, 1)), big_f[:, :-1]], axis=1)
+        widths = ((big_f - below) * (np.arange(pmf.size) + 1.0)[None, :]).sum(axis=1)
+    sol = solve_population(max_n, think, widths, e, curve, max_batch, gather=gather,
                            session_rounds=rounds_per_session, prefill_ms=prefill)  # fmt: skip
+    i = np.arange(max_n)
     return {
-        "aggregate_tok_s": sol.replica_goodput_tok_s[0].tolist(),
-        "per_client_tok_s": sol.goodput_tok_s[0].tolist(),
-        "round_ms": sol.round_ms[0].tolist(),
-        "p95_round_ms": sol.p95_round_ms[0].tolist(),
-        "utilisation": sol.utilisation[0].tolist(),
+        "aggregate_tok_s": sol.replica_goodput_tok_s[i, i].tolist(),
+        "per_client_tok_s": sol.goodput_tok_s[i, i].tolist(),
+        "round_ms": sol.round_ms[i, i].tolist(),
+        "p95_round_ms": sol.p95_round_ms[i, i].tolist(),
+        "utilisation": sol.utilisation[i, i].tolist(),
+        "pass_width": widths.tolist(),
         "think_ms": [think],
         "service_ms": [service],
         "session_rounds": [rounds_per_session],
