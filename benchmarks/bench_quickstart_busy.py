@@ -71,7 +71,7 @@ def show(
     label: str, store: ProfileStore, records: list[RunRecord], load0: Any, wall_s: float
 ) -> dict[str, Any]:
     """Validate ``records`` folded and raw; print both and every ratio; return the figures."""
-    result = validate(store, runs=records)
+    result = validate(store, runs=records, fold_contention=True)
     raw = validate(store, runs=records, fold_contention=False)
     folded = result.summary["goodput"]
     unfolded = raw.summary["goodput"]

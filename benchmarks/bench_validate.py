@@ -407,8 +407,9 @@ def main() -> int:
     ap.add_argument(
         "--fold-contention",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="scale profiled latencies by the probe taken before each run",
+        default=False,
+        help="scale profiled latencies by the contention probe around each run over the "
+        "baseline probe (opt-in, as in validate)",
     )
     ap.add_argument(
         "--reprofile",

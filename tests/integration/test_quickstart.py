@@ -53,6 +53,8 @@ def test_quickstart_smallest(tmp_path: Path, model_family: PreparedFamily) -> No
     for r in runs:
         for side in ("draft", "verify"):
             c = r["contention"][side]
-            assert c["measured"] > 0 and c["reason"].startswith(("applied", "not applied: 95%"))
+            # raw profiles by default (folding is opt-in): measured and judged, not applied
+            assert c["measured"] > 0 and c["applied"] == 1.0
+            assert c["reason"].startswith("not applied: raw profiles asked")
     assert "contention (probe around the run" in text
     assert (out / "report" / "report.html").is_file()

@@ -121,7 +121,9 @@ def test_validate_folds_run_probe_over_baseline(store: ProfileStore) -> None:
     run = _record(4, 10.0, 500.0, 3)
     quiet = _with_probe(run, _probe(_samples(10.0), _samples(40.0)).model_dump(), "quiet")
     busy = _with_probe(run, _probe(_samples(15.0), _samples(80.0)).model_dump(), "busy")
-    rows = {r.run_id: r for r in validate(store, runs=[run, quiet, busy]).rows}
+    rows = {
+        r.run_id: r for r in validate(store, runs=[run, quiet, busy], fold_contention=True).rows
+    }
     plain = rows[run.run_id]
     assert plain.contention is None and plain.contention_draft is None
     q = rows["quiet"]
@@ -141,8 +143,14 @@ def test_validate_folds_run_probe_over_baseline(store: ProfileStore) -> None:
     assert raw["busy"].contention_verify is None
     assert raw["busy"].contention is not None
     assert "raw profiles" in raw["busy"].contention.verify.reason
+    # raw by default: the ratio is still measured and judged, for the record, not applied
+    default = validate(store, runs=[busy]).rows[0]
+    assert default.contention_verify is None and default.verify_ms.predicted == pytest.approx(v0)
+    assert default.contention is not None and default.contention.verify.applied == 1.0
+    assert default.contention.verify.measured == pytest.approx(2.0, rel=0.1)
+    assert "would be applied" in default.contention.verify.reason
     # the JSON keeps what was applied and why
-    row_json = validate(store, runs=[busy]).to_json()["runs"][0]
+    row_json = validate(store, runs=[busy], fold_contention=True).to_json()["runs"][0]
     assert row_json["contention"]["verify"]["applied"] == pytest.approx(b.contention_verify)
 
 
@@ -156,7 +164,7 @@ def test_old_records_and_stores_without_baseline_still_validate(store: ProfileSt
     old = _with_probe(run, legacy, "old")
     new = _with_probe(run, _probe(_samples(15.0), _samples(80.0)).model_dump(), "new")
     assert store.contention_baseline() is None
-    rows = {r.run_id: r for r in validate(store, runs=[run, old, new]).rows}
+    rows = {r.run_id: r for r in validate(store, runs=[run, old, new], fold_contention=True).rows}
     plain = rows[run.run_id].objectives["goodput"].predicted
     for rid, why in (("old", "no samples"), ("new", "no baseline")):
         row = rows[rid]
@@ -227,6 +235,10 @@ def test_validate_cli_says_which_ratios_were_applied(
     )
     run = _record(4, 10.0, 500.0, 3)
     store.save_run(_with_probe(run, _probe(_samples(10.0), _samples(80.0)).model_dump(), "busy"))
-    assert main(["validate", "--profiles", str(store.root)]) == 0
+    assert main(["validate", "--profiles", str(store.root), "--fold-contention"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "applied in 1/1 runs" in out and "draft ×1.00" in out
+    assert "opt-in" not in out
+    assert main(["validate", "--profiles", str(store.root)]) == 0  # raw profiles by default
+    out = " ".join(capsys.readouterr().out.split())
+    assert "applied in 0/1 runs" in out and "folding is opt-in, --fold-contention" in out

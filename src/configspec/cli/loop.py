@@ -128,10 +128,12 @@ def render_validation(result: ValidationResult) -> None:
             for r in probed
             if r.contention is not None and r.contention.ratios != (1.0, 1.0)
         ]
+        folded = any(r.contention_draft is not None for r in probed)
         console.print(
             f"  contention (probe around the run / baseline probe after profiling, applied "
             f"only when its 95% CI excludes 1): applied in {len(applied)}/{len(probed)} runs"
-            + ("; " + "; ".join(applied) if applied else ""),
+            + ("; " + "; ".join(applied) if applied else "")
+            + ("" if folded else " (raw profiles: folding is opt-in, --fold-contention)"),
             highlight=False,
         )
     console.print(
@@ -183,6 +185,12 @@ def validate_command(
         help="all: the pooled acceptance; run: a one-domain run is modelled with its "
         "domain's acceptance when alignment profiled that domain.",
     ),
+    fold_contention: bool = typer.Option(
+        False,
+        "--fold-contention/--no-fold-contention",
+        help="Scale the profiled latencies by each run's contention probe over the baseline "
+        "probe when the ratio is distinguishable from 1 (opt-in: see the README).",
+    ),
     json_out: Path = typer.Option(None, "--json", help="Also write the result as JSON here."),
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Model cache directory."),
     link: str = LINK_OPTION,
@@ -223,6 +231,7 @@ def validate_command(
         runs=records,
         overhead_ms_by_rtt=overheads,
         acceptance_domain="run" if acceptance_domain is _AcceptanceDomain.RUN else "all",
+        fold_contention=fold_contention,
     )
     render_validation(result)
     if json_out is not None:

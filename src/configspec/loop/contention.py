@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -149,15 +149,13 @@ def contention_fold(
     run: RunRecord, baseline: ContentionBaseline | None, fold: bool = True
 ) -> ContentionFold | None:
     """How ``run``'s contention is folded in (see the module docstring); None when the run
-    has no probe. With ``fold`` False every ratio applied is 1 (raw profiles asked)."""
+    has no probe. With ``fold`` False every ratio applied is 1 (raw profiles asked); the
+    ratios are still measured and judged, for the record."""
     probe = run_probe(run)
     if probe is None:
         return None
     base = baseline.find(probe) if baseline is not None else None
     base_load = base.load_average_1m if base is not None else None
-    if not fold:
-        skip = _not_applied("not applied: raw profiles asked (fold_contention=False)")
-        return ContentionFold(skip, skip, probe.load_average_1m, base_load)
     if not probe.draft_samples_ms or not probe.verify_samples_ms:
         old = _not_applied("not applied: the run's probe has no samples (an older record)")
         return ContentionFold(old, old, probe.load_average_1m, base_load)
@@ -167,12 +165,17 @@ def contention_fold(
             "(contention/baseline.json)"
         )
         return ContentionFold(none, none, probe.load_average_1m, None)
-    return ContentionFold(
-        judge_ratio(probe.draft_samples_ms, base.draft_samples_ms),
-        judge_ratio(probe.verify_samples_ms, base.verify_samples_ms),
-        probe.load_average_1m,
-        base_load,
-    )
+    draft = judge_ratio(probe.draft_samples_ms, base.draft_samples_ms)
+    verify = judge_ratio(probe.verify_samples_ms, base.verify_samples_ms)
+    if not fold:
+        draft, verify = _raw(draft), _raw(verify)
+    return ContentionFold(draft, verify, probe.load_average_1m, base_load)
+
+
+def _raw(ratio: ContentionRatio) -> ContentionRatio:
+    """``ratio`` as measured and judged, but not applied: raw profiles asked."""
+    why = "not applied: raw profiles asked (fold_contention=False); would be"
+    return replace(ratio, applied=1.0, reason=f"{why} {ratio.reason}")
 
 
 def scaled(est: Estimate, ratio: float) -> Estimate:
