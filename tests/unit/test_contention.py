@@ -10,48 +10,22 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _run_records import DRAFTER, run_record
 
 from configspec.config import (
     ContentionBaseline,
     ContentionProbe,
     Provenance,
-    RoundTiming,
-    RunConfig,
     RunRecord,
 )
 from configspec.errors import ProfileError
 from configspec.loop.contention import contention_fold, judge_ratio
 from configspec.loop.validate import validate
-from configspec.serving.client import Generation
-from configspec.serving.record import build_run_record
 from configspec.stats import bootstrap_ratio_of_medians
 from configspec.store import ProfileStore
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "profiles"
-DEVICE, DRAFTER, TARGET = "rpi5-8gb", "gemma-3-270m-it-Q4_0", "gemma-3-27b-it"
 RNG = np.random.default_rng(7)
-
-
-def _record(k: int, rtt_ms: float, round_ms: float, accepted: int, n: int = 20) -> RunRecord:
-    """A run of ``n`` identical rounds on the example profiles' device, drafter, target."""
-    rounds = [
-        RoundTiming(
-            round=i, k=k, accepted=accepted, bonus=accepted == k, draft_ms=round_ms * 0.3,
-            verify_ms=round_ms * 0.3, server_ms=round_ms * 0.3, network_ms=round_ms * 0.4,
-            round_ms=round_ms,
-        )
-        for i in range(n)
-    ]  # fmt: skip
-    gen = Generation(
-        prompt_tokens=[1] * 100, tokens=[5] * (n * (accepted + 1)), text="", rounds=rounds,
-        decode_s=n * round_ms / 1e3, prefill_ms=1.0, reconnects=0, stopped_by="max_tokens",
-        target_name=TARGET, target_family="gemma3",
-    )  # fmt: skip
-    config = RunConfig(
-        drafter=DRAFTER, target=TARGET, k=k, added_rtt_ms=rtt_ms, device=DEVICE,
-        prompt_tokens=100, max_tokens=n * (accepted + 1),
-    )  # fmt: skip
-    return build_run_record(gen, config, run_id=f"run-k{k}-rtt{rtt_ms:g}")
 
 
 def _samples(median_ms: float, n: int = 9, spread: float = 0.04) -> list[float]:
@@ -118,7 +92,7 @@ def test_validate_folds_run_probe_over_baseline(store: ProfileStore) -> None:
     store.save_contention_baseline(
         ContentionBaseline(probes=[base], provenance=Provenance.here("measured"))
     )
-    run = _record(4, 10.0, 500.0, 3)
+    run = run_record(4, 10.0, 500.0, 3)
     quiet = _with_probe(run, _probe(_samples(10.0), _samples(40.0)).model_dump(), "quiet")
     busy = _with_probe(run, _probe(_samples(15.0), _samples(80.0)).model_dump(), "busy")
     rows = {
@@ -155,7 +129,7 @@ def test_validate_folds_run_probe_over_baseline(store: ProfileStore) -> None:
 
 
 def test_old_records_and_stores_without_baseline_still_validate(store: ProfileStore) -> None:
-    run = _record(4, 10.0, 500.0, 3)
+    run = run_record(4, 10.0, 500.0, 3)
     # a probe written before the samples (and the drafter) were kept
     legacy = {
         "draft_context_tokens": 100, "draft_ms_per_token": 30.0,
@@ -203,7 +177,7 @@ def test_baseline_store_round_trip_and_errors(store: ProfileStore) -> None:
 def test_probe_after_the_run_is_pooled_with_the_one_before(store: ProfileStore) -> None:
     from configspec.loop.contention import run_probe
 
-    run = _record(4, 10.0, 500.0, 3)
+    run = run_record(4, 10.0, 500.0, 3)
     before = _probe(_samples(10.0), _samples(40.0), added_rtt_ms=10.0)
     after = _probe(_samples(20.0), _samples(40.0), added_rtt_ms=10.0)
     both = _with_probe(run, before.model_dump(), "both")
@@ -233,7 +207,7 @@ def test_validate_cli_says_which_ratios_were_applied(
     store.save_contention_baseline(
         ContentionBaseline(probes=[base], provenance=Provenance.here("measured"))
     )
-    run = _record(4, 10.0, 500.0, 3)
+    run = run_record(4, 10.0, 500.0, 3)
     store.save_run(_with_probe(run, _probe(_samples(10.0), _samples(80.0)).model_dump(), "busy"))
     assert main(["validate", "--profiles", str(store.root), "--fold-contention"]) == 0
     out = " ".join(capsys.readouterr().out.split())

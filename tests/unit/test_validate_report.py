@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _run_records import DRAFTER, TARGET, run_record
 
 from configspec.cli.main import main
 from configspec.config import Provenance, RoundTiming, RunConfig, RunRecord, RunTotals
@@ -24,28 +25,6 @@ from configspec.store import ProfileStore
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "profiles"
-DEVICE, DRAFTER, TARGET = "rpi5-8gb", "gemma-3-270m-it-Q4_0", "gemma-3-27b-it"
-
-
-def _record(k: int, rtt_ms: float, round_ms: float, accepted: int, n: int = 20) -> RunRecord:
-    rounds = [
-        RoundTiming(
-            round=i, k=k, accepted=accepted, bonus=accepted == k, draft_ms=round_ms * 0.3,
-            verify_ms=round_ms * 0.3, server_ms=round_ms * 0.3, network_ms=round_ms * 0.4,
-            round_ms=round_ms,
-        )
-        for i in range(n)
-    ]  # fmt: skip
-    gen = Generation(
-        prompt_tokens=[1] * 100, tokens=[5] * (n * (accepted + 1)), text="", rounds=rounds,
-        decode_s=n * round_ms / 1e3, prefill_ms=1.0, reconnects=0, stopped_by="max_tokens",
-        target_name=TARGET, target_family="gemma3",
-    )  # fmt: skip
-    config = RunConfig(
-        drafter=DRAFTER, target=TARGET, k=k, added_rtt_ms=rtt_ms, device=DEVICE,
-        prompt_tokens=100, max_tokens=n * (accepted + 1),
-    )  # fmt: skip
-    return build_run_record(gen, config, run_id=f"run-k{k}-rtt{rtt_ms:g}")
 
 
 @pytest.fixture()
@@ -82,14 +61,14 @@ def test_missing_alignment_names_the_profile_command(profiles: Path) -> None:
 def test_validation_recovers_a_known_error(profiles: Path) -> None:
     store = ProfileStore(profiles)
     # first learn what the model predicts, then write runs 10 % slower than that
-    store.save_run(_record(4, 50.0, 500.0, 3))
+    store.save_run(run_record(4, 50.0, 500.0, 3))
     first = validate(store).rows[0]
     predicted_round_ms = first.round_ms.predicted
     predicted_tpr = first.tokens_per_round.predicted
     assert predicted_round_ms is not None and predicted_tpr is not None
     (profiles / "runs" / "run-k4-rtt50.json").unlink()
     accepted = round(predicted_tpr) - 1
-    store.save_run(_record(4, 50.0, predicted_round_ms * 1.1, accepted))
+    store.save_run(run_record(4, 50.0, predicted_round_ms * 1.1, accepted))
     row = validate(store).rows[0]
     timing = row.objectives["goodput_timing"]
     # the context (prompt + half the output) moved a little with the output length
@@ -101,7 +80,7 @@ def test_validation_recovers_a_known_error(profiles: Path) -> None:
 @pytest.mark.parametrize("source", ["measured", "estimated"])
 def test_only_metered_run_energy_is_compared_with_the_model(profiles: Path, source: str) -> None:
     store = ProfileStore(profiles)
-    rec = _record(4, 50.0, 500.0, 3)
+    rec = run_record(4, 50.0, 500.0, 3)
     rounds = [r.model_copy(update={"energy_j": 2.0}) for r in rec.rounds]
     gen = Generation(
         prompt_tokens=[1] * 100, tokens=[5] * 80, text="", rounds=rounds, decode_s=10.0,
@@ -125,8 +104,8 @@ def test_validate_cli_json_and_filters(
     profiles: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     store = ProfileStore(profiles)
-    store.save_run(_record(2, 0.0, 300.0, 2))
-    store.save_run(_record(4, 50.0, 500.0, 3))
+    store.save_run(run_record(2, 0.0, 300.0, 2))
+    store.save_run(run_record(4, 50.0, 500.0, 3))
     out = tmp_path / "v.json"
     code = main(["validate", "--profiles", str(profiles), "-c", f"{DRAFTER}:4", "--json", str(out)])
     assert code == 0
@@ -142,7 +121,7 @@ def test_report_writes_html_with_every_image(profiles: Path, tmp_path: Path) -> 
     from configspec.report.build import write_report
 
     store = ProfileStore(profiles)
-    store.save_run(_record(4, 50.0, 500.0, 3))
+    store.save_run(run_record(4, 50.0, 500.0, 3))
     path = write_report(store, tmp_path / "report")
     page = path.read_text()
     pngs = sorted(p.name for p in path.parent.glob("*.png"))
@@ -208,7 +187,7 @@ def test_provenance_is_required_on_run_records() -> None:
 
 def test_proxied_runs_use_the_injected_rtt_only(profiles: Path) -> None:
     store = ProfileStore(profiles)
-    real = _record(4, 10.0, 500.0, 3)
+    real = run_record(4, 10.0, 500.0, 3)
     proxied = real.model_copy(
         update={
             "run_id": "proxied",
@@ -229,7 +208,7 @@ def test_proxied_runs_use_the_injected_rtt_only(profiles: Path) -> None:
 def test_tail_rounds_cut_by_max_tokens_are_left_out_of_steady_state(profiles: Path) -> None:
     from configspec.loop.validate import steady_rounds
 
-    run = _record(4, 50.0, 500.0, 3, n=10)
+    run = run_record(4, 50.0, 500.0, 3, n=10)
     rounds = [r.model_copy(update={"k_limit": 4}) for r in run.rounds]
     # the last two rounds of the generation drafted fewer than K (max_tokens was near)
     # and were fast: they must not move the steady-state figures
@@ -247,7 +226,7 @@ def test_tail_rounds_cut_by_max_tokens_are_left_out_of_steady_state(profiles: Pa
     assert row.objectives["goodput"].measured == pytest.approx(4 * 1e3 / 500.0)
     assert row.objectives["goodput_end_to_end"].measured == run.goodput_tokens_per_s.mean
     # records without k_limit (older runs) keep every round
-    legacy = _record(4, 50.0, 500.0, 3, n=10)
+    legacy = run_record(4, 50.0, 500.0, 3, n=10)
     assert steady_rounds(legacy) == (legacy.rounds, 0)
 
 
@@ -264,8 +243,8 @@ def test_overhead_is_kept_per_rtt_and_matched_on_revalidation(profiles: Path) ->
     assert net.overhead_at(100.0) == 8.0 and net.overhead_at(30.0) == net.round_overhead_ms
     store.save_network(net)
     assert ProfileStore(profiles).network() == net
-    store.save_run(_record(4, 0.0, 500.0, 3))
-    store.save_run(_record(4, 100.0, 500.0, 3))
+    store.save_run(run_record(4, 0.0, 500.0, 3))
+    store.save_run(run_record(4, 100.0, 500.0, 3))
     rows = {r.added_rtt_ms: r for r in validate(store).rows}
     low, high = rows[0.0].link_ms.predicted, rows[100.0].link_ms.predicted
     assert low is not None and high is not None
@@ -309,7 +288,7 @@ def test_validate_table_reads_at_80_columns(
     from configspec.cli import loop as loop_cli
 
     store = ProfileStore(profiles)
-    store.save_run(_record(4, 50.0, 500.0, 3))
+    store.save_run(run_record(4, 50.0, 500.0, 3))
     monkeypatch.setenv("COLUMNS", "80")
     monkeypatch.setattr(loop_cli.console, "width", 80)
     assert main(["validate", "--profiles", str(profiles)]) == 0
@@ -319,10 +298,10 @@ def test_validate_table_reads_at_80_columns(
     assert any("K=4 +50ms" in line for line in table)
 
 
-def _adaptive_record() -> RunRecord:
+def _adaptiverun_record() -> RunRecord:
     from configspec.config import KChoice
 
-    base = _record(4, 50.0, 500.0, 3)
+    base = run_record(4, 50.0, 500.0, 3)
     rounds = [
         r.model_copy(
             update={
@@ -345,8 +324,8 @@ def test_report_plots_k_and_estimates_of_adaptive_runs(profiles: Path, tmp_path:
     from configspec.report.build import write_report
 
     store = ProfileStore(profiles)
-    store.save_run(_record(4, 50.0, 500.0, 3))
-    store.save_run(_adaptive_record())
+    store.save_run(run_record(4, 50.0, 500.0, 3))
+    store.save_run(_adaptiverun_record())
     path = write_report(store, tmp_path / "report")
     pngs = sorted(p.name for p in path.parent.glob("*.png"))
     assert "adaptive_auto-1.png" in pngs
@@ -372,7 +351,7 @@ def test_one_domain_runs_use_their_domains_acceptance(profiles: Path) -> None:
     store = ProfileStore(profiles)
 
     def in_domains(domains: list[str], run_id: str) -> RunRecord:
-        rec = _record(4, 50.0, 500.0, 3)
+        rec = run_record(4, 50.0, 500.0, 3)
         prov = Provenance.here("measured", settings={"domains": domains})
         return rec.model_copy(update={"run_id": run_id, "provenance": prov})
 
@@ -416,7 +395,7 @@ def test_runs_get_a_prediction_interval_and_say_whether_they_fell_inside(
     from configspec.loop.prediction import pooled_by_config
 
     store = ProfileStore(profiles)
-    store.save_run(_record(4, 50.0, 500.0, 3))
+    store.save_run(run_record(4, 50.0, 500.0, 3))
     assert validate(store).rows[0].prediction is None  # profile without per-prompt records
     assert main(["validate", "--profiles", str(profiles)]) == 0
     assert "—" in capsys.readouterr().out
@@ -428,8 +407,8 @@ def test_runs_get_a_prediction_interval_and_say_whether_they_fell_inside(
     (profiles / "runs" / "run-k4-rtt50.json").unlink()
     round_ms = first.round_ms.predicted
     assert round_ms is not None
-    store.save_run(_record(4, 50.0, round_ms, 3).model_copy(update={"run_id": "near"}))
-    store.save_run(_record(4, 50.0, round_ms * 4, 3).model_copy(update={"run_id": "slow"}))
+    store.save_run(run_record(4, 50.0, round_ms, 3).model_copy(update={"run_id": "near"}))
+    store.save_run(run_record(4, 50.0, round_ms * 4, 3).model_copy(update={"run_id": "slow"}))
     result = validate(store)
     rows = {r.run_id: r for r in result.rows}
     pred = rows["near"].prediction
