@@ -4,7 +4,9 @@ An adaptive run record (``bench_adaptive.py --runs DIR``) holds every round's K,
 (drafted, accepted) and measured times. This feeds those rounds, in order, to a fresh
 policy built from a profile set as the benchmark builds it, and reports per phase which K
 the policy *would* choose and how often it switches, next to what the recorded run chose.
-Open loop: each round's outcome is the one measured at the recorded K, so the figures
+"First move": the round of the phase (1-based) at which K first differs from the K the
+phase began with (the RTT estimate, a median of 7 rounds, moves after 4). Open loop: each
+round's outcome is the one measured at the recorded K, so the figures
 show how the policy reads the evidence (how much it wanders), not what goodput it would
 reach. No timing, no models: runs in a second.
 
@@ -35,16 +37,25 @@ def replay(record: dict, policy: AdaptiveK, phases: int) -> list[dict[str, objec
     total = sum(r["accepted"] + 1 for r in rounds)
     per_phase = total / phases
     out = [
-        {"recorded": Counter(), "replayed": Counter(), "rec_switch": 0, "rep_switch": 0}
+        {"recorded": Counter(), "replayed": Counter(), "rec_switch": 0, "rep_switch": 0,
+         "rounds": 0, "rec_move": None, "rep_move": None}
         for _ in range(phases)
-    ]
+    ]  # fmt: skip
     tokens = 0
     prev_rec = prev_rep = None
+    entry: dict[int, tuple[int | None, int | None]] = {}  # phase → K (recorded, replayed) at entry
     for r in rounds:
         p = min(phases - 1, int(tokens // per_phase))
         k_new = policy.choose().k
         k_rec = r["choice"]["k"] if r.get("choice") else r["k_limit"]
         ph = out[p]
+        # the first round of the phase at which K differs from its K when the phase began
+        start_rec, start_rep = entry.setdefault(p, (prev_rec, prev_rep))
+        ph["rounds"] += 1  # type: ignore[operator]
+        if ph["rec_move"] is None and start_rec is not None and k_rec != start_rec:
+            ph["rec_move"] = ph["rounds"]
+        if ph["rep_move"] is None and start_rep is not None and k_new != start_rep:
+            ph["rep_move"] = ph["rounds"]
         ph["recorded"][k_rec] += 1  # type: ignore[index]
         ph["replayed"][k_new] += 1  # type: ignore[index]
         ph["rec_switch"] += int(prev_rec is not None and k_rec != prev_rec)  # type: ignore[operator]
@@ -81,8 +92,10 @@ def main() -> int:
         for i, ph in enumerate(replay(record, policy, args.phases)):
             rec = " ".join(f"{k}:{c}" for k, c in sorted(ph["recorded"].items()))  # type: ignore[attr-defined]
             rep = " ".join(f"{k}:{c}" for k, c in sorted(ph["replayed"].items()))  # type: ignore[attr-defined]
-            print(f"  phase {i + 1}: recorded {rec:<34} ({ph['rec_switch']} switches) | "
-                  f"replayed {rep:<34} ({ph['rep_switch']} switches)")  # fmt: skip
+            rec_move, rep_move = ph["rec_move"] or "-", ph["rep_move"] or "-"
+            print(f"  phase {i + 1}: recorded {rec:<26} ({ph['rec_switch']} switches, first "
+                  f"move at round {rec_move}) | replayed {rep:<26} "
+                  f"({ph['rep_switch']} switches, first move at round {rep_move})")  # fmt: skip
     return 0
 
 

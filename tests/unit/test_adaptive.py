@@ -574,3 +574,37 @@ def test_a_step_in_the_link_waives_the_evidence_test() -> None:
     ks = run(policy, World(after, seed=12), 20)
     switched = next(i for i, k in enumerate(ks) if near_best(after, k, 0.03))
     assert switched <= 5  # not PERSIST_ROUNDS (24): the RTT median moved after 4 rounds
+
+
+def test_a_budget_cut_round_does_not_tilt_the_verify_line() -> None:
+    # the last round of a generation may be cut to K = 0 by the token budget: one
+    # position verified, which the server runs far faster than two and no K the policy
+    # can choose verifies; on the benchmark host one such round set the slope to 18
+    # ms/position (truth: about 4) and held K at 2 after a step to 120 ms RTT
+    truth = make_prior(alpha=0.8, rtt_ms=20.0, verify_base_ms=100.0, verify_per_pos_ms=4.0)
+    policy = AdaptiveK(truth, k_min=2, k_max=2)
+    run(policy, World(truth, seed=3), 30)
+    a, b = policy.verify.a, policy.verify.b
+    policy.choose()
+    policy.observe(k_asked=0, drafted=0, accepted=0, draft_ms=0.0, verify_ms=60.0, round_ms=80.0)
+    assert (policy.verify.a, policy.verify.b) == (a, b)
+    assert policy.rounds_seen == 31  # the round still counts (and its RTT is read)
+
+
+def test_draft_times_are_smoothed_to_a_line_in_k() -> None:
+    from configspec.serving.prior import smooth_draft_ms_per_token
+
+    # the benchmark host's Q4_0 profile: K = 2 fast by chance, K = 5 slow by chance
+    raw = np.array([48.72, 37.03, 42.24, 44.53, 53.57, 50.17, 42.69, 43.25])
+    smooth = smooth_draft_ms_per_token(raw)
+    ks = np.arange(1, raw.size + 1)
+    a, b = np.polyfit(ks, ks * smooth, 1)[::-1]
+    np.testing.assert_allclose(ks * smooth, a + b * ks, rtol=1e-9)  # a line in K
+    assert smooth.max() / smooth.min() < 1.05 < raw.max() / raw.min()
+    np.testing.assert_allclose(smooth_draft_ms_per_token(np.full(6, 5.0)), 5.0)
+    # a per-call overhead makes the per-token time fall with K, and is kept
+    overhead = smooth_draft_ms_per_token((2.0 + 3.0 * ks) / ks)
+    np.testing.assert_allclose(overhead, (2.0 + 3.0 * ks) / ks)
+    # a falling total (noise) is no line with a negative slope: a flat total
+    flat = smooth_draft_ms_per_token(np.array([10.0, 4.0, 2.0]))
+    np.testing.assert_allclose(flat * np.arange(1, 4), np.mean([10.0, 8.0, 6.0]))

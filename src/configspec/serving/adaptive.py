@@ -27,8 +27,18 @@ returns the K that maximises the objective. Its inputs are live estimates
   least squares, seeded by the profile's line scaled to the measured level
   (:class:`~configspec.serving.estimators.VerifyLine`): verify time grows with K as it
   is measured to, not as a flat or a stale profiled figure;
-* **drafting time** — the device profile's per-token time at K, multiplied by the running
-  median of measured / profiled over the last ``window`` rounds.
+  A round the token budget cut to K = 0 (one position verified, which no K the policy
+  can choose verifies, and which the server runs far faster) stays out of the fit: one
+  such round at the end of a generation had tilted the slope to 18 ms/position (measured
+  later: 3) and held the Q4_0 drafter at K = 2 after a step to 120 ms RTT;
+* **drafting time** — the device profile's per-token time at K, smoothed to a line in K
+  (:func:`~configspec.serving.prior.smooth_draft_ms_per_token`: a profile's per-K
+  figures scatter, and scaled by what is measured at one K, a lucky K made the others
+  look up to 45% slower), multiplied by the running median of measured / profiled over
+  the last ``window`` rounds. With both corrections, replaying the stored Q4_0 drift run
+  (``benchmarks/replay_adaptive.py``) moves K off 2 in the first round the RTT estimate
+  has moved (round 5 of phase 2; recorded: round 21), with the no-drift control's
+  choices unchanged.
 
 No exploration, and no move on noise: the posterior's pooled shift moves the positions
 the current K does not reach with the ones it does, and the deep positions of the prior
@@ -544,6 +554,10 @@ class AdaptiveK:
             if profiled > 0:
                 self.draft_scale.add(_clip_scale(draft_ms / profiled))
         self._caught_up = drafted >= 1 and accepted == drafted
-        self.verify.observe(drafted + 1, verify_ms)
+        if k_asked >= 1:
+            # a round the token budget cut to K = 0 verifies one position, which no K the
+            # policy can choose does (and which the server runs much faster than two):
+            # left out of the line, where one such point tilts the slope for rounds
+            self.verify.observe(drafted + 1, verify_ms)
         serial = self._up_serial[drafted] + self._down_serial[accepted + 1]
         self.rtt.add(max(0.0, round_ms - draft_ms - verify_ms - self._overhead_ms - serial))

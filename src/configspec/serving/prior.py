@@ -29,7 +29,7 @@ from configspec.search.space import (
     space_from_profiles,
 )
 from configspec.search.tables import verify_latency_table
-from configspec.serving.estimators import P_MAX, P_MIN
+from configspec.serving.estimators import P_MAX, P_MIN, line_fit
 
 FloatArray = NDArray[np.float64]
 
@@ -49,7 +49,8 @@ class PolicyPrior:
 
     ``acceptance[i-1]`` is P(draft i accepted | proposed, 1..i−1 accepted) and
     ``proposal[i-1]`` P(the drafter proposes i | it proposed i−1) for i = 1..n;
-    ``draft_ms_per_token[K-1]`` is the profiled per-token drafting time when drafting K;
+    ``draft_ms_per_token[K-1]`` is the per-token drafting time when drafting K (the profile's,
+    smoothed by :func:`smooth_draft_ms_per_token`);
     ``verify_ms[p]`` the profiled verification time of p positions (p = 0..n+1, NaN where
     not profiled); ``catchup_ms`` the extra drafting of a round after a fully accepted one;
     ``link`` the profiled link (its ``rtt_ms`` is the RTT prior); powers in W (NaN: none);
@@ -206,6 +207,29 @@ def _entry_prompts(
     return entry.n_prompts, entry.domain
 
 
+def smooth_draft_ms_per_token(per_token_ms: FloatArray) -> FloatArray:
+    """Per-token drafting time (ms) at K = 1..n from a line through the profiled totals.
+
+    Drafting K tokens costs a fixed part plus K per-token steps, so the profiled total
+    ``K·t(K)`` is fitted as ``a + b·K`` by least squares (:func:`line_fit`; NaN skipped,
+    the slope clamped at 0, a negative intercept refitted through the origin) and
+    ``(a + b·K) / K`` returned. A device profile times each K from a few calls, so its
+    per-K figures scatter (37 to 54 ms/token on the benchmark host, K = 2 the fastest by
+    chance): the policy scales the figure at the K it drafts by what it measures, and
+    with the raw figures a lucky K there made every other K look up to 45% slower than
+    it is (the Q4_0 drafter kept K = 2 at 120 ms RTT, where K = 3..5 were 11-13% faster).
+    """
+    t = np.asarray(per_token_ms, dtype=np.float64)
+    ks = np.arange(1, t.size + 1, dtype=np.float64)
+    if not np.isfinite(t).any():
+        return t
+    a, b = line_fit(ks, ks * t)
+    if a < 0.0:
+        ok = np.isfinite(t)
+        a, b = 0.0, float(np.sum(ks[ok] ** 2 * t[ok]) / np.sum(ks[ok] ** 2))
+    return np.asarray((a + b * ks) / ks, dtype=np.float64)
+
+
 def evidence_weights(n_domain: int, n_all: int) -> tuple[float, float]:
     """(weight of the domain's figures against the all-domain ones, strength factor).
 
@@ -283,7 +307,7 @@ def prior_from_profiles(
     return PolicyPrior(
         acceptance=acceptance,
         proposal=proposal,
-        draft_ms_per_token=np.asarray(g.draft_ms_per_token.mean[rows], dtype=np.float64),
+        draft_ms_per_token=smooth_draft_ms_per_token(g.draft_ms_per_token.mean[rows]),
         verify_ms=np.asarray(v_mean, dtype=np.float64),
         link=link_from_network(net, rtt_ms),
         catchup_ms=max(0.0, on_dev.catchup_ms.mean) if on_dev.catchup_ms else 0.0,
