@@ -6,10 +6,12 @@ prompt of the bundled set) loop speculative decoding against ONE real verifier
 proxy). The model predicts aggregate throughput, per-client goodput and round time for
 each N from inputs measured *once, on a separate single-client calibration run* (the
 think time outside the verifier, the verifier's service time per request); nothing is
-fitted to the multi-client runs. E (tokens per round) is pooled over the prompts the
-clients of each run were on (each prompt's E from a generation alone after the runs,
-weighted by the rounds the run counted on it: greedy output does not depend on timing or
-batch partners, so only the mix of prompts comes from the run), because the
+fitted to the multi-client runs. E (tokens per round) is pooled over the rounds each run
+counted, each (prompt, round index) taken from that prompt's generation alone after the
+runs (greedy output does not depend on timing or batch partners, so only the mix comes
+from the run: which prompts, and which part of their generations the window cut out; an
+n-gram drafter accepts more late in a generation, and weighting whole prompts by their
+rounds put the pooled E 15% above the window's own at N = 16), because the
 clients' prompts differ from the calibration client's; the figures with the calibration
 client's E are kept as ``predicted_calibration_e``. The verifier runs one evaluation at
 a time and has one target copy per client (``--slots``: no session-switch prefill), so this is the
@@ -55,6 +57,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
@@ -70,6 +73,7 @@ from configspec.backends.factory import open_drafter, open_tokenizer  # noqa: E4
 from configspec.model.fleet import (  # noqa: E402
     GATHER_MODELS,
     BatchLatency,
+    expected_widest,
     mean_pass_sessions,
     solve_population,
 )
@@ -165,7 +169,7 @@ def run_clients(
     lo, hi = t0 + warm, t0 + warm + duration_s
     results: list[ClientResult | None] = [None] * n
     errors: list[BaseException] = []
-    used: list[int] = []  # the prompt of every counted round (list.append is atomic)
+    used: list[tuple[int, int]] = []  # (prompt, round index) of every counted round
     drafted_k: list[int] = []  # tokens drafted in every counted round
     sessions: list[tuple[float, int]] = []  # (client's prefill ms, rounds) per generation
 
@@ -183,12 +187,12 @@ def run_clients(
                     sessions.append((gen.prefill_ms, len(gen.rounds)))
                     start = time.perf_counter() - gen.decode_s
                     ends = start + np.cumsum([r.round_ms for r in gen.rounds]) / 1e3
-                    for r, end in zip(gen.rounds, ends, strict=True):
+                    for idx, (r, end) in enumerate(zip(gen.rounds, ends, strict=True)):
                         if lo <= end <= hi and r.k_limit in (None, args.k):
                             rounds.append(
                                 (r.round_ms, r.server_ms, r.verify_ms, r.k, r.accepted + 1)
                             )
-                            used.append(j % len(prompts))
+                            used.append((j % len(prompts), idx))
                             drafted_k.append(r.k)
                     j += 1
             arr = np.asarray(rounds, dtype=np.float64).reshape(-1, 5)
@@ -243,8 +247,9 @@ def run_clients(
             [b - a for a, b in zip(probed[0], probed[1], strict=True)] if len(probed) == 2 else None
         ),
         "k_counts": np.bincount(drafted_k, minlength=args.k + 1).tolist(),
-        "prompt_ids": sorted(set(used)),
-        "prompt_rounds": {str(p): used.count(p) for p in sorted(set(used))},
+        "prompt_ids": sorted({p for p, _ in used}),
+        "prompt_rounds": {str(p): n for p, n in sorted(Counter(p for p, _ in used).items())},
+        "round_keys": sorted(used),
         "prefill_ms": float(np.mean([x[0] for x in sessions])) if sessions else float("nan"),
         "session_rounds": float(np.mean([x[1] for x in sessions])) if sessions else float("inf"),
         "per_client": [asdict(r) for r in res],
@@ -257,30 +262,36 @@ def acceptance_alone(
     prompts: list[list[int]],
     tokenizer: object,
     args: argparse.Namespace,
-    cache: dict[int, tuple[int, int]],
+    cache: dict[int, list[int | None]],
 ) -> None:
     """Each prompt of ``ids`` not yet in ``cache`` generated alone (one client, ``url``,
-    ``--max-tokens``): ``cache[id] = (tokens, rounds)`` over its full-K rounds (accepted + 1
-    tokens each), as the windows count them. Greedy output does not depend on timing or
-    batch partners, so this is each prompt's acceptance without any multi-client timing."""
+    ``--max-tokens``): ``cache[id]`` = the tokens (accepted + 1) of each of its rounds in
+    order, None for a round the windows do not count (K limited below ``--k``). Greedy
+    output does not depend on timing or batch partners, so this is each prompt's
+    acceptance round by round without any multi-client timing."""
     drafter = open_drafter(args.drafter, tokenizer=tokenizer)  # type: ignore[arg-type]
     with EdgeClient(url, drafter, k=args.k, timeout_s=300) as c:
         for pid in ids:
             if pid in cache:
                 continue
             gen = c.generate(prompts[pid], args.max_tokens)
-            full = [r for r in gen.rounds if r.k_limit in (None, args.k)]
-            cache[pid] = (sum(r.accepted + 1 for r in full), len(full))
+            cache[pid] = [
+                r.accepted + 1 if r.k_limit in (None, args.k) else None for r in gen.rounds
+            ]
 
 
-def pooled_e(rounds_by_prompt: dict[str, int], cache: dict[int, tuple[int, int]]) -> float:
-    """Tokens per round over a run's rounds: each prompt's E alone (``cache``), weighted
-    by the rounds the run counted on it (the mix of prompts, not their timing)."""
-    w = {int(p): n for p, n in rounds_by_prompt.items() if cache[int(p)][1]}
-    total = sum(w.values())
-    return (
-        sum(n * cache[p][0] / cache[p][1] for p, n in w.items()) / total if total else float("nan")
-    )
+def pooled_e(round_keys: Sequence[Sequence[int]], cache: dict[int, list[int | None]]) -> float:
+    """Tokens per round over a run's counted rounds, each ``(prompt, round index)`` taken
+    from that prompt's generation alone (``cache``): the window's mix of prompts *and* of
+    positions in their generations (an n-gram drafter accepts more late in a generation
+    than early, and a window cuts generations at both ends), not the run's timing. A key
+    the generation alone does not have (or did not count) is left out."""
+    got = [
+        cache[p][i]
+        for p, i in round_keys
+        if p in cache and i < len(cache[p]) and cache[p][i] is not None
+    ]
+    return float(np.mean(got)) if got else float("nan")
 
 
 def predict(
@@ -325,13 +336,9 @@ def predict(
     widths = np.full(max_n, positions)
     k_counts = calib.get("k_counts")
     if k_counts and gather != "mva" and max_batch > 1:
-        pmf = np.asarray(k_counts, dtype=np.float64)
-        cdf = np.cumsum(pmf / pmf.sum())
         ns = np.arange(1, max_n + 1, dtype=np.float64)
         b = np.round(ns / np.maximum(np.ceil(ns / max_batch), 1.0))
-        big_f = cdf[None, :] ** b[:, None]
-        below = np.concatenate([np.zeros((max_n, 1)), big_f[:, :-1]], axis=1)
-        widths = ((big_f - below) * (np.arange(pmf.size) + 1.0)[None, :]).sum(axis=1)
+        widths = expected_widest(k_counts, b)  # type: ignore[arg-type]
     sol = solve_population(max_n, think, widths, e, curve, max_batch, gather=gather,
                            session_rounds=rounds_per_session, prefill_ms=prefill)  # fmt: skip
     i = np.arange(max_n)
@@ -443,12 +450,17 @@ def predict_timing_only_batched(
     gather: str,
 ) -> dict[str, float]:
     """Batched timing-only: think = round - time in the server (same run); the profiled
-    curve rescaled so that S(mean batch, mean positions) is the mean pass time the verifier
-    reported in the window (prefill chunks included, a small bias)."""
+    curve rescaled so that S(mean batch, w) is the mean pass time the verifier reported
+    in the window (prefill passes included, a small bias), ``w`` the expected widest block
+    of a pass of that many of the run's own rounds (the pass pads to it; the mean
+    positions would understate the pass and inflate the scale)."""
     n = int(meas["clients"])  # type: ignore[call-overload]
     n_pass, n_sess, pass_s = passes
     b_mean = n_sess / n_pass if n_pass else 1.0
     p = float(meas["drafted"]) + 1.0  # type: ignore[arg-type]
+    k_counts = meas.get("k_counts")
+    if k_counts and gather != "mva" and max_batch > 1:
+        p = float(expected_widest(k_counts, b_mean))  # type: ignore[arg-type]
     scale = (pass_s * 1e3 / n_pass) / float(curve(b_mean, p)) if n_pass else 1.0
     assert curve.batches is not None
     scaled = BatchLatency(curve.table_ms * scale, curve.batches)
@@ -462,6 +474,7 @@ def predict_timing_only_batched(
         "service_ms": float(pass_s * 1e3 / n_pass) if n_pass else float("nan"),
         "think_ms": think,
         "mean_batch": b_mean,
+        "pass_width": p,
         "curve_scale": scale,
     }
 
@@ -728,13 +741,13 @@ def main() -> None:
             )
         # The model's E pooled over the prompts the clients ran in each window, each
         # prompt's acceptance from a generation alone (direct: E does not depend on RTT)
-        cache: dict[int, tuple[int, int]] = {}
+        cache: dict[int, list[int | None]] = {}
         ids = sorted({p for r in rows for p in r["measured"]["prompt_ids"]})
         print(f"acceptance alone over the clients' {len(ids)} prompts (load {load()})", flush=True)
         acceptance_alone(direct, ids, prompts, tokenizer, args, cache)
         for r in rows:
             n, m = r["clients"], r["measured"]
-            e_pool = pooled_e(m["prompt_rounds"], cache)
+            e_pool = pooled_e(m["round_keys"], cache)
             pp = predict(calib, n, curve, args.max_batch if batched else 1, gather_model, e_pool,
                          args.rtt_ms)  # fmt: skip
             r["predicted_calibration_e"], r["error_calibration_e"] = r["predicted"], r["error"]

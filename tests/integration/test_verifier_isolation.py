@@ -161,3 +161,36 @@ def test_pass_order_does_not_change_rows_and_answers_in_request_order(
             assert ev.argmax == alone[s].argmax
             assert ev.probs is not None and alone[s].probs is not None
             assert np.array_equal(ev.probs, alone[s].probs)
+
+
+def test_gap_fillers_keep_rows_and_caches_bit_identical(model_family: PreparedFamily) -> None:
+    """A pass over sequences 0, 2 and 4 is filled to one run (1: a live session, its last
+    tokens re-decoded; 3: free, pads): the passing sequences' rows, the live gap's next
+    round and the free one's first prefill are all bit-identical to alone."""
+    from configspec.backends.llamacpp_batch import gap_fillers
+
+    with LlamaCppBatchTarget(
+        model_family.target_path, identity=model_family.target, n_seqs=5, n_ctx=256, n_threads=1
+    ) as t:
+        texts = [PROMPT, *ADVERSARIAL[1:], "Name three primes."]
+        ctx = {s: t.tokenize(x) for s, x in enumerate(texts)}
+        drafts = [5, 17, 99]
+
+        def alone(s: int) -> np.ndarray:
+            ev = t.evaluate_many([SeqRequest(s, ctx[s], drafts, probs=True)])[0]
+            t.rollback(s, len(ctx[s]))
+            assert ev.probs is not None
+            return ev.probs
+
+        seqs = [t.new_sequence() for _ in range(5)]
+        want = {s: alone(s) for s in seqs}
+        t.free_sequence(3)
+        assert gap_fillers([0, 2, 4], len(drafts) + 1, t.n_batch) == [1, 3]
+        held = t.cached_tokens(1)
+        together = t.evaluate_many([SeqRequest(s, ctx[s], drafts, probs=True) for s in (0, 2, 4)])
+        for s, ev in zip((0, 2, 4), together, strict=True):
+            assert ev.probs is not None and np.array_equal(ev.probs, want[s]), s
+        assert t.cached_tokens(1) == held
+        assert np.array_equal(alone(1), want[1])  # the live gap: cache rewritten unchanged
+        assert t.new_sequence() == 3
+        assert np.array_equal(alone(3), want[3])  # the free gap: its pads are gone

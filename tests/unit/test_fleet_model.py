@@ -10,7 +10,13 @@ import math
 import numpy as np
 import pytest
 
-from configspec.model.fleet import BatchLatency, mean_pass_sessions, solve_fleet, solve_population
+from configspec.model.fleet import (
+    BatchLatency,
+    expected_widest,
+    mean_pass_sessions,
+    solve_fleet,
+    solve_population,
+)
 
 
 def repairman_rounds_per_s(n: int, think_ms: float, service_ms: float) -> float:
@@ -257,3 +263,17 @@ def test_mean_sessions_per_pass_counts_prefill_passes() -> None:
     assert got[0] == 0.0 and got[1] == pytest.approx(20.5 / 2.5)
     with pytest.raises(ValueError, match="max_batch=0"):
         mean_pass_sessions(4, 0)
+
+
+def test_expected_widest_is_the_mean_of_the_largest_of_b_draws() -> None:
+    counts = np.array([1.0, 0.0, 2.0, 0.0, 1.0])  # 1, 3 or 5 positions: 1/4, 1/2, 1/4
+    rng = np.random.default_rng(3)
+    draws = rng.choice([1, 3, 5], p=[0.25, 0.5, 0.25], size=(200_000, 4))
+    mc = np.maximum(draws.max(axis=1), 2).mean()
+    got = expected_widest(counts, [1.0, 4.0, 64.0])
+    assert got[0] == pytest.approx(0.25 * 2 + 0.5 * 3 + 0.25 * 5)  # one block: >= 2 wide
+    assert got[1] == pytest.approx(mc, abs=0.01)
+    assert got[2] == pytest.approx(5.0, abs=1e-6)  # a big pass is as wide as the widest
+    assert np.all(np.diff(expected_widest(counts, np.linspace(1, 16, 31))) > 0)
+    with pytest.raises(ValueError, match="width_counts"):
+        expected_widest([0.0, 0.0], 2)

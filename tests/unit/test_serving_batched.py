@@ -130,3 +130,40 @@ def test_bad_policy_and_limits_are_refused() -> None:
             ServerLimits(max_sessions=4, max_k=16),
             BatchPolicy(max_positions_per_pass=8, prefill_chunk_tokens=8),
         )
+
+
+def test_a_short_prefill_chunk_never_pads_a_pass_of_rounds() -> None:
+    """A prompt shorter than a round of the largest K is still a prefill: mixed into a
+    pass of rounds it would pad every round to its width, so it gets a pass of its own
+    (and prefill chunks of one width share one)."""
+    import asyncio
+
+    from configspec.serving.batched import _Work
+
+    target = FakeBatchTarget(bigram_table(V, seed=1))
+    service = BatchedVerifierService(target, ServerLimits(max_sessions=8, max_k=16))
+    seqs = [target.new_sequence() for _ in range(5)]
+    for s in seqs[:3]:
+        target.cache[s] = [1, 2, 3]  # three sessions prefilled
+    loop = asyncio.new_event_loop()
+    try:
+
+        def work(seq: int, context: list[int], tokens: list[int], round_: bool) -> _Work:
+            fut = loop.create_future()
+            return _Work(seq, context, tokens, False, lambda e: e, fut, round_=round_)
+
+        service._queue = [
+            work(seqs[0], [1, 2, 3], [4, 5, 6, 7], True),  # 5 positions
+            work(seqs[3], list(range(1, 13)), [], False),  # a 12-token prompt: 11 positions
+            work(seqs[1], [1, 2, 3], [4, 5], True),
+            work(seqs[4], list(range(1, 13)), [], False),
+            work(seqs[2], [1, 2, 3], [4], True),
+        ]
+        first = service._compose()
+        second = service._compose()
+    finally:
+        loop.close()
+    assert [w.seq for w in first] == [seqs[0], seqs[1], seqs[2]]
+    assert all(w.round_ for w in first)
+    assert [w.seq for w in second] == [seqs[3], seqs[4]]
+    assert not service._queue

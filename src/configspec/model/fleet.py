@@ -352,6 +352,26 @@ def _lockstep(
     return batch, pass_ms, cycle
 
 
+def expected_widest(width_counts: ArrayLike, batch: ArrayLike) -> FloatArray:
+    """Expected widest block of a pass of ``batch`` sessions (positions): the verifier pads
+    every block of a pass to the widest, so a pass of ``b`` rounds costs ``S(b, w)`` with
+    ``w`` the largest of ``b`` draws, not the mean. ``width_counts[j]`` is how often a
+    round decoded ``j + 1`` positions (drafted ``j`` tokens; any non-negative weights, e.g.
+    a run's counts of drafted tokens); draws independent; blocks are at least 2 positions
+    wide (the target's minimum). ``batch`` broadcasts (fractional allowed: the formula
+    ``E = sum_w w (F(w)^b - F(w-1)^b)`` is smooth in ``b``); positions."""
+    pmf = np.asarray(width_counts, dtype=np.float64)
+    if pmf.ndim != 1 or pmf.size == 0 or (pmf < 0).any() or pmf.sum() <= 0:
+        raise ValueError("width_counts must be a non-empty 1-D array of non-negative weights")
+    cdf = np.minimum(np.cumsum(pmf / pmf.sum()), 1.0)
+    b = np.maximum(np.asarray(batch, dtype=np.float64), 1.0)[..., None]
+    upper = cdf**b
+    lower = np.concatenate([np.zeros_like(upper[..., :1]), upper[..., :-1]], axis=-1)
+    widths = np.maximum(np.arange(pmf.size, dtype=np.float64) + 1.0, 2.0)
+    out: FloatArray = ((upper - lower) * widths).sum(axis=-1)
+    return out
+
+
 def mean_pass_sessions(
     clients: ArrayLike,
     max_batch: int,
@@ -509,6 +529,7 @@ __all__ = [
     "P95_TAIL",
     "BatchLatency",
     "FleetSolution",
+    "expected_widest",
     "mean_pass_sessions",
     "solve_fleet",
     "solve_population",

@@ -37,11 +37,15 @@ wait), ``arrived`` (every expected session queued), ``full``, ``cap``, ``quiet``
 remaining expected sessions went quiet), ``fixed`` (the fixed mode). Setting
 ``service.pass_trace = []`` records one dict per pass (a debug trace: its sessions and
 their enqueue times, the stop reason, the expected set with think times and spreads, the
-cap, start and end times; perf_counter seconds).
+cap, start and end times; perf_counter seconds), plus its ``shape`` (sequence ids, each
+block's positions before padding, each context's length, runs of consecutive ids, the live
+sequences) and ``pass_s`` (the pass as timed for ``configspec_batch_pass_seconds``).
 
-A prompt is prefilled in chunks of at most ``max_positions_per_pass`` positions, one
+A prompt is prefilled in chunks of at most ``prefill_chunk_tokens`` positions, one
 chunk per pass, so other sessions' rounds interleave with a long prefill instead of
-waiting for it. Work is validated before it is queued; a dropped session's sequence is
+waiting for it. A chunk never shares a pass with rounds, however short the prompt: every
+block of a pass is padded to the widest, so a 16-token prompt in a pass of eight 5-position
+rounds would make it a pass of eight 16-position blocks. Work is validated before it is queued; a dropped session's sequence is
 freed between passes; a failed pass fails only the work in it and clears those
 sequences (the next round re-prefills them).
 """
@@ -118,6 +122,13 @@ class BatchPolicy:
             )
 
 
+def seq_runs(seqs: Sequence[int]) -> int:
+    """Runs of consecutive ids in ``seqs`` (sorted or not): llama.cpp splits a pass over
+    separate KV streams into one micro-batch per run, each reading every weight again."""
+    ids = sorted(set(seqs))
+    return sum(1 for i, s in enumerate(ids) if i == 0 or s != ids[i - 1] + 1)
+
+
 @runtime_checkable
 class BatchTarget(Protocol):
     """A target holding one KV sequence per session and evaluating many in one pass."""
@@ -147,6 +158,8 @@ class _Work:
     after: Callable[[Evaluation], Any]
     future: asyncio.Future[Any]
     enqueued_s: float = field(default_factory=time.perf_counter)
+    #: a round (drafts to verify); False for a prefill chunk
+    round_: bool = False
 
 
 class _BatchMetrics:
@@ -252,6 +265,7 @@ class BatchedVerifierService(VerifierService):
         #: perf_counter clock); None (the default) records nothing
         self.pass_trace: list[dict[str, Any]] | None = None
         self._gather_info: dict[str, Any] = {}
+        self._last_pass_s = 0.0
 
     # hooks of VerifierService --------------------------------------------------
     async def _prefill(self, s: _Session) -> Evaluation:
@@ -329,7 +343,7 @@ class BatchedVerifierService(VerifierService):
         self._ensure_batcher()
         assert self._wake is not None
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        work = _Work(seq, context, tokens, probs, after, fut)
+        work = _Work(seq, context, tokens, probs, after, fut, round_=round_)
         last = self._last_out_s.get(seq)
         if round_ and last is not None:  # a round's think time (prefill chunks have none)
             sample = work.enqueued_s - last
@@ -401,11 +415,8 @@ class BatchedVerifierService(VerifierService):
         deadline = ready_s + cap_s
         queued = {w.seq for w in self._queue}
         first = self._expected(queued, ready_s, cap_s)
-        if first and len(queued) < pol.max_sessions_per_batch:
-            head = self._queue[0]
-            width = self.batch_target.plan_positions(head.seq, head.context, head.tokens)
-            if width > self.limits.max_k + 2:
-                first = {}  # a prefill chunk leads the pass: rounds could not join it
+        if first and len(queued) < pol.max_sessions_per_batch and not self._queue[0].round_:
+            first = {}  # a prefill chunk leads the pass: rounds could not join it
         self.batch_metrics.expected_sessions.observe(len(first))
         if self.pass_trace is not None:
             self._gather_info = {
@@ -445,12 +456,15 @@ class BatchedVerifierService(VerifierService):
         """The next pass: FIFO, one share per sequence, within the policy's limits.
 
         Every block in a pass is padded to the widest (see the target), so a pass costs
-        ``width * sessions`` positions; round-sized blocks (<= K+2) mix freely, a prefill
-        chunk shares a pass only with blocks of its own width.
+        ``width * sessions`` positions; rounds (<= K+2 positions) mix freely, a prefill
+        chunk shares a pass only with prefill chunks of its own width. A short prompt's
+        chunk (as wide as a round of large K) is no exception: mixed into a pass of
+        rounds it would pad every round to its width (traced on 8 clients with 12..26
+        token prompts: passes holding one went from ~0.5 s to ~1 s, while the chunk alone
+        costs about one session's share).
         """
         pol = self.policy
         target = self.batch_target
-        small = self.limits.max_k + 2
         chosen: list[_Work] = []
         width = 0
         for w in self._queue:
@@ -462,7 +476,8 @@ class BatchedVerifierService(VerifierService):
             new_width = max(width, n)
             if chosen and (
                 new_width * (len(chosen) + 1) > pol.max_positions_per_pass
-                or (new_width > small and n != width)
+                or w.round_ != chosen[0].round_
+                or (not w.round_ and n != width)
             ):
                 continue
             chosen.append(w)
@@ -512,6 +527,7 @@ class BatchedVerifierService(VerifierService):
                         "started_s": started,
                         "stop": stop,
                         "batch": [(w.seq, w.enqueued_s) for w in batch],
+                        "shape": self._shape(batch),
                         "left_queued": [w.seq for w in self._queue],
                         **self._gather_info,
                     }
@@ -525,6 +541,7 @@ class BatchedVerifierService(VerifierService):
             out_s = time.perf_counter()
             if self.pass_trace is not None and self.pass_trace:
                 self.pass_trace[-1]["out_s"] = out_s
+                self.pass_trace[-1]["pass_s"] = self._last_pass_s
             live = set(self._seqs.values())  # a session closed during the pass is not expected
             for w, (ok, value) in zip(batch, results, strict=True):
                 if w.seq in live:
@@ -537,6 +554,20 @@ class BatchedVerifierService(VerifierService):
                     w.future.set_exception(value)
             if self._queue or self._pending_free or self._free_waiters:
                 self._wake.set()
+
+    def _shape(self, batch: list[_Work]) -> dict[str, Any]:
+        """A pass's shape for the trace: its sequences (in order), each block's positions
+        (before padding to the widest), each context's length (tokens) and the runs of
+        consecutive sequence ids (llama.cpp decodes each run as its own micro-batch)."""
+        seqs = sorted(w.seq for w in batch)
+        target = self.batch_target
+        return {
+            "seqs": seqs,
+            "positions": [target.plan_positions(w.seq, w.context, w.tokens) for w in batch],
+            "context_tokens": [len(w.context) for w in batch],
+            "runs": seq_runs(seqs),
+            "live_seqs": sorted(self._seqs.values()),
+        }
 
     def _free(self, seqs: list[int]) -> None:
         for seq in seqs:
@@ -564,6 +595,7 @@ class BatchedVerifierService(VerifierService):
         # the pass as the station's service time: forward pass + decisions + rollbacks
         self._passes += 1
         pass_s = time.perf_counter() - t0
+        self._last_pass_s = pass_s
         a = _PASS_EWMA_WEIGHT
         self._pass_ewma_s = (
             pass_s if self._passes == 1 else (1 - a) * self._pass_ewma_s + a * pass_s
