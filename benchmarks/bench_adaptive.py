@@ -20,8 +20,25 @@ from one prompt to the next. Goodput is generated tokens over decode wall time (
 excluded; the policy's own time included). Greedy decoding: every arm generates the same
 text. The policy's cost per round (choose + observe) is timed inside the adaptive runs.
 
+Repeats (``--repeats R``, default 2): the whole scenario and the control run R times per
+drafter, the adaptive arm with a fresh policy each time, the arm order running backwards
+in odd repeats. One generation of one arm is a *cell* (repeat, phase, prompt); ratios are
+taken over the cells two arms share (same prompt, same minute), with a 95% bootstrap CI
+resampling cells and the ratio of every repeat listed (``_repeats.py``). The per-phase
+**oracle is held out**: for each cell, the static K best on the phase's *other* cells,
+scored on that cell (leave one cell out, which also works at R = 1). The best of eight
+arms measured on the same cells — what the benchmark reported before — is biased upwards
+by their noise (it is still printed, "in-sample"). The scenario itself (delays, prompts,
+static pick, tokens) does not depend on R.
+
+Wall time on the benchmark host (2-core Xeon VM, quiet): one repeat of the Q4_0 drafter
+≈ 13 min, of the n-gram drafter ≈ 11 min (2026-11-30, 00:27–00:51), so R = 2 with both
+drafters ≈ 49 min, R = 3 ≈ 73 min; one drafter alone at R = 2 ≈ 26 min (Q4_0) / 23 min
+(n-gram). After each repeat the benchmark prints its time and what is left.
+
 Targets: adaptive ≥ 0.97 × oracle in every phase; ≥ 1.15 × the static pick over the
-whole drift scenario; ≥ 0.98 × the static pick without drift; policy < 0.2 ms per round.
+whole drift scenario; ≥ 0.98 × the static pick without drift; policy < 0.2 ms per round
+(judged on the point estimates; the CIs say how far the run can resolve them).
 
 One command on a quiet host (profiles this machine first, then runs everything):
 
@@ -32,8 +49,9 @@ drafters (2 prompts per domain, so alignment has code and chat entries) into its
 directory and takes the profiles from there; ``--profiles DIR`` reuses device,
 verification and alignment profiles of this machine instead (copied, never modified).
 Prints a table, then the target ratios per drafter, and writes
-``benchmarks/results/bench_adaptive.json``; ``--runs DIR`` also stores the adaptive runs'
-records (for ``configspec report``). Exit status 0 when every target is met.
+``benchmarks/results/bench_adaptive.json`` (with every cell); ``--runs DIR`` also stores the
+adaptive runs' records, one per repeat (for ``configspec report`` and
+``replay_adaptive.py``). Exit status 0 when every target is met.
 """
 
 from __future__ import annotations
@@ -53,6 +71,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _repeats import Cell, goodput, heldout_oracle, oracle_cells, paired_ratio  # noqa: E402
 
 from configspec import records as R  # noqa: E402
 from configspec.backends.base import Drafter  # noqa: E402
@@ -108,18 +129,21 @@ class TimedPolicy(AdaptiveK):
 
 @dataclass
 class Arm:
-    """One way of choosing K, with its client and the generations of every phase."""
+    """One way of choosing K, with its client and its generations: per phase, and per cell
+    (repeat, phase, prompt; :class:`_repeats.Cell`). The adaptive arm gets a fresh policy
+    (and client) every repeat: each repeat is the whole scenario again."""
 
     name: str
     client: EdgeClient
     policy: TimedPolicy | None = None
     by_phase: dict[int, list[Generation]] = field(default_factory=dict)
+    cells: list[Cell] = field(default_factory=list)
+    by_repeat: dict[int, list[Generation]] = field(default_factory=dict)
+    policies: list[TimedPolicy] = field(default_factory=list)
 
     def goodput(self, phase: int | None = None) -> float:
         """Tokens per second of decode time in ``phase`` (None: all phases)."""
-        gens = [g for p, gs in self.by_phase.items() if phase in (None, p) for g in gs]
-        tokens = sum(len(g.tokens) for g in gens)
-        return tokens / sum(g.decode_s for g in gens)
+        return goodput(c for c in self.cells if phase in (None, c.phase))
 
 
 def static_pick(profiles: Profiles, drafter: str, rtt_ms: float, context: int, k_max: int) -> int:
@@ -140,27 +164,39 @@ def run_scenario(
     drafter: Drafter,
     phases: list[tuple[float, list[Prompt]]],
     max_tokens: int,
+    repeat: int = 0,
 ) -> None:
-    """Every arm on every prompt of every phase, the delay switched at each phase start."""
+    """Every arm on every prompt of every phase, the delay switched at each phase start.
+
+    The arm order rotates by one per prompt and runs backwards in odd repeats, so over
+    the repeats every arm runs early and late in a prompt's turn alike.
+    """
     assert proxy.schedule is not None
-    turn = 0
+    ordered = arms if repeat % 2 == 0 else arms[::-1]
+    turn = repeat
     for phase, (one_way_ms, prompts) in enumerate(phases):
         proxy.schedule.set_delay_ms(one_way_ms)
-        for prompt in prompts:
+        for i, prompt in enumerate(prompts):
             tokens = drafter.tokenize(prompt.text)
-            order = arms[turn % len(arms) :] + arms[: turn % len(arms)]
+            order = ordered[turn % len(arms) :] + ordered[: turn % len(arms)]
             turn += 1
             for arm in order:
                 gen = arm.client.generate(tokens, max_tokens)
                 arm.by_phase.setdefault(phase, []).append(gen)
-        done = ", ".join(f"{a.name} {a.goodput(phase):.1f}" for a in arms)
+                arm.by_repeat.setdefault(repeat, []).append(gen)
+                arm.cells.append(Cell(repeat, phase, i, len(gen.tokens), gen.decode_s))
+        done = ", ".join(
+            f"{a.name} {goodput(c for c in a.cells if c.key[:2] == (repeat, phase)):.1f}"
+            for a in arms
+        )
         print(f"    phase {phase + 1} (+{2 * one_way_ms:g} ms RTT): {done} tok/s", flush=True)
 
 
 def replay_cost_ms(policy_factory: object, arm: Arm, repeats: int = 5) -> float:
-    """The policy's cost per round (ms) replaying the adaptive arm's recorded rounds
-    through a fresh policy, best of ``repeats`` passes (least disturbed by the host)."""
-    rounds = [r for gs in arm.by_phase.values() for g in gs for r in g.rounds]
+    """The policy's cost per round (ms) replaying the adaptive arm's recorded rounds (of
+    its first repeat) through a fresh policy, best of ``repeats`` passes (least disturbed
+    by the host)."""
+    rounds = [r for g in arm.by_repeat[0] for r in g.rounds]
     best = float("inf")
     for _ in range(repeats):
         policy = policy_factory()  # type: ignore[operator]
@@ -194,11 +230,20 @@ def main() -> int:
     ap.add_argument("--prompts-per-phase", type=int, default=3)
     ap.add_argument("--max-tokens", type=int, default=64, help="tokens per prompt")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=2,
+        help="runs of the whole scenario and control per drafter, arms interleaved (the "
+        "oracle is chosen on the other cells and scored on each; ratios get a bootstrap CI)",
+    )
     ap.add_argument("--runs", type=Path, default=None, help="store the adaptive run records")
     ap.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_adaptive.json"
     )
     args = ap.parse_args()
+    if args.repeats < 1:
+        ap.error("--repeats must be >= 1")
 
     work = Path(tempfile.mkdtemp(prefix="bench-adaptive-"))
     source = args.profiles or quickstart_profiles(work, args)
@@ -240,41 +285,51 @@ def main() -> int:
                 # warm the drafter, the connection and the verifier's slot (not recorded)
                 warm = EdgeClient(proxy.url, drafter, k=2, timeout_s=120.0)
                 warm.generate(drafter.tokenize(code[0].text), 4)
-                warm.close()
-                policy = new_policy(profiles, name, context, args.k_max)
-                arms = [Arm("adaptive", EdgeClient(proxy.url, drafter, k=0, policy=policy),
-                            policy)]  # fmt: skip
+                warm.close()  # (the adaptive arms' placeholder client until repeat 1)
+                factory = functools.partial(new_policy, profiles, name, context, args.k_max)
+                arms = [Arm("adaptive", warm)]
                 arms += [
                     Arm(f"K={k}", EdgeClient(proxy.url, drafter, k=k, timeout_s=120.0))
                     for k in range(1, args.k_max + 1)
                 ]
-                print("  drift scenario")
-                run_scenario(proxy, arms, drafter, phases, args.max_tokens)
-                control_policy = new_policy(profiles, name, context, args.k_max)
                 control_arms = [
-                    Arm("adaptive", EdgeClient(proxy.url, drafter, k=0, policy=control_policy),
-                        control_policy),
+                    Arm("adaptive", warm),
                     *(Arm(f"K={k}", EdgeClient(proxy.url, drafter, k=k, timeout_s=120.0))
                       for k in sorted({pick5, pick30})),
                 ]  # fmt: skip
-                print("  no-drift control")
-                run_scenario(proxy, control_arms, drafter, control, args.max_tokens)
-                for arm in arms + control_arms:
+                t_drafter = time.perf_counter()
+                for r in range(args.repeats):
+                    runs = ((arms, "drift scenario", phases),
+                            (control_arms, "no-drift control", control))  # fmt: skip
+                    for group, label, plan in runs:
+                        # a fresh policy every repeat: each repeat is the whole scenario
+                        arm = group[0]
+                        arm.policy = factory()
+                        arm.policies.append(arm.policy)
+                        arm.client = EdgeClient(proxy.url, drafter, k=0, policy=arm.policy)
+                        print(f"  {label}, repeat {r + 1}/{args.repeats}")
+                        run_scenario(proxy, group, drafter, plan, args.max_tokens, repeat=r)
+                        arm.client.close()
+                    per = (time.perf_counter() - t_drafter) / (r + 1)
+                    left = per * (args.repeats - r - 1)
+                    print(f"  repeat {r + 1}/{args.repeats} done: {per:.0f} s per repeat, "
+                          f"~{left:.0f} s left for {name}", flush=True)  # fmt: skip
+                for arm in arms[1:] + control_arms[1:]:
                     arm.client.close()
             results[name] = summarise(arms, control_arms, pick5, pick30)
             cost = results[name]["policy_ms_per_round"]
-            cost["replay_best_of_5"] = replay_cost_ms(  # type: ignore[index]
-                functools.partial(new_policy, profiles, name, context, args.k_max), arms[0]
-            )
+            cost["replay_best_of_5"] = replay_cost_ms(factory, arms[0])  # type: ignore[index]
             if args.runs is not None:
-                save_adaptive(ProfileStore(args.runs), arms[0], name, args, "drift", context)
-                save_adaptive(ProfileStore(args.runs), control_arms[0], name, args, "control",
-                              context)  # fmt: skip
+                for r in range(args.repeats):
+                    save_adaptive(ProfileStore(args.runs), arms[0], name, args, "drift",
+                                  context, r)  # fmt: skip
+                    save_adaptive(ProfileStore(args.runs), control_arms[0], name, args,
+                                  "control", context, r)  # fmt: skip
     wall_s = time.perf_counter() - started
     load_after = os.getloadavg()
     ok = print_table(results)
     print(f"load average (1, 5, 15 min): before {fmt_load(load_before)}, after "
-          f"{fmt_load(load_after)}; wall {wall_s:.0f} s; shared host, one run")  # fmt: skip
+          f"{fmt_load(load_after)}; wall {wall_s:.0f} s; {args.repeats} repeat(s)")  # fmt: skip
     payload = {
         "benchmark": "bench_adaptive",
         "targets": {
@@ -322,47 +377,74 @@ def quickstart_profiles(work: Path, args: argparse.Namespace) -> Path:
 
 
 def summarise(arms: list[Arm], control: list[Arm], pick5: int, pick30: int) -> dict[str, object]:
-    """The figures of one drafter (goodputs in tokens/s)."""
+    """The figures of one drafter (goodputs in tokens/s, ratios over paired cells).
+
+    Per phase: adaptive against the held-out oracle (:func:`_repeats.heldout_oracle`) and
+    against the static pick; the in-sample oracle (the best static K's goodput over all
+    the phase's cells, biased upwards) for reference. Whole scenario: against the static
+    pick, and the held-out oracle over all phases. No drift: against ``select``'s pick
+    for 30 ms.
+    """
     adaptive = arms[0]
-    statics = {int(a.name[2:]): a for a in arms[1:]}
+    statics = {int(a.name[2:]): a.cells for a in arms[1:]}
     phases = []
+    chosen: dict[tuple[int, int, int], int] = {}
     for p in range(3):
-        best_k = max(statics, key=lambda k: statics[k].goodput(p))
+        choice = heldout_oracle(statics, p)
+        chosen.update(choice)
+        in_sample_k = max(statics, key=lambda k: goodput(c for c in statics[k] if c.phase == p))
         ks = [r.choice.k for g in adaptive.by_phase[p] for r in g.rounds if r.choice]
+        ad_cells = [c for c in adaptive.cells if c.phase == p]
+        oracle = oracle_cells(statics, choice)
         phases.append(
             {
-                "adaptive": adaptive.goodput(p),
-                "oracle_k": best_k,
-                "oracle": statics[best_k].goodput(p),
-                "static_pick": statics[pick5].goodput(p),
-                "by_k": {k: a.goodput(p) for k, a in statics.items()},
+                "adaptive": goodput(ad_cells),
+                "oracle": goodput(oracle),
+                "oracle_k_by_cell": {"/".join(map(str, key)): k for key, k in choice.items()},
+                "vs_oracle": paired_ratio(ad_cells, oracle),
+                "oracle_in_sample_k": in_sample_k,
+                "oracle_in_sample": goodput(c for c in statics[in_sample_k] if c.phase == p),
+                "static_pick": goodput(c for c in statics[pick5] if c.phase == p),
+                "vs_static_pick": paired_ratio(
+                    ad_cells, [c for c in statics[pick5] if c.phase == p]
+                ),
+                "by_k": {k: goodput(c for c in cs if c.phase == p) for k, cs in statics.items()},
                 "adaptive_k_counts": dict(sorted(Counter(ks).items())),
             }
         )
-    # the oracle over the whole scenario: each phase's best static K, their tokens over
-    # their decode time (the ceiling of adaptive / static pick on this host)
-    best = [max(statics, key=lambda k: statics[k].goodput(p)) for p in range(3)]
-    gens = [g for p, k in enumerate(best) for g in statics[k].by_phase[p]]
-    oracle_whole = sum(len(g.tokens) for g in gens) / sum(g.decode_s for g in gens)
-    c_adaptive = control[0].goodput()
-    c_static = {int(a.name[2:]): a.goodput() for a in control[1:]}
-    cost_ms = sorted(1e3 * c for c in adaptive.policy.cost_s) if adaptive.policy else [0.0]
-    cpu_ms = sorted(1e3 * c for c in adaptive.policy.cpu_s) if adaptive.policy else [0.0]
+    oracle_all = oracle_cells(statics, chosen)
+    c_static = {int(a.name[2:]): a.cells for a in control[1:]}
+    costs = [c for pol in adaptive.policies for c in pol.cost_s] or [0.0]
+    cpus = [c for pol in adaptive.policies for c in pol.cpu_s] or [0.0]
+    cost_ms = sorted(1e3 * c for c in costs)
+    cpu_ms = sorted(1e3 * c for c in cpus)
     return {
         "static_pick_k": pick5,
+        "repeats": 1 + max(c.repeat for c in adaptive.cells),
         "phases": phases,
         "whole": {
             "adaptive": adaptive.goodput(),
-            "static_pick": statics[pick5].goodput(),
-            "oracle": oracle_whole,
-            "oracle_vs_static_pick": oracle_whole / statics[pick5].goodput(),
-            "by_k": {k: a.goodput() for k, a in statics.items()},
+            "static_pick": goodput(statics[pick5]),
+            "oracle": goodput(oracle_all),
+            "vs_static_pick": paired_ratio(adaptive.cells, statics[pick5]),
+            "vs_oracle": paired_ratio(adaptive.cells, oracle_all),
+            "oracle_vs_static_pick": paired_ratio(oracle_all, statics[pick5]),
+            "by_k": {k: goodput(cs) for k, cs in statics.items()},
         },
         "control": {
-            "adaptive": c_adaptive,
+            "adaptive": control[0].goodput(),
             "static_pick_30ms_k": pick30,
-            "static_pick_30ms": c_static[pick30],
-            "static_pick_5ms": c_static[pick5],
+            "static_pick_30ms": goodput(c_static[pick30]),
+            "static_pick_5ms": goodput(c_static[pick5]),
+            "vs_static_pick_30ms": paired_ratio(control[0].cells, c_static[pick30]),
+            "vs_static_pick_5ms": paired_ratio(control[0].cells, c_static[pick5]),
+        },
+        "cells": {
+            scenario: {
+                a.name: [[c.repeat, c.phase, c.prompt, c.tokens, c.decode_s] for c in a.cells]
+                for a in group
+            }
+            for scenario, group in (("drift", arms), ("control", control))
         },
         "policy_ms_per_round": {
             "mean": statistics.fmean(cost_ms),
@@ -375,56 +457,65 @@ def summarise(arms: list[Arm], control: list[Arm], pick5: int, pick30: int) -> d
     }
 
 
+def fmt_ratio(r: object) -> str:
+    """``ratio [ci_low, ci_high]`` of a :func:`_repeats.paired_ratio` result."""
+    d = r  # a dict from paired_ratio
+    return f"{d['ratio']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]"  # type: ignore[index]
+
+
 def print_table(results: dict[str, dict[str, object]]) -> bool:
-    """Print the result table; True when every target is met."""
+    """Print the result table; True when every target is met (on the point estimates)."""
     ok = True
     print()
-    print(f"{'drafter':<22} {'phase':<18} {'adaptive':>8} {'oracle':>12} {'static':>8} "
-          f"{'ad/oracle':>9} {'ad/static':>9}  K chosen by adaptive")  # fmt: skip
+    print(f"{'drafter':<20} {'phase':<17} {'adaptive':>8} {'oracle':>7} {'static':>7} "
+          f"{'ad/oracle [95% CI]':>22} {'ad/static [95% CI]':>22}  per repeat (ad/oracle); "
+          f"K chosen")  # fmt: skip
     for name, res in results.items():
         pick5 = res["static_pick_k"]
         for i, ph in enumerate(res["phases"]):  # type: ignore[attr-defined]
-            r_o = ph["adaptive"] / ph["oracle"]
-            r_s = ph["adaptive"] / ph["static_pick"]
-            ok &= r_o >= TARGET_VS_ORACLE
+            vo, vs = ph["vs_oracle"], ph["vs_static_pick"]
+            ok &= vo["ratio"] >= TARGET_VS_ORACLE
             rtt = 2 * PHASE_ONE_WAY_MS[i]
             label = f"{i + 1}: {rtt:g} ms {'code' if i == 0 else 'chat'}"
             ks = " ".join(f"{k}:{c}" for k, c in ph["adaptive_k_counts"].items())
-            print(f"{name:<22} {label:<18} {ph['adaptive']:>8.2f} "
-                  f"{ph['oracle']:>7.2f} K={ph['oracle_k']:<2} {ph['static_pick']:>8.2f} "
-                  f"{r_o:>9.3f} {r_s:>9.3f}  {ks}")  # fmt: skip
+            reps = " ".join(f"{x:.3f}" for x in vo["per_repeat"])
+            print(f"{name:<20} {label:<17} {ph['adaptive']:>8.2f} {ph['oracle']:>7.2f} "
+                  f"{ph['static_pick']:>7.2f} {fmt_ratio(vo):>22} {fmt_ratio(vs):>22}  "
+                  f"{reps}; {ks}")  # fmt: skip
+            print(f"{'':<20} {'':<17} in-sample oracle K={ph['oracle_in_sample_k']} "
+                  f"{ph['oracle_in_sample']:.2f} (biased up); held-out K per cell: "
+                  f"{' '.join(str(k) for k in ph['oracle_k_by_cell'].values())}")  # fmt: skip
         w = res["whole"]
-        r_w = w["adaptive"] / w["static_pick"]  # type: ignore[index]
-        ok &= r_w >= TARGET_VS_STATIC
-        print(f"{name:<22} {'whole scenario':<18} {w['adaptive']:>8.2f} "  # type: ignore[index]
-              f"{w['oracle']:>7.2f} {'':>4} "  # type: ignore[index]
-              f"{w['static_pick']:>8.2f} {w['adaptive'] / w['oracle']:>9.3f} {r_w:>9.3f}  "  # type: ignore[index]
-              f"static pick K={pick5}; oracle/static {w['oracle_vs_static_pick']:.3f}")  # type: ignore[index]  # fmt: skip
+        vs, vo, os_ = w["vs_static_pick"], w["vs_oracle"], w["oracle_vs_static_pick"]  # type: ignore[index]
+        ok &= vs["ratio"] >= TARGET_VS_STATIC
+        print(f"{name:<20} {'whole scenario':<17} {w['adaptive']:>8.2f} {w['oracle']:>7.2f} "  # type: ignore[index]
+              f"{w['static_pick']:>7.2f} {fmt_ratio(vo):>22} {fmt_ratio(vs):>22}  "  # type: ignore[index]
+              f"static pick K={pick5}; oracle/static {fmt_ratio(os_)}")  # fmt: skip
         c = res["control"]
-        r_c = c["adaptive"] / c["static_pick_30ms"]  # type: ignore[index]
-        ok &= r_c >= TARGET_NO_DRIFT
-        print(f"{name:<22} {'no drift, 30 ms':<18} {c['adaptive']:>8.2f} {'':>12} "  # type: ignore[index]
-              f"{c['static_pick_30ms']:>8.2f} {'':>9} {r_c:>9.3f}  static pick at 30 ms "  # type: ignore[index]
-              f"K={c['static_pick_30ms_k']}; vs the 5 ms pick "  # type: ignore[index]
-              f"{c['adaptive'] / c['static_pick_5ms']:.3f}")  # type: ignore[index]  # fmt: skip
+        vc = c["vs_static_pick_30ms"]  # type: ignore[index]
+        ok &= vc["ratio"] >= TARGET_NO_DRIFT
+        print(f"{name:<20} {'no drift, 30 ms':<17} {c['adaptive']:>8.2f} {'':>7} "  # type: ignore[index]
+              f"{c['static_pick_30ms']:>7.2f} {'':>22} {fmt_ratio(vc):>22}  static pick at "  # type: ignore[index]
+              f"30 ms K={c['static_pick_30ms_k']}; vs the 5 ms pick "  # type: ignore[index]
+              f"{fmt_ratio(c['vs_static_pick_5ms'])}")  # type: ignore[index]  # fmt: skip
         cost = res["policy_ms_per_round"]
         ok &= cost["replay_best_of_5"] < TARGET_POLICY_MS  # type: ignore[index]
-        print(f"{name:<22} policy cost per round: live mean {cost['mean']:.3f} ms, median "  # type: ignore[index]
+        print(f"{name:<20} policy cost per round: live mean {cost['mean']:.3f} ms, median "  # type: ignore[index]
               f"{cost['median']:.3f} ms, p95 {cost['p95']:.3f} ms over {cost['rounds']} "  # type: ignore[index]
               f"rounds (CPU: median {cost['cpu_median']:.3f} ms, p95 {cost['cpu_p95']:.3f} ms); "  # type: ignore[index]
               f"replayed best of 5 {cost['replay_best_of_5']:.3f} ms")  # type: ignore[index]  # fmt: skip
     print()
-    print("target ratios (one run, side by side):")
+    print("target ratios (point estimates over paired cells; 95% bootstrap CI over cells):")
     for name, res in results.items():
-        worst = min(ph["adaptive"] / ph["oracle"] for ph in res["phases"])  # type: ignore[attr-defined]
+        worst = min(res["phases"], key=lambda ph: ph["vs_oracle"]["ratio"])  # type: ignore[arg-type,index]
         w, c = res["whole"], res["control"]
-        print(f"  {name}: adaptive/oracle worst phase {worst:.3f} (≥ {TARGET_VS_ORACLE}), "
-              f"adaptive/static drift {w['adaptive'] / w['static_pick']:.3f} "  # type: ignore[index]
-              f"(≥ {TARGET_VS_STATIC}; the per-phase oracle itself: "
-              f"{w['oracle_vs_static_pick']:.3f}), "  # type: ignore[index]
-              f"no drift {c['adaptive'] / c['static_pick_30ms']:.3f} "  # type: ignore[index]
-              f"(≥ {TARGET_NO_DRIFT}), policy {res['policy_ms_per_round']['replay_best_of_5']:.3f} "  # type: ignore[index]
-              f"ms/round (< {TARGET_POLICY_MS})")  # fmt: skip
+        print(f"  {name} ({res['repeats']} repeats): adaptive/oracle worst phase "
+              f"{fmt_ratio(worst['vs_oracle'])} (≥ {TARGET_VS_ORACLE}), adaptive/static drift "
+              f"{fmt_ratio(w['vs_static_pick'])} (≥ {TARGET_VS_STATIC}; the held-out oracle "  # type: ignore[index]
+              f"itself: {fmt_ratio(w['oracle_vs_static_pick'])}), no drift "  # type: ignore[index]
+              f"{fmt_ratio(c['vs_static_pick_30ms'])} (≥ {TARGET_NO_DRIFT}), policy "  # type: ignore[index]
+              f"{res['policy_ms_per_round']['replay_best_of_5']:.3f} ms/round "  # type: ignore[index]
+              f"(< {TARGET_POLICY_MS})")  # fmt: skip
     print(f"targets: adaptive/oracle ≥ {TARGET_VS_ORACLE} per phase, adaptive/static ≥ "
           f"{TARGET_VS_STATIC} over the scenario, ≥ {TARGET_NO_DRIFT} without drift, policy "
           f"< {TARGET_POLICY_MS} ms/round -> {'PASS' if ok else 'FAIL'}")  # fmt: skip
@@ -436,12 +527,18 @@ def fmt_load(load: tuple[float, float, float]) -> str:
 
 
 def save_adaptive(
-    store: ProfileStore, arm: Arm, name: str, args: argparse.Namespace, label: str, context: int
+    store: ProfileStore,
+    arm: Arm,
+    name: str,
+    args: argparse.Namespace,
+    label: str,
+    context: int,
+    repeat: int = 0,
 ) -> None:
-    """Store the adaptive arm's rounds as one run record (for ``configspec report``)."""
-    gen = merge_generations([g for p in sorted(arm.by_phase) for g in arm.by_phase[p]])
-    policy = arm.policy
-    assert policy is not None
+    """Store the adaptive arm's rounds of one repeat as a run record (for ``configspec
+    report`` and ``replay_adaptive.py``)."""
+    gen = merge_generations(arm.by_repeat[repeat])
+    policy = arm.policies[repeat]
     config = RunConfig(
         drafter=name,
         target=gen.target_name,
@@ -457,8 +554,12 @@ def save_adaptive(
     record = build_run_record(
         gen,
         config,
-        run_id=f"bench-adaptive-{label}-{name}",
-        settings={"scenario": label, "one_way_delay_ms_by_phase": PHASE_ONE_WAY_MS},
+        run_id=f"bench-adaptive-{label}-{name}" + (f"-r{repeat + 1}" if repeat else ""),
+        settings={
+            "scenario": label,
+            "one_way_delay_ms_by_phase": PHASE_ONE_WAY_MS,
+            "repeat": repeat + 1,
+        },
         energy_note="energy not recorded (benchmark)",
     )
     print(f"  run record: {store.save_run(record)}")
