@@ -38,8 +38,8 @@ remaining expected sessions went quiet), ``fixed`` (the fixed mode). Setting
 ``service.pass_trace = []`` records one dict per pass (a debug trace: its sessions and
 their enqueue times, the stop reason, the expected set with think times and spreads, the
 cap, start and end times; perf_counter seconds), plus its ``shape`` (sequence ids, each
-block's positions before padding, each context's length, runs of consecutive ids, the live
-sequences) and ``pass_s`` (the pass as timed for ``configspec_batch_pass_seconds``).
+block's positions before padding, each context's length, whether it is a round, runs of
+consecutive ids, the live sequences) and ``pass_s`` (the pass as timed for ``configspec_batch_pass_seconds``).
 
 A prompt is prefilled in chunks of at most ``prefill_chunk_tokens`` positions, one
 chunk per pass, so other sessions' rounds interleave with a long prefill instead of
@@ -565,6 +565,7 @@ class BatchedVerifierService(VerifierService):
             "seqs": seqs,
             "positions": [target.plan_positions(w.seq, w.context, w.tokens) for w in batch],
             "context_tokens": [len(w.context) for w in batch],
+            "rounds": [w.round_ for w in batch],
             "runs": seq_runs(seqs),
             "live_seqs": sorted(self._seqs.values()),
         }
