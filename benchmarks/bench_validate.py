@@ -305,6 +305,24 @@ def print_rows(rows: Sequence[ValidationRow]) -> None:
         )
 
 
+def print_components(rows: Sequence[ValidationRow]) -> None:
+    """The round split per run: measured against modelled drafting, verification and the
+    rest (link, HTTP, client), ms per steady-state round; the term behind a timing error
+    is the one whose excess makes up the round's (see ``bench_sampled_round.py`` for the
+    T-specific part, side by side with the profilers)."""
+    print(f"{'round components (ms)':<28}{'T':>4}  {'draft meas/mod':>15} {'verify meas/mod':>16} "
+          f"{'link meas/mod':>14} {'round meas/mod':>15} {'excess d/v/l':>19}")  # fmt: skip
+    for r in rows:
+        cells, excess = [], []
+        for c in (r.draft_ms, r.verify_ms, r.link_ms, r.round_ms):
+            m, p = c.measured, c.predicted
+            cells.append(f"{m or float('nan'):.1f}/{p or float('nan'):.1f}")
+            excess.append((m - p) if m is not None and p is not None else float("nan"))
+        print(f"{r.drafter[:20] + ' K=' + str(r.k):<28}{r.temperature:>4g}  {cells[0]:>15} "
+              f"{cells[1]:>16} {cells[2]:>14} {cells[3]:>15} "
+              f"{excess[0]:>+6.1f}/{excess[1]:>+6.1f}/{excess[2]:>+5.1f}")  # fmt: skip
+
+
 def fmt_e_k(rows: Sequence[ValidationRow]) -> str:
     """Median and maximum |modelled/measured − 1| of tokens per round over ``rows``."""
     errs = [
@@ -533,6 +551,8 @@ def main() -> int:
 
     print()
     print_rows(rows)
+    print()
+    print_components(rows)
     print()
     report: dict[str, Any] = {}
     ok = True
