@@ -23,7 +23,11 @@ FCFS queueing station. ``--server-arg`` passes further options to the server.
 is then the pass latency against sessions per batch x positions, measured on the real
 server path before the runs (``configspec profile verify`` with B = 1, 2, 4, ... up to
 ``--max-batch``, in-process, at ``--profile-context`` tokens; or read from
-``--verify-profile``); the think time is the calibration's round minus S(1, p). A pass
+``--verify-profile``); the think time is the calibration's round minus S(1, p). The
+profile times sessions 0..B-1 at one width; live passes match it because the verifier
+gives a prefill chunk a pass of its own and the target fills gaps between sequence ids
+(one llama.cpp micro-batch per pass; ``bench_pass_trace.py`` checks the curve against
+each traced live pass, ``docs/fleet.md`` has the measurements). A pass
 pads every session's block to the widest, so the pass width for N clients is the
 expected widest of a batch's rounds (from the calibration's distribution of drafted
 tokens), not the mean; session churn (rounds per generation, prefill time) comes from the

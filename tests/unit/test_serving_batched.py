@@ -167,3 +167,25 @@ def test_a_short_prefill_chunk_never_pads_a_pass_of_rounds() -> None:
     assert all(w.round_ for w in first)
     assert [w.seq for w in second] == [seqs[3], seqs[4]]
     assert not service._queue
+
+
+def test_pass_trace_records_each_pass_shape_and_time() -> None:
+    target = FakeBatchTarget(bigram_table(V, seed=1), pass_delay_s=0.01)
+    service = BatchedVerifierService(
+        target, ServerLimits(max_sessions=8), BatchPolicy(max_sessions_per_batch=4)
+    )
+    service.pass_trace = []
+    prompts = [[1, 3 + i, 7, 2 + 2 * i] for i in range(3)]
+    with ServerThread(service) as srv:
+        _run_clients(srv.url, prompts, 12)
+    trace = service.pass_trace
+    assert len(trace) == len(target.passes)
+    for rec, done in zip(trace, target.passes, strict=True):
+        shape = rec["shape"]
+        assert shape["seqs"] == sorted(s for s, _ in done)
+        assert sorted(shape["positions"]) == sorted(n for _, n in done)
+        assert len(shape["rounds"]) == len(done) and len(shape["context_tokens"]) == len(done)
+        assert all(shape["rounds"]) or not any(shape["rounds"])  # never mixed
+        assert shape["runs"] >= 1 and rec["pass_s"] >= 0.01
+    assert any(all(r["shape"]["rounds"]) for r in trace)
+    assert any(not any(r["shape"]["rounds"]) for r in trace)  # the prompts' prefills

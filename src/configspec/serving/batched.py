@@ -39,14 +39,16 @@ remaining expected sessions went quiet), ``fixed`` (the fixed mode). Setting
 their enqueue times, the stop reason, the expected set with think times and spreads, the
 cap, start and end times; perf_counter seconds), plus its ``shape`` (sequence ids, each
 block's positions before padding, each context's length, whether it is a round, runs of
-consecutive ids, the live sequences) and ``pass_s`` (the pass as timed for ``configspec_batch_pass_seconds``).
+consecutive ids, the live sequences) and ``pass_s`` (the pass as timed for
+``configspec_batch_pass_seconds``).
 
 A prompt is prefilled in chunks of at most ``prefill_chunk_tokens`` positions, one
 chunk per pass, so other sessions' rounds interleave with a long prefill instead of
 waiting for it. A chunk never shares a pass with rounds, however short the prompt: every
-block of a pass is padded to the widest, so a 16-token prompt in a pass of eight 5-position
-rounds would make it a pass of eight 16-position blocks. Work is validated before it is queued; a dropped session's sequence is
-freed between passes; a failed pass fails only the work in it and clears those
+block of a pass is padded to the widest, so a 16-token prompt in a pass of eight
+5-position rounds would make it a pass of eight 16-position blocks. Work is validated
+before it is queued; a dropped session's sequence is freed between passes; a failed pass
+fails only the work in it and clears those
 sequences (the next round re-prefills them).
 """
 
@@ -577,6 +579,7 @@ class BatchedVerifierService(VerifierService):
     def _run_pass(self, batch: list[_Work], frees: list[int]) -> list[tuple[bool, Any]]:
         """One forward pass (worker thread): evaluate, then each work's ``after``."""
         self._free(frees)
+        self._last_pass_s = float("nan")  # (the trace's pass_s of a pass that failed)
         reqs = [SeqRequest(w.seq, w.context, w.tokens, w.probs) for w in batch]
         t0 = time.perf_counter()
         try:
