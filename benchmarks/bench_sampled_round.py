@@ -19,7 +19,9 @@ time, so that host drift falls on both sides alike:
   ``build_request`` at T) on the same drafter object, and the verification profiler's
   timed call (``_time_batch``: ``LlamaCppTarget.evaluate`` plus, at T > 0, the sampling
   decision with the target's own top-k distributions) at K + 1 positions and the runs'
-  mean context.
+  mean context; and once more with the verifier idle before each call for as long as a
+  run's verifier idles between rounds (the run's round minus its verification: drafting
+  and link), ``verify_idle_ms`` — the profiler times back to back, a run does not.
 
 The table prints runtime, profile path and their difference per component, then the
 T-specific part of each (T minus T = 0, runtime against profile path): the term that makes
@@ -60,7 +62,8 @@ from configspec.profiling.verification import (
     draft_distributions,
 )
 
-COMPONENTS = ("draft_ms", "verify_ms", "pass_ms", "decision_ms", "link_ms", "round_ms")
+COMPONENTS = ("draft_ms", "verify_ms", "verify_idle_ms", "pass_ms", "decision_ms", "link_ms",
+              "round_ms")  # fmt: skip
 _PASS_RE = re.compile(r"^configspec_verify_latency_seconds_(sum|count) ([0-9.e+-]+)$", re.M)
 
 
@@ -83,6 +86,7 @@ def runtime_side(rt: Runtime, plan: RunPlan) -> dict[str, float]:
     out = {
         "draft_ms": mean(r.draft_ms for r in full),
         "verify_ms": mean(r.verify_ms for r in full),
+        "verify_idle_ms": mean(r.verify_ms for r in full),
         "pass_ms": pass_ms,
         "decision_ms": all_verify - pass_ms,
         "link_ms": mean(r.round_ms - r.draft_ms - r.verify_ms for r in full),
@@ -94,9 +98,12 @@ def runtime_side(rt: Runtime, plan: RunPlan) -> dict[str, float]:
 
 
 def profile_side(
-    rt: Runtime, target: Any, plan: RunPlan, ctx: int, top_k: int, samples: int
+    rt: Runtime, target: Any, plan: RunPlan, ctx: int, top_k: int, samples: int, idle_ms: float
 ) -> dict[str, float]:
-    """The device and verification profilers' timings of the same configuration (ms)."""
+    """The device and verification profilers' timings of the same configuration (ms); also
+    the verification timed after ``idle_ms`` of sleep each time (``verify_idle_ms``: the
+    verifier of a run idles for the drafting and the link between its rounds, the
+    profiler times back to back)."""
     drafter = rt.drafter(plan.drafter)
     timer = DraftTimer(drafter, build_context(drafter, ctx), plan.k, plan.temperature, top_k)
     timer.once()
@@ -112,7 +119,12 @@ def profile_side(
     _time_batch([target], context, tokens, None, decide)  # warm-up
     verify = [_time_batch([target], context, tokens, None, decide) for _ in range(samples)]
     ev_only = [_time_batch([target], context, tokens, None, None) for _ in range(samples)]
+    after_idle = []
+    for _ in range(samples):
+        time.sleep(idle_ms / 1e3)
+        after_idle.append(_time_batch([target], context, tokens, None, decide))
     return {
+        "verify_idle_ms": float(np.median(after_idle)),
         "draft_ms": float(np.median(draft)),
         "verify_ms": float(np.median(verify)),
         "pass_ms": float(np.median(ev_only)),
@@ -156,7 +168,8 @@ def main() -> int:
                         for t in temps if rep % 2 == 0 else temps[::-1]:
                             plan = RunPlan(d, k, args.rtt, t, 1234 if t > 0 else None)
                             run = runtime_side(rt, plan)
-                            prof = profile_side(rt, target, plan, ctx, 64, args.samples)
+                            idle = run["round_ms"] - run["verify_ms"]
+                            prof = profile_side(rt, target, plan, ctx, 64, args.samples, idle)
                             name = rt.drafter(d).identity.name
                             for side, vals in (("runtime", run), ("profile", prof)):
                                 slot = acc.setdefault((name, k, t, side), {})
@@ -208,7 +221,7 @@ def report(
                              "profile_samples": prof.get(c)})  # fmt: skip
     print(f"\nT-specific part (T={temps[1]:g} minus T=0), runtime against the profile path:")
     for name, k in configs:
-        for c in ("draft_ms", "verify_ms", "pass_ms", "decision_ms", "link_ms"):
+        for c in ("draft_ms", "verify_ms", "verify_idle_ms", "pass_ms", "decision_ms", "link_ms"):
             hot, cold = acc[(name, k, temps[1], "runtime")], acc[(name, k, 0.0, "runtime")]
             r = mean(hot[c]) - mean(cold[c])
             if c in acc[(name, k, 0.0, "profile")]:
