@@ -41,7 +41,7 @@ from bench_fleet_model import batch_curve, load  # noqa: E402
 
 from configspec.backends.llamacpp_batch import gap_fillers  # noqa: E402
 from configspec.model.fleet import BatchLatency, expected_widest  # noqa: E402
-from configspec.serving.batched import BatchPolicy, seq_runs  # noqa: E402
+from configspec.serving.batched import BatchPolicy, seq_run_lengths, seq_runs  # noqa: E402
 from configspec.store import atomic_write_json  # noqa: E402
 
 
@@ -70,17 +70,11 @@ def run_clients(args: argparse.Namespace) -> None:
         t.join()
 
 
-def predict_pass(curve: BatchLatency, seqs: list[int], width: int, n_batch: int) -> float:
-    """The curve's time (ms) of a pass of ``seqs`` with blocks ``width`` wide: the gap
-    fillers the target adds count as sessions; each micro-batch left is one curve call."""
-    ids = sorted([*seqs, *gap_fillers(seqs, width, n_batch)])
-    runs: list[int] = []
-    for i, s in enumerate(ids):
-        if i and s == ids[i - 1] + 1:
-            runs[-1] += 1
-        else:
-            runs.append(1)
-    return float(sum(curve(float(b), float(width)) for b in runs))
+def predict_pass(curve: BatchLatency, ids: list[int], width: int) -> float:
+    """The curve's time (ms) of a pass over sequence ``ids`` (the gap fillers the target
+    adds included) with blocks ``width`` wide: one curve call per micro-batch, i.e. per
+    run of consecutive ids."""
+    return float(sum(curve(float(b), float(width)) for b in seq_run_lengths(ids)))
 
 
 def analyse(trace: list[dict[str, Any]], curve: BatchLatency, k: int, n_batch: int,
@@ -94,8 +88,8 @@ def analyse(trace: list[dict[str, Any]], curve: BatchLatency, k: int, n_batch: i
     for p in rounds:
         sh = p["shape"]
         width = max(2, *sh["positions"])
-        pred = predict_pass(curve, sh["seqs"], width, n_batch)
         filled = sh["seqs"] + gap_fillers(sh["seqs"], width, n_batch)
+        pred = predict_pass(curve, filled, width)
         rows.append({"sessions": len(sh["seqs"]), "width": width, "runs": sh["runs"],
                      "runs_filled": seq_runs(filled), "fillers": len(filled) - len(sh["seqs"]),
                      "live_ms": p["pass_s"] * 1e3, "predicted_ms": pred,

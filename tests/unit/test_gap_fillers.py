@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from configspec.backends.llamacpp_batch import FILL_GAP_POSITIONS, gap_fillers
-from configspec.serving.batched import seq_runs
+from configspec.serving.batched import seq_run_lengths, seq_runs
 
 
 def test_small_gaps_are_filled_large_ones_left_split() -> None:
@@ -28,3 +28,9 @@ def test_seq_runs_counts_runs_of_consecutive_ids() -> None:
     assert seq_runs([0, 2, 3, 7]) == 3
     ids = [0, 2, 5, 6]
     assert seq_runs([*ids, *gap_fillers(ids, 4, 256)]) == 1
+
+
+def test_seq_run_lengths_lowest_ids_first() -> None:
+    assert seq_run_lengths([]) == []
+    assert seq_run_lengths([7, 0, 3, 2, 2]) == [1, 2, 1]  # duplicates count once
+    assert seq_run_lengths(range(5)) == [5]

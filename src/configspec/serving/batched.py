@@ -124,11 +124,23 @@ class BatchPolicy:
             )
 
 
-def seq_runs(seqs: Sequence[int]) -> int:
-    """Runs of consecutive ids in ``seqs`` (sorted or not): llama.cpp splits a pass over
-    separate KV streams into one micro-batch per run, each reading every weight again."""
+def seq_run_lengths(seqs: Sequence[int]) -> list[int]:
+    """Lengths of the runs of consecutive ids in ``seqs`` (sorted or not), lowest ids
+    first: llama.cpp splits a pass over separate KV streams into one micro-batch per run,
+    each reading every weight again."""
     ids = sorted(set(seqs))
-    return sum(1 for i, s in enumerate(ids) if i == 0 or s != ids[i - 1] + 1)
+    runs: list[int] = []
+    for i, s in enumerate(ids):
+        if i and s == ids[i - 1] + 1:
+            runs[-1] += 1
+        else:
+            runs.append(1)
+    return runs
+
+
+def seq_runs(seqs: Sequence[int]) -> int:
+    """How many runs of consecutive ids ``seqs`` holds (:func:`seq_run_lengths`)."""
+    return len(seq_run_lengths(seqs))
 
 
 @runtime_checkable
