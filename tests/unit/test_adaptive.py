@@ -8,6 +8,7 @@ from itertools import pairwise
 import _model_factory as mf
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from configspec.config import KChoice
 from configspec.errors import InvalidInput, ProfileMissing
@@ -608,3 +609,43 @@ def test_draft_times_are_smoothed_to_a_line_in_k() -> None:
     # a falling total (noise) is no line with a negative slope: a flat total
     flat = smooth_draft_ms_per_token(np.array([10.0, 4.0, 2.0]))
     np.testing.assert_allclose(flat * np.arange(1, 4), np.mean([10.0, 8.0, 6.0]))
+
+
+def test_verify_slope_stays_steady_over_rounds_of_few_widths() -> None:
+    # the benchmark host: about 120 ms + 8 ms/position, each round ±15%; an n-gram drafter
+    # at a low K verifies 1 or 2 positions. Ten such rounds cannot fix a slope: with the
+    # former weak ridge it wandered (0.1..22 ms/position in the kept records); anchored
+    # by the profile and the slow fit it stays near the truth, a stale flat profile is
+    # still learnt away (test above)
+    from configspec.serving.adaptive import (
+        VERIFY_DECAY,
+        VERIFY_SLOPE_WEIGHT,
+        VERIFY_SLOW_DECAY,
+    )
+
+    profile = 120.0 + 8.0 * np.arange(N + 2.0)
+    profile[0] = np.nan
+
+    def slopes(line: VerifyLine) -> NDArray[np.float64]:
+        rng = np.random.default_rng(5)
+        out = []
+        for i in range(300):
+            p = 1 + int(rng.random() < 0.5) if i >= 30 else int(rng.integers(1, 8))
+            line.observe(p, (120.0 + 8.0 * p) * rng.uniform(0.85, 1.15))
+            out.append(line.b)
+        return np.asarray(out[50:])
+
+    weak = slopes(VerifyLine(profile, VERIFY_DECAY, 7))
+    anchored = slopes(
+        VerifyLine(
+            profile,
+            VERIFY_DECAY,
+            7,
+            slope_weight=VERIFY_SLOPE_WEIGHT,
+            slow_decay=VERIFY_SLOW_DECAY,
+            slow_weight=VERIFY_SLOPE_WEIGHT,
+        )
+    )
+    lo, hi = np.percentile(anchored, [5, 95])
+    assert lo > 5.0 and hi < 11.0
+    assert np.ptp(weak) > 2 * np.ptp(anchored)

@@ -26,7 +26,9 @@ returns the K that maximises the objective. Its inputs are live estimates
 * **verification time** — a line ``a + b·positions`` fitted live by decayed weighted
   least squares, seeded by the profile's line scaled to the measured level
   (:class:`~configspec.serving.estimators.VerifyLine`): verify time grows with K as it
-  is measured to, not as a flat or a stale profiled figure;
+  is measured to, not as a flat or a stale profiled figure; the profile's slope, scaled,
+  weighs as :data:`VERIFY_SLOPE_WEIGHT` rounds × positions², so live rounds of one or two
+  widths shift it rather than replace it;
   A round the token budget cut to K = 0 (one position verified, which no K the policy
   can choose verifies, and which the server runs far faster) stays out of the fit: one
   such round at the end of a generation had tilted the slope to 18 ms/position (measured
@@ -120,6 +122,19 @@ DECAY = 0.97
 VERIFY_DECAY = 0.9
 """Per-round forgetting of the verification fit: the host's load moves it faster than a
 domain moves acceptance, and its level is a median, robust on its own."""
+VERIFY_SLOPE_WEIGHT = 15.0
+"""Weight (rounds × positions²) of the profile's verification slope, scaled to the measured
+level, in the live line fit (:class:`~configspec.serving.estimators.VerifyLine`). With 1,
+ten rounds of verification noise (±15%) made the slope wander: replaying the kept n-gram
+drift records it ranged 4.3..9.8 ms/position (10th..90th percentile; extremes 0.1 and 22)
+against about 8 measured over the whole run, and stood at 4.8 and 6.1 exactly when the
+policy moved to K = 6. With 15 it ranges 5.8..9.6 with the same prediction error; rounds
+that span many widths (an n-gram drafter, about 90 positions² in ten rounds) still
+outweigh it, rounds of one or two widths do not."""
+VERIFY_SLOW_DECAY = 0.99
+"""Per-round forgetting of the slow verification fit whose slope anchors the fast fit's
+(about 100 rounds; :class:`~configspec.serving.estimators.VerifyLine`): a stale or flat
+profiled slope is learnt away, but not by ten noisy rounds of one or two widths."""
 WINDOW = 7
 """Rounds in the running medians (RTT, drafting and verification level)."""
 HOLD = 0.01
@@ -224,7 +239,14 @@ class AdaptiveK:
         )
         self.rtt = RunningMedian(float(np.asarray(prior.link.rtt_ms)), window)
         self.draft_scale = RunningMedian(1.0, window)
-        self.verify = VerifyLine(prior.verify_ms, VERIFY_DECAY, window)
+        self.verify = VerifyLine(
+            prior.verify_ms,
+            VERIFY_DECAY,
+            window,
+            slope_weight=VERIFY_SLOPE_WEIGHT,
+            slow_decay=VERIFY_SLOW_DECAY,
+            slow_weight=VERIFY_SLOPE_WEIGHT,
+        )
         self._init_model()
 
     def _init_model(self) -> None:

@@ -296,6 +296,15 @@ class VerifyLine:
     into [1/``clip``, ``clip``] × the current prediction before it enters the fit (a
     stall cannot tilt the line; a lasting change comes through within a few rounds, and
     the median level at once), and the fitted slope is clamped at 0.
+
+    With ``slow_decay`` set, the slope's anchor is itself learnt: a second fit of the
+    same rounds with the slower decay (``slow_decay`` = 0.99: about 100 rounds), its
+    slope pulled towards ``s·b0`` by ``slow_weight``, is the target of the fast fit's
+    ridge instead of ``s·b0``. The slope of verification time is a property of the target
+    and the host, which moves slowly; ten rounds of ±15% noise over one or two widths
+    cannot fix it, a hundred over the widths the policy has tried can. So a strong
+    ``slope_weight`` keeps the fast fit's slope steady without holding it at a stale
+    profile's.
     """
 
     def __init__(
@@ -306,6 +315,8 @@ class VerifyLine:
         *,
         slope_weight: float = 1.0,
         clip: float = 1.5,
+        slow_decay: float | None = None,
+        slow_weight: float = 1.0,
     ) -> None:
         table = np.asarray(profile_ms, dtype=np.float64)
         positions = np.arange(table.size, dtype=np.float64)
@@ -319,6 +330,11 @@ class VerifyLine:
         self.level = RunningMedian(1.0, window)
         """Running median of measured / profiled-line time (the scale of the prior)."""
         self._s = [0.0] * 5  # Σw, Σw·p, Σw·p², Σw·v, Σw·p·v of the rounds
+        self.slow_decay = slow_decay
+        self.slow_weight = slow_weight
+        self._slow = [0.0] * 5  # the same sums with the slow decay (slope anchor)
+        self.b_anchor = self.b0
+        """The slope the fast fit's ridge pulls to (ms/position): ``s·b0``, or the slow fit's."""
         self._sq = 0.0  # Σw·(residual before the round)², ms²
         self.a, self.b = self.a0, self.b0
 
@@ -343,6 +359,11 @@ class VerifyLine:
         lam = self.decay
         s0, s1, s2, sy, spy = self._s
         self._s = [lam * s0 + 1.0, lam * s1 + p, lam * s2 + p * p, lam * sy + v, lam * spy + p * v]
+        if self.slow_decay is not None:
+            mu = self.slow_decay
+            t0, t1, t2, ty, tpy = self._slow
+            t0, t1, t2 = mu * t0 + 1.0, mu * t1 + p, mu * t2 + p * p
+            self._slow = [t0, t1, t2, mu * ty + v, mu * tpy + p * v]
         self._sq = lam * self._sq + (v - pred) ** 2
         self._fit()
 
@@ -358,15 +379,26 @@ class VerifyLine:
 
     def _fit(self) -> None:
         k = self.level.value
-        wa, wb = 1e-6, self.slope_weight
-        s0, s1, s2, sy, spy = self._s
+        anchor = k * self.b0
+        if self.slow_decay is not None:
+            anchor = self._solve(self._slow, k, anchor, self.slow_weight)[1]
+        self.b_anchor = anchor
+        self.a, self.b = self._solve(self._s, k, anchor, self.slope_weight)
+
+    def _solve(
+        self, sums: list[float], level: float, slope: float, weight: float
+    ) -> tuple[float, float]:
+        """Weighted least squares over ``sums`` (Σw, Σw·p, Σw·p², Σw·v, Σw·p·v), the slope
+        ridged towards ``slope`` with ``weight``, the intercept (barely) towards the
+        profile's at ``level``; the slope clamped at 0. Returns (a ms, b ms/position)."""
+        wa = 1e-6
+        s0, s1, s2, sy, spy = sums
         s0 += wa
-        sy += wa * k * self.a0
-        s2 += wb
-        spy += wb * k * self.b0
+        sy += wa * level * self.a0
+        s2 += weight
+        spy += weight * slope
         det = s0 * s2 - s1 * s1  # > 0: both ridges are positive
         b = (s0 * spy - s1 * sy) / det
         if b < 0:
-            self.a, self.b = sy / s0, 0.0
-        else:
-            self.a, self.b = (sy - b * s1) / s0, b
+            return sy / s0, 0.0
+        return (sy - b * s1) / s0, b
