@@ -649,3 +649,19 @@ def test_verify_slope_stays_steady_over_rounds_of_few_widths() -> None:
     lo, hi = np.percentile(anchored, [5, 95])
     assert lo > 5.0 and hi < 11.0
     assert np.ptp(weak) > 2 * np.ptp(anchored)
+
+
+def test_a_lasting_lead_must_be_more_than_the_models_doubt() -> None:
+    # prior = truth, K = 3 best; K = 5 trails by 3% at 0.65 standard deviations, K = 7 by
+    # 12% at 1.9: the first lead is the model's doubt (on the benchmark, its bias on a
+    # flat curve moved the n-gram drafter to K = 6, where it lost), the second a lasting
+    # lead that must still win after PERSIST_ROUNDS without new evidence
+    from configspec.serving.adaptive import PERSIST_ROUNDS
+
+    policy = AdaptiveK(make_prior(alpha=0.7, rtt_ms=5.0))
+    assert policy.choose().k == 3
+    policy._k_prev = 5
+    assert [policy.choose().k for _ in range(2 * PERSIST_ROUNDS)] == [5] * (2 * PERSIST_ROUNDS)
+    policy._k_prev = 7
+    ks = [policy.choose().k for _ in range(PERSIST_ROUNDS)]
+    assert ks == [7] * (PERSIST_ROUNDS - 1) + [3]
