@@ -10,6 +10,12 @@ round's outcome is the one measured at the recorded K, so the figures
 show how the policy reads the evidence (how much it wanders), not what goodput it would
 reach. No timing, no models: runs in a second.
 
+With ``--calibration``, also per phase and recorded K (8 rounds or more): what the replayed
+policy predicted at that K before each round against what the round then measured —
+tokens per round E(K), positions verified (drafted + 1) and round time (ms) — and the
+10th/50th/90th percentiles of its verification slope (ms/position). A model that is right
+on average but over-predicts E at the K it picks shows the optimiser's curse there.
+
     PYTHONPATH=src python benchmarks/replay_adaptive.py RECORD.json --profiles DIR [--domain code]
 
 Phases: the drift scenario's three phases of equal token counts (``--phases 3``).
@@ -22,6 +28,8 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -38,7 +46,7 @@ def replay(record: dict, policy: AdaptiveK, phases: int) -> list[dict[str, objec
     per_phase = total / phases
     out = [
         {"recorded": Counter(), "replayed": Counter(), "rec_switch": 0, "rep_switch": 0,
-         "rounds": 0, "rec_move": None, "rep_move": None}
+         "rounds": 0, "rec_move": None, "rep_move": None, "calibration": {}, "slope": []}
         for _ in range(phases)
     ]  # fmt: skip
     tokens = 0
@@ -46,9 +54,16 @@ def replay(record: dict, policy: AdaptiveK, phases: int) -> list[dict[str, objec
     entry: dict[int, tuple[int | None, int | None]] = {}  # phase → K (recorded, replayed) at entry
     for r in rounds:
         p = min(phases - 1, int(tokens // per_phase))
+        _, e_k, round_k, positions_k, *_ = policy._goodput_rows()
         k_new = policy.choose().k
         k_rec = r["choice"]["k"] if r.get("choice") else r["k_limit"]
         ph = out[p]
+        ph["slope"].append(policy.verify.b)  # type: ignore[attr-defined]
+        i = r["k_limit"] - policy.k_min
+        if r["k_limit"] >= 1 and 0 <= i < len(e_k):
+            cal = ph["calibration"].setdefault(r["k_limit"], [])  # type: ignore[attr-defined]
+            cal.append((e_k[i], r["accepted"] + 1, positions_k[i], r["k"] + 1, round_k[i],
+                        r["round_ms"]))  # fmt: skip
         # the first round of the phase at which K differs from its K when the phase began
         start_rec, start_rep = entry.setdefault(p, (prev_rec, prev_rep))
         ph["rounds"] += 1  # type: ignore[operator]
@@ -76,6 +91,7 @@ def main() -> int:
     ap.add_argument("--domain", default="code", help="the prior's domain (the benchmark: code)")
     ap.add_argument("--phases", type=int, default=3)
     ap.add_argument("--switch-z", type=float, default=None, help="default: the policy's")
+    ap.add_argument("--calibration", action="store_true", help="predicted vs measured per K")
     args = ap.parse_args()
     profiles = read_profiles(ProfileStore(args.profiles))
     for path in args.records:
@@ -96,6 +112,16 @@ def main() -> int:
             print(f"  phase {i + 1}: recorded {rec:<26} ({ph['rec_switch']} switches, first "
                   f"move at round {rec_move}) | replayed {rep:<26} "
                   f"({ph['rep_switch']} switches, first move at round {rep_move})")  # fmt: skip
+            if args.calibration:
+                b10, b50, b90 = np.percentile(ph["slope"], [10, 50, 90])
+                print(f"    verify slope p10/50/90 {b10:.1f}/{b50:.1f}/{b90:.1f} ms/position")
+                for k, rows in sorted(ph["calibration"].items()):  # type: ignore[attr-defined]
+                    if len(rows) < 8:
+                        continue
+                    m = np.mean(rows, axis=0)
+                    print(f"    K={k} ({len(rows)} rounds): E {m[0]:.2f} predicted, {m[1]:.2f} "
+                          f"measured; positions {m[2]:.2f} / {m[3]:.2f}; round "
+                          f"{m[4]:.0f} / {m[5]:.0f} ms")  # fmt: skip
     return 0
 
 
