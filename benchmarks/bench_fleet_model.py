@@ -53,6 +53,7 @@ shared host is noisy: every figure is reported with the load average at the time
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -77,8 +78,8 @@ from configspec.backends.factory import open_drafter, open_tokenizer  # noqa: E4
 from configspec.model.fleet import (  # noqa: E402
     GATHER_MODELS,
     BatchLatency,
-    expected_widest,
     mean_pass_sessions,
+    pass_positions,
     solve_population,
 )
 from configspec.profiling.prompts import bundled_prompts  # noqa: E402
@@ -154,6 +155,10 @@ class ClientResult:
         return self.tokens / self.decode_s if self.decode_s > 0 else 0.0
 
 
+SETTLE_ROUNDS = 2
+"""A client counts as started once this many rounds of its first generation are done."""
+
+
 def run_clients(
     urls: Sequence[str],
     n: int,
@@ -165,71 +170,104 @@ def run_clients(
     probe: Callable[[], tuple[float, ...]] | None = None,
 ) -> dict[str, object]:
     """``n`` clients (client i on ``urls[i % len(urls)]``) for ``duration_s``; rounds that
-    end inside [warm-up, duration] are counted. ``probe`` (e.g. the verifier's pass
-    counters) is read at both ends of that window; ``window_probe`` is the difference
-    (the clients' warm-up and the generations they finish after the window left out)."""
-    t0 = time.perf_counter() + 1.0  # all clients start together
+    end inside the window are counted. ``probe`` (e.g. the verifier's pass counters) is
+    read at both ends of the window; ``window_probe`` is the difference.
+
+    The clients warm their connections, then start together; the window opens
+    ``warmup_s`` after that, or once every client has done :data:`SETTLE_ROUNDS` rounds
+    of its first generation, whichever is later (at most ``--max-window-s`` later). A
+    fixed warm-up is too short at large N: 16 clients' first prompts are prefilled one
+    pass each (a prompt's chunk never shares a pass with rounds), ~4-6 s on one CPU
+    thread, and the passes after them are still out of step, so a 4 s warm-up put ~20
+    prefill passes and the ragged start in the N = 16 window (10.0 sessions per pass
+    against 16 in every pass of the steady state, traced)."""
     warm = args.warmup_s if warmup_s is None else warmup_s
-    lo, hi = t0 + warm, t0 + warm + duration_s
     results: list[ClientResult | None] = [None] * n
     errors: list[BaseException] = []
-    used: list[tuple[int, int]] = []  # (prompt, round index) of every counted round
-    drafted_k: list[int] = []  # tokens drafted in every counted round
     sessions: list[tuple[float, int]] = []  # (client's prefill ms, rounds) per generation
+    # every round of every client: (end s, prompt, round index, round ms, server ms,
+    # verify ms, drafted, tokens); the window is cut after the run
+    done: list[list[tuple[float, int, int, float, float, float, int, int]]] = [[] for _ in range(n)]
+    started = [threading.Event() for _ in range(n)]
+    t0 = [0.0]
+    window = [float("inf"), float("inf")]  # [lo, hi], set once every client has started
 
     def client(i: int) -> None:
         try:
             drafter = open_drafter(args.drafter, tokenizer=tokenizer)  # type: ignore[arg-type]
-            rounds: list[tuple[float, float, float, float, int]] = []
             with EdgeClient(urls[i % len(urls)], drafter, k=args.k, timeout_s=300) as c:
                 c.generate(prompts[i % len(prompts)], max_tokens=3)  # warm connection
-                while time.perf_counter() < t0:
-                    time.sleep(0.001)
+                go.wait()
                 j = i * 7
-                while time.perf_counter() < hi:
-                    gen = c.generate(prompts[j % len(prompts)], args.max_tokens)
+                seen = [0]
+
+                def on_text(_: str) -> None:
+                    seen[0] += 1
+                    if seen[0] >= SETTLE_ROUNDS:
+                        started[i].set()
+
+                while time.perf_counter() < window[1]:
+                    gen = c.generate(prompts[j % len(prompts)], args.max_tokens,
+                                     on_text=None if started[i].is_set() else on_text)  # fmt: skip
+                    started[i].set()  # (a generation shorter than SETTLE_ROUNDS)
                     sessions.append((gen.prefill_ms, len(gen.rounds)))
                     start = time.perf_counter() - gen.decode_s
                     ends = start + np.cumsum([r.round_ms for r in gen.rounds]) / 1e3
                     for idx, (r, end) in enumerate(zip(gen.rounds, ends, strict=True)):
-                        if lo <= end <= hi and r.k_limit in (None, args.k):
-                            rounds.append(
-                                (r.round_ms, r.server_ms, r.verify_ms, r.k, r.accepted + 1)
-                            )
-                            used.append((j % len(prompts), idx))
-                            drafted_k.append(r.k)
+                        if r.k_limit in (None, args.k):
+                            row = (r.round_ms, r.server_ms, r.verify_ms, r.k, r.accepted + 1)
+                            done[i].append((float(end), j % len(prompts), idx, *row))
                     j += 1
-            arr = np.asarray(rounds, dtype=np.float64).reshape(-1, 5)
-            results[i] = ClientResult(
-                tokens=int(arr[:, 4].sum()),
-                rounds=len(arr),
-                decode_s=float(arr[:, 0].sum() / 1e3),
-                round_ms=float(arr[:, 0].mean()) if len(arr) else float("nan"),
-                server_ms=float(arr[:, 1].mean()) if len(arr) else float("nan"),
-                verify_ms=float(arr[:, 2].mean()) if len(arr) else float("nan"),
-                drafted=float(arr[:, 3].mean()) if len(arr) else float("nan"),
-                tokens_per_round=float(arr[:, 4].mean()) if len(arr) else float("nan"),
-            )
         except BaseException as exc:
             errors.append(exc)
+            started[i].set()
+            with contextlib.suppress(threading.BrokenBarrierError):
+                go.abort()
 
     probed: list[tuple[float, ...]] = []
 
-    def read_probe() -> None:
-        assert probe is not None
-        for at in (lo, hi):
-            time.sleep(max(0.0, at - time.perf_counter()))
+    def open_window() -> None:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            go.wait()
+        for ev in started:
+            ev.wait(timeout=max(0.0, t0[0] + args.max_window_s - time.perf_counter()))
+        lo = max(time.perf_counter(), t0[0] + warm)
+        time.sleep(max(0.0, lo - time.perf_counter()))
+        if probe is not None:
+            probed.append(probe())
+        window[:] = [lo, lo + duration_s]
+        time.sleep(max(0.0, window[1] - time.perf_counter()))
+        if probe is not None:
             probed.append(probe())
 
+    # the clients and open_window start together
+    go = threading.Barrier(n + 1, action=lambda: t0.__setitem__(0, time.perf_counter()))
     threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(n)]
-    if probe is not None:
-        threads.append(threading.Thread(target=read_probe, daemon=True))
+    threads.append(threading.Thread(target=open_window, daemon=True))
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     if errors:
         raise errors[0]
+    lo, hi = window
+    used: list[tuple[int, int]] = []  # (prompt, round index) of every counted round
+    drafted_k: list[int] = []  # tokens drafted in every counted round
+    for i, rows in enumerate(done):
+        kept = [r for r in rows if lo <= r[0] <= hi]
+        used.extend((r[1], r[2]) for r in kept)
+        drafted_k.extend(r[6] for r in kept)
+        arr = np.asarray([r[3:] for r in kept], dtype=np.float64).reshape(-1, 5)
+        results[i] = ClientResult(
+            tokens=int(arr[:, 4].sum()),
+            rounds=len(arr),
+            decode_s=float(arr[:, 0].sum() / 1e3),
+            round_ms=float(arr[:, 0].mean()) if len(arr) else float("nan"),
+            server_ms=float(arr[:, 1].mean()) if len(arr) else float("nan"),
+            verify_ms=float(arr[:, 2].mean()) if len(arr) else float("nan"),
+            drafted=float(arr[:, 3].mean()) if len(arr) else float("nan"),
+            tokens_per_round=float(arr[:, 4].mean()) if len(arr) else float("nan"),
+        )
     res = [r for r in results if r is not None]
     window = hi - lo
     total_tokens = sum(r.tokens for r in res)
@@ -306,6 +344,7 @@ def predict(
     gather: str = "mva",
     e_tokens_per_round: float | None = None,
     rtt_ms: float = 0.0,
+    output_share: float = 0.0,
 ) -> dict[str, list[float]]:
     """The model's figures for N = 1..max_n from the calibration run's measurements
     (``e_tokens_per_round``: E instead of the calibration client's, e.g. pooled over the
@@ -336,13 +375,15 @@ def predict(
         prefill, rounds_per_session = 0.0, np.inf
     # A batched pass pads every session's block to the widest, so a pass of b sessions
     # is as wide as the widest of b rounds: E[max of b draws] of the calibration's
-    # drafted+1 distribution (lockstep branches; one scenario per N, its column N)
+    # drafted+1 distribution (lockstep branches; one scenario per N, its column N), but
+    # a block yields only its own rounds' output rows, which cost output_share of a
+    # profiled position (model.fleet.pass_positions)
     widths = np.full(max_n, positions)
     k_counts = calib.get("k_counts")
     if k_counts and gather != "mva" and max_batch > 1:
         ns = np.arange(1, max_n + 1, dtype=np.float64)
         b = np.round(ns / np.maximum(np.ceil(ns / max_batch), 1.0))
-        widths = expected_widest(k_counts, b)  # type: ignore[arg-type]
+        widths = pass_positions(k_counts, b, output_share)  # type: ignore[arg-type]
     sol = solve_population(max_n, think, widths, e, curve, max_batch, gather=gather,
                            session_rounds=rounds_per_session, prefill_ms=prefill)  # fmt: skip
     i = np.arange(max_n)
@@ -431,6 +472,58 @@ def batch_curve(args: argparse.Namespace) -> tuple[BatchLatency, dict[str, objec
     return BatchLatency(table, np.asarray(batches, dtype=np.float64)), doc
 
 
+def measure_output_share(args: argparse.Namespace, repeats: int = 5) -> dict[str, float]:
+    """How much of a position's cost in a pass is its output row (the ``output_share`` of
+    :func:`configspec.model.fleet.pass_positions`), timed on the target the verifier
+    runs (``--threads``, ``--n-ctx``): ``--max-batch`` blocks of ``--k`` + 1 positions
+    with every row an output (the profile's pass), the same with one block drafting and
+    the rest not (live rounds that drafted nothing: 2 output rows each, padded to the
+    width), and blocks of 2 (K = 0). Shapes alternate, ``repeats`` times; medians.
+    ``share = [(full - one) / (B - 1)] / [(full - narrow) / B]``."""
+    from configspec.backends.factory import LlamaSettings, open_batch_target
+    from configspec.backends.llamacpp_batch import SeqRequest
+    from configspec.profiling.device import build_context
+
+    b, k = args.max_batch, args.k
+    if b < 2 or k < 2:
+        return {"share": 0.0}
+    settings = LlamaSettings(n_threads=args.threads, n_ctx=args.n_ctx)
+    engine = open_batch_target(args.target, n_seqs=b, max_positions_per_pass=256,
+                               settings=settings)  # fmt: skip
+    try:
+        ctx = build_context(engine, args.profile_context)
+        seqs = [engine.new_sequence() for _ in range(b)]
+        for s in seqs:
+            engine.evaluate_many([SeqRequest(s, ctx, [], probs=False)])
+        rng = np.random.default_rng(0)
+        vocab = engine.n_vocab
+        shapes = {"full": [k] * b, "one": [k] + [0] * (b - 1), "narrow": [0] * b}
+
+        def timed(drafts: list[int]) -> float:
+            reqs = [SeqRequest(s, ctx, [int(t) for t in rng.integers(vocab // 2, vocab, size=d)],
+                               probs=False) for s, d in zip(seqs, drafts, strict=True)]  # fmt: skip
+            t = time.perf_counter()
+            engine.evaluate_many(reqs)
+            ms = (time.perf_counter() - t) * 1e3
+            for s in seqs:
+                engine.rollback(s, len(ctx))
+            return ms
+
+        ms: dict[str, list[float]] = {name: [] for name in shapes}
+        for d in shapes.values():
+            timed(d)  # warm-up
+        for r in range(repeats):
+            for name in list(shapes)[:: 1 if r % 2 == 0 else -1]:
+                ms[name].append(timed(shapes[name]))
+    finally:
+        engine.close()
+    med = {name: statistics.median(v) for name, v in ms.items()}
+    per_output = (med["full"] - med["one"]) / (b - 1)
+    per_position = (med["full"] - med["narrow"]) / b
+    share = float(np.clip(per_output / per_position, 0.0, 1.0)) if per_position > 0 else 0.0
+    return {"share": share, **{f"{name}_ms": v for name, v in med.items()}}
+
+
 def pass_stats(url: str) -> tuple[float, float, float]:
     """(passes, sessions summed over passes, pass seconds summed) from a batched verifier's
     ``/metrics``; differences of two readings give a window's mean batch and pass time."""
@@ -452,19 +545,21 @@ def predict_timing_only_batched(
     meas: dict[str, object],
     passes: tuple[float, ...],
     gather: str,
+    output_share: float = 0.0,
 ) -> dict[str, float]:
     """Batched timing-only: think = round - time in the server (same run); the profiled
     curve rescaled so that S(mean batch, w) is the mean pass time the verifier reported
     in the window (prefill passes included, a small bias), ``w`` the expected widest block
     of a pass of that many of the run's own rounds (the pass pads to it; the mean
-    positions would understate the pass and inflate the scale)."""
+    positions would understate the pass and inflate the scale), less what the rounds'
+    missing output rows save (``output_share``, :func:`measure_output_share`)."""
     n = int(meas["clients"])  # type: ignore[call-overload]
     n_pass, n_sess, pass_s = passes
     b_mean = n_sess / n_pass if n_pass else 1.0
     p = float(meas["drafted"]) + 1.0  # type: ignore[arg-type]
     k_counts = meas.get("k_counts")
     if k_counts and gather != "mva" and max_batch > 1:
-        p = float(expected_widest(k_counts, b_mean))  # type: ignore[arg-type]
+        p = float(pass_positions(k_counts, b_mean, output_share))  # type: ignore[arg-type]
     scale = (pass_s * 1e3 / n_pass) / float(curve(b_mean, p)) if n_pass else 1.0
     assert curve.batches is not None
     scaled = BatchLatency(curve.table_ms * scale, curve.batches)
@@ -643,6 +738,9 @@ def main() -> None:
     ap.add_argument("--profile-context", type=int, default=160)
     ap.add_argument("--profile-budget-s", type=float, default=4.0)
     ap.add_argument("--verify-profile", type=Path, default=None)
+    ap.add_argument("--output-share", type=float, default=None,
+                    help="batched: an output row's share of a position's pass cost "
+                         "(default: timed before the runs)")  # fmt: skip
     ap.add_argument("--fleet-clients", type=int, default=6)
     ap.add_argument("--no-replica-check", action="store_true")
     ap.add_argument("--only-replica-check", action="store_true")
@@ -669,6 +767,13 @@ def main() -> None:
         return
     batched = args.policy == "batched"
     curve, curve_doc = batch_curve(args) if batched else (None, None)
+    share_doc: dict[str, float] | None = None
+    if batched and args.output_share is None:
+        print(f"timing the output rows' share of a pass (load {load()})", flush=True)
+        share_doc = measure_output_share(args)
+        args.output_share = share_doc["share"]
+        print(f"  output share {args.output_share:.3f}: {share_doc} (load {load()})", flush=True)
+    share = float(args.output_share or 0.0) if batched else 0.0
     if not batched:
         gather_model = "mva"  # exact for one session per pass
     elif args.model_gather:
@@ -686,7 +791,7 @@ def main() -> None:
         direct = f"http://127.0.0.1:{port}"
         calib = run_clients([link.url], 1, prompts, tokenizer, args, args.calibration_s)
         pred = predict(calib, max(ns), curve, args.max_batch if batched else 1, gather_model,
-                       rtt_ms=args.rtt_ms)  # fmt: skip
+                       rtt_ms=args.rtt_ms, output_share=share)  # fmt: skip
         print(
             f"calibration (1 client, {calib['rounds']} rounds): think {pred['think_ms'][0]:.1f} "
             f"ms, service {pred['service_ms'][0]:.1f} ms, E {calib['tokens_per_round']:.2f}, "
@@ -723,7 +828,7 @@ def main() -> None:
             if curve is not None and meas["window_probe"] is not None:
                 delta = tuple(meas["window_probe"])  # type: ignore[arg-type]
                 tim = predict_timing_only_batched(curve, args.max_batch, meas, delta,
-                                                  gather_model)  # fmt: skip
+                                                  gather_model, share)  # fmt: skip
             else:
                 tim = predict_timing_only(calib, meas)
             row["predicted_timing_only"] = tim
@@ -753,7 +858,7 @@ def main() -> None:
             n, m = r["clients"], r["measured"]
             e_pool = pooled_e(m["round_keys"], cache)
             pp = predict(calib, n, curve, args.max_batch if batched else 1, gather_model, e_pool,
-                         args.rtt_ms)  # fmt: skip
+                         args.rtt_ms, share)  # fmt: skip
             r["predicted_calibration_e"], r["error_calibration_e"] = r["predicted"], r["error"]
             r["predicted"] = {
                 "aggregate_tok_s": pp["aggregate_tok_s"][n - 1],
@@ -834,6 +939,8 @@ def main() -> None:
             "max_gather_wait_ms": args.max_gather_wait_ms if batched else None,
             "gather_model": gather_model,
             "batch_curve": curve_doc,
+            "output_share": share,
+            "output_share_timing": share_doc,
         },
         "rows": rows,
         "max_abs_error": worst,

@@ -37,10 +37,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from bench_fleet_model import batch_curve, load  # noqa: E402
+from bench_fleet_model import batch_curve, load, measure_output_share  # noqa: E402
 
 from configspec.backends.llamacpp_batch import gap_fillers  # noqa: E402
-from configspec.model.fleet import BatchLatency, expected_widest  # noqa: E402
+from configspec.model.fleet import BatchLatency, pass_positions  # noqa: E402
 from configspec.serving.batched import BatchPolicy, seq_run_lengths, seq_runs  # noqa: E402
 from configspec.store import atomic_write_json  # noqa: E402
 
@@ -70,15 +70,21 @@ def run_clients(args: argparse.Namespace) -> None:
         t.join()
 
 
-def predict_pass(curve: BatchLatency, ids: list[int], width: int) -> float:
+def predict_pass(
+    curve: BatchLatency, ids: list[int], width: int, outputs: float | None = None,
+    output_share: float = 0.0,
+) -> float:
     """The curve's time (ms) of a pass over sequence ``ids`` (the gap fillers the target
     adds included) with blocks ``width`` wide: one curve call per micro-batch, i.e. per
-    run of consecutive ids."""
-    return float(sum(curve(float(b), float(width)) for b in seq_run_lengths(ids)))
+    run of consecutive ids. ``outputs``: mean output rows per block (``max(2, p)`` for a
+    round of ``p`` positions); the curve is read at ``width - output_share * (width -
+    outputs)`` (:func:`configspec.model.fleet.pass_positions`)."""
+    p = width if outputs is None else width - output_share * max(width - outputs, 0.0)
+    return float(sum(curve(float(b), float(p)) for b in seq_run_lengths(ids)))
 
 
 def analyse(trace: list[dict[str, Any]], curve: BatchLatency, k: int, n_batch: int,
-            skip_s: float) -> dict[str, Any]:  # fmt: skip
+            skip_s: float, output_share: float = 0.0) -> dict[str, Any]:  # fmt: skip
     """Live / predicted per pass of rounds, and the window's shape statistics."""
     t0 = trace[0]["started_s"] + skip_s if trace else 0.0
     passes = [p for p in trace if p["started_s"] >= t0 and "pass_s" in p]
@@ -89,7 +95,9 @@ def analyse(trace: list[dict[str, Any]], curve: BatchLatency, k: int, n_batch: i
         sh = p["shape"]
         width = max(2, *sh["positions"])
         filled = sh["seqs"] + gap_fillers(sh["seqs"], width, n_batch)
-        pred = predict_pass(curve, filled, width)
+        # fillers yield no outputs but cost their rows: count them as outputs (upper bound)
+        outs = [max(2, q) for q in sh["positions"]] + [width] * (len(filled) - len(sh["seqs"]))
+        pred = predict_pass(curve, filled, width, statistics.fmean(outs), output_share)
         rows.append({"sessions": len(sh["seqs"]), "width": width, "runs": sh["runs"],
                      "runs_filled": seq_runs(filled), "fillers": len(filled) - len(sh["seqs"]),
                      "live_ms": p["pass_s"] * 1e3, "predicted_ms": pred,
@@ -127,7 +135,7 @@ def analyse(trace: list[dict[str, Any]], curve: BatchLatency, k: int, n_batch: i
     if counts is not None and rows:
         # what bench_fleet_model's timing-only does: the window's mean pass against
         # S(mean sessions, expected widest of that many of the window's rounds)
-        w = float(expected_widest(counts, b_mean))
+        w = float(pass_positions(counts, b_mean, output_share))
         at = float(curve(b_mean, w))
         out["curve_at_mean"] = {"sessions": b_mean, "width": w, "curve_ms": at,
                                 "scale": statistics.fmean(live) / at}  # fmt: skip
@@ -151,6 +159,8 @@ def main() -> None:
     ap.add_argument("--profile-context", type=int, default=160)
     ap.add_argument("--profile-budget-s", type=float, default=4.0)
     ap.add_argument("--verify-profile", type=Path, default=None)
+    ap.add_argument("--output-share", type=float, default=None,
+                    help="an output row's share of a position's pass cost (default: timed)")
     ap.add_argument("--no-reprofile", dest="reprofile", action="store_false",
                     help="skip profiling the curve again after the live run")  # fmt: skip
     ap.add_argument("--clients-only", default=None, help=argparse.SUPPRESS)
@@ -166,6 +176,11 @@ def main() -> None:
 
     started_load = load()
     curve, curve_doc = batch_curve(args)
+    share_doc = None
+    if args.output_share is None:
+        share_doc = measure_output_share(args)
+        args.output_share = share_doc["share"]
+        print(f"output share {args.output_share:.3f}: {share_doc} (load {load()})", flush=True)
     setup = VerifierSetup(
         target=args.target,
         limits=ServerLimits(max_sessions=48, max_context_tokens=args.n_ctx),
@@ -188,13 +203,13 @@ def main() -> None:
         subprocess.run(cmd, check=True, env=env)
         load_end = load()
     trace = service.pass_trace  # type: ignore[attr-defined]
-    res = analyse(trace, curve, args.k, n_batch, args.skip_s)
+    res = analyse(trace, curve, args.k, n_batch, args.skip_s, args.output_share)
     after = None
     if args.reprofile and args.verify_profile is None:
         # the host's speed drifts on a shared machine: the same profile again right after
         # the live run brackets it (the live verifier is idle by now)
         curve2, doc2 = batch_curve(args)
-        res2 = analyse(trace, curve2, args.k, n_batch, args.skip_s)
+        res2 = analyse(trace, curve2, args.k, n_batch, args.skip_s, args.output_share)
         after = {"batch_curve": doc2, "predicted_mean_ms": res2["predicted_mean_ms"],
                  "ratio_median": res2["ratio_median"], "load_avg": load()}  # fmt: skip
     print(f"load: start {started_load}, live run {load_live} -> {load_end} (shared host)")
@@ -221,6 +236,8 @@ def main() -> None:
         "benchmark": "bench_pass_trace",
         "settings": {k: str(v) for k, v in vars(args).items()},
         "batch_curve": curve_doc,
+        "output_share": args.output_share,
+        "output_share_timing": share_doc,
         "after": after,
         "load_avg": {"start": started_load, "live": load_live, "end": load_end},
         **res,

@@ -14,6 +14,7 @@ from configspec.model.fleet import (
     BatchLatency,
     expected_widest,
     mean_pass_sessions,
+    pass_positions,
     solve_fleet,
     solve_population,
 )
@@ -277,3 +278,23 @@ def test_expected_widest_is_the_mean_of_the_largest_of_b_draws() -> None:
     assert np.all(np.diff(expected_widest(counts, np.linspace(1, 16, 31))) > 0)
     with pytest.raises(ValueError, match="width_counts"):
         expected_widest([0.0, 0.0], 2)
+
+
+def test_pass_positions_prices_padding_and_output_rows_apart() -> None:
+    # a true cost of F + sum over blocks of (a * widest + c * outputs), outputs max(2, p);
+    # the profile's passes have p outputs per block of p: S(b, p) = F + b * (a + c) * p
+    a_ms, c_ms, f_ms = 2.0, 5.0, 100.0
+    curve = BatchLatency.linear(f_ms, a_ms + c_ms, 0.0, 16)
+    counts = np.array([3.0, 0.0, 0.0, 0.0, 7.0])  # 0 or 4 drafts: 1 or 5 positions
+    rng = np.random.default_rng(5)
+    for b in (1, 4, 16):
+        draws = rng.choice([1, 5], p=[0.3, 0.7], size=(100_000, b))
+        widest = np.maximum(draws.max(axis=1, keepdims=True), 2)
+        true_ms = f_ms + (a_ms * widest + c_ms * np.maximum(draws, 2)).sum(axis=1)
+        got = curve(float(b), pass_positions(counts, b, c_ms / (a_ms + c_ms)))
+        assert got == pytest.approx(true_ms.mean(), rel=2e-3)
+    # the widest alone (output_share 0) overprices a mixed pass of 16 by ~ c * 0.3 * 3 / 5
+    assert pass_positions(counts, 16.0, 0.0) == pytest.approx(expected_widest(counts, 16.0))
+    assert pass_positions(counts, 16.0, 1.0) == pytest.approx(0.3 * 2 + 0.7 * 5)
+    with pytest.raises(ValueError, match="output_share"):
+        pass_positions(counts, 4.0, 1.5)
