@@ -200,3 +200,24 @@ def test_sync_gather_waits_for_a_client_whose_think_time_jitters() -> None:
     assert got == [target.greedy([1, 4, 9], 24), target.greedy([1, 6, 2], 24)]
     # 24 rounds each: 8 late rounds; after the spread is learned (2-3 of them) none misses
     assert lone <= 4, (lone, d)
+
+
+def test_sixteen_staggered_clients_share_every_pass_once_started() -> None:
+    # bench_fleet_model's N = 16 traced: after the start (a prefill pass per new session)
+    # every pass held all 16 (stop "full"); the 10.7 sessions per pass it reported came
+    # from prefill passes inside its window. Clients answered one after another by one
+    # process (think 4..26 ms, passes 30 ms) must still share every pass once started.
+    target = FakeBatchTarget(bigram_table(V, seed=3), pass_delay_s=PASS_S, n_seqs=16)
+    policy = BatchPolicy(max_sessions_per_batch=16, gather="sync")
+    service = BatchedVerifierService(target, ServerLimits(max_sessions=16), policy)
+    prompts = [[1, *range(2, 3 + i % 5)] for i in range(16)]  # 2..6 tokens: own prefills
+
+    async def run() -> None:
+        await asyncio.gather(
+            *(_client(service, p, 10, 0.004 + 0.0015 * i) for i, p in enumerate(prompts))
+        )
+        await service.aclose()
+
+    asyncio.run(run())
+    # the last pass holds the clients that joined a round late (their last round)
+    assert [len(p) for p in target.passes[-7:-1]] == [16] * 6
