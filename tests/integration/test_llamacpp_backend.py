@@ -123,6 +123,22 @@ def test_batched_distributions_match_token_by_token(target: LlamaCppTarget) -> N
     np.testing.assert_allclose(batched.probs.sum(axis=1), 1.0, atol=1e-4)
 
 
+def test_evaluate_at_gives_the_verifiers_probabilities(target: LlamaCppTarget) -> None:
+    # what the verifier computes in its pass: no probabilities for a greedy round, the
+    # softmax at T for a sampled one (not T=1 probabilities re-tempered afterwards)
+    from configspec.serving.verify import apply_temperature
+
+    context = target.tokenize(PROMPTS[0])
+    block = [15687, 236761, 669]
+    plain = target.evaluate(context, block)
+    greedy = target.evaluate_at(context, block, None)
+    assert greedy.probs is None and greedy.argmax == plain.argmax
+    hot = target.evaluate_at(context, block, 0.8)
+    assert hot.extra["probs_temperature"] == 0.8 and hot.argmax == plain.argmax
+    assert plain.probs is not None and hot.probs is not None
+    np.testing.assert_allclose(hot.probs, apply_temperature(plain.probs, 0.8), atol=1e-6)
+
+
 def test_target_rollback_reuses_prefix(target: LlamaCppTarget) -> None:
     context = target.tokenize(PROMPTS[0])
     target.reset()

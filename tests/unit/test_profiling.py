@@ -377,3 +377,38 @@ def test_remote_verification_sweep_with_batches_and_resume(
     assert profile.provenance.settings["batch_sizes"] == [1, 2]
     fresh = [r for r in report.points if r.mean_request_ms is not None]
     assert fresh and all(0 < r.mean_request_ms <= r.latency_ms.mean * 1.5 for r in fresh)
+
+
+def test_verification_profile_times_the_verifiers_own_pass() -> None:
+    # the verifier (serving.sessions / the batched pass) evaluates greedy rounds without
+    # probabilities and sampled ones with the softmax at the sampling temperature, which
+    # the decision then uses as it is; the profile's timed call must do the same work
+    import numpy as np
+
+    from configspec.backends.base import Evaluation
+    from configspec.profiling.verification import _SampledDecision, _time_batch
+    from configspec.serving.protocol import SparseDistribution
+
+    class Recording:
+        vocab = 8
+
+        def __init__(self) -> None:
+            self.calls: list[float | None] = []
+
+        def evaluate_at(self, context: Sequence[int], tokens: Sequence[int],
+                        temperature: float | None) -> Evaluation:  # fmt: skip
+            self.calls.append(temperature)
+            rows = np.full((len(tokens) + 1, self.vocab), 1.0 / self.vocab)
+            extra = {} if temperature is None else {"probs_temperature": temperature}
+            return Evaluation(argmax=[0] * len(rows), probs=None if temperature is None
+                              else rows, extra=extra)  # fmt: skip
+
+        def evaluate(self, context: Sequence[int], tokens: Sequence[int]) -> Evaluation:
+            raise AssertionError("the profile must time the verifier's evaluate_at")
+
+    t = Recording()
+    _time_batch([t], [1, 2, 3], [4, 5], None, None)  # type: ignore[list-item]
+    dists = [SparseDistribution(ids=[4], probs=[1.0])] * 2
+    decide = _SampledDecision(0.8, t.vocab, dists)
+    _time_batch([t], [1, 2, 3], [4, 5], None, decide)  # type: ignore[list-item]
+    assert t.calls == [None, 0.8]

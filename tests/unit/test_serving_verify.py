@@ -14,6 +14,7 @@ from configspec.serving.verify import (
     greedy_verify,
     sample_from,
     speculative_verify,
+    target_probs_at,
 )
 
 V = 5
@@ -135,3 +136,37 @@ def test_statistical_power_of_the_chi_square_check_always_accept_is_caught() -> 
     for _ in range(n):
         counts[int(rng.choice(V, p=q[0]))] += 1  # the draft token, accepted blindly
     assert stats.chisquare(counts, n * p[0]).pvalue < 1e-6
+
+
+def test_apply_temperature_leaves_its_input_and_matches_the_formula() -> None:
+    rng = np.random.default_rng(3)
+    p = rng.dirichlet(np.full(50, 0.3), size=3).astype(np.float32)
+    p[0, :5] = 0.0  # zeros stay zeros
+    before = p.copy()
+    out = apply_temperature(p, 0.8)
+    np.testing.assert_array_equal(p, before)  # in-place steps work on a copy
+    with np.errstate(divide="ignore"):
+        logp = np.log(p.astype(np.float64))
+    z = np.exp((logp - logp.max(axis=-1, keepdims=True)) / 0.8)
+    np.testing.assert_array_equal(out, z / z.sum(axis=-1, keepdims=True))
+    assert out.dtype == np.float64
+
+
+def test_target_probs_already_at_the_temperature_are_not_re_tempered() -> None:
+    rng = np.random.default_rng(4)
+    at_one = rng.dirichlet(np.ones(V), size=3)
+    at_t = apply_temperature(at_one, 0.8)
+    got, approx = target_probs_at(at_t, None, None, 2, 0.8, V, probs_temperature=0.8)
+    np.testing.assert_array_equal(got, at_t[:2])  # as computed in the pass
+    assert not approx
+    got, _ = target_probs_at(at_one, None, None, 2, 0.8, V)  # T=1: re-tempered
+    np.testing.assert_array_equal(got, at_t[:2])
+    with pytest.raises(ValueError, match="re-tempered"):
+        target_probs_at(at_t, None, None, 2, 0.5, V, probs_temperature=0.8)
+
+
+def test_sample_from_float32_rows_accumulates_in_float64() -> None:
+    # the verifier's probabilities are float32 rows of ~262k ids; a float32 running sum
+    # over them drifts (here it would pick id 30120 for u = 0.1 instead of 30000)
+    p = np.full(300_000, 1e-3, dtype=np.float32)
+    assert sample_from(p, 0.1) == sample_from(p.astype(np.float64), 0.1) == 30_000

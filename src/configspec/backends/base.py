@@ -94,6 +94,22 @@ class Evaluation:
     extra: dict[str, float] = field(default_factory=dict)
 
 
+def evaluate_at(
+    target: Target, context: Sequence[int], tokens: Sequence[int], temperature: float | None
+) -> Evaluation:
+    """``target``'s evaluation with ``probs`` at ``temperature`` where it can compute them
+    so (a local llama.cpp target's ``evaluate_at``: the softmax taken once, at the
+    sampling temperature; None: no ``probs``, greedy), else its plain ``evaluate`` (probs
+    at T = 1 or top-k, which the verifier re-tempers). The verifier and the verification
+    profiler both call this, so the profile times the pass the verifier runs."""
+    at = getattr(target, "evaluate_at", None)
+    if callable(at):
+        ev: Evaluation = at(context, tokens, temperature)
+        return ev
+    ev = target.evaluate(context, tokens)
+    return ev
+
+
 @runtime_checkable
 class Tokenizing(Protocol):
     """Both roles tokenize with the model's own vocabulary."""

@@ -406,6 +406,15 @@ class LlamaCppTarget(LlamaCppModel):
         Reuses the cached prefix; evaluates the rest in one batched pass with logits at
         every position. ``probs`` is (len(tokens)+1) × vocab; ``elapsed_s`` in seconds.
         """
+        return self.evaluate_at(context, tokens, 1.0)
+
+    def evaluate_at(
+        self, context: Sequence[int], tokens: Sequence[int], temperature: float | None
+    ) -> Evaluation:
+        """:meth:`evaluate` with ``probs`` at ``temperature`` (the verifier's own pass: the
+        softmax of the logits at the sampling temperature, marked in
+        ``extra["probs_temperature"]``), or no ``probs`` at all for ``None`` (greedy
+        verification reads only the argmax)."""
         if not context:
             raise InvalidInput("the context is empty; it needs at least one token (BOS)")
         self._check_tokens(context, "context")
@@ -417,12 +426,14 @@ class LlamaCppTarget(LlamaCppModel):
         self._truncate(keep)
         keep = len(self._tokens)  # 0 if the cache had to be cleared
         rows = self._decode(full[keep:], logits_from=len(context) - 1 - keep)
-        probs = softmax(rows)
+        extra = {"evaluated_tokens": float(len(full) - keep)}
+        if temperature is not None:
+            extra["probs_temperature"] = temperature
         return Evaluation(
             argmax=[int(i) for i in np.argmax(rows, axis=1)],
-            probs=probs,
+            probs=None if temperature is None else softmax(rows, temperature),
             elapsed_s=time.perf_counter() - start,
-            extra={"evaluated_tokens": float(len(full) - keep)},
+            extra=extra,
         )
 
     def rollback(self, n_tokens: int) -> None:

@@ -51,13 +51,16 @@ log = logging.getLogger(__name__)
 class SeqRequest:
     """One sequence's share of a pass: distributions after ``context + tokens[:i]``.
 
-    ``probs=False`` skips the softmax (greedy verification needs only the argmax).
+    ``probs=False`` skips the softmax (greedy verification needs only the argmax);
+    ``temperature`` is the one the softmax is taken at (a sampled round's own, so the
+    verifier never re-tempers: ``serving.verify.target_probs_at``).
     """
 
     seq: int
     context: Sequence[int]
     tokens: Sequence[int]
     probs: bool = True
+    temperature: float = 1.0
 
 
 class LlamaCppBatchTarget:
@@ -281,12 +284,15 @@ class LlamaCppBatchTarget:
         evaluations: list[Evaluation] = []
         for r, (keep, full, _), rows in zip(requests, plans, out_rows, strict=True):
             logits = np.stack([self._row(i) for i in rows])
+            extra = {"evaluated_tokens": float(len(full) - keep)}
+            if r.probs:
+                extra["probs_temperature"] = r.temperature
             evaluations.append(
                 Evaluation(
                     argmax=[int(i) for i in np.argmax(logits, axis=1)],
-                    probs=softmax(logits) if r.probs else None,
+                    probs=softmax(logits, r.temperature) if r.probs else None,
                     elapsed_s=0.0,
-                    extra={"evaluated_tokens": float(len(full) - keep)},
+                    extra=extra,
                 )
             )
         elapsed_s = time.perf_counter() - t0
@@ -318,6 +324,17 @@ class LlamaCppBatchTarget:
     def evaluate(self, context: Sequence[int], tokens: Sequence[int]) -> Evaluation:
         """:meth:`evaluate_many` on a default sequence (the plain Target protocol)."""
         return self.evaluate_many([SeqRequest(self._default_seq(), context, tokens)])[0]
+
+    def evaluate_at(
+        self, context: Sequence[int], tokens: Sequence[int], temperature: float | None
+    ) -> Evaluation:
+        """:meth:`evaluate` with ``probs`` at ``temperature`` (None: no ``probs``), as
+        :meth:`LlamaCppTarget.evaluate_at <configspec.backends.llamacpp.LlamaCppTarget.
+        evaluate_at>`."""
+        req = SeqRequest(
+            self._default_seq(), context, tokens, temperature is not None, temperature or 1.0
+        )
+        return self.evaluate_many([req])[0]
 
     def _default_seq(self) -> int:
         if not hasattr(self, "_default"):

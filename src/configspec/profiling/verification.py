@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from configspec.backends.base import Evaluation, ModelIdentity, Target
+from configspec.backends.base import Evaluation, ModelIdentity, Target, evaluate_at
 from configspec.config import (
     Estimate,
     GpuTimePrice,
@@ -172,8 +172,9 @@ class _SampledDecision:
 
     def __call__(self, ev: Evaluation, tokens: list[int]) -> None:
         p, _ = target_probs_at(
-            ev.probs, ev.top_ids, ev.top_probs, len(tokens) + 1, self.temperature, self.vocab_size
-        )
+            ev.probs, ev.top_ids, ev.top_probs, len(tokens) + 1, self.temperature,
+            self.vocab_size, ev.extra.get("probs_temperature", 1.0),
+        )  # fmt: skip
         sampled_decision(tokens, self.dists or None, p, self.vocab_size, self.rng)
 
 
@@ -198,10 +199,15 @@ def _time_batch(targets: Sequence[Target], context: list[int], tokens: list[int]
                 request_ms: list[float] | None = None) -> float:  # fmt: skip
     """Wall time (ms) of one verification by each of ``targets`` at once (see
     :func:`~configspec.profiling.concurrency.time_concurrent`); appends the mean
-    per-request latency to ``request_ms``."""
+    per-request latency to ``request_ms``.
+
+    Each call is the verifier's own (``serving.sessions``): greedy, the pass without
+    probabilities; sampled, the pass with the softmax at the sampling temperature, then
+    the decision (:func:`~configspec.backends.base.evaluate_at`)."""
+    temperature = decide.temperature if decide is not None else None
 
     def one(t: Target) -> None:
-        ev = t.evaluate(context, tokens)
+        ev = evaluate_at(t, context, tokens, temperature)
         if decide is not None:
             decide(ev, tokens)
 

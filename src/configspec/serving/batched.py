@@ -174,6 +174,8 @@ class _Work:
     enqueued_s: float = field(default_factory=time.perf_counter)
     #: a round (drafts to verify); False for a prefill chunk
     round_: bool = False
+    #: the temperature ``probs`` are computed at (a sampled round's own)
+    temperature: float = 1.0
 
 
 class _BatchMetrics:
@@ -321,8 +323,9 @@ class BatchedVerifierService(VerifierService):
             return outcome, ev, approximate
 
         result: tuple[Outcome, Evaluation, bool] = await self._submit(
-            seq, context, list(req.draft_tokens), probs=s.temperature > 0, after=after, round_=True
-        )
+            seq, context, list(req.draft_tokens), probs=s.temperature > 0, after=after,
+            round_=True, temperature=s.temperature if s.temperature > 0 else 1.0,
+        )  # fmt: skip
         return result
 
     def _release(self, s: _Session) -> None:
@@ -353,11 +356,14 @@ class BatchedVerifierService(VerifierService):
         probs: bool,
         after: Callable[[Evaluation], Any],
         round_: bool = False,
+        temperature: float = 1.0,
     ) -> Any:
         self._ensure_batcher()
         assert self._wake is not None
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        work = _Work(seq, context, tokens, probs, after, fut, round_=round_)
+        work = _Work(
+            seq, context, tokens, probs, after, fut, round_=round_, temperature=temperature
+        )
         last = self._last_out_s.get(seq)
         if round_ and last is not None:  # a round's think time (prefill chunks have none)
             sample = work.enqueued_s - last
@@ -592,7 +598,7 @@ class BatchedVerifierService(VerifierService):
         """One forward pass (worker thread): evaluate, then each work's ``after``."""
         self._free(frees)
         self._last_pass_s = float("nan")  # (the trace's pass_s of a pass that failed)
-        reqs = [SeqRequest(w.seq, w.context, w.tokens, w.probs) for w in batch]
+        reqs = [SeqRequest(w.seq, w.context, w.tokens, w.probs, w.temperature) for w in batch]
         t0 = time.perf_counter()
         try:
             evs = self.batch_target.evaluate_many(reqs)

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from configspec.backends.base import Evaluation, Target
+from configspec.backends.base import Evaluation, Target, evaluate_at
 from configspec.errors import ConfigSpecError
 from configspec.records import K_LIMIT
 from configspec.serving.protocol import (
@@ -510,7 +510,9 @@ class VerifierService:
     def _run(self, s: _Session, req: VerifyRequest) -> tuple[Outcome, Evaluation, bool]:
         """Evaluate, decide and roll the target back to the accepted prefix (worker thread)."""
         target = s.slot.target
-        ev = target.evaluate(s.tokens, list(req.draft_tokens))
+        # probs only when sampling, and then at the session's temperature where the
+        # target can (the batched service's pass does the same)
+        ev = evaluate_at(target, s.tokens, list(req.draft_tokens), s.temperature or None)
         outcome, approximate = self._decide(s, req, ev)
         target.rollback(len(s.tokens) + outcome.accepted)
         return outcome, ev, approximate
@@ -525,7 +527,7 @@ class VerifierService:
             t0 = time.perf_counter()
             p, approximate = target_probs_at(
                 ev.probs, ev.top_ids, ev.top_probs, len(drafts) + 1, s.temperature,
-                self.info.vocab_size,
+                self.info.vocab_size, ev.extra.get("probs_temperature", 1.0),
             )  # fmt: skip
             outcome, approx_q = sampled_decision(
                 drafts, req.draft_distributions, p, self.info.vocab_size, s.rng
