@@ -665,3 +665,26 @@ def test_a_lasting_lead_must_be_more_than_the_models_doubt() -> None:
     policy._k_prev = 7
     ks = [policy.choose().k for _ in range(PERSIST_ROUNDS)]
     assert ks == [7] * (PERSIST_ROUNDS - 1) + [3]
+
+
+def test_a_detected_drop_is_undone_soon_after_acceptance_recovers() -> None:
+    # a prompt's poor first rounds: the change detector fires and K falls to 1; once the
+    # drafts are accepted again the policy must return above K = 1 within 30 rounds. At
+    # K = 1 the deeper positions learn only through the pooled shift, which still holds
+    # the failures: without the shorter persistence after a change (PERSIST_AFTER_CHANGE)
+    # seeds 3, 5 and 8 stay at K = 1 for 39, > 40 and > 40 rounds
+    kw = {"rtt_ms": 120.0, "per_token_ms": 40.0, "verify_base_ms": 100.0}
+    good = make_prior(alpha=0.8, verify_per_pos_ms=8.0, **kw)
+    bad = make_prior(alpha=0.2, verify_per_pos_ms=8.0, **kw)
+    assert best_k(good) >= 3 and best_k(bad) == 1
+    dropped = 0
+    for seed in range(10):
+        policy = AdaptiveK(good)
+        run(policy, World(good, seed=seed), 60)
+        if run(policy, World(bad, seed=seed + 100), 10)[-1] != 1:
+            continue
+        dropped += 1
+        ks = run(policy, World(good, seed=seed + 200), 40)
+        back = next((i for i, k in enumerate(ks) if k > 1), None)
+        assert back is not None and back <= 30, (seed, ks)
+    assert dropped >= 5

@@ -160,6 +160,20 @@ K = 6 (replaying the kept drift record, phase 1 of repeat 2), where it then draf
 positions per round for the 4.3 predicted and took 179 ms a round for the 164 predicted."""
 
 
+PERSIST_AFTER_CHANGE = 4
+""":data:`PERSIST_ROUNDS` for a move back up, to a K no larger than the one in force when
+the change detector last fired (within :data:`POST_CHANGE_ROUNDS` of it). After a drop
+to K = 1 the positions K = 1 never reaches learn only through the pooled shift, which
+still holds the failures that fired the detector, so the evidence test cannot pass for
+about 30 rounds. Replaying the kept Q4_0 drift record (repeat 2, phase 2, the third chat
+prompt) the policy now returns from K = 1 to K = 3 at round 173 instead of 180 (20 rounds
+at K = 1, was 27); every control replay (Q4_0 and n-gram) and the n-gram drift replays
+are unchanged: a move down, or up beyond the K before the change, keeps the full 24."""
+POST_CHANGE_ROUNDS = 32
+"""Rounds after a detected change of acceptance in which :data:`PERSIST_AFTER_CHANGE`
+applies (about the acceptance memory, 1 / (1 − :data:`DECAY`))."""
+
+
 _CHOICE_FIELDS = frozenset(KChoice.model_fields)
 
 
@@ -237,6 +251,9 @@ class AdaptiveK:
         self.rounds_seen = 0
         self._caught_up = False
         self._k_prev = 0
+        self._since_change = POST_CHANGE_ROUNDS  # rounds since the last detected change
+        self._changes_seen = 0
+        self._k_at_change = 0  # the K in force when the last change was detected
         self._waiting = 0  # rounds another K has led by more than hold, not yet convincingly
         self._rtt_at_switch = float(np.asarray(prior.link.rtt_ms))  # RTT when K last changed
         self.acceptance = PositionalBeta(prior.acceptance, prior.strength, decay)
@@ -506,7 +523,16 @@ class AdaptiveK:
                     # not yet convincing; a lasting lead (not noise) wins after
                     # PERSIST_ROUNDS, if it is at least PERSIST_Z standard deviations
                     waiting = self._waiting + 1 if gain > PERSIST_Z * sd else 0
-                    if waiting < PERSIST_ROUNDS:
+                    # back up towards the K a detected change of acceptance moved
+                    # the policy down from: the positions it no longer reaches learn
+                    # only through the pooled shift, which still holds the failures
+                    back = prev < best and best + self.k_min <= self._k_at_change
+                    persist = (
+                        PERSIST_AFTER_CHANGE
+                        if self._since_change < POST_CHANGE_ROUNDS and back
+                        else PERSIST_ROUNDS
+                    )
+                    if waiting < persist:
                         best = prev
                     else:
                         waiting = 0
@@ -584,6 +610,11 @@ class AdaptiveK:
             if profiled > 0:
                 self.draft_scale.add(_clip_scale(draft_ms / profiled))
         self._caught_up = drafted >= 1 and accepted == drafted
+        self._since_change += 1
+        if self.acceptance.changes != self._changes_seen:
+            self._changes_seen = self.acceptance.changes
+            self._since_change = 0
+            self._k_at_change = self._k_prev
         if k_asked >= 1:
             # a round the token budget cut to K = 0 verifies one position, which no K the
             # policy can choose does (and which the server runs much faster than two):
