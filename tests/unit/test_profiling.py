@@ -412,3 +412,42 @@ def test_verification_profile_times_the_verifiers_own_pass() -> None:
     decide = _SampledDecision(0.8, t.vocab, dists)
     _time_batch([t], [1, 2, 3], [4, 5], None, decide)  # type: ignore[list-item]
     assert t.calls == [None, 0.8]
+
+
+def test_verification_sweep_times_each_points_temperatures_back_to_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a greedy block then a sampled block put minutes of host drift into the profile's
+    # T-difference (one block read 20% faster on the shared VM); adjacent points do not
+    import numpy as np
+
+    from configspec.backends.base import Evaluation
+    from configspec.profiling.verification import VerifySweepSettings
+
+    timed: list[tuple[int, float | None]] = []
+
+    class Sampling(FakeTarget):
+        def evaluate(self, context: Sequence[int], tokens: Sequence[int]) -> Evaluation:
+            rows = np.full((len(tokens) + 1, 100), 0.01)
+            return Evaluation(argmax=[0] * len(rows), probs=rows)
+
+        def evaluate_at(self, context: Sequence[int], tokens: Sequence[int],
+                        temperature: float | None) -> Evaluation:  # fmt: skip
+            timed.append((len(tokens) + 1, temperature))
+            ev = self.evaluate(context, tokens)
+            extra = {} if temperature is None else {"probs_temperature": temperature}
+            return Evaluation(argmax=ev.argmax, probs=ev.probs, extra=extra)
+
+    settings = VerifySweepSettings(
+        k_max=2, context_tokens=(8,), point_budget_s=0.05, min_repeats=2, max_repeats=3,
+        temperatures=(0.0, 0.8),
+    )  # fmt: skip
+    p = VerificationProfiler("http://gpu-box:8000", ProfileStore(tmp_path),
+                             price=parse_price(None, 0.5), settings=settings)  # fmt: skip
+    monkeypatch.setattr(p, "_open", lambda: Sampling())
+    _, _, report = p.run()
+    assert [(r.positions, r.temperature) for r in report.points] == [
+        (1, 0.0), (1, 0.8), (2, 0.0), (2, 0.8), (3, 0.0), (3, 0.8)
+    ]  # fmt: skip
+    order = [pos for pos, _ in timed]
+    assert order == sorted(order)  # never back to P=1 after P=3

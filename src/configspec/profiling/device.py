@@ -413,10 +413,13 @@ class DeviceProfiler:
             if entry.get("catchup") is None and identity.architecture != NGRAM:
                 entry["catchup"] = self._catchup(drafter)
                 self.checkpoint.save(state, models)
-            for temp, ctx_len in itertools.product(s.temperatures, s.context_tokens):
+            for ctx_len in s.context_tokens:
                 context = build_context(drafter, ctx_len)
                 warmed = False
-                for k in range(1, s.k_max + 1):
+                # every temperature of one (K, context) point back to back, so their
+                # difference is the sampled work rather than the host's drift between a
+                # greedy block and a sampled block of the sweep
+                for k, temp in itertools.product(range(1, s.k_max + 1), s.temperatures):
                     if (k, ctx_len, temp) in done_keys:
                         continue
                     timer = DraftTimer(drafter, context, k, temp, s.draft_top_k)
