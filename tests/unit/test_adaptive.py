@@ -672,7 +672,7 @@ def test_a_detected_drop_is_undone_soon_after_acceptance_recovers() -> None:
     # drafts are accepted again the policy must return above K = 1 within 30 rounds. At
     # K = 1 the deeper positions learn only through the pooled shift, which still holds
     # the failures: without the shorter persistence after a change (PERSIST_AFTER_CHANGE)
-    # seeds 3, 5 and 8 stay at K = 1 for 39, > 40 and > 40 rounds
+    # seeds 3, 5 and 8 stay at K = 1 for 39, > 40 and > 40 rounds (with it: at most 26)
     kw = {"rtt_ms": 120.0, "per_token_ms": 40.0, "verify_base_ms": 100.0}
     good = make_prior(alpha=0.8, verify_per_pos_ms=8.0, **kw)
     bad = make_prior(alpha=0.2, verify_per_pos_ms=8.0, **kw)

@@ -160,15 +160,18 @@ K = 6 (replaying the kept drift record, phase 1 of repeat 2), where it then draf
 positions per round for the 4.3 predicted and took 179 ms a round for the 164 predicted."""
 
 
-PERSIST_AFTER_CHANGE = 4
+PERSIST_AFTER_CHANGE = 3
 """:data:`PERSIST_ROUNDS` for a move back up, to a K no larger than the one in force when
 the change detector last fired (within :data:`POST_CHANGE_ROUNDS` of it). After a drop
 to K = 1 the positions K = 1 never reaches learn only through the pooled shift, which
 still holds the failures that fired the detector, so the evidence test cannot pass for
-about 30 rounds. Replaying the kept Q4_0 drift record (repeat 2, phase 2, the third chat
-prompt) the policy now returns from K = 1 to K = 3 at round 173 instead of 180 (20 rounds
-at K = 1, was 27); every control replay (Q4_0 and n-gram) and the n-gram drift replays
-are unchanged: a move down, or up beyond the K before the change, keeps the full 24."""
+about 30 rounds. Replaying the kept Q4_0 drift records (phase 2, the third chat prompt)
+the policy now leaves K = 1 after 13 rounds in repeat 2 and 19 in repeat 1 (was 27 in
+both); every control replay (Q4_0 and n-gram) and both n-gram drift replays are
+unchanged: a move down, or up beyond the K before the change, keeps the full 24. In
+simulation (a drop of acceptance 0.8 → 0.2 for 10 rounds, then back; 17 seeds) the
+median return above K = 1 falls from 30 rounds to 15, and the switches at constant
+conditions do not change. 2 moved the n-gram drift replays' phase 3 (2 → 4 switches)."""
 POST_CHANGE_ROUNDS = 32
 """Rounds after a detected change of acceptance in which :data:`PERSIST_AFTER_CHANGE`
 applies (about the acceptance memory, 1 / (1 − :data:`DECAY`))."""
