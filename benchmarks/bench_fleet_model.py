@@ -30,8 +30,12 @@ gives a prefill chunk a pass of its own and the target fills gaps between sequen
 each traced live pass, ``docs/fleet.md`` has the measurements). A pass
 pads every session's block to the widest, so the pass width for N clients is the
 expected widest of a batch's rounds (from the calibration's distribution of drafted
-tokens), not the mean; session churn (rounds per generation, prefill time) comes from the
-calibration too. The
+tokens), not the mean, read at fewer positions for the output rows the rounds do not
+yield (``model.fleet.pass_positions``; the output rows' share of a position's cost is
+timed side by side before the runs, ``--output-share`` sets it; each row also reports the
+error without it); session churn (rounds per generation, prefill time) comes from the
+calibration too. The window opens once every client has started (two rounds of its first
+generation) and the warm-up has passed. The
 timing-only variant rescales that curve to the pass time and mean batch the verifier
 reported in the same run (``/metrics``). ``--gather`` is the batched verifier's gather
 mode (``sync``, the default, or ``fixed`` with ``--max-gather-wait-ms``; ``fixed`` with 0
@@ -878,6 +882,15 @@ def main() -> None:
                 ),
                 "round": err(pp["round_ms"][n - 1], m["round_ms"]),
             }
+            if batched and share > 0:
+                # the same without the output rows' share (the widest block alone), so one
+                # run shows both readings of the curve
+                p0 = predict(calib, n, curve, args.max_batch, gather_model, e_pool,
+                             args.rtt_ms, 0.0)  # fmt: skip
+                r["error_no_output_share"] = {
+                    "aggregate": err(p0["aggregate_tok_s"][n - 1], m["aggregate_tok_s"]),
+                    "round": err(p0["round_ms"][n - 1], m["round_ms"]),
+                }
     check = None
     if not args.no_replica_check:
         check = replica_check(
@@ -917,6 +930,10 @@ def main() -> None:
             f"{t['round_ms']:.0f} ms ({e['round']:+.1%}); service {t['service_ms']:.0f} ms, "
             f"think {t['think_ms']:.0f} ms"
         )
+    if any("error_no_output_share" in r for r in rows):
+        print(f"without the output share ({share:.3f}): aggregate error " + ", ".join(
+            f"N={r['clients']} {r['error_no_output_share']['aggregate']:+.1%}"
+            for r in rows if "error_no_output_share" in r))  # fmt: skip
     worst = max(max(abs(r["error"]["aggregate"]), abs(r["error"]["per_client"])) for r in rows)
     worst_t = max(
         max(abs(r["error_timing_only"]["aggregate"]), abs(r["error_timing_only"]["per_client"]))
