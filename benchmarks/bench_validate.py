@@ -19,7 +19,9 @@ Modes:
   the profiled domains; the left-out domain is reported separately.
 * ``--temperatures 0 0.8``: every configuration also runs sampled at T = 0.8 (seeded); the
   device and verification profiles time sampled drafting/verifying, alignment is profiled
-  at each T. Target at T > 0 (issue 14): median ≤ 5 %, max ≤ 15 %.
+  at each T; the runs of one configuration at every T are taken back to back, so the host's
+  drift over the sweep falls on both temperatures alike. Target at T > 0 (issue 14): median
+  ≤ 5 %, max ≤ 15 %.
 
 **Prediction intervals.** Next to the median/max error it reports the coverage of the
 modelled prediction intervals (the fraction of runs whose measured goodput / E(K) fell inside
@@ -525,8 +527,11 @@ def main() -> int:
                 block.save_network(NetworkSettings(**{**net, "round_overhead_ms": over.mean}))
                 print(f"RTT +{rtt:g} ms: runtime overhead {over.mean:.1f} ms/round "
                       f"(95% CI {over.low:.1f}..{over.high:.1f}, K=0)")  # fmt: skip
-                for temp, drafter, k, (group, prompts) in itertools.product(
-                    args.temperatures, args.drafters, args.ks, run_groups.items()
+                # every temperature of one configuration back to back, so the T
+                # comparison is not the host's drift between a greedy block of runs and a
+                # sampled block minutes later (as the profilers time them)
+                for drafter, k, (group, prompts), temp in itertools.product(
+                    args.drafters, args.ks, run_groups.items(), args.temperatures
                 ):
                     # one verifier and one set of loaded drafters serve every prompt group
                     runtime.settings = dataclasses.replace(base, prompts=tuple(prompts))
