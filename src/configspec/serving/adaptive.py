@@ -171,7 +171,8 @@ both); every control replay (Q4_0 and n-gram) and both n-gram drift replays are
 unchanged: a move down, or up beyond the K before the change, keeps the full 24. In
 simulation (a drop of acceptance 0.8 → 0.2 for 10 rounds, then back; 17 seeds) the
 median return above K = 1 falls from 30 rounds to 15, and the switches at constant
-conditions do not change. 2 moved the n-gram drift replays' phase 3 (2 → 4 switches)."""
+conditions do not change. A value of 2 doubled the switches in the n-gram drift
+replays' phase 3 (2 → 4)."""
 POST_CHANGE_ROUNDS = 32
 """Rounds after a detected change of acceptance in which :data:`PERSIST_AFTER_CHANGE`
 applies (about the acceptance memory, 1 / (1 − :data:`DECAY`))."""
