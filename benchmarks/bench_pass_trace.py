@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from bench_fleet_model import batch_curve, load, measure_output_share  # noqa: E402
 
 from configspec.backends.llamacpp_batch import gap_fillers  # noqa: E402
-from configspec.model.fleet import BatchLatency, pass_positions  # noqa: E402
+from configspec.model.fleet import BatchLatency, curve_positions, pass_positions  # noqa: E402
 from configspec.serving.batched import BatchPolicy, seq_run_lengths, seq_runs  # noqa: E402
 from configspec.store import atomic_write_json  # noqa: E402
 
@@ -78,8 +78,8 @@ def predict_pass(
     adds included) with blocks ``width`` wide: one curve call per micro-batch, i.e. per
     run of consecutive ids. ``outputs``: mean output rows per block (``max(2, p)`` for a
     round of ``p`` positions); the curve is read at ``width - output_share * (width -
-    outputs)`` (:func:`configspec.model.fleet.pass_positions`)."""
-    p = width if outputs is None else width - output_share * max(width - outputs, 0.0)
+    outputs)`` (:func:`configspec.model.fleet.curve_positions`)."""
+    p = width if outputs is None else float(curve_positions(width, outputs, output_share))
     return float(sum(curve(float(b), float(p)) for b in seq_run_lengths(ids)))
 
 

@@ -367,8 +367,7 @@ def expected_widest(width_counts: ArrayLike, batch: ArrayLike) -> FloatArray:
     b = np.maximum(np.asarray(batch, dtype=np.float64), 1.0)[..., None]
     upper = cdf**b
     lower = np.concatenate([np.zeros_like(upper[..., :1]), upper[..., :-1]], axis=-1)
-    widths = np.maximum(np.arange(pmf.size, dtype=np.float64) + 1.0, 2.0)
-    out: FloatArray = ((upper - lower) * widths).sum(axis=-1)
+    out: FloatArray = ((upper - lower) * _block_widths(pmf.size)).sum(axis=-1)
     return out
 
 
@@ -390,12 +389,27 @@ def pass_positions(width_counts: ArrayLike, batch: ArrayLike, output_share: floa
     16-session pass (about 65 outputs) costs ~0.88 × S(16, 5). ``width_counts`` as in
     :func:`expected_widest` (``j`` drafted tokens, ``j + 1`` positions); ``batch``
     broadcasts; ``output_share`` in [0, 1]; positions."""
-    if not 0.0 <= output_share <= 1.0:
-        raise ValueError(f"output_share={output_share} must be in [0, 1]")
     widest = expected_widest(width_counts, batch)
     pmf = np.asarray(width_counts, dtype=np.float64)
-    outputs = float((pmf / pmf.sum() * np.maximum(np.arange(pmf.size) + 1.0, 2.0)).sum())
-    out: FloatArray = widest - output_share * np.maximum(widest - outputs, 0.0)
+    outputs = float((pmf / pmf.sum() * _block_widths(pmf.size)).sum())
+    return curve_positions(widest, outputs, output_share)
+
+
+def curve_positions(widest: ArrayLike, outputs: ArrayLike, output_share: float) -> FloatArray:
+    """``widest − output_share · max(widest − outputs, 0)``: the positions at which the
+    profiled curve costs what a pass of blocks ``widest`` wide with ``outputs`` output
+    rows each costs (see :func:`pass_positions`); broadcasts; positions."""
+    if not 0.0 <= output_share <= 1.0:
+        raise ValueError(f"output_share={output_share} must be in [0, 1]")
+    w = np.asarray(widest, dtype=np.float64)
+    out: FloatArray = w - output_share * np.maximum(w - np.asarray(outputs, np.float64), 0.0)
+    return out
+
+
+def _block_widths(size: int) -> FloatArray:
+    """Positions of a block with ``j`` = 0..size−1 drafted tokens: ``j + 1``, at least 2
+    (the target's minimum block; a single row takes its neighbour with it)."""
+    out: FloatArray = np.maximum(np.arange(size, dtype=np.float64) + 1.0, 2.0)
     return out
 
 
@@ -556,6 +570,7 @@ __all__ = [
     "P95_TAIL",
     "BatchLatency",
     "FleetSolution",
+    "curve_positions",
     "expected_widest",
     "mean_pass_sessions",
     "pass_positions",
