@@ -25,7 +25,6 @@ Writes ``benchmarks/results/bench_sampled_decision.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import resource
@@ -45,6 +44,7 @@ from configspec.backends.factory import LlamaSettings, open_batch_target
 from configspec.backends.llamacpp_batch import SeqRequest
 from configspec.profiling.prompts import bundled_prompts, select_prompts
 from configspec.serving.verify import sampled_decision, target_probs_at
+from configspec.store import atomic_write_json
 
 ARMS = ("greedy", "pass_at_t", "retemper")
 
@@ -115,11 +115,10 @@ def main() -> int:
                          "cpu_over_greedy_ms": cpu - greedy_cpu, "samples": s})  # fmt: skip
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min)")
     doc = result_header("bench_sampled_decision", args, None, load_before, load_after)
+    doc["source"] = "measured"  # medians of the timed rounds; every sample is kept
     doc["rows"] = rows
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, default=str))
-    tmp.replace(args.out)
+    atomic_write_json(args.out, doc)
     print(f"wrote {args.out}")
     return 0
 
