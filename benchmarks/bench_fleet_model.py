@@ -23,7 +23,9 @@ FCFS queueing station. ``--server-arg`` passes further options to the server.
 is then the pass latency against sessions per batch x positions, measured on the real
 server path before the runs (``configspec profile verify`` with B = 1, 2, 4, ... up to
 ``--max-batch``, in-process, at ``--profile-context`` tokens; or read from
-``--verify-profile``); the think time is the calibration's round minus S(1, p). The
+``--verify-profile``); the think time is the calibration's own split, round minus the
+verifier's time for the same requests (after a discarded warm-up run, ``--verifier-warmup-s``;
+see :func:`predict`); ``--reanalyze RUN.json`` replays a kept run with these rules. The
 profile times sessions 0..B-1 at one width; live passes match it because the verifier
 gives a prefill chunk a pass of its own and the target fills gaps between sequence ids
 (one llama.cpp micro-batch per pass; ``bench_pass_trace.py`` checks the curve against
@@ -340,6 +342,12 @@ def pooled_e(round_keys: Sequence[Sequence[int]], cache: dict[int, list[int | No
     return float(np.mean(got)) if got else float("nan")
 
 
+def think_ms(calib: dict[str, object]) -> float:
+    """The think time (ms) from a run's own measured split: mean round minus the mean time
+    the verifier reported for the same requests (``server_ms``). See :func:`predict`."""
+    return float(calib["round_ms"]) - float(calib["server_ms"])  # type: ignore[arg-type]
+
+
 def predict(
     calib: dict[str, object],
     max_n: int,
@@ -356,9 +364,20 @@ def predict(
 
     One-at-a-time (``curve`` None): the service time is the calibration's time in the
     server per request. Batched: ``curve`` is the profiled pass latency (sessions x
-    positions) and the think time is the calibration's round minus S(1, p), so N = 1 is
-    the calibration by construction and only the batch shape is the profile's. ``gather``
-    is the model's batch-formation branch (one-at-a-time: always ``mva``, exact there)."""
+    positions). ``gather`` is the model's batch-formation branch (one-at-a-time: always
+    ``mva``, exact there).
+
+    The think time (the delay station) is the calibration's own measured split: its mean
+    client round minus the mean time the verifier reported spending on those requests
+    (``server_ms``), i.e. drafting, both link legs and the client's overhead, measured on
+    the same rounds (the timing-only variant takes it the same way). It used to be the
+    calibration's round minus the *profiled* S(1, p): that pushes any difference between
+    the profile's and the calibration verifier's speed into the think time, which no
+    device-side cost explains (the 2026-11-30 run, fleet_model6.json: the calibration's
+    verifier took 173.5 ms a request against the profile's 154.5 ms and the N = 1 run's
+    157 ms a minute later, so the think time read 56.5 ms where the calibration's own
+    rounds measured 37.5 ms and the N = 1 run 36 ms). The service time stays the
+    profile's: that is the input under test, read at each N's batch shape."""
     e = float(calib["tokens_per_round"])  # type: ignore[arg-type]
     if e_tokens_per_round is not None:
         e = e_tokens_per_round
@@ -370,7 +389,7 @@ def predict(
         curve = BatchLatency(table)
     else:
         service = float(curve(1.0, positions))
-    think = float(calib["round_ms"]) - service  # type: ignore[arg-type]
+    think = think_ms(calib)
     # session churn (lockstep branches): a new session every session_rounds rounds, its
     # prompt prefilled in a pass of its own (the client's prefill less the RTT)
     rounds_per_session = float(calib.get("session_rounds", np.inf))  # type: ignore[arg-type]
@@ -724,6 +743,9 @@ def main() -> None:
     ap.add_argument("--duration-s", type=float, default=25.0)
     ap.add_argument("--calibration-s", type=float, default=30.0)
     ap.add_argument("--warmup-s", type=float, default=4.0)
+    ap.add_argument("--verifier-warmup-s", type=float, default=20.0,
+                    help="a discarded one-client run before the calibration, so it "
+                         "meets a verifier as warm as the N-client runs do")  # fmt: skip
     ap.add_argument("--min-rounds", type=int, default=15, help="rounds per client per window")
     ap.add_argument("--max-window-s", type=float, default=150.0)
     ap.add_argument("--max-tokens", type=int, default=128)
@@ -749,7 +771,20 @@ def main() -> None:
     ap.add_argument("--no-replica-check", action="store_true")
     ap.add_argument("--only-replica-check", action="store_true")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/fleet_model.json")
+    ap.add_argument("--reanalyze", type=Path, default=None, metavar="JSON",
+                    help="replay a kept run's JSON with the current input rules (no timing; "
+                         "see fleet_reanalyze.py); --out writes the replay")  # fmt: skip
     args = ap.parse_args()
+    if args.reanalyze is not None:
+        from fleet_reanalyze import reanalyze, table
+
+        replay = reanalyze(json.loads(args.reanalyze.read_text()))
+        print("\n".join(table(replay)))
+        if "--out" in sys.argv:
+            atomic_write_json(args.out, {"benchmark": "bench_fleet_model --reanalyze",
+                                         "source": str(args.reanalyze), **replay})  # fmt: skip
+            print(f"wrote {args.out}")
+        return
     ns = [int(x) for x in args.clients.split(",")]
     started = time.time()
     tokenizer = open_tokenizer(args.target)
@@ -793,6 +828,14 @@ def main() -> None:
     ):
         described = link.describe()
         direct = f"http://127.0.0.1:{port}"
+        if args.verifier_warmup_s > 0:
+            # The N-client runs meet a verifier that has served rounds for minutes; a
+            # just-started one answered the calibration ~19 ms a request slower than the
+            # N = 1 run a minute later (fleet_model6.json), so the calibration waits
+            # until the verifier has served the same single-client traffic (discarded)
+            print(f"warming the verifier: 1 client for {args.verifier_warmup_s:.0f} s "
+                  f"(discarded; load {load()})", flush=True)  # fmt: skip
+            run_clients([link.url], 1, prompts, tokenizer, args, args.verifier_warmup_s)
         calib = run_clients([link.url], 1, prompts, tokenizer, args, args.calibration_s)
         pred = predict(calib, max(ns), curve, args.max_batch if batched else 1, gather_model,
                        rtt_ms=args.rtt_ms, output_share=share)  # fmt: skip
