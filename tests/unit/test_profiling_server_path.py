@@ -88,10 +88,12 @@ def test_sampling_rounds_are_timed_too(batched: tuple[str, FakeBatchTarget]) -> 
     assert smp.pass_ms >= PASS_S * 1e3
 
 
-def _profiler(tmp_path: Path, url: str, **kw: object) -> VerificationProfiler:
+def _profiler(
+    tmp_path: Path, url: str, temperatures: tuple[float, ...] = (0.0,), **kw: object
+) -> VerificationProfiler:
     settings = VerifySweepSettings(
         k_max=2, context_tokens=(16,), batch_sizes=(1, 2, 4), warmup=0, min_repeats=2,
-        max_repeats=3, point_budget_s=2.0,
+        max_repeats=3, point_budget_s=2.0, temperatures=temperatures,
     )  # fmt: skip
     return VerificationProfiler(
         "fake-target",
@@ -146,3 +148,32 @@ def test_server_path_settings_are_checked(tmp_path: Path) -> None:
             price=GpuTimePrice(price_usd_per_hour=1.0),
             verifier_url="http://verifier:8000",
         )
+
+
+def test_sweep_samples_batch_sizes_in_turns_so_host_drift_is_shared(
+    tmp_path: Path, batched: tuple[str, FakeBatchTarget]
+) -> None:
+    # timed in blocks of B, a change in the host's speed fell on one B (a B = 16 row read
+    # 25-30% high against B = 8); in turns every B and P sees the same drift
+    url, target = batched
+    _, _, report = _profiler(tmp_path, url).run()
+    rounds = [len(p) for p in target.passes if max(n for _, n in p) <= 3]  # not prefills
+    assert {1, 2, 4} <= set(rounds)
+    last_b1 = max(i for i, b in enumerate(rounds) if b == 1)
+    first_b4 = rounds.index(4)
+    assert first_b4 < last_b1  # B = 1 is sampled again after B = 4 has been
+    assert sorted((p.batch, p.positions) for p in report.points) == [
+        (b, p) for b in (1, 2, 4) for p in (1, 2, 3)
+    ]
+
+
+def test_sweep_samples_temperatures_in_turns_on_their_own_sessions(
+    tmp_path: Path, batched: tuple[str, FakeBatchTarget]
+) -> None:
+    url, target = batched
+    _, _, report = _profiler(tmp_path, url, temperatures=(0.0, 0.8)).run()
+    assert len(report.points) == 18 and {p.temperature for p in report.points} == {0.0, 0.8}
+    # each temperature has its own 4 sessions (KV sequences 0-3 and 4-7 here)
+    rounds = [max(q for q, _ in p) for p in target.passes if max(n for _, n in p) <= 3]
+    sampled = [q >= 4 for q in rounds]
+    assert sampled.index(True) < len(sampled) - 1 - sampled[::-1].index(False)

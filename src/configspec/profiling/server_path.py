@@ -52,6 +52,7 @@ from configspec.config import VerificationProfile
 from configspec.errors import BackendUnavailable, IncompatibleModels, InvalidInput
 from configspec.profiling.concurrency import time_concurrent
 from configspec.profiling.device import build_context
+from configspec.profiling.stats import stop_sampling
 from configspec.progress import ProgressFn
 from configspec.serving.client import auth_headers, probe_server
 from configspec.serving.protocol import (
@@ -221,29 +222,35 @@ class ServerPathBench:
 
     # timing ------------------------------------------------------------------------
     def sample(
-        self, positions: int, pool: ThreadPoolExecutor | None, draft_top_k: int = 64
+        self,
+        positions: int,
+        pool: ThreadPoolExecutor | None,
+        draft_top_k: int = 64,
+        sessions: int | None = None,
     ) -> PassSample:
-        """One pass of all open sessions verifying ``positions`` positions each.
+        """One pass of the first ``sessions`` open sessions (default: all, B) verifying
+        ``positions`` positions each.
 
         Retries samples whose rounds did not share one pass of exactly B sessions; raises
         :class:`InvalidInput` after :data:`MAX_MIXED_PASSES` of them in a row, or when the
         verifier does not batch (no ``pass_id`` in its answers).
         """
-        b = len(self._sessions)
-        if b == 0:
-            raise InvalidInput("open sessions before timing a pass")
+        n_open = len(self._sessions)
+        b = n_open if sessions is None else sessions
+        if n_open == 0 or not 1 <= b <= n_open:
+            raise InvalidInput(f"open at least {max(b, 1)} sessions before timing a pass")
         seen: list[int] = []
         for _ in range(MAX_MIXED_PASSES):
             if max(s.length for s in self._sessions) > len(self._context) + REOPEN_AFTER_TOKENS:
-                self.open_sessions(self._context, b, self._temperature)
-            bodies = [self._request(s, positions, draft_top_k).model_dump_json()
-                      for s in self._sessions]  # fmt: skip
+                self.open_sessions(self._context, n_open, self._temperature)
+            used = self._sessions[:b]
+            bodies = [self._request(s, positions, draft_top_k).model_dump_json() for s in used]
             replies: list[VerifyResponse | None] = [None] * b
             calls = [functools.partial(self._verify_into, replies, i, body)
                      for i, body in enumerate(bodies)]  # fmt: skip
             timing = time_concurrent(calls, pool)
             got = [r for r in replies if r is not None]
-            for s, r in zip(self._sessions, got, strict=True):
+            for s, r in zip(used, got, strict=True):
                 s.round += 1
                 s.length = r.session_tokens
             if any(r.pass_id is None or r.pass_ms is None for r in got):
@@ -303,7 +310,7 @@ def _running_verifier(prof: VerificationProfiler) -> Iterator[_Verifier]:
     threads = s.threads or len(host.allowed_cpus())
     engine = open_batch_target(
         prof.target_spec,
-        n_seqs=max(s.batch_sizes),
+        n_seqs=max(s.batch_sizes) * len(s.temperatures),  # a set of sessions per temperature
         max_positions_per_pass=per_pass,
         cache_dir=prof.cache_dir,
         settings=LlamaSettings(n_threads=threads, n_ctx=n_ctx),
@@ -316,7 +323,9 @@ def _running_verifier(prof: VerificationProfiler) -> Iterator[_Verifier]:
         prefill_chunk_tokens=per_pass,
     )
     limits = ServerLimits(
-        max_sessions=max(s.batch_sizes), max_k=max(1, s.k_max), max_context_tokens=n_ctx
+        max_sessions=max(s.batch_sizes) * len(s.temperatures),
+        max_k=max(1, s.k_max),
+        max_context_tokens=n_ctx,
     )
     service = BatchedVerifierService(engine, limits, policy)
     batch = [1]
@@ -338,17 +347,17 @@ def _running_verifier(prof: VerificationProfiler) -> Iterator[_Verifier]:
         engine.close()
 
 
-def _pass_ms(
-    bench: ServerPathBench,
-    positions: int,
-    pool: ThreadPoolExecutor | None,
-    draft_top_k: int,
-    request_ms: list[float],
-) -> float:
-    """One sample: the pass time (ms); appends the requests' mean client-side latency."""
-    smp = bench.sample(positions, pool, draft_top_k)
-    request_ms.append(sum(smp.request_ms) / len(smp.request_ms))
-    return smp.pass_ms
+@dataclass
+class _Cell:
+    """One sweep point being sampled in turns: its key (positions, context, batch,
+    temperature), its samples (ms), its requests' client-side latencies (ms), the seconds
+    its samples took, and whether its stopping rule holds (then it is stored)."""
+
+    key: tuple[int, int, int, float]
+    samples: list[float] = dataclasses.field(default_factory=list)
+    request_ms: list[float] = dataclasses.field(default_factory=list)
+    spent_s: float = 0.0
+    done: bool = False
 
 
 def run_server_path(
@@ -356,11 +365,24 @@ def run_server_path(
 ) -> tuple[VerificationProfile, Path, VerifySweepReport]:
     """The verification sweep on the server path (see the module docstring): every
     (temperature, context, B, P) point is the verifier's pass time for B sessions of P
-    positions; checkpointed after each point and resumed like the direct sweep."""
+    positions; checkpointed as each point finishes and resumed like the direct sweep.
+
+    **The points of one context are sampled in turns** -- one pass of every (B,
+    temperature, P) point per turn, round-robin, until each point's own stopping rule
+    (:func:`~configspec.profiling.stats.stop_sampling`: CI target, repeats, budget) holds
+    -- instead of all of one B's passes and then the next B's. Timed in blocks, a change in
+    the host's speed lands on one B: on the shared 2-core host a sweep's B = 16 row read
+    ~25-30% high against its B = 8 row (side by side the ratio was 1.6-2.0, the blocked
+    sweep's 2.55), and single cells came out non-monotone (S(1, 1) > S(1, 2)). In turns,
+    drift is shared by every point of the sweep. Each temperature has its own
+    ``max(B)`` sessions (the verifier must allow ``max(B) x temperatures`` sessions), a
+    B-point uses the first B of them. A point partly sampled when the sweep is killed is
+    sampled again on resume (only finished points are checkpointed)."""
 
     started = time.perf_counter()
     s = prof.settings
-    with _running_verifier(prof) as v:
+    widest = max(s.batch_sizes)
+    with _running_verifier(prof) as v, contextlib.ExitStack() as stack:
         identity = dataclasses.replace(v.identity, name=prof._name(v.identity.name))
         if not identity.vocab_size:
             raise InvalidInput(f"{identity.name} reports no vocabulary size")
@@ -370,29 +392,50 @@ def run_server_path(
             {"path": "server", "verifier_url": prof.verifier_url},
             progress,
         )
-        bench = ServerPathBench(v.url, vocab_size=identity.vocab_size, api_key=prof.api_key,
-                                on_open=v.on_open)  # fmt: skip
-        with bench:
-            for batch in s.batch_sizes:
-                v.set_batch(batch)
-                pool = ThreadPoolExecutor(max_workers=batch) if batch > 1 else None
-                try:
-                    for temp, ctx_len in itertools.product(s.temperatures, s.context_tokens):
-                        todo = [p for p in range(1, s.k_max + 2)
-                                if (p, ctx_len, batch, temp) not in sweep.done]  # fmt: skip
-                        if not todo:
-                            continue
-                        bench.open_sessions(build_context(v.tokenizer, ctx_len), batch, temp)
-                        for positions in todo:
-                            for _ in range(s.warmup):
-                                bench.sample(positions, pool, s.draft_top_k)
-                            request_ms: list[float] = []
-                            measure = functools.partial(
-                                _pass_ms, bench, positions, pool, s.draft_top_k, request_ms
-                            )
-                            key = (positions, ctx_len, batch, temp)
-                            sweep.measure(measure, request_ms, key, progress)
-                finally:
-                    if pool is not None:
-                        pool.shutdown()
+        pools = {b: stack.enter_context(ThreadPoolExecutor(max_workers=b))
+                 for b in s.batch_sizes if b > 1}  # fmt: skip
+        benches = {
+            temp: stack.enter_context(ServerPathBench(
+                v.url, vocab_size=identity.vocab_size, api_key=prof.api_key, on_open=v.on_open,
+                seed=i,
+            ))
+            for i, temp in enumerate(s.temperatures)
+        }  # fmt: skip
+
+        from configspec.profiling.verification import point_record
+
+        def sample(cell: _Cell, first: bool) -> None:
+            positions, _, batch, temp = cell.key
+            v.set_batch(batch)
+            pool = pools.get(batch)
+            for _ in range(s.warmup if first else 0):
+                benches[temp].sample(positions, pool, s.draft_top_k, batch)
+            t0 = time.perf_counter()
+            smp = benches[temp].sample(positions, pool, s.draft_top_k, batch)
+            cell.spent_s += time.perf_counter() - t0
+            cell.samples.append(smp.pass_ms)
+            cell.request_ms.append(sum(smp.request_ms) / len(smp.request_ms))
+            done = stop_sampling(cell.samples, cell.spent_s, rel_half_width=s.rel_half_width,
+                                 min_repeats=s.min_repeats, max_repeats=s.max_repeats,
+                                 budget_s=s.point_budget_s)  # fmt: skip
+            if done is not None:
+                sweep.store(*point_record(done, cell.request_ms, cell.key), progress)
+                cell.done = True
+
+        for ctx_len in s.context_tokens:
+            cells = [_Cell((p, ctx_len, b, t))
+                     for b, t, p in itertools.product(s.batch_sizes, s.temperatures,
+                                                      range(1, s.k_max + 2))
+                     if (p, ctx_len, b, t) not in sweep.done]  # fmt: skip
+            if not cells:
+                continue
+            context = build_context(v.tokenizer, ctx_len)
+            for temp in {c.key[3] for c in cells}:
+                benches[temp].open_sessions(context, widest, temp)
+            first = True
+            while cells:  # one sample of every unfinished point per turn
+                for cell in cells:
+                    sample(cell, first)
+                cells = [c for c in cells if not c.done]
+                first = False
     return prof.save_sweep(identity, sweep, started)

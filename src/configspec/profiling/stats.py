@@ -9,9 +9,8 @@ the target was met are returned, so profiles can report them.
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from configspec.stats import relative_half_width
@@ -45,13 +44,32 @@ def repeat_until(
     samples are always taken."""
     start = clock()
     samples: list[float] = []
-    achieved = math.inf
     while True:
         samples.append(float(measure()))
-        n = len(samples)
-        if n >= min_repeats:
-            achieved = relative_half_width(samples)
-            if achieved <= rel_half_width:
-                return Sampled(tuple(samples), True, achieved, clock() - start)
-            if n >= max_repeats or clock() - start >= budget_s:
-                return Sampled(tuple(samples), False, achieved, clock() - start)
+        done = stop_sampling(samples, clock() - start, rel_half_width=rel_half_width,
+                             min_repeats=min_repeats, max_repeats=max_repeats,
+                             budget_s=budget_s)  # fmt: skip
+        if done is not None:
+            return done
+
+
+def stop_sampling(
+    samples: Sequence[float],
+    elapsed_s: float,
+    *,
+    rel_half_width: float,
+    min_repeats: int,
+    max_repeats: int,
+    budget_s: float,
+) -> Sampled | None:
+    """:func:`repeat_until`'s stopping rule for ``samples`` taken in ``elapsed_s`` seconds:
+    the finished :class:`Sampled`, or None while more samples are due. For callers that
+    interleave several points' samples (each point's own samples and time)."""
+    if len(samples) < min_repeats:
+        return None
+    achieved = relative_half_width(samples)
+    if achieved <= rel_half_width:
+        return Sampled(tuple(samples), True, achieved, elapsed_s)
+    if len(samples) >= max_repeats or elapsed_s >= budget_s:
+        return Sampled(tuple(samples), False, achieved, elapsed_s)
+    return None

@@ -52,7 +52,7 @@ from configspec.errors import InvalidInput
 from configspec.profiling import host
 from configspec.profiling.concurrency import time_concurrent
 from configspec.profiling.device import build_context, check_temperatures
-from configspec.profiling.stats import repeat_until
+from configspec.profiling.stats import Sampled, repeat_until
 from configspec.profiling.sweep import Checkpoint, SweepReport, check_sweep
 from configspec.progress import NO_PROGRESS, ProgressEvent, ProgressFn
 from configspec.serving.protocol import SparseDistribution
@@ -246,7 +246,10 @@ class OpenSweep:
         progress: ProgressFn,
     ) -> None:
         """Time one point with :func:`time_point`, store it in the checkpoint, report it."""
-        point, detail = time_point(measure, request_ms, self.settings, key)
+        self.store(*time_point(measure, request_ms, self.settings, key), progress)
+
+    def store(self, point: dict[str, Any], detail: str, progress: ProgressFn) -> None:
+        """Store a timed point (:func:`point_record`) in the checkpoint and report it."""
         points: list[dict[str, Any]] = self.state["points"]
         points.append(point)
         self.checkpoint.save(self.state, self.models)
@@ -263,7 +266,6 @@ def time_point(
     with ``measure`` (one latency in ms per call; ``request_ms`` fills with each request's
     latency as it runs) until ``s``'s CI target or budget. Returns the point as the
     checkpoint stores it and a progress line."""
-    positions, ctx_len, batch, temp = key
     sampled = repeat_until(
         measure,
         rel_half_width=s.rel_half_width,
@@ -271,6 +273,16 @@ def time_point(
         max_repeats=s.max_repeats,
         budget_s=s.point_budget_s,
     )
+    return point_record(sampled, request_ms, key)
+
+
+def point_record(
+    sampled: Sampled, request_ms: Sequence[float], key: tuple[int, int, int, float]
+) -> tuple[dict[str, Any], str]:
+    """One sweep point ``key`` = (positions, context tokens, batch, temperature) from its
+    samples (ms) and its requests' client-side latencies (ms), as the checkpoint stores
+    it, and a progress line."""
+    positions, ctx_len, batch, temp = key
     est = student_t_mean(sampled.samples)
     point = {
         "positions": positions, "context_tokens": ctx_len,
