@@ -91,6 +91,7 @@ def main() -> int:
     ap.add_argument("--domain", default="code", help="the prior's domain (the benchmark: code)")
     ap.add_argument("--phases", type=int, default=3)
     ap.add_argument("--switch-z", type=float, default=None, help="default: the policy's")
+    ap.add_argument("--verify-shape", action="store_true", help="AdaptiveK(verify_shape=True)")
     ap.add_argument("--calibration", action="store_true", help="predicted vs measured per K")
     args = ap.parse_args()
     profiles = read_profiles(ProfileStore(args.profiles))
@@ -102,7 +103,9 @@ def main() -> int:
             profiles, drafter=cfg["drafter"], domain=args.domain, k_max=cfg["k_max"],
             context_tokens=context,
         )  # fmt: skip
-        extra = {} if args.switch_z is None else {"switch_z": args.switch_z}
+        extra: dict[str, object] = {} if args.switch_z is None else {"switch_z": args.switch_z}
+        if args.verify_shape:
+            extra["verify_shape"] = True
         policy = AdaptiveK(prior, k_min=cfg["k_min"], k_max=cfg["k_max"], **extra)  # type: ignore[arg-type]
         print(f"{path.name}: {len(record['rounds'])} rounds, prior {prior.source}")
         for i, ph in enumerate(replay(record, policy, args.phases)):

@@ -688,3 +688,47 @@ def test_a_detected_drop_is_undone_soon_after_acceptance_recovers() -> None:
         back = next((i for i, k in enumerate(ks) if k > 1), None)
         assert back is not None and back <= 30, (seed, ks)
     assert dropped >= 5
+
+
+def sawtooth(prior: PolicyPrior, step_ms: float) -> PolicyPrior:
+    """``prior`` with an even number of positions ``step_ms`` cheaper than its line."""
+    verify = prior.verify_ms.copy()
+    verify[2::2] -= step_ms
+    return PolicyPrior(**{**prior.__dict__, "verify_ms": verify})
+
+
+@pytest.mark.parametrize("proposal", [1.0, 0.7])
+def test_the_verify_shape_path_equals_predict(proposal: float) -> None:
+    prior = sawtooth(make_prior(alpha=0.5, proposal=proposal, verify_per_pos_ms=4.0), 6.0)
+    truth = sawtooth(make_prior(alpha=0.65, rtt_ms=12.0, proposal=proposal), 3.0)
+    policy = AdaptiveK(prior, k_min=2, k_max=10, verify_shape=True)
+    run(policy, World(truth, seed=3), 50)
+    want = policy.predict()
+    rows = policy._goodput_rows()
+    np.testing.assert_allclose(rows[0], want["goodput"], rtol=1e-12)
+    np.testing.assert_allclose(rows[2], want["round"], rtol=1e-12)
+    np.testing.assert_allclose(rows[7], want["verify"], rtol=1e-12)
+    # off, the shape is not seen: the line alone
+    flat = AdaptiveK(prior, k_min=2, k_max=10)
+    assert flat.verify.shape_ms == [0.0] * prior.verify_ms.size
+
+
+def test_the_verify_shape_keeps_a_cheap_width_the_line_averages_away() -> None:
+    """Verification of an even number of positions costs 12 ms less than the line through
+    the profile says (a sawtooth, as in the kept Q4_0 records): with the shape the policy's
+    first pick is the best K under those costs, with the line alone (the step averaged over
+    every width) it is not."""
+    base = make_prior(alpha=0.8, rtt_ms=5.0, per_token_ms=40.0, verify_base_ms=100.0,
+                      verify_per_pos_ms=10.0)  # fmt: skip
+    prior = sawtooth(base, 12.0)
+    ks = np.arange(1, 9)
+    tokens = 1.0 + np.cumsum(0.8**ks)
+    goodput = tokens / (40.0 * ks + prior.verify_ms[ks + 1] + 5.0)
+    best = int(ks[goodput.argmax()])
+    assert AdaptiveK(prior, k_max=8, verify_shape=True).choose().k == best == 1
+    assert AdaptiveK(prior, k_max=8).choose().k != best
+    # without a step the two agree
+    assert (
+        AdaptiveK(base, k_max=8, verify_shape=True).choose().k
+        == AdaptiveK(base, k_max=8).choose().k
+    )

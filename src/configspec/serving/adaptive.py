@@ -205,7 +205,11 @@ class AdaptiveK:
     ``decay`` is the per-round forgetting of the acceptance posteriors, ``window`` the
     rounds in the running medians (RTT, drafting-speed and verification-level
     corrections), ``hold`` the relative margin by which another K must beat the current
-    one before the policy moves.
+    one before the policy moves. ``verify_shape``: predict verification time from the
+    profile's per-width table around the live line (:class:`~configspec.serving.\
+estimators.VerifyLine` ``shape``), its doubt from the profile's intervals, instead of
+    from the line alone (experimental, off by default: the profile's sawtooth moved the kept
+    replays' choices wholesale; :meth:`_shape_expected`).
     """
 
     def __init__(
@@ -220,6 +224,7 @@ class AdaptiveK:
         window: int = WINDOW,
         hold: float = HOLD,
         switch_z: float = SWITCH_Z,
+        verify_shape: bool = False,
     ) -> None:
         k_hi = prior.k_max if k_max is None else k_max
         if not 1 <= k_min <= k_hi:
@@ -269,6 +274,7 @@ class AdaptiveK:
         )
         self.rtt = RunningMedian(float(np.asarray(prior.link.rtt_ms)), window)
         self.draft_scale = RunningMedian(1.0, window)
+        self.verify_shape = verify_shape
         self.verify = VerifyLine(
             prior.verify_ms,
             VERIFY_DECAY,
@@ -276,6 +282,8 @@ class AdaptiveK:
             slope_weight=VERIFY_SLOPE_WEIGHT,
             slow_decay=VERIFY_SLOW_DECAY,
             slow_weight=VERIFY_SLOPE_WEIGHT,
+            shape=verify_shape,
+            shape_sd_ms=prior.verify_sd_ms,
         )
         self._init_model()
 
@@ -295,6 +303,7 @@ class AdaptiveK:
         self._sl = slice(self.k_min - 1, self.k_max)  # K-indexed arrays at k_min..k_max
         self._per_token = np.asarray(prior.draft_ms_per_token, dtype=np.float64)[ks - 1]
         self._per_token_all = [float(x) for x in prior.draft_ms_per_token]
+        self._no_shape = [0.0] * (self.k_max + 2)
         bpt, bpm = link.bytes_per_token, link.bytes_per_message
 
         def serial_ms(count: float, up: bool) -> float:
@@ -367,6 +376,7 @@ class AdaptiveK:
             line = self.verify
             verify = line.b * drafted
             verify += line.a + line.b
+            verify += self._shape_expected(None if self.proposal is None else q)
         else:
             verify = np.full_like(e, self._fixed_verify)
         wait = e * self._down_ms_per_token
@@ -406,6 +416,20 @@ class AdaptiveK:
                 out[column] = e / energy
         return out
 
+    def _shape_expected(self, q: FloatArray | None) -> FloatArray:
+        """The profile's verification shape (:meth:`VerifyLine.shape_at`) expected at each K
+        in ``k_min..k_max`` (ms): at K + 1 positions for a model drafter, over the
+        distribution of the tokens an n-gram drafter proposes (chances ``q``) otherwise."""
+        n = self.k_max
+        dev = np.array([self.verify.shape_at(p) for p in range(1, n + 2)], dtype=np.float64)
+        if q is None:
+            return dev[self.k_min : n + 1]
+        reach = np.concatenate(([1.0], np.cumprod(q[:n])))  # P(drafted >= j), j = 0..n
+        # K drafted at most: P(drafted = j) = reach_j - reach_{j+1} (j < K), reach_K at K
+        below = np.cumsum((reach[:-1] - reach[1:]) * dev[:n])
+        out: FloatArray = (below + reach[1:] * dev[1:])[self.k_min - 1 :]
+        return out
+
     def _goodput_rows(self) -> tuple[list[float], ...]:
         """The goodput column of :meth:`predict`, in plain floats (the per-round path).
 
@@ -438,32 +462,47 @@ class AdaptiveK:
         tokens: list[float] = []
         rounds: list[float] = []
         positions: list[float] = []
+        verifies: list[float] = []
         cum = [0.0]
         survive = 1.0
         reach = 1.0  # chance that the drafter proposes position i (n-gram: < 1)
         drafted = 0.0
+        # the profile's verification shape, expected over the positions verified
+        shape = self._shape_now() if self.verify_shape else self._no_shape
+        below = 0.0  # Σ_{j<K} P(drafted = j)·shape[j + 1]
         for i in range(self.k_max):
             survive *= joint[i]
             cum.append(cum[-1] + survive)
             if prop is None:
                 drafted += 1.0
             else:
+                below += reach * (1.0 - prop.mean_list[i]) * shape[i + 1]
                 reach *= prop.mean_list[i]
                 drafted += reach
             if i + 1 < k_min:
                 continue
             e = 1.0 + cum[-1]
             draft = (drafted * per_token[i] + survive * catchup) * d_scale
-            verify = line_a + line_b * (drafted + 1.0) if fixed_verify is None else fixed_verify
+            if fixed_verify is None:
+                verify = line_a + line_b * (drafted + 1.0) + below + reach * shape[i + 2]
+            else:
+                verify = fixed_verify
             round_ms = draft + e * down + link_ms + drafted * up + verify
             goodput.append(e * 1e3 / round_ms)
             tokens.append(e)
             rounds.append(round_ms)
             positions.append(drafted + 1.0)
+            verifies.append(verify)
         for i in range(self.k_max, len(joint)):  # positions beyond k_max: for the record
             survive *= joint[i]
             cum.append(cum[-1] + survive)
-        return goodput, tokens, rounds, positions, joint, var, cum
+        return goodput, tokens, rounds, positions, joint, var, cum, verifies
+
+    def _shape_now(self) -> list[float]:
+        """The profile's verification shape at 0..``k_max`` + 1 positions, scaled to the
+        measured level (ms)."""
+        level = self.verify.level.value
+        return [level * x for x in self.verify.shape_ms[: self.k_max + 2]]
 
     def _gain_sd(self, to: int, frm: int, rows: tuple[list[float], ...]) -> float:
         """Posterior standard deviation (tokens/s) of goodput(K_to) − goodput(K_from).
@@ -476,7 +515,7 @@ class AdaptiveK:
         other estimates (RTT, drafting speed, the line's level) are medians of the
         latest rounds, held at their values.
         """
-        _, tokens, rounds, positions, joint, var, cum = rows
+        _, tokens, rounds, positions, joint, var, cum, _ = rows
         k_to, k_from = to + self.k_min, frm + self.k_min
         r_to, r_from = rounds[to], rounds[frm]
         total = 0.0
@@ -491,6 +530,16 @@ class AdaptiveK:
                 - tokens[to] * positions[to] / (r_to * r_to)
             )
             total += d * d * self.verify.slope_var()
+            # the profile's shape at the two widths: as uncertain as the profile measured it
+            p_to, p_from = round(positions[to]), round(positions[frm])
+            if self.verify_shape and p_to != p_from:
+                shape_var = self.verify.shape_var
+                level2 = self.verify.level.value**2
+                d_to = 1e3 * tokens[to] / (r_to * r_to)
+                d_from = 1e3 * tokens[frm] / (r_from * r_from)
+                total += level2 * (
+                    d_to * d_to * shape_var[p_to] + d_from * d_from * shape_var[p_from]
+                )
         return math.sqrt(total)
 
     def _link_moved(self) -> bool:
@@ -513,7 +562,7 @@ class AdaptiveK:
         if self.objective != "goodput":
             return self._choose_array()
         rows = self._goodput_rows()
-        goodput, tokens, rounds, positions, joint, _, _ = rows
+        goodput, tokens, rounds, _, joint, _, _, verifies = rows
         best = max(range(len(goodput)), key=goodput.__getitem__)
         prev = self._k_prev - self.k_min
         waiting = 0
@@ -545,10 +594,6 @@ class AdaptiveK:
         if k != self._k_prev:
             self._rtt_at_switch = self.rtt.value
         self._k_prev = k
-        if self._fixed_verify is None:
-            verify = self.verify.a + self.verify.b * positions[best]
-        else:
-            verify = self._fixed_verify
         return _choice(
             k=k,
             objective_value=goodput[best],
@@ -556,7 +601,7 @@ class AdaptiveK:
             round_ms=rounds[best],
             rtt_ms=max(0.0, self.rtt.value),
             draft_ms_per_token=self._per_token_all[k - 1] * self.draft_scale.value,
-            verify_ms=verify,
+            verify_ms=verifies[best],
             acceptance=[round(x, 4) for x in joint],
             rounds_seen=self.rounds_seen,
         )

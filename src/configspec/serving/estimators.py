@@ -317,6 +317,8 @@ class VerifyLine:
         clip: float = 1.5,
         slow_decay: float | None = None,
         slow_weight: float = 1.0,
+        shape: bool = False,
+        shape_sd_ms: FloatArray | None = None,
     ) -> None:
         table = np.asarray(profile_ms, dtype=np.float64)
         positions = np.arange(table.size, dtype=np.float64)
@@ -324,6 +326,19 @@ class VerifyLine:
         if not ok.any():
             raise ValueError("no verification latency at any position")
         self.a0, self.b0 = line_fit(positions[ok], table[ok])
+        dev = table - (self.a0 + self.b0 * positions)
+        self.shape_ms: list[float] = (
+            np.where(ok, dev, 0.0).tolist() if shape else [0.0] * table.size
+        )
+        """The profile's deviation from its own line at each position count (ms, 0 where
+        not profiled, or all 0 without ``shape``): scaled by :attr:`level`, it is added to
+        the line, and the live line is fitted to what is left."""
+        sd = np.zeros(table.size) if shape_sd_ms is None else np.asarray(shape_sd_ms)
+        self.shape_var: list[float] = (
+            np.where(ok & np.isfinite(sd), sd * sd, 0.0).tolist() if shape else [0.0] * table.size
+        )
+        """Variance (ms², unscaled) of each :attr:`shape_ms` entry: the profile's own doubt
+        of its mean at that position count (0 without ``shape``)."""
         self.decay = decay
         self.slope_weight = slope_weight
         self.clip = clip
@@ -342,8 +357,15 @@ class VerifyLine:
         """The profile's line at ``positions`` (ms), unscaled."""
         return self.a0 + self.b0 * positions
 
+    def shape_at(self, positions: int) -> float:
+        """The profile's deviation from its line at ``positions``, scaled (ms)."""
+        if 0 <= positions < len(self.shape_ms):
+            return self.level.value * self.shape_ms[positions]
+        return 0.0
+
     def predict(self, positions: FloatArray | float) -> FloatArray:
-        """Predicted verification time (ms) of ``positions`` positions (array or scalar)."""
+        """Predicted verification time (ms) of ``positions`` positions (array or scalar) on
+        the line alone (the profile's shape, :meth:`shape_at`, is per whole position)."""
         return np.asarray(self.a + self.b * np.asarray(positions, dtype=np.float64))
 
     def observe(self, positions: int, verify_ms: float) -> None:
@@ -351,11 +373,15 @@ class VerifyLine:
         if not (math.isfinite(verify_ms) and verify_ms > 0):
             return
         p = float(positions)
-        prior = self.prior_ms(p)
+        dev = self.shape_ms[positions] if 0 <= positions < len(self.shape_ms) else 0.0
+        prior = self.prior_ms(p) + dev
         if prior > 0:
             self.level.add(min(max(verify_ms / prior, 0.05), 20.0))
-        pred = max(self.a + self.b * p, 1e-6)
-        v = min(max(verify_ms, pred / self.clip), pred * self.clip)
+        shape = self.level.value * dev
+        # the line is fitted to what the profile's shape leaves
+        pred = max(self.a + self.b * p + shape, 1e-6)
+        v = min(max(verify_ms, pred / self.clip), pred * self.clip) - shape
+        pred -= shape
         lam = self.decay
         s0, s1, s2, sy, spy = self._s
         self._s = [lam * s0 + 1.0, lam * s1 + p, lam * s2 + p * p, lam * sy + v, lam * spy + p * v]

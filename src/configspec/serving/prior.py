@@ -63,6 +63,9 @@ class PolicyPrior:
     verify_ms: FloatArray
     link: Link
     catchup_ms: float = 0.0
+    verify_sd_ms: FloatArray | None = None
+    """Standard error (ms) of ``verify_ms[p]``, from the profile's 95% interval (half-width
+    / 1.96; ``None``: unknown, taken as 0)."""
     draft_power_w: float = float("nan")
     idle_power_w: float = float("nan")
     gpu_price: bool = True
@@ -298,7 +301,7 @@ def prior_from_profiles(
             proposal = weight * proposal + (1.0 - weight) * all_prop
     strength *= factor
     verification = next(v for v in profiles.verifications if v.target == target_name)
-    v_mean, _, _ = verify_latency_table(verification, ks.size, context_tokens, 1)
+    v_mean, v_low, v_high = verify_latency_table(verification, ks.size, context_tokens, 1)
     dev_name = space.device_names[int(space.device_code[first])]
     dev = next(d for d in profiles.devices if d.device.name == dev_name)
     on_dev = next(d for d in dev.drafters if d.drafter == drafter)
@@ -309,6 +312,7 @@ def prior_from_profiles(
         proposal=proposal,
         draft_ms_per_token=smooth_draft_ms_per_token(g.draft_ms_per_token.mean[rows]),
         verify_ms=np.asarray(v_mean, dtype=np.float64),
+        verify_sd_ms=np.asarray((v_high - v_low) / (2.0 * 1.96), dtype=np.float64),
         link=link_from_network(net, rtt_ms),
         catchup_ms=max(0.0, on_dev.catchup_ms.mean) if on_dev.catchup_ms else 0.0,
         draft_power_w=on_dev.draft_power_w.mean if on_dev.draft_power_w else float("nan"),
