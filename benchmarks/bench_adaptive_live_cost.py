@@ -18,13 +18,11 @@ fair on a shared host. Prints medians / p95 per policy and writes
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -38,32 +36,8 @@ from configspec.serving.client import EdgeClient  # noqa: E402
 from configspec.serving.proxy import DelayProxy, DelaySchedule  # noqa: E402
 from configspec.store import ProfileStore, atomic_write_json  # noqa: E402
 
-
-def load_old(src: Path) -> ModuleType:
-    """The adaptive module of another source tree (its estimators with it), under other
-    names, next to this checkout's."""
-
-    def load(name: str, path: Path, text: str | None = None) -> ModuleType:
-        spec = importlib.util.spec_from_loader(name, loader=None)
-        assert spec is not None
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        exec(compile(text or path.read_text(), str(path), "exec"), mod.__dict__)
-        return mod
-
-    serving = src / "configspec" / "serving"
-
-    def own(path: Path) -> str:
-        return (
-            path.read_text()
-            .replace("configspec.serving.estimators", "_old_estimators")
-            .replace("configspec.serving.prior", "_old_prior")
-        )
-
-    load("_old_estimators", serving / "estimators.py")
-    if (serving / "prior.py").exists():  # split out of adaptive.py later
-        load("_old_prior", serving / "prior.py", own(serving / "prior.py"))
-    return load("_old_adaptive", serving / "adaptive.py", own(serving / "adaptive.py"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from old_policy import load_old  # noqa: E402
 
 
 class Shadowed(AdaptiveK):

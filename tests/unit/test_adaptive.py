@@ -19,6 +19,7 @@ from configspec.search.space import Profiles
 from configspec.serving.adaptive import (
     AdaptiveK,
     PolicyPrior,
+    _round4,
     pool_positions,
     positions_from_tokens_per_round,
     prior_from_profiles,
@@ -536,6 +537,7 @@ def test_the_per_round_goodput_path_equals_predict(proposal: float) -> None:
     fields = c.model_dump()
     assert c == KChoice.model_construct(**fields)
     assert KChoice.model_validate(fields) == c
+    assert c.acceptance == [round(x, 4) for x in want["joint"].tolist()]
     assert c.model_fields_set == set(KChoice.model_fields)
 
 
@@ -707,7 +709,7 @@ def test_the_verify_shape_path_equals_predict(proposal: float) -> None:
     rows = policy._goodput_rows()
     np.testing.assert_allclose(rows[0], want["goodput"], rtol=1e-12)
     np.testing.assert_allclose(rows[2], want["round"], rtol=1e-12)
-    np.testing.assert_allclose(rows[7], want["verify"], rtol=1e-12)
+    np.testing.assert_allclose(rows[6], want["verify"], rtol=1e-12)
     # off, the shape is not seen: the line alone
     flat = AdaptiveK(prior, k_min=2, k_max=10)
     assert flat.verify.shape_ms == [0.0] * prior.verify_ms.size
@@ -732,3 +734,11 @@ def test_the_verify_shape_keeps_a_cheap_width_the_line_averages_away() -> None:
         AdaptiveK(base, k_max=8, verify_shape=True).choose().k
         == AdaptiveK(base, k_max=8).choose().k
     )
+
+
+def test_round4_is_round_to_four_decimals() -> None:
+    rng = np.random.default_rng(5)
+    values = rng.random(20_000).tolist()
+    values += [k / 1e4 for k in range(10_001)] + [(k + 0.5) / 1e4 for k in range(10_000)]
+    values += [(2 * k + 1) / 32 for k in range(16)]  # exact binary ties: round() goes to even
+    assert _round4(values) == [round(x, 4) for x in values]

@@ -113,8 +113,7 @@ class PositionalBeta:
         """How many changes of regime were detected (for logs and tests)."""
         self.mean_list: list[float] = list(self._prior_l)
         """Posterior mean per position (plain floats; updated by :meth:`observe`)."""
-        self.var_list: list[float] = [p * (1.0 - p) / (strength + 1.0) for p in self._prior_l]
-        """Posterior variance per position (plain floats; updated by :meth:`observe`)."""
+        self._var: list[float] | None = None  # var_list, computed when first read
 
     def _shift_factor(self) -> float:
         """The pooled shift as a factor on the prior's odds (1: no shift)."""
@@ -144,18 +143,29 @@ class PositionalBeta:
 
     def _update_mean(self) -> None:
         w = self.weight
-        shifted = self._shifted(self._shift_factor())
+        factor = self._shift_factor()
+        pf = self.pool_from
+        prior = self._prior_l
         means = []
-        variances = []
-        pooled = POOL_SHARE * self._pool[1]
-        for i, (sp, a, b) in enumerate(zip(shifted, self.a, self.b, strict=True)):
-            n = w + a + b
-            m = (w * sp + a) / n
-            means.append(m)
-            extra = pooled if i >= self.pool_from else 0.0
-            variances.append(m * (1.0 - m) / (n + 1.0 + extra))
+        for i, (o, a, b) in enumerate(zip(self._prior_odds, self.a, self.b, strict=True)):
+            sp = prior[i] if i < pf else o * factor / (1.0 + o * factor)
+            means.append((w * sp + a) / (w + a + b))
         self.mean_list = means
-        self.var_list = variances
+        self._var = None
+
+    @property
+    def var_list(self) -> list[float]:
+        """Posterior variance per position (plain floats): computed from the counts when
+        read, once per round at most (the policy reads it only to test a switch)."""
+        if self._var is None:
+            w = self.weight
+            pooled = POOL_SHARE * self._pool[1]
+            pf = self.pool_from
+            self._var = [
+                m * (1.0 - m) / (w + a + b + 1.0 + (pooled if i >= pf else 0.0))
+                for i, (m, a, b) in enumerate(zip(self.mean_list, self.a, self.b, strict=True))
+            ]
+        return self._var
 
     def _pool_add(self, hi: int, failed_at: int, lam: float) -> None:
         pf = self.pool_from
@@ -180,14 +190,15 @@ class PositionalBeta:
     def observe(self, reached: int, stopped: bool) -> None:
         """Decay, then count successes at 1..``reached`` and a failure after if ``stopped``."""
         lam = self.decay
-        a = [x * lam for x in self.a]
+        old = self.a
+        n = len(old)
+        hi = min(reached, n)
+        a = [x * lam + 1.0 for x in old[:hi]]
+        if hi < n:
+            a += [x * lam for x in old[hi:]]
         b = [x * lam for x in self.b]
         self.weight = self.anchor + lam * (self.weight - self.anchor)
-        n = len(a)
-        hi = min(reached, n)
         failed_at = reached if stopped and reached < n else -1
-        for i in range(hi):
-            a[i] += 1.0
         if failed_at >= 0:
             b[failed_at] += 1.0
         self.a, self.b = a, b
@@ -204,13 +215,14 @@ class PositionalBeta:
         ratio is ``g = −log(1 + p·(e^δ − 1))`` and a success's ``δ + g``.
         """
         m = self.mean_list
+        log1p, shift, e_up, e_down = math.log1p, CHANGE_SHIFT, _E_UP, _E_DOWN
         up = down = 0.0
-        for i in range(successes):
-            up += CHANGE_SHIFT - math.log1p(m[i] * _E_UP)
-            down += -CHANGE_SHIFT - math.log1p(m[i] * _E_DOWN)
+        for x in m[:successes]:
+            up += shift - log1p(x * e_up)
+            down += -shift - log1p(x * e_down)
         if failed_at >= 0:
-            up -= math.log1p(m[failed_at] * _E_UP)
-            down -= math.log1p(m[failed_at] * _E_DOWN)
+            up -= log1p(m[failed_at] * e_up)
+            down -= log1p(m[failed_at] * e_down)
         self._cusum_up = max(0.0, self._cusum_up + up)
         self._cusum_down = max(0.0, self._cusum_down + down)
         if max(self._cusum_up, self._cusum_down) > CHANGE_H:
