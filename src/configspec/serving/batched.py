@@ -281,7 +281,6 @@ class BatchedVerifierService(VerifierService):
         #: perf_counter clock); None (the default) records nothing
         self.pass_trace: list[dict[str, Any]] | None = None
         self._gather_info: dict[str, Any] = {}
-        self._last_pass_s = 0.0
 
     # hooks of VerifierService --------------------------------------------------
     async def _prefill(self, s: _Session) -> Evaluation:
@@ -555,13 +554,13 @@ class BatchedVerifierService(VerifierService):
                 self._gather_info = {}
             for w in batch:
                 bm.queue_time.observe(started - w.enqueued_s)
-            results = await asyncio.to_thread(self._run_pass, batch, frees)
+            results, pass_s = await asyncio.to_thread(self._run_pass, batch, frees)
             self._unfreed -= len(frees)
             self._wake_free_waiters()
             out_s = time.perf_counter()
             if self.pass_trace is not None and self.pass_trace:
                 self.pass_trace[-1]["out_s"] = out_s
-                self.pass_trace[-1]["pass_s"] = self._last_pass_s
+                self.pass_trace[-1]["pass_s"] = pass_s
             live = set(self._seqs.values())  # a session closed during the pass is not expected
             for w, (ok, value) in zip(batch, results, strict=True):
                 if w.seq in live:
@@ -594,16 +593,19 @@ class BatchedVerifierService(VerifierService):
         for seq in seqs:
             self.batch_target.free_sequence(seq)
 
-    def _run_pass(self, batch: list[_Work], frees: list[int]) -> list[tuple[bool, Any]]:
-        """One forward pass (worker thread): evaluate, then each work's ``after``."""
+    def _run_pass(
+        self, batch: list[_Work], frees: list[int]
+    ) -> tuple[list[tuple[bool, Any]], float]:
+        """One forward pass (worker thread): evaluate, then each work's ``after``. Returns
+        each work's (ok, result or exception) and the pass's time (s; NaN for a pass whose
+        evaluation failed)."""
         self._free(frees)
-        self._last_pass_s = float("nan")  # (the trace's pass_s of a pass that failed)
         reqs = [SeqRequest(w.seq, w.context, w.tokens, w.probs, w.temperature) for w in batch]
         t0 = time.perf_counter()
         try:
             evs = self.batch_target.evaluate_many(reqs)
         except Exception as exc:  # every work of this pass fails the same way
-            return [(False, exc)] * len(batch)
+            return [(False, exc)] * len(batch), float("nan")
         bm = self.batch_metrics
         bm.pass_latency.observe(time.perf_counter() - t0)
         bm.batch_sessions.observe(len(batch))
@@ -617,7 +619,6 @@ class BatchedVerifierService(VerifierService):
         # the pass as the station's service time: forward pass + decisions + rollbacks
         self._passes += 1
         pass_s = time.perf_counter() - t0
-        self._last_pass_s = pass_s
         a = _PASS_EWMA_WEIGHT
         self._pass_ewma_s = (
             pass_s if self._passes == 1 else (1 - a) * self._pass_ewma_s + a * pass_s
@@ -626,4 +627,4 @@ class BatchedVerifierService(VerifierService):
                "pass_ms": pass_s * 1e3}  # fmt: skip
         for ev in evs:
             ev.extra.update(tag)
-        return out
+        return out, pass_s
