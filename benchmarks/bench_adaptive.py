@@ -211,11 +211,13 @@ def replay_cost_ms(policy_factory: object, arm: Arm, repeats: int = 5) -> float:
     return best * 1e3
 
 
-def new_policy(profiles: Profiles, name: str, context: int, k_max: int) -> TimedPolicy:
+def new_policy(
+    profiles: Profiles, name: str, context: int, k_max: int, verify_shape: bool = False
+) -> TimedPolicy:
     prior = prior_from_profiles(
         profiles, drafter=name, domain="code", k_max=k_max, context_tokens=context
     )
-    return TimedPolicy(prior, k_min=1, k_max=k_max)
+    return TimedPolicy(prior, k_min=1, k_max=k_max, verify_shape=verify_shape)
 
 
 def main() -> int:
@@ -238,6 +240,11 @@ def main() -> int:
         "oracle is chosen on the other cells and scored on each; ratios get a bootstrap CI)",
     )
     ap.add_argument("--runs", type=Path, default=None, help="store the adaptive run records")
+    ap.add_argument(
+        "--verify-shape", action="store_true",
+        help="the adaptive arm predicts verification from the profile's per-width table "
+        "(AdaptiveK(verify_shape=True), experimental; default: the line)",
+    )  # fmt: skip
     ap.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_adaptive.json"
     )
@@ -286,7 +293,9 @@ def main() -> int:
                 warm = EdgeClient(proxy.url, drafter, k=2, timeout_s=120.0)
                 warm.generate(drafter.tokenize(code[0].text), 4)
                 warm.close()  # (the adaptive arms' placeholder client until repeat 1)
-                factory = functools.partial(new_policy, profiles, name, context, args.k_max)
+                factory = functools.partial(
+                    new_policy, profiles, name, context, args.k_max, args.verify_shape
+                )
                 arms = [Arm("adaptive", warm)]
                 arms += [
                     Arm(f"K={k}", EdgeClient(proxy.url, drafter, k=k, timeout_s=120.0))
