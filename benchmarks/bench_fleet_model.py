@@ -625,6 +625,8 @@ def replica_check(
     port = stack.enter_context(verifier(args, slots=n_dev, policy="one-at-a-time"))
     link = stack.enter_context(open_link(args.link, ("127.0.0.1", port), delay_ms=args.rtt_ms / 2))
     with stack:
+        if args.verifier_warmup_s > 0:  # as in main(): calibrate a warm verifier
+            run_clients([link.url], 1, prompts, tokenizer, args, args.verifier_warmup_s)
         calib = run_clients([link.url], 1, prompts, tokenizer, args, args.calibration_s)
         return _replica_runs(args, calib, prompts, tokenizer, drafter_name, family, target_name,
                              link.url)  # fmt: skip
