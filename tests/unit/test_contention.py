@@ -216,3 +216,40 @@ def test_validate_cli_says_which_ratios_were_applied(
     assert main(["validate", "--profiles", str(store.root)]) == 0  # raw profiles by default
     out = " ".join(capsys.readouterr().out.split())
     assert "applied in 0/1 runs" in out and "folding is opt-in, --fold-contention" in out
+
+
+def _with_probes(run: RunRecord, before: ContentionProbe, after: ContentionProbe) -> RunRecord:
+    settings = {
+        **run.provenance.settings,
+        "contention": before.model_dump(),
+        "contention_after": after.model_dump(),
+    }
+    return run.model_copy(
+        update={"provenance": run.provenance.model_copy(update={"settings": settings})}
+    )
+
+
+def test_ratio_applied_only_when_the_probes_before_and_after_agree() -> None:
+    """bench_validate at load 2-3 (/work/bench/validate_t7_work): one run's verification
+    probe read 0.80x the baseline before it and 0.93x after; pooled, the 24 samples'
+    bootstrap interval excluded 1 and 0.85 was applied, while the run verified at 0.98x
+    the profile. Samples within one probe are not independent, so occasions that disagree
+    mean the load changed within the run: no ratio. Agreeing occasions still apply."""
+    base = _probe(_samples(10.0), _samples(40.0, n=12), added_rtt_ms=10.0)
+    baseline = ContentionBaseline(probes=[base], provenance=Provenance.here("measured"))
+    run = run_record(4, 10.0, 500.0, 3)
+    faster = _probe(_samples(10.0), _samples(28.0, n=12), added_rtt_ms=10.0)
+    same = _probe(_samples(10.0), _samples(40.0, n=12), added_rtt_ms=10.0)
+    fold = contention_fold(_with_probes(run, faster, same), baseline)
+    assert fold is not None
+    assert fold.verify.measured is not None and fold.verify.measured < 0.9
+    assert fold.verify.high is not None and fold.verify.high < 1.0  # pooled: excludes 1
+    assert fold.verify.applied == 1.0 and "disagree" in fold.verify.reason
+    assert fold.draft.applied == 1.0 and "holds 1" in fold.draft.reason
+    slower = _probe(_samples(15.0), _samples(60.0, n=12), added_rtt_ms=10.0)
+    slower2 = _probe(_samples(15.5), _samples(62.0, n=12), added_rtt_ms=10.0)
+    agreed = contention_fold(_with_probes(run, slower, slower2), baseline)
+    assert agreed is not None
+    assert agreed.verify.applied == pytest.approx(1.5, rel=0.1)
+    assert agreed.draft.applied == pytest.approx(1.5, rel=0.1)
+    assert "each occasion too" in agreed.verify.reason

@@ -20,8 +20,12 @@ separately for drafting and verification, and applies a ratio only when it is
 distinguishable from 1: when the 95% bootstrap interval of that ratio of medians
 (:func:`configspec.stats.bootstrap_ratio_of_medians`, each side resampled on its own)
 excludes 1. Otherwise the ratio applied is 1 — a quiet host is left alone rather than
-moved by one noisy second of timing. Each row records the measured ratio, its interval,
-the ratio applied and why (:class:`ContentionRatio`).
+moved by one noisy second of timing. When the run has probes before and after it, the
+pooled ratio is applied only when each occasion's own ratio also excludes 1 on the same
+side (:func:`agreed`): samples within one probe are taken within seconds of each other and
+are not independent, so the pooled bootstrap interval is too narrow, and occasions that
+disagree mean the load changed within the run. Each row records the measured ratio, its
+interval, the ratio applied and why (:class:`ContentionRatio`).
 
 Why not the profiled fit: the probe's K=0 round through the live server and the client's
 own timing is a different method from the profiler's sweep and its fit, so probe / fit
@@ -121,17 +125,30 @@ def _stored_probe(run: RunRecord, key: str) -> ContentionProbe | None:
     return probe.model_copy(update={"drafter": probe.drafter or c.drafter, **update})
 
 
+def probe_occasions(run: RunRecord) -> list[ContentionProbe]:
+    """The probes stored in ``run``, one per occasion: the one taken right before the run
+    and, when it was taken at the same point, the one right after it (empty: no probe)."""
+    before = _stored_probe(run, "contention")
+    if before is None:
+        return []
+    after = _stored_probe(run, "contention_after")
+    if after is None or not after.same_point(before):
+        return [before]
+    return [before, after]
+
+
 def run_probe(run: RunRecord) -> ContentionProbe | None:
     """The contention probe stored in ``run`` (None when it has none or it is unreadable):
     the one taken right before the run, with the samples of the one taken right after it
     (``contention_after``, at the same point) pooled in, so the probe brackets the load
     over the run rather than reading one moment before it."""
-    before = _stored_probe(run, "contention")
-    if before is None:
+    occasions = probe_occasions(run)
+    if not occasions:
         return None
-    after = _stored_probe(run, "contention_after")
-    if after is None or not after.same_point(before):
+    before = occasions[0]
+    if len(occasions) == 1:
         return before
+    after = occasions[1]
     draft = before.draft_samples_ms + after.draft_samples_ms
     verify = before.verify_samples_ms + after.verify_samples_ms
     return before.model_copy(
@@ -142,6 +159,41 @@ def run_probe(run: RunRecord) -> ContentionProbe | None:
             "verify_one_ms": float(np.median(verify)) if verify else before.verify_one_ms,
             "load_average_1m": (before.load_average_1m + after.load_average_1m) / 2.0,
         }
+    )
+
+
+def agreed(pooled: ContentionRatio, each: Sequence[ContentionRatio]) -> ContentionRatio:
+    """``pooled`` (the ratio over every occasion's samples) applied only when every
+    occasion's own ratio in ``each`` (before, after) excludes 1 on the same side.
+
+    The samples of one probe are taken within a few seconds of each other and are not
+    independent: the spread between occasions is much larger than within one (bench_validate
+    at load 2-3: verification read 312 ms before a run and 141 ms 30 s later). The pooled
+    bootstrap sees only the spread within occasions, so its interval is too narrow; when
+    the occasions bracketing a run disagree, the load changed within the run and the probe
+    does not measure what the run saw. With one occasion there is nothing to compare."""
+    if pooled.applied == 1.0 or len(each) < 2 or pooled.measured is None:
+        return pooled
+    slower = pooled.measured > 1.0
+
+    def excludes(r: ContentionRatio) -> bool:
+        if r.low is None or r.high is None:
+            return False
+        return r.low > 1.0 if slower else r.high < 1.0
+
+    def show(r: ContentionRatio) -> str:
+        if r.measured is None or r.low is None or r.high is None:
+            return "none"
+        return f"{r.measured:.2f} ({r.low:.2f}..{r.high:.2f})"
+
+    occasions = ", ".join(show(r) for r in each)
+    if all(excludes(r) for r in each):
+        return replace(pooled, reason=f"{pooled.reason}; each occasion too: {occasions}")
+    return replace(
+        pooled,
+        applied=1.0,
+        reason=f"not applied: the probes before and after the run disagree ({occasions}); "
+        f"pooled {pooled.reason.removeprefix('applied: ')}",
     )
 
 
@@ -165,8 +217,15 @@ def contention_fold(
             "(contention/baseline.json)"
         )
         return ContentionFold(none, none, probe.load_average_1m, None)
-    draft = judge_ratio(probe.draft_samples_ms, base.draft_samples_ms)
-    verify = judge_ratio(probe.verify_samples_ms, base.verify_samples_ms)
+    occasions = probe_occasions(run)
+    draft = agreed(
+        judge_ratio(probe.draft_samples_ms, base.draft_samples_ms),
+        [judge_ratio(o.draft_samples_ms, base.draft_samples_ms) for o in occasions],
+    )
+    verify = agreed(
+        judge_ratio(probe.verify_samples_ms, base.verify_samples_ms),
+        [judge_ratio(o.verify_samples_ms, base.verify_samples_ms) for o in occasions],
+    )
     if not fold:
         draft, verify = _raw(draft), _raw(verify)
     return ContentionFold(draft, verify, probe.load_average_1m, base_load)
