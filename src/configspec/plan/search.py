@@ -1,25 +1,46 @@
 """Plan a fleet: a configuration per class and the number of verifier replicas.
 
-The classes share one pool of ``R`` identical verifier replicas; every replica serves
-``count / R`` devices of every class (a balanced load balancer), so one replica is solved
-with :func:`configspec.model.fleet.solve_fleet` and the fleet is ``R`` copies of it.
+Under the ``continuous`` and ``mva`` gathers the classes share one pool of ``R``
+identical verifier replicas; every replica serves ``count / R`` devices of every class (a
+balanced load balancer), so one replica is solved with
+:func:`configspec.model.fleet.solve_fleet` and the fleet is ``R`` copies of it.
 
-For a given ``R`` the configurations are chosen by a best-response iteration: start
-from an idle verifier; each class takes, among its candidates that meet its SLOs against
-the verifier's current queue (as an arriving request sees it, the arrival theorem), the
-one that uses the least verifier time per token (its share of a pass / E(K)) — the
-cheapest for the fleet; the network is solved again with the new choices, until no class
-changes (at most :data:`MAX_ROUNDS` times; after :data:`FREE_ROUNDS` a class keeps a
-choice that still meets its SLOs, so the iteration cannot cycle between two cheap
-choices that each make the other infeasible). A plan is feasible when the solved network
-meets every class's SLOs. The smallest feasible ``R`` is found by bisection between a
-lower bound (the verifier work the goodput SLOs demand, at full batches and full
-utilisation, cannot exceed ``R`` replica-seconds per second) and doubling. Every step is
-vectorised over the SLO levels of the cost-versus-SLO trade-off.
+**Under the verifier's ``sync`` gather (the default) every class gets a pool of its own.**
+The sync gather moves a replica's sessions in lockstep: every session on a replica waits
+for the slowest think time there (:func:`configspec.model.fleet.solve_fleet`), so mixing
+a 10 ms-RTT class with a 150 ms-RTT one on the same replicas makes the fast class run at
+the slow one's round — which no operator would choose: the load balancer routes each
+class to its own replicas (sticky by class), where the lockstep is homogeneous (the
+closed form's own assumption: think times within a pass of each other). So under
+``sync`` the planner sizes one pool per class, ``R_c`` replicas holding ``count_c / R_c``
+devices each, and ``R = sum R_c``. The classes no longer interact, so for each pool size
+every candidate is solved with the very closed form that reports the plan, the choice is
+the cheapest candidate meeting the SLOs in that solve, and the infeasible message quotes
+that solve: choice, verdict and message are one model. The smallest ``R_c`` is found by
+bisection per class (vectorised over classes and SLO levels); rounding each pool up to
+whole replicas costs at most one replica per class against a shared pool. (The shared
+picture below, with the choice step's MVA view of the current solution, is what an
+earlier version used under ``sync`` too: the lockstep its solve applied was invisible to
+the choice, which could then never settle on a plan the solve accepted — bench_plan's
+fleet was "infeasible" at 4096 replicas with 7% utilisation.)
+
+**``continuous`` and ``mva``: one shared pool.** For a given ``R`` the configurations are
+chosen by a best-response iteration: start from an idle verifier; each class takes, among
+its candidates that meet its SLOs against the verifier's current queue (as an arriving
+request sees it, the arrival theorem), the one that uses the least verifier time per token
+(its share of a pass / E(K)) — the cheapest for the fleet; the network is solved again
+with the new choices, until no class changes (at most :data:`MAX_ROUNDS` times; after
+:data:`FREE_ROUNDS` a class keeps a choice that still meets its SLOs, so the iteration
+cannot cycle between two cheap choices that each make the other infeasible). A plan is
+feasible when the solved network meets every class's SLOs. The smallest feasible ``R`` is
+found by bisection between a lower bound (the verifier work the goodput SLOs demand, at
+full batches and full utilisation, cannot exceed ``R`` replica-seconds per second) and
+doubling. Every step is vectorised over the SLO levels of the cost-versus-SLO trade-off.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -88,6 +109,9 @@ class FleetPlan:
     shared_cost_usd_per_mtok: FloatArray
     main: int
     warnings: list[str]
+    pool_replicas: IntArray | None = None
+    """Under ``gather: sync``, the replicas of each class's own pool (levels, classes);
+    ``replicas`` is their total. None when the classes share every replica."""
 
 
 def _take(a: FloatArray, choice: IntArray) -> FloatArray:
@@ -104,7 +128,10 @@ def _tagged(
     n: FloatArray,
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """(goodput, p95 round, verifier ms per token) of every candidate (S, C, M) as a request
-    arriving at the verifier state ``sol`` (None = idle) would see it."""
+    arriving at the verifier state ``sol`` (None = idle) would see it (MVA's arrival
+    theorem). Used by the shared-pool search (``continuous`` and ``mva`` gathers); exact
+    for ``mva``, a view of the queue for ``continuous``, whose verdict is its own solve.
+    Not used under ``sync``, whose lockstep it does not see (pools: :func:`_pool_solve`)."""
     z, p, e = cands.think_ms[None], cands.positions[None], cands.tokens_per_round[None]
     if sol is None:
         others = np.zeros((*n.shape, 1))
@@ -256,8 +283,12 @@ def _describe_miss(
     p95: FloatArray,
     c: int,
     where: str,
+    which: str = "best",
 ) -> str:
-    """One line: which SLO of class ``c`` is missed, by how much, with its best candidate."""
+    """One line: which SLO of class ``c`` is missed, by how much, with its ``which``
+    candidate (the one closest to the SLOs among ``goodput`` / ``p95`` (classes,
+    candidates); NaN = not considered). The SLO named is the one the candidate misses
+    (the smaller ratio), so a figure above a goodput floor is never called short."""
     g, p = goodput[c], p95[c]
     g_min, p_max = cands.min_goodput_tok_s[c], cands.max_p95_ms[c]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -271,14 +302,14 @@ def _describe_miss(
         best = float(g[m])
         short = g_min - best
         return (
-            f"class {name!r} cannot meet min_goodput_tok_s={g_min:g} {where}: its best "
+            f"class {name!r} cannot meet min_goodput_tok_s={g_min:g} {where}: its {which} "
             f"configuration ({label}) gives {best:.3g} tok/s per device, {short:.3g} tok/s "
             f"({short / g_min:.0%}) short"
         )
     best = float(p[m])
     over = best - p_max
     return (
-        f"class {name!r} cannot meet max_p95_itl_ms={p_max:g} {where}: its best "
+        f"class {name!r} cannot meet max_p95_itl_ms={p_max:g} {where}: its {which} "
         f"configuration ({label}) gives a p95 inter-token latency of {best:.4g} ms, "
         f"{over:.4g} ms ({over / p_max:.0%}) over"
     )
@@ -298,19 +329,129 @@ def _infeasible_message(
     r = spec.verifier.max_replicas
     bad = np.flatnonzero(~at_max.class_ok[i])
     c = int(bad[0]) if bad.size else 0
-    g_all, p_all, _ = _tagged(
-        cands, curve, b_max, at_max.choice[i : i + 1], _slice(at_max.sol, i),
-        (cands.counts / r)[None],
-    )  # fmt: skip
+    # The figures of the solve that judged the plan (not the best-response view), for the
+    # configuration each class was given: the message agrees with the verdict.
+    shape = cands.think_ms.shape
+    g_all, p_all = np.full(shape, np.nan), np.full(shape, np.nan)
+    rows = np.arange(shape[0])
+    g_all[rows, at_max.choice[i]] = at_max.sol.goodput_tok_s[i]
+    p_all[rows, at_max.choice[i]] = at_max.sol.p95_round_ms[i]
     return (
-        _describe_miss(cands, g_all[0], p_all[0], c, f"with {r} verifier replicas")
+        _describe_miss(cands, g_all, p_all, c, f"with {r} verifier replicas", "chosen")
         + "; raise verifier.max_replicas"
     )
 
 
-def _slice(sol: FleetSolution, i: int) -> FleetSolution:
+def _pool_solve(
+    cands: Candidates,
+    curve: BatchLatency,
+    b_max: int,
+    n: FloatArray,
+    choice: IntArray | None,
+) -> FleetSolution:
+    """Each class alone on its own replicas (``gather: sync`` pools): ``n`` (S, C) devices
+    per replica of class ``c``'s pool; every candidate (result (S, C, M)) or, with
+    ``choice`` (S, C), the chosen one (result (S, C)). A pool holds one class, so its
+    lockstep is homogeneous and the closed form of :func:`solve_fleet` is solved per
+    column; ``utilisation`` is per pool (same shape as the rest)."""
+    if choice is None:
+        shape = (n.shape[0], *cands.think_ms.shape)
+        z, p, e = (np.broadcast_to(a[None], shape) for a in
+                   (cands.think_ms, cands.positions, cands.tokens_per_round))  # fmt: skip
+        nn = np.broadcast_to(n[..., None], shape)
+    else:
+        shape = n.shape
+        z, p, e = (_take(a, choice) for a in
+                   (cands.think_ms, cands.positions, cands.tokens_per_round))  # fmt: skip
+        nn = n
+    col = (-1, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sol = solve_fleet(nn.reshape(col), z.reshape(col), np.nan_to_num(p, nan=1.0).reshape(col),
+                          e.reshape(col), curve, b_max, gather="sync")  # fmt: skip
+    fields = {k: np.asarray(getattr(sol, k)) for k in FleetSolution.__dataclass_fields__}
     return FleetSolution(
-        **{k: np.asarray(getattr(sol, k))[i : i + 1] for k in FleetSolution.__dataclass_fields__}
+        **{k: (v.reshape(shape) if v.size == nn.size else v) for k, v in fields.items()}
+    )
+
+
+def _pool_choose(
+    cands: Candidates,
+    curve: BatchLatency,
+    b_max: int,
+    replicas: FloatArray,
+    scale: FloatArray,
+) -> tuple[IntArray, BoolArray, FleetSolution]:
+    """(choice, class meets its SLOs, solution of every candidate) with ``replicas``
+    (S, C) in each class's pool. The choice is judged by the very solve that reports it."""
+    n = cands.counts[None, :] / replicas
+    every = _pool_solve(cands, curve, b_max, n, None)
+    goodput, p95 = every.goodput_tok_s, every.p95_round_ms
+    choice = _choose(cands, goodput, p95, every.gpu_ms_per_token, scale)
+    met = _meets(cands, goodput, p95, scale) & cands.valid[None]
+    ok = np.take_along_axis(met, choice[..., None], axis=-1)[..., 0]
+    return choice, np.asarray(ok, dtype=bool), every
+
+
+def _search_pools(
+    cands: Candidates, curve: BatchLatency, b_max: int, scales: FloatArray, r_max: int
+) -> tuple[IntArray, BoolArray, _Eval]:
+    """Smallest feasible pool per (scale, class): bisection on each class's replicas,
+    vectorised over scales and classes (a pool's feasibility only grows with replicas:
+    fewer devices per replica, smaller passes). Returns the pools (S, C), whether each
+    class fits in at most ``r_max`` replicas, and the evaluation at the pools (whose
+    ``sol.utilisation`` is per pool, (S, C))."""
+    per_round = curve(float(b_max), cands.positions) / b_max / cands.tokens_per_round
+    best = np.nanmin(np.where(cands.valid, per_round, np.nan), axis=-1)  # ms per token
+    need = (cands.counts * cands.min_goodput_tok_s * best)[None, :] * scales[:, None] / 1e3
+    lo = np.maximum(np.ceil(np.nan_to_num(need)) - 1, 0).astype(np.int64)
+    lo = np.minimum(lo, r_max - 1)
+    hi = np.minimum(lo + 1, r_max)
+    while True:
+        _, ok, _ = _pool_choose(cands, curve, b_max, hi.astype(np.float64), scales)
+        grow = ~ok & (hi < r_max)
+        if not grow.any():
+            break
+        lo = np.where(grow, hi, lo)
+        hi = np.where(grow, np.minimum(hi * 2, r_max), hi)
+    feasible = ok.copy()
+    while True:
+        gap = feasible & (hi - lo > 1)
+        if not gap.any():
+            break
+        mid = np.where(gap, (lo + hi) // 2, hi)
+        _, ok_mid, _ = _pool_choose(cands, curve, b_max, mid.astype(np.float64), scales)
+        hi = np.where(gap & ok_mid, mid, hi)
+        lo = np.where(gap & ~ok_mid, mid, lo)
+    choice, ok, _ = _pool_choose(cands, curve, b_max, hi.astype(np.float64), scales)
+    sol = _pool_solve(cands, curve, b_max, cands.counts[None, :] / hi, choice)
+    return hi, feasible & ok, _Eval(choice, sol, feasible & ok)
+
+
+def _pool_message(
+    cands: Candidates, curve: BatchLatency, b_max: int, r_max: int, pools: IntArray,
+    class_ok: BoolArray, i: int, scale: float,
+) -> str:  # fmt: skip
+    """One line for an infeasible level of the pool plan: a class that misses even alone
+    on a replica or with ``r_max`` replicas (figures from the pool solve that judged it),
+    else the pools' total above ``r_max``."""
+    bad = np.flatnonzero(~class_ok[i])
+    if bad.size:
+        c = int(bad[0])
+        steps = ((cands.counts, "even with an idle verifier", ""),
+                 (float(r_max), f"with {r_max} verifier replicas in its pool",
+                  "; raise verifier.max_replicas"))  # fmt: skip
+        for r, where, tail in steps:
+            reps = np.broadcast_to(np.asarray(r, dtype=np.float64), (1, cands.counts.size))
+            every = _pool_solve(cands, curve, b_max, cands.counts[None, :] / reps, None)
+            met = _meets(cands, every.goodput_tok_s, every.p95_round_ms, np.full(1, scale))
+            if not (met[0, c] & cands.valid[c]).any():
+                g = np.where(cands.valid, every.goodput_tok_s[0], np.nan)
+                p = np.where(cands.valid, every.p95_round_ms[0], np.nan)
+                return _describe_miss(cands, g, p, c, where) + tail
+    pools_txt = ", ".join(f"{n} {int(k)}" for n, k in zip(cands.class_names, pools[i], strict=True))
+    return (
+        f"the classes' pools need {int(pools[i].sum())} verifier replicas in total ({pools_txt}), "
+        f"more than verifier.max_replicas={r_max}; raise verifier.max_replicas"
     )
 
 
@@ -359,12 +500,25 @@ def plan_fleet(spec: FleetSpec, profiles: Profiles) -> FleetPlan:
     warnings += w
     scales = np.asarray(spec.scales(), dtype=np.float64)
     main = int(np.flatnonzero(scales == 1.0)[0])
-    replicas, feasible, ev = _search_replicas(
-        cands, curve, b_max, scales, spec.verifier.max_replicas, spec.verifier.gather
-    )
-    if not feasible[main]:
-        raise SloInfeasible(_infeasible_message(cands, curve, b_max, spec, ev, main))
-    sol = ev.sol
+    r_max = spec.verifier.max_replicas
+    pools: IntArray | None = None
+    if spec.verifier.gather == "sync":
+        pools, class_fits, ev = _search_pools(cands, curve, b_max, scales, r_max)
+        replicas = pools.sum(axis=-1)
+        feasible = class_fits.all(axis=-1) & (replicas <= r_max)
+        if not feasible[main]:
+            raise SloInfeasible(_pool_message(cands, curve, b_max, r_max, pools, class_fits,
+                                              main, float(scales[main])))  # fmt: skip
+        pool_util = ev.sol.utilisation
+        # the plan's utilisation: the pools' busy fractions weighted by their replicas
+        sol = dataclasses.replace(ev.sol, utilisation=(pools * pool_util).sum(-1) / replicas)
+    else:
+        replicas, feasible, ev = _search_replicas(
+            cands, curve, b_max, scales, r_max, spec.verifier.gather
+        )
+        if not feasible[main]:
+            raise SloInfeasible(_infeasible_message(cands, curve, b_max, spec, ev, main))
+        sol = ev.sol
     counts = cands.counts[None, :]
     fleet = np.nansum(counts * sol.goodput_tok_s, axis=-1)
     price = spec.verifier.price_usd_per_hour
@@ -393,6 +547,7 @@ def plan_fleet(spec: FleetSpec, profiles: Profiles) -> FleetPlan:
         shared_cost_usd_per_mtok=np.where(feasible, shared, np.nan),
         main=main,
         warnings=warnings,
+        pool_replicas=None if pools is None else np.where(feasible[:, None], pools, 0),
     )
 
 
@@ -425,6 +580,9 @@ def plan_record(plan: FleetPlan) -> dict[str, object]:
                     "queue_ms": float(plan.queue_ms[i, c]),
                     "batch": float(plan.batch[i, c]),
                     "alone_goodput_tok_s": float(cands.alone_goodput_tok_s[c, m]),
+                    "pool_replicas": None
+                    if plan.pool_replicas is None
+                    else int(plan.pool_replicas[i, c]),
                 }
             )
         return {
