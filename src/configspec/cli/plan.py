@@ -48,6 +48,9 @@ def _plan_table(plan: FleetPlan) -> Table:
     t.add_column("goodput tok/s\nper device (SLO)", justify="right")
     t.add_column("p95 ITL ms\n(SLO)", justify="right")
     t.add_column("batch", justify="right")
+    pools = plan.pool_replicas
+    if pools is not None:
+        t.add_column("replicas\n(own pool)", justify="right")
     for c, name in enumerate(c_.class_names):
         spec = plan.spec.classes[c]
         limit = "—" if spec.max_p95_itl_ms is None else _n(spec.max_p95_itl_ms)
@@ -59,6 +62,7 @@ def _plan_table(plan: FleetPlan) -> Table:
             f"{_n(float(plan.goodput_tok_s[i, c]))} (≥ {_n(spec.min_goodput_tok_s)})",
             f"{_n(float(plan.p95_itl_ms[i, c]))} (≤ {limit})",
             _n(float(plan.batch[i, c])),
+            *([] if pools is None else [str(int(pools[i, c]))]),
         )
     return t
 

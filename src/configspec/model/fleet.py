@@ -51,7 +51,9 @@ verifier's gather policy (:mod:`configspec.serving.batched`), and each branch mo
   busy with all ``g`` passes, whichever is longer. ``Z_max`` is the longest think time
   among the classes present (the others wait for it: this assumes think times within one
   pass time of each other, the verifier's cap; beyond it the short-think classes do not
-  wait and this is pessimistic for them). Measured (bench_fleet's per-pass trace, N = 8,
+  wait and this is pessimistic for them; the planner, :mod:`configspec.plan.search`,
+  gives each class a replica pool of its own under this and the ``continuous`` branch, so
+  it never mixes classes on one cycle). Measured (bench_fleet's per-pass trace, N = 8,
   RTT 0 and 30 ms): while every client is decoding the gather does take all of them
   (7.9 sessions per pass); what lowers the verifier's mean batch is **session churn** —
   a new session's prompt is prefilled in a pass of its own (its block is wider than a

@@ -1,35 +1,37 @@
 """Plan a fleet: a configuration per class and the number of verifier replicas.
 
-Under the ``continuous`` and ``mva`` gathers the classes share one pool of ``R``
-identical verifier replicas; every replica serves ``count / R`` devices of every class (a
-balanced load balancer), so one replica is solved with
-:func:`configspec.model.fleet.solve_fleet` and the fleet is ``R`` copies of it.
+Under the ``mva`` gather the classes share one pool of ``R`` identical verifier replicas;
+every replica serves ``count / R`` devices of every class (a balanced load balancer), so
+one replica is solved with :func:`configspec.model.fleet.solve_fleet` and the fleet is
+``R`` copies of it.
 
-**Under the verifier's ``sync`` gather (the default) every class gets a pool of its own.**
-The sync gather moves a replica's sessions in lockstep: every session on a replica waits
-for the slowest think time there (:func:`configspec.model.fleet.solve_fleet`), so mixing
-a 10 ms-RTT class with a 150 ms-RTT one on the same replicas makes the fast class run at
-the slow one's round — which no operator would choose: the load balancer routes each
-class to its own replicas (sticky by class), where the lockstep is homogeneous (the
-closed form's own assumption: think times within a pass of each other). So under
-``sync`` the planner sizes one pool per class, ``R_c`` replicas holding ``count_c / R_c``
-devices each, and ``R = sum R_c``. The classes no longer interact, so for each pool size
-every candidate is solved with the very closed form that reports the plan, the choice is
-the cheapest candidate meeting the SLOs in that solve, and the infeasible message quotes
-that solve: choice, verdict and message are one model. The smallest ``R_c`` is found by
+**Under the lockstep gathers (``sync``, the default, and ``continuous``) every class gets
+a replica pool of its own.** Their closed forms put every device of a replica on one
+common cycle: under ``sync`` every session waits for the slowest think time on its
+replica (the gather waits for the sessions expected back), under ``continuous`` the groups
+alternate at the mean think time. Mixing a 10 ms-RTT class with a 150 ms-RTT one on the
+same replicas therefore makes the fast class run at the slow one's pace — which no
+operator would choose: the load balancer routes each class to its own replicas (sticky by
+class), where the cycle is homogeneous (the closed forms' own assumption: think times
+within a pass of each other). So the planner sizes one pool per class, ``R_c`` replicas
+holding ``count_c / R_c`` devices each, and ``R = sum R_c``. The classes no longer
+interact, so for each pool size every candidate is solved with the very closed form that
+reports the plan, the choice is the cheapest candidate (verifier time per token) meeting
+the SLOs in that solve, and the infeasible message quotes that solve: choice, verdict and
+message are one model, with no iteration. The smallest ``R_c`` is found by doubling and
 bisection per class (vectorised over classes and SLO levels); rounding each pool up to
-whole replicas costs at most one replica per class against a shared pool. (The shared
-picture below, with the choice step's MVA view of the current solution, is what an
-earlier version used under ``sync`` too: the lockstep its solve applied was invisible to
-the choice, which could then never settle on a plan the solve accepted — bench_plan's
-fleet was "infeasible" at 4096 replicas with 7% utilisation.)
+whole replicas costs at most one replica per class against a shared pool. (An earlier
+version planned a shared pool under every gather, choosing with the MVA view below, which
+does not see the common cycle its solve applied: the choice could never settle on a plan
+the solve accepted — bench_plan's fleet was "infeasible" at 4096 replicas and 7%
+utilisation, with a message calling 22.4 tok/s "short" of 4.5.)
 
-**``continuous`` and ``mva``: one shared pool.** For a given ``R`` the configurations are
-chosen by a best-response iteration: start from an idle verifier; each class takes, among
-its candidates that meet its SLOs against the verifier's current queue (as an arriving
-request sees it, the arrival theorem), the one that uses the least verifier time per token
-(its share of a pass / E(K)) — the cheapest for the fleet; the network is solved again
-with the new choices, until no class changes (at most :data:`MAX_ROUNDS` times; after
+**``mva``: one shared pool.** For a given ``R`` the configurations are chosen by a
+best-response iteration: start from an idle verifier; each class takes, among its
+candidates that meet its SLOs against the verifier's current queue (as an arriving request
+sees it, the arrival theorem), the one that uses the least verifier time per token (its
+share of a pass / E(K)) — the cheapest for the fleet; the network is solved again with the
+new choices, until no class changes (at most :data:`MAX_ROUNDS` times; after
 :data:`FREE_ROUNDS` a class keeps a choice that still meets its SLOs, so the iteration
 cannot cycle between two cheap choices that each make the other infeasible). A plan is
 feasible when the solved network meets every class's SLOs. The smallest feasible ``R`` is
@@ -66,6 +68,9 @@ FREE_ROUNDS = 2
 """Rounds in which every class may move to a cheaper candidate; afterwards a class only
 moves when its choice no longer meets its SLOs."""
 _RTOL = 1e-9
+POOLED_GATHERS = ("sync", "continuous")
+"""Gathers whose model moves a replica's devices on one common cycle: the planner gives
+every class a replica pool of its own under them (module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -110,8 +115,9 @@ class FleetPlan:
     main: int
     warnings: list[str]
     pool_replicas: IntArray | None = None
-    """Under ``gather: sync``, the replicas of each class's own pool (levels, classes);
-    ``replicas`` is their total. None when the classes share every replica."""
+    """Under the lockstep gathers (``sync``, ``continuous``), the replicas of each class's
+    own pool (levels, classes; 0 where a level is infeasible); ``replicas`` is their
+    total. None under ``mva``, where the classes share every replica."""
 
 
 def _take(a: FloatArray, choice: IntArray) -> FloatArray:
@@ -129,9 +135,9 @@ def _tagged(
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """(goodput, p95 round, verifier ms per token) of every candidate (S, C, M) as a request
     arriving at the verifier state ``sol`` (None = idle) would see it (MVA's arrival
-    theorem). Used by the shared-pool search (``continuous`` and ``mva`` gathers); exact
-    for ``mva``, a view of the queue for ``continuous``, whose verdict is its own solve.
-    Not used under ``sync``, whose lockstep it does not see (pools: :func:`_pool_solve`)."""
+    theorem). Used by the shared-pool search (the ``mva`` gather, whose solve reads the
+    queue the same way); not under the lockstep gathers, whose common cycle it does not
+    see (their pools: :func:`_pool_solve`)."""
     z, p, e = cands.think_ms[None], cands.positions[None], cands.tokens_per_round[None]
     if sol is None:
         others = np.zeros((*n.shape, 1))
@@ -348,9 +354,10 @@ def _pool_solve(
     b_max: int,
     n: FloatArray,
     choice: IntArray | None,
+    gather: str,
 ) -> FleetSolution:
-    """Each class alone on its own replicas (``gather: sync`` pools): ``n`` (S, C) devices
-    per replica of class ``c``'s pool; every candidate (result (S, C, M)) or, with
+    """Each class alone on its own replicas (the pools of the lockstep gathers): ``n``
+    (S, C) devices per replica of class ``c``'s pool; every candidate (result (S, C, M)) or, with
     ``choice`` (S, C), the chosen one (result (S, C)). A pool holds one class, so its
     lockstep is homogeneous and the closed form of :func:`solve_fleet` is solved per
     column; ``utilisation`` is per pool (same shape as the rest)."""
@@ -367,7 +374,7 @@ def _pool_solve(
     col = (-1, 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         sol = solve_fleet(nn.reshape(col), z.reshape(col), np.nan_to_num(p, nan=1.0).reshape(col),
-                          e.reshape(col), curve, b_max, gather="sync")  # fmt: skip
+                          e.reshape(col), curve, b_max, gather=gather)  # fmt: skip
     fields = {k: np.asarray(getattr(sol, k)) for k in FleetSolution.__dataclass_fields__}
     return FleetSolution(
         **{k: (v.reshape(shape) if v.size == nn.size else v) for k, v in fields.items()}
@@ -380,11 +387,12 @@ def _pool_choose(
     b_max: int,
     replicas: FloatArray,
     scale: FloatArray,
+    gather: str,
 ) -> tuple[IntArray, BoolArray, FleetSolution]:
     """(choice, class meets its SLOs, solution of every candidate) with ``replicas``
     (S, C) in each class's pool. The choice is judged by the very solve that reports it."""
     n = cands.counts[None, :] / replicas
-    every = _pool_solve(cands, curve, b_max, n, None)
+    every = _pool_solve(cands, curve, b_max, n, None, gather)
     goodput, p95 = every.goodput_tok_s, every.p95_round_ms
     choice = _choose(cands, goodput, p95, every.gpu_ms_per_token, scale)
     met = _meets(cands, goodput, p95, scale) & cands.valid[None]
@@ -393,7 +401,12 @@ def _pool_choose(
 
 
 def _search_pools(
-    cands: Candidates, curve: BatchLatency, b_max: int, scales: FloatArray, r_max: int
+    cands: Candidates,
+    curve: BatchLatency,
+    b_max: int,
+    scales: FloatArray,
+    r_max: int,
+    gather: str,
 ) -> tuple[IntArray, BoolArray, _Eval]:
     """Smallest feasible pool per (scale, class): bisection on each class's replicas,
     vectorised over scales and classes (a pool's feasibility only grows with replicas:
@@ -407,7 +420,7 @@ def _search_pools(
     lo = np.minimum(lo, r_max - 1)
     hi = np.minimum(lo + 1, r_max)
     while True:
-        _, ok, _ = _pool_choose(cands, curve, b_max, hi.astype(np.float64), scales)
+        _, ok, _ = _pool_choose(cands, curve, b_max, hi.astype(np.float64), scales, gather)
         grow = ~ok & (hi < r_max)
         if not grow.any():
             break
@@ -419,17 +432,17 @@ def _search_pools(
         if not gap.any():
             break
         mid = np.where(gap, (lo + hi) // 2, hi)
-        _, ok_mid, _ = _pool_choose(cands, curve, b_max, mid.astype(np.float64), scales)
+        _, ok_mid, _ = _pool_choose(cands, curve, b_max, mid.astype(np.float64), scales, gather)
         hi = np.where(gap & ok_mid, mid, hi)
         lo = np.where(gap & ~ok_mid, mid, lo)
-    choice, ok, _ = _pool_choose(cands, curve, b_max, hi.astype(np.float64), scales)
-    sol = _pool_solve(cands, curve, b_max, cands.counts[None, :] / hi, choice)
+    choice, ok, _ = _pool_choose(cands, curve, b_max, hi.astype(np.float64), scales, gather)
+    sol = _pool_solve(cands, curve, b_max, cands.counts[None, :] / hi, choice, gather)
     return hi, feasible & ok, _Eval(choice, sol, feasible & ok)
 
 
 def _pool_message(
     cands: Candidates, curve: BatchLatency, b_max: int, r_max: int, pools: IntArray,
-    class_ok: BoolArray, i: int, scale: float,
+    class_ok: BoolArray, i: int, scale: float, gather: str,
 ) -> str:  # fmt: skip
     """One line for an infeasible level of the pool plan: a class that misses even alone
     on a replica or with ``r_max`` replicas (figures from the pool solve that judged it),
@@ -442,7 +455,7 @@ def _pool_message(
                   "; raise verifier.max_replicas"))  # fmt: skip
         for r, where, tail in steps:
             reps = np.broadcast_to(np.asarray(r, dtype=np.float64), (1, cands.counts.size))
-            every = _pool_solve(cands, curve, b_max, cands.counts[None, :] / reps, None)
+            every = _pool_solve(cands, curve, b_max, cands.counts[None, :] / reps, None, gather)
             met = _meets(cands, every.goodput_tok_s, every.p95_round_ms, np.full(1, scale))
             if not (met[0, c] & cands.valid[c]).any():
                 g = np.where(cands.valid, every.goodput_tok_s[0], np.nan)
@@ -502,13 +515,14 @@ def plan_fleet(spec: FleetSpec, profiles: Profiles) -> FleetPlan:
     main = int(np.flatnonzero(scales == 1.0)[0])
     r_max = spec.verifier.max_replicas
     pools: IntArray | None = None
-    if spec.verifier.gather == "sync":
-        pools, class_fits, ev = _search_pools(cands, curve, b_max, scales, r_max)
+    gather = spec.verifier.gather
+    if gather in POOLED_GATHERS:
+        pools, class_fits, ev = _search_pools(cands, curve, b_max, scales, r_max, gather)
         replicas = pools.sum(axis=-1)
         feasible = class_fits.all(axis=-1) & (replicas <= r_max)
         if not feasible[main]:
             raise SloInfeasible(_pool_message(cands, curve, b_max, r_max, pools, class_fits,
-                                              main, float(scales[main])))  # fmt: skip
+                                              main, float(scales[main]), gather))  # fmt: skip
         pool_util = ev.sol.utilisation
         # the plan's utilisation: the pools' busy fractions weighted by their replicas
         sol = dataclasses.replace(ev.sol, utilisation=(pools * pool_util).sum(-1) / replicas)
