@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -272,15 +273,53 @@ def _evaluate(
     return _Eval(choice, sol, ok)
 
 
-def _lower_bound(
+def _class_demand(
     cands: Candidates, curve: BatchLatency, b_max: int, scale: FloatArray
 ) -> FloatArray:
-    """Replicas below which the goodput SLOs cannot be met: each class needs at least
-    ``count · goodput / E`` rounds per second, each taking at least ``S(B, p) / B`` ms."""
+    """Replicas (scales, classes) below which each class's goodput SLO cannot be met (NaN:
+    no valid candidate): a class needs at least ``count · goodput / E`` rounds per second,
+    each taking at least ``S(B, p) / B`` ms."""
     per_round = curve(float(b_max), cands.positions) / b_max / cands.tokens_per_round
     best = np.nanmin(np.where(cands.valid, per_round, np.nan), axis=-1)  # ms per token
     need = (cands.counts * cands.min_goodput_tok_s * best)[None, :] * scale[:, None]
-    return np.asarray(np.nansum(need, axis=-1) / 1e3, dtype=np.float64)
+    return np.asarray(need / 1e3, dtype=np.float64)
+
+
+def _lower_bound(
+    cands: Candidates, curve: BatchLatency, b_max: int, scale: FloatArray
+) -> FloatArray:
+    """Replicas (scales) below which the goodput SLOs of a shared pool cannot be met: the
+    classes' demands (:func:`_class_demand`) added up."""
+    return np.asarray(np.nansum(_class_demand(cands, curve, b_max, scale), axis=-1))
+
+
+def _smallest_feasible(
+    demand: FloatArray, r_max: int, feasible_at: Callable[[IntArray, bool], BoolArray]
+) -> tuple[IntArray, BoolArray]:
+    """Smallest replica count per element of ``demand`` (a lower bound, replicas; NaN = 0)
+    at which ``feasible_at(replicas, growing)`` holds, capped at ``r_max``: doubling from
+    the bound (``growing`` True), then bisection (False), elementwise (feasibility only
+    grows with replicas). Returns the counts and whether each is feasible at all."""
+    lo = np.maximum(np.ceil(np.nan_to_num(demand)) - 1, 0).astype(np.int64)
+    lo = np.minimum(lo, r_max - 1)
+    hi = np.minimum(lo + 1, r_max)
+    while True:
+        ok = feasible_at(hi, True)
+        grow = ~ok & (hi < r_max)
+        if not grow.any():
+            break
+        lo = np.where(grow, hi, lo)
+        hi = np.where(grow, np.minimum(hi * 2, r_max), hi)
+    feasible = ok.copy()
+    while True:
+        gap = feasible & (hi - lo > 1)
+        if not gap.any():
+            break
+        mid = np.where(gap, (lo + hi) // 2, hi)
+        ok_mid = feasible_at(mid, False)
+        hi = np.where(gap & ok_mid, mid, hi)
+        lo = np.where(gap & ~ok_mid, mid, lo)
+    return hi, feasible
 
 
 def _describe_miss(
@@ -413,28 +452,12 @@ def _search_pools(
     fewer devices per replica, smaller passes). Returns the pools (S, C), whether each
     class fits in at most ``r_max`` replicas, and the evaluation at the pools (whose
     ``sol.utilisation`` is per pool, (S, C))."""
-    per_round = curve(float(b_max), cands.positions) / b_max / cands.tokens_per_round
-    best = np.nanmin(np.where(cands.valid, per_round, np.nan), axis=-1)  # ms per token
-    need = (cands.counts * cands.min_goodput_tok_s * best)[None, :] * scales[:, None] / 1e3
-    lo = np.maximum(np.ceil(np.nan_to_num(need)) - 1, 0).astype(np.int64)
-    lo = np.minimum(lo, r_max - 1)
-    hi = np.minimum(lo + 1, r_max)
-    while True:
-        _, ok, _ = _pool_choose(cands, curve, b_max, hi.astype(np.float64), scales, gather)
-        grow = ~ok & (hi < r_max)
-        if not grow.any():
-            break
-        lo = np.where(grow, hi, lo)
-        hi = np.where(grow, np.minimum(hi * 2, r_max), hi)
-    feasible = ok.copy()
-    while True:
-        gap = feasible & (hi - lo > 1)
-        if not gap.any():
-            break
-        mid = np.where(gap, (lo + hi) // 2, hi)
-        _, ok_mid, _ = _pool_choose(cands, curve, b_max, mid.astype(np.float64), scales, gather)
-        hi = np.where(gap & ok_mid, mid, hi)
-        lo = np.where(gap & ~ok_mid, mid, lo)
+
+    def feasible_at(replicas: IntArray, _growing: bool) -> BoolArray:
+        return _pool_choose(cands, curve, b_max, replicas.astype(np.float64), scales, gather)[1]
+
+    demand = _class_demand(cands, curve, b_max, scales)
+    hi, feasible = _smallest_feasible(demand, r_max, feasible_at)
     choice, ok, _ = _pool_choose(cands, curve, b_max, hi.astype(np.float64), scales, gather)
     sol = _pool_solve(cands, curve, b_max, cands.counts[None, :] / hi, choice, gather)
     return hi, feasible & ok, _Eval(choice, sol, feasible & ok)
@@ -476,29 +499,21 @@ def _search_replicas(
     r_max: int,
     gather: str = "sync",
 ) -> tuple[IntArray, BoolArray, _Eval]:
-    """Smallest feasible replica count per scale (bisection, vectorised over scales)."""
-    lo = np.maximum(np.ceil(_lower_bound(cands, curve, b_max, scales)) - 1, 0).astype(np.int64)
-    lo = np.minimum(lo, r_max - 1)
-    hi = np.minimum(lo + 1, r_max)
-    ev: _Eval | None = None
-    while True:
-        ev = _evaluate(cands, curve, b_max, hi.astype(np.float64), scales, ev, gather)
-        grow = ~ev.ok & (hi < r_max)
-        if not grow.any():
-            break
-        lo = np.where(grow, hi, lo)
-        hi = np.where(grow, np.minimum(hi * 2, r_max), hi)
-    feasible = ev.ok.copy()
-    while True:
-        gap = feasible & (hi - lo > 1)
-        if not gap.any():
-            break
-        mid = np.where(gap, (lo + hi) // 2, hi)
-        ev_mid = _evaluate(cands, curve, b_max, mid.astype(np.float64), scales, ev, gather)
-        good = gap & ev_mid.ok
-        hi = np.where(good, mid, hi)
-        lo = np.where(gap & ~ev_mid.ok, mid, lo)
-    final = _evaluate(cands, curve, b_max, hi.astype(np.float64), scales, ev, gather)
+    """Smallest feasible replica count per scale (:func:`_smallest_feasible`, vectorised
+    over scales); each evaluation while doubling warm-starts the next, the bisection and
+    the final one start from the last of them."""
+    near: _Eval | None = None
+
+    def feasible_at(replicas: IntArray, growing: bool) -> BoolArray:
+        nonlocal near
+        ev = _evaluate(cands, curve, b_max, replicas.astype(np.float64), scales, near, gather)
+        if growing:
+            near = ev
+        return ev.ok
+
+    demand = _lower_bound(cands, curve, b_max, scales)
+    hi, feasible = _smallest_feasible(demand, r_max, feasible_at)
+    final = _evaluate(cands, curve, b_max, hi.astype(np.float64), scales, near, gather)
     return hi, feasible & final.ok, final
 
 
