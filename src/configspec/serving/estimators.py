@@ -143,14 +143,10 @@ class PositionalBeta:
 
     def _update_mean(self) -> None:
         w = self.weight
-        factor = self._shift_factor()
-        pf = self.pool_from
-        prior = self._prior_l
-        means = []
-        for i, (o, a, b) in enumerate(zip(self._prior_odds, self.a, self.b, strict=True)):
-            sp = prior[i] if i < pf else o * factor / (1.0 + o * factor)
-            means.append((w * sp + a) / (w + a + b))
-        self.mean_list = means
+        shifted = self._shifted(self._shift_factor())
+        self.mean_list = [
+            (w * sp + a) / (w + a + b) for sp, a, b in zip(shifted, self.a, self.b, strict=True)
+        ]
         self._var = None
 
     @property
