@@ -53,6 +53,7 @@ from configspec.errors import BackendUnavailable, IncompatibleModels, InvalidInp
 from configspec.profiling.concurrency import time_concurrent
 from configspec.profiling.device import build_context
 from configspec.profiling.stats import stop_sampling
+from configspec.profiling.verification import point_record
 from configspec.progress import ProgressFn
 from configspec.serving.client import auth_headers, probe_server
 from configspec.serving.protocol import (
@@ -401,8 +402,6 @@ def run_server_path(
             ))
             for i, temp in enumerate(s.temperatures)
         }  # fmt: skip
-
-        from configspec.profiling.verification import point_record
 
         def sample(cell: _Cell, first: bool) -> None:
             positions, _, batch, temp = cell.key
