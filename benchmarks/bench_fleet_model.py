@@ -328,6 +328,18 @@ def acceptance_alone(
             ]
 
 
+def calibrate(
+    url: str, prompts: list[list[int]], tokenizer: object, args: argparse.Namespace
+) -> dict[str, object]:
+    """The one-client calibration on ``url``, after a discarded one-client run of
+    ``--verifier-warmup-s`` seconds: the N-client runs meet a verifier that has served
+    rounds for minutes, and a just-started one answered the calibration ~19 ms a request
+    slower than the N = 1 run a minute later (fleet_model6.json)."""
+    if args.verifier_warmup_s > 0:
+        run_clients([url], 1, prompts, tokenizer, args, args.verifier_warmup_s)
+    return run_clients([url], 1, prompts, tokenizer, args, args.calibration_s)
+
+
 def pooled_e(round_keys: Sequence[Sequence[int]], cache: dict[int, list[int | None]]) -> float:
     """Tokens per round over a run's counted rounds, each ``(prompt, round index)`` taken
     from that prompt's generation alone (``cache``): the window's mix of prompts *and* of
@@ -342,10 +354,11 @@ def pooled_e(round_keys: Sequence[Sequence[int]], cache: dict[int, list[int | No
     return float(np.mean(got)) if got else float("nan")
 
 
-def think_ms(calib: dict[str, object]) -> float:
-    """The think time (ms) from a run's own measured split: mean round minus the mean time
-    the verifier reported for the same requests (``server_ms``). See :func:`predict`."""
-    return float(calib["round_ms"]) - float(calib["server_ms"])  # type: ignore[arg-type]
+def think_ms(run: dict[str, object]) -> float:
+    """The think time (ms) from a run's own measured split (the calibration's, or an
+    N-client window's for the timing-only variants): mean round minus the mean time the
+    verifier reported for the same requests (``server_ms``). See :func:`predict`."""
+    return float(run["round_ms"]) - float(run["server_ms"])  # type: ignore[arg-type]
 
 
 def predict(
@@ -437,7 +450,7 @@ def predict_timing_only(calib: dict[str, object], meas: dict[str, object]) -> di
     n = int(meas["clients"])  # type: ignore[call-overload]
     handling = float(calib["server_ms"]) - float(calib["verify_ms"])  # type: ignore[arg-type]
     service = float(meas["verify_ms"]) + handling  # type: ignore[arg-type]
-    think = float(meas["round_ms"]) - float(meas["server_ms"])  # type: ignore[arg-type]
+    think = think_ms(meas)
     e = float(meas["tokens_per_round"])  # type: ignore[arg-type]
     table = np.full((1, 66), service)
     table[:, 0] = np.nan
@@ -586,7 +599,7 @@ def predict_timing_only_batched(
     scale = (pass_s * 1e3 / n_pass) / float(curve(b_mean, p)) if n_pass else 1.0
     assert curve.batches is not None
     scaled = BatchLatency(curve.table_ms * scale, curve.batches)
-    think = float(meas["round_ms"]) - float(meas["server_ms"])  # type: ignore[arg-type]
+    think = think_ms(meas)
     e = float(meas["tokens_per_round"])  # type: ignore[arg-type]
     sol = solve_population(n, think, p, e, scaled, max_batch, gather=gather)
     return {
@@ -625,9 +638,7 @@ def replica_check(
     port = stack.enter_context(verifier(args, slots=n_dev, policy="one-at-a-time"))
     link = stack.enter_context(open_link(args.link, ("127.0.0.1", port), delay_ms=args.rtt_ms / 2))
     with stack:
-        if args.verifier_warmup_s > 0:  # as in main(): calibrate a warm verifier
-            run_clients([link.url], 1, prompts, tokenizer, args, args.verifier_warmup_s)
-        calib = run_clients([link.url], 1, prompts, tokenizer, args, args.calibration_s)
+        calib = calibrate(link.url, prompts, tokenizer, args)
         return _replica_runs(args, calib, prompts, tokenizer, drafter_name, family, target_name,
                              link.url)  # fmt: skip
 
@@ -831,14 +842,9 @@ def main() -> None:
         described = link.describe()
         direct = f"http://127.0.0.1:{port}"
         if args.verifier_warmup_s > 0:
-            # The N-client runs meet a verifier that has served rounds for minutes; a
-            # just-started one answered the calibration ~19 ms a request slower than the
-            # N = 1 run a minute later (fleet_model6.json), so the calibration waits
-            # until the verifier has served the same single-client traffic (discarded)
             print(f"warming the verifier: 1 client for {args.verifier_warmup_s:.0f} s "
                   f"(discarded; load {load()})", flush=True)  # fmt: skip
-            run_clients([link.url], 1, prompts, tokenizer, args, args.verifier_warmup_s)
-        calib = run_clients([link.url], 1, prompts, tokenizer, args, args.calibration_s)
+        calib = calibrate(link.url, prompts, tokenizer, args)
         pred = predict(calib, max(ns), curve, args.max_batch if batched else 1, gather_model,
                        rtt_ms=args.rtt_ms, output_share=share)  # fmt: skip
         print(
