@@ -513,14 +513,21 @@ def test_a_weak_prior_gives_way_to_the_data_sooner() -> None:
     assert weak.var_list[0] < 0.25
 
 
+def both_paths(
+    policy: AdaptiveK, truth: PolicyPrior
+) -> tuple[dict[str, NDArray[np.float64]], tuple[list[float], ...]]:
+    """``policy`` after 50 rounds of ``truth`` (seed 3): its numpy prediction
+    (:meth:`AdaptiveK.predict`) and its per-round float rows (``_goodput_rows``)."""
+    run(policy, World(truth, seed=3), 50)
+    return policy.predict(), policy._goodput_rows()
+
+
 @pytest.mark.parametrize("proposal", [1.0, 0.7])
 def test_the_per_round_goodput_path_equals_predict(proposal: float) -> None:
     truth = make_prior(alpha=0.65, rtt_ms=12.0, proposal=proposal)
     prior = PolicyPrior(**{**make_prior(alpha=0.5, proposal=proposal).__dict__, "catchup_ms": 2.0})
     policy = AdaptiveK(prior, k_min=2, k_max=10)
-    run(policy, World(truth, seed=3), 50)
-    want = policy.predict()
-    rows = policy._goodput_rows()
+    want, rows = both_paths(policy, truth)
     np.testing.assert_allclose(rows[0], want["goodput"], rtol=1e-12)
     np.testing.assert_allclose(rows[1], want["tokens_per_round"], rtol=1e-12)
     np.testing.assert_allclose(rows[2], want["round"], rtol=1e-12)
@@ -704,9 +711,7 @@ def test_the_verify_shape_path_equals_predict(proposal: float) -> None:
     prior = sawtooth(make_prior(alpha=0.5, proposal=proposal, verify_per_pos_ms=4.0), 6.0)
     truth = sawtooth(make_prior(alpha=0.65, rtt_ms=12.0, proposal=proposal), 3.0)
     policy = AdaptiveK(prior, k_min=2, k_max=10, verify_shape=True)
-    run(policy, World(truth, seed=3), 50)
-    want = policy.predict()
-    rows = policy._goodput_rows()
+    want, rows = both_paths(policy, truth)
     np.testing.assert_allclose(rows[0], want["goodput"], rtol=1e-12)
     np.testing.assert_allclose(rows[2], want["round"], rtol=1e-12)
     np.testing.assert_allclose(rows[6], want["verify"], rtol=1e-12)
