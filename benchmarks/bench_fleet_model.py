@@ -795,7 +795,11 @@ def main() -> None:
         print("\n".join(table(replay)))
         if "--out" in sys.argv:
             atomic_write_json(args.out, {"benchmark": "bench_fleet_model --reanalyze",
-                                         "source": str(args.reanalyze), **replay})  # fmt: skip
+                                         "source": str(args.reanalyze),
+                                         "figures": "measured: the kept run's measurements; "
+                                         "stored, replayed: modelled (the model's predictions "
+                                         "under the run's rules and the current ones)",
+                                         **replay})  # fmt: skip
             print(f"wrote {args.out}")
         return
     ns = [int(x) for x in args.clients.split(",")]
