@@ -72,7 +72,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import numpy as np  # noqa: E402
 
 from configspec.config import AlignmentProfile, NetworkSettings, RunRecord  # noqa: E402
-from configspec.loop.contention import take_baseline  # noqa: E402
+from configspec.loop.contention import CONTENTION_RULES, take_baseline  # noqa: E402
 from configspec.loop.prediction import PooledFigure, coverage, pooled_by_config  # noqa: E402
 from configspec.loop.runtime import RunPlan, Runtime, RuntimeSettings  # noqa: E402
 from configspec.loop.validate import (  # noqa: E402
@@ -425,6 +425,14 @@ def main() -> int:
     ap.add_argument("--link", choices=["auto", "netem", "proxy"], default="auto")
     ap.add_argument("--busy", type=int, default=0, help="busy background processes")
     ap.add_argument(
+        "--contention-rule",
+        choices=CONTENTION_RULES,
+        default=None,
+        help="how each run's probes are folded in (configspec.loop.contention.ContentionRule;"
+        " default: gated with --fold-contention, else off); running = the host's level from "
+        "every probe up to the run's start (a prediction); bracketed reads the probe after",
+    )
+    ap.add_argument(
         "--fold-contention",
         action=argparse.BooleanOptionalAction,
         default=False,
@@ -492,7 +500,12 @@ def main() -> int:
                 block = ProfileStore(work / f"rtt-{rtt:g}")
                 runs = block.runs()
                 overheads[rtt] = block.network().round_overhead_ms
-                result = validate(block, runs=runs, fold_contention=args.fold_contention)
+                result = validate(
+                    block,
+                    runs=runs,
+                    fold_contention=args.fold_contention,
+                    contention_rule=args.contention_rule,
+                )
                 blocks.append((block, runs, overheads[rtt]))
                 rows += result.rows
                 warnings += [w for w in result.warnings if w not in warnings]
@@ -547,6 +560,7 @@ def main() -> int:
                 runs=records,
                 overhead_ms_by_rtt={rtt: overheads[rtt]},
                 fold_contention=args.fold_contention,
+                contention_rule=args.contention_rule,
             )
             blocks.append((block, records, overheads[rtt]))
             rows += result.rows
@@ -571,6 +585,7 @@ def main() -> int:
                 runs=runs,
                 overhead_ms_by_rtt={runs[0].config.added_rtt_ms: over} if runs else None,
                 fold_contention=args.fold_contention,
+                contention_rule=args.contention_rule,
                 acceptance_domain="run",
             ).rows
         ]

@@ -157,6 +157,16 @@ class _AcceptanceDomain(str, Enum):
     ALL = "all"
 
 
+class _ContentionRule(str, Enum):
+    """``validate --contention-rule``: :data:`configspec.loop.contention.ContentionRule`."""
+
+    OFF = "off"
+    GATED = "gated"
+    BEFORE = "before"
+    RUNNING = "running"
+    BRACKETED = "bracketed"
+
+
 def validate_command(
     profiles: Path = PROFILES,
     configs: list[str] = typer.Option(
@@ -190,6 +200,14 @@ def validate_command(
         "--fold-contention/--no-fold-contention",
         help="Scale the profiled latencies by each run's contention probe over the baseline "
         "probe when the ratio is distinguishable from 1 (opt-in: see the README).",
+    ),
+    contention_rule: _ContentionRule = typer.Option(
+        None,
+        "--contention-rule",
+        help="How each run's contention probes are folded in (overrides --fold-contention): "
+        "off, gated (= --fold-contention), before (the probe before the run, always), "
+        "running (the host's level from every probe up to the run's start), bracketed "
+        "(mean of before and after: a check, not a prediction).",
     ),
     json_out: Path = typer.Option(None, "--json", help="Also write the result as JSON here."),
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Model cache directory."),
@@ -232,6 +250,7 @@ def validate_command(
         overhead_ms_by_rtt=overheads,
         acceptance_domain="run" if acceptance_domain is _AcceptanceDomain.RUN else "all",
         fold_contention=fold_contention,
+        contention_rule=None if contention_rule is None else contention_rule.value,
     )
     render_validation(result)
     if json_out is not None:

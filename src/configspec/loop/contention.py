@@ -39,7 +39,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import ValidationError
@@ -318,3 +319,161 @@ def take_baseline(
             )
         store.save_contention_baseline(old.with_probes(probes))
     return probes
+
+
+ContentionRule = Literal["off", "gated", "before", "running", "bracketed"]
+"""How a run's contention is folded in (``validate(contention_rule=...)``):
+
+- ``off``: raw profiles (ratios measured and judged for the record, none applied);
+- ``gated``: the pooled before+after probe ratio, only when its interval and each
+  occasion's exclude 1 on the same side (:func:`contention_fold`, :func:`agreed`);
+- ``before``: the probe right before the run over the baseline, always applied;
+- ``running``: the level of the host so far (:func:`running_level`): every probe taken up
+  to the run's start (the earlier runs' before and after probes, this run's before probe)
+  over its baseline, pooled; drafting from the probes of the run's own drafter point,
+  verification from every probe of the run's target. Known before the run: a prediction;
+- ``bracketed``: the mean of the before and after ratios, always applied. Uses the probe
+  taken after the run: a bracketed check, not a prediction.
+"""
+
+CONTENTION_RULES: tuple[ContentionRule, ...] = ("off", "gated", "before", "running", "bracketed")
+PREDICTIVE_RULES: frozenset[ContentionRule] = frozenset({"off", "gated", "before", "running"})
+"""Rules that use nothing measured after the run started (``gated`` and ``bracketed`` read
+the probe after it; ``gated`` only to decide whether to apply)."""
+
+RUNNING_WINDOW = 8
+"""Most recent probe occasions (ratios) pooled by ``running`` (older ones dropped: the
+host's level drifts ±15-20% over minutes on a shared VM)."""
+
+
+@dataclass(frozen=True)
+class Occasion:
+    """One probe occasion's ratios to its baseline (dimensionless), when it was taken,
+    and at which point (drafter, temperature, RTT) and for which target."""
+
+    taken_at: datetime
+    point: tuple[str, float, float]
+    target: str
+    draft: float
+    verify: float
+
+
+def _occasion(probe: ContentionProbe, target: str, baseline: ContentionBaseline) -> Occasion | None:
+    base = baseline.find(probe)
+    if (
+        base is None
+        or probe.taken_at is None
+        or len(probe.draft_samples_ms) < MIN_SAMPLES
+        or len(probe.verify_samples_ms) < MIN_SAMPLES
+        or len(base.draft_samples_ms) < MIN_SAMPLES
+        or len(base.verify_samples_ms) < MIN_SAMPLES
+    ):
+        return None
+    bd, bv = float(np.median(base.draft_samples_ms)), float(np.median(base.verify_samples_ms))
+    if bd <= 0 or bv <= 0:
+        return None
+    return Occasion(
+        probe.taken_at,
+        (probe.drafter, probe.temperature, probe.added_rtt_ms),
+        target,
+        float(np.median(probe.draft_samples_ms)) / bd,
+        float(np.median(probe.verify_samples_ms)) / bv,
+    )
+
+
+def occasions_of(runs: Iterable[RunRecord], baseline: ContentionBaseline) -> list[Occasion]:
+    """Every usable probe occasion of ``runs`` (before and after each), oldest first."""
+    out = []
+    for run in runs:
+        for probe in probe_occasions(run):
+            occ = _occasion(probe, run.config.target, baseline)
+            if occ is not None:
+                out.append(occ)
+    return sorted(out, key=lambda o: o.taken_at)
+
+
+def _level(ratios: Sequence[float], why: str) -> ContentionRatio:
+    """The median of ``ratios`` (the last :data:`RUNNING_WINDOW`), its range as the bounds."""
+    if not ratios:
+        return _not_applied(f"not applied: no earlier probe {why}")
+    recent = list(ratios)[-RUNNING_WINDOW:]
+    level = float(np.median(recent))
+    return ContentionRatio(
+        level,
+        min(recent),
+        max(recent),
+        level,
+        f"applied: median of the last {len(recent)} probe ratios {why}",
+    )
+
+
+def running_level(
+    run: RunRecord, baseline: ContentionBaseline, history: Sequence[Occasion]
+) -> tuple[ContentionRatio, ContentionRatio]:
+    """(drafting, verification) level of the host at ``run``'s start: the median ratio of
+    the last :data:`RUNNING_WINDOW` probe occasions taken no later than the run's own
+    before-probe (``history``: every occasion of the sweep, :func:`occasions_of`).
+    Drafting reads only occasions at the run's drafter point; verification every occasion
+    of the run's target."""
+    occasions = probe_occasions(run)
+    if not occasions or occasions[0].taken_at is None:
+        none = _not_applied("not applied: the run has no timed probe")
+        return none, none
+    start = occasions[0].taken_at
+    point = (occasions[0].drafter, occasions[0].temperature, occasions[0].added_rtt_ms)
+    upto = [o for o in history if o.taken_at <= start and o.target == run.config.target]
+    draft = _level([o.draft for o in upto if o.point == point], "at this drafter point")
+    verify = _level([o.verify for o in upto], "of this target")
+    return draft, verify
+
+
+def _always(ratio: ContentionRatio, what: str) -> ContentionRatio:
+    """``ratio`` applied whatever its interval (``before`` / ``bracketed``)."""
+    if ratio.measured is None:
+        return ratio
+    return replace(ratio, applied=ratio.measured, reason=f"applied ({what}): {ratio.reason}")
+
+
+def rule_fold(
+    run: RunRecord,
+    baseline: ContentionBaseline | None,
+    rule: ContentionRule,
+    history: Sequence[Occasion] = (),
+) -> ContentionFold | None:
+    """How ``run``'s contention is folded in under ``rule`` (:data:`ContentionRule`);
+    ``history`` the sweep's probe occasions for ``running`` (:func:`occasions_of`). None
+    when the run has no probe."""
+    fold = contention_fold(run, baseline, rule == "gated")
+    if fold is None or rule in ("off", "gated") or baseline is None:
+        return fold
+    if fold.draft.measured is None and "no samples" in fold.draft.reason:
+        return fold
+    occasions = probe_occasions(run)
+    base = baseline.find(occasions[0])
+    if base is None:
+        return fold
+    if rule == "running":
+        draft, verify = running_level(run, baseline, history)
+    else:
+        each_d = [judge_ratio(o.draft_samples_ms, base.draft_samples_ms) for o in occasions]
+        each_v = [judge_ratio(o.verify_samples_ms, base.verify_samples_ms) for o in occasions]
+        if rule == "before":
+            draft = _always(each_d[0], "the probe before the run")
+            verify = _always(each_v[0], "the probe before the run")
+        else:
+            draft = _mean_of(each_d)
+            verify = _mean_of(each_v)
+    return replace(fold, draft=draft, verify=verify)
+
+
+def _mean_of(each: Sequence[ContentionRatio]) -> ContentionRatio:
+    """The mean of the occasions' ratios (before, after), applied (``bracketed``)."""
+    got = [r for r in each if r.measured is not None]
+    if not got:
+        return _not_applied("not applied: no ratio could be formed")
+    values = [float(r.measured) for r in got if r.measured is not None]
+    mean = float(np.mean(values))
+    shown = ", ".join(f"{v:.2f}" for v in values)
+    return ContentionRatio(
+        mean, min(values), max(values), mean, f"applied (bracketed, not a prediction): {shown}"
+    )

@@ -87,7 +87,14 @@ from configspec.config import (
     VerificationProfile,
 )
 from configspec.errors import InvalidInput, ProfileMissing
-from configspec.loop.contention import ContentionFold, contention_fold, under_contention
+from configspec.loop.contention import (
+    ContentionFold,
+    ContentionRule,
+    Occasion,
+    occasions_of,
+    rule_fold,
+    under_contention,
+)
 from configspec.loop.prediction import (
     RunPrediction,
     alignment_entry,
@@ -421,10 +428,11 @@ def _modelled(
     profiles: Profiles,
     preset_name: str,
     network: NetworkSettings,
-    fold_contention: bool,
+    rule: ContentionRule,
     warnings: list[str] | None,
     acceptance_domain: AcceptanceDomain = "all",
     baseline: ContentionBaseline | None = None,
+    history: Sequence[Occasion] = (),
 ) -> _Modelled:
     c = run.config
     if c.k < 1:
@@ -447,7 +455,7 @@ def _modelled(
         targets=(c.target,),
     )
     preset = get_preset(preset_name)
-    fold = contention_fold(run, baseline, fold_contention)
+    fold = rule_fold(run, baseline, rule, history)
     if fold is not None:
         profiles = under_contention(profiles, device, c.target, fold.ratios)
     space = build_space(
@@ -524,14 +532,16 @@ def _row(
     profiles: Profiles,
     preset_name: str,
     network: NetworkSettings,
-    fold_contention: bool = False,
+    rule: ContentionRule = "off",
     warnings: list[str] | None = None,
     acceptance_domain: AcceptanceDomain = "all",
     baseline: ContentionBaseline | None = None,
+    history: Sequence[Occasion] = (),
 ) -> ValidationRow:
     m = _modelled(
-        run, profiles, preset_name, network, fold_contention, warnings, acceptance_domain, baseline
+        run, profiles, preset_name, network, rule, warnings, acceptance_domain, baseline, history
     )
+    folded = m.contention is not None and rule != "off"
     row, c = m.row, run.config
     rounds, tail = steady_rounds(run)
     tpr_meas = [float(r.accepted + 1) for r in rounds]
@@ -571,8 +581,8 @@ def _row(
         round_ms=_per_round([r.round_ms for r in rounds], float(row[R.ROUND_MS])),
         objectives=objectives,
         temperature=c.temperature,
-        contention_draft=m.contention.draft.applied if m.contention and fold_contention else None,
-        contention_verify=m.contention.verify.applied if m.contention and fold_contention else None,
+        contention_draft=m.contention.draft.applied if m.contention and folded else None,
+        contention_verify=m.contention.verify.applied if m.contention and folded else None,
         contention=m.contention,
         domains=tuple(run.provenance.settings.get("domains", ())),
         acceptance_domain=m.acceptance_domain,
@@ -621,12 +631,18 @@ def validate(
     overhead_ms_by_rtt: dict[float, float] | None = None,
     fold_contention: bool = False,
     acceptance_domain: AcceptanceDomain = "all",
+    contention_rule: ContentionRule | None = None,
 ) -> ValidationResult:
     """Compare every stored run (or ``runs``) matching ``configs`` with the model.
 
     ``acceptance_domain="all"`` (default) models every run with the pooled acceptance;
     ``"run"`` a single-domain run with its domain's acceptance when alignment profiled
     that domain (see the module docstring).
+
+    ``contention_rule`` (:data:`~configspec.loop.contention.ContentionRule`) says how each
+    run's contention probes are folded in; None: ``gated`` when ``fold_contention`` else
+    ``off``. ``running`` reads the probes of every run in ``records`` taken up to the run's
+    start (the sweep's history).
 
     ``overhead_ms_by_rtt`` maps an added RTT (ms) to the runtime overhead measured at it,
     for runs at several RTTs; other runs use the overhead stored for their RTT
@@ -649,6 +665,8 @@ def validate(
         if not records:
             wanted = ", ".join(f.drafter + (f":{f.k}" if f.k else "") for f in configs)
             raise InvalidInput(f"no stored run matches {wanted}; check --configs or run them")
+    rule: ContentionRule = contention_rule or ("gated" if fold_contention else "off")
+    history = occasions_of(store.runs() if runs is None else runs, baseline) if baseline else []
     warnings: list[str] = []
     rows = []
     for run in records:
@@ -673,10 +691,11 @@ def validate(
                 profiles,
                 preset,
                 network,
-                fold_contention,
+                rule,
                 warnings,
                 acceptance_domain,
                 baseline,
+                history,
             )
         )
     if profiles.network.round_overhead_ms == 0:
