@@ -31,6 +31,14 @@ arms measured on the same cells — what the benchmark reported before — is bi
 by their noise (it is still printed, "in-sample"). The scenario itself (delays, prompts,
 static pick, tokens) does not depend on R.
 
+Adaptive arms side by side (``--adaptive-arms line shape``; default ``line``, the default
+policy alone, printed as before): each listed variant (:data:`ADAPTIVE_ARMS`) is one more
+arm with its own fresh policy every repeat, rotated with the static arms like any other.
+Each gets the full table (per phase against the held-out oracle, the whole scenario
+against the static pick, the no-drift control), and each later arm its goodput ratio
+over the first on the cells both ran, with a bootstrap CI (``_adaptive_report.py``). One
+more arm adds about 1/9 to the wall time.
+
 Wall time on the benchmark host (2-core Xeon VM, quiet): one repeat of the Q4_0 drafter
 ≈ 13 min, of the n-gram drafter ≈ 11 min (2026-11-30, 00:27–00:51), so R = 2 with both
 drafters ≈ 49 min, R = 3 ≈ 73 min; one drafter alone at R = 2 ≈ 26 min (Q4_0) / 23 min
@@ -58,6 +66,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import os
 import shutil
 import statistics
@@ -73,6 +82,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _adaptive_report import (  # noqa: E402
+    CONTROL_ONE_WAY_MS,
+    PHASE_ONE_WAY_MS,
+    STATIC_PICK_RTT_MS,
+    TARGET_NO_DRIFT,
+    TARGET_POLICY_MS,
+    TARGET_VS_ORACLE,
+    TARGET_VS_STATIC,
+    arm_ratios,
+    fmt_load,
+    print_arm_ratios,
+    print_table,
+)
 from _repeats import Cell, goodput, heldout_oracle, oracle_cells, paired_ratio  # noqa: E402
 
 from configspec import records as R  # noqa: E402
@@ -94,13 +116,16 @@ from configspec.serving.proxy import DelayProxy, DelaySchedule  # noqa: E402
 from configspec.serving.record import build_run_record  # noqa: E402
 from configspec.store import ProfileStore, atomic_write_json  # noqa: E402
 
-PHASE_ONE_WAY_MS = (2.5, 60.0, 2.5)
-CONTROL_ONE_WAY_MS = 15.0
-STATIC_PICK_RTT_MS = 5.0
-TARGET_VS_ORACLE = 0.97
-TARGET_VS_STATIC = 1.15
-TARGET_NO_DRIFT = 0.98
-TARGET_POLICY_MS = 0.2
+ADAPTIVE_ARMS: dict[str, dict[str, object]] = {
+    "line": {},
+    "shape": {"verify_shape": True},
+    "depth": {"match_depth": True},
+}
+"""``--adaptive-arms`` variant → the :class:`AdaptiveK` options of that arm: ``line`` is
+the default policy (verification a live line), ``shape`` reads the verification profile's
+per-width table (``verify_shape=True``), ``depth`` keeps a model-free drafter's deep
+positions off the first position's shift (``match_depth=True``; the same as ``line`` for a
+model drafter)."""
 
 
 class TimedPolicy(AdaptiveK):
@@ -135,6 +160,8 @@ class Arm:
 
     name: str
     client: EdgeClient
+    variant: str = ""
+    """The adaptive variant (:data:`ADAPTIVE_ARMS`); empty for a static K."""
     policy: TimedPolicy | None = None
     by_phase: dict[int, list[Generation]] = field(default_factory=dict)
     cells: list[Cell] = field(default_factory=list)
@@ -212,12 +239,18 @@ def replay_cost_ms(policy_factory: object, arm: Arm, repeats: int = 5) -> float:
 
 
 def new_policy(
-    profiles: Profiles, name: str, context: int, k_max: int, verify_shape: bool = False
+    profiles: Profiles, name: str, context: int, k_max: int, **options: object
 ) -> TimedPolicy:
+    """A fresh policy for one adaptive arm (``options``: :data:`ADAPTIVE_ARMS`)."""
     prior = prior_from_profiles(
         profiles, drafter=name, domain="code", k_max=k_max, context_tokens=context
     )
-    return TimedPolicy(prior, k_min=1, k_max=k_max, verify_shape=verify_shape)
+    return TimedPolicy(prior, k_min=1, k_max=k_max, **options)
+
+
+def arm_name(variant: str, variants: list[str]) -> str:
+    """``adaptive`` for the default arm alone (the output as before), else per variant."""
+    return "adaptive" if variants == ["line"] else f"adaptive-{variant}"
 
 
 def main() -> int:
@@ -241,9 +274,15 @@ def main() -> int:
     )
     ap.add_argument("--runs", type=Path, default=None, help="store the adaptive run records")
     ap.add_argument(
+        "--adaptive-arms", nargs="+", choices=sorted(ADAPTIVE_ARMS), default=["line"],
+        help="adaptive arms run side by side, each with its own fresh policy, interleaved "
+        "with the static arms (line: the default policy; shape: verification from the "
+        "profile's per-width table; depth: an n-gram drafter's depth conditional on a match, "
+        "AdaptiveK(match_depth=True)); ratios of each later arm over the first are printed",
+    )  # fmt: skip
+    ap.add_argument(
         "--verify-shape", action="store_true",
-        help="the adaptive arm predicts verification from the profile's per-width table "
-        "(AdaptiveK(verify_shape=True), experimental; default: the line)",
+        help="the same as --adaptive-arms shape (the only adaptive arm)",
     )  # fmt: skip
     ap.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_adaptive.json"
@@ -251,6 +290,8 @@ def main() -> int:
     args = ap.parse_args()
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
+    variants = ["shape"] if args.verify_shape else list(dict.fromkeys(args.adaptive_arms))
+    n_ad = len(variants)
 
     work = Path(tempfile.mkdtemp(prefix="bench-adaptive-"))
     source = args.profiles or quickstart_profiles(work, args)
@@ -293,16 +334,19 @@ def main() -> int:
                 warm = EdgeClient(proxy.url, drafter, k=2, timeout_s=120.0)
                 warm.generate(drafter.tokenize(code[0].text), 4)
                 warm.close()  # (the adaptive arms' placeholder client until repeat 1)
-                factory = functools.partial(
-                    new_policy, profiles, name, context, args.k_max, args.verify_shape
-                )
-                arms = [Arm("adaptive", warm)]
+                factories = {
+                    v: functools.partial(
+                        new_policy, profiles, name, context, args.k_max, **ADAPTIVE_ARMS[v]
+                    )
+                    for v in variants
+                }
+                arms = [Arm(arm_name(v, variants), warm, v) for v in variants]
                 arms += [
                     Arm(f"K={k}", EdgeClient(proxy.url, drafter, k=k, timeout_s=120.0))
                     for k in range(1, args.k_max + 1)
                 ]
                 control_arms = [
-                    Arm("adaptive", warm),
+                    *(Arm(arm_name(v, variants), warm, v) for v in variants),
                     *(Arm(f"K={k}", EdgeClient(proxy.url, drafter, k=k, timeout_s=120.0))
                       for k in sorted({pick5, pick30})),
                 ]  # fmt: skip
@@ -312,31 +356,62 @@ def main() -> int:
                             (control_arms, "no-drift control", control))  # fmt: skip
                     for group, label, plan in runs:
                         # a fresh policy every repeat: each repeat is the whole scenario
-                        arm = group[0]
-                        arm.policy = factory()
-                        arm.policies.append(arm.policy)
-                        arm.client = EdgeClient(proxy.url, drafter, k=0, policy=arm.policy)
+                        for arm in group[:n_ad]:
+                            arm.policy = factories[arm.variant]()
+                            arm.policies.append(arm.policy)
+                            arm.client = EdgeClient(proxy.url, drafter, k=0, policy=arm.policy)
                         print(f"  {label}, repeat {r + 1}/{args.repeats}")
                         run_scenario(proxy, group, drafter, plan, args.max_tokens, repeat=r)
-                        arm.client.close()
+                        for arm in group[:n_ad]:
+                            arm.client.close()
                     per = (time.perf_counter() - t_drafter) / (r + 1)
                     left = per * (args.repeats - r - 1)
                     print(f"  repeat {r + 1}/{args.repeats} done: {per:.0f} s per repeat, "
                           f"~{left:.0f} s left for {name}", flush=True)  # fmt: skip
-                for arm in arms[1:] + control_arms[1:]:
+                for arm in arms[n_ad:] + control_arms[n_ad:]:
                     arm.client.close()
-            results[name] = summarise(arms, control_arms, pick5, pick30)
-            cost = results[name]["policy_ms_per_round"]
-            cost["replay_best_of_5"] = replay_cost_ms(factory, arms[0])  # type: ignore[index]
+            summaries = {}
+            for i, v in enumerate(variants):
+                res = summarise(arms[i], arms[n_ad:], control_arms[i], control_arms[n_ad:],
+                                pick5, pick30)  # fmt: skip
+                cost = res["policy_ms_per_round"]
+                cost["replay_best_of_5"] = replay_cost_ms(factories[v], arms[i])  # type: ignore[index]
+                summaries[v] = res
+            # the first arm's figures where a single arm's always were (the default output)
+            results[name] = {**summaries[variants[0]], "adaptive_arm": variants[0]}
+            results[name]["cells"] = {
+                scenario: {
+                    a.name: [[c.repeat, c.phase, c.prompt, c.tokens, c.decode_s] for c in a.cells]
+                    for a in group
+                }
+                for scenario, group in (("drift", arms), ("control", control_arms))
+            }
+            if n_ad > 1:
+                results[name]["arms"] = summaries
+                results[name]["arm_ratios"] = {
+                    f"{v}/{variants[0]}": arm_ratios(arms[i].cells, arms[0].cells,
+                                                     control_arms[i].cells,
+                                                     control_arms[0].cells)
+                    for i, v in enumerate(variants) if i
+                }  # fmt: skip
             if args.runs is not None:
-                for r in range(args.repeats):
-                    save_adaptive(ProfileStore(args.runs), arms[0], name, args, "drift",
+                for i, r in itertools.product(range(n_ad), range(args.repeats)):
+                    tag = "" if arms[i].name == "adaptive" else f"-{arms[i].variant}"
+                    save_adaptive(ProfileStore(args.runs), arms[i], name, args, "drift" + tag,
                                   context, r)  # fmt: skip
-                    save_adaptive(ProfileStore(args.runs), control_arms[0], name, args,
-                                  "control", context, r)  # fmt: skip
+                    save_adaptive(ProfileStore(args.runs), control_arms[i], name, args,
+                                  "control" + tag, context, r)  # fmt: skip
     wall_s = time.perf_counter() - started
     load_after = os.getloadavg()
-    ok = print_table(results)
+    if n_ad == 1:
+        ok = print_table(results)
+    else:
+        ok = print_table(
+            {f"{name} [{v}]": s for name, res in results.items() for v, s in res["arms"].items()}  # type: ignore[attr-defined]
+        )
+        print("adaptive arms side by side (ratio over shared cells [95% bootstrap CI]):")
+        for name, res in results.items():
+            print_arm_ratios(name, res["arm_ratios"])  # type: ignore[arg-type]
     print(f"load average (1, 5, 15 min): before {fmt_load(load_before)}, after "
           f"{fmt_load(load_after)}; wall {wall_s:.0f} s; {args.repeats} repeat(s)")  # fmt: skip
     payload = {
@@ -385,7 +460,10 @@ def quickstart_profiles(work: Path, args: argparse.Namespace) -> Path:
     return out / "profiles"
 
 
-def summarise(arms: list[Arm], control: list[Arm], pick5: int, pick30: int) -> dict[str, object]:
+def summarise(
+    adaptive: Arm, static_arms: list[Arm], control_adaptive: Arm, control_static: list[Arm],
+    pick5: int, pick30: int,
+) -> dict[str, object]:  # fmt: skip
     """The figures of one drafter (goodputs in tokens/s, ratios over paired cells).
 
     Per phase: adaptive against the held-out oracle (:func:`_repeats.heldout_oracle`) and
@@ -394,8 +472,7 @@ def summarise(arms: list[Arm], control: list[Arm], pick5: int, pick30: int) -> d
     pick, and the held-out oracle over all phases. No drift: against ``select``'s pick
     for 30 ms.
     """
-    adaptive = arms[0]
-    statics = {int(a.name[2:]): a.cells for a in arms[1:]}
+    statics = {int(a.name[2:]): a.cells for a in static_arms}
     phases = []
     chosen: dict[tuple[int, int, int], int] = {}
     for p in range(3):
@@ -422,7 +499,7 @@ def summarise(arms: list[Arm], control: list[Arm], pick5: int, pick30: int) -> d
             }
         )
     oracle_all = oracle_cells(statics, chosen)
-    c_static = {int(a.name[2:]): a.cells for a in control[1:]}
+    c_static = {int(a.name[2:]): a.cells for a in control_static}
     costs = [c for pol in adaptive.policies for c in pol.cost_s] or [0.0]
     cpus = [c for pol in adaptive.policies for c in pol.cpu_s] or [0.0]
     cost_ms = sorted(1e3 * c for c in costs)
@@ -441,19 +518,12 @@ def summarise(arms: list[Arm], control: list[Arm], pick5: int, pick30: int) -> d
             "by_k": {k: goodput(cs) for k, cs in statics.items()},
         },
         "control": {
-            "adaptive": control[0].goodput(),
+            "adaptive": control_adaptive.goodput(),
             "static_pick_30ms_k": pick30,
             "static_pick_30ms": goodput(c_static[pick30]),
             "static_pick_5ms": goodput(c_static[pick5]),
-            "vs_static_pick_30ms": paired_ratio(control[0].cells, c_static[pick30]),
-            "vs_static_pick_5ms": paired_ratio(control[0].cells, c_static[pick5]),
-        },
-        "cells": {
-            scenario: {
-                a.name: [[c.repeat, c.phase, c.prompt, c.tokens, c.decode_s] for c in a.cells]
-                for a in group
-            }
-            for scenario, group in (("drift", arms), ("control", control))
+            "vs_static_pick_30ms": paired_ratio(control_adaptive.cells, c_static[pick30]),
+            "vs_static_pick_5ms": paired_ratio(control_adaptive.cells, c_static[pick5]),
         },
         "policy_ms_per_round": {
             "mean": statistics.fmean(cost_ms),
@@ -464,75 +534,6 @@ def summarise(arms: list[Arm], control: list[Arm], pick5: int, pick30: int) -> d
             "rounds": len(cost_ms),
         },
     }
-
-
-def fmt_ratio(r: object) -> str:
-    """``ratio [ci_low, ci_high]`` of a :func:`_repeats.paired_ratio` result."""
-    d = r  # a dict from paired_ratio
-    return f"{d['ratio']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]"  # type: ignore[index]
-
-
-def print_table(results: dict[str, dict[str, object]]) -> bool:
-    """Print the result table; True when every target is met (on the point estimates)."""
-    ok = True
-    print()
-    print(f"{'drafter':<20} {'phase':<17} {'adaptive':>8} {'oracle':>7} {'static':>7} "
-          f"{'ad/oracle [95% CI]':>22} {'ad/static [95% CI]':>22}  per repeat (ad/oracle); "
-          f"K chosen")  # fmt: skip
-    for name, res in results.items():
-        pick5 = res["static_pick_k"]
-        for i, ph in enumerate(res["phases"]):  # type: ignore[attr-defined]
-            vo, vs = ph["vs_oracle"], ph["vs_static_pick"]
-            ok &= vo["ratio"] >= TARGET_VS_ORACLE
-            rtt = 2 * PHASE_ONE_WAY_MS[i]
-            label = f"{i + 1}: {rtt:g} ms {'code' if i == 0 else 'chat'}"
-            ks = " ".join(f"{k}:{c}" for k, c in ph["adaptive_k_counts"].items())
-            reps = " ".join(f"{x:.3f}" for x in vo["per_repeat"])
-            print(f"{name:<20} {label:<17} {ph['adaptive']:>8.2f} {ph['oracle']:>7.2f} "
-                  f"{ph['static_pick']:>7.2f} {fmt_ratio(vo):>22} {fmt_ratio(vs):>22}  "
-                  f"{reps}; {ks}")  # fmt: skip
-            print(f"{'':<20} {'':<17} in-sample oracle K={ph['oracle_in_sample_k']} "
-                  f"{ph['oracle_in_sample']:.2f} (biased up); held-out K per cell: "
-                  f"{' '.join(str(k) for k in ph['oracle_k_by_cell'].values())}")  # fmt: skip
-        w = res["whole"]
-        vs, vo, os_ = w["vs_static_pick"], w["vs_oracle"], w["oracle_vs_static_pick"]  # type: ignore[index]
-        ok &= vs["ratio"] >= TARGET_VS_STATIC
-        print(f"{name:<20} {'whole scenario':<17} {w['adaptive']:>8.2f} {w['oracle']:>7.2f} "  # type: ignore[index]
-              f"{w['static_pick']:>7.2f} {fmt_ratio(vo):>22} {fmt_ratio(vs):>22}  "  # type: ignore[index]
-              f"static pick K={pick5}; oracle/static {fmt_ratio(os_)}")  # fmt: skip
-        c = res["control"]
-        vc = c["vs_static_pick_30ms"]  # type: ignore[index]
-        ok &= vc["ratio"] >= TARGET_NO_DRIFT
-        print(f"{name:<20} {'no drift, 30 ms':<17} {c['adaptive']:>8.2f} {'':>7} "  # type: ignore[index]
-              f"{c['static_pick_30ms']:>7.2f} {'':>22} {fmt_ratio(vc):>22}  static pick at "  # type: ignore[index]
-              f"30 ms K={c['static_pick_30ms_k']}; vs the 5 ms pick "  # type: ignore[index]
-              f"{fmt_ratio(c['vs_static_pick_5ms'])}")  # type: ignore[index]  # fmt: skip
-        cost = res["policy_ms_per_round"]
-        ok &= cost["replay_best_of_5"] < TARGET_POLICY_MS  # type: ignore[index]
-        print(f"{name:<20} policy cost per round: live mean {cost['mean']:.3f} ms, median "  # type: ignore[index]
-              f"{cost['median']:.3f} ms, p95 {cost['p95']:.3f} ms over {cost['rounds']} "  # type: ignore[index]
-              f"rounds (CPU: median {cost['cpu_median']:.3f} ms, p95 {cost['cpu_p95']:.3f} ms); "  # type: ignore[index]
-              f"replayed best of 5 {cost['replay_best_of_5']:.3f} ms")  # type: ignore[index]  # fmt: skip
-    print()
-    print("target ratios (point estimates over paired cells; 95% bootstrap CI over cells):")
-    for name, res in results.items():
-        worst = min(res["phases"], key=lambda ph: ph["vs_oracle"]["ratio"])  # type: ignore[arg-type,index]
-        w, c = res["whole"], res["control"]
-        print(f"  {name} ({res['repeats']} repeats): adaptive/oracle worst phase "
-              f"{fmt_ratio(worst['vs_oracle'])} (≥ {TARGET_VS_ORACLE}), adaptive/static drift "
-              f"{fmt_ratio(w['vs_static_pick'])} (≥ {TARGET_VS_STATIC}; the held-out oracle "  # type: ignore[index]
-              f"itself: {fmt_ratio(w['oracle_vs_static_pick'])}), no drift "  # type: ignore[index]
-              f"{fmt_ratio(c['vs_static_pick_30ms'])} (≥ {TARGET_NO_DRIFT}), policy "  # type: ignore[index]
-              f"{res['policy_ms_per_round']['replay_best_of_5']:.3f} ms/round "  # type: ignore[index]
-              f"(< {TARGET_POLICY_MS})")  # fmt: skip
-    print(f"targets: adaptive/oracle ≥ {TARGET_VS_ORACLE} per phase, adaptive/static ≥ "
-          f"{TARGET_VS_STATIC} over the scenario, ≥ {TARGET_NO_DRIFT} without drift, policy "
-          f"< {TARGET_POLICY_MS} ms/round -> {'PASS' if ok else 'FAIL'}")  # fmt: skip
-    return ok
-
-
-def fmt_load(load: tuple[float, float, float]) -> str:
-    return " ".join(f"{x:.2f}" for x in load)
 
 
 def save_adaptive(

@@ -71,3 +71,20 @@ def test_paired_ratio_ci_holds_the_point_and_narrows_with_cells() -> None:
     )
     with pytest.raises(ValueError, match="no paired cells"):
         paired_ratio(arm({(0, 0, 0): 1.0}), arm({(1, 0, 0): 1.0}))
+
+
+def test_arm_ratios_pair_two_adaptive_arms_per_phase_whole_and_control() -> None:
+    from _adaptive_report import arm_ratios
+
+    def cells(speed: list[float]) -> list[Cell]:
+        return [Cell(r, p, i, 64, 64 / speed[p]) for r in range(2) for p in range(3)
+                for i in range(3)]  # fmt: skip
+
+    shape, line = cells([12.0, 5.0, 10.0]), cells([10.0, 5.0, 10.0])
+    out = arm_ratios(shape, line, cells([9.0] * 3), cells([10.0] * 3))
+    phases = out["phases"]
+    assert [round(x["ratio"], 6) for x in phases] == [1.2, 1.0, 1.0]  # type: ignore[index]
+    assert phases[0]["cells"] == 6  # type: ignore[index]
+    assert out["control"]["ratio"] == pytest.approx(0.9)  # type: ignore[index]
+    whole = out["whole"]["ratio"]  # type: ignore[index]
+    assert 1.0 < whole < 1.2
