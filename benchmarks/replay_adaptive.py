@@ -92,6 +92,7 @@ def main() -> int:
     ap.add_argument("--phases", type=int, default=3)
     ap.add_argument("--switch-z", type=float, default=None, help="default: the policy's")
     ap.add_argument("--verify-shape", action="store_true", help="AdaptiveK(verify_shape=True)")
+    ap.add_argument("--match-depth", action="store_true", help="AdaptiveK(match_depth=True)")
     ap.add_argument("--calibration", action="store_true", help="predicted vs measured per K")
     args = ap.parse_args()
     profiles = read_profiles(ProfileStore(args.profiles))
@@ -106,6 +107,8 @@ def main() -> int:
         extra: dict[str, object] = {} if args.switch_z is None else {"switch_z": args.switch_z}
         if args.verify_shape:
             extra["verify_shape"] = True
+        if args.match_depth:
+            extra["match_depth"] = True
         policy = AdaptiveK(prior, k_min=cfg["k_min"], k_max=cfg["k_max"], **extra)  # type: ignore[arg-type]
         print(f"{path.name}: {len(record['rounds'])} rounds, prior {prior.source}")
         for i, ph in enumerate(replay(record, policy, args.phases)):

@@ -747,3 +747,49 @@ def test_round4_is_round_to_four_decimals() -> None:
     values += [k / 1e4 for k in range(10_001)] + [(k + 0.5) / 1e4 for k in range(10_000)]
     values += [(2 * k + 1) / 32 for k in range(16)]  # exact binary ties: round() goes to even
     assert _round4(values) == [round(x, 4) for x in values]
+
+
+def chat_ngram(alpha_first: float = 0.3, alpha_deep: float = 0.95) -> PolicyPrior:
+    """An n-gram drafter in chat at 120 ms RTT (as in the kept drift records, phase 2):
+    its first draft is often wrong, but once a match goes on, it goes on."""
+    truth = make_prior(alpha=alpha_deep, rtt_ms=120.0, proposal=0.85, verify_per_pos_ms=6.0)
+    acceptance = truth.acceptance.copy()
+    acceptance[0] = alpha_first
+    return PolicyPrior(**{**truth.__dict__, "acceptance": acceptance})
+
+
+def test_match_depth_keeps_a_model_free_drafters_depth_off_the_first_positions_shift() -> None:
+    """The first position fails far more often than the prior says (chat): with the old
+    rule its failures drag every deep position down through the pooled shift, so at a low
+    K the policy sees depth at about the first position's rate and stays low; with
+    ``match_depth`` the deep positions move only with the evidence from depth."""
+    truth = chat_ngram()
+    prior = make_prior(alpha=0.7, rtt_ms=120.0, proposal=0.85, verify_per_pos_ms=6.0)
+    best = best_k(truth)
+    assert best >= 6  # depth pays at 120 ms
+    pooled = AdaptiveK(prior, k_max=N, match_depth=False)
+    depth = AdaptiveK(prior, k_max=N, match_depth=True)
+    assert depth.acceptance.pool_from == 1 and pooled.acceptance.pool_from == 0
+    # held at K = 2 for 40 rounds (what the policy sees from a low K)
+    world_a, world_b = World(truth, seed=5), World(truth, seed=5)
+    for _ in range(40):
+        pooled.observe(**world_a.round(2))  # type: ignore[arg-type]
+        depth.observe(**world_b.round(2))  # type: ignore[arg-type]
+    deep_pooled = float(pooled.acceptance.mean()[3:].mean())
+    deep_depth = float(depth.acceptance.mean()[3:].mean())
+    assert deep_pooled < 0.55 < 0.7 <= deep_depth
+    assert depth.choose().k > pooled.choose().k
+    # and in closed loop the policy reaches the deep Ks the truth rewards
+    ks_depth = run(AdaptiveK(prior, k_max=N, match_depth=True), World(truth, seed=6), 200)
+    ks_pooled = run(AdaptiveK(prior, k_max=N), World(truth, seed=6), 200)
+    assert efficiency(truth, ks_depth[-100:]) > max(0.97, efficiency(truth, ks_pooled[-100:]))
+
+
+def test_match_depth_leaves_a_model_drafter_alone() -> None:
+    """A model drafter's positions are one chain: ``match_depth`` changes nothing."""
+    truth = make_prior(alpha=0.6, rtt_ms=40.0)
+    prior = make_prior(alpha=0.8, rtt_ms=40.0)
+    a, b = AdaptiveK(prior, match_depth=True), AdaptiveK(prior)
+    assert not a.match_depth and a.acceptance.pool_from == 0
+    assert run(a, World(truth, seed=2), 120) == run(b, World(truth, seed=2), 120)
+    assert a.acceptance.mean_list == b.acceptance.mean_list

@@ -88,6 +88,21 @@ by a median 3.3% / 3.6% (measured: K = 1 ahead by 7%); with the shape it predict
 ahead by 6.4% in both. It also moves the n-gram drafter to K = 1 in chat at 5 ms RTT (K = 1
 measured worst there) and the Q4_0 no-drift control from K = 2 to K = 1, so it stays off
 until a live run (``bench_adaptive.py --verify-shape``) decides.
+
+Match depth (``match_depth=True``, off by default; a model-free drafter only): the
+acceptance chain's pooled log-odds shift then starts at position 2, as the proposal
+chain's does. A prompt-lookup drafter's position 1 carries "is the match right at all",
+which chat lowers; once a match goes on, the later positions accept at a high rate. With
+one shift over every position, position 1's failures dragged the depth down: replaying
+the kept n-gram drift records, the mean joint chance at positions 4–8 read 0.43–0.46 in
+phase 2 (120 ms, chat) whenever K ≤ 3, while the rounds that drafted there accepted 0.95 /
+0.97; with the option it reads 0.58 / 0.60, moved only by what positions 2–3 show (and
+0.90 / 0.94 against 0.95 / 0.97 in the rounds that reached position 4, was 0.84 / 0.93).
+Open-loop replay then holds K ≥ 4 in 62 / 75 of phase 2's rounds (was 46 / 37); it also
+moves phases 1 and 3 and the control to higher K (measured flat there within 3%, except
+K = 8 in phase 1), so it stays off until a live A/B (``bench_adaptive.py
+--adaptive-arms line depth``) decides. A model drafter's choices do not change (every
+field of the 971 kept Q4_0 choices equal).
 """
 
 from __future__ import annotations
@@ -237,7 +252,10 @@ class AdaptiveK:
     profile's per-width table around the live line (:class:`~configspec.serving.\
 estimators.VerifyLine` ``shape``), its doubt from the profile's intervals, instead of
     from the line alone (experimental, off by default: the profile's sawtooth moved the kept
-    replays' choices wholesale; :meth:`_shape_expected`).
+    replays' choices wholesale; :meth:`_shape_expected`). ``match_depth``: for a model-free
+    drafter, pool the acceptance chain's shift from position 2 on, so that position 1 (is
+    the match right) does not move the depth (module docstring; off by default, ignored
+    for a model drafter).
     """
 
     def __init__(
@@ -253,6 +271,7 @@ estimators.VerifyLine` ``shape``), its doubt from the profile's intervals, inste
         hold: float = HOLD,
         switch_z: float = SWITCH_Z,
         verify_shape: bool = False,
+        match_depth: bool = False,
     ) -> None:
         k_hi = prior.k_max if k_max is None else k_max
         if not 1 <= k_min <= k_hi:
@@ -293,12 +312,16 @@ estimators.VerifyLine` ``shape``), its doubt from the profile's intervals, inste
         self._k_at_change = 0  # the K in force when the last change was detected
         self._waiting = 0  # rounds another K has led by more than hold, not yet convincingly
         self._rtt_at_switch = float(np.asarray(prior.link.rtt_ms))  # RTT when K last changed
-        self.acceptance = PositionalBeta(prior.acceptance, prior.strength, decay)
         # a model drafter always proposes K: nothing to learn (and log-odds of 1 are ±inf)
+        model_free = not bool(np.all(np.asarray(prior.proposal) >= 1.0))
+        self.match_depth = match_depth and model_free
+        self.acceptance = PositionalBeta(
+            prior.acceptance, prior.strength, decay, pool_from=1 if self.match_depth else 0
+        )
         self.proposal = (
-            None
-            if bool(np.all(np.asarray(prior.proposal) >= 1.0))
-            else PositionalBeta(prior.proposal, prior.strength, decay, pool_from=1)
+            PositionalBeta(prior.proposal, prior.strength, decay, pool_from=1)
+            if model_free
+            else None
         )
         self.rtt = RunningMedian(float(np.asarray(prior.link.rtt_ms)), window)
         self.draft_scale = RunningMedian(1.0, window)
