@@ -43,7 +43,11 @@ reported in the same run (``/metrics``). ``--gather`` is the batched verifier's 
 mode (``sync``, the default, or ``fixed`` with ``--max-gather-wait-ms``; ``fixed`` with 0
 is the old continuous batching); the model's batch-formation branch follows it
 (``sync`` -> ``sync``, ``fixed`` 0 ms -> ``continuous``, ``fixed`` > 0 ms -> ``mva``;
-``--model-gather`` overrides). The JSON records both.
+``--model-gather`` overrides). The JSON records both. Right before each N run the curve
+cells that run's model reads are timed again for ``--retime-s`` seconds (the profile's
+procedure; ``fleet_retime.py``), and every row reports its errors with the profiled
+curve (``error``) and with the re-timed cells (``error_retimed``), the cells and their
+time stamps (``retime``); ``--retime-s 0`` turns it off.
 
 Then the replica check: a small emulated fleet (``--fleet-clients`` devices) gets an SLO
 between what 1 and 2 replicas can give; ``configspec.plan`` picks the replica count
@@ -60,6 +64,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import statistics
@@ -430,6 +435,7 @@ def predict(
         "p95_round_ms": sol.p95_round_ms[i, i].tolist(),
         "utilisation": sol.utilisation[i, i].tolist(),
         "pass_width": widths.tolist(),
+        "pass_batch": sol.batch[i, i].tolist(),
         "think_ms": [think],
         "service_ms": [service],
         "session_rounds": [rounds_per_session],
@@ -614,6 +620,33 @@ def predict_timing_only_batched(
     }
 
 
+def retime_before(
+    args: argparse.Namespace,
+    curve: BatchLatency,
+    curve_doc: dict[str, object],
+    pred: dict[str, list[float]],
+    n: int,
+) -> tuple[BatchLatency, dict[str, object]]:
+    """Right before the N = ``n`` run (none of its data): the curve cells its model reads
+    (``pred``, the calibration's prediction) timed again for ``--retime-s`` seconds on the
+    profile's path; returns the curve with them in place and the record
+    (``fleet_retime.py``). Prints the cells."""
+    from fleet_retime import retime_lines, retime_run, run_cells, server_path_sampler
+
+    cells = run_cells(pred, n, curve)
+    print(f"re-timing S(B, P) at {sorted(cells)} for N={n} ({args.retime_s:g} s of passes, "
+          f"load {load()})", flush=True)  # fmt: skip
+
+    open_sampler = functools.partial(
+        server_path_sampler, args.target, k=args.k, threads=args.threads,
+        levels=curve_doc["batches"],  # type: ignore[arg-type]
+        context_tokens=int(curve_doc["context_tokens"]),  # type: ignore[call-overload]
+    )  # fmt: skip
+    patched, record = retime_run(open_sampler, curve, cells, n, args.retime_s, load)
+    print("\n".join(retime_lines(record)), flush=True)
+    return patched, record
+
+
 def err(pred: float, meas: float) -> float:
     return pred / meas - 1.0 if meas else float("nan")
 
@@ -777,6 +810,9 @@ def main() -> None:
     ap.add_argument("--profile-context", type=int, default=160)
     ap.add_argument("--profile-budget-s", type=float, default=4.0)
     ap.add_argument("--verify-profile", type=Path, default=None)
+    ap.add_argument("--retime-s", type=float, default=10.0,
+                    help="batched: seconds of passes re-timing, right before each N run, the "
+                         "curve cells its model reads (0: off; see fleet_retime.py)")  # fmt: skip
     ap.add_argument("--output-share", type=float, default=None,
                     help="batched: an output row's share of a position's pass cost "
                          "(default: timed before the runs)")  # fmt: skip
@@ -857,7 +893,10 @@ def main() -> None:
             f"drafted {calib['drafted']:.2f}; link: {described}",
             flush=True,
         )
+        fresh: dict[int, BatchLatency] = {}  # N -> the curve with its re-timed cells
         for n in ns:
+            if curve is not None and curve_doc is not None and args.retime_s > 0:
+                fresh[n], retimed = retime_before(args, curve, curve_doc, pred, n)
             # Long enough for every client to finish --min-rounds rounds at the predicted
             # round time (a loaded host makes rounds slow), capped at --max-window-s.
             round_s = pred["round_ms"][n - 1] / 1e3
@@ -890,6 +929,13 @@ def main() -> None:
                                                   gather_model, share)  # fmt: skip
             else:
                 tim = predict_timing_only(calib, meas)
+            if n in fresh and meas["window_probe"] is not None:
+                # the live passes against the re-timed curve (1: its level is the live one)
+                again = predict_timing_only_batched(fresh[n], args.max_batch, meas, delta,
+                                                    gather_model, share)  # fmt: skip
+                tim["curve_scale_retimed"] = again["curve_scale"]
+            if n in fresh:
+                row["retime"] = retimed
             row["predicted_timing_only"] = tim
             row["error_timing_only"] = {
                 "aggregate": err(tim["aggregate_tok_s"], meas["aggregate_tok_s"]),  # type: ignore[arg-type]
@@ -937,6 +983,22 @@ def main() -> None:
                 ),
                 "round": err(pp["round_ms"][n - 1], m["round_ms"]),
             }
+            if r["clients"] in fresh:
+                # the same with the cells re-timed right before this run (fleet_retime.py)
+                pr = predict(calib, n, fresh[n], args.max_batch, gather_model, e_pool,
+                             args.rtt_ms, share)  # fmt: skip
+                r["predicted_retimed"] = {
+                    "aggregate_tok_s": pr["aggregate_tok_s"][n - 1],
+                    "per_client_tok_s": pr["per_client_tok_s"][n - 1],
+                    "round_ms": pr["round_ms"][n - 1],
+                    "utilisation": pr["utilisation"][n - 1],
+                }
+                r["error_retimed"] = {
+                    "aggregate": err(pr["aggregate_tok_s"][n - 1], m["aggregate_tok_s"]),
+                    "per_client": err(pr["per_client_tok_s"][n - 1],
+                                      statistics.fmean(m["per_client_tok_s"])),
+                    "round": err(pr["round_ms"][n - 1], m["round_ms"]),
+                }  # fmt: skip
             if batched and share > 0:
                 # the same without the output rows' share (the widest block alone), so one
                 # run shows both readings of the curve
@@ -996,6 +1058,12 @@ def main() -> None:
     )
     print(f"max |error| (aggregate, per-client): {worst:.1%}; timing-only {worst_t:.1%} "
           "(target <= 10%)")  # fmt: skip
+    worst_r = None
+    if any("error_retimed" in r for r in rows):
+        from fleet_retime import max_abs_error, summary_lines
+
+        print("\n".join(summary_lines(rows)))
+        worst_r = max_abs_error(rows, "error_retimed")
     doc = {
         "benchmark": "bench_fleet_model",
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
@@ -1017,6 +1085,14 @@ def main() -> None:
         "rows": rows,
         "max_abs_error": worst,
         "max_abs_error_timing_only": worst_t,
+        "max_abs_error_retimed": worst_r,
+        "errors": {
+            "error": "model with the curve profiled before the runs (and E pooled over each "
+            "run's prompts)",
+            "error_retimed": "the same model with the curve cells it reads re-timed right "
+            "before that run (row 'retime': cells, profile and fresh values, time stamps)",
+            "error_timing_only": "service and think time measured in the run itself",
+        },
         "replica_check": check,
         "elapsed_s": time.time() - started,
         "load_avg_end": load(),

@@ -274,7 +274,12 @@ class ServerPathBench:
 
 # the sweep -------------------------------------------------------------------------------
 @dataclass
-class _Verifier:
+class RunningVerifier:
+    """A verifier to time (:func:`running_verifier`): its URL, the served model's identity
+    and tokenizer, ``set_batch(B)`` (the in-process verifier then puts at most B sessions
+    in a pass; a no-op for one someone else runs) and the ``on_open`` hook to give
+    :class:`ServerPathBench` (no gather wait while sessions open)."""
+
     url: str
     identity: ModelIdentity
     tokenizer: Tokenizing
@@ -283,8 +288,9 @@ class _Verifier:
 
 
 @contextlib.contextmanager
-def _running_verifier(prof: VerificationProfiler) -> Iterator[_Verifier]:
-    """The verifier to time: the one at ``prof.verifier_url``, or one started here on the
+def running_verifier(prof: VerificationProfiler) -> Iterator[RunningVerifier]:
+    """The verifier to time, for ``prof``'s settings (batch sizes, positions, contexts,
+    threads): the one at ``prof.verifier_url``, or one started here on the
     local target (each batch size gets at most B sessions per pass and a 1 s gather wait,
     so a pass starts as soon as the B-th round arrives; prefill runs without the wait)."""
     from configspec.backends.factory import LlamaSettings, open_batch_target, open_tokenizer
@@ -303,7 +309,7 @@ def _running_verifier(prof: VerificationProfiler) -> Iterator[_Verifier]:
                 f"tokenizer differs from {tok.identity.name}'s; pass its GGUF as --tokenizer"
             )
         ident = dataclasses.replace(tok.identity, name=info.target.name, file_sha256=None)
-        yield _Verifier(prof.verifier_url, ident, tok, lambda b: None, None)
+        yield RunningVerifier(prof.verifier_url, ident, tok, lambda b: None, None)
         return
     widest = max(s.batch_sizes) * (s.k_max + 2)
     per_pass = max(256, widest)
@@ -343,7 +349,7 @@ def _running_verifier(prof: VerificationProfiler) -> Iterator[_Verifier]:
 
     try:
         with ServerThread(service) as srv:
-            yield _Verifier(srv.url, engine.identity, engine, set_batch, on_open)
+            yield RunningVerifier(srv.url, engine.identity, engine, set_batch, on_open)
     finally:
         engine.close()
 
@@ -383,7 +389,7 @@ def run_server_path(
     started = time.perf_counter()
     s = prof.settings
     widest = max(s.batch_sizes)
-    with _running_verifier(prof) as v, contextlib.ExitStack() as stack:
+    with running_verifier(prof) as v, contextlib.ExitStack() as stack:
         identity = dataclasses.replace(v.identity, name=prof._name(v.identity.name))
         if not identity.vocab_size:
             raise InvalidInput(f"{identity.name} reports no vocabulary size")

@@ -1,0 +1,218 @@
+"""bench_fleet_model's re-timing of the curve cells each N run's model reads
+(``benchmarks/fleet_retime.py``): which cells, sampled in turns, and that the re-timed
+prediction follows a host whose speed steps between the profile and the run. The curve
+source is a fake (no model, no real timing) except in the last test, which drives the real
+server-path sampler against the fake batched verifier of the server-path tests."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from _serving_fakes import FakeBatchTarget, FakeTarget, bigram_table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from bench_fleet_model import predict
+from fleet_retime import (
+    max_abs_error,
+    patched_curve,
+    read_cells,
+    retime_cells,
+    retime_run,
+    run_cells,
+    server_path_sampler,
+    summary_lines,
+)
+
+from configspec.model.fleet import BatchLatency
+from configspec.serving.batched import BatchedVerifierService, BatchPolicy
+from configspec.serving.server import ServerThread
+from configspec.serving.sessions import ServerLimits
+
+LEVELS = [1, 2, 4, 8, 16]
+K = 4
+SHARE = 0.575
+CALIB: dict[str, Any] = {
+    # the calibration of fleet_model8.json in shape: drafted 0 or 4 tokens a round
+    "round_ms": 210.0, "server_ms": 170.0, "verify_ms": 165.0, "drafted": 2.7,
+    "tokens_per_round": 2.8, "k_counts": [43, 0, 0, 0, 92], "session_rounds": 45.0,
+    "prefill_ms": 60.0,
+}  # fmt: skip
+
+
+def host_curve(level: float = 1.0) -> BatchLatency:
+    """The 'host': an affine pass cost at the profiled levels, times its speed ``level``."""
+    full = BatchLatency.linear(120.0, 9.0, 12.0, max_batch=16).table_ms[:, : K + 2]
+    return BatchLatency(full[[b - 1 for b in LEVELS]] * level, np.array(LEVELS, float))
+
+
+class Host:
+    """A fake curve source: one pass of B x P costs the host curve at its current level
+    (deterministic), and a fake clock advances by that much per pass."""
+
+    def __init__(self) -> None:
+        self.level = 1.0
+        self.now_s = 0.0
+        self.calls: list[tuple[int, int]] = []
+
+    def sample(self, b: int, p: int) -> float:
+        ms = float(host_curve(self.level)(b, p))
+        self.calls.append((b, p))
+        self.now_s += ms / 1e3
+        return ms
+
+    def clock(self) -> float:
+        return self.now_s
+
+
+def _predict(curve: BatchLatency, n: int) -> dict[str, list[float]]:
+    return predict(CALIB, n, curve, max_batch=16, gather="sync", rtt_ms=30.0, output_share=SHARE)
+
+
+def test_read_cells_are_the_cells_the_bilinear_reading_weighs() -> None:
+    curve = host_curve()
+    assert read_cells(curve, 4, 4.45) == pytest.approx({(4, 4): 0.55, (4, 5): 0.45})
+    assert read_cells(curve, 16, 5.0) == {(16, 5): 1.0}  # the last level and column alone
+    assert read_cells(curve, 1, 2.0) == {(1, 2): 1.0}
+    assert read_cells(curve, 3, 4.0) == pytest.approx({(2, 4): 0.5, (4, 4): 0.5})
+    assert read_cells(curve, 40, 3.5) == pytest.approx({(16, 3): 0.5, (16, 4): 0.5})  # clamped
+    rng = np.random.default_rng(0)
+    for b, p in zip(rng.uniform(0.5, 20, 50), rng.uniform(1, 5, 50), strict=True):
+        cells = read_cells(curve, b, p)
+        got = sum(w * curve.table_ms[LEVELS.index(rb), pc] for (rb, pc), w in cells.items())
+        assert got == pytest.approx(float(curve(b, p)))
+    with pytest.raises(ValueError, match="outside the curve's 1..5"):
+        read_cells(curve, 2, 5.5)
+
+
+def test_each_run_reads_its_own_row_at_the_pass_width() -> None:
+    curve = host_curve()
+    pred = _predict(curve, 24)
+    for n in (1, 2, 4, 8, 16):
+        cells = run_cells(pred, n, curve)
+        assert {b for b, _ in cells} == {n}  # the B = N row, nothing else
+        assert {p for _, p in cells} <= {4, 5}  # bracketing the pass width, 4.04..4.6
+        assert min(p for _, p in cells) == int(pred["pass_width"][n - 1])
+    # N = 24: two passes of 12 per cycle, between the rows B = 8 and 16
+    assert {b for b, _ in run_cells(pred, 24, curve)} == {8, 16}
+
+
+def test_the_retimed_prediction_follows_a_host_that_slowed_after_the_profile() -> None:
+    # fleet_model8.json: the profile's B = 4 row was taken at a slow moment and the N = 4
+    # prediction missed by 11.3%. Here the host runs 25% slower from the runs on: the
+    # profile cannot know it, the cells re-timed right before each run do.
+    host = Host()
+    profile = host_curve(host.level)
+    host.level = 1.25
+    truth = host_curve(host.level)  # what the runs meet
+    pred0 = _predict(profile, 16)
+    for n in (1, 2, 4, 8, 16):
+        cells = run_cells(pred0, n, profile)
+        fresh, rec = retime_run(lambda _levels: contextlib.nullcontext(host.sample), profile,
+                                cells, n, budget_s=5.0, load_avg=lambda: [0.1, 0.1, 0.1])  # fmt: skip
+        assert rec["read_ratio"] == pytest.approx(1.25)
+        assert all(c["ratio"] == pytest.approx(1.25) for c in rec["cells"])
+        assert {(c["batch"], c["positions"]) for c in rec["cells"]} == set(cells)
+        want = _predict(truth, n)["aggregate_tok_s"][n - 1]
+        got = _predict(fresh, n)["aggregate_tok_s"][n - 1]
+        stale = _predict(profile, n)["aggregate_tok_s"][n - 1]
+        assert got == pytest.approx(want, rel=1e-9)
+        assert stale / want - 1 > 0.08  # the profile alone over-predicts
+        # only the cells it read changed: the other rows keep the full profile
+        other = [b for b in LEVELS if b != n]
+        rows = [LEVELS.index(b) for b in other]
+        np.testing.assert_array_equal(fresh.table_ms[rows], profile.table_ms[rows])
+
+
+def test_cells_are_sampled_in_turns_within_their_share_of_the_budget() -> None:
+    host = Host()
+    rng = np.random.default_rng(1)
+
+    def noisy(b: int, p: int) -> float:  # never meets a 2% CI: the budget ends it
+        return host.sample(b, p) * float(rng.uniform(0.7, 1.3))
+
+    wall = iter(range(1000, 10_000))
+    out = retime_cells(noisy, {(4, 4): 0.5, (4, 5): 0.5}, host_curve(), budget_s=3.0,
+                       warmup=1, clock=host.clock, wall=lambda: float(next(wall)))  # fmt: skip
+    timed = host.calls[2:]  # after one warm-up pass of each
+    assert timed[:4] == [(4, 4), (4, 5), (4, 4), (4, 5)]  # alternating, not one block each
+    for c in out:
+        assert not c.converged and 1.5 <= c.spent_s < 1.5 + 0.5  # its half of 3 s
+        assert c.first_unix_s < c.last_unix_s
+        rec = c.record()
+        assert rec["passes"] == len(c.samples_ms) >= 3
+        assert rec["first_utc"].startswith("1970-01-01T00:")
+    assert out[0].first_unix_s < out[1].first_unix_s < out[0].last_unix_s
+
+
+def test_patched_curve_replaces_only_the_given_cells_and_checks_its_inputs() -> None:
+    host = Host()
+    curve = host_curve()
+    out = retime_cells(host.sample, {(8, 5): 1.0}, curve, budget_s=1.0)
+    out[0].samples_ms = [999.0]
+    fresh = patched_curve(curve, out)
+    assert fresh.table_ms[3, 5] == 999.0
+    mask = np.ones_like(curve.table_ms, dtype=bool)
+    mask[3, 5] = False
+    np.testing.assert_array_equal(fresh.table_ms[mask], curve.table_ms[mask])
+    with pytest.raises(ValueError, match="no cells"):
+        retime_cells(host.sample, {}, curve, budget_s=1.0)
+    with pytest.raises(ValueError, match="budget_s=0"):
+        retime_cells(host.sample, {(8, 5): 1.0}, curve, budget_s=0.0)
+
+
+def test_summary_reports_both_errors_labelled() -> None:
+    rows = [
+        {"clients": 4, "error": {"aggregate": -0.113, "per_client": -0.113, "round": 0.125},
+         "error_retimed": {"aggregate": -0.02, "per_client": -0.021, "round": 0.02},
+         "retime": {"read_ratio": 0.87, "started_utc": "2026-11-30T09:50:00+00:00",
+                    "ended_utc": "2026-11-30T09:50:15+00:00"},
+         "predicted_timing_only": {"curve_scale": 0.865, "curve_scale_retimed": 0.99}},
+        {"clients": 1, "error": {"aggregate": 0.01, "per_client": 0.01, "round": -0.01}},
+    ]  # fmt: skip
+    assert max_abs_error(rows, "error") == pytest.approx(0.113)
+    assert max_abs_error(rows, "error_retimed") == pytest.approx(0.021)
+    text = "\n".join(summary_lines(rows))
+    assert "profiled curve 11.3%, re-timed cells 2.1%" in text
+    assert "-11.3%" in text and "-2.0%" in text and "0.870" in text and "09:50:00" in text
+
+
+@pytest.fixture
+def fake_verifier() -> Iterator[tuple[str, FakeBatchTarget]]:
+    target = FakeBatchTarget(bigram_table(64, seed=2), pass_delay_s=0.005)
+    service = BatchedVerifierService(
+        target,
+        ServerLimits(max_sessions=8, max_k=4, max_context_tokens=512),
+        BatchPolicy(max_sessions_per_batch=4, max_gather_wait_ms=40, gather="fixed"),
+    )
+    with ServerThread(service) as srv:
+        yield srv.url, target
+
+
+def test_the_server_path_sampler_times_passes_of_b_sessions_and_sees_a_step(
+    fake_verifier: tuple[str, FakeBatchTarget],
+) -> None:
+    url, target = fake_verifier
+    curve = BatchLatency(np.full((2, 4), 5.0), np.array([1.0, 2.0]))
+
+    def open_sampler(levels: list[int]) -> contextlib.AbstractContextManager[Any]:
+        return server_path_sampler(
+            "fake-target", levels, levels=[1, 2], k=2, context_tokens=16, threads=1,
+            verifier_url=url, tokenizer=FakeTarget(bigram_table(64, seed=2)),
+        )  # fmt: skip
+
+    cells = {(2, 2): 0.5, (2, 3): 0.5}
+    n_before = len(target.passes)
+    _, before = retime_run(open_sampler, curve, cells, 2, 0.3, lambda: [0.0, 0.0, 0.0])
+    rounds = [p for p in target.passes[n_before:] if max(n for _, n in p) <= 3]
+    assert rounds and all(len(p) == 2 for p in rounds)  # every timed pass held B = 2
+    target.pass_delay_s = 0.05  # the host slows down between two runs
+    _, after = retime_run(open_sampler, curve, cells, 2, 0.3, lambda: [0.0, 0.0, 0.0])
+    assert before["read_ratio"] < 4.0 <= after["read_ratio"]  # >= 50 ms against 5 ms
+    assert after["started_unix_s"] >= before["ended_unix_s"]
