@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import json
 import os
 import statistics
@@ -78,6 +77,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -620,28 +620,40 @@ def predict_timing_only_batched(
     }
 
 
+def retimer(
+    args: argparse.Namespace, curve_doc: dict[str, object] | None
+) -> contextlib.AbstractContextManager[Callable[[Sequence[int]], Any] | None]:
+    """The re-timing verifier for the sweep (``fleet_retime.server_path_retimer``: the
+    profile's target, threads, context and batch levels, in this process), or None when
+    ``--retime-s`` is 0 or there is no curve."""
+    if curve_doc is None or args.retime_s <= 0:
+        return contextlib.nullcontext(None)
+    from fleet_retime import server_path_retimer
+
+    print(f"starting the re-timing verifier (load {load()})", flush=True)
+    return server_path_retimer(
+        args.target, k=args.k, threads=args.threads,
+        levels=curve_doc["batches"],  # type: ignore[arg-type]
+        context_tokens=int(curve_doc["context_tokens"]),  # type: ignore[call-overload]
+    )  # fmt: skip
+
+
 def retime_before(
     args: argparse.Namespace,
+    open_sampler: Callable[[Sequence[int]], Any],
     curve: BatchLatency,
-    curve_doc: dict[str, object],
     pred: dict[str, list[float]],
     n: int,
 ) -> tuple[BatchLatency, dict[str, object]]:
     """Right before the N = ``n`` run (none of its data): the curve cells its model reads
     (``pred``, the calibration's prediction) timed again for ``--retime-s`` seconds on the
-    profile's path; returns the curve with them in place and the record
-    (``fleet_retime.py``). Prints the cells."""
-    from fleet_retime import retime_lines, retime_run, run_cells, server_path_sampler
+    profile's path (``open_sampler``, :func:`retimer`); returns the curve with them in
+    place and the record (``fleet_retime.py``). Prints the cells."""
+    from fleet_retime import retime_lines, retime_run, run_cells
 
     cells = run_cells(pred, n, curve)
     print(f"re-timing S(B, P) at {sorted(cells)} for N={n} ({args.retime_s:g} s of passes, "
           f"load {load()})", flush=True)  # fmt: skip
-
-    open_sampler = functools.partial(
-        server_path_sampler, args.target, k=args.k, threads=args.threads,
-        levels=curve_doc["batches"],  # type: ignore[arg-type]
-        context_tokens=int(curve_doc["context_tokens"]),  # type: ignore[call-overload]
-    )  # fmt: skip
     patched, record = retime_run(open_sampler, curve, cells, n, args.retime_s, load)
     print("\n".join(retime_lines(record)), flush=True)
     return patched, record
@@ -876,6 +888,7 @@ def main() -> None:
         gather_model = "continuous" if args.max_gather_wait_ms == 0 else "mva"
     print(f"verifier gather: {args.gather if batched else '-'}; model: {gather_model}")
     with (
+        retimer(args, curve_doc) as open_sampler,
         verifier(args, slots=max(ns)) as port,
         open_link(args.link, ("127.0.0.1", port), delay_ms=args.rtt_ms / 2.0) as link,
     ):
@@ -895,8 +908,8 @@ def main() -> None:
         )
         fresh: dict[int, BatchLatency] = {}  # N -> the curve with its re-timed cells
         for n in ns:
-            if curve is not None and curve_doc is not None and args.retime_s > 0:
-                fresh[n], retimed = retime_before(args, curve, curve_doc, pred, n)
+            if curve is not None and open_sampler is not None:
+                fresh[n], retimed = retime_before(args, open_sampler, curve, pred, n)
             # Long enough for every client to finish --min-rounds rounds at the predicted
             # round time (a loaded host makes rounds slow), capped at --max-window-s.
             round_s = pred["round_ms"][n - 1] / 1e3

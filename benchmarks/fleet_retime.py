@@ -58,6 +58,9 @@ Cell = tuple[int, int]
 Sampler = Callable[[int, int], float]
 """One pass of B sessions x P positions: its time (ms)."""
 
+OpenSampler = Callable[[Sequence[int]], AbstractContextManager[Sampler]]
+"""``open_sampler(batch levels)``: a context giving a :data:`Sampler` for those levels."""
+
 WEIGHT_EPS = 1e-9
 """Interpolation weights at or below this are not a read (the cell does not matter)."""
 
@@ -153,7 +156,7 @@ def retime_cells(
     *,
     budget_s: float,
     warmup: int = 2,
-    min_repeats: int = 3,
+    min_repeats: int = 5,
     max_repeats: int = 60,
     rel_half_width: float = 0.02,
     clock: Callable[[], float] = time.perf_counter,
@@ -241,7 +244,7 @@ def retime_record(
 
 
 def retime_run(
-    open_sampler: Callable[[Sequence[int]], AbstractContextManager[Sampler]],
+    open_sampler: OpenSampler,
     curve: BatchLatency,
     cells: dict[Cell, float],
     n: int,
@@ -249,7 +252,7 @@ def retime_run(
     load_avg: Callable[[], Sequence[float]],
 ) -> tuple[BatchLatency, dict[str, Any]]:
     """Re-time ``cells`` for the N = ``n`` run: ``open_sampler(batch levels)`` gives the
-    sampler (e.g. :func:`server_path_sampler`), :func:`retime_cells` times them for
+    sampler (e.g. :func:`server_path_retimer`'s), :func:`retime_cells` times them for
     ``budget_s`` seconds of passes; returns the curve with the fresh cells
     (:func:`patched_curve`) and the record (:func:`retime_record`; ``load_avg`` is read
     when the timing ends)."""
@@ -317,9 +320,8 @@ def summary_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 
 @contextlib.contextmanager
-def server_path_sampler(
+def server_path_retimer(
     target: str,
-    batches: Sequence[int],
     *,
     levels: Sequence[int],
     k: int,
@@ -327,25 +329,29 @@ def server_path_sampler(
     threads: int | None,
     verifier_url: str | None = None,
     tokenizer: object | None = None,
-) -> Iterator[Sampler]:
-    """A :data:`Sampler` on the server path, timed as the profile times it (the pass time
-    the verifier reports; only passes of exactly B of the timing sessions count): an
-    in-process batched verifier on ``target`` (``threads``; at most B sessions per pass),
-    or the verifier at ``verifier_url`` (tests: ``tokenizer`` then names its vocabulary).
-    The in-process verifier is built for the profile's batch ``levels`` (its KV sequences
-    as many as the profile's), but only ``max(batches)`` sessions are opened, holding
-    ``context_tokens`` tokens; a B-pass uses the first B, sequences 0..B-1, as the
-    profile's did (the profile's other sessions sat idle in streams a pass does not
-    read), so only the prefills of sessions no cell uses are saved."""
+) -> Iterator[OpenSampler]:
+    """The re-timing verifier, opened once for the sweep: yields an :data:`OpenSampler`
+    whose samplers time passes on the server path as the profile does (the pass time the
+    verifier reports; only passes of exactly B of the timing sessions count).
+
+    An in-process batched verifier on ``target`` (``threads``; at most B sessions per
+    pass), built for the profile's batch ``levels`` (as many KV sequences as the
+    profile's), or the verifier at ``verifier_url`` (tests; ``tokenizer`` then names its
+    vocabulary). Opened once, not per run, so every re-timing meets a verifier that has
+    run before (a fresh one's first passes can be slow, and the profile's cells average
+    over minutes of passes); it idles while the runs go (no pass, no thread polling).
+    Each ``open_sampler(batches)`` (re)opens ``max(batches)`` sessions holding
+    ``context_tokens`` tokens (idle sessions expire on the verifier in minutes); a B-pass
+    uses the first B, sequences 0..B-1, as the profile's did (its other sessions sat
+    idle in streams a pass does not read)."""
     from configspec.config import GpuTimePrice
     from configspec.profiling.device import build_context
     from configspec.profiling.server_path import ServerPathBench, running_verifier
     from configspec.profiling.verification import VerificationProfiler, VerifySweepSettings
     from configspec.store import ProfileStore
 
-    used = tuple(sorted({int(b) for b in batches}))
     settings = VerifySweepSettings(k_max=k, context_tokens=(context_tokens,), threads=threads,
-                                   batch_sizes=tuple(sorted({*levels, *used})))  # fmt: skip
+                                   batch_sizes=tuple(sorted({int(b) for b in levels})))  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         prof = VerificationProfiler(
             target, ProfileStore(Path(tmp)), price=GpuTimePrice(price_usd_per_hour=1.0),
@@ -358,18 +364,26 @@ def server_path_sampler(
             raise ValueError(f"{v.identity.name} reports no vocabulary size")
         bench = stack.enter_context(ServerPathBench(v.url, vocab_size=vocab, on_open=v.on_open))
         pools = {b: stack.enter_context(ThreadPoolExecutor(max_workers=b))
-                 for b in used if b > 1}  # fmt: skip
-        bench.open_sessions(build_context(v.tokenizer, context_tokens), max(used), 0.0)
+                 for b in settings.batch_sizes if b > 1}  # fmt: skip
+        context = build_context(v.tokenizer, context_tokens)
 
         def sample(b: int, p: int) -> float:
+            if b not in settings.batch_sizes:
+                raise ValueError(f"B={b} is not one of the levels {list(settings.batch_sizes)}")
             v.set_batch(b)
             return bench.sample(p, pools.get(b), sessions=b).pass_ms
 
-        yield sample
+        @contextlib.contextmanager
+        def open_sampler(batches: Sequence[int]) -> Iterator[Sampler]:
+            bench.open_sessions(context, max(int(b) for b in batches), 0.0)
+            yield sample
+
+        yield open_sampler
 
 
 __all__ = [
     "Cell",
+    "OpenSampler",
     "RetimedCell",
     "Sampler",
     "max_abs_error",
@@ -380,6 +394,6 @@ __all__ = [
     "retime_record",
     "retime_run",
     "run_cells",
-    "server_path_sampler",
+    "server_path_retimer",
     "summary_lines",
 ]

@@ -26,7 +26,7 @@ from fleet_retime import (
     retime_cells,
     retime_run,
     run_cells,
-    server_path_sampler,
+    server_path_retimer,
     summary_lines,
 )
 
@@ -87,7 +87,7 @@ def test_read_cells_are_the_cells_the_bilinear_reading_weighs() -> None:
         cells = read_cells(curve, b, p)
         got = sum(w * curve.table_ms[LEVELS.index(rb), pc] for (rb, pc), w in cells.items())
         assert got == pytest.approx(float(curve(b, p)))
-    with pytest.raises(ValueError, match="outside the curve's 1..5"):
+    with pytest.raises(ValueError, match=r"outside the curve's 1\.\.5"):
         read_cells(curve, 2, 5.5)
 
 
@@ -115,7 +115,7 @@ def test_the_retimed_prediction_follows_a_host_that_slowed_after_the_profile() -
     for n in (1, 2, 4, 8, 16):
         cells = run_cells(pred0, n, profile)
         fresh, rec = retime_run(lambda _levels: contextlib.nullcontext(host.sample), profile,
-                                cells, n, budget_s=5.0, load_avg=lambda: [0.1, 0.1, 0.1])  # fmt: skip
+                                cells, n, budget_s=5.0, load_avg=lambda: [0.1] * 3)  # fmt: skip
         assert rec["read_ratio"] == pytest.approx(1.25)
         assert all(c["ratio"] == pytest.approx(1.25) for c in rec["cells"])
         assert {(c["batch"], c["positions"]) for c in rec["cells"]} == set(cells)
@@ -195,24 +195,25 @@ def fake_verifier() -> Iterator[tuple[str, FakeBatchTarget]]:
         yield srv.url, target
 
 
-def test_the_server_path_sampler_times_passes_of_b_sessions_and_sees_a_step(
+def test_the_server_path_retimer_times_passes_of_b_sessions_and_sees_a_step(
     fake_verifier: tuple[str, FakeBatchTarget],
 ) -> None:
     url, target = fake_verifier
-    curve = BatchLatency(np.full((2, 4), 5.0), np.array([1.0, 2.0]))
-
-    def open_sampler(levels: list[int]) -> contextlib.AbstractContextManager[Any]:
-        return server_path_sampler(
-            "fake-target", levels, levels=[1, 2], k=2, context_tokens=16, threads=1,
-            verifier_url=url, tokenizer=FakeTarget(bigram_table(64, seed=2)),
-        )  # fmt: skip
-
+    curve = BatchLatency(np.full((3, 4), 5.0), np.array([1.0, 2.0, 4.0]))
     cells = {(2, 2): 0.5, (2, 3): 0.5}
-    n_before = len(target.passes)
-    _, before = retime_run(open_sampler, curve, cells, 2, 0.3, lambda: [0.0, 0.0, 0.0])
-    rounds = [p for p in target.passes[n_before:] if max(n for _, n in p) <= 3]
-    assert rounds and all(len(p) == 2 for p in rounds)  # every timed pass held B = 2
-    target.pass_delay_s = 0.05  # the host slows down between two runs
-    _, after = retime_run(open_sampler, curve, cells, 2, 0.3, lambda: [0.0, 0.0, 0.0])
+    with server_path_retimer(
+        "fake-target", levels=[1, 2, 4], k=2, context_tokens=16, threads=1, verifier_url=url,
+        tokenizer=FakeTarget(bigram_table(64, seed=2)),
+    ) as open_sampler:  # fmt: skip
+        n_before = len(target.passes)
+        _, before = retime_run(open_sampler, curve, cells, 2, 0.3, lambda: [0.0] * 3)
+        new = target.passes[n_before:]
+        rounds = [p for p in new if max(n for _, n in p) <= 3]
+        assert rounds and all(len(p) == 2 for p in rounds)  # every timed pass held B = 2
+        assert len(new) - len(rounds) == 2  # the prefills of the 2 sessions the cells use
+        target.pass_delay_s = 0.05  # the host slows down between two runs
+        _, after = retime_run(open_sampler, curve, cells, 2, 0.3, lambda: [0.0] * 3)
+        with open_sampler([1]) as sample, pytest.raises(ValueError, match="B=3 is not one of"):
+            sample(3, 2)
     assert before["read_ratio"] < 4.0 <= after["read_ratio"]  # >= 50 ms against 5 ms
     assert after["started_unix_s"] >= before["ended_unix_s"]
