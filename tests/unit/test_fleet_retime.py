@@ -138,15 +138,15 @@ def test_cells_are_sampled_in_turns_within_their_share_of_the_budget() -> None:
         return host.sample(b, p) * float(rng.uniform(0.7, 1.3))
 
     wall = iter(range(1000, 10_000))
-    out = retime_cells(noisy, {(4, 4): 0.5, (4, 5): 0.5}, host_curve(), budget_s=3.0,
+    out = retime_cells(noisy, {(4, 4): 0.5, (4, 5): 0.5}, host_curve(), budget_s=6.0,
                        warmup=1, clock=host.clock, wall=lambda: float(next(wall)))  # fmt: skip
     timed = host.calls[2:]  # after one warm-up pass of each
     assert timed[:4] == [(4, 4), (4, 5), (4, 4), (4, 5)]  # alternating, not one block each
     for c in out:
-        assert not c.converged and 1.5 <= c.spent_s < 1.5 + 0.5  # its half of 3 s
+        assert not c.converged and 3.0 <= c.spent_s < 3.0 + 0.5  # its half of 6 s
         assert c.first_unix_s < c.last_unix_s
         rec = c.record()
-        assert rec["passes"] == len(c.samples_ms) >= 3
+        assert rec["passes"] == len(c.samples_ms) >= 8
         assert rec["first_utc"].startswith("1970-01-01T00:")
     assert out[0].first_unix_s < out[1].first_unix_s < out[0].last_unix_s
 
