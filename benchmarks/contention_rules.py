@@ -7,7 +7,9 @@ bench_validate work directories: no timing, the runs' stored probes replayed.
 For every work directory (every ``rtt-*`` block in it) and every rule: goodput median and
 max |error| per run, mean signed error, and how often the measured goodput fell inside the
 run's 95% prediction interval. ``bracketed`` reads the probe after the run: a check, not a
-prediction. Prints a table and writes JSON to benchmarks/results/contention_rules.json.
+prediction. ``timing`` is the goodput error with the run's measured E(K) (the modelled
+round time alone: what a contention rule can change). Prints a table and writes JSON to
+benchmarks/results/contention_rules.json.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from configspec.store import ProfileStore  # noqa: E402
 def compare(work: Path, rule: str) -> dict[str, Any]:
     """One rule over every block of ``work``: per-run goodput errors and 95% coverage."""
     errors: list[float] = []
+    timing: list[float] = []
     inside = n_iv = 0
     for block_dir in sorted(work.glob("rtt-*")):
         block = ProfileStore(block_dir)
@@ -42,10 +45,14 @@ def compare(work: Path, rule: str) -> dict[str, Any]:
             err = row.objectives["goodput"].error
             if err is not None:
                 errors.append(err)
+            t_err = row.objectives["goodput_timing"].error
+            if t_err is not None:
+                timing.append(t_err)
             if row.prediction is not None and "95%" in row.prediction.goodput_inside:
                 n_iv += 1
                 inside += int(row.prediction.goodput_inside["95%"])
     e = np.abs(np.asarray(errors))
+    t = np.abs(np.asarray(timing))
     return {
         "rule": rule,
         "prediction": rule in PREDICTIVE_RULES,
@@ -54,6 +61,8 @@ def compare(work: Path, rule: str) -> dict[str, Any]:
         "max_abs_error": float(np.max(e)) if e.size else None,
         "mean_error": float(np.mean(errors)) if errors else None,
         "inside_95": [inside, n_iv],
+        "timing_median_abs_error": float(np.median(t)) if t.size else None,
+        "timing_max_abs_error": float(np.max(t)) if t.size else None,
     }
 
 
@@ -64,7 +73,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/contention_rules.json")
     args = ap.parse_args()
     out: dict[str, list[dict[str, Any]]] = {}
-    print(f"{'sweep':<20} {'rule':<10} {'n':>3} {'median':>7} {'max':>7} {'mean':>7} {'in95':>6}")
+    print(f"{'sweep':<20} {'rule':<10} {'n':>3} {'median':>7} {'max':>7} {'mean':>7} "
+          f"{'in95':>6} {'timing med':>10} {'max':>7}")  # fmt: skip
     for work in args.work:
         out[str(work)] = []
         for rule in args.rules:
@@ -73,7 +83,9 @@ def main() -> None:
             tag = "" if r["prediction"] else " (bracketed, not a prediction)"
             print(f"{work.name:<20} {rule:<10} {r['n']:>3} {r['median_abs_error']:>7.1%} "
                   f"{r['max_abs_error']:>7.1%} {r['mean_error']:>+7.1%} "
-                  f"{r['inside_95'][0]:>3}/{r['inside_95'][1]}{tag}")  # fmt: skip
+                  f"{r['inside_95'][0]:>3}/{r['inside_95'][1]} "
+                  f"{r['timing_median_abs_error']:>10.1%} {r['timing_max_abs_error']:>7.1%}"
+                  f"{tag}")  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))
     print(f"wrote {args.out}")

@@ -269,7 +269,7 @@ def test_running_rule_reads_the_host_level_of_every_probe_up_to_the_run() -> Non
     start (a prediction): here the sweep has read x1.3 for three runs, the run's own
     probes read x1.3 before and x1.0 after -> gated applies 1, running applies ~1.3, and
     a later run's probes (x3) do not reach back."""
-    from configspec.loop.contention import occasions_of, rule_fold
+    from configspec.loop.contention import SweepHistory, occasions_of, rule_fold
 
     base = _timed(10.0, 40.0, 0)
     baseline = ContentionBaseline(probes=[base], provenance=Provenance.here("measured"))
@@ -280,15 +280,15 @@ def test_running_rule_reads_the_host_level_of_every_probe_up_to_the_run() -> Non
     ]
     this = _with_probes(run, _timed(10.0, 52.0, 7), _timed(10.0, 40.0, 8))
     later = _with_probes(run, _timed(30.0, 120.0, 9), _timed(30.0, 120.0, 10))
-    history = occasions_of([*earlier, this, later], baseline)
-    assert len(history) == 10
+    history = SweepHistory(occasions_of([*earlier, this, later], baseline))
+    assert len(history.occasions) == 10
     gated = rule_fold(this, baseline, "gated", history)
     assert gated is not None and gated.verify.applied == 1.0
     running = rule_fold(this, baseline, "running", history)
     assert running is not None
     assert running.verify.applied == pytest.approx(1.3, rel=0.05)
     assert running.draft.applied == pytest.approx(1.0, rel=0.05)
-    assert "median of the last" in running.verify.reason
+    assert "mean of 7 probe ratios" in running.verify.reason
     before = rule_fold(this, baseline, "before", history)
     assert before is not None and before.verify.applied == pytest.approx(1.3, rel=0.05)
     bracketed = rule_fold(this, baseline, "bracketed", history)
@@ -318,8 +318,50 @@ def test_validate_running_rule_scales_the_prediction(store: ProfileStore) -> Non
     running = {r.run_id: r for r in validate(store, runs=runs, contention_rule="running").rows}
     v0 = off["r2"].verify_ms.predicted or 0.0
     assert gated["r2"].verify_ms.predicted == pytest.approx(v0)
-    # r2's history: 1.3, 1.0, 1.3, 1.0, 1.3 -> median 1.3
-    assert running["r2"].contention_verify == pytest.approx(1.3, rel=0.05)
+    # r2's history: 1.3, 1.0, 1.3, 1.0, 1.3 -> mean 1.18
+    assert running["r2"].contention_verify == pytest.approx(1.18, rel=0.05)
+    assert running["r0"].contention_verify == pytest.approx(1.3, rel=0.05)
     assert running["r2"].verify_ms.predicted == pytest.approx(
         (running["r2"].contention_verify or 0.0) * v0
     )
+
+
+def test_runs_rule_levels_each_run_by_the_runs_that_ended_before_it(
+    store: ProfileStore,
+) -> None:
+    """The earlier runs as the probe: each run's modelled latencies scaled by the mean
+    measured / profiled ratio of the runs that ended before it started (none: raw). The
+    gated rule leaves a run without probes alone; the runs rule needs no probe."""
+    from datetime import UTC, datetime, timedelta
+
+    t0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    run = run_record(4, 10.0, 500.0, 3)
+    runs = [
+        run.model_copy(
+            update={
+                "run_id": f"r{i}",
+                "provenance": run.provenance.model_copy(
+                    update={"created_at": t0 + timedelta(minutes=i)}
+                ),
+            }
+        )
+        for i in range(3)
+    ]
+    off = {r.run_id: r for r in validate(store, runs=runs).rows}
+    gated = {r.run_id: r for r in validate(store, runs=runs, fold_contention=True).rows}
+    got = {r.run_id: r for r in validate(store, runs=runs, contention_rule="runs").rows}
+    v_ratio = (off["r0"].verify_ms.measured or 0.0) / (off["r0"].verify_ms.predicted or 1.0)
+    d_ratio = (off["r0"].draft_ms.measured or 0.0) / (off["r0"].draft_ms.predicted or 1.0)
+    assert abs(v_ratio - 1.0) > 0.05  # the fixture's runs do not verify at the profile
+    # the first run has no earlier run: raw profiles
+    assert got["r0"].verify_ms.predicted == pytest.approx(off["r0"].verify_ms.predicted)
+    assert gated["r1"].verify_ms.predicted == pytest.approx(off["r1"].verify_ms.predicted)
+    for later in ("r1", "r2"):
+        assert got[later].contention_verify == pytest.approx(v_ratio)
+        assert got[later].contention_draft == pytest.approx(d_ratio)
+        assert got[later].verify_ms.predicted == pytest.approx(
+            v_ratio * (off[later].verify_ms.predicted or 0.0)
+        )
+        assert got[later].verify_ms.predicted == pytest.approx(got[later].verify_ms.measured)
+    assert got["r2"].contention is not None
+    assert "mean of 2 earlier runs' ratios" in got["r2"].contention.verify.reason

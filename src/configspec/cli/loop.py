@@ -164,6 +164,7 @@ class _ContentionRule(str, Enum):
     GATED = "gated"
     BEFORE = "before"
     RUNNING = "running"
+    RUNS = "runs"
     BRACKETED = "bracketed"
 
 
@@ -206,7 +207,8 @@ def validate_command(
         "--contention-rule",
         help="How each run's contention probes are folded in (overrides --fold-contention): "
         "off, gated (= --fold-contention), before (the probe before the run, always), "
-        "running (the host's level from every probe up to the run's start), bracketed "
+        "running (the host's level from every probe up to the run's start), runs (the "
+        "earlier runs' measured / profiled latencies), bracketed "
         "(mean of before and after: a check, not a prediction).",
     ),
     json_out: Path = typer.Option(None, "--json", help="Also write the result as JSON here."),

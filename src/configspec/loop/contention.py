@@ -321,29 +321,38 @@ def take_baseline(
     return probes
 
 
-ContentionRule = Literal["off", "gated", "before", "running", "bracketed"]
+ContentionRule = Literal["off", "gated", "before", "running", "runs", "bracketed"]
 """How a run's contention is folded in (``validate(contention_rule=...)``):
 
 - ``off``: raw profiles (ratios measured and judged for the record, none applied);
 - ``gated``: the pooled before+after probe ratio, only when its interval and each
   occasion's exclude 1 on the same side (:func:`contention_fold`, :func:`agreed`);
 - ``before``: the probe right before the run over the baseline, always applied;
-- ``running``: the level of the host so far (:func:`running_level`): every probe taken up
-  to the run's start (the earlier runs' before and after probes, this run's before probe)
-  over its baseline, pooled; drafting from the probes of the run's own drafter point,
+- ``running``: the level of the host so far (:func:`running_level`): the mean ratio to
+  its baseline of every probe taken up to the run's start (the earlier runs' before and
+  after probes, this run's before probe); drafting from the probes of the run's own drafter point,
   verification from every probe of the run's target. Known before the run: a prediction;
+- ``runs``: the earlier runs as the probe (:func:`runs_level`): the mean, over the runs of
+  the sweep that ended before this one started, of their measured / profiled drafting
+  (same drafter) and verification (same target) per round. Each run times ~20 s of
+  rounds where a probe times ~2 s; known before the run: a prediction;
 - ``bracketed``: the mean of the before and after ratios, always applied. Uses the probe
   taken after the run: a bracketed check, not a prediction.
 """
 
-CONTENTION_RULES: tuple[ContentionRule, ...] = ("off", "gated", "before", "running", "bracketed")
-PREDICTIVE_RULES: frozenset[ContentionRule] = frozenset({"off", "gated", "before", "running"})
+CONTENTION_RULES: tuple[ContentionRule, ...] = (
+    "off",
+    "gated",
+    "before",
+    "running",
+    "runs",
+    "bracketed",
+)
+PREDICTIVE_RULES: frozenset[ContentionRule] = frozenset(
+    {"off", "gated", "before", "running", "runs"}
+)
 """Rules that use nothing measured after the run started (``gated`` and ``bracketed`` read
 the probe after it; ``gated`` only to decide whether to apply)."""
-
-RUNNING_WINDOW = 8
-"""Most recent probe occasions (ratios) pooled by ``running`` (older ones dropped: the
-host's level drifts ±15-20% over minutes on a shared VM)."""
 
 
 @dataclass(frozen=True)
@@ -393,31 +402,37 @@ def occasions_of(runs: Iterable[RunRecord], baseline: ContentionBaseline) -> lis
 
 
 def _level(ratios: Sequence[float], why: str) -> ContentionRatio:
-    """The median of ``ratios`` (the last :data:`RUNNING_WINDOW`), its range as the bounds."""
+    """The mean of ``ratios`` (every occasion so far), their range as the bounds.
+
+    The mean of all, not the last few nor their median: replayed on the kept sweeps
+    (benchmarks/contention_rules.py) a window of the last 1-8 occasions and the median
+    each did worse. One probe hardly predicts its run (per-run correlation of the probe's
+    verification ratio with the run's measured / profiled verification 0.33-0.39 on quiet
+    sweeps, about 0 on a loaded one); what the probes share is the sweep's level, and the
+    run's round times are means, spikes included."""
     if not ratios:
         return _not_applied(f"not applied: no earlier probe {why}")
-    recent = list(ratios)[-RUNNING_WINDOW:]
-    level = float(np.median(recent))
+    level = float(np.mean(ratios))
     return ContentionRatio(
         level,
-        min(recent),
-        max(recent),
+        min(ratios),
+        max(ratios),
         level,
-        f"applied: median of the last {len(recent)} probe ratios {why}",
+        f"applied: mean of {len(ratios)} probe ratios up to the run's start {why}",
     )
 
 
 def running_level(
     run: RunRecord, baseline: ContentionBaseline, history: Sequence[Occasion]
 ) -> tuple[ContentionRatio, ContentionRatio]:
-    """(drafting, verification) level of the host at ``run``'s start: the median ratio of
-    the last :data:`RUNNING_WINDOW` probe occasions taken no later than the run's own
-    before-probe (``history``: every occasion of the sweep, :func:`occasions_of`).
+    """(drafting, verification) level of the host at ``run``'s start: the mean ratio of
+    every probe occasion taken no later than the run's own before-probe (``history``: every
+    occasion of the sweep, :func:`occasions_of`).
     Drafting reads only occasions at the run's drafter point; verification every occasion
     of the run's target."""
     occasions = probe_occasions(run)
     if not occasions or occasions[0].taken_at is None:
-        none = _not_applied("not applied: the run has no timed probe")
+        none = _not_applied("not applied: the run has no timed probe")  # pragma: no cover
         return none, none
     start = occasions[0].taken_at
     point = (occasions[0].drafter, occasions[0].temperature, occasions[0].added_rtt_ms)
@@ -425,6 +440,54 @@ def running_level(
     draft = _level([o.draft for o in upto if o.point == point], "at this drafter point")
     verify = _level([o.verify for o in upto], "of this target")
     return draft, verify
+
+
+@dataclass(frozen=True)
+class Residual:
+    """One finished run's measured / profiled mean per-round drafting and verification
+    (dimensionless; raw profiles), when it ended, and its drafter and target."""
+
+    ended_at: datetime
+    drafter: str
+    target: str
+    draft: float
+    verify: float
+
+
+@dataclass(frozen=True)
+class SweepHistory:
+    """What a sweep knows about the host: every probe occasion (:func:`occasions_of`) and
+    the finished runs' residuals (:class:`Residual`, for ``runs``)."""
+
+    occasions: Sequence[Occasion] = ()
+    residuals: Sequence[Residual] = ()
+
+
+def run_start(run: RunRecord) -> datetime:
+    """When ``run`` started: its before-probe's time, else its record's (written at the end
+    of the run, so no other sequential run ended between the two)."""
+    occasions = probe_occasions(run)
+    if occasions and occasions[0].taken_at is not None:
+        return occasions[0].taken_at
+    return run.provenance.created_at
+
+
+def runs_level(
+    run: RunRecord, residuals: Sequence[Residual]
+) -> tuple[ContentionRatio, ContentionRatio]:
+    """(drafting, verification) level of the host at ``run``'s start from the runs that
+    ended before it started: the mean of their measured / profiled latencies, drafting
+    over the runs of the same drafter, verification over every run of the same target."""
+    start = run_start(run)
+    earlier = [r for r in residuals if r.ended_at < start and r.target == run.config.target]
+    same = "of this drafter"
+    draft = _level([r.draft for r in earlier if r.drafter == run.config.drafter], same)
+    verify = _level([r.verify for r in earlier], "of this target")
+
+    def runs_not_probes(r: ContentionRatio) -> ContentionRatio:
+        return replace(r, reason=r.reason.replace("probe ratios", "earlier runs' ratios"))
+
+    return runs_not_probes(draft), runs_not_probes(verify)
 
 
 def _always(ratio: ContentionRatio, what: str) -> ContentionRatio:
@@ -438,12 +501,17 @@ def rule_fold(
     run: RunRecord,
     baseline: ContentionBaseline | None,
     rule: ContentionRule,
-    history: Sequence[Occasion] = (),
+    history: SweepHistory | None = None,
 ) -> ContentionFold | None:
     """How ``run``'s contention is folded in under ``rule`` (:data:`ContentionRule`);
-    ``history`` the sweep's probe occasions for ``running`` (:func:`occasions_of`). None
-    when the run has no probe."""
+    ``history`` what the sweep knows (probe occasions for ``running``, earlier runs'
+    residuals for ``runs``). None when the run has no probe (``runs``: never)."""
+    history = history or SweepHistory()
     fold = contention_fold(run, baseline, rule == "gated")
+    if rule == "runs":
+        draft, verify = runs_level(run, history.residuals)
+        load = fold.probe_load_average_1m if fold is not None else math.nan
+        return ContentionFold(draft, verify, load, fold.baseline_load_average_1m if fold else None)
     if fold is None or rule in ("off", "gated") or baseline is None:
         return fold
     if fold.draft.measured is None and "no samples" in fold.draft.reason:
@@ -453,7 +521,7 @@ def rule_fold(
     if base is None:
         return fold
     if rule == "running":
-        draft, verify = running_level(run, baseline, history)
+        draft, verify = running_level(run, baseline, history.occasions)
     else:
         each_d = [judge_ratio(o.draft_samples_ms, base.draft_samples_ms) for o in occasions]
         each_v = [judge_ratio(o.verify_samples_ms, base.verify_samples_ms) for o in occasions]

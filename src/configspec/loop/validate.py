@@ -90,7 +90,8 @@ from configspec.errors import InvalidInput, ProfileMissing
 from configspec.loop.contention import (
     ContentionFold,
     ContentionRule,
-    Occasion,
+    Residual,
+    SweepHistory,
     occasions_of,
     rule_fold,
     under_contention,
@@ -432,7 +433,7 @@ def _modelled(
     warnings: list[str] | None,
     acceptance_domain: AcceptanceDomain = "all",
     baseline: ContentionBaseline | None = None,
-    history: Sequence[Occasion] = (),
+    history: SweepHistory | None = None,
 ) -> _Modelled:
     c = run.config
     if c.k < 1:
@@ -536,7 +537,7 @@ def _row(
     warnings: list[str] | None = None,
     acceptance_domain: AcceptanceDomain = "all",
     baseline: ContentionBaseline | None = None,
-    history: Sequence[Occasion] = (),
+    history: SweepHistory | None = None,
 ) -> ValidationRow:
     m = _modelled(
         run, profiles, preset_name, network, rule, warnings, acceptance_domain, baseline, history
@@ -588,6 +589,19 @@ def _row(
         acceptance_domain=m.acceptance_domain,
         n_prompts=n_prompts,
         prediction=prediction,
+    )
+
+
+def _residual(run: RunRecord, raw: ValidationRow) -> Residual | None:
+    """``run``'s measured / modelled mean drafting and verification per round on raw
+    profiles (None when either cannot be formed)."""
+    d_meas, d_pred = raw.draft_ms.measured, raw.draft_ms.predicted
+    v_meas, v_pred = raw.verify_ms.measured, raw.verify_ms.predicted
+    if d_meas is None or v_meas is None or not d_pred or not v_pred:
+        return None
+    c = run.config
+    return Residual(
+        run.provenance.created_at, c.drafter, c.target, d_meas / d_pred, v_meas / v_pred
     )
 
 
@@ -666,9 +680,9 @@ def validate(
             wanted = ", ".join(f.drafter + (f":{f.k}" if f.k else "") for f in configs)
             raise InvalidInput(f"no stored run matches {wanted}; check --configs or run them")
     rule: ContentionRule = contention_rule or ("gated" if fold_contention else "off")
-    history = occasions_of(store.runs() if runs is None else runs, baseline) if baseline else []
+    occasions = occasions_of(store.runs() if runs is None else runs, baseline) if baseline else []
     warnings: list[str] = []
-    rows = []
+    todo: list[tuple[RunRecord, NetworkSettings]] = []
     for run in records:
         if run.config.k == 0:
             warnings.append(f"run {run.run_id} is K=0 (cloud-only calibration); not validated")
@@ -684,20 +698,29 @@ def validate(
         for rtt, given in (overhead_ms_by_rtt or {}).items():
             if math.isclose(rtt, run.config.added_rtt_ms):
                 over = given
-        network = profiles.network.model_copy(update={"round_overhead_ms": over})
-        rows.append(
-            _row(
-                run,
-                profiles,
-                preset,
-                network,
-                rule,
-                warnings,
-                acceptance_domain,
-                baseline,
-                history,
-            )
+        todo.append((run, profiles.network.model_copy(update={"round_overhead_ms": over})))
+    residuals: list[Residual] = []
+    if rule == "runs":  # the runs validated, on raw profiles, as the probe of later ones
+        for run, network in todo:
+            raw = _row(run, profiles, preset, network, "off", None, acceptance_domain, baseline)
+            residual = _residual(run, raw)
+            if residual is not None:
+                residuals.append(residual)
+    history = SweepHistory(occasions, residuals)
+    rows = [
+        _row(
+            run,
+            profiles,
+            preset,
+            network,
+            rule,
+            warnings,
+            acceptance_domain,
+            baseline,
+            history,
         )
+        for run, network in todo
+    ]
     if profiles.network.round_overhead_ms == 0:
         warnings.append(
             "the network settings have no measured round_overhead_ms: the runtime's per-round "
