@@ -37,7 +37,8 @@ arm with its own fresh policy every repeat, rotated with the static arms like an
 Each gets the full table (per phase against the held-out oracle, the whole scenario
 against the static pick, the no-drift control), and each later arm its goodput ratio
 over the first on the cells both ran, with a bootstrap CI (``_adaptive_report.py``). One
-more arm adds about 1/9 to the wall time.
+more arm adds about 1/9 to the wall time. ``depth`` is not run for a model drafter when
+``line`` is (the same policy there).
 
 Wall time on the benchmark host (2-core Xeon VM, quiet): one repeat of the Q4_0 drafter
 ≈ 13 min, of the n-gram drafter ≈ 11 min (2026-11-30, 00:27–00:51), so R = 2 with both
@@ -248,6 +249,20 @@ def new_policy(
     return TimedPolicy(prior, k_min=1, k_max=k_max, **options)
 
 
+def drafter_variants(asked: list[str], probe: AdaptiveK) -> list[str]:
+    """The adaptive arms to run for one drafter: ``asked`` without those that are the same
+    policy as an earlier one for it (``depth`` is ``line`` for a model drafter, whose
+    ``probe`` policy has no proposal chain)."""
+    if probe.proposal is not None:
+        return asked
+    same = {"depth": "line"}
+    out = [v for v in asked if not (v in same and same[v] in asked)]
+    if len(out) < len(asked):
+        print(f"  adaptive arms {', '.join(sorted(set(asked) - set(out)))} skipped: the same "
+              "policy as line for a model drafter")  # fmt: skip
+    return out
+
+
 def arm_name(variant: str, variants: list[str]) -> str:
     """``adaptive`` for the default arm alone (the output as before), else per variant."""
     return "adaptive" if variants == ["line"] else f"adaptive-{variant}"
@@ -290,8 +305,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
-    variants = ["shape"] if args.verify_shape else list(dict.fromkeys(args.adaptive_arms))
-    n_ad = len(variants)
+    asked = ["shape"] if args.verify_shape else list(dict.fromkeys(args.adaptive_arms))
 
     work = Path(tempfile.mkdtemp(prefix="bench-adaptive-"))
     source = args.profiles or quickstart_profiles(work, args)
@@ -334,19 +348,21 @@ def main() -> int:
                 warm = EdgeClient(proxy.url, drafter, k=2, timeout_s=120.0)
                 warm.generate(drafter.tokenize(code[0].text), 4)
                 warm.close()  # (the adaptive arms' placeholder client until repeat 1)
+                variants = drafter_variants(asked, new_policy(profiles, name, context, args.k_max))
+                n_ad = len(variants)
                 factories = {
                     v: functools.partial(
                         new_policy, profiles, name, context, args.k_max, **ADAPTIVE_ARMS[v]
                     )
                     for v in variants
                 }
-                arms = [Arm(arm_name(v, variants), warm, v) for v in variants]
+                arms = [Arm(arm_name(v, asked), warm, v) for v in variants]
                 arms += [
                     Arm(f"K={k}", EdgeClient(proxy.url, drafter, k=k, timeout_s=120.0))
                     for k in range(1, args.k_max + 1)
                 ]
                 control_arms = [
-                    *(Arm(arm_name(v, variants), warm, v) for v in variants),
+                    *(Arm(arm_name(v, asked), warm, v) for v in variants),
                     *(Arm(f"K={k}", EdgeClient(proxy.url, drafter, k=k, timeout_s=120.0))
                       for k in sorted({pick5, pick30})),
                 ]  # fmt: skip
@@ -386,8 +402,9 @@ def main() -> int:
                 }
                 for scenario, group in (("drift", arms), ("control", control_arms))
             }
-            if n_ad > 1:
+            if asked != ["line"]:
                 results[name]["arms"] = summaries
+            if n_ad > 1:
                 results[name]["arm_ratios"] = {
                     f"{v}/{variants[0]}": arm_ratios(arms[i].cells, arms[0].cells,
                                                      control_arms[i].cells,
@@ -403,15 +420,15 @@ def main() -> int:
                                   "control" + tag, context, r)  # fmt: skip
     wall_s = time.perf_counter() - started
     load_after = os.getloadavg()
-    if n_ad == 1:
-        ok = print_table(results)
-    else:
-        ok = print_table(
-            {f"{name} [{v}]": s for name, res in results.items() for v, s in res["arms"].items()}  # type: ignore[attr-defined]
-        )
+    ok = print_table(
+        {f"{name} [{v}]": s for name, res in results.items() for v, s in res["arms"].items()}  # type: ignore[attr-defined]
+        if any("arms" in res for res in results.values())
+        else results
+    )
+    if any("arm_ratios" in res for res in results.values()):
         print("adaptive arms side by side (ratio over shared cells [95% bootstrap CI]):")
         for name, res in results.items():
-            print_arm_ratios(name, res["arm_ratios"])  # type: ignore[arg-type]
+            print_arm_ratios(name, res.get("arm_ratios", {}))  # type: ignore[arg-type]
     print(f"load average (1, 5, 15 min): before {fmt_load(load_before)}, after "
           f"{fmt_load(load_after)}; wall {wall_s:.0f} s; {args.repeats} repeat(s)")  # fmt: skip
     payload = {
