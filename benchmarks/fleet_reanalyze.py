@@ -5,6 +5,8 @@ N of a stored run from what that run recorded -- the calibration's measurements,
 profiled pass curve, the output share, each window's pooled E -- with the model inputs
 taken by the current rules (:func:`bench_fleet_model.predict`), and compares them with the
 run's measured figures and with the predictions the run stored (the rules of its day).
+A run that re-timed its curve cells before each N (``--retime-s``) is replayed both ways:
+with the profiled curve and with each row's re-timed cells in place (``retimed``).
 Nothing is re-measured, so a change of input rule can be judged on old data before the
 lead reruns the benchmark on a quiet host.
 """
@@ -29,11 +31,37 @@ def curve_from_doc(doc: dict[str, Any]) -> BatchLatency | None:
     return BatchLatency(table, np.asarray(c["batches"], dtype=np.float64))
 
 
+def retimed_curve(curve: BatchLatency, retime: dict[str, Any]) -> BatchLatency:
+    """``curve`` with a row's re-timed cells (its ``retime`` record) in place."""
+    assert curve.batches is not None
+    levels = [int(b) for b in curve.batches]
+    table = np.array(curve.table_ms, dtype=np.float64, copy=True)
+    for c in retime["cells"]:
+        table[levels.index(int(c["batch"])), int(c["positions"])] = float(c["retimed_ms"])
+    return BatchLatency(table, curve.batches)
+
+
 def reanalyze(doc: dict[str, Any]) -> dict[str, Any]:
     """The stored run ``doc`` re-predicted with the current input rules: per N the
     measured aggregate and per-client goodput (tok/s) and round (ms), the stored and the
-    replayed predictions and their relative errors; plus the replayed think time (ms)."""
+    replayed predictions and their relative errors (``retimed``: the same with the row's
+    re-timed cells, when it has them); plus the replayed think time (ms)."""
     from bench_fleet_model import err, predict
+
+    def replay(c: BatchLatency | None, n: int, e_pool: float | None, m: dict[str, Any],
+               client: float) -> dict[str, Any]:  # fmt: skip
+        pp = predict(calib, n, c, max_batch, inputs["gather_model"], e_pool, rtt_ms, share)
+        return {
+            "aggregate_tok_s": pp["aggregate_tok_s"][n - 1],
+            "per_client_tok_s": pp["per_client_tok_s"][n - 1],
+            "round_ms": pp["round_ms"][n - 1],
+            "think_ms": pp["think_ms"][0],
+            "error": {
+                "aggregate": err(pp["aggregate_tok_s"][n - 1], m["aggregate_tok_s"]),
+                "per_client": err(pp["per_client_tok_s"][n - 1], client),
+                "round": err(pp["round_ms"][n - 1], m["round_ms"]),
+            },
+        }
 
     calib = doc["calibration"]
     inputs = doc["model_inputs"]
@@ -48,35 +76,35 @@ def reanalyze(doc: dict[str, Any]) -> dict[str, Any]:
     for r in doc["rows"]:
         n, m = int(r["clients"]), r["measured"]
         e_pool = r["predicted"].get("e_tokens_per_round")
-        pp = predict(calib, n, curve, max_batch, inputs["gather_model"], e_pool, rtt_ms, share)
-        think = pp["think_ms"][0]
         client = statistics.fmean(m["per_client_tok_s"])
+        replayed = replay(curve, n, e_pool, m, client)
+        think = replayed.pop("think_ms")
         out_rows.append({
             "clients": n,
             "measured": {"aggregate_tok_s": m["aggregate_tok_s"], "per_client_tok_s": client,
                          "round_ms": m["round_ms"]},
             "stored": {"aggregate_tok_s": r["predicted"]["aggregate_tok_s"],
                        "round_ms": r["predicted"]["round_ms"], "error": r["error"]},
-            "replayed": {
-                "aggregate_tok_s": pp["aggregate_tok_s"][n - 1],
-                "per_client_tok_s": pp["per_client_tok_s"][n - 1],
-                "round_ms": pp["round_ms"][n - 1],
-                "error": {
-                    "aggregate": err(pp["aggregate_tok_s"][n - 1], m["aggregate_tok_s"]),
-                    "per_client": err(pp["per_client_tok_s"][n - 1], client),
-                    "round": err(pp["round_ms"][n - 1], m["round_ms"]),
-                },
-            },
+            "replayed": replayed,
         })  # fmt: skip
-    worst = max(
-        max(abs(x["replayed"]["error"]["aggregate"]), abs(x["replayed"]["error"]["per_client"]))
-        for x in out_rows
-    )
+        if curve is not None and r.get("retime"):
+            again = replay(retimed_curve(curve, r["retime"]), n, e_pool, m, client)
+            again.pop("think_ms")
+            out_rows[-1]["retimed"] = {**again, "read_ratio": r["retime"].get("read_ratio")}
+    worst = _worst(out_rows, "replayed")
     return {
         "think_ms": {"stored": inputs["think_ms"], "replayed": think},
         "rows": out_rows,
         "max_abs_error": worst,
+        "max_abs_error_retimed": _worst(out_rows, "retimed"),
     }
+
+
+def _worst(rows: list[dict[str, Any]], key: str) -> float | None:
+    """The largest |aggregate| or |per-client| error under ``key`` (None: no row has it)."""
+    errs = [max(abs(x[key]["error"]["aggregate"]), abs(x[key]["error"]["per_client"]))
+            for x in rows if key in x]  # fmt: skip
+    return max(errs) if errs else None
 
 
 def table(result: dict[str, Any]) -> list[str]:
@@ -94,4 +122,16 @@ def table(result: dict[str, Any]) -> list[str]:
             f"{m['round_ms']:>10.1f} {p['round_ms']:>9.1f} {p['error']['round']:>+7.1%}"
         )
     lines.append(f"max |error| replayed (aggregate, per-client): {result['max_abs_error']:.1%}")
+    if result.get("max_abs_error_retimed") is not None:
+        lines.append("with each row's re-timed cells (taken right before its run):")
+        for r in result["rows"]:
+            if "retimed" in r:
+                t = r["retimed"]
+                lines.append(
+                    f"{r['clients']:>3} aggregate {t['aggregate_tok_s']:.1f} "
+                    f"({t['error']['aggregate']:+.1%}), per client {t['error']['per_client']:+.1%}"
+                    f", round {t['round_ms']:.1f} ms ({t['error']['round']:+.1%}); S(b, w) "
+                    f"fresh/profile {t['read_ratio']:.3f}"
+                )
+        lines.append(f"max |error| re-timed: {result['max_abs_error_retimed']:.1%}")
     return lines

@@ -217,3 +217,36 @@ def test_the_server_path_retimer_times_passes_of_b_sessions_and_sees_a_step(
             sample(3, 2)
     assert before["read_ratio"] < 4.0 <= after["read_ratio"]  # >= 50 ms against 5 ms
     assert after["started_unix_s"] >= before["ended_unix_s"]
+
+
+def test_reanalyze_replays_a_kept_run_with_and_without_its_retimed_cells() -> None:
+    from fleet_reanalyze import reanalyze, table
+
+    calib = {"round_ms": 170.0, "server_ms": 130.0, "verify_ms": 129.0, "drafted": 1.0,
+             "tokens_per_round": 2.0, "k_counts": [0, 10, 0]}  # fmt: skip
+    doc = {
+        "settings": {"max_batch": 2, "rtt_ms": 30.0},
+        "calibration": calib,
+        "model_inputs": {"think_ms": 40.0, "gather_model": "sync", "output_share": 0.0,
+                         "batch_curve": {"batches": [1, 2], "table_ms": [
+                             [None, 100.0, 110.0, 120.0], [None, 150.0, 170.0, 190.0]]}},
+        # the host slowed after the profile: S(1, 2) read 110 ms then, 130 ms right before
+        # the run, whose rounds took 40 + 130 ms
+        "rows": [{"clients": 1,
+                  "measured": {"aggregate_tok_s": 2.0 / 0.170, "per_client_tok_s": [2.0 / 0.170],
+                               "round_ms": 170.0},
+                  "predicted": {"aggregate_tok_s": 2.0 / 0.150, "round_ms": 150.0,
+                                "e_tokens_per_round": 2.0},
+                  "error": {"aggregate": 170 / 150 - 1},
+                  "retime": {"cells": [{"batch": 1, "positions": 2, "retimed_ms": 130.0}],
+                             "read_ratio": 130 / 110}}],
+    }  # fmt: skip
+    out = reanalyze(doc)
+    row = out["rows"][0]
+    assert row["replayed"]["error"]["round"] == pytest.approx(150 / 170 - 1)
+    assert row["retimed"]["round_ms"] == pytest.approx(170.0)
+    assert out["max_abs_error"] == pytest.approx(abs(170 / 150 - 1))
+    assert out["max_abs_error_retimed"] == pytest.approx(0.0, abs=1e-9)
+    assert "max |error| re-timed: 0.0%" in table(out)[-1]
+    del doc["rows"][0]["retime"]  # a run without re-timing replays as before
+    assert reanalyze(doc)["max_abs_error_retimed"] is None
