@@ -735,6 +735,14 @@ def main() -> int:
         "rows": [dataclasses.asdict(r) for r in rows],
         "warnings": warnings,
     }
+    # every contention rule replayed on these very runs (no timing: the runs' own probes
+    # and rounds), side by side: benchmarks/contention_rules.py
+    from contention_rules import compare, print_table
+
+    rules = {str(work): [compare(work, rule, args.left_out) for rule in CONTENTION_RULES]}
+    print()
+    print_table(rules)
+    payload["contention_rules"] = rules[str(work)]
     atomic_write_json(out, payload)
     print(f"wrote {out}")
     if args.analyze is None and not args.keep_work:

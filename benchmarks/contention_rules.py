@@ -25,67 +25,82 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from configspec.loop.contention import CONTENTION_RULES, PREDICTIVE_RULES  # noqa: E402
-from configspec.loop.validate import validate  # noqa: E402
+from configspec.loop.contention import (  # noqa: E402
+    CONTENTION_RULES,
+    PREDICTIVE_RULES,
+    ContentionRule,
+)
+from configspec.loop.validate import ValidationRow, validate  # noqa: E402
 from configspec.store import ProfileStore  # noqa: E402
 
 
-def compare(work: Path, rule: str) -> dict[str, Any]:
-    """One rule over every block of ``work``: per-run goodput errors and 95% coverage."""
-    errors: list[float] = []
-    timing: list[float] = []
-    inside = n_iv = 0
-    for block_dir in sorted(work.glob("rtt-*")):
-        block = ProfileStore(block_dir)
-        runs = block.runs()
-        if not runs:
-            continue
-        result = validate(block, runs=runs, contention_rule=rule)  # type: ignore[arg-type]
-        for row in result.rows:
-            err = row.objectives["goodput"].error
-            if err is not None:
-                errors.append(err)
-            t_err = row.objectives["goodput_timing"].error
-            if t_err is not None:
-                timing.append(t_err)
-            if row.prediction is not None and "95%" in row.prediction.goodput_inside:
-                n_iv += 1
-                inside += int(row.prediction.goodput_inside["95%"])
-    e = np.abs(np.asarray(errors))
-    t = np.abs(np.asarray(timing))
+def _stats(rows: list[ValidationRow]) -> dict[str, Any]:
+    """Per-run goodput |error| (median, max, signed mean), timing-only |error| and how many
+    runs' measured goodput fell inside their 95% prediction interval."""
+    errors = [e for r in rows if (e := r.objectives["goodput"].error) is not None]
+    timing = [e for r in rows if (e := r.objectives["goodput_timing"].error) is not None]
+    flags = [
+        r.prediction.goodput_inside["95%"]
+        for r in rows
+        if r.prediction is not None and "95%" in r.prediction.goodput_inside
+    ]
+    e, t = np.abs(np.asarray(errors)), np.abs(np.asarray(timing))
     return {
-        "rule": rule,
-        "prediction": rule in PREDICTIVE_RULES,
         "n": int(e.size),
         "median_abs_error": float(np.median(e)) if e.size else None,
         "max_abs_error": float(np.max(e)) if e.size else None,
         "mean_error": float(np.mean(errors)) if errors else None,
-        "inside_95": [inside, n_iv],
+        "inside_95": [sum(flags), len(flags)],
         "timing_median_abs_error": float(np.median(t)) if t.size else None,
         "timing_max_abs_error": float(np.max(t)) if t.size else None,
     }
+
+
+def compare(work: Path, rule: ContentionRule, left_out: str | None = None) -> dict[str, Any]:
+    """One rule over every ``rtt-*`` block of ``work``: :func:`_stats` over every run and,
+    with ``left_out``, over the runs of the profiled domains only (``profiled``)."""
+    rows: list[ValidationRow] = []
+    for block_dir in sorted(work.glob("rtt-*")):
+        block = ProfileStore(block_dir)
+        runs = block.runs()
+        if runs:
+            rows += validate(block, runs=runs, contention_rule=rule).rows
+    out = {"rule": rule, "prediction": rule in PREDICTIVE_RULES, **_stats(rows)}
+    if left_out is not None:
+        out["profiled"] = _stats([r for r in rows if left_out not in r.domains])
+    return out
+
+
+def print_table(results: dict[str, list[dict[str, Any]]]) -> None:
+    """The rule x sweep table (every run; profiled domains only when reported)."""
+    print(f"{'sweep':<20} {'rule':<16} {'n':>3} {'median':>7} {'max':>7} {'mean':>7} "
+          f"{'in95':>6} {'timing med':>10} {'max':>7}")  # fmt: skip
+    for name, rules in results.items():
+        for r in rules:
+            for label, s in (("", r), (" prof.", r.get("profiled"))):
+                if s is None or not s["n"]:
+                    continue
+                tag = "" if r["prediction"] else " (bracketed, not a prediction)"
+                print(f"{Path(name).name[:20]:<20} {r['rule'] + label:<16} {s['n']:>3} "
+                      f"{s['median_abs_error']:>7.1%} {s['max_abs_error']:>7.1%} "
+                      f"{s['mean_error']:>+7.1%} {s['inside_95'][0]:>3}/{s['inside_95'][1]:<2} "
+                      f"{s['timing_median_abs_error']:>10.1%} {s['timing_max_abs_error']:>7.1%}"
+                      f"{tag}")  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("work", nargs="+", type=Path, help="kept bench_validate work directories")
     ap.add_argument("--rules", nargs="+", default=list(CONTENTION_RULES))
+    ap.add_argument(
+        "--left-out",
+        default="code",
+        help="held-out sweeps: also report the runs outside this domain (profiled domains)",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/contention_rules.json")
     args = ap.parse_args()
-    out: dict[str, list[dict[str, Any]]] = {}
-    print(f"{'sweep':<20} {'rule':<10} {'n':>3} {'median':>7} {'max':>7} {'mean':>7} "
-          f"{'in95':>6} {'timing med':>10} {'max':>7}")  # fmt: skip
-    for work in args.work:
-        out[str(work)] = []
-        for rule in args.rules:
-            r = compare(work, rule)
-            out[str(work)].append(r)
-            tag = "" if r["prediction"] else " (bracketed, not a prediction)"
-            print(f"{work.name:<20} {rule:<10} {r['n']:>3} {r['median_abs_error']:>7.1%} "
-                  f"{r['max_abs_error']:>7.1%} {r['mean_error']:>+7.1%} "
-                  f"{r['inside_95'][0]:>3}/{r['inside_95'][1]} "
-                  f"{r['timing_median_abs_error']:>10.1%} {r['timing_max_abs_error']:>7.1%}"
-                  f"{tag}")  # fmt: skip
+    out = {str(w): [compare(w, rule, args.left_out) for rule in args.rules] for w in args.work}
+    print_table(out)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))
     print(f"wrote {args.out}")
