@@ -6,8 +6,9 @@ each (``python -c "while True: pass"``, started here and always stopped at the e
 still busy, runs the first quickstart's configurations again on its profiles (profiled on
 the host as it was, run on the host as it is: the case the contention probe is for; a host
 busy the whole time is already in its own profiles and baseline). It prints the goodput
-error of every arm — with the contention probe folded in
-(what ``validate`` does) and without it (the raw profiles), from the same run records.
+error of every arm under ``validate``'s default host-level rule (``runs``: each run levelled
+by the earlier runs of the sweep, what the quickstart does), under the gated contention
+probe and on raw profiles, from the same run records.
 For every run it prints each ratio (run probe / baseline probe taken right after
 profiling), whether it was applied and why (applied only when its bootstrap 95% interval
 excludes 1, see ``configspec.loop.contention``).
@@ -41,6 +42,7 @@ from bench_validate import busy_processes, fmt_summary  # noqa: E402
 
 from configspec.backends.specs import parse_spec, spec_of_name  # noqa: E402
 from configspec.config import RunRecord  # noqa: E402
+from configspec.loop.contention import DEFAULT_RULE  # noqa: E402
 from configspec.loop.quickstart import (  # noqa: E402
     DEFAULT_DRAFTERS,
     QuickstartSettings,
@@ -70,24 +72,27 @@ def fmt_ratio(x: float | None) -> str:
 def show(
     label: str, store: ProfileStore, records: list[RunRecord], load0: Any, wall_s: float
 ) -> dict[str, Any]:
-    """Validate ``records`` folded and raw; print both and every ratio; return the figures."""
-    result = validate(store, runs=records, fold_contention=True)
-    raw = validate(store, runs=records, fold_contention=False)
+    """Validate ``records`` under the default rule (what the quickstart does), the gated
+    probe fold and raw; print all three and every ratio; return the figures."""
+    result = validate(store, runs=records)
+    gated = validate(store, runs=records, contention_rule="gated").summary["goodput"]
+    raw = validate(store, runs=records, contention_rule="off")
     folded = result.summary["goodput"]
     unfolded = raw.summary["goodput"]
     load1 = os.getloadavg()
     print(f"{label}: load {load0[0]:.2f} -> {load1[0]:.2f}, {wall_s:.0f} s")
-    print(f"    with the contention probe folded in: {fmt_summary(folded)}")
-    print(f"    raw profiles (no probe):             {fmt_summary(unfolded)}")
+    print(f"    default rule ({DEFAULT_RULE}):  {fmt_summary(folded)}")
+    print(f"    gated contention probe:    {fmt_summary(gated)}")
+    print(f"    raw profiles (off):        {fmt_summary(unfolded)}")
     raw_rows = {r.run_id: r for r in raw.rows}
     for r in result.rows:
         g = r.objectives["goodput"]
         g_raw = raw_rows[r.run_id].objectives["goodput"]
-        print(f"    {r.drafter:<20} K={r.k}: error {fmt_pct(g.error)} "
+        print(f"    {r.drafter:<20} K={r.k}: error ({DEFAULT_RULE}) {fmt_pct(g.error)} "
               f"(raw {fmt_pct(g_raw.error)})")  # fmt: skip
         if r.contention is not None:
             for what, c in (("draft", r.contention.draft), ("verify", r.contention.verify)):
-                print(f"        {what:<6} probe/baseline {fmt_ratio(c.measured)} -> "
+                print(f"        {what:<6} level {fmt_ratio(c.measured)} -> "
                       f"applied ×{c.applied:.3f} ({c.reason})")  # fmt: skip
         else:
             print("        no contention probe in this run record")
@@ -103,7 +108,9 @@ def show(
         "load_average_before": load0,
         "load_average_after": load1,
         "wall_s": wall_s,
+        "rule": DEFAULT_RULE,
         "folded": folded.__dict__,
+        "gated": gated.__dict__,
         "unfolded": unfolded.__dict__,
         "rows": [dataclasses.asdict(r) for r in result.rows],
         "ratios_applied": n_applied,
@@ -181,7 +188,7 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     med_later = later["folded"]["median_abs_error"]
-    print(f"profiled as is, run busy: median |error| {fmt_abs(med_later)} with the probe, "
+    print(f"profiled as is, run busy: median |error| {fmt_abs(med_later)} ({DEFAULT_RULE}), "
           f"{fmt_abs(later['unfolded']['median_abs_error'])} raw")  # fmt: skip
     med = busy["folded"]["median_abs_error"]
     ok = med is not None and med <= MEDIAN_TARGET

@@ -429,7 +429,7 @@ def main() -> int:
         choices=CONTENTION_RULES,
         default=None,
         help="how each run's probes are folded in (configspec.loop.contention.ContentionRule;"
-        " default: gated with --fold-contention, else off); running = the host's level from "
+        " default: gated with --fold-contention, else runs); running = the host's level from "
         "every probe up to the run's start (a prediction); bracketed reads the probe after",
     )
     ap.add_argument(
@@ -437,7 +437,7 @@ def main() -> int:
         action=argparse.BooleanOptionalAction,
         default=False,
         help="scale profiled latencies by the contention probe around each run over the "
-        "baseline probe (opt-in, as in validate)",
+        "baseline probe (= --contention-rule gated, as in validate)",
     )
     ap.add_argument(
         "--reprofile",

@@ -50,11 +50,15 @@ def test_quickstart_smallest(tmp_path: Path, model_family: PreparedFamily) -> No
     assert {p["drafter"].split("[")[0] for p in baseline["probes"]} == {
         "gemma-3-270m-q4_0", "ngram"}  # fmt: skip
     assert all(len(p["verify_samples_ms"]) >= 3 for p in baseline["probes"])
+    # the default host-level rule (runs): each run levelled by the sweep's runs that ended
+    # before it started (drafting by the same drafter's), the first one raw
+    assert summary["validation"]["contention_rule"] == "runs"
+    reasons = [r["contention"][side]["reason"] for r in runs for side in ("draft", "verify")]
+    assert "no earlier run" in reasons[0] and "no earlier run" in reasons[1]
+    assert any(x.startswith("applied: mean of") for x in reasons)
     for r in runs:
         for side in ("draft", "verify"):
             c = r["contention"][side]
-            # raw profiles by default (folding is opt-in): measured and judged, not applied
-            assert c["measured"] > 0 and c["applied"] == 1.0
-            assert c["reason"].startswith("not applied: raw profiles asked")
-    assert "contention (probe around the run" in text
+            assert c["applied"] == 1.0 if "no earlier run" in c["reason"] else c["measured"] > 0
+    assert "host level (runs:" in " ".join(text.split())
     assert (out / "report" / "report.html").is_file()

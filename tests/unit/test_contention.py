@@ -19,7 +19,7 @@ from configspec.config import (
     RunRecord,
 )
 from configspec.errors import ProfileError
-from configspec.loop.contention import contention_fold, judge_ratio
+from configspec.loop.contention import DEFAULT_RULE, contention_fold, judge_ratio
 from configspec.loop.validate import validate
 from configspec.stats import bootstrap_ratio_of_medians
 from configspec.store import ProfileStore
@@ -112,17 +112,24 @@ def test_validate_folds_run_probe_over_baseline(store: ProfileStore) -> None:
     d0, v0 = plain.draft_ms.predicted or 0.0, plain.verify_ms.predicted or 0.0
     assert b.draft_ms.predicted == pytest.approx(b.contention_draft * d0)
     assert b.verify_ms.predicted == pytest.approx(b.contention_verify * v0)
-    raw = {r.run_id: r for r in validate(store, runs=[busy], fold_contention=False).rows}
+    raw = {r.run_id: r for r in validate(store, runs=[busy], contention_rule="off").rows}
     assert raw["busy"].verify_ms.predicted == pytest.approx(v0)
     assert raw["busy"].contention_verify is None
     assert raw["busy"].contention is not None
     assert "raw profiles" in raw["busy"].contention.verify.reason
-    # raw by default: the ratio is still measured and judged, for the record, not applied
-    default = validate(store, runs=[busy]).rows[0]
-    assert default.contention_verify is None and default.verify_ms.predicted == pytest.approx(v0)
-    assert default.contention is not None and default.contention.verify.applied == 1.0
-    assert default.contention.verify.measured == pytest.approx(2.0, rel=0.1)
-    assert "would be applied" in default.contention.verify.reason
+    # off: the ratio is still measured and judged, for the record, not applied
+    off = raw["busy"]
+    assert off.contention is not None and off.contention.verify.applied == 1.0
+    assert off.contention.verify.measured == pytest.approx(2.0, rel=0.1)
+    assert "would be applied" in off.contention.verify.reason
+    # the default rule (runs): the first run of a sweep has no earlier run -> raw profiles
+    default = validate(store, runs=[busy])
+    assert default.contention_rule == DEFAULT_RULE == "runs"
+    assert default.to_json()["contention_rule"] == "runs"
+    first = default.rows[0]
+    assert first.verify_ms.predicted == pytest.approx(v0)
+    assert first.contention is not None and first.contention.verify.applied == 1.0
+    assert "no earlier run" in first.contention.verify.reason
     # the JSON keeps what was applied and why
     row_json = validate(store, runs=[busy], fold_contention=True).to_json()["runs"][0]
     assert row_json["contention"]["verify"]["applied"] == pytest.approx(b.contention_verify)
@@ -212,10 +219,15 @@ def test_validate_cli_says_which_ratios_were_applied(
     assert main(["validate", "--profiles", str(store.root), "--fold-contention"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "applied in 1/1 runs" in out and "draft ×1.00" in out
-    assert "opt-in" not in out
-    assert main(["validate", "--profiles", str(store.root)]) == 0  # raw profiles by default
+    assert "host level (gated:" in out
+    # the default rule (runs): a lone run has no earlier run, so nothing applied, and the
+    # line says which rule it was
+    assert main(["validate", "--profiles", str(store.root)]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "applied in 0/1 runs" in out and "folding is opt-in, --fold-contention" in out
+    assert "host level (runs:" in out and "applied in 0/1 runs" in out
+    assert main(["validate", "--profiles", str(store.root), "--contention-rule", "off"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "host level (off: raw profiles" in out and "applied in 0/1 runs" in out
 
 
 def _with_probes(run: RunRecord, before: ContentionProbe, after: ContentionProbe) -> RunRecord:
@@ -313,7 +325,7 @@ def test_validate_running_rule_scales_the_prediction(store: ProfileStore) -> Non
         )
         for i in range(3)
     ]
-    off = {r.run_id: r for r in validate(store, runs=runs).rows}
+    off = {r.run_id: r for r in validate(store, runs=runs, contention_rule="off").rows}
     gated = {r.run_id: r for r in validate(store, runs=runs, fold_contention=True).rows}
     running = {r.run_id: r for r in validate(store, runs=runs, contention_rule="running").rows}
     v0 = off["r2"].verify_ms.predicted or 0.0
@@ -347,7 +359,7 @@ def test_runs_rule_levels_each_run_by_the_runs_that_ended_before_it(
         )
         for i in range(3)
     ]
-    off = {r.run_id: r for r in validate(store, runs=runs).rows}
+    off = {r.run_id: r for r in validate(store, runs=runs, contention_rule="off").rows}
     gated = {r.run_id: r for r in validate(store, runs=runs, fold_contention=True).rows}
     got = {r.run_id: r for r in validate(store, runs=runs, contention_rule="runs").rows}
     v_ratio = (off["r0"].verify_ms.measured or 0.0) / (off["r0"].verify_ms.predicted or 1.0)
@@ -365,3 +377,30 @@ def test_runs_rule_levels_each_run_by_the_runs_that_ended_before_it(
         assert got[later].verify_ms.predicted == pytest.approx(got[later].verify_ms.measured)
     assert got["r2"].contention is not None
     assert "mean of 2 earlier runs' ratios" in got["r2"].contention.verify.reason
+
+
+def test_runs_rule_reads_only_the_runs_of_the_last_hour(store: ProfileStore) -> None:
+    """A store keeps every run it was given: a run from yesterday says nothing about the
+    host today, so ``runs`` levels only by runs that ended within RUNS_WINDOW_S before."""
+    from datetime import UTC, datetime, timedelta
+
+    from configspec.loop.contention import RUNS_WINDOW_S
+
+    t0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    run = run_record(4, 10.0, 500.0, 3)
+
+    def at(name: str, when: datetime) -> RunRecord:
+        prov = run.provenance.model_copy(update={"created_at": when})
+        return run.model_copy(update={"run_id": name, "provenance": prov})
+
+    gap = timedelta(seconds=RUNS_WINDOW_S + 60)
+    runs = [at("old", t0), at("new", t0 + gap), at("next", t0 + gap + timedelta(minutes=1))]
+    got = {r.run_id: r for r in validate(store, runs=runs).rows}
+    off = {r.run_id: r for r in validate(store, runs=runs, contention_rule="off").rows}
+    # "new" started more than the window after "old" ended: raw profiles, as a first run
+    assert got["new"].verify_ms.predicted == pytest.approx(off["new"].verify_ms.predicted)
+    assert got["new"].contention is not None
+    assert "no earlier run" in got["new"].contention.verify.reason
+    # "next" reads "new" (a minute before) and not "old"
+    assert got["next"].contention is not None
+    assert "mean of 1 earlier runs' ratios" in got["next"].contention.verify.reason

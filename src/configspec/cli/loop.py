@@ -72,6 +72,19 @@ def _interval(prediction: RunPrediction | None, sep: str, level: str = "90%") ->
     return f"[{_num(lo)}, {_num(hi)}]{sep}{flag}"
 
 
+_RULE_TEXT = {
+    "off": "off: raw profiles; probes measured, not applied",
+    "gated": "gated: the probe around the run / baseline probe, only when its 95% CI excludes 1",
+    "before": "before: the probe right before the run / baseline probe",
+    "running": "running: mean of every probe ratio up to the run's start",
+    "runs": "runs: measured / profiled latencies of the runs that ended before this one; "
+    "the first run raw",
+    "bracketed": "bracketed: mean of the probes before and after the run, a check, not a "
+    "prediction",
+}
+"""How the validation table names each :data:`configspec.loop.contention.ContentionRule`."""
+
+
 def render_validation(result: ValidationResult) -> None:
     """Print the predicted-vs-measured table and the error summary."""
     narrow = _width() < NARROW_COLUMNS
@@ -128,12 +141,10 @@ def render_validation(result: ValidationResult) -> None:
             for r in probed
             if r.contention is not None and r.contention.ratios != (1.0, 1.0)
         ]
-        folded = any(r.contention_draft is not None for r in probed)
         console.print(
-            f"  contention (probe around the run / baseline probe after profiling, applied "
-            f"only when its 95% CI excludes 1): applied in {len(applied)}/{len(probed)} runs"
-            + ("; " + "; ".join(applied) if applied else "")
-            + ("" if folded else " (raw profiles: folding is opt-in, --fold-contention)"),
+            f"  host level ({_RULE_TEXT.get(result.contention_rule, result.contention_rule)}; "
+            f"--contention-rule): applied in {len(applied)}/{len(probed)} runs"
+            + ("; " + "; ".join(applied) if applied else ""),
             highlight=False,
         )
     console.print(
@@ -200,15 +211,15 @@ def validate_command(
         False,
         "--fold-contention/--no-fold-contention",
         help="Scale the profiled latencies by each run's contention probe over the baseline "
-        "probe when the ratio is distinguishable from 1 (opt-in: see the README).",
+        "probe when the ratio is distinguishable from 1 (= --contention-rule gated).",
     ),
     contention_rule: _ContentionRule = typer.Option(
         None,
         "--contention-rule",
-        help="How each run's contention probes are folded in (overrides --fold-contention): "
-        "off, gated (= --fold-contention), before (the probe before the run, always), "
-        "running (the host's level from every probe up to the run's start), runs (the "
-        "earlier runs' measured / profiled latencies), bracketed "
+        help="How the host's level is folded into each run's prediction (overrides "
+        "--fold-contention): runs (default: the earlier runs' measured / profiled "
+        "latencies), off (raw profiles), gated (= --fold-contention), before (the probe "
+        "before the run, always), running (every probe up to the run's start), bracketed "
         "(mean of before and after: a check, not a prediction).",
     ),
     json_out: Path = typer.Option(None, "--json", help="Also write the result as JSON here."),

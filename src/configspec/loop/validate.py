@@ -32,11 +32,14 @@ run did:
   verification latencies are scaled by a ratio only when its bootstrap interval excludes
   1, else by 1 (:mod:`configspec.loop.contention`; the row records both ratios, their
   intervals, what was applied and why). This folds in the load the run actually sees
-  with a measurement taken before the run, never from its outcome. Folding is opt-in
-  (``validate(..., fold_contention=True)``, ``configspec validate --fold-contention``):
-  on the 2-core VM it was measured on, the probe read the host faster than its baseline
-  while the runs were not (README, "Quickstart with and without one busy process"), so
-  the raw profiles are the default.
+  with a measurement taken before the run, never from its outcome
+  (``contention_rule="gated"``, ``--fold-contention``). The probe is short (~2 s against a
+  ~20 s run) and hardly predicts its own run, so the default rule is ``runs``
+  (:data:`~configspec.loop.contention.DEFAULT_RULE`): each run's profiled latencies are
+  levelled by the measured / profiled drafting and verification of the runs validated
+  with it that ended before it started (the first run of a sweep stays on raw profiles);
+  every rule is in :data:`~configspec.loop.contention.ContentionRule`, and each row says
+  what was applied and why.
 
 The model describes steady-state decoding, so every measured figure is taken over the
 run's **steady-state rounds**: those that drafted with the configured K. The last rounds of
@@ -88,6 +91,7 @@ from configspec.config import (
 )
 from configspec.errors import InvalidInput, ProfileMissing
 from configspec.loop.contention import (
+    DEFAULT_RULE,
     ContentionFold,
     ContentionRule,
     Residual,
@@ -266,12 +270,14 @@ class ValidationResult:
     network: NetworkSettings
     preset: str
     warnings: list[str] = field(default_factory=list)
+    contention_rule: ContentionRule = DEFAULT_RULE
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (every figure labelled by where it came from)."""
         return {
             "kind": "validation",
             "preset": self.preset,
+            "contention_rule": self.contention_rule,
             "sources": {
                 "measured": "run records written by the runtime (configspec run edge / harness)",
                 "predicted": "modelled from the stored profiles by configspec.model",
@@ -653,10 +659,11 @@ def validate(
     ``"run"`` a single-domain run with its domain's acceptance when alignment profiled
     that domain (see the module docstring).
 
-    ``contention_rule`` (:data:`~configspec.loop.contention.ContentionRule`) says how each
-    run's contention probes are folded in; None: ``gated`` when ``fold_contention`` else
-    ``off``. ``running`` reads the probes of every run in ``records`` taken up to the run's
-    start (the sweep's history).
+    ``contention_rule`` (:data:`~configspec.loop.contention.ContentionRule`) says how the
+    host's level is folded into each run's prediction; None: ``gated`` when
+    ``fold_contention`` else :data:`~configspec.loop.contention.DEFAULT_RULE` (``runs``).
+    ``running`` reads the probes, ``runs`` the raw-profile residuals, of every run in
+    ``records`` up to the run's start (the sweep's history).
 
     ``overhead_ms_by_rtt`` maps an added RTT (ms) to the runtime overhead measured at it,
     for runs at several RTTs; other runs use the overhead stored for their RTT
@@ -679,7 +686,7 @@ def validate(
         if not records:
             wanted = ", ".join(f.drafter + (f":{f.k}" if f.k else "") for f in configs)
             raise InvalidInput(f"no stored run matches {wanted}; check --configs or run them")
-    rule: ContentionRule = contention_rule or ("gated" if fold_contention else "off")
+    rule: ContentionRule = contention_rule or ("gated" if fold_contention else DEFAULT_RULE)
     occasions = occasions_of(store.runs() if runs is None else runs, baseline) if baseline else []
     warnings: list[str] = []
     todo: list[tuple[RunRecord, NetworkSettings]] = []
@@ -733,4 +740,5 @@ def validate(
         network=profiles.network,
         preset=preset,
         warnings=warnings,
+        contention_rule=rule,
     )
