@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from itertools import pairwise
+from pathlib import Path
 
 import _model_factory as mf
 import numpy as np
@@ -793,3 +794,34 @@ def test_match_depth_leaves_a_model_drafter_alone() -> None:
     assert not a.match_depth and a.acceptance.pool_from == 0
     assert run(a, World(truth, seed=2), 120) == run(b, World(truth, seed=2), 120)
     assert a.acceptance.mean_list == b.acceptance.mean_list
+
+
+def test_run_edge_k_auto_gives_each_drafter_kind_the_variant_that_won_its_ab(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``run edge --k auto``: a model drafter gets the verification shape, a model-free one
+    the match-depth rule (bench_adaptive's live A/B, README "Adaptive K")."""
+    import dataclasses
+    import shutil
+
+    import configspec.serving.adaptive as adaptive_mod
+    from configspec.loop.runs import EdgeRun, adaptive_policy
+    from configspec.store import ProfileStore
+
+    examples = Path(__file__).resolve().parents[2] / "examples" / "profiles"
+    shutil.copytree(examples, tmp_path / "p")
+    store = ProfileStore(tmp_path / "p")
+    name = "gemma-3-270m-it-Q4_0"
+    run = EdgeRun(server="http://x", drafter=name, k=None, prompt="p")
+    model = adaptive_policy(run, store, name, 256, 16)
+    assert model.verify_shape and not model.match_depth
+    original = adaptive_mod.prior_from_profiles
+
+    def model_free(*args: object, **kwargs: object) -> PolicyPrior:
+        prior = original(*args, **kwargs)  # type: ignore[arg-type]
+        proposal = np.full_like(np.asarray(prior.proposal, dtype=np.float64), 0.6)
+        return dataclasses.replace(prior, proposal=proposal)
+
+    monkeypatch.setattr(adaptive_mod, "prior_from_profiles", model_free)
+    ngram = adaptive_policy(run, store, name, 256, 16)
+    assert ngram.match_depth and not ngram.verify_shape

@@ -86,8 +86,12 @@ kept Q4_0 records, 3 → 4 about 0 or less). With the line the model charges 10 
 third position, so in phase 1 of the kept Q4_0 drift records it ranked K = 2 above K = 1
 by a median 3.3% / 3.6% (measured: K = 1 ahead by 7%); with the shape it predicts K = 1
 ahead by 6.4% in both. It also moves the n-gram drafter to K = 1 in chat at 5 ms RTT (K = 1
-measured worst there) and the Q4_0 no-drift control from K = 2 to K = 1, so it stays off
-until a live run (``bench_adaptive.py --verify-shape``) decides.
+measured worst there) and the Q4_0 no-drift control from K = 2 to K = 1. The live A/B
+(``bench_adaptive.py --adaptive-arms line shape depth``, R = 2, 2026-11-30) decided per
+drafter kind: for Q4_0 shape / line 1.022 over the scenario (phase 2 1.045, no drift
+1.043), for the n-gram drafter 0.991 (phase 3 0.945). So ``run edge --k auto``
+(:func:`configspec.loop.runs.adaptive_policy`) turns it on for a model drafter only; the
+class default stays off.
 
 Match depth (``match_depth=True``, off by default; a model-free drafter only): the
 acceptance chain's pooled log-odds shift then starts at position 2, as the proposal
@@ -100,9 +104,11 @@ phase 2 (120 ms, chat) whenever K ≤ 3, while the rounds that drafted there acc
 0.90 / 0.94 against 0.95 / 0.97 in the rounds that reached position 4, was 0.84 / 0.93).
 Open-loop replay then holds K ≥ 4 in 62 / 75 of phase 2's rounds (was 46 / 37); it also
 moves phases 1 and 3 and the control to higher K (measured flat there within 3%, except
-K = 8 in phase 1), so it stays off until a live A/B (``bench_adaptive.py
---adaptive-arms line depth``) decides. A model drafter's choices do not change (every
-field of the 971 kept Q4_0 choices equal).
+K = 8 in phase 1), so it stayed off until a live A/B (``bench_adaptive.py
+--adaptive-arms line depth``) decided. A model drafter's choices do not change (every
+field of the 971 kept Q4_0 choices equal). The live A/B decided: depth / line 1.046 over
+the scenario for the n-gram drafter (phase 2 1.072, no drift 1.030), so ``run edge --k
+auto`` turns it on for a model-free drafter.
 """
 
 from __future__ import annotations
