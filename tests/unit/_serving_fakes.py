@@ -8,7 +8,8 @@ to compute and compare against.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -206,3 +207,26 @@ class FakeBatchTarget(_Tok):
             prev = int(self.table[prev].argmax())
             out.append(prev)
         return out
+
+
+@contextmanager
+def batched_fake_server(
+    pass_delay_s: float, max_gather_wait_ms: float
+) -> Iterator[tuple[str, FakeBatchTarget]]:
+    """A real batched verifier over HTTP (fixed gather of up to 4 sessions, 8 sessions,
+    K ≤ 4, 512-token contexts) on a :class:`FakeBatchTarget` whose passes take
+    ``pass_delay_s``: its URL and the target (for its recorded passes)."""
+    from configspec.serving.batched import BatchedVerifierService, BatchPolicy
+    from configspec.serving.server import ServerThread
+    from configspec.serving.sessions import ServerLimits
+
+    target = FakeBatchTarget(bigram_table(64, seed=2), pass_delay_s=pass_delay_s)
+    service = BatchedVerifierService(
+        target,
+        ServerLimits(max_sessions=8, max_k=4, max_context_tokens=512),
+        BatchPolicy(
+            max_sessions_per_batch=4, max_gather_wait_ms=max_gather_wait_ms, gather="fixed"
+        ),
+    )
+    with ServerThread(service) as srv:
+        yield srv.url, target

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _serving_fakes import FakeBatchTarget, FakeTarget, bigram_table
+from _serving_fakes import FakeBatchTarget, FakeTarget, batched_fake_server, bigram_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
@@ -31,9 +31,6 @@ from fleet_retime import (
 )
 
 from configspec.model.fleet import BatchLatency
-from configspec.serving.batched import BatchedVerifierService, BatchPolicy
-from configspec.serving.server import ServerThread
-from configspec.serving.sessions import ServerLimits
 
 LEVELS = [1, 2, 4, 8, 16]
 K = 4
@@ -185,14 +182,8 @@ def test_summary_reports_both_errors_labelled() -> None:
 
 @pytest.fixture
 def fake_verifier() -> Iterator[tuple[str, FakeBatchTarget]]:
-    target = FakeBatchTarget(bigram_table(64, seed=2), pass_delay_s=0.005)
-    service = BatchedVerifierService(
-        target,
-        ServerLimits(max_sessions=8, max_k=4, max_context_tokens=512),
-        BatchPolicy(max_sessions_per_batch=4, max_gather_wait_ms=40, gather="fixed"),
-    )
-    with ServerThread(service) as srv:
-        yield srv.url, target
+    with batched_fake_server(pass_delay_s=0.005, max_gather_wait_ms=40) as served:
+        yield served
 
 
 def test_the_server_path_retimer_times_passes_of_b_sessions_and_sees_a_step(

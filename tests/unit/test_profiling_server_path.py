@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _serving_fakes import FakeBatchTarget, FakeTarget, bigram_table
+from _serving_fakes import FakeBatchTarget, FakeTarget, batched_fake_server, bigram_table
 
 from configspec.config import GpuTimePrice
 from configspec.errors import InvalidInput
@@ -28,14 +28,8 @@ PASS_S = 0.03
 
 @pytest.fixture
 def batched() -> Iterator[tuple[str, FakeBatchTarget]]:
-    target = FakeBatchTarget(bigram_table(V, seed=2), pass_delay_s=PASS_S)
-    service = BatchedVerifierService(
-        target,
-        ServerLimits(max_sessions=8, max_k=4, max_context_tokens=512),
-        BatchPolicy(max_sessions_per_batch=4, max_gather_wait_ms=60, gather="fixed"),
-    )
-    with ServerThread(service) as srv:
-        yield srv.url, target
+    with batched_fake_server(pass_delay_s=PASS_S, max_gather_wait_ms=60) as served:
+        yield served
 
 
 def test_b_sessions_share_one_pass_and_its_server_time_is_the_sample(
