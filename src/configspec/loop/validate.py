@@ -674,7 +674,8 @@ def validate(
     """
     profiles = read_profiles(store)
     baseline = store.contention_baseline()
-    records = list(runs) if runs is not None else store.runs()
+    every = list(runs) if runs is not None else store.runs()  # the sweep, before filtering
+    records = every
     if not records:
         raise ProfileMissing(
             f"no run records in {store.root / 'runs'}; run configurations with `configspec "
@@ -687,7 +688,8 @@ def validate(
             wanted = ", ".join(f.drafter + (f":{f.k}" if f.k else "") for f in configs)
             raise InvalidInput(f"no stored run matches {wanted}; check --configs or run them")
     rule: ContentionRule = contention_rule or ("gated" if fold_contention else DEFAULT_RULE)
-    occasions = occasions_of(store.runs() if runs is None else runs, baseline) if baseline else []
+    # only `running` reads the probe occasions (of every run, filtered or not)
+    occasions = occasions_of(every, baseline) if baseline and rule == "running" else []
     warnings: list[str] = []
     todo: list[tuple[RunRecord, NetworkSettings]] = []
     for run in records:
