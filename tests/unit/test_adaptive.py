@@ -275,6 +275,42 @@ def test_beta_detects_a_change_of_regime_and_stays_quiet_without_one() -> None:
     assert beta.mean()[0] < 0.45
 
 
+def test_a_change_at_the_first_position_keeps_what_was_learnt_of_depth() -> None:
+    """With ``pool_from`` = 1 the first position and the deep ones are different events (an
+    n-gram drafter's "is the match right" and "does it go on"): a collapse of the first
+    is detected and restarts the first alone. One detector over the whole chain restarted
+    every position, so the deep ones fell back to the prior (0.6) although every one of
+    their trials had succeeded (the kept n-gram drift records: the deep positions entered
+    phase 3 at the code prior, 0.71-0.79, after phase 2 measured 41 of 43)."""
+    beta = PositionalBeta(np.full(8, 0.6), strength=2.0, decay=0.97, pool_from=1)
+    for _ in range(60):
+        beta.observe(8, stopped=False)  # long matches, accepted to the end
+    for _ in range(12):
+        beta.observe(0, stopped=True)  # the match is wrong from its first token
+    assert beta.changes >= 1
+    m = beta.mean()
+    assert m[0] < 0.5
+    assert m[1:].min() > 0.9
+
+
+def test_a_change_in_depth_restarts_the_depth_alone() -> None:
+    """The converse: the deep positions collapse, the first position's counts stay."""
+    rng = np.random.default_rng(3)
+    beta = PositionalBeta(np.full(8, 0.6), strength=2.0, decay=0.97, pool_from=1)
+    quiet = PositionalBeta(
+        np.full(8, 0.6), strength=2.0, decay=0.97, pool_from=1, detect_changes=False
+    )
+    outcomes = [(8, False) if rng.random() < 0.5 else (0, True) for _ in range(60)]
+    outcomes += [(1, True) if rng.random() < 0.5 else (0, True) for _ in range(30)]
+    for reached, stopped in outcomes:
+        beta.observe(reached, stopped)
+        quiet.observe(reached, stopped)
+    assert beta.changes >= 1
+    assert beta.a[0] == pytest.approx(quiet.a[0]) and beta.b[0] == pytest.approx(quiet.b[0])
+    assert beta.mean()[0] == pytest.approx(quiet.mean()[0])
+    assert beta.mean()[1] < quiet.mean()[1]  # the restart followed the collapse faster
+
+
 def test_running_median_ignores_outliers_and_starts_at_the_prior() -> None:
     med = RunningMedian(prior=7.0, window=5)
     assert med.value == 7.0

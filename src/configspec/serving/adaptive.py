@@ -109,6 +109,32 @@ K = 8 in phase 1), so it stayed off until a live A/B (``bench_adaptive.py
 field of the 971 kept Q4_0 choices equal). The live A/B decided: depth / line 1.046 over
 the scenario for the n-gram drafter (phase 2 1.072, no drift 1.030), so ``run edge --k
 auto`` turns it on for a model-free drafter.
+
+Change detection by group (:class:`~configspec.serving.estimators.PositionalBeta`): with
+the match-depth rule on, the acceptance chain's first position and its deep positions
+have separate change detectors, as the proposal chain's always have; a change restarts
+only its own group. Why: in the live A/B (2026-11-30, commit ef9dc83) the n-gram drafter
+missed phase 3 (0.943 of the held-out oracle, K = 8 in every cell; the policy held K =
+5 for 76 and 55 of the phase's 103 rounds). The kept records show the cause. Near the end
+of phase 2 (round 200 of 329) one detector over the whole chain fired on four first-
+position failures and two at position 2 (whose mean read 0.99) and restarted every
+position from the last 12 rounds, in which positions 3–8 had hardly been reached: they
+fell back to the code prior (0.71–0.79 after the shift) although phase 2 had measured 41
+successes in 43 trials at positions 4–8. Phase 3 (5 ms RTT, chat) fails at position 1 in
+30 of its 50 match rounds, so the first 30 rounds brought no evidence of depth; then the
+lead of K = 8 (3–5% in the model) had to last 24 rounds at one standard deviation. RTT,
+verification and drafting estimates were right (RTT 4.3–5.3 ms from the phase's first
+round; verification slope 6–10 ms/position against 6–8 fitted on the phase's rounds).
+Replayed open loop (``benchmarks/replay_adaptive_ab.py``; tokens at K' ≤ the recorded K
+exact by prefix consistency, a fully accepted round continued at the phase's measured
+depth rate, time from the phase's verification per width): phase 3 new / old 1.033 and
+0.991 on the two depth records it was found on, 1.025–1.128 on the four drift records of
+adaptive-runs5n / 6n it was not (0.974–1.202 over all 12 n-gram drift records, 10 above
+1); phase 1 0.984–1.000 (the depth detector, no longer outvoted by first-position
+successes, fires on code prompts whose matches go on about half the time, and K rests at
+1–2 for 54–59 rounds); whole drift scenario 1.006–1.073; no-drift control 0.977–1.053
+(two of 12 below 1). A model drafter's chain is one group: every choice of the 20 kept
+Q4_0 records is unchanged.
 """
 
 from __future__ import annotations

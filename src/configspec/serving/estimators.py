@@ -63,13 +63,19 @@ class PositionalBeta:
     n-gram drafter's first proposal (is there a match at all?) is a different event from
     its later ones (does the match go on?).
 
-    Change detection: a two-sided Bernoulli CUSUM over every trial, of the outcome's
-    log-likelihood under the posterior mean moved by ±:data:`CHANGE_SHIFT` in log-odds
-    against the mean itself. When either sum passes :data:`CHANGE_H` the long memory is
-    replaced by a short one of the same outcomes (decay :data:`FAST_DECAY`) and the
-    prior's weight drops to the anchor. So a slow ``decay`` keeps the estimate quiet at
-    constant conditions and a real change (a new domain) is still followed within a few
-    rounds.
+    Change detection: a two-sided Bernoulli CUSUM of the outcome's log-likelihood under
+    the posterior mean moved by ±:data:`CHANGE_SHIFT` in log-odds against the mean
+    itself. When either sum passes :data:`CHANGE_H` the long memory is replaced by a short
+    one of the same outcomes (decay :data:`FAST_DECAY`) and the prior's weight drops to
+    the anchor. So a slow ``decay`` keeps the estimate quiet at constant conditions and a
+    real change (a new domain) is still followed within a few rounds. The detector follows
+    the pool: with ``pool_from`` > 0 the positions before it and those from it on are two
+    groups, each with its own pair of sums, and a change restarts only its own group. The
+    alternative the sums test, one shift of every position together, is the very
+    assumption ``pool_from`` drops; with one detector over the chain an n-gram drafter's
+    first-position failures (a chat prompt whose matches are wrong) restarted the deep
+    positions too, and they fell back to the prior while every one of their trials had
+    succeeded (:mod:`configspec.serving.adaptive`, "Change detection by group").
 
     ``observe(reached, stopped)``: positions 1..``reached`` succeeded; position
     ``reached`` + 1 failed when ``stopped`` (else it was not tried).
@@ -108,7 +114,8 @@ class PositionalBeta:
         self._recent: deque[tuple[int, int]] = deque(maxlen=RECENT_ROUNDS)
         # pooled (positions from pool_from on) successes, trials, and prior-expected successes
         self._pool = [0.0, 0.0, 0.0]
-        self._cusum_up = self._cusum_down = 0.0
+        # one two-sided CUSUM per group of positions: [0, pool_from) and [pool_from, n)
+        self._cusum = [[0.0, 0.0], [0.0, 0.0]]
         self.changes = 0
         """How many changes of regime were detected (for logs and tests)."""
         self.mean_list: list[float] = list(self._prior_l)
@@ -208,34 +215,53 @@ class PositionalBeta:
         """Add this round's trials to the CUSUMs (under the mean before the round).
 
         With ``p`` moved to ``p'`` by a shift ``δ`` in log-odds, a failure's log-likelihood
-        ratio is ``g = −log(1 + p·(e^δ − 1))`` and a success's ``δ + g``.
+        ratio is ``g = −log(1 + p·(e^δ − 1))`` and a success's ``δ + g``. The positions
+        before ``pool_from`` and those from it on are two groups, each with its own pair
+        of sums, and a change restarts only the group that shows it: the pool says they
+        are different events (an n-gram drafter's "is the match right" and "does it go
+        on"), so one's failures are no evidence that the other changed, and must not
+        wipe what was learnt of it (module docstring of :mod:`configspec.serving.adaptive`).
+        With ``pool_from`` = 0 there is one group, as before.
         """
         m = self.mean_list
         log1p, shift, e_up, e_down = math.log1p, CHANGE_SHIFT, _E_UP, _E_DOWN
-        up = down = 0.0
-        for x in m[:successes]:
-            up += shift - log1p(x * e_up)
-            down += -shift - log1p(x * e_down)
+        pf = self.pool_from
+        sums = [0.0, 0.0, 0.0, 0.0]  # up, down of group 0 (before pf), of group 1
+        for i, x in enumerate(m[:successes]):
+            g = 0 if i < pf else 2
+            sums[g] += shift - log1p(x * e_up)
+            sums[g + 1] += -shift - log1p(x * e_down)
         if failed_at >= 0:
-            up -= log1p(m[failed_at] * e_up)
-            down -= log1p(m[failed_at] * e_down)
-        self._cusum_up = max(0.0, self._cusum_up + up)
-        self._cusum_down = max(0.0, self._cusum_down + down)
-        if max(self._cusum_up, self._cusum_down) > CHANGE_H:
-            n = len(self.a)
-            a, b = [0.0] * n, [0.0] * n
-            weight = 1.0
-            for hi, failed_at in reversed(self._recent):  # newest first
-                for i in range(hi):
-                    a[i] += weight
-                if failed_at >= 0:
-                    b[failed_at] += weight
-                weight *= FAST_DECAY
-            self.a, self.b = a, b
-            self.weight = min(self.weight, self.anchor)
-            self._cusum_up = self._cusum_down = 0.0
-            self._pool_recount()
-            self.changes += 1
+            g = 0 if failed_at < pf else 2
+            sums[g] -= log1p(m[failed_at] * e_up)
+            sums[g + 1] -= log1p(m[failed_at] * e_down)
+        for group in (0, 1):
+            if group == 0 and not pf:
+                continue
+            cusum = self._cusum[group]
+            cusum[0] = max(0.0, cusum[0] + sums[2 * group])
+            cusum[1] = max(0.0, cusum[1] + sums[2 * group + 1])
+            if max(cusum) > CHANGE_H:
+                self._restart(*((0, pf) if group == 0 else (pf, len(self.a))))
+                cusum[0] = cusum[1] = 0.0
+
+    def _restart(self, lo: int, hi: int) -> None:
+        """Replace the long memory of positions ``lo``..``hi`` − 1 (0-based: the group that
+        changed) by a short one of the last rounds' outcomes there (decay
+        :data:`FAST_DECAY`); the prior's weight drops to the anchor."""
+        a, b = self.a, self.b
+        for i in range(lo, hi):
+            a[i] = b[i] = 0.0
+        weight = 1.0
+        for reached, failed_at in reversed(self._recent):  # newest first
+            for i in range(lo, min(reached, hi)):
+                a[i] += weight
+            if lo <= failed_at < hi:
+                b[failed_at] += weight
+            weight *= FAST_DECAY
+        self.weight = min(self.weight, self.anchor)
+        self._pool_recount()
+        self.changes += 1
 
 
 _E_UP = math.expm1(CHANGE_SHIFT)
