@@ -121,9 +121,9 @@ position failures and two at position 2 (whose mean read 0.99) and restarted eve
 position from the last 12 rounds, in which positions 3–8 had hardly been reached: they
 fell back to the code prior (0.71–0.79 after the shift) although phase 2 had measured 41
 successes in 43 trials at positions 4–8. Phase 3 (5 ms RTT, chat) fails at position 1 in
-30 of its 50 match rounds, so the first 30 rounds brought no evidence of depth; then the
+30 of its 50 match rounds, so one of its first 30 rounds reached position 2; then the
 lead of K = 8 (3–5% in the model) had to last 24 rounds at one standard deviation. RTT,
-verification and drafting estimates were right (RTT 4.3–5.3 ms from the phase's first
+verification and drafting estimates were right (RTT 4.0–5.5 ms from the phase's first
 round; verification slope 6–10 ms/position against 6–8 fitted on the phase's rounds).
 Replayed open loop (``benchmarks/replay_adaptive_ab.py``; tokens at K' ≤ the recorded K
 exact by prefix consistency, a fully accepted round continued at the phase's measured
