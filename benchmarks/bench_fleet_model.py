@@ -47,7 +47,12 @@ is the old continuous batching); the model's batch-formation branch follows it
 cells that run's model reads are timed again for ``--retime-s`` seconds (the profile's
 procedure; ``fleet_retime.py``), and every row reports its errors with the profiled
 curve (``error``) and with the re-timed cells (``error_retimed``), the cells and their
-time stamps (``retime``); ``--retime-s 0`` turns it off.
+time stamps (``retime``); ``--retime-s 0`` turns it off. The same cells are timed again
+right after each run (``--retime-after``, default on): ``error_bracketed`` reads each cell
+at the mean of the two re-timings and ``retime_bracket.drift`` (after/before) shows how far
+the host's speed moved over the run, which no model input can know (fleet_model9's N = 1
+miss: the live verifier's one-client passes went from 173 to 131 ms within a minute;
+``fleet_b1_paths.py`` times both paths side by side).
 
 Then the replica check: a small emulated fleet (``--fleet-clients`` devices) gets an SLO
 between what 1 and 2 replicas can give; ``configspec.plan`` picks the replica count
@@ -644,16 +649,18 @@ def retime_before(
     curve: BatchLatency,
     pred: dict[str, list[float]],
     n: int,
+    when: str = "before",
 ) -> tuple[BatchLatency, dict[str, object]]:
-    """Right before the N = ``n`` run (none of its data): the curve cells its model reads
-    (``pred``, the calibration's prediction) timed again for ``--retime-s`` seconds on the
-    profile's path (``open_sampler``, :func:`retimer`); returns the curve with them in
-    place and the record (``fleet_retime.py``). Prints the cells."""
+    """Right before the N = ``n`` run (none of its data; ``when="after"``: right after
+    it, for :func:`fleet_retime.bracket`): the curve cells its model reads (``pred``, the
+    calibration's prediction) timed again for ``--retime-s`` seconds on the profile's path
+    (``open_sampler``, :func:`retimer`); returns the curve with them in place and the
+    record (``fleet_retime.py``). Prints the cells."""
     from fleet_retime import retime_lines, retime_run, run_cells
 
     cells = run_cells(pred, n, curve)
-    print(f"re-timing S(B, P) at {sorted(cells)} for N={n} ({args.retime_s:g} s of passes, "
-          f"load {load()})", flush=True)  # fmt: skip
+    print(f"re-timing S(B, P) at {sorted(cells)} {when} N={n} ({args.retime_s:g} s of "
+          f"passes, load {load()})", flush=True)  # fmt: skip
     patched, record = retime_run(open_sampler, curve, cells, n, args.retime_s, load)
     print("\n".join(retime_lines(record)), flush=True)
     return patched, record
@@ -825,6 +832,9 @@ def main() -> None:
     ap.add_argument("--retime-s", type=float, default=10.0,
                     help="batched: seconds of passes re-timing, right before each N run, the "
                          "curve cells its model reads (0: off; see fleet_retime.py)")  # fmt: skip
+    ap.add_argument("--retime-after", action=argparse.BooleanOptionalAction, default=True,
+                    help="batched: re-time the same cells again right after each run "
+                         "(rows then report error_bracketed; fleet_retime.bracket)")  # fmt: skip
     ap.add_argument("--output-share", type=float, default=None,
                     help="batched: an output row's share of a position's pass cost "
                          "(default: timed before the runs)")  # fmt: skip
@@ -907,6 +917,7 @@ def main() -> None:
             flush=True,
         )
         fresh: dict[int, BatchLatency] = {}  # N -> the curve with its re-timed cells
+        bracketed: dict[int, BatchLatency] = {}  # N -> ... re-timed before and after it
         for n in ns:
             if curve is not None and open_sampler is not None:
                 fresh[n], retimed = retime_before(args, open_sampler, curve, pred, n)
@@ -917,6 +928,12 @@ def main() -> None:
             warm = max(args.warmup_s, 2 * round_s)
             probe = (lambda: pass_stats(direct)) if batched else None
             meas = run_clients([link.url], n, prompts, tokenizer, args, window, warm, probe)
+            after: dict[str, object] | None = None
+            if n in fresh and args.retime_after:
+                # the same cells again right after the run: the host's speed can move
+                # within a run (fleet_retime.bracket)
+                assert curve is not None
+                _, after = retime_before(args, open_sampler, curve, pred, n, when="after")
             i = n - 1
             per = meas["per_client_tok_s"]
             row = {
@@ -949,6 +966,13 @@ def main() -> None:
                 tim["curve_scale_retimed"] = again["curve_scale"]
             if n in fresh:
                 row["retime"] = retimed
+            if after is not None and curve is not None:
+                from fleet_retime import bracket, curve_from_record
+
+                row["retime_bracket"] = bracket(retimed, after)
+                bracketed[n] = curve_from_record(curve, row["retime_bracket"])
+                print(f"  drift over the run (after/before re-timing): "
+                      f"{row['retime_bracket']['drift']:.3f}", flush=True)  # fmt: skip
             row["predicted_timing_only"] = tim
             row["error_timing_only"] = {
                 "aggregate": err(tim["aggregate_tok_s"], meas["aggregate_tok_s"]),  # type: ignore[arg-type]
@@ -1012,6 +1036,21 @@ def main() -> None:
                                       statistics.fmean(m["per_client_tok_s"])),
                     "round": err(pr["round_ms"][n - 1], m["round_ms"]),
                 }  # fmt: skip
+            if r["clients"] in bracketed:
+                # the same with each cell the mean of its re-timings before and after it
+                pb = predict(calib, n, bracketed[n], args.max_batch, gather_model, e_pool,
+                             args.rtt_ms, share)  # fmt: skip
+                r["predicted_bracketed"] = {
+                    "aggregate_tok_s": pb["aggregate_tok_s"][n - 1],
+                    "per_client_tok_s": pb["per_client_tok_s"][n - 1],
+                    "round_ms": pb["round_ms"][n - 1],
+                }
+                r["error_bracketed"] = {
+                    "aggregate": err(pb["aggregate_tok_s"][n - 1], m["aggregate_tok_s"]),
+                    "per_client": err(pb["per_client_tok_s"][n - 1],
+                                      statistics.fmean(m["per_client_tok_s"])),
+                    "round": err(pb["round_ms"][n - 1], m["round_ms"]),
+                }  # fmt: skip
             if batched and share > 0:
                 # the same without the output rows' share (the widest block alone), so one
                 # run shows both readings of the curve
@@ -1071,12 +1110,13 @@ def main() -> None:
     )
     print(f"max |error| (aggregate, per-client): {worst:.1%}; timing-only {worst_t:.1%} "
           "(target <= 10%)")  # fmt: skip
-    worst_r = None
+    worst_r = worst_b = None
     if any("error_retimed" in r for r in rows):
         from fleet_retime import max_abs_error, summary_lines
 
         print("\n".join(summary_lines(rows)))
         worst_r = max_abs_error(rows, "error_retimed")
+        worst_b = max_abs_error(rows, "error_bracketed")
     doc = {
         "benchmark": "bench_fleet_model",
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
@@ -1099,11 +1139,14 @@ def main() -> None:
         "max_abs_error": worst,
         "max_abs_error_timing_only": worst_t,
         "max_abs_error_retimed": worst_r,
+        "max_abs_error_bracketed": worst_b,
         "errors": {
             "error": "model with the curve profiled before the runs (and E pooled over each "
             "run's prompts)",
             "error_retimed": "the same model with the curve cells it reads re-timed right "
             "before that run (row 'retime': cells, profile and fresh values, time stamps)",
+            "error_bracketed": "the same with each cell the mean of its re-timings right "
+            "before and right after that run (row 'retime_bracket': both values, drift)",
             "error_timing_only": "service and think time measured in the run itself",
         },
         "replica_check": check,

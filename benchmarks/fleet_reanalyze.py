@@ -6,7 +6,10 @@ profiled pass curve, the output share, each window's pooled E -- with the model 
 taken by the current rules (:func:`bench_fleet_model.predict`), and compares them with the
 run's measured figures and with the predictions the run stored (the rules of its day).
 A run that re-timed its curve cells before each N (``--retime-s``) is replayed both ways:
-with the profiled curve and with each row's re-timed cells in place (``retimed``).
+with the profiled curve and with each row's re-timed cells in place (``retimed``, with the
+re-timing's own late/early-half ``trend``, :func:`fleet_retime.halves_trend`), and a run
+that re-timed them after each N too (``--retime-after``) also with each cell the mean of
+the two (``bracketed``, with the ``drift`` over the run).
 Nothing is re-measured, so a change of input rule can be judged on old data before the
 lead reruns the benchmark on a quiet host.
 """
@@ -33,12 +36,9 @@ def curve_from_doc(doc: dict[str, Any]) -> BatchLatency | None:
 
 def retimed_curve(curve: BatchLatency, retime: dict[str, Any]) -> BatchLatency:
     """``curve`` with a row's re-timed cells (its ``retime`` record) in place."""
-    assert curve.batches is not None
-    levels = [int(b) for b in curve.batches]
-    table = np.array(curve.table_ms, dtype=np.float64, copy=True)
-    for c in retime["cells"]:
-        table[levels.index(int(c["batch"])), int(c["positions"])] = float(c["retimed_ms"])
-    return BatchLatency(table, curve.batches)
+    from fleet_retime import curve_from_record
+
+    return curve_from_record(curve, retime)
 
 
 def reanalyze(doc: dict[str, Any]) -> dict[str, Any]:
@@ -90,13 +90,21 @@ def reanalyze(doc: dict[str, Any]) -> dict[str, Any]:
         if curve is not None and r.get("retime"):
             again = replay(retimed_curve(curve, r["retime"]), n, e_pool, m, client)
             again.pop("think_ms")
-            out_rows[-1]["retimed"] = {**again, "read_ratio": r["retime"].get("read_ratio")}
+            from fleet_retime import halves_trend
+
+            out_rows[-1]["retimed"] = {**again, "read_ratio": r["retime"].get("read_ratio"),
+                                       "trend": halves_trend(r["retime"]["cells"])}  # fmt: skip
+        if curve is not None and r.get("retime_bracket"):
+            both = replay(retimed_curve(curve, r["retime_bracket"]), n, e_pool, m, client)
+            both.pop("think_ms")
+            out_rows[-1]["bracketed"] = {**both, "drift": r["retime_bracket"]["drift"]}
     worst = _worst(out_rows, "replayed")
     return {
         "think_ms": {"stored": inputs["think_ms"], "replayed": think},
         "rows": out_rows,
         "max_abs_error": worst,
         "max_abs_error_retimed": _worst(out_rows, "retimed"),
+        "max_abs_error_bracketed": _worst(out_rows, "bracketed"),
     }
 
 
@@ -131,7 +139,18 @@ def table(result: dict[str, Any]) -> list[str]:
                     f"{r['clients']:>3} aggregate {t['aggregate_tok_s']:.1f} "
                     f"({t['error']['aggregate']:+.1%}), per client {t['error']['per_client']:+.1%}"
                     f", round {t['round_ms']:.1f} ms ({t['error']['round']:+.1%}); S(b, w) "
-                    f"fresh/profile {t['read_ratio']:.3f}"
+                    f"fresh/profile {t['read_ratio']:.3f}, late/early half {t['trend']:.3f}"
                 )
         lines.append(f"max |error| re-timed: {result['max_abs_error_retimed']:.1%}")
+    if result.get("max_abs_error_bracketed") is not None:
+        lines.append("with each cell the mean of its re-timings before and after the run:")
+        for r in result["rows"]:
+            if "bracketed" in r:
+                t = r["bracketed"]
+                lines.append(
+                    f"{r['clients']:>3} aggregate {t['aggregate_tok_s']:.1f} "
+                    f"({t['error']['aggregate']:+.1%}), per client {t['error']['per_client']:+.1%}"
+                    f"; drift over the run {t['drift']:.3f}"
+                )
+        lines.append(f"max |error| bracketed: {result['max_abs_error_bracketed']:.1%}")
     return lines

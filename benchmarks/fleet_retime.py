@@ -229,10 +229,12 @@ def retime_record(
     the load average."""
     fresh = sum(c.weight * c.mean_ms for c in cells)
     old = sum(c.weight * c.profile_ms for c in cells)
+    records = [c.record() for c in cells]
     return {
         "clients": n,
-        "cells": [c.record() for c in cells],
+        "cells": records,
         "read_ratio": fresh / old if old > 0 else float("nan"),
+        "trend": halves_trend(records),
         "started_unix_s": started_unix_s,
         "ended_unix_s": ended_unix_s,
         "started_utc": _utc(started_unix_s),
@@ -241,6 +243,71 @@ def retime_record(
         "setup_s": setup_s,
         "load_avg": list(load_avg),
     }
+
+
+def halves_trend(cells: Sequence[dict[str, Any]]) -> float:
+    """How the host's speed moved *while* a re-timing ran: the model-weighted ratio of the
+    later half of each cell's passes to its earlier half, ``sum(w * mean(late)) /
+    sum(w * mean(early))`` over the cell records (:meth:`RetimedCell.record`: ``weight``,
+    ``samples_ms`` in the order timed). 1: steady; below 1: the host sped up during it, so
+    the cell's mean sits above the level the run after it meets. NaN when a cell has
+    fewer than 4 passes (or a record keeps none). A diagnostic, not a correction: nothing
+    reads it into the model. (fleet_model9.json, N = 1: 0.803, the re-timing straddled a
+    host speed-up; N = 2, 4: 0.97, 1.06.)"""
+    late = early = 0.0
+    for c in cells:
+        xs = [float(x) for x in c.get("samples_ms") or []]
+        if len(xs) < 4:
+            return float("nan")
+        half = len(xs) // 2
+        w = float(c.get("weight", 1.0))
+        early += w * float(np.mean(xs[:half]))
+        late += w * float(np.mean(xs[len(xs) - half :]))
+    return late / early if early > 0 else float("nan")
+
+
+def bracket(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """One run's cells re-timed before it (``before``) and again right after it
+    (``after``), both :func:`retime_record` records of the same cells: each cell's value is
+    the mean of its two re-timed values (the two moments weigh alike, however many passes
+    each took), so a change in the host's speed during the run is read at its midpoint
+    instead of at its start. Neither timing uses the run's own data. ``drift`` is the
+    model-weighted after/before ratio (1: the host held its speed over the run);
+    ``read_ratio`` the bracketed S(b, w) over the profile's."""
+    by_cell = {(int(c["batch"]), int(c["positions"])): c for c in after["cells"]}
+    want = {(int(c["batch"]), int(c["positions"])) for c in before["cells"]}
+    if set(by_cell) != want:
+        raise ValueError(f"after re-timed {sorted(by_cell)}, before {sorted(want)}")
+    cells = []
+    for c in before["cells"]:
+        a = by_cell[(int(c["batch"]), int(c["positions"]))]
+        b_ms, a_ms = float(c["retimed_ms"]), float(a["retimed_ms"])
+        cells.append({"batch": int(c["batch"]), "positions": int(c["positions"]),
+                      "weight": float(c["weight"]), "profile_ms": float(c["profile_ms"]),
+                      "before_ms": b_ms, "after_ms": a_ms,
+                      "retimed_ms": 0.5 * (b_ms + a_ms)})  # fmt: skip
+    w_before = sum(c["weight"] * c["before_ms"] for c in cells)
+    w_after = sum(c["weight"] * c["after_ms"] for c in cells)
+    w_mid = sum(c["weight"] * c["retimed_ms"] for c in cells)
+    w_prof = sum(c["weight"] * c["profile_ms"] for c in cells)
+    return {
+        "clients": before["clients"],
+        "cells": cells,
+        "drift": w_after / w_before if w_before > 0 else float("nan"),
+        "read_ratio": w_mid / w_prof if w_prof > 0 else float("nan"),
+        "after": after,
+    }
+
+
+def curve_from_record(curve: BatchLatency, record: dict[str, Any]) -> BatchLatency:
+    """``curve`` with the cells of a re-timing record (:func:`retime_record` or
+    :func:`bracket`: each cell's ``retimed_ms``) in place."""
+    assert curve.batches is not None
+    levels = [int(b) for b in curve.batches]
+    table = np.array(curve.table_ms, dtype=np.float64, copy=True)
+    for c in record["cells"]:
+        table[levels.index(int(c["batch"])), int(c["positions"])] = float(c["retimed_ms"])
+    return BatchLatency(table, curve.batches)
 
 
 def retime_run(
@@ -269,7 +336,8 @@ def retime_lines(record: dict[str, Any]) -> list[str]:
     lines = [
         f"  re-timed for N={record['clients']} at {record['started_utc']}..{record['ended_utc']} "
         f"({record['wall_s']:.1f} s, {record['setup_s']:.1f} s of it setup; load "
-        f"{record['load_avg']}): S(b, w) fresh/profile {record['read_ratio']:.3f}"
+        f"{record['load_avg']}): S(b, w) fresh/profile {record['read_ratio']:.3f}, "
+        f"late/early half {record.get('trend', float('nan')):.3f}"
     ]
     for c in record["cells"]:
         lines.append(
@@ -312,9 +380,26 @@ def summary_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
             f"{tim.get('curve_scale_retimed', float('nan')):>10.3f}  "
             f"{rt['started_utc'][11:]}..{rt['ended_utc'][11:]}"
         )
+    if any("error_bracketed" in r for r in rows):
+        lines.append(
+            "with each run's cells re-timed before AND right after it (each cell the mean of "
+            "the two; drift = after/before, 1: the host held its speed over the run):"
+        )
+        for r in rows:
+            if "error_bracketed" not in r:
+                continue
+            f, br = r["error_bracketed"], r["retime_bracket"]
+            lines.append(
+                f"{r['clients']:>3} bracketed: agg {f['aggregate']:>+7.1%} client "
+                f"{f['per_client']:>+7.1%} round {f['round']:>+7.1%} | drift "
+                f"{br['drift']:.3f}, before-run trend {r['retime'].get('trend', float('nan')):.3f}"
+            )
+    both = max_abs_error(rows, "error_bracketed")
     lines.append(
         f"max |error| (aggregate, per client): profiled curve {max_abs_error(rows, 'error'):.1%}, "
-        f"re-timed cells {max_abs_error(rows, 'error_retimed'):.1%} (target <= 10%)"
+        f"re-timed cells {max_abs_error(rows, 'error_retimed'):.1%}"
+        + (f", bracketed {both:.1%}" if np.isfinite(both) else "")
+        + " (target <= 10%)"
     )
     return lines
 
@@ -386,6 +471,9 @@ __all__ = [
     "OpenSampler",
     "RetimedCell",
     "Sampler",
+    "bracket",
+    "curve_from_record",
+    "halves_trend",
     "max_abs_error",
     "patched_curve",
     "read_cells",

@@ -20,6 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from bench_fleet_model import predict
 from fleet_retime import (
+    bracket,
+    curve_from_record,
+    halves_trend,
     max_abs_error,
     patched_curve,
     read_cells,
@@ -127,6 +130,73 @@ def test_the_retimed_prediction_follows_a_host_that_slowed_after_the_profile() -
         np.testing.assert_array_equal(fresh.table_ms[rows], profile.table_ms[rows])
 
 
+class SteppingHost(Host):
+    """A host whose speed steps from ``level`` to ``later`` after ``step_after`` passes
+    (fleet_model9.json, N = 1: one-client passes went from ~150 to ~122 ms within the 12 s
+    of the re-timing, and the live verifier from 173 to 131 ms within a minute)."""
+
+    def __init__(self, later: float, step_after: int) -> None:
+        super().__init__()
+        self.later, self.step_after = later, step_after
+
+    def sample(self, b: int, p: int) -> float:
+        if len(self.calls) >= self.step_after:
+            self.level = self.later
+        return super().sample(b, p)
+
+
+def test_a_retiming_that_straddles_a_host_speedup_says_so() -> None:
+    profile = host_curve()
+    cells = run_cells(_predict(profile, 1), 1, profile)
+    steady, rec_steady = retime_run(lambda _levels: contextlib.nullcontext(Host().sample),
+                                    profile, cells, 1, 5.0, lambda: [0.1] * 3)  # fmt: skip
+    assert rec_steady["trend"] == pytest.approx(1.0)
+    # the warm-ups (2 per cell) and two turns at full cost, then 20% faster
+    host = SteppingHost(later=0.8, step_after=4 * len(cells))
+    _, rec = retime_run(lambda _levels: contextlib.nullcontext(host.sample), profile, cells,
+                        1, 5.0, lambda: [0.1] * 3)  # fmt: skip
+    xs = rec["cells"][0]["samples_ms"]
+    assert len(xs) >= 5 and xs[-1] == pytest.approx(0.8 * xs[0])
+    assert 0.8 < rec["trend"] < 0.99  # the later half read faster than the earlier
+    assert rec["read_ratio"] > 0.8  # ... and the mean sits above the level after it
+    assert np.isnan(halves_trend([{"weight": 1.0, "samples_ms": [1.0, 2.0, 3.0]}]))
+    assert np.isnan(halves_trend([{"batch": 1, "positions": 2, "retimed_ms": 130.0}]))
+    assert halves_trend([{"weight": 1.0, "samples_ms": [200.0] * 5 + [150.0] * 5}]) == 0.75
+    assert steady.table_ms[0, 4] == pytest.approx(profile.table_ms[0, 4])
+
+
+def test_bracketing_reads_each_cell_between_the_retimings_before_and_after_a_run() -> None:
+    profile = host_curve()
+    cells = run_cells(_predict(profile, 4), 4, profile)
+    host = Host()
+    _, before = retime_run(lambda _levels: contextlib.nullcontext(host.sample), profile,
+                           cells, 4, 5.0, lambda: [0.1] * 3)  # fmt: skip
+    host.level = 0.8  # the host sped up during the run
+    _, after = retime_run(lambda _levels: contextlib.nullcontext(host.sample), profile,
+                          cells, 4, 5.0, lambda: [0.1] * 3)  # fmt: skip
+    rec = bracket(before, after)
+    assert rec["drift"] == pytest.approx(0.8)
+    assert rec["read_ratio"] == pytest.approx(0.9)
+    for c in rec["cells"]:
+        assert c["retimed_ms"] == pytest.approx(0.9 * c["profile_ms"])
+        assert c["before_ms"] == pytest.approx(c["profile_ms"])
+        assert c["after_ms"] == pytest.approx(0.8 * c["profile_ms"])
+    mid = curve_from_record(profile, rec)
+    truth = host_curve(0.9)  # the run's mean level, had the speed moved evenly
+    got = _predict(mid, 4)["aggregate_tok_s"][3]
+    assert got == pytest.approx(_predict(truth, 4)["aggregate_tok_s"][3], rel=1e-9)
+    before_only = _predict(curve_from_record(profile, before), 4)["aggregate_tok_s"][3]
+    assert before_only < got  # the cells before the run alone read the slow moment
+    # only the cells the run reads changed
+    untouched = np.ones(profile.table_ms.shape, dtype=bool)
+    for c in rec["cells"]:
+        untouched[LEVELS.index(c["batch"]), c["positions"]] = False
+    np.testing.assert_array_equal(mid.table_ms[untouched], profile.table_ms[untouched])
+    other = dict(after, cells=after["cells"][:1])
+    with pytest.raises(ValueError, match="after re-timed"):
+        bracket(before, other)
+
+
 def test_cells_are_sampled_in_turns_within_their_share_of_the_budget() -> None:
     host = Host()
     rng = np.random.default_rng(1)
@@ -178,6 +248,13 @@ def test_summary_reports_both_errors_labelled() -> None:
     text = "\n".join(summary_lines(rows))
     assert "profiled curve 11.3%, re-timed cells 2.1%" in text
     assert "-11.3%" in text and "-2.0%" in text and "0.870" in text and "09:50:00" in text
+    assert "bracketed" not in text  # no row re-timed after its run
+    rows[0]["error_bracketed"] = {"aggregate": 0.04, "per_client": 0.041, "round": -0.03}
+    rows[0]["retime_bracket"] = {"drift": 0.81}
+    rows[0]["retime"]["trend"] = 0.83
+    text = "\n".join(summary_lines(rows))
+    assert "re-timed cells 2.1%, bracketed 4.1%" in text
+    assert "drift 0.810, before-run trend 0.830" in text
 
 
 @pytest.fixture
@@ -239,5 +316,16 @@ def test_reanalyze_replays_a_kept_run_with_and_without_its_retimed_cells() -> No
     assert out["max_abs_error"] == pytest.approx(abs(170 / 150 - 1))
     assert out["max_abs_error_retimed"] == pytest.approx(0.0, abs=1e-9)
     assert "max |error| re-timed: 0.0%" in table(out)[-1]
+    assert out["max_abs_error_bracketed"] is None
+    # re-timed again after the run at 150 ms: the midpoint, 140 ms, under-reads the run
+    doc["rows"][0]["retime_bracket"] = {
+        "cells": [{"batch": 1, "positions": 2, "retimed_ms": 140.0}],
+        "drift": 150 / 130,
+    }
+    both = reanalyze(doc)
+    assert both["rows"][0]["bracketed"]["round_ms"] == pytest.approx(180.0)
+    assert both["rows"][0]["bracketed"]["drift"] == pytest.approx(150 / 130)
+    assert both["max_abs_error_bracketed"] == pytest.approx(abs(2 / 0.180 / (2 / 0.170) - 1))
+    assert "max |error| bracketed: 5.6%" in table(both)[-1]
     del doc["rows"][0]["retime"]  # a run without re-timing replays as before
     assert reanalyze(doc)["max_abs_error_retimed"] is None
