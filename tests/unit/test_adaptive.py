@@ -293,6 +293,21 @@ def test_a_change_at_the_first_position_keeps_what_was_learnt_of_depth() -> None
     assert m[1:].min() > 0.9
 
 
+def test_group_changes_off_is_the_one_detector_rule() -> None:
+    """``group_changes=False`` (the benchmark's ``depth-chain`` arm) keeps the rule before
+    the split: the same first-position collapse restarts the whole chain, and the deep
+    positions fall back towards the prior."""
+    beta = PositionalBeta(
+        np.full(8, 0.6), strength=2.0, decay=0.97, pool_from=1, group_changes=False
+    )
+    for _ in range(60):
+        beta.observe(8, stopped=False)
+    for _ in range(12):
+        beta.observe(0, stopped=True)
+    assert beta.changes >= 1
+    assert beta.mean()[1:].min() < 0.9
+
+
 def test_a_change_in_depth_restarts_the_depth_alone() -> None:
     """The converse: the deep positions collapse, the first position's counts stay."""
     rng = np.random.default_rng(3)

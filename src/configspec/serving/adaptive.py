@@ -287,7 +287,9 @@ estimators.VerifyLine` ``shape``), its doubt from the profile's intervals, inste
     replays' choices wholesale; :meth:`_shape_expected`). ``match_depth``: for a model-free
     drafter, pool the acceptance chain's shift from position 2 on, so that position 1 (is
     the match right) does not move the depth (module docstring; off by default, ignored
-    for a model drafter).
+    for a model drafter). ``group_changes``: a pooled chain gets one change detector per
+    group (before / from the pool), as described in "Change detection by group"; False
+    keeps one detector over each chain, the rule before (a benchmark arm, ``depth-chain``).
     """
 
     def __init__(
@@ -304,6 +306,7 @@ estimators.VerifyLine` ``shape``), its doubt from the profile's intervals, inste
         switch_z: float = SWITCH_Z,
         verify_shape: bool = False,
         match_depth: bool = False,
+        group_changes: bool = True,
     ) -> None:
         k_hi = prior.k_max if k_max is None else k_max
         if not 1 <= k_min <= k_hi:
@@ -348,10 +351,16 @@ estimators.VerifyLine` ``shape``), its doubt from the profile's intervals, inste
         model_free = not bool(np.all(np.asarray(prior.proposal) >= 1.0))
         self.match_depth = match_depth and model_free
         self.acceptance = PositionalBeta(
-            prior.acceptance, prior.strength, decay, pool_from=1 if self.match_depth else 0
+            prior.acceptance,
+            prior.strength,
+            decay,
+            pool_from=1 if self.match_depth else 0,
+            group_changes=group_changes,
         )
         self.proposal = (
-            PositionalBeta(prior.proposal, prior.strength, decay, pool_from=1)
+            PositionalBeta(
+                prior.proposal, prior.strength, decay, pool_from=1, group_changes=group_changes
+            )
             if model_free
             else None
         )

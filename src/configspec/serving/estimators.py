@@ -90,6 +90,7 @@ class PositionalBeta:
         anchor: float = ANCHOR,
         pool_from: int = 0,
         detect_changes: bool = True,
+        group_changes: bool = True,
     ) -> None:
         self.prior = np.clip(np.asarray(prior_mean, dtype=np.float64), P_MIN, P_MAX)
         # plain floats from here on: the per-round work is on a dozen numbers, where a
@@ -104,6 +105,9 @@ class PositionalBeta:
         self.weight = strength
         self.pool_from = pool_from
         self.detect_changes = detect_changes
+        # False: one detector over the whole chain even when pooled (the rule before
+        # 2026-11-30, kept as a benchmark arm: bench_adaptive --adaptive-arms depth-chain)
+        self._split = pool_from if group_changes else 0
         n = self.prior.size
         self.a: list[float] = [0.0] * n
         """Decayed successes per position."""
@@ -225,7 +229,7 @@ class PositionalBeta:
         """
         m = self.mean_list
         log1p, shift, e_up, e_down = math.log1p, CHANGE_SHIFT, _E_UP, _E_DOWN
-        pf = self.pool_from
+        pf = self._split
         sums = [0.0, 0.0, 0.0, 0.0]  # up, down of group 0 (before pf), of group 1
         for i, x in enumerate(m[:successes]):
             g = 0 if i < pf else 2
