@@ -121,14 +121,14 @@ ADAPTIVE_ARMS: dict[str, dict[str, object]] = {
     "line": {},
     "shape": {"verify_shape": True},
     "depth": {"match_depth": True},
-    "depth-chain": {"match_depth": True, "group_changes": False},
+    "depth-group": {"match_depth": True, "group_changes": True},
 }
 """``--adaptive-arms`` variant → the :class:`AdaptiveK` options of that arm: ``line`` is
 the default policy (verification a live line), ``shape`` reads the verification profile's
 per-width table (``verify_shape=True``), ``depth`` keeps a model-free drafter's deep
 positions off the first position's shift (``match_depth=True``; the same as ``line`` for a
-model drafter); ``depth-chain`` is ``depth`` with one change detector over each chain (the
-rule before the detector was split by group, ``AdaptiveK(group_changes=False)``)."""
+model drafter); ``depth-group`` is ``depth`` with one change detector per group of
+positions (``AdaptiveK(group_changes=True)``, experimental)."""
 
 
 class TimedPolicy(AdaptiveK):
@@ -257,7 +257,7 @@ def drafter_variants(asked: list[str], probe: AdaptiveK) -> list[str]:
     ``probe`` policy has no proposal chain)."""
     if probe.proposal is not None:
         return asked
-    same = {"depth": "line", "depth-chain": "line"}
+    same = {"depth": "line", "depth-group": "line"}
     out = [v for v in asked if not (v in same and same[v] in asked)]
     if len(out) < len(asked):
         print(f"  adaptive arms {', '.join(sorted(set(asked) - set(out)))} skipped: the same "

@@ -276,13 +276,15 @@ def test_beta_detects_a_change_of_regime_and_stays_quiet_without_one() -> None:
 
 
 def test_a_change_at_the_first_position_keeps_what_was_learnt_of_depth() -> None:
-    """With ``pool_from`` = 1 the first position and the deep ones are different events (an
-    n-gram drafter's "is the match right" and "does it go on"): a collapse of the first
-    is detected and restarts the first alone. One detector over the whole chain restarted
+    """With ``group_changes`` (experimental) and ``pool_from`` = 1 the first position and the
+    deep ones are watched apart: a collapse of the first is detected and restarts the first
+    alone. One detector over the whole chain restarted
     every position, so the deep ones fell back to the prior (0.6) although every one of
     their trials had succeeded (the kept n-gram drift records: the deep positions entered
     phase 3 at the code prior, 0.71-0.79, after phase 2 measured 41 of 43)."""
-    beta = PositionalBeta(np.full(8, 0.6), strength=2.0, decay=0.97, pool_from=1)
+    beta = PositionalBeta(
+        np.full(8, 0.6), strength=2.0, decay=0.97, pool_from=1, group_changes=True
+    )
     for _ in range(60):
         beta.observe(8, stopped=False)  # long matches, accepted to the end
     for _ in range(12):
@@ -293,13 +295,11 @@ def test_a_change_at_the_first_position_keeps_what_was_learnt_of_depth() -> None
     assert m[1:].min() > 0.9
 
 
-def test_group_changes_off_is_the_one_detector_rule() -> None:
-    """``group_changes=False`` (the benchmark's ``depth-chain`` arm) keeps the rule before
-    the split: the same first-position collapse restarts the whole chain, and the deep
-    positions fall back towards the prior."""
-    beta = PositionalBeta(
-        np.full(8, 0.6), strength=2.0, decay=0.97, pool_from=1, group_changes=False
-    )
+def test_one_detector_over_the_chain_is_the_default() -> None:
+    """By default (``group_changes`` off: the split lost the live A/B) one detector watches
+    the chain: the same first-position collapse restarts every position, and the deep ones
+    fall back towards the prior."""
+    beta = PositionalBeta(np.full(8, 0.6), strength=2.0, decay=0.97, pool_from=1)
     for _ in range(60):
         beta.observe(8, stopped=False)
     for _ in range(12):
@@ -311,7 +311,9 @@ def test_group_changes_off_is_the_one_detector_rule() -> None:
 def test_a_change_in_depth_restarts_the_depth_alone() -> None:
     """The converse: the deep positions collapse, the first position's counts stay."""
     rng = np.random.default_rng(3)
-    beta = PositionalBeta(np.full(8, 0.6), strength=2.0, decay=0.97, pool_from=1)
+    beta = PositionalBeta(
+        np.full(8, 0.6), strength=2.0, decay=0.97, pool_from=1, group_changes=True
+    )
     quiet = PositionalBeta(
         np.full(8, 0.6), strength=2.0, decay=0.97, pool_from=1, detect_changes=False
     )

@@ -110,12 +110,20 @@ field of the 971 kept Q4_0 choices equal). The live A/B decided: depth / line 1.
 the scenario for the n-gram drafter (phase 2 1.072, no drift 1.030), so ``run edge --k
 auto`` turns it on for a model-free drafter.
 
-Change detection by group (:class:`~configspec.serving.estimators.PositionalBeta`): with
-the match-depth rule on, the acceptance chain's first position and its deep positions
-have separate change detectors, as the proposal chain's always have; a change restarts
-only its own group. Why: in the live A/B (2026-11-30, commit ef9dc83) the n-gram drafter
-missed phase 3 (0.943 of the held-out oracle, K = 8 in every cell; the policy held K =
-5 for 76 and 55 of the phase's 103 rounds). The kept records show the cause. Near the end
+Change detection by group (``AdaptiveK(group_changes=True)``, experimental, off by
+default: :class:`~configspec.serving.estimators.PositionalBeta`): the acceptance and proposal
+chains' first position and their deep positions get separate change detectors; a change
+restarts only its own group. It lost a live A/B side by side with the one detector
+(``bench_adaptive.py --drafters ngram --repeats 3 --adaptive-arms depth depth-group``,
+2026-11-30 15:35–16:15 UTC, load 0.8–0.9; group / one detector): phase 1 1.020, phase 2
+0.974 [0.952, 0.999], phase 3 0.970, whole scenario 0.987, no drift 0.965 [0.933, 0.994];
+with one detector the n-gram drafter met ≥ 0.97 of the held-out oracle in every phase
+(1.039 / 0.975 / 0.990). The restart that motivated it is real, but the deep positions'
+own detector also fires on code prompts, whose matches go on about half the time (in the
+replay below it held K at 1–2 for 54–59 rounds there). Why it was tried: in the live A/B
+(2026-11-30, commit ef9dc83) the n-gram drafter missed phase 3 (0.943 of the held-out
+oracle, K = 8 in every cell; the policy held K = 5 for 76 and 55 of the phase's 103
+rounds). The kept records show the cause. Near the end
 of phase 2 (round 200 of 329) one detector over the whole chain fired on four first-
 position failures and two at position 2 (whose mean read 0.99) and restarted every
 position from the last 12 rounds, in which positions 3–8 had hardly been reached: they
@@ -288,8 +296,8 @@ estimators.VerifyLine` ``shape``), its doubt from the profile's intervals, inste
     drafter, pool the acceptance chain's shift from position 2 on, so that position 1 (is
     the match right) does not move the depth (module docstring; off by default, ignored
     for a model drafter). ``group_changes``: a pooled chain gets one change detector per
-    group (before / from the pool), as described in "Change detection by group"; False
-    keeps one detector over each chain, the rule before (a benchmark arm, ``depth-chain``).
+    group (before / from the pool), "Change detection by group" in the module docstring
+    (experimental, off: it lost the live A/B; the benchmark arm ``depth-group``).
     """
 
     def __init__(
@@ -306,7 +314,7 @@ estimators.VerifyLine` ``shape``), its doubt from the profile's intervals, inste
         switch_z: float = SWITCH_Z,
         verify_shape: bool = False,
         match_depth: bool = False,
-        group_changes: bool = True,
+        group_changes: bool = False,
     ) -> None:
         k_hi = prior.k_max if k_max is None else k_max
         if not 1 <= k_min <= k_hi:

@@ -68,14 +68,11 @@ class PositionalBeta:
     itself. When either sum passes :data:`CHANGE_H` the long memory is replaced by a short
     one of the same outcomes (decay :data:`FAST_DECAY`) and the prior's weight drops to
     the anchor. So a slow ``decay`` keeps the estimate quiet at constant conditions and a
-    real change (a new domain) is still followed within a few rounds. The detector follows
-    the pool: with ``pool_from`` > 0 the positions before it and those from it on are two
-    groups, each with its own pair of sums, and a change restarts only its own group. The
-    alternative the sums test, one shift of every position together, is the very
-    assumption ``pool_from`` drops; with one detector over the chain an n-gram drafter's
-    first-position failures (a chat prompt whose matches are wrong) restarted the deep
-    positions too, and they fell back to the prior while every one of their trials had
-    succeeded (:mod:`configspec.serving.adaptive`, "Change detection by group").
+    real change (a new domain) is still followed within a few rounds. One detector watches
+    the whole chain. ``group_changes=True`` (experimental, off) gives the positions before
+    ``pool_from`` and those from it on a pair of sums each, and a change restarts only its
+    own group; it lost to the one detector in a live A/B (:mod:`configspec.serving.\
+adaptive`, "Change detection by group").
 
     ``observe(reached, stopped)``: positions 1..``reached`` succeeded; position
     ``reached`` + 1 failed when ``stopped`` (else it was not tried).
@@ -90,7 +87,7 @@ class PositionalBeta:
         anchor: float = ANCHOR,
         pool_from: int = 0,
         detect_changes: bool = True,
-        group_changes: bool = True,
+        group_changes: bool = False,
     ) -> None:
         self.prior = np.clip(np.asarray(prior_mean, dtype=np.float64), P_MIN, P_MAX)
         # plain floats from here on: the per-round work is on a dozen numbers, where a
@@ -105,8 +102,8 @@ class PositionalBeta:
         self.weight = strength
         self.pool_from = pool_from
         self.detect_changes = detect_changes
-        # False: one detector over the whole chain even when pooled (the rule before
-        # 2026-11-30, kept as a benchmark arm: bench_adaptive --adaptive-arms depth-chain)
+        # True: one detector per group (before / from pool_from); the benchmark arm
+        # bench_adaptive --adaptive-arms depth-group (off: it lost the live A/B)
         self._split = pool_from if group_changes else 0
         n = self.prior.size
         self.a: list[float] = [0.0] * n
@@ -219,13 +216,10 @@ class PositionalBeta:
         """Add this round's trials to the CUSUMs (under the mean before the round).
 
         With ``p`` moved to ``p'`` by a shift ``δ`` in log-odds, a failure's log-likelihood
-        ratio is ``g = −log(1 + p·(e^δ − 1))`` and a success's ``δ + g``. The positions
-        before ``pool_from`` and those from it on are two groups, each with its own pair
-        of sums, and a change restarts only the group that shows it: the pool says they
-        are different events (an n-gram drafter's "is the match right" and "does it go
-        on"), so one's failures are no evidence that the other changed, and must not
-        wipe what was learnt of it (module docstring of :mod:`configspec.serving.adaptive`).
-        With ``pool_from`` = 0 there is one group, as before.
+        ratio is ``g = −log(1 + p·(e^δ − 1))`` and a success's ``δ + g``. With
+        ``group_changes`` the positions before ``pool_from`` and those from it on are two
+        groups, each with its own pair of sums, and a change restarts only the group that
+        shows it; otherwise (the default) one pair of sums covers the chain.
         """
         m = self.mean_list
         log1p, shift, e_up, e_down = math.log1p, CHANGE_SHIFT, _E_UP, _E_DOWN
