@@ -2,7 +2,7 @@
 open-loop counterfactual goodput per phase (issue 18). No timing, no models: seconds.
 
 Each record (``bench_adaptive.py --runs DIR``) is fed, round by round, to a fresh policy of
-this checkout and one of ``--old-src`` (default ``/work/main/src``), built as ``run edge
+this checkout and one of ``--old-src`` (another revision's ``src``), built as ``run edge
 --k auto`` builds it (the verification shape for a model drafter, the match-depth rule for
 a model-free one; ``--arm`` overrides). Per phase (three of equal token counts) it prints
 the K each would choose, its switches, and the goodput the choices would have given:
@@ -20,7 +20,8 @@ Open loop: every round's outcome is the one measured at the recorded K, so the r
 policy sees evidence its own choices would not always have produced. The ratios say which
 revision reads the same evidence better, not what a live run would measure.
 
-    PYTHONPATH=src python benchmarks/replay_adaptive_ab.py /work/bench/adaptive-runs8/runs/*.json
+    PYTHONPATH=src python benchmarks/replay_adaptive_ab.py RUNS/runs/*.json --profiles P \
+        --old-src OLD/src
 """
 
 from __future__ import annotations
@@ -146,8 +147,8 @@ def counterfactual(
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("records", nargs="+", type=Path)
-    ap.add_argument("--profiles", type=Path, default=Path("/work/bench/adaptive-profiles"))
-    ap.add_argument("--old-src", type=Path, default=Path("/work/main/src"))
+    ap.add_argument("--profiles", type=Path, required=True, help="the runs' profiles")
+    ap.add_argument("--old-src", type=Path, required=True, help="another revision's src/")
     ap.add_argument("--arm", choices=["auto", *ARMS], default="auto")
     args = ap.parse_args()
     old_mod = load_old(args.old_src)
