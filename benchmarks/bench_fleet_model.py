@@ -670,6 +670,19 @@ def err(pred: float, meas: float) -> float:
     return pred / meas - 1.0 if meas else float("nan")
 
 
+def row_errors(
+    pp: dict[str, Any], n: int, measured: dict[str, Any], per_client_tok_s: float
+) -> dict[str, float]:
+    """The N = ``n`` row of prediction ``pp`` (:func:`predict`) against a run's measured
+    figures: aggregate, per-client (against ``per_client_tok_s``, the clients' mean) and
+    round relative errors."""
+    return {
+        "aggregate": err(pp["aggregate_tok_s"][n - 1], measured["aggregate_tok_s"]),
+        "per_client": err(pp["per_client_tok_s"][n - 1], per_client_tok_s),
+        "round": err(pp["round_ms"][n - 1], measured["round_ms"]),
+    }
+
+
 def replica_check(
     args: argparse.Namespace,
     prompts: list[list[int]],
@@ -1012,13 +1025,10 @@ def main() -> None:
                 "prompts": len(m["prompt_ids"]),
                 "mean_pass_sessions": pp["mean_pass_sessions"][n - 1],
             }
+            client = statistics.fmean(m["per_client_tok_s"])
             r["error"] = {
-                "aggregate": err(pp["aggregate_tok_s"][n - 1], m["aggregate_tok_s"]),
+                **row_errors(pp, n, m, client),
                 "aggregate_wall": err(pp["aggregate_tok_s"][n - 1], m["aggregate_wall_tok_s"]),
-                "per_client": err(
-                    pp["per_client_tok_s"][n - 1], statistics.fmean(m["per_client_tok_s"])
-                ),
-                "round": err(pp["round_ms"][n - 1], m["round_ms"]),
             }
             if r["clients"] in fresh:
                 # the same with the cells re-timed right before this run (fleet_retime.py)
@@ -1030,12 +1040,7 @@ def main() -> None:
                     "round_ms": pr["round_ms"][n - 1],
                     "utilisation": pr["utilisation"][n - 1],
                 }
-                r["error_retimed"] = {
-                    "aggregate": err(pr["aggregate_tok_s"][n - 1], m["aggregate_tok_s"]),
-                    "per_client": err(pr["per_client_tok_s"][n - 1],
-                                      statistics.fmean(m["per_client_tok_s"])),
-                    "round": err(pr["round_ms"][n - 1], m["round_ms"]),
-                }  # fmt: skip
+                r["error_retimed"] = row_errors(pr, n, m, client)
             if r["clients"] in bracketed:
                 # the same with each cell the mean of its re-timings before and after it
                 pb = predict(calib, n, bracketed[n], args.max_batch, gather_model, e_pool,
@@ -1045,12 +1050,7 @@ def main() -> None:
                     "per_client_tok_s": pb["per_client_tok_s"][n - 1],
                     "round_ms": pb["round_ms"][n - 1],
                 }
-                r["error_bracketed"] = {
-                    "aggregate": err(pb["aggregate_tok_s"][n - 1], m["aggregate_tok_s"]),
-                    "per_client": err(pb["per_client_tok_s"][n - 1],
-                                      statistics.fmean(m["per_client_tok_s"])),
-                    "round": err(pb["round_ms"][n - 1], m["round_ms"]),
-                }  # fmt: skip
+                r["error_bracketed"] = row_errors(pb, n, m, client)
             if batched and share > 0:
                 # the same without the output rows' share (the widest block alone), so one
                 # run shows both readings of the curve

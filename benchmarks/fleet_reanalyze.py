@@ -34,19 +34,13 @@ def curve_from_doc(doc: dict[str, Any]) -> BatchLatency | None:
     return BatchLatency(table, np.asarray(c["batches"], dtype=np.float64))
 
 
-def retimed_curve(curve: BatchLatency, retime: dict[str, Any]) -> BatchLatency:
-    """``curve`` with a row's re-timed cells (its ``retime`` record) in place."""
-    from fleet_retime import curve_from_record
-
-    return curve_from_record(curve, retime)
-
-
 def reanalyze(doc: dict[str, Any]) -> dict[str, Any]:
     """The stored run ``doc`` re-predicted with the current input rules: per N the
     measured aggregate and per-client goodput (tok/s) and round (ms), the stored and the
     replayed predictions and their relative errors (``retimed``: the same with the row's
     re-timed cells, when it has them); plus the replayed think time (ms)."""
-    from bench_fleet_model import err, predict
+    from bench_fleet_model import predict, row_errors
+    from fleet_retime import curve_from_record, halves_trend
 
     def replay(c: BatchLatency | None, n: int, e_pool: float | None, m: dict[str, Any],
                client: float) -> dict[str, Any]:  # fmt: skip
@@ -56,11 +50,7 @@ def reanalyze(doc: dict[str, Any]) -> dict[str, Any]:
             "per_client_tok_s": pp["per_client_tok_s"][n - 1],
             "round_ms": pp["round_ms"][n - 1],
             "think_ms": pp["think_ms"][0],
-            "error": {
-                "aggregate": err(pp["aggregate_tok_s"][n - 1], m["aggregate_tok_s"]),
-                "per_client": err(pp["per_client_tok_s"][n - 1], client),
-                "round": err(pp["round_ms"][n - 1], m["round_ms"]),
-            },
+            "error": row_errors(pp, n, m, client),
         }
 
     calib = doc["calibration"]
@@ -88,14 +78,12 @@ def reanalyze(doc: dict[str, Any]) -> dict[str, Any]:
             "replayed": replayed,
         })  # fmt: skip
         if curve is not None and r.get("retime"):
-            again = replay(retimed_curve(curve, r["retime"]), n, e_pool, m, client)
+            again = replay(curve_from_record(curve, r["retime"]), n, e_pool, m, client)
             again.pop("think_ms")
-            from fleet_retime import halves_trend
-
             out_rows[-1]["retimed"] = {**again, "read_ratio": r["retime"].get("read_ratio"),
                                        "trend": halves_trend(r["retime"]["cells"])}  # fmt: skip
         if curve is not None and r.get("retime_bracket"):
-            both = replay(retimed_curve(curve, r["retime_bracket"]), n, e_pool, m, client)
+            both = replay(curve_from_record(curve, r["retime_bracket"]), n, e_pool, m, client)
             both.pop("think_ms")
             out_rows[-1]["bracketed"] = {**both, "drift": r["retime_bracket"]["drift"]}
     worst = _worst(out_rows, "replayed")

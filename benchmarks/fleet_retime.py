@@ -205,11 +205,16 @@ def retime_cells(
 def patched_curve(curve: BatchLatency, cells: Sequence[RetimedCell]) -> BatchLatency:
     """``curve`` with the re-timed cells in place of the profile's (every other cell, and
     so the shape everywhere else, from the full profile)."""
+    return _with_cells(curve, [(c.batch, c.positions, c.mean_ms) for c in cells])
+
+
+def _with_cells(curve: BatchLatency, cells: Sequence[tuple[int, int, float]]) -> BatchLatency:
+    """A copy of ``curve`` with each (batch, positions, ms) cell in place."""
     assert curve.batches is not None
     levels = [int(b) for b in curve.batches]
     table = np.array(curve.table_ms, dtype=np.float64, copy=True)
-    for c in cells:
-        table[levels.index(c.batch), c.positions] = c.mean_ms
+    for batch, positions, ms in cells:
+        table[levels.index(batch), positions] = ms
     return BatchLatency(table, curve.batches)
 
 
@@ -302,12 +307,10 @@ def bracket(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
 def curve_from_record(curve: BatchLatency, record: dict[str, Any]) -> BatchLatency:
     """``curve`` with the cells of a re-timing record (:func:`retime_record` or
     :func:`bracket`: each cell's ``retimed_ms``) in place."""
-    assert curve.batches is not None
-    levels = [int(b) for b in curve.batches]
-    table = np.array(curve.table_ms, dtype=np.float64, copy=True)
-    for c in record["cells"]:
-        table[levels.index(int(c["batch"])), int(c["positions"])] = float(c["retimed_ms"])
-    return BatchLatency(table, curve.batches)
+    return _with_cells(
+        curve,
+        [(int(c["batch"]), int(c["positions"]), float(c["retimed_ms"])) for c in record["cells"]],
+    )
 
 
 def retime_run(

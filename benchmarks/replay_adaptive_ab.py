@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from bench_adaptive import ADAPTIVE_ARMS  # noqa: E402
 from old_policy import load_old  # noqa: E402
 
 from configspec.search.space import read_profiles  # noqa: E402
@@ -48,11 +49,6 @@ from configspec.serving import adaptive as new_mod  # noqa: E402
 from configspec.store import ProfileStore  # noqa: E402
 
 PHASES = 3
-ARMS: dict[str, dict[str, bool]] = {
-    "line": {},
-    "depth": {"match_depth": True},
-    "shape": {"verify_shape": True},
-}
 
 
 def choices(mod: ModuleType, profiles: Any, record: dict[str, Any], arm: str) -> list[int]:
@@ -62,11 +58,9 @@ def choices(mod: ModuleType, profiles: Any, record: dict[str, Any], arm: str) ->
         profiles, drafter=cfg["drafter"], domain="code", k_max=cfg["k_max"],
         context_tokens=cfg["prompt_tokens"] + cfg["max_tokens"] // 2,
     )  # fmt: skip
-    model_free = bool(np.any(np.asarray(prior.proposal) < 1.0))
-    if arm == "auto":
-        options = {"match_depth": True} if model_free else {"verify_shape": True}
-    else:
-        options = ARMS[arm]
+    # the new tree's choice per drafter kind, also for the old revision's policy (the
+    # options' meaning has not changed; an option the old one lacks fails loudly)
+    options = new_mod.auto_options(prior) if arm == "auto" else ADAPTIVE_ARMS[arm]
     policy = mod.AdaptiveK(prior, k_min=cfg["k_min"], k_max=cfg["k_max"], **options)
     out = []
     for r in record["rounds"]:
@@ -149,7 +143,7 @@ def main() -> int:
     ap.add_argument("records", nargs="+", type=Path)
     ap.add_argument("--profiles", type=Path, required=True, help="the runs' profiles")
     ap.add_argument("--old-src", type=Path, required=True, help="another revision's src/")
-    ap.add_argument("--arm", choices=["auto", *ARMS], default="auto")
+    ap.add_argument("--arm", choices=["auto", *ADAPTIVE_ARMS], default="auto")
     args = ap.parse_args()
     old_mod = load_old(args.old_src)
     profiles = read_profiles(ProfileStore(args.profiles))

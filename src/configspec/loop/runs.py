@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from configspec.config import RunRecord
 from configspec.errors import InvalidInput
 from configspec.loop.runtime import RunPlan, Runtime, RuntimeSettings
@@ -154,7 +152,7 @@ def adaptive_policy(
     ``store``; ``max_k`` is the verifier's limit. Raises when a profile is missing."""
     from configspec.model.presets import get_preset
     from configspec.search.space import read_profiles
-    from configspec.serving.adaptive import AdaptiveK, prior_from_profiles
+    from configspec.serving.adaptive import AdaptiveK, auto_options, prior_from_profiles
 
     if store is None:
         raise InvalidInput(
@@ -175,18 +173,13 @@ def adaptive_policy(
         rtt_ms=run.prior_rtt_ms,
     )
     k_max = min(prior.k_max, max_k) if run.k_max is None else run.k_max
-    # each drafter kind gets the variant that won its live A/B (bench_adaptive.py
-    # --adaptive-arms line shape depth, README "Adaptive K"): a model drafter the
-    # verification profile's per-width shape, a model-free one the match-depth rule
-    model_free = bool(np.any(np.asarray(prior.proposal) < 1.0))
     return AdaptiveK(
         prior,
         k_min=run.k_min,
         k_max=k_max,
         objective=run.objective,
         preset=get_preset("configspec"),
-        verify_shape=not model_free,
-        match_depth=model_free,
+        **auto_options(prior),
     )
 
 

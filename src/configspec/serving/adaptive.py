@@ -171,7 +171,9 @@ __all__ = [
     "OBJECTIVES",
     "AdaptiveK",
     "PolicyPrior",
+    "auto_options",
     "evidence_weights",
+    "model_free",
     "pool_positions",
     "positions_from_tokens_per_round",
     "prior_from_profiles",
@@ -248,6 +250,22 @@ applies (about the acceptance memory, 1 / (1 − :data:`DECAY`))."""
 
 
 _CHOICE_FIELDS = frozenset(KChoice.model_fields)
+
+
+def model_free(prior: PolicyPrior) -> bool:
+    """Whether the drafter behind ``prior`` may propose fewer than K tokens (a model-free,
+    n-gram drafter): its proposal chain is below 1 somewhere. A model drafter always
+    proposes K."""
+    return bool(np.any(np.asarray(prior.proposal) < 1.0))
+
+
+def auto_options(prior: PolicyPrior) -> dict[str, bool]:
+    """The :class:`AdaptiveK` options ``run edge --k auto`` uses for the drafter behind
+    ``prior``: each drafter kind the variant that won its live A/B (``bench_adaptive.py
+    --adaptive-arms line shape depth``, README "Adaptive K"): the verification profile's
+    per-width shape for a model drafter, the match-depth rule for a model-free one."""
+    free = model_free(prior)
+    return {"verify_shape": not free, "match_depth": free}
 
 
 def _choice(**fields: object) -> KChoice:
@@ -356,8 +374,8 @@ estimators.VerifyLine` ``shape``), its doubt from the profile's intervals, inste
         self._waiting = 0  # rounds another K has led by more than hold, not yet convincingly
         self._rtt_at_switch = float(np.asarray(prior.link.rtt_ms))  # RTT when K last changed
         # a model drafter always proposes K: nothing to learn (and log-odds of 1 are ±inf)
-        model_free = not bool(np.all(np.asarray(prior.proposal) >= 1.0))
-        self.match_depth = match_depth and model_free
+        free = model_free(prior)
+        self.match_depth = match_depth and free
         self.acceptance = PositionalBeta(
             prior.acceptance,
             prior.strength,
@@ -369,7 +387,7 @@ estimators.VerifyLine` ``shape``), its doubt from the profile's intervals, inste
             PositionalBeta(
                 prior.proposal, prior.strength, decay, pool_from=1, group_changes=group_changes
             )
-            if model_free
+            if free
             else None
         )
         self.rtt = RunningMedian(float(np.asarray(prior.link.rtt_ms)), window)
