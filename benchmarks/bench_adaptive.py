@@ -31,14 +31,18 @@ arms measured on the same cells — what the benchmark reported before — is bi
 by their noise (it is still printed, "in-sample"). The scenario itself (delays, prompts,
 static pick, tokens) does not depend on R.
 
-Adaptive arms side by side (``--adaptive-arms line shape``; default ``line``, the default
-policy alone, printed as before): each listed variant (:data:`ADAPTIVE_ARMS`) is one more
-arm with its own fresh policy every repeat, rotated with the static arms like any other.
-Each gets the full table (per phase against the held-out oracle, the whole scenario
-against the static pick, the no-drift control), and each later arm its goodput ratio
-over the first on the cells both ran, with a bootstrap CI (``_adaptive_report.py``). One
-more arm adds about 1/9 to the wall time. ``depth`` is not run for a model drafter when
-``line`` is (the same policy there).
+Adaptive arms side by side (``--adaptive-arms auto line shape``; default ``auto`` alone,
+printed as ``adaptive``: the policy ``run edge --k auto`` runs for the drafter's kind, the
+verification shape for a model drafter and the match-depth rule for a model-free one;
+``line`` is the :class:`AdaptiveK` class defaults, the policy before those two won their
+A/Bs): each listed variant (:data:`ADAPTIVE_ARMS`) is one more arm with its own fresh
+policy every repeat, rotated with the static arms like any other. Each gets the full
+table (per phase against the held-out oracle, the whole scenario against the static pick,
+the no-drift control), and each later arm its goodput ratio over the first on the cells
+both ran, with a bootstrap CI (``_adaptive_report.py``). One more arm adds about 1/9 to
+the wall time. An arm that is the same policy as an earlier one for the drafter is not
+run (``depth`` is ``line`` and ``auto`` is ``shape`` for a model drafter; ``auto`` is
+``depth`` for a model-free one); the options each arm ran with are printed and stored.
 
 Wall time on the benchmark host (2-core Xeon VM, quiet): one repeat of the Q4_0 drafter
 ≈ 13 min, of the n-gram drafter ≈ 11 min (2026-11-30, 00:27–00:51), so R = 2 with both
@@ -111,24 +115,34 @@ from configspec.search.space import (  # noqa: E402
     read_profiles,
     space_from_profiles,
 )
-from configspec.serving.adaptive import AdaptiveK, prior_from_profiles  # noqa: E402
+from configspec.serving.adaptive import (  # noqa: E402
+    AdaptiveK,
+    PolicyPrior,
+    auto_options,
+    model_free,
+    prior_from_profiles,
+)
 from configspec.serving.client import EdgeClient, Generation  # noqa: E402
 from configspec.serving.proxy import DelayProxy, DelaySchedule  # noqa: E402
 from configspec.serving.record import build_run_record  # noqa: E402
 from configspec.store import ProfileStore, atomic_write_json  # noqa: E402
 
 ADAPTIVE_ARMS: dict[str, dict[str, object]] = {
+    "auto": {},
     "line": {},
     "shape": {"verify_shape": True},
     "depth": {"match_depth": True},
     "depth-group": {"match_depth": True, "group_changes": True},
 }
-"""``--adaptive-arms`` variant → the :class:`AdaptiveK` options of that arm: ``line`` is
-the default policy (verification a live line), ``shape`` reads the verification profile's
-per-width table (``verify_shape=True``), ``depth`` keeps a model-free drafter's deep
-positions off the first position's shift (``match_depth=True``; the same as ``line`` for a
-model drafter); ``depth-group`` is ``depth`` with one change detector per group of
-positions (``AdaptiveK(group_changes=True)``, experimental)."""
+"""``--adaptive-arms`` variant → the :class:`AdaptiveK` options of that arm: ``auto`` is
+what ``run edge --k auto`` runs (:func:`~configspec.serving.adaptive.auto_options`: the
+options of ``shape`` for a model drafter, of ``depth`` for a model-free one; resolved per
+drafter by :func:`arm_options`), ``line`` the class defaults (verification a live line),
+``shape`` reads the verification profile's per-width table (``verify_shape=True``),
+``depth`` keeps a model-free drafter's deep positions off the first position's shift
+(``match_depth=True``; the same as ``line`` for a model drafter); ``depth-group`` is
+``depth`` with one change detector per group of positions (``AdaptiveK(group_changes=True)``,
+experimental)."""
 
 
 class TimedPolicy(AdaptiveK):
@@ -241,33 +255,55 @@ def replay_cost_ms(policy_factory: object, arm: Arm, repeats: int = 5) -> float:
     return best * 1e3
 
 
-def new_policy(
-    profiles: Profiles, name: str, context: int, k_max: int, **options: object
-) -> TimedPolicy:
-    """A fresh policy for one adaptive arm (``options``: :data:`ADAPTIVE_ARMS`)."""
-    prior = prior_from_profiles(
+def bench_prior(profiles: Profiles, name: str, context: int, k_max: int) -> PolicyPrior:
+    """The adaptive arms' prior: the profiles for the code domain and the stored RTT."""
+    return prior_from_profiles(
         profiles, drafter=name, domain="code", k_max=k_max, context_tokens=context
     )
-    return TimedPolicy(prior, k_min=1, k_max=k_max, **options)
 
 
-def drafter_variants(asked: list[str], probe: AdaptiveK) -> list[str]:
+def arm_options(variant: str, prior: PolicyPrior) -> dict[str, object]:
+    """The :class:`AdaptiveK` options of ``variant`` for the drafter behind ``prior``, only
+    those that change its policy: ``auto`` resolved as ``run edge --k auto`` resolves it;
+    ``match_depth`` and ``group_changes`` dropped for a model drafter (they act on a
+    model-free drafter's proposal chain only)."""
+    options = auto_options(prior) if variant == "auto" else ADAPTIVE_ARMS[variant]
+    free = model_free(prior)
+    return {
+        key: value
+        for key, value in options.items()
+        if value and (free or key not in {"match_depth", "group_changes"})
+    }
+
+
+def new_policy(
+    profiles: Profiles, name: str, context: int, k_max: int, variant: str
+) -> TimedPolicy:
+    """A fresh policy for one adaptive arm (``variant``: a key of :data:`ADAPTIVE_ARMS`)."""
+    prior = bench_prior(profiles, name, context, k_max)
+    return TimedPolicy(prior, k_min=1, k_max=k_max, **arm_options(variant, prior))
+
+
+def drafter_variants(asked: list[str], prior: PolicyPrior, name: str) -> list[str]:
     """The adaptive arms to run for one drafter: ``asked`` without those that are the same
-    policy as an earlier one for it (``depth`` is ``line`` for a model drafter, whose
-    ``probe`` policy has no proposal chain)."""
-    if probe.proposal is not None:
-        return asked
-    same = {"depth": "line", "depth-group": "line"}
-    out = [v for v in asked if not (v in same and same[v] in asked)]
-    if len(out) < len(asked):
-        print(f"  adaptive arms {', '.join(sorted(set(asked) - set(out)))} skipped: the same "
-              "policy as line for a model drafter")  # fmt: skip
+    policy for it as an earlier one (for a model drafter ``depth`` is ``line`` and ``auto``
+    is ``shape``; for a model-free one ``auto`` is ``depth``)."""
+    out: list[str] = []
+    seen: dict[tuple[tuple[str, object], ...], str] = {}
+    for variant in asked:
+        key = tuple(sorted(arm_options(variant, prior).items()))
+        if key in seen:
+            print(f"  adaptive arm {variant} skipped: the same policy as {seen[key]} for "
+                  f"{name}")  # fmt: skip
+            continue
+        seen[key] = variant
+        out.append(variant)
     return out
 
 
 def arm_name(variant: str, variants: list[str]) -> str:
     """``adaptive`` for the default arm alone (the output as before), else per variant."""
-    return "adaptive" if variants == ["line"] else f"adaptive-{variant}"
+    return "adaptive" if variants == ["auto"] else f"adaptive-{variant}"
 
 
 def main() -> int:
@@ -291,9 +327,10 @@ def main() -> int:
     )
     ap.add_argument("--runs", type=Path, default=None, help="store the adaptive run records")
     ap.add_argument(
-        "--adaptive-arms", nargs="+", choices=sorted(ADAPTIVE_ARMS), default=["line"],
+        "--adaptive-arms", nargs="+", choices=sorted(ADAPTIVE_ARMS), default=["auto"],
         help="adaptive arms run side by side, each with its own fresh policy, interleaved "
-        "with the static arms (line: the default policy; shape: verification from the "
+        "with the static arms (auto: what run edge --k auto runs, the default; line: the "
+        "AdaptiveK class defaults; shape: verification from the "
         "profile's per-width table; depth: an n-gram drafter's depth conditional on a match, "
         "AdaptiveK(match_depth=True)); ratios of each later arm over the first are printed",
     )  # fmt: skip
@@ -350,14 +387,16 @@ def main() -> int:
                 warm = EdgeClient(proxy.url, drafter, k=2, timeout_s=120.0)
                 warm.generate(drafter.tokenize(code[0].text), 4)
                 warm.close()  # (the adaptive arms' placeholder client until repeat 1)
-                variants = drafter_variants(asked, new_policy(profiles, name, context, args.k_max))
+                prior = bench_prior(profiles, name, context, args.k_max)
+                variants = drafter_variants(asked, prior, name)
                 n_ad = len(variants)
                 factories = {
-                    v: functools.partial(
-                        new_policy, profiles, name, context, args.k_max, **ADAPTIVE_ARMS[v]
-                    )
+                    v: functools.partial(new_policy, profiles, name, context, args.k_max, v)
                     for v in variants
                 }
+                for v in variants:
+                    options = arm_options(v, prior) or "none"
+                    print(f"  adaptive arm {v}: AdaptiveK options {options}")
                 arms = [Arm(arm_name(v, asked), warm, v) for v in variants]
                 arms += [
                     Arm(f"K={k}", EdgeClient(proxy.url, drafter, k=k, timeout_s=120.0))
@@ -396,7 +435,11 @@ def main() -> int:
                 cost["replay_best_of_5"] = replay_cost_ms(factories[v], arms[i])  # type: ignore[index]
                 summaries[v] = res
             # the first arm's figures where a single arm's always were (the default output)
-            results[name] = {**summaries[variants[0]], "adaptive_arm": variants[0]}
+            results[name] = {
+                **summaries[variants[0]],
+                "adaptive_arm": variants[0],
+                "adaptive_options": {v: arm_options(v, prior) for v in variants},
+            }
             results[name]["cells"] = {
                 scenario: {
                     a.name: [[c.repeat, c.phase, c.prompt, c.tokens, c.decode_s] for c in a.cells]
@@ -404,7 +447,7 @@ def main() -> int:
                 }
                 for scenario, group in (("drift", arms), ("control", control_arms))
             }
-            if asked != ["line"]:
+            if asked != ["auto"]:
                 results[name]["arms"] = summaries
             if n_ad > 1:
                 results[name]["arm_ratios"] = {

@@ -143,7 +143,7 @@ def main() -> int:
     ap.add_argument("records", nargs="+", type=Path)
     ap.add_argument("--profiles", type=Path, required=True, help="the runs' profiles")
     ap.add_argument("--old-src", type=Path, required=True, help="another revision's src/")
-    ap.add_argument("--arm", choices=["auto", *ADAPTIVE_ARMS], default="auto")
+    ap.add_argument("--arm", choices=list(ADAPTIVE_ARMS), default="auto")
     args = ap.parse_args()
     old_mod = load_old(args.old_src)
     profiles = read_profiles(ProfileStore(args.profiles))
