@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -41,6 +41,9 @@ from schemathesis.checks import (
 from configspec.serving.protocol import ErrorResponse
 from configspec.serving.server import ServerThread
 from configspec.serving.sessions import ServerLimits, VerifierService
+
+if TYPE_CHECKING:
+    from configspec.backends.models import PreparedFamily
 
 log = logging.getLogger(__name__)
 
@@ -186,14 +189,14 @@ def test_fuzz_the_api_from_its_schema(fake_server: ServerThread) -> None:
 
 
 @pytest.mark.slow
-def test_fuzz_a_real_llamacpp_verifier() -> None:
+def test_fuzz_a_real_llamacpp_verifier(model_family: PreparedFamily) -> None:
     from configspec.backends.factory import LlamaSettings, open_target
-    from configspec.errors import ConfigSpecError
 
-    try:
-        target = open_target("gemma-3-270m-f32", settings=LlamaSettings(n_threads=2, n_ctx=128))
-    except ConfigSpecError as exc:
-        pytest.fail(f"the real target is not prepared ({exc}); run `configspec models prepare`")
+    # the session's prepared family, as every real-model test: a fresh machine has no
+    # registered models (this test once read the user's cache and failed on a new one)
+    target = open_target(
+        str(model_family.target_path), settings=LlamaSettings(n_threads=2, n_ctx=128)
+    )
     # a short context keeps every prefill short on a loaded 2-core host; a real hang is
     # still caught (no answer in 60 s)
     service = VerifierService(
