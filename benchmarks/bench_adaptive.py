@@ -64,7 +64,8 @@ verification and alignment profiles of this machine instead (copied, never modif
 Prints a table, then the target ratios per drafter, and writes
 ``benchmarks/results/bench_adaptive.json`` (with every cell); ``--runs DIR`` also stores the
 adaptive runs' records, one per repeat (for ``configspec report`` and
-``replay_adaptive.py``). Exit status 0 when every target is met.
+``replay_adaptive.py``), and the profiles the policies' prior came from (so ``--profiles
+DIR`` rebuilds it in a replay). Exit status 0 when every target is met.
 """
 
 from __future__ import annotations
@@ -351,6 +352,11 @@ def main() -> int:
     shutil.copytree(source, work / "profiles", ignore=shutil.ignore_patterns("runs"))
     store = ProfileStore(work / "profiles")
     profiles = read_profiles(store)
+    if args.runs is not None:
+        # the prior beside the records, so replay_adaptive*.py --profiles RUNS can rebuild
+        # it after the work directory (and a quickstart made in it) is gone
+        ignore = shutil.ignore_patterns("runs", "cache", "checkpoints")
+        shutil.copytree(work / "profiles", args.runs, ignore=ignore, dirs_exist_ok=True)
     n = args.prompts_per_phase
     code = bundled_prompts(["code"])
     chat = bundled_prompts(["chat"])
