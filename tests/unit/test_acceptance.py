@@ -10,7 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from configspec.errors import InvalidInput
-from configspec.model.acceptance import tokens_per_round_from_alpha, tokens_per_round_from_positions
+from configspec.model.acceptance import (
+    drafted_length_distribution,
+    tokens_per_round_from_alpha,
+    tokens_per_round_from_positions,
+)
 from configspec.profiling.acceptance import (
     block_match_matrix,
     check_temperature,
@@ -244,3 +248,34 @@ def test_proposer_that_drafts_fewer_than_k_counts_what_it_proposed() -> None:
     assert s.proposed_per_round is not None
     assert s.proposed_per_round[2].mean == pytest.approx(1 / 3)
     assert summarize([model], n_boot=10).proposed_per_round is None  # always drafts K
+
+
+@given(
+    steps=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=10),
+)
+def test_drafted_length_distribution_reproduces_consistent_means(steps: list[float]) -> None:
+    """Means whose steps fall (a drafter that stops where its match ends) give, at each K,
+    a distribution over 0..K that sums to 1 and whose mean is the drafted mean."""
+    reach = np.minimum.accumulate(np.asarray(steps))
+    drafted = np.concatenate([[0.0], np.cumsum(reach)])
+    w = drafted_length_distribution(drafted)
+    n = drafted.size - 1
+    assert w.shape == (n + 1, n + 1)
+    assert np.all(w >= -1e-12)
+    np.testing.assert_allclose(w.sum(axis=1), 1.0, atol=1e-12)
+    np.testing.assert_allclose(w @ np.arange(n + 1), drafted, atol=1e-9)
+    assert np.all(np.triu(w, 1) == 0.0)  # never more than K drafted
+
+
+def test_drafted_length_distribution_of_a_model_drafter_is_k() -> None:
+    w = drafted_length_distribution(np.arange(6.0))
+    np.testing.assert_array_equal(w, np.eye(6))
+
+
+def test_drafted_length_distribution_of_a_noisy_profile_stays_a_distribution() -> None:
+    """A rising step (noise) is flattened: the chances of reaching a position never rise."""
+    w = drafted_length_distribution(np.array([0.0, 0.5, 0.9, 1.6, 1.7]))
+    np.testing.assert_allclose(w.sum(axis=1), 1.0)
+    assert np.all(w >= 0.0)
+    # reach: 0.5, 0.4, min(0.7, 0.4) = 0.4, 0.1
+    np.testing.assert_allclose(w[4], [0.5, 0.1, 0.0, 0.3, 0.1])

@@ -291,7 +291,9 @@ def test_rtt_crossover_is_where_the_optimum_changes() -> None:
 
 def test_drafter_that_proposes_fewer_than_k_is_charged_for_what_it_drafts() -> None:
     """An n-gram drafter at K=4 that drafts 1.5 tokens per round on average: drafting,
-    verification (interpolated between 2 and 3 positions) and E(K) follow the profile."""
+    verification and E(K) follow the profile. Drafted is measured at K = 4 only, which
+    does not pin down how the widths spread, so verification is interpolated between 2
+    and 3 positions (the time at the mean width)."""
     from configspec.config import AcceptanceAtK, AlignmentEntry
 
     entry = AlignmentEntry(
@@ -313,6 +315,47 @@ def test_drafter_that_proposes_fewer_than_k_is_charged_for_what_it_drafts() -> N
     assert row[R.VERIFY_MS] == pytest.approx(10.0 + 4.0 * 2.5)  # 1.5 drafts + 1 position
     assert row[R.TOKENS_PER_ROUND] == pytest.approx(1.8)
     assert row[R.GOODPUT_TOK_S] == pytest.approx(1.8e3 / (3.0 + 20.0))
+
+
+def test_an_ngram_drafter_is_charged_verification_over_the_widths_it_drafts() -> None:
+    """Drafted measured at every K: verification is the mean over the drafted-length
+    distribution those means imply, not the time at the mean width. Here the rounds draft
+    0 (40%) or K (60%), and verifying costs 10 ms up to 2 positions, 10 + 20·(p − 2) above."""
+    from configspec.config import AcceptanceAtK, AlignmentEntry, VerifyLatencyPoint
+
+    entry = AlignmentEntry(
+        drafter="ng",
+        by_k=[
+            AcceptanceAtK(
+                k=k,
+                accepted_fraction=Estimate(mean=0.5),
+                tokens_per_round=Estimate(mean=1.0 + 0.3 * k),
+                drafted_per_round=Estimate(mean=0.6 * k),
+            )
+            for k in range(1, 5)
+        ],
+    )
+    kinked = verification().model_copy(
+        update={
+            "latency": [
+                VerifyLatencyPoint(
+                    positions=p,
+                    context_tokens=0,
+                    latency_ms=Estimate(mean=10.0 + 20 * max(0, p - 2)),
+                )
+                for p in range(1, 34)
+            ]
+        }
+    )
+    devs = [device(drafters=[drafter("ng", per_token_ms=2.0)])]
+    space = build_space(devs, [alignment([entry])], [kinked], CONFIGSPEC, SearchSettings(k_max=4))
+    table = _spec(pick(space, NO_NETWORK).table).set_index(R.K)
+    for k in range(1, 5):
+        expected = 0.4 * 10.0 + 0.6 * (10.0 + 20 * max(0, k - 1))  # 1 or k + 1 positions
+        assert table.loc[k, R.VERIFY_MS] == pytest.approx(expected)
+        assert table.loc[k, R.DRAFT_MS] == pytest.approx(0.6 * k * 2.0)
+    # at the mean width (2.4 drafted, 3.4 positions at K = 4) it would have been 38 ms
+    assert table.loc[4, R.VERIFY_MS] == pytest.approx(46.0)
 
 
 def test_catchup_is_charged_with_the_probability_that_every_draft_is_accepted() -> None:

@@ -83,6 +83,43 @@ def tokens_per_round_from_measured(
     return np.where(np.isfinite(measured), measured, formula)
 
 
+def drafted_length_distribution(drafted: ArrayLike) -> FloatArray:
+    """P(a round drafts j tokens) at each K, from the mean drafted per round at K = 0..n.
+
+    ``drafted`` has shape ``(..., n + 1)``: index K holds the mean number of tokens drafted
+    per round when K are asked for (K itself for a model drafter; fewer for a model-free,
+    n-gram drafter, which proposes only as far as its match goes). The result has shape
+    ``(..., n + 1, n + 1)``: ``[..., K, j]`` is the chance that a round at K drafts j
+    tokens (zero for j > K; each row sums to 1).
+
+    A drafter that stops where its match ends drafts min(D, K) for a length D of its own,
+    so E[min(D, K)] − E[min(D, K − 1)] = P(D ≥ K): the differences of the means are the
+    chances of reaching each position. They are clipped into [0, 1] and made
+    non-increasing (a noisy profile may say otherwise); a model drafter (``drafted`` = K)
+    gets all its weight at j = K. Verification is not linear in the positions verified
+    (on the CPU verifier here 1 → 2 positions cost nothing and 2 → 3 about 5 ms), and an
+    n-gram drafter's rounds mostly draft 0 or K: its verification time is the mean over
+    this distribution, not the time at the mean width (in the kept T = 0.8 runs at K = 4:
+    49.0 ms over the distribution, 44.8 at the mean width, 50.9 measured).
+    """
+    d = np.asarray(drafted, dtype=np.float64)
+    n = d.shape[-1] - 1
+    step = np.diff(d, axis=-1)
+    step = np.where(np.isfinite(step), step, 1.0)
+    reach = np.minimum.accumulate(np.clip(step, 0.0, 1.0), axis=-1)  # P(D >= j), j = 1..n
+    ones = np.ones((*reach.shape[:-1], 1))
+    reach0 = np.concatenate([ones, reach], axis=-1)  # P(D >= j), j = 0..n
+    exact = reach0[..., :-1] - reach0[..., 1:]  # P(D = j), j = 0..n-1
+    k_idx = np.arange(n + 1)
+    j_idx = np.arange(n + 1)
+    below = j_idx[None, :] < k_idx[:, None]  # (K, j): j < K
+    at = j_idx[None, :] == k_idx[:, None]
+    exact_full = np.concatenate([exact, np.zeros((*exact.shape[:-1], 1))], axis=-1)
+    out = np.where(below, exact_full[..., None, :], 0.0)
+    out = out + np.where(at, reach0[..., None, :], 0.0)
+    return np.asarray(out, dtype=np.float64)
+
+
 def alpha_from_tokens_per_round(tokens_per_round: ArrayLike, k: ArrayLike) -> FloatArray:
     """The single rate α whose closed form gives ``tokens_per_round`` at ``k`` (bisection).
 

@@ -32,6 +32,7 @@ from configspec.config import (
     VerificationProfile,
 )
 from configspec.errors import InvalidInput, ProfileMissing
+from configspec.model.acceptance import drafted_length_distribution
 from configspec.model.evaluate import Bounded, GridInputs
 from configspec.model.presets import ModelPreset
 from configspec.records import K_LIMIT, AcceptanceSource, Mode
@@ -479,6 +480,13 @@ def _bounded(spec: list[FloatArray], cloud: list[FloatArray], edge: list[FloatAr
     return Bounded(parts[0], parts[1], parts[2])
 
 
+DISTRIBUTION_TOL = 0.1
+"""Tokens by which the mean of the drafted-length distribution derived from a profile's
+per-K means may miss the measured mean at K before verification falls back to the time at
+the mean width (:func:`_grid_inputs`): the derivation clips and smooths noisy steps, which
+moves the mean by a few hundredths, but a profile measured at some K only breaks it."""
+
+
 def _grid_inputs(
     edge: _EdgeTables, targets: _TargetTables, r: _Rows, acc: FloatArray, drafted_by: FloatArray
 ) -> GridInputs:
@@ -498,20 +506,27 @@ def _grid_inputs(
         [d_lat[x][cd, 0] for x in three],
         [d_lat[x][ed, 0] for x in three],
     )
-    # Verification covers the drafted tokens plus one position; a drafter that proposes
-    # fewer than K on average (n-gram lookup) is charged between the neighbouring profiled
-    # position counts (verification latency is piecewise linear in positions).
+    # Verification covers the drafted tokens plus one position. A drafter that proposes
+    # fewer than K (n-gram lookup) is charged the mean over the widths its rounds draft
+    # (drafted_length_distribution), not the time at its mean width: verification is not
+    # linear in the positions, and such a drafter's rounds mostly draft 0 or K. Where the
+    # profile's means do not pin that distribution down (drafted measured at some K only:
+    # the distribution's mean then misses the measured one by more than DISTRIBUTION_TOL
+    # tokens), it is charged between the profiled position counts around its mean width.
     drafted = drafted_by[ai, k]
+    weights = drafted_length_distribution(drafted_by)[ai, k]  # (rows, j = 0..k_cap)
+    width = weights.shape[1]
+    spread = np.abs(weights @ np.arange(width, dtype=np.float64) - drafted) <= DISTRIBUTION_TOL
     lo_pos = np.floor(drafted).astype(np.int64)
     frac = drafted - lo_pos
     hi_pos = np.minimum(lo_pos + 1, k)
+    rows = np.arange(ti.size)
 
     def verify_at(x: int) -> FloatArray:
         lat = t_lat[x][ti]
-        rows = np.arange(ti.size)
-        return np.asarray(
-            (1.0 - frac) * lat[rows, lo_pos + 1] + frac * lat[rows, hi_pos + 1], dtype=np.float64
-        )
+        by_width = np.where(weights > 0.0, weights * lat[:, 1 : width + 1], 0.0).sum(axis=1)
+        at_mean = (1.0 - frac) * lat[rows, lo_pos + 1] + frac * lat[rows, hi_pos + 1]
+        return np.asarray(np.where(spread, by_width, at_mean), dtype=np.float64)
 
     verify = _bounded([verify_at(x) for x in three], [t_lat[x][ct, 1] for x in three], [zero_e] * 3)
     verify_one = _bounded(
