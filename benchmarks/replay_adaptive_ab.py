@@ -14,7 +14,12 @@ the K each would choose, its switches, and the goodput the choices would have gi
   records), and a fully accepted round continues at the phase's measured depth rate
   (expected value);
 * time: the round's measured time with its verification replaced by the phase's median
-  verification at the new width (a line fitted on the phase where a width has < 3 rounds).
+  verification at the new width (a line fitted on the phase where a width has < 3 rounds)
+  and its drafting scaled to the tokens drafted at the new width (the round's own time per
+  drafted token; the phase's median where the round drafted none). Until 2026-11-30 the
+  drafting time stayed as measured, which favoured a model drafter's longer K: replayed at
+  K = 8 throughout, phase 2 of the kept Q4_0 drift records read about 20 tok/s where K = 8
+  measured 17.4 live.
 
 Open loop: every round's outcome is the one measured at the recorded K, so the replayed
 policy sees evidence its own choices would not always have produced. The ratios say which
@@ -109,6 +114,12 @@ def depth_rate(rounds: list[dict[str, Any]]) -> float:
     return ok / trials if trials else 0.5
 
 
+def draft_ms_per_token(rounds: list[dict[str, Any]]) -> float:
+    """Median drafting time per drafted token (ms) over the rounds that drafted."""
+    per = [r["draft_ms"] / r["k"] for r in rounds if r["k"] >= 1]
+    return float(np.median(per)) if per else 0.0
+
+
 def counterfactual(
     rounds: list[dict[str, Any]], phase: list[int], ks: list[int]
 ) -> list[tuple[float, float]]:
@@ -117,6 +128,8 @@ def counterfactual(
               for q in range(PHASES)]  # fmt: skip
     rho = [depth_rate([r for r, p in zip(rounds, phase, strict=True) if p == q])
            for q in range(PHASES)]  # fmt: skip
+    per_token = [draft_ms_per_token([r for r, p in zip(rounds, phase, strict=True) if p == q])
+                 for q in range(PHASES)]  # fmt: skip
     out = [(0.0, 0.0)] * PHASES
     for r, p, k in zip(rounds, phase, ks, strict=True):
         kr, drafted, acc = r["k_limit"], r["k"], r["accepted"]
@@ -132,7 +145,10 @@ def counterfactual(
         else:  # fully accepted at the recorded K: continued at the measured depth rate
             d2 = k
             a2 = acc + sum(rho[p] ** j for j in range(1, k - kr + 1))
-        ms = r["round_ms"] - verify[p](drafted + 1) + verify[p](d2 + 1)
+        # drafting scales with the tokens drafted (a model drafter's 8 drafts take about
+        # 4x its 2; an n-gram drafter's take ~0 either way)
+        draft = r["draft_ms"] * d2 / drafted if drafted else per_token[p] * d2
+        ms = r["round_ms"] - verify[p](drafted + 1) + verify[p](d2 + 1) - r["draft_ms"] + draft
         tokens, time = out[p]
         out[p] = (tokens + a2 + 1.0, time + ms)
     return out
