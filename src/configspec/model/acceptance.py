@@ -95,7 +95,8 @@ def drafted_length_distribution(drafted: ArrayLike) -> FloatArray:
     A drafter that stops where its match ends drafts min(D, K) for a length D of its own,
     so E[min(D, K)] − E[min(D, K − 1)] = P(D ≥ K): the differences of the means are the
     chances of reaching each position. They are clipped into [0, 1] and made
-    non-increasing (a noisy profile may say otherwise); a model drafter (``drafted`` = K)
+    non-increasing (a noisy profile may say otherwise), and a step with no finite figure
+    counts as certain to be reached (as for a model drafter); a model drafter (``drafted`` = K)
     gets all its weight at j = K. Verification is not linear in the positions verified
     (on the CPU verifier here 1 → 2 positions cost nothing and 2 → 3 about 5 ms), and an
     n-gram drafter's rounds mostly draft 0 or K: its verification time is the mean over
@@ -105,18 +106,14 @@ def drafted_length_distribution(drafted: ArrayLike) -> FloatArray:
     d = np.asarray(drafted, dtype=np.float64)
     n = d.shape[-1] - 1
     step = np.diff(d, axis=-1)
-    step = np.where(np.isfinite(step), step, 1.0)
+    step = np.where(np.isfinite(step), step, 1.0)  # no figure at K: as a model drafter
     reach = np.minimum.accumulate(np.clip(step, 0.0, 1.0), axis=-1)  # P(D >= j), j = 1..n
-    ones = np.ones((*reach.shape[:-1], 1))
-    reach0 = np.concatenate([ones, reach], axis=-1)  # P(D >= j), j = 0..n
-    exact = reach0[..., :-1] - reach0[..., 1:]  # P(D = j), j = 0..n-1
-    k_idx = np.arange(n + 1)
-    j_idx = np.arange(n + 1)
-    below = j_idx[None, :] < k_idx[:, None]  # (K, j): j < K
-    at = j_idx[None, :] == k_idx[:, None]
-    exact_full = np.concatenate([exact, np.zeros((*exact.shape[:-1], 1))], axis=-1)
-    out = np.where(below, exact_full[..., None, :], 0.0)
-    out = out + np.where(at, reach0[..., None, :], 0.0)
+    edge = np.ones((*reach.shape[:-1], 1))
+    reach = np.concatenate([edge, reach, 0.0 * edge], axis=-1)  # P(D >= j), j = 0..n + 1
+    exact = reach[..., :-1] - reach[..., 1:]  # P(D = j), j = 0..n
+    # row K: P(D = j) below j = K, P(D >= K) at j = K, nothing above
+    below = np.tri(n + 1, k=-1)
+    out = below * exact[..., None, :] + np.eye(n + 1) * reach[..., None, :-1]
     return np.asarray(out, dtype=np.float64)
 
 
