@@ -30,10 +30,10 @@ profile times sessions 0..B-1 at one width; live passes match it because the ver
 gives a prefill chunk a pass of its own and the target fills gaps between sequence ids
 (one llama.cpp micro-batch per pass; ``bench_pass_trace.py`` checks the curve against
 each traced live pass, ``docs/fleet.md`` has the measurements). A pass
-pads every session's block to the widest, so the pass width for N clients is the
-expected widest of a batch's rounds (from the calibration's distribution of drafted
-tokens), not the mean, read at fewer positions for the output rows the rounds do not
-yield (``model.fleet.pass_positions``; the output rows' share of a position's cost is
+pads every session's block to the widest, so a pass of N clients' rounds costs the mean
+over the widest of N draws from the calibration's distribution of drafted tokens (not
+the pass at the mean width), read at fewer positions for the output rows the rounds do
+not yield (``model.fleet.padded_pass_ms``; the output rows' share of a position's cost is
 timed side by side before the runs, ``--output-share`` sets it; each row also reports the
 error without it); session churn (rounds per generation, prefill time) comes from the
 calibration too. The window opens once every client has started (two rounds of its first
@@ -86,6 +86,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from numpy.typing import ArrayLike
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -95,7 +96,8 @@ from configspec.model.fleet import (  # noqa: E402
     GATHER_MODELS,
     BatchLatency,
     mean_pass_sessions,
-    pass_positions,
+    padded_pass_ms,
+    padded_pass_reads,
     solve_population,
 )
 from configspec.profiling.prompts import bundled_prompts  # noqa: E402
@@ -371,6 +373,26 @@ def think_ms(run: dict[str, object]) -> float:
     return float(run["round_ms"]) - float(run["server_ms"])  # type: ignore[arg-type]
 
 
+def block_weights(k_counts: ArrayLike) -> np.ndarray:
+    """A run's counts of rounds by drafted tokens as the weights of the blocks the
+    batched verifier sends: a round that drafted nothing still sends 2 positions (a
+    single row takes its neighbour with it), so its count moves to one drafted token."""
+    w = np.asarray(k_counts, dtype=np.float64).copy()
+    if w.size > 1:
+        w[1] += w[0]
+        w[0] = 0.0
+    return w
+
+
+def effective_width(curve: BatchLatency, batch: ArrayLike, pass_ms: ArrayLike) -> np.ndarray:
+    """The positions at which ``curve`` at ``batch`` costs ``pass_ms`` (a padded pass of
+    mixed widths as one width: the cells the re-timing re-measures), to 0.01 position."""
+    grid = np.arange(1.0, curve.table_ms.shape[1] - 1 + 1e-9, 0.01)
+    cost = curve(np.asarray(batch)[..., None], grid)
+    out: np.ndarray = grid[np.nanargmin(np.abs(cost - np.asarray(pass_ms)[..., None]), axis=-1)]
+    return out
+
+
 def predict(
     calib: dict[str, object],
     max_n: int,
@@ -420,27 +442,30 @@ def predict(
     if not np.isfinite(prefill):
         prefill, rounds_per_session = 0.0, np.inf
     # A batched pass pads every session's block to the widest, so a pass of b sessions
-    # is as wide as the widest of b rounds: E[max of b draws] of the calibration's
-    # drafted+1 distribution (lockstep branches; one scenario per N, its column N), but
-    # a block yields only its own rounds' output rows, which cost output_share of a
-    # profiled position (model.fleet.pass_positions)
-    widths = np.full(max_n, positions)
+    # costs the mean over the widest of b rounds drawn from the calibration's drafted
+    # counts (lockstep branches), but a block yields only its own round's output rows,
+    # which cost output_share of a profiled position (model.fleet.padded_pass_ms)
     k_counts = calib.get("k_counts")
+    weights = None
     if k_counts and gather != "mva" and max_batch > 1:
-        ns = np.arange(1, max_n + 1, dtype=np.float64)
-        b = np.round(ns / np.maximum(np.ceil(ns / max_batch), 1.0))
-        widths = pass_positions(k_counts, b, output_share)  # type: ignore[arg-type]
-    sol = solve_population(max_n, think, widths, e, curve, max_batch, gather=gather,
-                           session_rounds=rounds_per_session, prefill_ms=prefill)  # fmt: skip
-    i = np.arange(max_n)
+        weights = block_weights(k_counts)  # type: ignore[arg-type]
+    sol = solve_population(max_n, think, positions, e, curve, max_batch, gather=gather,
+                           session_rounds=rounds_per_session, prefill_ms=prefill,
+                           drafted_weights=weights, output_share=output_share)  # fmt: skip
+    # the (probability, positions) readings of a padded pass at each N
+    reads = None
+    if weights is not None:
+        reads = np.stack(padded_pass_reads(sol.batch[0], weights, output_share), axis=-1)
+    # one scenario: column N - 1 is the network of N clients
     return {
-        "aggregate_tok_s": sol.replica_goodput_tok_s[i, i].tolist(),
-        "per_client_tok_s": sol.goodput_tok_s[i, i].tolist(),
-        "round_ms": sol.round_ms[i, i].tolist(),
-        "p95_round_ms": sol.p95_round_ms[i, i].tolist(),
-        "utilisation": sol.utilisation[i, i].tolist(),
-        "pass_width": widths.tolist(),
-        "pass_batch": sol.batch[i, i].tolist(),
+        "aggregate_tok_s": sol.replica_goodput_tok_s[0].tolist(),
+        "per_client_tok_s": sol.goodput_tok_s[0].tolist(),
+        "round_ms": sol.round_ms[0].tolist(),
+        "p95_round_ms": sol.p95_round_ms[0].tolist(),
+        "utilisation": sol.utilisation[0].tolist(),
+        "pass_width": effective_width(curve, sol.batch[0], sol.pass_ms[0]).tolist(),
+        "pass_batch": sol.batch[0].tolist(),
+        "pass_reads": None if reads is None else reads.tolist(),
         "think_ms": [think],
         "service_ms": [service],
         "session_rounds": [rounds_per_session],
@@ -521,7 +546,7 @@ def batch_curve(args: argparse.Namespace) -> tuple[BatchLatency, dict[str, objec
 
 def measure_output_share(args: argparse.Namespace, repeats: int = 5) -> dict[str, float]:
     """How much of a position's cost in a pass is its output row (the ``output_share`` of
-    :func:`configspec.model.fleet.pass_positions`), timed on the target the verifier
+    :func:`configspec.model.fleet.padded_pass_ms`), timed on the target the verifier
     runs (``--threads``, ``--n-ctx``): ``--max-batch`` blocks of ``--k`` + 1 positions
     with every row an output (the profile's pass), the same with one block drafting and
     the rest not (live rounds that drafted nothing: 2 output rows each, padded to the
@@ -595,24 +620,29 @@ def predict_timing_only_batched(
     output_share: float = 0.0,
 ) -> dict[str, float]:
     """Batched timing-only: think = round - time in the server (same run); the profiled
-    curve rescaled so that S(mean batch, w) is the mean pass time the verifier reported
-    in the window (prefill passes included, a small bias), ``w`` the expected widest block
-    of a pass of that many of the run's own rounds (the pass pads to it; the mean
-    positions would understate the pass and inflate the scale), less what the rounds'
-    missing output rows save (``output_share``, :func:`measure_output_share`)."""
+    curve rescaled so that the model's pass of the mean batch is the mean pass time the
+    verifier reported in the window (prefill passes included, a small bias): the mean
+    over the widest block of that many of the run's own rounds (the pass pads to it; the
+    mean positions would understate the pass and inflate the scale), less what the
+    rounds' missing output rows save (``output_share``, :func:`measure_output_share`;
+    ``model.fleet.padded_pass_ms``)."""
     n = int(meas["clients"])  # type: ignore[call-overload]
     n_pass, n_sess, pass_s = passes
     b_mean = n_sess / n_pass if n_pass else 1.0
     p = float(meas["drafted"]) + 1.0  # type: ignore[arg-type]
     k_counts = meas.get("k_counts")
+    weights = None
     if k_counts and gather != "mva" and max_batch > 1:
-        p = float(pass_positions(k_counts, b_mean, output_share))  # type: ignore[arg-type]
-    scale = (pass_s * 1e3 / n_pass) / float(curve(b_mean, p)) if n_pass else 1.0
+        weights = block_weights(k_counts)  # type: ignore[arg-type]
+    model_ms = (float(curve(b_mean, p)) if weights is None
+                else float(padded_pass_ms(curve, b_mean, weights, output_share)))  # fmt: skip
+    scale = (pass_s * 1e3 / n_pass) / model_ms if n_pass else 1.0
     assert curve.batches is not None
     scaled = BatchLatency(curve.table_ms * scale, curve.batches)
     think = think_ms(meas)
     e = float(meas["tokens_per_round"])  # type: ignore[arg-type]
-    sol = solve_population(n, think, p, e, scaled, max_batch, gather=gather)
+    sol = solve_population(n, think, p, e, scaled, max_batch, gather=gather,
+                           drafted_weights=weights, output_share=output_share)  # fmt: skip
     return {
         "aggregate_tok_s": float(sol.replica_goodput_tok_s[0, -1]),
         "per_client_tok_s": float(sol.goodput_tok_s[0, -1]),
@@ -620,7 +650,7 @@ def predict_timing_only_batched(
         "service_ms": float(pass_s * 1e3 / n_pass) if n_pass else float("nan"),
         "think_ms": think,
         "mean_batch": b_mean,
-        "pass_width": p,
+        "pass_width": float(effective_width(curve, b_mean, model_ms)) if n_pass else p,
         "curve_scale": scale,
     }
 

@@ -37,10 +37,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from bench_fleet_model import batch_curve, load, measure_output_share  # noqa: E402
+from bench_fleet_model import (  # noqa: E402
+    batch_curve,
+    block_weights,
+    effective_width,
+    load,
+    measure_output_share,
+)
 
 from configspec.backends.llamacpp_batch import gap_fillers  # noqa: E402
-from configspec.model.fleet import BatchLatency, curve_positions, pass_positions  # noqa: E402
+from configspec.model.fleet import BatchLatency, curve_positions, padded_pass_ms  # noqa: E402
 from configspec.serving.batched import BatchPolicy, seq_run_lengths, seq_runs  # noqa: E402
 from configspec.store import atomic_write_json  # noqa: E402
 
@@ -133,10 +139,10 @@ def analyse(trace: list[dict[str, Any]], curve: BatchLatency, k: int, n_batch: i
         "passes": rows,
     }  # fmt: skip
     if counts is not None and rows:
-        # what bench_fleet_model's timing-only does: the window's mean pass against
-        # S(mean sessions, expected widest of that many of the window's rounds)
-        w = float(pass_positions(counts, b_mean, output_share))
-        at = float(curve(b_mean, w))
+        # what bench_fleet_model's timing-only does: the window's mean pass against the
+        # model's pass of the mean sessions, padded to the widest of the window's rounds
+        at = float(padded_pass_ms(curve, b_mean, block_weights(counts), output_share))
+        w = float(effective_width(curve, b_mean, at))
         out["curve_at_mean"] = {"sessions": b_mean, "width": w, "curve_ms": at,
                                 "scale": statistics.fmean(live) / at}  # fmt: skip
     return out

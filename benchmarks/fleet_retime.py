@@ -13,14 +13,16 @@ in-process batched verifier on the same target, threads and context, B sessions 
 :func:`configspec.profiling.server_path.running_verifier`), and the run's model is also
 solved with those fresh cells in place of the profile's (:func:`patched_curve`). Which
 cells: under the lockstep gathers (``sync``, ``continuous``) an N-client run's passes
-hold ``b = N / ceil(N / max_batch)`` sessions of ``w`` positions
-(``model.fleet.pass_positions``: the expected widest block less the output rows the
-rounds do not yield), so its throughput and round time read ``S(b, w)``, which
+hold ``b = N / ceil(N / max_batch)`` sessions, and a pass costs the mean over its
+widest block less the output rows the rounds do not yield (``model.fleet.padded_pass_ms``);
+``w`` is its effective width, the positions at which ``S(b, ·)`` costs that mean
+(``bench_fleet_model.effective_width``). ``S(b, w)``
 :class:`configspec.model.fleet.BatchLatency` interpolates bilinearly from at most four
 cells; :func:`read_cells` names those with a non-zero weight (for N = 1, 2, 4, 8, 16 and
 profiled B levels 1, 2, 4, 8, 16 that is row B = N, columns floor(w) and ceil(w)).
-Replacing exactly those cells makes the re-timed model read the fresh value of ``S(b, w)``
-itself; every other reading keeps the full profile's shape. The profile's cells stay in
+Replacing exactly those cells makes the re-timed model read fresh cells where most of the
+padded pass's weight lies; the padded pass's less likely widths, and every other reading,
+keep the profile's cells. The profile's cells stay in
 the record next to the fresh ones, with the fresh/profile ratio (weighted as the model
 weighs the cells) and each cell's time stamps.
 
@@ -93,10 +95,27 @@ def read_cells(curve: BatchLatency, batch: float, positions: float) -> dict[Cell
     }
 
 
-def run_cells(pred: dict[str, list[float]], n: int, curve: BatchLatency) -> dict[Cell, float]:
+READ_MIN = 1e-3
+"""A padded pass's width of lower probability than this is not re-timed (its cells keep
+the profile's values: at most this share of the pass)."""
+
+
+def run_cells(pred: dict[str, Any], n: int, curve: BatchLatency) -> dict[Cell, float]:
     """The cells the N-client prediction ``pred`` (``bench_fleet_model.predict``) reads for
-    its throughput and round time: ``S(pass_batch[N-1], pass_width[N-1])``."""
-    return read_cells(curve, pred["pass_batch"][n - 1], pred["pass_width"][n - 1])
+    its throughput and round time: ``S(pass_batch[N-1], p)`` at each width's positions
+    ``p`` of a padded pass (``pass_reads``, weighted by the width's probability, those
+    under :data:`READ_MIN` left out), else at ``pass_width[N-1]``."""
+    b = pred["pass_batch"][n - 1]
+    reads = pred.get("pass_reads")
+    if not reads:
+        return read_cells(curve, b, pred["pass_width"][n - 1])
+    cells: dict[Cell, float] = {}
+    for prob, positions in reads[n - 1]:
+        if prob < READ_MIN:
+            continue
+        for cell, weight in read_cells(curve, b, positions).items():
+            cells[cell] = cells.get(cell, 0.0) + prob * weight
+    return cells
 
 
 @dataclass

@@ -9,12 +9,14 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from configspec.model.fleet import (
+    GATHER_MODELS,
     BatchLatency,
-    expected_widest,
     mean_pass_sessions,
-    pass_positions,
+    padded_pass_ms,
     solve_fleet,
     solve_population,
 )
@@ -266,35 +268,74 @@ def test_mean_sessions_per_pass_counts_prefill_passes() -> None:
         mean_pass_sessions(4, 0)
 
 
-def test_expected_widest_is_the_mean_of_the_largest_of_b_draws() -> None:
-    counts = np.array([1.0, 0.0, 2.0, 0.0, 1.0])  # 1, 3 or 5 positions: 1/4, 1/2, 1/4
-    rng = np.random.default_rng(3)
-    draws = rng.choice([1, 3, 5], p=[0.25, 0.5, 0.25], size=(200_000, 4))
-    mc = np.maximum(draws.max(axis=1), 2).mean()
-    got = expected_widest(counts, [1.0, 4.0, 64.0])
-    assert got[0] == pytest.approx(0.25 * 2 + 0.5 * 3 + 0.25 * 5)  # one block: >= 2 wide
-    assert got[1] == pytest.approx(mc, abs=0.01)
-    assert got[2] == pytest.approx(5.0, abs=1e-6)  # a big pass is as wide as the widest
-    assert np.all(np.diff(expected_widest(counts, np.linspace(1, 16, 31))) > 0)
-    with pytest.raises(ValueError, match="width_counts"):
-        expected_widest([0.0, 0.0], 2)
-
-
-def test_pass_positions_prices_padding_and_output_rows_apart() -> None:
-    # a true cost of F + sum over blocks of (a * widest + c * outputs), outputs max(2, p);
-    # the profile's passes have p outputs per block of p: S(b, p) = F + b * (a + c) * p
+def test_padded_pass_is_the_mean_cost_of_b_random_rounds() -> None:
+    # a true cost of F + sum over blocks of (a * widest + c * own width); the profile's
+    # passes have p outputs per block of p: S(b, p) = F + b * (a + c) * p. For such a
+    # cost the padded pass is exact: Monte Carlo over b independent rounds agrees.
     a_ms, c_ms, f_ms = 2.0, 5.0, 100.0
     curve = BatchLatency.linear(f_ms, a_ms + c_ms, 0.0, 16)
-    counts = np.array([3.0, 0.0, 0.0, 0.0, 7.0])  # 0 or 4 drafts: 1 or 5 positions
+    weights = np.array([3.0, 0.0, 1.0, 0.0, 6.0])  # 0, 2 or 4 drafts: 1, 3 or 5 positions
     rng = np.random.default_rng(5)
-    for b in (1, 4, 16):
-        draws = rng.choice([1, 5], p=[0.3, 0.7], size=(100_000, b))
-        widest = np.maximum(draws.max(axis=1, keepdims=True), 2)
-        true_ms = f_ms + (a_ms * widest + c_ms * np.maximum(draws, 2)).sum(axis=1)
-        got = curve(float(b), pass_positions(counts, b, c_ms / (a_ms + c_ms)))
-        assert got == pytest.approx(true_ms.mean(), rel=2e-3)
-    # the widest alone (output_share 0) overprices a mixed pass of 16 by ~ c * 0.3 * 3 / 5
-    assert pass_positions(counts, 16.0, 0.0) == pytest.approx(expected_widest(counts, 16.0))
-    assert pass_positions(counts, 16.0, 1.0) == pytest.approx(0.3 * 2 + 0.7 * 5)
+    for b in (1, 2, 4, 16):
+        draws = rng.choice([1, 3, 5], p=[0.3, 0.1, 0.6], size=(200_000, b))
+        true_ms = f_ms + (a_ms * draws.max(axis=1, keepdims=True) + c_ms * draws).sum(axis=1)
+        got = padded_pass_ms(curve, float(b), weights, c_ms / (a_ms + c_ms))
+        assert got == pytest.approx(true_ms.mean(), rel=2e-3), b
+    # one round: the mean over its own widths, what select charges one client
+    assert padded_pass_ms(curve, 1.0, weights) == pytest.approx(
+        0.3 * curve(1, 1) + 0.1 * curve(1, 3) + 0.6 * curve(1, 5)
+    )
+    # output_share 0 prices padding in full: a big pass costs the widest block
+    assert padded_pass_ms(curve, 16.0, weights, 0.0) == pytest.approx(curve(16, 5), rel=1e-4)
     with pytest.raises(ValueError, match="output_share"):
-        pass_positions(counts, 4.0, 1.5)
+        padded_pass_ms(curve, 4.0, weights, 1.5)
+    with pytest.raises(ValueError, match="drafted_weights"):
+        padded_pass_ms(curve, 4.0, [0.0, 0.0])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    w=st.lists(st.floats(0.0, 10.0), min_size=2, max_size=6).filter(lambda x: sum(x) > 0.1),
+    share=st.floats(0.0, 1.0),
+)
+def test_padded_pass_lies_between_its_narrowest_and_widest_passes(
+    w: list[float], share: float
+) -> None:
+    """For a curve increasing in positions: no cheaper than every block at the narrowest
+    width drafted, no dearer than every block at the widest; and it grows with the batch
+    (a bigger pass is wider, and the curve grows with sessions)."""
+    curve = BatchLatency.linear(30.0, 1.5, 2.0, 16)
+    weights = np.asarray(w)
+    used = np.flatnonzero(weights > 0) + 1.0
+    batches = np.array([1.0, 2.0, 3.5, 8.0, 16.0])
+    got = padded_pass_ms(curve, batches, weights, share)
+    assert np.all(got >= curve(batches, used.min()) - 1e-9)
+    assert np.all(got <= curve(batches, used.max()) + 1e-9)
+    assert np.all(np.diff(got) >= -1e-9)
+
+
+@pytest.mark.parametrize("gather", GATHER_MODELS)
+def test_solvers_with_one_width_per_class_match_positions(gather: str) -> None:
+    """A model drafter's weights (all at K) give exactly the positions-only solution; an
+    n-gram-like 0-or-K drafter costs more than its mean width once passes are batched."""
+    curve = BatchLatency.linear(20.0, 1.0, 3.0, 8)
+    at_k = np.eye(5)[4]
+    plain = solve_population(8, 30.0, 5.0, 2.0, curve, 8, gather=gather)
+    hot = solve_population(8, 30.0, 5.0, 2.0, curve, 8, gather=gather, drafted_weights=at_k)
+    np.testing.assert_allclose(hot.round_ms, plain.round_ms)
+    fleet = solve_fleet([[3.0, 5.0]], [[30.0, 40.0]], [[2.0, 4.0]], [[2.0, 3.0]], curve, 8,
+                        gather=gather)  # fmt: skip
+    fleet_w = solve_fleet([[3.0, 5.0]], [[30.0, 40.0]], [[2.0, 4.0]], [[2.0, 3.0]], curve, 8,
+                          gather=gather, drafted_weights=[np.eye(5)[1], np.eye(5)[3]])  # fmt: skip
+    if gather != "mva":  # both charged the widest class: now a pass lacks it only when
+        # all its sessions are the narrow class's ((3/8)^8 of passes of 8)
+        # (continuous: passes of fewer sessions, so a little more often)
+        assert np.all(fleet_w.pass_ms <= fleet.pass_ms)
+        np.testing.assert_allclose(fleet_w.pass_ms, fleet.pass_ms, rtol=1e-2)
+    else:  # mva read the mean width of a mixed pass; the weights pad it to the widest
+        assert np.all(fleet_w.pass_ms >= fleet.pass_ms - 1e-9)
+    split = np.array([0.5, 0.0, 0.0, 0.0, 0.5])  # drafts 0 or 4, mean 2: 3 positions
+    mean = solve_population(8, 30.0, 3.0, 2.0, curve, 8, gather=gather)
+    padded = solve_population(8, 30.0, 3.0, 2.0, curve, 8, gather=gather, drafted_weights=split)
+    assert padded.pass_ms[0, 0] == pytest.approx(0.5 * curve(1, 1) + 0.5 * curve(1, 5))
+    assert np.all(padded.pass_ms[0, 3:] > mean.pass_ms[0, 3:])

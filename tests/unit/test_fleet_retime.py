@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from bench_fleet_model import predict
 from fleet_retime import (
+    READ_MIN,
     bracket,
     curve_from_record,
     halves_trend,
@@ -97,8 +98,13 @@ def test_each_run_reads_its_own_row_at_the_pass_width() -> None:
     for n in (1, 2, 4, 8, 16):
         cells = run_cells(pred, n, curve)
         assert {b for b, _ in cells} == {n}  # the B = N row, nothing else
-        assert {p for _, p in cells} <= {4, 5}  # bracketing the pass width, 4.04..4.6
-        assert min(p for _, p in cells) == int(pred["pass_width"][n - 1])
+        # a padded pass: 2 positions when every round drafted nothing (32% of rounds),
+        # else 5 less the output rows the narrow rounds do not yield
+        assert {p for _, p in cells} <= {2, 4, 5}
+        assert {p for _, p in cells} & {4, 5}
+        assert sum(cells.values()) == pytest.approx(1.0, abs=5 * READ_MIN)
+        narrow = (43 / 135) ** n
+        assert cells.get((n, 2), 0.0) == pytest.approx(narrow if narrow >= READ_MIN else 0.0)
     # N = 24: two passes of 12 per cycle, between the rows B = 8 and 16
     assert {b for b, _ in run_cells(pred, 24, curve)} == {8, 16}
 
@@ -122,7 +128,8 @@ def test_the_retimed_prediction_follows_a_host_that_slowed_after_the_profile() -
         want = _predict(truth, n)["aggregate_tok_s"][n - 1]
         got = _predict(fresh, n)["aggregate_tok_s"][n - 1]
         stale = _predict(profile, n)["aggregate_tok_s"][n - 1]
-        assert got == pytest.approx(want, rel=1e-9)
+        # exact but for the padded widths too unlikely to re-time (< READ_MIN of passes)
+        assert got == pytest.approx(want, rel=READ_MIN / 4)
         assert stale / want - 1 > 0.08  # the profile alone over-predicts
         # only the cells it read changed: the other rows keep the full profile
         other = [b for b in LEVELS if b != n]

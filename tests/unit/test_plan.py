@@ -185,7 +185,8 @@ def test_heterogeneous_lockstep_fleet_meets_every_slo_under_the_solve(gather: st
         m = int(plan.choice[i, c])
         pool = int(plan.pool_replicas[i, c])
         sol = solve_fleet(cls.count / pool, cands.think_ms[c, m], cands.positions[c, m],
-                          cands.tokens_per_round[c, m], curve, b_max, gather=gather)  # fmt: skip
+                          cands.tokens_per_round[c, m], curve, b_max, gather=gather,
+                          drafted_weights=cands.drafted_weights[c, m])  # fmt: skip
         assert sol.goodput_tok_s[0, 0] == pytest.approx(plan.goodput_tok_s[i, c])
         assert sol.goodput_tok_s[0, 0] >= cls.min_goodput_tok_s * (1 - 1e-6), cls.name
         assert cls.max_p95_itl_ms is not None
@@ -193,7 +194,8 @@ def test_heterogeneous_lockstep_fleet_meets_every_slo_under_the_solve(gather: st
         # the pool is the smallest: one replica fewer, no candidate of the class meets both
         if pool > 1:
             fewer = solve_fleet(cls.count / (pool - 1), cands.think_ms[c], cands.positions[c],
-                                cands.tokens_per_round[c], curve, b_max, gather=gather)  # fmt: skip
+                                cands.tokens_per_round[c], curve, b_max, gather=gather,
+                                drafted_weights=cands.drafted_weights[c][None])  # fmt: skip
             meets = ((fewer.goodput_tok_s >= cls.min_goodput_tok_s * (1 - 1e-9))
                      & (fewer.p95_round_ms <= cls.max_p95_itl_ms * (1 + 1e-9)))  # fmt: skip
             assert not (meets[0] & cands.valid[c]).any(), cls.name
@@ -216,3 +218,35 @@ def test_sync_infeasible_message_never_calls_a_met_floor_short() -> None:
     short = re.search(r"min_goodput_tok_s=([\d.]+) .* gives ([\d.]+) tok/s per device", msg)
     if short:
         assert float(short.group(2)) < float(short.group(1))
+
+
+def test_a_drafter_of_varying_width_is_charged_its_padded_batched_pass() -> None:
+    """Two candidates alike but for the widths their rounds draft: K = 4 always (5
+    positions), or 0 or 4 at even odds (3 positions on average). One client pays the mean
+    of its passes; a pass of 8 pads every block to the widest, so the 0-or-4 drafter pays
+    nearly the full width there, not the pass at its mean width as `plan` used to read."""
+    from configspec.model.fleet import BatchLatency, padded_pass_ms
+    from configspec.plan.candidates import Candidates
+    from configspec.plan.search import _class_demand, _pool_solve
+
+    curve = BatchLatency.linear(20.0, 4.0, 2.0, 8)
+    split = np.array([0.5, 0.0, 0.0, 0.0, 0.5])
+    cands = Candidates(
+        class_names=["a"], devices=["d"], counts=np.array([8.0]),
+        min_goodput_tok_s=np.array([1.0]), max_p95_ms=np.array([np.inf]),
+        think_ms=np.array([[30.0, 30.0]]), positions=np.array([[5.0, 3.0]]),
+        drafted_weights=np.stack([np.eye(5)[4], split])[None],
+        tokens_per_round=np.array([[3.0, 2.0]]), alone_goodput_tok_s=np.array([[40.0, 30.0]]),
+        k=np.array([[4, 4]]), valid=np.array([[True, True]]),
+        drafters=[["m", "ngram"]], quantizations=[["q", ""]], output_share=0.5,
+    )  # fmt: skip
+    one = _pool_solve(cands, curve, 8, np.array([[1.0]]), None, "sync")
+    eight = _pool_solve(cands, curve, 8, np.array([[8.0]]), None, "sync")
+    assert one.pass_ms[0, 0, 1] == pytest.approx(0.5 * curve(1, 1) + 0.5 * curve(1, 5))
+    assert eight.pass_ms[0, 0, 0] == pytest.approx(curve(8, 5))
+    padded = padded_pass_ms(curve, 8.0, split, 0.5)
+    assert eight.pass_ms[0, 0, 1] == pytest.approx(padded)
+    assert curve(8, 3) < padded < curve(8, 5)
+    demand = _class_demand(cands, curve, 8, np.array([1.0]))
+    per_token_ms = min(curve(8, 5) / 8 / 3.0, padded / 8 / 2.0)  # a full pass's share
+    assert demand[0, 0] == pytest.approx(8 * 1.0 * per_token_ms / 1e3)

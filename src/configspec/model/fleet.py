@@ -87,6 +87,7 @@ Units: every time in ms, throughputs per second, populations in clients.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -208,13 +209,17 @@ def _as2d(x: ArrayLike) -> FloatArray:
     return a
 
 
+PassFn = Callable[[FloatArray], FloatArray]
+"""Pass latency (ms) of a batch of the given size (sessions; fractional allowed)."""
+
+
 def _response(
-    curve: BatchLatency, others: FloatArray, positions: FloatArray, max_batch: int
+    pass_at: PassFn, others: FloatArray, max_batch: int
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """(batch joined, pass ms, response ms) for an arrival that sees ``others`` requests."""
     present = others + 1.0
     batch = np.minimum(present, float(max_batch))
-    pass_ms = curve(batch, positions)
+    pass_ms = pass_at(batch)
     return batch, pass_ms, pass_ms * np.maximum(1.0, present / max_batch)
 
 
@@ -317,10 +322,9 @@ def _check(max_batch: int, curve: BatchLatency, gather: str = "mva") -> int:
 
 
 def _lockstep(
-    curve: BatchLatency,
+    pass_at: PassFn,
     total: FloatArray,
     think_ms: FloatArray,
-    width: FloatArray,
     max_batch: int,
     continuous: bool,
     session_rounds: FloatArray | float = np.inf,
@@ -338,11 +342,11 @@ def _lockstep(
     if continuous:
         most = np.maximum(total, 1.0)
         for _ in range(8):  # g only grows, and is bounded by N: a few steps settle it
-            pass_ms = curve(np.maximum(total / groups, 1.0), width)
+            pass_ms = pass_at(np.maximum(total / groups, 1.0))
             need = np.minimum(np.maximum(full, 1.0 + np.ceil(think_ms / pass_ms - 1e-9)), most)
             groups = np.maximum(groups, np.where(np.isfinite(need), need, groups))
     batch = np.maximum(total / groups, 1.0)
-    pass_ms = curve(batch, width)
+    pass_ms = pass_at(batch)
     new = total / np.asarray(session_rounds, dtype=np.float64)  # prefill passes per cycle
     # a prefill pass runs while the rounds' clients think (the sync gather does not wait
     # when a prompt leads the pass), so the clients lose only what it runs past their
@@ -354,64 +358,120 @@ def _lockstep(
     return batch, pass_ms, cycle
 
 
-def expected_widest(width_counts: ArrayLike, batch: ArrayLike) -> FloatArray:
-    """Expected widest block of a pass of ``batch`` sessions (positions): the verifier pads
-    every block of a pass to the widest, so a pass of ``b`` rounds costs ``S(b, w)`` with
-    ``w`` the largest of ``b`` draws, not the mean. ``width_counts[j]`` is how often a
-    round decoded ``j + 1`` positions (drafted ``j`` tokens; any non-negative weights, e.g.
-    a run's counts of drafted tokens); draws independent; blocks are at least 2 positions
-    wide (the target's minimum). ``batch`` broadcasts (fractional allowed: the formula
-    ``E = sum_w w (F(w)^b - F(w-1)^b)`` is smooth in ``b``); positions."""
-    pmf = np.asarray(width_counts, dtype=np.float64)
-    if pmf.ndim != 1 or pmf.size == 0 or (pmf < 0).any() or pmf.sum() <= 0:
-        raise ValueError("width_counts must be a non-empty 1-D array of non-negative weights")
-    cdf = np.minimum(np.cumsum(pmf / pmf.sum()), 1.0)
+def _widest_pmf(cdf: FloatArray, batch: ArrayLike) -> FloatArray:
+    """P(the largest of ``batch`` independent draws is index ``j``), from the draws' CDF
+    over the last axis: ``F(j)^b − F(j − 1)^b`` (smooth in a fractional ``b``)."""
     b = np.maximum(np.asarray(batch, dtype=np.float64), 1.0)[..., None]
     upper = cdf**b
     lower = np.concatenate([np.zeros_like(upper[..., :1]), upper[..., :-1]], axis=-1)
-    out: FloatArray = ((upper - lower) * _block_widths(pmf.size)).sum(axis=-1)
+    out: FloatArray = upper - lower
     return out
 
 
-def pass_positions(width_counts: ArrayLike, batch: ArrayLike, output_share: float) -> FloatArray:
-    """Positions at which to read the curve ``S(b, p)`` for a pass of ``batch`` rounds.
+def padded_pass_ms(
+    curve: BatchLatency, batch: ArrayLike, drafted_weights: ArrayLike, output_share: float = 0.0
+) -> FloatArray:
+    """Mean latency (ms) of a pass of ``batch`` rounds whose drafted counts vary.
 
-    The profile times passes whose every block is ``p`` positions wide *and* yields ``p``
-    output rows (logits); a live pass pads every block to its widest ``w``
-    (:func:`expected_widest`) but a round that drafted ``k`` tokens yields only
-    ``max(2, k + 1)`` output rows (a single row takes its neighbour with it). An output
-    row costs more than a position (the output projection, vocabulary × embedding, plus
-    the logits copied out), so a pass of ``b`` blocks of width ``w`` with ``o`` output rows
-    each on average costs ``F(b) + b·(a·w + c·o)`` against the profile's
-    ``F(b) + b·(a + c)·p``: the same as the profile at
-    ``p = w − output_share · (w − o)``, ``output_share = c / (a + c)`` (0: outputs cost
-    nothing extra, the widest alone; 1: only outputs count). Measured on the F32 Gemma 3
-    270M, 1 thread, 16 blocks of 5 positions: 80 outputs 741 ms, 65 outputs 650 ms, 35
-    outputs 495 ms, 16 blocks of 2 positions 373 ms, so ``output_share`` ≈ 0.71 and a live
-    16-session pass (about 65 outputs) costs ~0.88 × S(16, 5). ``width_counts`` as in
-    :func:`expected_widest` (``j`` drafted tokens, ``j + 1`` positions); ``batch``
-    broadcasts; ``output_share`` in [0, 1]; positions."""
-    widest = expected_widest(width_counts, batch)
-    pmf = np.asarray(width_counts, dtype=np.float64)
-    outputs = float((pmf / pmf.sum() * _block_widths(pmf.size)).sum())
-    return curve_positions(widest, outputs, output_share)
+    ``drafted_weights[..., j]`` is the chance that a round drafts ``j`` tokens (its block
+    is ``j + 1`` positions; rows are normalised).
+    :func:`configspec.model.acceptance.drafted_length_distribution` gives them from a
+    profile, and a run's counts of rounds by drafted tokens do too. The verifier pads
+    every block of a pass to the widest, so the pass is as wide as the largest of
+    ``batch`` independent draws: ``w`` with probability ``F(w)^b − F(w − 1)^b``. Its
+    blocks yield fewer output rows (logits) than ``w``: each yields its own width, on
+    average ``E[X_1 + … + X_b | max = w] / b`` (exact for independent draws). An output row costs
+    more than a position (the output projection, vocabulary × embedding, plus the logits
+    copied out): the profile times blocks of ``p`` positions with ``p`` output rows,
+    ``F(b) + b·(a + c)·p``, and a pass of blocks ``w`` wide with ``o`` output rows each
+    costs ``F(b) + b·(a·w + c·o)``, the profile at ``p = w − output_share · (w − o)``
+    (:func:`curve_positions`, ``output_share = c / (a + c)``; 0: padding costs as much
+    as a real position, an upper bound; 1: only output rows count). Measured on the F32
+    Gemma 3 270M, 1 thread, 16 blocks of 5 positions: 80 outputs 741 ms, 65 outputs
+    650 ms, 35 outputs 495 ms, 16 blocks of 2 positions 373 ms, so ``output_share`` ≈
+    0.71 there. The result is the mean over ``w``. At ``batch`` = 1 it is the mean of
+    ``S(1, j + 1)`` over the distribution, what ``select`` charges one client; a model
+    drafter (all weight at K) gets ``S(b, K + 1)`` at every batch. ``batch`` broadcasts
+    against the weights' leading axes; ms."""
+    w = np.asarray(drafted_weights, dtype=np.float64)
+    if w.ndim == 0 or w.shape[-1] == 0 or (w < 0).any():
+        raise ValueError("drafted_weights must have a last axis of non-negative weights")
+    if not 0.0 <= output_share <= 1.0:
+        raise ValueError(f"output_share={output_share} must be in [0, 1]")
+    if not (w.sum(axis=-1) > 0).all():
+        raise ValueError("drafted_weights must have some positive weight in every row")
+    pmf = w / w.sum(axis=-1, keepdims=True)
+    b = np.maximum(np.asarray(batch, dtype=np.float64), 1.0)
+    if (pmf.max(axis=-1) == 1.0).all():  # every round one width (model drafters): no padding
+        return curve(b, pmf.argmax(axis=-1) + 1.0)
+    at, positions = padded_pass_reads(b, pmf, output_share)
+    cost = curve(b[..., None], positions)
+    out: FloatArray = np.where(at > 0, at * cost, 0.0).sum(axis=-1)
+    return out
+
+
+def padded_pass_reads(
+    batch: ArrayLike, drafted_weights: ArrayLike, output_share: float = 0.0
+) -> tuple[FloatArray, FloatArray]:
+    """(probability, positions), each (..., j): the pass of ``batch`` rounds is ``j + 1``
+    blocks wide with that probability, and then costs the profile at those positions
+    (:func:`padded_pass_ms`, which is the probability-weighted sum of the readings)."""
+    w = np.asarray(drafted_weights, dtype=np.float64)
+    pmf = w / w.sum(axis=-1, keepdims=True)
+    b = np.maximum(np.asarray(batch, dtype=np.float64), 1.0)
+    cdf = np.minimum(np.cumsum(pmf, axis=-1), 1.0)
+    at = _widest_pmf(cdf, b)
+    width = np.arange(1, pmf.shape[-1] + 1, dtype=np.float64)
+    # mean output rows per block of a pass whose widest is w: E[sum X_i; max = w] is
+    # G(w) - G(w - 1), G(w) = E[sum X_i; max <= w] = b E[X; X <= w] F(w)^(b - 1)
+    bb = b[..., None]
+    g = bb * np.cumsum(pmf * width, axis=-1) * cdf ** (bb - 1.0)
+    dg = g - np.concatenate([np.zeros_like(g[..., :1]), g[..., :-1]], axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        outputs = np.where(at > 0, dg / (bb * at), width)
+    outputs = np.minimum(np.maximum(outputs, 1.0), width)  # rounding can step outside
+    return at, curve_positions(width, outputs, output_share)
+
+
+def _pass_fn(
+    curve: BatchLatency, positions: FloatArray, weights: FloatArray | None, output_share: float
+) -> PassFn:
+    """Batch → pass ms at ``positions`` (every block as wide), or over ``weights``
+    (:func:`padded_pass_ms`) when given."""
+    if weights is None:
+        return lambda batch: curve(batch, positions)
+    return lambda batch: padded_pass_ms(curve, batch, weights, output_share)
+
+
+def _weights(drafted_weights: ArrayLike | None, shape: tuple[int, ...]) -> FloatArray | None:
+    """``drafted_weights`` broadcast to ``shape`` + (j,), each row normalised; None passes."""
+    if drafted_weights is None:
+        return None
+    w = np.asarray(drafted_weights, dtype=np.float64)
+    if w.ndim == 0 or w.shape[-1] == 0 or (w < 0).any() or not (w.sum(axis=-1) > 0).all():
+        raise ValueError("drafted_weights must have a last axis of non-negative weights, "
+                         "some positive in every row")  # fmt: skip
+    w = np.broadcast_to(w, (*shape, w.shape[-1]))
+    out: FloatArray = w / w.sum(axis=-1, keepdims=True)
+    return out
+
+
+def widest_block(weights: FloatArray) -> FloatArray:
+    """The widest block (positions) a round with these drafted weights (last axis: ``j``
+    drafted tokens) can send: ``j + 1`` for the largest ``j`` of positive weight."""
+    j = np.arange(1, weights.shape[-1] + 1, dtype=np.float64)
+    out: FloatArray = np.max(np.where(weights > 0, j, 1.0), axis=-1)
+    return out
 
 
 def curve_positions(widest: ArrayLike, outputs: ArrayLike, output_share: float) -> FloatArray:
     """``widest − output_share · max(widest − outputs, 0)``: the positions at which the
     profiled curve costs what a pass of blocks ``widest`` wide with ``outputs`` output
-    rows each costs (see :func:`pass_positions`); broadcasts; positions."""
+    rows each costs (see :func:`padded_pass_ms`); broadcasts; positions."""
     if not 0.0 <= output_share <= 1.0:
         raise ValueError(f"output_share={output_share} must be in [0, 1]")
     w = np.asarray(widest, dtype=np.float64)
     out: FloatArray = w - output_share * np.maximum(w - np.asarray(outputs, np.float64), 0.0)
-    return out
-
-
-def _block_widths(size: int) -> FloatArray:
-    """Positions of a block with ``j`` = 0..size−1 drafted tokens: ``j + 1``, at least 2
-    (the target's minimum block; a single row takes its neighbour with it)."""
-    out: FloatArray = np.maximum(np.arange(size, dtype=np.float64) + 1.0, 2.0)
     return out
 
 
@@ -449,6 +509,8 @@ def solve_fleet(
     gather: str = "sync",
     session_rounds: ArrayLike = np.inf,
     prefill_ms: ArrayLike = 0.0,
+    drafted_weights: ArrayLike | None = None,
+    output_share: float = 0.0,
 ) -> FleetSolution:
     """Solve one verifier replica shared by several client classes (Bard–Schweitzer AMVA).
 
@@ -468,6 +530,14 @@ def solve_fleet(
     scalar) and ``prefill_ms`` the pass that prefills a new session's prompt: each cycle
     carries ``N / session_rounds`` such passes; the rounds lose what a prefill pass runs
     past their think time, or the verifier's whole extra work when it is the bottleneck.
+
+    ``drafted_weights`` (broadcast to (scenarios, classes, j)): the chance that a class's
+    round drafts ``j`` tokens, for drafters whose rounds vary in width (n-gram lookup).
+    A pass then costs the mean over its widest block (:func:`padded_pass_ms`, with
+    ``output_share``), its sessions drawn from the classes in proportion to their
+    clients (lockstep) or queued requests (``mva``); ``positions`` are then ignored (the
+    latency bound takes the widest block the weights allow). None: every block of a
+    class is ``positions`` wide, and a pass is as wide as its widest class.
     """
     b_max = _check(max_batch, curve, gather)
     n, z, p, e = np.broadcast_arrays(
@@ -475,15 +545,24 @@ def solve_fleet(
     )
     n = np.maximum(n, 0.0)
     present = n > 0
+    pmf = _weights(drafted_weights, n.shape)
+    if pmf is not None:
+        p = np.broadcast_to(widest_block(pmf), n.shape)
     if gather != "mva":
         total = n.sum(axis=-1, keepdims=True)
         width = np.max(np.where(present, p, 0.0), axis=-1, keepdims=True)
+        if pmf is None:
+            pass_at = _pass_fn(curve, width, None, output_share)
+        else:
+            mix = (n[..., None] * pmf).sum(axis=-2) / np.maximum(total, 1e-12)
+            mix = np.where(total > 0, mix, pmf[..., 0, :])
+            pass_at = _pass_fn(curve, width, mix[..., None, :], output_share)
         if gather == "sync":
             z_cycle = np.max(np.where(present, z, 0.0), axis=-1, keepdims=True)
         else:
             z_cycle = (n * z).sum(axis=-1, keepdims=True) / np.maximum(total, 1e-12)
         batch, pass_ms, cycle = _lockstep(
-            curve, total, z_cycle, width, b_max, gather != "sync",
+            pass_at, total, z_cycle, b_max, gather != "sync",
             _as2d(session_rounds), _as2d(prefill_ms),
         )  # fmt: skip
         shape = n.shape
@@ -492,7 +571,7 @@ def solve_fleet(
         done = np.ones(shape[0], dtype=bool)
         return _finish(curve, n, z, p, e, batch, pass_ms, resp, b_max, done, lockstep=True)
     safe_n = np.where(present, n, 1.0)
-    s1 = curve(1.0, p)
+    s1 = _pass_fn(curve, p, pmf, output_share)(np.ones_like(n))
     q = np.where(present, n * s1 / (z + s1), 0.0)
     if start is not None and start.round_ms.shape == n.shape:
         q0 = start.rounds_per_s * start.verifier_ms / 1e3
@@ -506,7 +585,13 @@ def solve_fleet(
         pq = (q * p).sum(axis=-1, keepdims=True)
         p_mix = np.where(others > 1e-12, (pq - q / safe_n * p + p) / (others + 1.0), p)
         p_mix = np.where(np.isfinite(p_mix), p_mix, p)
-        batch, pass_ms, resp = _response(curve, others, p_mix, b_max)
+        mix = None
+        if pmf is not None:  # the pass's sessions: this one and the others' queue shares
+            own = (q / safe_n)[..., None] * pmf
+            mix = ((q[..., None] * pmf).sum(axis=-2, keepdims=True) - own + pmf) / (
+                others[..., None] + 1.0
+            )
+        batch, pass_ms, resp = _response(_pass_fn(curve, p_mix, mix, output_share), others, b_max)
         q_new = np.where(present, n * resp / (z + resp), 0.0)
         delta = np.nanmax(np.abs(q_new - q) / np.maximum(n, 1.0), axis=-1, initial=0.0)
         q = damping * q + (1.0 - damping) * q_new
@@ -526,6 +611,8 @@ def solve_population(
     gather: str = "sync",
     session_rounds: ArrayLike = np.inf,
     prefill_ms: ArrayLike = 0.0,
+    drafted_weights: ArrayLike | None = None,
+    output_share: float = 0.0,
 ) -> FleetSolution:
     """One class of identical clients, for every N = 1..``max_clients``.
 
@@ -537,7 +624,8 @@ def solve_population(
     branch; ``"sync"`` (default) and ``"continuous"`` are the closed forms of the module
     docstring, evaluated for every N at once, with session churn as in
     :func:`solve_fleet` (``session_rounds`` rounds per session, ``prefill_ms`` per
-    prefill pass; scalars or (scenarios,) arrays).
+    prefill pass; scalars or (scenarios,) arrays). ``drafted_weights`` ((scenarios, j) or
+    (j,)) and ``output_share`` as in :func:`solve_fleet`.
     """
     if max_clients < 1:
         raise ValueError(f"max_clients={max_clients} must be at least 1")
@@ -545,19 +633,24 @@ def solve_population(
     z, p, e = (np.atleast_1d(np.asarray(x, dtype=np.float64)) for x in (think_ms, positions,
                tokens_per_round))  # fmt: skip
     z, p, e = np.broadcast_arrays(z, p, e)
+    pmf = _weights(drafted_weights, z.shape)
+    if pmf is not None:
+        p = widest_block(pmf)
     if gather != "mva":
         ns = np.broadcast_to(np.arange(1, max_clients + 1, dtype=np.float64), (z.size, max_clients))
         zz, pp, ee = (np.broadcast_to(x[:, None], ns.shape) for x in (z, p, e))
         rr, pf = (np.atleast_1d(np.asarray(x, dtype=np.float64))[:, None]
                   for x in (session_rounds, prefill_ms))  # fmt: skip
-        batch, pass_ms, cycle = _lockstep(curve, ns, zz, pp, b_max, gather != "sync", rr, pf)
+        pass_at = _pass_fn(curve, pp, None if pmf is None else pmf[:, None, :], output_share)
+        batch, pass_ms, cycle = _lockstep(pass_at, ns, zz, b_max, gather != "sync", rr, pf)
         done = np.ones(ns.shape[0], dtype=bool)
         return _finish(curve, ns, zz, pp, ee, batch, pass_ms, cycle - zz, b_max, done,
                        classes=False, lockstep=True)  # fmt: skip
     cols: list[tuple[FloatArray, FloatArray, FloatArray]] = []
     q = np.zeros_like(z)
+    pass_one = _pass_fn(curve, p, pmf, output_share)
     for n in range(1, max_clients + 1):
-        batch, pass_ms, resp = _response(curve, q, p, b_max)
+        batch, pass_ms, resp = _response(pass_one, q, b_max)
         q = n * resp / (z + resp)
         cols.append((batch, pass_ms, resp))
     batch_a, pass_a, resp_a = (np.stack(c, axis=-1) for c in zip(*cols, strict=True))
@@ -573,10 +666,11 @@ __all__ = [
     "BatchLatency",
     "FleetSolution",
     "curve_positions",
-    "expected_widest",
     "mean_pass_sessions",
-    "pass_positions",
+    "padded_pass_ms",
+    "padded_pass_reads",
     "solve_fleet",
     "solve_population",
     "tail_round_ms",
+    "widest_block",
 ]

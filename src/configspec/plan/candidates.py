@@ -4,7 +4,8 @@ A candidate is one (drafter — which fixes the quantisation —, K) a class's d
 against the fleet's target, plus cloud-only decoding (K = 0) when the class allows it.
 Each is reduced to what the fleet model needs: the round's *think time* outside the
 verifier (drafting, both link legs at the class's RTT, the runtime's per-round overhead),
-the positions it sends for verification (drafted + 1) and E(K), all from the
+the positions it sends for verification (drafted + 1; for a drafter whose rounds vary in
+width, the distribution of its drafted counts, which batched passes pad) and E(K), all from the
 single-client model (:func:`configspec.model.evaluate.evaluate_grid`) on the same
 profiles ``select`` uses. Python loops here run over classes; candidates are arrays.
 """
@@ -21,7 +22,7 @@ from configspec import records as R
 from configspec.config import VerificationProfile
 from configspec.errors import ProfileMissing
 from configspec.model.evaluate import evaluate_grid
-from configspec.model.fleet import BatchLatency
+from configspec.model.fleet import BatchLatency, widest_block
 from configspec.model.presets import CONFIGSPEC
 from configspec.plan.spec import FleetSpec
 from configspec.search.evaluate import link_from_network
@@ -42,9 +43,11 @@ IntArray = NDArray[np.int64]
 class Candidates:
     """Candidates of every class, padded to (classes, M); ``valid`` marks real entries.
 
-    ``think_ms`` per round outside the verifier, ``positions`` per verification,
-    ``tokens_per_round`` E(K), ``alone_goodput_tok_s`` the single-client goodput with a
-    one-at-a-time verifier (what ``select`` reports). Labels are per class lists.
+    ``think_ms`` per round outside the verifier, ``positions`` per verification (mean),
+    ``drafted_weights`` (classes, M, j) the chance a round drafts ``j`` tokens
+    (:attr:`configspec.search.space.Space.drafted_weights`), ``tokens_per_round`` E(K),
+    ``alone_goodput_tok_s`` the single-client goodput with a one-at-a-time verifier
+    (what ``select`` reports). Labels are per class lists.
     """
 
     class_names: list[str]
@@ -55,6 +58,7 @@ class Candidates:
     """inf where a class sets no latency SLO."""
     think_ms: FloatArray
     positions: FloatArray
+    drafted_weights: FloatArray
     tokens_per_round: FloatArray
     alone_goodput_tok_s: FloatArray
     k: IntArray
@@ -62,6 +66,13 @@ class Candidates:
     drafters: list[list[str]]
     quantizations: list[list[str]]
     sources: dict[str, set[str]] = field(default_factory=dict)
+    output_share: float = 0.0
+    """The verifier's ``output_share`` (:class:`configspec.plan.spec.Verifier`)."""
+
+    @property
+    def widest_positions(self) -> float:
+        """The widest block any valid candidate sends (positions)."""
+        return float(np.max(widest_block(self.drafted_weights)[self.valid], initial=1.0))
 
     def label(self, c: int, m: int) -> str:
         """``drafter K=k`` or ``cloud-only`` for candidate ``m`` of class ``c``."""
@@ -172,6 +183,8 @@ def build_candidates(spec: FleetSpec, profiles: Profiles) -> tuple[Candidates, l
     n_c = len(spec.classes)
     think, pos, tok, alone = (np.full((n_c, m), np.nan) for _ in range(4))
     k = np.zeros((n_c, m), dtype=np.int64)
+    weights = np.zeros((n_c, m, space.drafted_weights.shape[1]))
+    weights[..., 0] = 1.0  # padding: one position, never read
     valid = np.zeros((n_c, m), dtype=bool)
     drafters: list[list[str]] = []
     quants: list[list[str]] = []
@@ -179,6 +192,7 @@ def build_candidates(spec: FleetSpec, profiles: Profiles) -> tuple[Candidates, l
         n = rows.size
         think[i, :n] = table[R.ROUND_MS][rows] - table[R.VERIFY_MS][rows]
         pos[i, :n] = positions_all[rows]
+        weights[i, :n] = space.drafted_weights[rows]
         tok[i, :n] = table[R.TOKENS_PER_ROUND][rows]
         alone[i, :n] = table[R.GOODPUT_TOK_S][rows]
         k[i, :n] = g.k[rows]
@@ -196,6 +210,7 @@ def build_candidates(spec: FleetSpec, profiles: Profiles) -> tuple[Candidates, l
         ),
         think_ms=think,
         positions=pos,
+        drafted_weights=weights,
         tokens_per_round=tok,
         alone_goodput_tok_s=alone,
         k=k,
@@ -203,6 +218,7 @@ def build_candidates(spec: FleetSpec, profiles: Profiles) -> tuple[Candidates, l
         drafters=drafters,
         quantizations=quants,
         sources=dict(space.sources) | {"network": {profiles.network.source}},
+        output_share=spec.verifier.output_share,
     )
     return cands, list(space.warnings)
 

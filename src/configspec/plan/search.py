@@ -52,7 +52,13 @@ from numpy.typing import NDArray
 
 from configspec.errors import SloInfeasible
 from configspec.model.cost import gpu_time_cost_usd
-from configspec.model.fleet import BatchLatency, FleetSolution, solve_fleet, tail_round_ms
+from configspec.model.fleet import (
+    BatchLatency,
+    FleetSolution,
+    padded_pass_ms,
+    solve_fleet,
+    tail_round_ms,
+)
 from configspec.plan.candidates import Candidates, batch_curve, build_candidates
 from configspec.plan.spec import FleetSpec
 from configspec.search.space import Profiles
@@ -139,25 +145,27 @@ def _tagged(
     theorem). Used by the shared-pool search (the ``mva`` gather, whose solve reads the
     queue the same way); not under the lockstep gathers, whose common cycle it does not
     see (their pools: :func:`_pool_solve`)."""
-    z, p, e = cands.think_ms[None], cands.positions[None], cands.tokens_per_round[None]
+    z, e = cands.think_ms[None], cands.tokens_per_round[None]
+    w = cands.drafted_weights[None]  # (1, C, M, j)
     if sol is None:
         others = np.zeros((*n.shape, 1))
         util = np.zeros((n.shape[0], 1, 1))
-        p_mix = p
+        mix = w
     else:
         q = sol.rounds_per_s * sol.verifier_ms / 1e3  # (S, C) requests at the verifier
-        pc = _take(cands.positions, choice)
+        wc = _take(cands.drafted_weights, choice)  # (S, C, j) of the chosen candidates
         safe = np.where(n > 0, n, 1.0)
         others = np.maximum(q.sum(-1, keepdims=True) - q / safe, 0.0)[..., None]
-        pq = ((q * pc).sum(-1, keepdims=True) - q / safe * pc)[..., None]
-        p_mix = (pq + p) / (others + 1.0)
+        queued = (q[..., None] * wc).sum(-2, keepdims=True) - (q / safe)[..., None] * wc
+        # the pass's sessions: this candidate's round and the others' queue shares
+        mix = (queued[:, :, None, :] + w) / (others[..., None] + 1.0)
         util = sol.utilisation[:, None, None]
     present = others + 1.0
     batch = np.minimum(present, float(b_max))
-    pass_ms = curve(batch, p_mix)
+    pass_ms = padded_pass_ms(curve, batch, mix, cands.output_share)
     resp = pass_ms * np.maximum(1.0, present / b_max)
     total = n.sum(-1)[:, None, None]
-    worst = curve(np.minimum(np.ceil(total), b_max), np.nanmax(cands.positions))
+    worst = curve(np.minimum(np.ceil(total), b_max), cands.widest_positions)
     p95, _ = tail_round_ms(z, pass_ms, resp - pass_ms, util, total, worst, b_max)
     with np.errstate(invalid="ignore", divide="ignore"):
         goodput = e / (z + resp) * 1e3
@@ -234,6 +242,8 @@ def _solve(
         max_iter=1000,
         start=start,
         gather=gather,
+        drafted_weights=_take(cands.drafted_weights, choice),
+        output_share=cands.output_share,
     )
 
 
@@ -279,7 +289,8 @@ def _class_demand(
     """Replicas (scales, classes) below which each class's goodput SLO cannot be met (NaN:
     no valid candidate): a class needs at least ``count · goodput / E`` rounds per second,
     each taking at least ``S(B, p) / B`` ms."""
-    per_round = curve(float(b_max), cands.positions) / b_max / cands.tokens_per_round
+    full = padded_pass_ms(curve, float(b_max), cands.drafted_weights, cands.output_share)
+    per_round = full / b_max / cands.tokens_per_round
     best = np.nanmin(np.where(cands.valid, per_round, np.nan), axis=-1)  # ms per token
     need = (cands.counts * cands.min_goodput_tok_s * best)[None, :] * scale[:, None]
     return np.asarray(need / 1e3, dtype=np.float64)
@@ -400,20 +411,24 @@ def _pool_solve(
     ``choice`` (S, C), the chosen one (result (S, C)). A pool holds one class, so its
     lockstep is homogeneous and the closed form of :func:`solve_fleet` is solved per
     column; ``utilisation`` is per pool (same shape as the rest)."""
+    width = cands.drafted_weights.shape[-1]
     if choice is None:
         shape = (n.shape[0], *cands.think_ms.shape)
         z, p, e = (np.broadcast_to(a[None], shape) for a in
                    (cands.think_ms, cands.positions, cands.tokens_per_round))  # fmt: skip
+        w = np.broadcast_to(cands.drafted_weights[None], (*shape, width))
         nn = np.broadcast_to(n[..., None], shape)
     else:
         shape = n.shape
-        z, p, e = (_take(a, choice) for a in
-                   (cands.think_ms, cands.positions, cands.tokens_per_round))  # fmt: skip
+        z, p, e, w = (_take(a, choice) for a in (cands.think_ms, cands.positions,
+                      cands.tokens_per_round, cands.drafted_weights))  # fmt: skip
         nn = n
     col = (-1, 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         sol = solve_fleet(nn.reshape(col), z.reshape(col), np.nan_to_num(p, nan=1.0).reshape(col),
-                          e.reshape(col), curve, b_max, gather=gather)  # fmt: skip
+                          e.reshape(col), curve, b_max, gather=gather,
+                          drafted_weights=w.reshape(-1, 1, width),
+                          output_share=cands.output_share)  # fmt: skip
     fields = {k: np.asarray(getattr(sol, k)) for k in FleetSolution.__dataclass_fields__}
     return FleetSolution(
         **{k: (v.reshape(shape) if v.size == nn.size else v) for k, v in fields.items()}

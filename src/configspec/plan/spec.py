@@ -51,13 +51,23 @@ class Verifier(_Strict):
     decides how batches form in the model (:mod:`configspec.model.fleet`): ``sync`` (the
     verifier's default: every client of a replica in one pass), ``continuous``
     (``--gather fixed --max-gather-wait-ms 0``: closed loops alternate in groups) or
-    ``mva`` (an arrival shares its pass with every request present)."""
+    ``mva`` (an arrival shares its pass with every request present).
+
+    ``output_share``: the share of a position's cost in a batched pass that is its output
+    row (the logits). It matters for drafters whose rounds vary in width (n-gram lookup):
+    the verifier pads every block of a pass to the widest, and a padded position yields no
+    output row, so it costs ``1 − output_share`` of a profiled one
+    (:func:`configspec.model.fleet.padded_pass_ms`). 0 (the default) charges padding in
+    full, an upper bound on the pass; the CPU verifier of the fleet benchmark measured
+    0.71 (``benchmarks/bench_fleet_model.py``'s output-share timing).
+    """
 
     target: str = Field(min_length=1)
     price_usd_per_hour: float = Field(ge=0)
     max_batch: int | None = Field(default=None, ge=1, le=4096)
     max_replicas: int = Field(default=4096, ge=1, le=1_000_000)
     gather: Literal["sync", "continuous", "mva"] = "sync"
+    output_share: float = Field(default=0.0, ge=0, le=1)
 
 
 class FleetSpec(_Strict):

@@ -95,6 +95,10 @@ class Space:
     acceptance_source: IntArray
     drafter_memory_bytes: FloatArray
     device_memory_bytes: FloatArray
+    drafted_weights: FloatArray
+    """(rows, j = 0..k_cap): the weight of a round verifying ``j`` drafted tokens
+    (:func:`verify_weights`; all at 0 for rows without a draft); what ``verify_ms`` is
+    the mean over, and what the fleet planner pads batched passes with."""
     sources: dict[str, set[str]] = field(default_factory=dict)
     """Input kind (device, alignment, verification, network) → provenance sources seen."""
     warnings: list[str] = field(default_factory=list)
@@ -487,10 +491,45 @@ the mean width (:func:`_grid_inputs`): the derivation clips and smooths noisy st
 moves the mean by a few hundredths, but a profile measured at some K only breaks it."""
 
 
+def verify_weights(drafted_by: FloatArray, ai: IntArray, k: IntArray) -> FloatArray:
+    """(rows, j = 0..k_cap): the weight of verifying ``j`` drafted tokens (``j + 1``
+    positions) in a round of acceptance table ``ai`` at ``k``; rows sum to 1.
+
+    Verification covers the drafted tokens plus one position. A drafter that proposes
+    fewer than K (n-gram lookup) is charged the mean over the widths its rounds draft
+    (:func:`~configspec.model.acceptance.drafted_length_distribution`), not the time at
+    its mean width: verification is not linear in the positions, and such a drafter's
+    rounds mostly draft 0 or K. Where the profile's means do not pin that distribution
+    down (drafted measured at some K only: the distribution's mean then misses the
+    measured one by more than :data:`DISTRIBUTION_TOL` tokens), the weight is split
+    between the two drafted counts around its mean, which charges the time interpolated
+    at the mean width. A model drafter has all its weight at K.
+    """
+    drafted = drafted_by[ai, k]
+    weights = drafted_length_distribution(drafted_by)[ai, k]  # (rows, j = 0..k_cap)
+    width = weights.shape[1]
+    spread = np.abs(weights @ np.arange(width, dtype=np.float64) - drafted) <= DISTRIBUTION_TOL
+    lo = np.floor(drafted).astype(np.int64)
+    frac = drafted - lo
+    hi = np.minimum(lo + 1, k)
+    rows = np.arange(k.size)
+    at_mean = np.zeros_like(weights)
+    np.add.at(at_mean, (rows, lo), 1.0 - frac)
+    np.add.at(at_mean, (rows, hi), frac)
+    out: FloatArray = np.where(spread[:, None], weights, at_mean)
+    return out
+
+
 def _grid_inputs(
-    edge: _EdgeTables, targets: _TargetTables, r: _Rows, acc: FloatArray, drafted_by: FloatArray
+    edge: _EdgeTables,
+    targets: _TargetTables,
+    r: _Rows,
+    acc: FloatArray,
+    drafted_by: FloatArray,
+    weights: FloatArray,
 ) -> GridInputs:
-    """The model's per-configuration inputs, gathered from the tables by row index."""
+    """The model's per-configuration inputs, gathered from the tables by row index;
+    ``weights`` the speculative rows' :func:`verify_weights`."""
     n_s, n_c, n_e = r.sizes
     k, di, ti, ai, cd, ct, ed = r.k, r.di, r.ti, r.ai, r.cd, r.ct, r.ed
     d_lat, t_lat = edge.latency, targets.latency
@@ -506,27 +545,13 @@ def _grid_inputs(
         [d_lat[x][cd, 0] for x in three],
         [d_lat[x][ed, 0] for x in three],
     )
-    # Verification covers the drafted tokens plus one position. A drafter that proposes
-    # fewer than K (n-gram lookup) is charged the mean over the widths its rounds draft
-    # (drafted_length_distribution), not the time at its mean width: verification is not
-    # linear in the positions, and such a drafter's rounds mostly draft 0 or K. Where the
-    # profile's means do not pin that distribution down (drafted measured at some K only:
-    # the distribution's mean then misses the measured one by more than DISTRIBUTION_TOL
-    # tokens), it is charged between the profiled position counts around its mean width.
+    # verification: the mean over the widths the rounds verify (verify_weights)
     drafted = drafted_by[ai, k]
-    weights = drafted_length_distribution(drafted_by)[ai, k]  # (rows, j = 0..k_cap)
     width = weights.shape[1]
-    spread = np.abs(weights @ np.arange(width, dtype=np.float64) - drafted) <= DISTRIBUTION_TOL
-    lo_pos = np.floor(drafted).astype(np.int64)
-    frac = drafted - lo_pos
-    hi_pos = np.minimum(lo_pos + 1, k)
-    rows = np.arange(ti.size)
 
     def verify_at(x: int) -> FloatArray:
-        lat = t_lat[x][ti]
-        by_width = np.where(weights > 0.0, weights * lat[:, 1 : width + 1], 0.0).sum(axis=1)
-        at_mean = (1.0 - frac) * lat[rows, lo_pos + 1] + frac * lat[rows, hi_pos + 1]
-        return np.asarray(np.where(spread, by_width, at_mean), dtype=np.float64)
+        lat = t_lat[x][ti][:, 1 : width + 1]
+        return np.asarray(np.where(weights > 0.0, weights * lat, 0.0).sum(axis=1))
 
     verify = _bounded([verify_at(x) for x in three], [t_lat[x][ct, 1] for x in three], [zero_e] * 3)
     verify_one = _bounded(
@@ -599,8 +624,12 @@ def _assemble(
     acc, acc_src, acc_drafted = _stack_acceptance(pairs.tables, k_cap)
     pi, k = _speculative_rows(edge, targets, pairs, acc, preset, s, k_cap, warnings)
     r = _rows(edge, targets, pairs, pi, k)
-    inputs = _grid_inputs(edge, targets, r, acc, acc_drafted)
+    weights = verify_weights(acc_drafted, r.ai, k)
+    inputs = _grid_inputs(edge, targets, r, acc, acc_drafted, weights)
     _, n_c, n_e = r.sizes
+    # a round without a draft (cloud-only) verifies one position, as j = 0
+    none = np.zeros((n_c + n_e, weights.shape[1]))
+    none[:, 0] = 1.0
     di, ti, cd, ct, ed = r.di, r.ti, r.cd, r.ct, r.ed
     d_rows, t_rows = edge.rows, targets.rows
     device_names, dev_idx = _cat([dev.device.name for dev, _ in d_rows])
@@ -646,6 +675,7 @@ def _assemble(
         ),
         drafter_memory_bytes=np.concatenate([row_dmem[di], np.zeros(n_c), row_dmem[ed]]),
         device_memory_bytes=np.concatenate([row_devmem[di], row_devmem[cd], row_devmem[ed]]),
+        drafted_weights=np.concatenate([weights, none]),
         sources=_sources(edge, targets, pairs),
         warnings=warnings,
     )
