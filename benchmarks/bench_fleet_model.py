@@ -402,10 +402,13 @@ def predict(
     e_tokens_per_round: float | None = None,
     rtt_ms: float = 0.0,
     output_share: float = 0.0,
+    k_counts: ArrayLike | None = None,
 ) -> dict[str, list[float]]:
     """The model's figures for N = 1..max_n from the calibration run's measurements
     (``e_tokens_per_round``: E instead of the calibration client's, e.g. pooled over the
-    clients' own prompts).
+    clients' own prompts; ``k_counts``: the rounds' drafted counts instead of the
+    calibration client's, from the same prompts as that E: a model-free drafter's widths
+    move with the prompts as its E does).
 
     One-at-a-time (``curve`` None): the service time is the calibration's time in the
     server per request. Batched: ``curve`` is the profiled pass latency (sessions x
@@ -445,17 +448,18 @@ def predict(
     # costs the mean over the widest of b rounds drawn from the calibration's drafted
     # counts (lockstep branches), but a block yields only its own round's output rows,
     # which cost output_share of a profiled position (model.fleet.padded_pass_ms)
-    k_counts = calib.get("k_counts")
+    if k_counts is None:
+        k_counts = calib.get("k_counts")  # type: ignore[assignment]
     weights = None
-    if k_counts and gather != "mva" and max_batch > 1:
-        weights = block_weights(k_counts)  # type: ignore[arg-type]
+    if k_counts is not None and len(k_counts) and gather != "mva" and max_batch > 1:  # type: ignore[arg-type]
+        weights = block_weights(k_counts)
     sol = solve_population(max_n, think, positions, e, curve, max_batch, gather=gather,
                            session_rounds=rounds_per_session, prefill_ms=prefill,
                            drafted_weights=weights, output_share=output_share)  # fmt: skip
-    # the (probability, positions) readings of a padded pass at each N
+    # the weights of a padded pass's readings S(b, p), p = 1.., at each N
     reads = None
     if weights is not None:
-        reads = np.stack(padded_pass_reads(sol.batch[0], weights, output_share), axis=-1)
+        reads = padded_pass_reads(sol.batch[0], weights, output_share)
     # one scenario: column N - 1 is the network of N clients
     return {
         "aggregate_tok_s": sol.replica_goodput_tok_s[0].tolist(),
@@ -1042,8 +1046,11 @@ def main() -> None:
         for r in rows:
             n, m = r["clients"], r["measured"]
             e_pool = pooled_e(m["round_keys"], cache)
+            # E and the drafted widths from the window's own prompts (neither depends on
+            # timing or batch partners: a prompt's rounds are the same alone)
+            k_win = m.get("k_counts")
             pp = predict(calib, n, curve, args.max_batch if batched else 1, gather_model, e_pool,
-                         args.rtt_ms, share)  # fmt: skip
+                         args.rtt_ms, share, k_win)  # fmt: skip
             r["predicted_calibration_e"], r["error_calibration_e"] = r["predicted"], r["error"]
             r["predicted"] = {
                 "aggregate_tok_s": pp["aggregate_tok_s"][n - 1],
@@ -1063,7 +1070,7 @@ def main() -> None:
             if r["clients"] in fresh:
                 # the same with the cells re-timed right before this run (fleet_retime.py)
                 pr = predict(calib, n, fresh[n], args.max_batch, gather_model, e_pool,
-                             args.rtt_ms, share)  # fmt: skip
+                             args.rtt_ms, share, k_win)  # fmt: skip
                 r["predicted_retimed"] = {
                     "aggregate_tok_s": pr["aggregate_tok_s"][n - 1],
                     "per_client_tok_s": pr["per_client_tok_s"][n - 1],
@@ -1074,7 +1081,7 @@ def main() -> None:
             if r["clients"] in bracketed:
                 # the same with each cell the mean of its re-timings before and after it
                 pb = predict(calib, n, bracketed[n], args.max_batch, gather_model, e_pool,
-                             args.rtt_ms, share)  # fmt: skip
+                             args.rtt_ms, share, k_win)  # fmt: skip
                 r["predicted_bracketed"] = {
                     "aggregate_tok_s": pb["aggregate_tok_s"][n - 1],
                     "per_client_tok_s": pb["per_client_tok_s"][n - 1],
@@ -1085,7 +1092,7 @@ def main() -> None:
                 # the same without the output rows' share (the widest block alone), so one
                 # run shows both readings of the curve
                 p0 = predict(calib, n, curve, args.max_batch, gather_model, e_pool,
-                             args.rtt_ms, 0.0)  # fmt: skip
+                             args.rtt_ms, 0.0, k_win)  # fmt: skip
                 r["error_no_output_share"] = {
                     "aggregate": err(p0["aggregate_tok_s"][n - 1], m["aggregate_tok_s"]),
                     "round": err(p0["round_ms"][n - 1], m["round_ms"]),

@@ -46,7 +46,12 @@ from bench_fleet_model import (  # noqa: E402
 )
 
 from configspec.backends.llamacpp_batch import gap_fillers  # noqa: E402
-from configspec.model.fleet import BatchLatency, curve_positions, padded_pass_ms  # noqa: E402
+from configspec.model.fleet import (  # noqa: E402
+    ANCHOR_POSITIONS,
+    BatchLatency,
+    anchor_weight,
+    padded_pass_ms,
+)
 from configspec.serving.batched import BatchPolicy, seq_run_lengths, seq_runs  # noqa: E402
 from configspec.store import atomic_write_json  # noqa: E402
 
@@ -83,10 +88,12 @@ def predict_pass(
     """The curve's time (ms) of a pass over sequence ``ids`` (the gap fillers the target
     adds included) with blocks ``width`` wide: one curve call per micro-batch, i.e. per
     run of consecutive ids. ``outputs``: mean output rows per block (``max(2, p)`` for a
-    round of ``p`` positions); the curve is read at ``width - output_share * (width -
-    outputs)`` (:func:`configspec.model.fleet.curve_positions`)."""
-    p = width if outputs is None else float(curve_positions(width, outputs, output_share))
-    return float(sum(curve(float(b), float(p)) for b in seq_run_lengths(ids)))
+    round of ``p`` positions); the missing rows are priced as
+    :func:`configspec.model.fleet.anchor_weight` prices them."""
+    alpha = 0.0 if outputs is None else float(anchor_weight(width, outputs, output_share))
+    return float(sum((1.0 - alpha) * curve(float(b), float(width))
+                     + alpha * curve(float(b), float(ANCHOR_POSITIONS))
+                     for b in seq_run_lengths(ids)))  # fmt: skip
 
 
 def analyse(trace: list[dict[str, Any]], curve: BatchLatency, k: int, n_batch: int,

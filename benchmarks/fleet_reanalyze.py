@@ -44,7 +44,8 @@ def reanalyze(doc: dict[str, Any]) -> dict[str, Any]:
 
     def replay(c: BatchLatency | None, n: int, e_pool: float | None, m: dict[str, Any],
                client: float) -> dict[str, Any]:  # fmt: skip
-        pp = predict(calib, n, c, max_batch, inputs["gather_model"], e_pool, rtt_ms, share)
+        k_win = m.get("k_counts") if e_pool is not None else None
+        pp = predict(calib, n, c, max_batch, inputs["gather_model"], e_pool, rtt_ms, share, k_win)
         return {
             "aggregate_tok_s": pp["aggregate_tok_s"][n - 1],
             "per_client_tok_s": pp["per_client_tok_s"][n - 1],

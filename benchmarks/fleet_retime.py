@@ -96,25 +96,25 @@ def read_cells(curve: BatchLatency, batch: float, positions: float) -> dict[Cell
 
 
 READ_MIN = 1e-3
-"""A padded pass's width of lower probability than this is not re-timed (its cells keep
-the profile's values: at most this share of the pass)."""
+"""A padded pass's reading of lower weight than this is not re-timed (its cells keep the
+profile's values: at most this share of the pass)."""
 
 
 def run_cells(pred: dict[str, Any], n: int, curve: BatchLatency) -> dict[Cell, float]:
     """The cells the N-client prediction ``pred`` (``bench_fleet_model.predict``) reads for
-    its throughput and round time: ``S(pass_batch[N-1], p)`` at each width's positions
-    ``p`` of a padded pass (``pass_reads``, weighted by the width's probability, those
-    under :data:`READ_MIN` left out), else at ``pass_width[N-1]``."""
+    its throughput and round time: ``S(pass_batch[N-1], p)`` at each position count ``p``
+    a padded pass reads (``pass_reads``, :func:`configspec.model.fleet.padded_pass_reads`;
+    readings under :data:`READ_MIN` left out), else at ``pass_width[N-1]``."""
     b = pred["pass_batch"][n - 1]
     reads = pred.get("pass_reads")
     if not reads:
         return read_cells(curve, b, pred["pass_width"][n - 1])
     cells: dict[Cell, float] = {}
-    for prob, positions in reads[n - 1]:
-        if prob < READ_MIN:
+    for p, share in enumerate(reads[n - 1], start=1):
+        if share < READ_MIN:
             continue
-        for cell, weight in read_cells(curve, b, positions).items():
-            cells[cell] = cells.get(cell, 0.0) + prob * weight
+        for cell, weight in read_cells(curve, b, p).items():
+            cells[cell] = cells.get(cell, 0.0) + share * weight
     return cells
 
 

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from configspec.model.fleet import (
     GATHER_MODELS,
     BatchLatency,
+    anchor_weight,
     mean_pass_sessions,
     padded_pass_ms,
     solve_fleet,
@@ -291,6 +292,23 @@ def test_padded_pass_is_the_mean_cost_of_b_random_rounds() -> None:
         padded_pass_ms(curve, 4.0, weights, 1.5)
     with pytest.raises(ValueError, match="drafted_weights"):
         padded_pass_ms(curve, 4.0, [0.0, 0.0])
+
+
+def test_missing_output_rows_are_priced_on_the_secant_not_the_sawtooth() -> None:
+    """fleet_model12's B = 4 row: 4 positions cost less than 3 (tiling), so reading the
+    curve between neighbouring widths priced a pass of 4 blocks of 5 with 4.04 output rows
+    each at 105 ms; the verifier timed 119.6. The saving per missing row is a share of the
+    secant from 2 positions, the shape the share is timed on."""
+    row = [np.nan, 82.4, 82.0, 99.4, 96.8, 131.3]
+    curve = BatchLatency(np.array([row, row]), np.array([1.0, 4.0]))
+    alpha = float(anchor_weight(5.0, 4.035, 0.786))
+    assert alpha == pytest.approx(0.786 * 0.965 / 3)
+    assert (1 - alpha) * curve(4, 5) + alpha * curve(4, 2) == pytest.approx(118.8, abs=0.1)
+    assert anchor_weight(2.0, 1.0, 0.8) == 0.0  # nothing to save below the narrowest block
+    assert anchor_weight(5.0, 5.0, 0.8) == 0.0  # every row an output: the profile itself
+    assert anchor_weight(5.0, 2.0, 1.0) == 1.0  # only outputs count: the narrow pass
+    with pytest.raises(ValueError, match="output_share"):
+        anchor_weight(5.0, 2.0, -0.1)
 
 
 @settings(max_examples=60, deadline=None)

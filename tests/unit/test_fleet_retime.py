@@ -99,12 +99,14 @@ def test_each_run_reads_its_own_row_at_the_pass_width() -> None:
         cells = run_cells(pred, n, curve)
         assert {b for b, _ in cells} == {n}  # the B = N row, nothing else
         # a padded pass: 2 positions when every round drafted nothing (32% of rounds),
-        # else 5 less the output rows the narrow rounds do not yield
-        assert {p for _, p in cells} <= {2, 4, 5}
-        assert {p for _, p in cells} & {4, 5}
-        assert sum(cells.values()) == pytest.approx(1.0, abs=5 * READ_MIN)
-        narrow = (43 / 135) ** n
-        assert cells.get((n, 2), 0.0) == pytest.approx(narrow if narrow >= READ_MIN else 0.0)
+        # else 5, less the output rows the narrow rounds do not yield, priced on the
+        # secant to 2 positions: both readings at whole widths
+        assert {p for _, p in cells} == {2, 5}
+        assert sum(cells.values()) == pytest.approx(1.0)
+        low = 43 / 135
+        wide = 1.0 - low**n  # the widest block is 5 positions
+        outputs = (2 * low + 5 * (1 - low) - 2 * low**n) / wide  # E[mean rows | widest 5]
+        assert cells[(n, 5)] == pytest.approx(wide * (1 - SHARE * (5 - outputs) / 3))
     # N = 24: two passes of 12 per cycle, between the rows B = 8 and 16
     assert {b for b, _ in run_cells(pred, 24, curve)} == {8, 16}
 

@@ -380,19 +380,13 @@ def padded_pass_ms(
     every block of a pass to the widest, so the pass is as wide as the largest of
     ``batch`` independent draws: ``w`` with probability ``F(w)^b − F(w − 1)^b``. Its
     blocks yield fewer output rows (logits) than ``w``: each yields its own width, on
-    average ``E[X_1 + … + X_b | max = w] / b`` (exact for independent draws). An output row costs
-    more than a position (the output projection, vocabulary × embedding, plus the logits
-    copied out): the profile times blocks of ``p`` positions with ``p`` output rows,
-    ``F(b) + b·(a + c)·p``, and a pass of blocks ``w`` wide with ``o`` output rows each
-    costs ``F(b) + b·(a·w + c·o)``, the profile at ``p = w − output_share · (w − o)``
-    (:func:`curve_positions`, ``output_share = c / (a + c)``; 0: padding costs as much
-    as a real position, an upper bound; 1: only output rows count). Measured on the F32
-    Gemma 3 270M, 1 thread, 16 blocks of 5 positions: 80 outputs 741 ms, 65 outputs
-    650 ms, 35 outputs 495 ms, 16 blocks of 2 positions 373 ms, so ``output_share`` ≈
-    0.71 there. The result is the mean over ``w``. At ``batch`` = 1 it is the mean of
-    ``S(1, j + 1)`` over the distribution, what ``select`` charges one client; a model
-    drafter (all weight at K) gets ``S(b, K + 1)`` at every batch. ``batch`` broadcasts
-    against the weights' leading axes; ms."""
+    average ``o_w = E[X_1 + … + X_b | max = w] / b`` (exact for independent draws), and
+    a missing output row saves ``output_share`` of a position's cost
+    (:func:`anchor_weight`). The result is the mean over ``w`` of
+    ``(1 − α)·S(b, w) + α·S(b, 2)``, ``α`` = :func:`anchor_weight` ``(w, o_w)``. At
+    ``batch`` = 1 it is the mean of ``S(1, j + 1)`` over the distribution, what
+    ``select`` charges one client; a model drafter (all weight at K) gets ``S(b, K + 1)``
+    at every batch. ``batch`` broadcasts against the weights' leading axes; ms."""
     w = np.asarray(drafted_weights, dtype=np.float64)
     if w.ndim == 0 or w.shape[-1] == 0 or (w < 0).any():
         raise ValueError("drafted_weights must have a last axis of non-negative weights")
@@ -404,18 +398,18 @@ def padded_pass_ms(
     b = np.maximum(np.asarray(batch, dtype=np.float64), 1.0)
     if (pmf.max(axis=-1) == 1.0).all():  # every round one width (model drafters): no padding
         return curve(b, pmf.argmax(axis=-1) + 1.0)
-    at, positions = padded_pass_reads(b, pmf, output_share)
-    cost = curve(b[..., None], positions)
-    out: FloatArray = np.where(at > 0, at * cost, 0.0).sum(axis=-1)
+    reads = padded_pass_reads(b, pmf, output_share)
+    width = np.arange(1, pmf.shape[-1] + 1, dtype=np.float64)
+    cost = curve(b[..., None], width)
+    out: FloatArray = np.where(reads > 0, reads * cost, 0.0).sum(axis=-1)
     return out
 
 
 def padded_pass_reads(
     batch: ArrayLike, drafted_weights: ArrayLike, output_share: float = 0.0
-) -> tuple[FloatArray, FloatArray]:
-    """(probability, positions), each (..., j): the pass of ``batch`` rounds is ``j + 1``
-    blocks wide with that probability, and then costs the profile at those positions
-    (:func:`padded_pass_ms`, which is the probability-weighted sum of the readings)."""
+) -> FloatArray:
+    """The readings of the profile that :func:`padded_pass_ms` sums: ``r[..., p − 1]`` is
+    the weight of ``S(b, p)`` for ``p`` = 1..(the weights' last axis); they sum to 1."""
     w = np.asarray(drafted_weights, dtype=np.float64)
     pmf = w / w.sum(axis=-1, keepdims=True)
     b = np.maximum(np.asarray(batch, dtype=np.float64), 1.0)
@@ -430,7 +424,49 @@ def padded_pass_reads(
     with np.errstate(divide="ignore", invalid="ignore"):
         outputs = np.where(at > 0, dg / (bb * at), width)
     outputs = np.minimum(np.maximum(outputs, 1.0), width)  # rounding can step outside
-    return at, curve_positions(width, outputs, output_share)
+    alpha = anchor_weight(width, outputs, output_share)
+    reads = at * (1.0 - alpha)
+    if reads.shape[-1] >= 2:
+        reads[..., 1] += (at * alpha).sum(axis=-1)
+    out: FloatArray = reads
+    return out
+
+
+ANCHOR_POSITIONS = 2
+"""The narrowest block a round sends (a round that drafted nothing still sends two rows:
+a single row takes its neighbour with it), and the width the output share is timed
+against (:func:`anchor_weight`)."""
+
+
+def anchor_weight(widest: ArrayLike, outputs: ArrayLike, output_share: float) -> FloatArray:
+    """``α``: a pass of blocks ``widest`` wide that yield ``outputs`` output rows each on
+    average costs ``(1 − α)·S(b, widest) + α·S(b, 2)``.
+
+    The profile times blocks of ``p`` positions with ``p`` output rows each. An output row
+    costs more than a position (the output projection, vocabulary × embedding, plus the
+    logits copied out), so every row a block does not yield saves ``output_share`` of what
+    a position costs there, taken as the secant of the profile from 2 positions to
+    ``widest``: ``α = output_share · (widest − outputs) / (widest − 2)`` (0 at or below
+    2 positions). ``output_share`` is timed the same way (``bench_fleet_model.py``'s
+    ``measure_output_share``: blocks of 5 with every row an output, with 2 rows, and
+    blocks of 2): on the F32 Gemma 3 270M, 1 thread, 16 blocks of 5 positions took
+    741 ms with 80 output rows, 650 with 65, 495 with 35, and 16 blocks of 2 373 ms, a
+    share of 0.71. Reading the profile at the single width ``widest − output_share ·
+    (widest − outputs)`` instead (until 2026-12-01) read the sawtooth between
+    neighbouring widths: in fleet_model12's profile S(4, 4) = 96.8 ms lies below
+    S(4, 3) = 99.4, and the N = 4 passes (4 blocks of 5, 4.04 output rows each on
+    average, share 0.786) read 105 ms where the verifier timed 119.6 ms a request (pass
+    and decision); the secant reads 118.8. 0: padding costs as much as a real position
+    (an upper bound); 1: only output rows count. Broadcasts; dimensionless, in [0, 1]."""
+    if not 0.0 <= output_share <= 1.0:
+        raise ValueError(f"output_share={output_share} must be in [0, 1]")
+    w = np.asarray(widest, dtype=np.float64)
+    o = np.asarray(outputs, dtype=np.float64)
+    span = w - ANCHOR_POSITIONS
+    with np.errstate(divide="ignore", invalid="ignore"):
+        alpha = np.where(span > 0, output_share * np.maximum(w - o, 0.0) / span, 0.0)
+    out: FloatArray = np.minimum(alpha, 1.0)
+    return out
 
 
 def _pass_fn(
@@ -461,17 +497,6 @@ def widest_block(weights: FloatArray) -> FloatArray:
     drafted tokens) can send: ``j + 1`` for the largest ``j`` of positive weight."""
     j = np.arange(1, weights.shape[-1] + 1, dtype=np.float64)
     out: FloatArray = np.max(np.where(weights > 0, j, 1.0), axis=-1)
-    return out
-
-
-def curve_positions(widest: ArrayLike, outputs: ArrayLike, output_share: float) -> FloatArray:
-    """``widest − output_share · max(widest − outputs, 0)``: the positions at which the
-    profiled curve costs what a pass of blocks ``widest`` wide with ``outputs`` output
-    rows each costs (see :func:`padded_pass_ms`); broadcasts; positions."""
-    if not 0.0 <= output_share <= 1.0:
-        raise ValueError(f"output_share={output_share} must be in [0, 1]")
-    w = np.asarray(widest, dtype=np.float64)
-    out: FloatArray = w - output_share * np.maximum(w - np.asarray(outputs, np.float64), 0.0)
     return out
 
 
@@ -661,11 +686,12 @@ def solve_population(
 
 
 __all__ = [
+    "ANCHOR_POSITIONS",
     "GATHER_MODELS",
     "P95_TAIL",
     "BatchLatency",
     "FleetSolution",
-    "curve_positions",
+    "anchor_weight",
     "mean_pass_sessions",
     "padded_pass_ms",
     "padded_pass_reads",
