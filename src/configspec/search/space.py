@@ -97,8 +97,9 @@ class Space:
     device_memory_bytes: FloatArray
     drafted_weights: FloatArray
     """(rows, j = 0..k_cap): the weight of a round verifying ``j`` drafted tokens
-    (:func:`verify_weights`; all at 0 for rows without a draft); what ``verify_ms`` is
-    the mean over, and what the fleet planner pads batched passes with."""
+    (:func:`verify_weights`; for rows without a draft all the weight is at ``j`` = 0);
+    what ``verify_ms`` is the mean over, and what the fleet planner pads batched passes
+    with."""
     sources: dict[str, set[str]] = field(default_factory=dict)
     """Input kind (device, alignment, verification, network) → provenance sources seen."""
     warnings: list[str] = field(default_factory=list)
