@@ -250,3 +250,64 @@ def test_a_drafter_of_varying_width_is_charged_its_padded_batched_pass() -> None
     demand = _class_demand(cands, curve, 8, np.array([1.0]))
     per_token_ms = min(curve(8, 5) / 8 / 3.0, padded / 8 / 2.0)  # a full pass's share
     assert demand[0, 0] == pytest.approx(8 * 1.0 * per_token_ms / 1e3)
+
+
+def _with_ngram(tmp_path: Path) -> Profiles:
+    """The example profiles plus a model-free drafter on the Raspberry Pi: its rounds
+    draft all K or nothing at even odds (drafted K / 2 at every K) and it costs ~0 ms."""
+    import shutil
+
+    root = tmp_path / "profiles"
+    shutil.copytree(EXAMPLES, root)
+    dev_path = root / "device" / "rpi5-8gb.json"
+    dev = json.loads(dev_path.read_text())
+    cheap = {"mean": 0.02, "ci_low": 0.02, "ci_high": 0.02, "n": 0, "source": "illustrative"}
+    dev["drafters"].append({
+        "drafter": "ngram", "family": "gemma3", "quantization": None, "model_sha256": None,
+        "memory_bytes": 0, "prefill_tokens_per_s": None,
+        "draft_power_w": {**cheap, "mean": 0.5, "ci_low": 0.5, "ci_high": 0.5},
+        "latency": [{"k": k, "context_tokens": c, "per_token_ms": cheap}
+                    for k in (1, 4, 8) for c in (0, 512)],
+    })  # fmt: skip
+    dev_path.write_text(json.dumps(dev))
+    al_path = root / "alignment" / "gemma-3-27b-it.json"
+    al = json.loads(al_path.read_text())
+
+    def est(x: float) -> dict[str, object]:
+        return {"mean": x, "ci_low": x, "ci_high": x, "n": 8, "source": "illustrative"}
+
+    # half the rounds draft all K, accepted at 0.8 a position; the rest draft nothing
+    by_k = [{"k": k, "accepted_fraction": est(0.5 * sum(0.8**i for i in range(1, k + 1)) / k),
+             "tokens_per_round": est(1 + 0.5 * sum(0.8**i for i in range(1, k + 1))),
+             "drafted_per_round": est(0.5 * k)} for k in range(1, 9)]  # fmt: skip
+    al["entries"].append({"drafter": "ngram", "domain": "all", "temperature": 0.0,
+                          "by_k": by_k, "n_prompts": 8, "n_tokens": 512})  # fmt: skip
+    al_path.write_text(json.dumps(al))
+    return read_profiles(ProfileStore(root))
+
+
+def test_a_model_free_drafter_is_planned_with_its_padded_pass(tmp_path: Path) -> None:
+    from configspec.model.fleet import padded_pass_ms
+    from configspec.plan.candidates import batch_curve
+
+    profiles = _with_ngram(tmp_path)
+    doc = with_class(1, drafters=["ngram"], cloud_only=False, min_goodput_tok_s=4.0)
+    plan = plan_fleet(parse_fleet(doc), profiles)
+    cands = plan.candidates
+    c = plan.candidates.class_names.index("pis")
+    assert set(cands.drafters[c]) <= {"ngram", ""}
+    weights = cands.drafted_weights[c][cands.valid[c]]
+    assert np.allclose(weights[:, 0], 0.5)  # half the rounds draft nothing, at every K
+    assert any("output_share = 0" in w for w in plan.warnings)
+    i, m = plan.main, int(plan.choice[plan.main, c])
+    verification = next(v for v in profiles.verifications if v.target == "gemma-3-27b-it")
+    curve, _, _ = batch_curve(verification, int(cands.k[cands.valid].max()), 512, 16)
+    padded = padded_pass_ms(curve, plan.batch[i, c], cands.drafted_weights[c, m])
+    mean_width = curve(plan.batch[i, c], cands.positions[c, m])
+    assert padded > mean_width  # the pad to the widest costs more than the mean width
+    # a priced share: no warning, and padding costs less, so never more replicas
+    share = fleet(verifier={**doc["verifier"], "output_share": 0.7})  # type: ignore[dict-item]
+    share["classes"] = doc["classes"]
+    priced = plan_fleet(parse_fleet(share), profiles)
+    assert not any("output_share" in w for w in priced.warnings)
+    assert priced.replicas[priced.main] <= plan.replicas[i]

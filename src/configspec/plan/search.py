@@ -541,6 +541,13 @@ def plan_fleet(spec: FleetSpec, profiles: Profiles) -> FleetPlan:
     curve, b_max, w = batch_curve(verification, max(k_cap, 1), spec.context_tokens,
                                   spec.verifier.max_batch)  # fmt: skip
     warnings += w
+    varying = cands.valid & (cands.drafted_weights.max(axis=-1) < 1.0)
+    if b_max > 1 and varying.any() and spec.verifier.output_share == 0.0:
+        warnings.append(
+            "candidates whose rounds vary in width (model-free drafters) are charged their "
+            "batched passes padded in full (verifier.output_share = 0, an upper bound); set "
+            "verifier.output_share for the target (see docs/fleet.md) to price the padding"
+        )
     scales = np.asarray(spec.scales(), dtype=np.float64)
     main = int(np.flatnonzero(scales == 1.0)[0])
     r_max = spec.verifier.max_replicas
