@@ -70,6 +70,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import multiprocessing as mp
 import os
 import statistics
 import subprocess
@@ -177,6 +178,74 @@ SETTLE_ROUNDS = 2
 """A client counts as started once this many rounds of its first generation are done."""
 
 
+def _client_loop(
+    i: int,
+    url: str,
+    prompts: list[list[int]],
+    tokenizer: object,
+    args: argparse.Namespace,
+    go: Any,
+    started: Any,
+    window: Any,
+    done: list[tuple[float, int, int, float, float, float, int, int]],
+    sessions: list[tuple[float, int]],
+) -> None:
+    """Client ``i`` of :func:`run_clients`: warm its connection, start with the others
+    (``go``), loop generations until the window's end (``window[1]``), append every round
+    to ``done`` and every generation to ``sessions``; ``started`` is set once its first
+    generation has done :data:`SETTLE_ROUNDS` rounds."""
+    drafter = open_drafter(args.drafter, tokenizer=tokenizer)  # type: ignore[arg-type]
+    with EdgeClient(url, drafter, k=args.k, timeout_s=300) as c:
+        c.generate(prompts[i % len(prompts)], max_tokens=3)  # warm connection
+        go.wait()
+        j = i * 7
+        seen = [0]
+
+        def on_text(_: str) -> None:
+            seen[0] += 1
+            if seen[0] >= SETTLE_ROUNDS:
+                started.set()
+
+        while time.perf_counter() < window[1]:
+            gen = c.generate(prompts[j % len(prompts)], args.max_tokens,
+                             on_text=None if started.is_set() else on_text)  # fmt: skip
+            started.set()  # (a generation shorter than SETTLE_ROUNDS)
+            sessions.append((gen.prefill_ms, len(gen.rounds)))
+            start = time.perf_counter() - gen.decode_s
+            ends = start + np.cumsum([r.round_ms for r in gen.rounds]) / 1e3
+            for idx, (r, end) in enumerate(zip(gen.rounds, ends, strict=True)):
+                if r.k_limit in (None, args.k):
+                    row = (r.round_ms, r.server_ms, r.verify_ms, r.k, r.accepted + 1)
+                    done.append((float(end), j % len(prompts), idx, *row))
+            j += 1
+
+
+def _client_process(
+    i: int,
+    url: str,
+    prompts: list[list[int]],
+    tokenizer: object,
+    args: argparse.Namespace,
+    go: Any,
+    started: Any,
+    window: Any,
+    conn: Any,
+) -> None:
+    """:func:`_client_loop` in a forked process; sends (rounds, sessions, error or None)."""
+    done: list[tuple[float, int, int, float, float, float, int, int]] = []
+    sessions: list[tuple[float, int]] = []
+    err = None
+    try:
+        _client_loop(i, url, prompts, tokenizer, args, go, started, window, done, sessions)
+    except BaseException as exc:
+        err = f"{type(exc).__name__}: {exc}"
+        started.set()
+        with contextlib.suppress(threading.BrokenBarrierError):
+            go.abort()
+    conn.send((done, sessions, err))
+    conn.close()
+
+
 def run_clients(
     urls: Sequence[str],
     n: int,
@@ -201,55 +270,31 @@ def run_clients(
     against 16 in every pass of the steady state, traced)."""
     warm = args.warmup_s if warmup_s is None else warmup_s
     results: list[ClientResult | None] = [None] * n
-    errors: list[BaseException] = []
-    sessions: list[tuple[float, int]] = []  # (client's prefill ms, rounds) per generation
+    procs = getattr(args, "clients_in", "threads") == "processes"
+    ctx = mp.get_context("fork")
     # every round of every client: (end s, prompt, round index, round ms, server ms,
     # verify ms, drafted, tokens); the window is cut after the run
     done: list[list[tuple[float, int, int, float, float, float, int, int]]] = [[] for _ in range(n)]
-    started = [threading.Event() for _ in range(n)]
-    t0 = [0.0]
-    window = [float("inf"), float("inf")]  # [lo, hi], set once every client has started
+    sessions: list[tuple[float, int]] = []  # (client's prefill ms, rounds) per generation
+    started = [ctx.Event() if procs else threading.Event() for _ in range(n)]
+    t0 = ctx.Value("d", 0.0)
+    # [lo, hi], set once every client has started (shared memory: clients read hi)
+    window = ctx.Array("d", [float("inf"), float("inf")])
+    errors: list[BaseException | str] = []
 
-    def client(i: int) -> None:
-        try:
-            drafter = open_drafter(args.drafter, tokenizer=tokenizer)  # type: ignore[arg-type]
-            with EdgeClient(urls[i % len(urls)], drafter, k=args.k, timeout_s=300) as c:
-                c.generate(prompts[i % len(prompts)], max_tokens=3)  # warm connection
-                go.wait()
-                j = i * 7
-                seen = [0]
+    def stamp() -> None:
+        t0.value = time.perf_counter()
 
-                def on_text(_: str) -> None:
-                    seen[0] += 1
-                    if seen[0] >= SETTLE_ROUNDS:
-                        started[i].set()
-
-                while time.perf_counter() < window[1]:
-                    gen = c.generate(prompts[j % len(prompts)], args.max_tokens,
-                                     on_text=None if started[i].is_set() else on_text)  # fmt: skip
-                    started[i].set()  # (a generation shorter than SETTLE_ROUNDS)
-                    sessions.append((gen.prefill_ms, len(gen.rounds)))
-                    start = time.perf_counter() - gen.decode_s
-                    ends = start + np.cumsum([r.round_ms for r in gen.rounds]) / 1e3
-                    for idx, (r, end) in enumerate(zip(gen.rounds, ends, strict=True)):
-                        if r.k_limit in (None, args.k):
-                            row = (r.round_ms, r.server_ms, r.verify_ms, r.k, r.accepted + 1)
-                            done[i].append((float(end), j % len(prompts), idx, *row))
-                    j += 1
-        except BaseException as exc:
-            errors.append(exc)
-            started[i].set()
-            with contextlib.suppress(threading.BrokenBarrierError):
-                go.abort()
-
+    go = (ctx.Barrier(n + 1, action=stamp) if procs
+          else threading.Barrier(n + 1, action=stamp))  # fmt: skip
     probed: list[tuple[float, ...]] = []
 
     def open_window() -> None:
         with contextlib.suppress(threading.BrokenBarrierError):
             go.wait()
         for ev in started:
-            ev.wait(timeout=max(0.0, t0[0] + args.max_window_s - time.perf_counter()))
-        lo = max(time.perf_counter(), t0[0] + warm)
+            ev.wait(timeout=max(0.0, t0.value + args.max_window_s - time.perf_counter()))
+        lo = max(time.perf_counter(), t0.value + warm)
         time.sleep(max(0.0, lo - time.perf_counter()))
         if probe is not None:
             probed.append(probe())
@@ -258,16 +303,52 @@ def run_clients(
         if probe is not None:
             probed.append(probe())
 
-    # the clients and open_window start together
-    go = threading.Barrier(n + 1, action=lambda: t0.__setitem__(0, time.perf_counter()))
-    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(n)]
-    threads.append(threading.Thread(target=open_window, daemon=True))
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    opener = threading.Thread(target=open_window, daemon=True)
+    if procs:
+        # a process per client, as separate devices would be: client threads share one
+        # interpreter lock, and a sync pass answers all N at once, so their per-round
+        # Python work ran one after another (16 clients: think 33 -> 43 ms, and the
+        # gather waited for the last of them)
+        pipes = [ctx.Pipe(duplex=False) for _ in range(n)]
+        workers = [
+            ctx.Process(target=_client_process, daemon=True, args=(
+                i, urls[i % len(urls)], prompts, tokenizer, args, go, started[i], window,
+                pipes[i][1]))
+            for i in range(n)
+        ]  # fmt: skip
+        for w in workers:
+            w.start()
+        opener.start()
+        for i, (recv, _) in enumerate(pipes):
+            rows, sess, err = recv.recv()
+            done[i] = rows
+            sessions.extend(sess)
+            if err is not None:
+                errors.append(err)
+        for w in workers:
+            w.join()
+        opener.join()
+        if errors:
+            raise RuntimeError(f"a client failed: {errors[0]}")
+    else:
+        def client(i: int) -> None:
+            try:
+                _client_loop(i, urls[i % len(urls)], prompts, tokenizer, args, go, started[i],
+                             window, done[i], sessions)  # fmt: skip
+            except BaseException as exc:
+                errors.append(exc)
+                started[i].set()
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    go.abort()
+
+        threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(n)]
+        threads.append(opener)
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]  # type: ignore[misc]
     lo, hi = window
     used: list[tuple[int, int]] = []  # (prompt, round index) of every counted round
     drafted_k: list[int] = []  # tokens drafted in every counted round
@@ -859,6 +940,9 @@ def main() -> None:
                     help="a discarded one-client run before the calibration, so it "
                          "meets a verifier as warm as the N-client runs do")  # fmt: skip
     ap.add_argument("--min-rounds", type=int, default=15, help="rounds per client per window")
+    ap.add_argument("--clients-in", choices=("processes", "threads"), default="processes",
+                    help="run each emulated client in a process of its own (default, as "
+                         "separate devices would be) or all as threads of this one")  # fmt: skip
     ap.add_argument("--max-window-s", type=float, default=150.0)
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=1)
