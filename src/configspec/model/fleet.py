@@ -387,14 +387,9 @@ def padded_pass_ms(
     ``batch`` = 1 it is the mean of ``S(1, j + 1)`` over the distribution, what
     ``select`` charges one client; a model drafter (all weight at K) gets ``S(b, K + 1)``
     at every batch. ``batch`` broadcasts against the weights' leading axes; ms."""
-    w = np.asarray(drafted_weights, dtype=np.float64)
-    if w.ndim == 0 or w.shape[-1] == 0 or (w < 0).any():
-        raise ValueError("drafted_weights must have a last axis of non-negative weights")
     if not 0.0 <= output_share <= 1.0:
         raise ValueError(f"output_share={output_share} must be in [0, 1]")
-    if not (w.sum(axis=-1) > 0).all():
-        raise ValueError("drafted_weights must have some positive weight in every row")
-    pmf = w / w.sum(axis=-1, keepdims=True)
+    pmf = _normalised(drafted_weights)
     b = np.maximum(np.asarray(batch, dtype=np.float64), 1.0)
     if (pmf.max(axis=-1) == 1.0).all():  # every round one width (model drafters): no padding
         return curve(b, pmf.argmax(axis=-1) + 1.0)
@@ -483,11 +478,17 @@ def _weights(drafted_weights: ArrayLike | None, shape: tuple[int, ...]) -> Float
     """``drafted_weights`` broadcast to ``shape`` + (j,), each row normalised; None passes."""
     if drafted_weights is None:
         return None
+    w = _normalised(drafted_weights)
+    out: FloatArray = np.broadcast_to(w, (*shape, w.shape[-1]))
+    return out
+
+
+def _normalised(drafted_weights: ArrayLike) -> FloatArray:
+    """Drafted weights (last axis ``j``) checked and scaled so that every row sums to 1."""
     w = np.asarray(drafted_weights, dtype=np.float64)
     if w.ndim == 0 or w.shape[-1] == 0 or (w < 0).any() or not (w.sum(axis=-1) > 0).all():
         raise ValueError("drafted_weights must have a last axis of non-negative weights, "
                          "some positive in every row")  # fmt: skip
-    w = np.broadcast_to(w, (*shape, w.shape[-1]))
     out: FloatArray = w / w.sum(axis=-1, keepdims=True)
     return out
 
