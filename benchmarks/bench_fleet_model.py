@@ -178,7 +178,15 @@ SETTLE_ROUNDS = 2
 """A client counts as started once this many rounds of its first generation are done."""
 
 
-def _client_loop(
+Round = tuple[float, int, int, float, float, float, int, int]
+"""One counted round: (end s, prompt, round index, round ms, server ms, verify ms,
+drafted, tokens)."""
+Report = tuple[list[Round], list[tuple[float, int]], BaseException | str | None]
+"""What a client hands back: its rounds, its generations (prefill ms, rounds), and the
+error that stopped it (None: it ran to the window's end)."""
+
+
+def _client(
     i: int,
     url: str,
     prompts: list[list[int]],
@@ -187,37 +195,46 @@ def _client_loop(
     go: Any,
     started: Any,
     window: Any,
-    done: list[tuple[float, int, int, float, float, float, int, int]],
-    sessions: list[tuple[float, int]],
+    send: Callable[[Report], None],
 ) -> None:
     """Client ``i`` of :func:`run_clients`: warm its connection, start with the others
-    (``go``), loop generations until the window's end (``window[1]``), append every round
-    to ``done`` and every generation to ``sessions``; ``started`` is set once its first
-    generation has done :data:`SETTLE_ROUNDS` rounds."""
-    drafter = open_drafter(args.drafter, tokenizer=tokenizer)  # type: ignore[arg-type]
-    with EdgeClient(url, drafter, k=args.k, timeout_s=300) as c:
-        c.generate(prompts[i % len(prompts)], max_tokens=3)  # warm connection
-        go.wait()
-        j = i * 7
-        seen = [0]
+    (``go``), loop generations until the window's end (``window[1]``), then ``send`` its
+    :data:`Report`; ``started`` is set once its first generation has done
+    :data:`SETTLE_ROUNDS` rounds (or when it fails, which also breaks ``go``)."""
+    done: list[Round] = []
+    sessions: list[tuple[float, int]] = []
+    err: BaseException | None = None
+    try:
+        drafter = open_drafter(args.drafter, tokenizer=tokenizer)  # type: ignore[arg-type]
+        with EdgeClient(url, drafter, k=args.k, timeout_s=300) as c:
+            c.generate(prompts[i % len(prompts)], max_tokens=3)  # warm connection
+            go.wait()
+            j = i * 7
+            seen = [0]
 
-        def on_text(_: str) -> None:
-            seen[0] += 1
-            if seen[0] >= SETTLE_ROUNDS:
-                started.set()
+            def on_text(_: str) -> None:
+                seen[0] += 1
+                if seen[0] >= SETTLE_ROUNDS:
+                    started.set()
 
-        while time.perf_counter() < window[1]:
-            gen = c.generate(prompts[j % len(prompts)], args.max_tokens,
-                             on_text=None if started.is_set() else on_text)  # fmt: skip
-            started.set()  # (a generation shorter than SETTLE_ROUNDS)
-            sessions.append((gen.prefill_ms, len(gen.rounds)))
-            start = time.perf_counter() - gen.decode_s
-            ends = start + np.cumsum([r.round_ms for r in gen.rounds]) / 1e3
-            for idx, (r, end) in enumerate(zip(gen.rounds, ends, strict=True)):
-                if r.k_limit in (None, args.k):
-                    row = (r.round_ms, r.server_ms, r.verify_ms, r.k, r.accepted + 1)
-                    done.append((float(end), j % len(prompts), idx, *row))
-            j += 1
+            while time.perf_counter() < window[1]:
+                gen = c.generate(prompts[j % len(prompts)], args.max_tokens,
+                                 on_text=None if started.is_set() else on_text)  # fmt: skip
+                started.set()  # (a generation shorter than SETTLE_ROUNDS)
+                sessions.append((gen.prefill_ms, len(gen.rounds)))
+                start = time.perf_counter() - gen.decode_s
+                ends = start + np.cumsum([r.round_ms for r in gen.rounds]) / 1e3
+                for idx, (r, end) in enumerate(zip(gen.rounds, ends, strict=True)):
+                    if r.k_limit in (None, args.k):
+                        row = (r.round_ms, r.server_ms, r.verify_ms, r.k, r.accepted + 1)
+                        done.append((float(end), j % len(prompts), idx, *row))
+                j += 1
+    except BaseException as exc:
+        err = exc
+        started.set()
+        with contextlib.suppress(threading.BrokenBarrierError):
+            go.abort()
+    send((done, sessions, err))
 
 
 def _client_process(
@@ -231,19 +248,15 @@ def _client_process(
     window: Any,
     conn: Any,
 ) -> None:
-    """:func:`_client_loop` in a forked process; sends (rounds, sessions, error or None)."""
-    done: list[tuple[float, int, int, float, float, float, int, int]] = []
-    sessions: list[tuple[float, int]] = []
-    err = None
-    try:
-        _client_loop(i, url, prompts, tokenizer, args, go, started, window, done, sessions)
-    except BaseException as exc:
-        err = f"{type(exc).__name__}: {exc}"
-        started.set()
-        with contextlib.suppress(threading.BrokenBarrierError):
-            go.abort()
-    conn.send((done, sessions, err))
-    conn.close()
+    """:func:`_client` in a forked process, its report sent through ``conn`` (the error
+    as one line: an exception need not pickle)."""
+
+    def send(report: Report) -> None:
+        rows, sessions, err = report
+        conn.send((rows, sessions, None if err is None else f"{type(err).__name__}: {err}"))
+        conn.close()
+
+    _client(i, url, prompts, tokenizer, args, go, started, window, send)
 
 
 def run_clients(
@@ -272,15 +285,11 @@ def run_clients(
     results: list[ClientResult | None] = [None] * n
     procs = getattr(args, "clients_in", "threads") == "processes"
     ctx = mp.get_context("fork")
-    # every round of every client: (end s, prompt, round index, round ms, server ms,
-    # verify ms, drafted, tokens); the window is cut after the run
-    done: list[list[tuple[float, int, int, float, float, float, int, int]]] = [[] for _ in range(n)]
-    sessions: list[tuple[float, int]] = []  # (client's prefill ms, rounds) per generation
+    reports: list[Report | None] = [None] * n
     started = [ctx.Event() if procs else threading.Event() for _ in range(n)]
     t0 = ctx.Value("d", 0.0)
     # [lo, hi], set once every client has started (shared memory: clients read hi)
     window = ctx.Array("d", [float("inf"), float("inf")])
-    errors: list[BaseException | str] = []
 
     def stamp() -> None:
         t0.value = time.perf_counter()
@@ -319,37 +328,35 @@ def run_clients(
         for w in workers:
             w.start()
         opener.start()
-        for i, (recv, _) in enumerate(pipes):
-            rows, sess, err = recv.recv()
-            done[i] = rows
-            sessions.extend(sess)
-            if err is not None:
-                errors.append(err)
+        reports = [recv.recv() for recv, _ in pipes]
         for w in workers:
             w.join()
         opener.join()
-        if errors:
-            raise RuntimeError(f"a client failed: {errors[0]}")
     else:
-        def client(i: int) -> None:
-            try:
-                _client_loop(i, urls[i % len(urls)], prompts, tokenizer, args, go, started[i],
-                             window, done[i], sessions)  # fmt: skip
-            except BaseException as exc:
-                errors.append(exc)
-                started[i].set()
-                with contextlib.suppress(threading.BrokenBarrierError):
-                    go.abort()
-
-        threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(n)]
+        threads = [
+            threading.Thread(target=_client, daemon=True, args=(
+                i, urls[i % len(urls)], prompts, tokenizer, args, go, started[i], window,
+                lambda r, i=i: reports.__setitem__(i, r)))
+            for i in range(n)
+        ]  # fmt: skip
         threads.append(opener)
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        if errors:
-            raise errors[0]  # type: ignore[misc]
-    lo, hi = window
+    # every round of every client (:data:`Round`); the window is cut below
+    done: list[list[Round]] = []
+    sessions: list[tuple[float, int]] = []  # (client's prefill ms, rounds) per generation
+    for report in reports:
+        assert report is not None
+        rows, sess, err = report
+        if isinstance(err, BaseException):
+            raise err
+        if err is not None:
+            raise RuntimeError(f"a client failed: {err}")
+        done.append(rows)
+        sessions.extend(sess)
+    lo, hi = float(window[0]), float(window[1])
     used: list[tuple[int, int]] = []  # (prompt, round index) of every counted round
     drafted_k: list[int] = []  # tokens drafted in every counted round
     for i, rows in enumerate(done):
@@ -368,14 +375,14 @@ def run_clients(
             tokens_per_round=float(arr[:, 4].mean()) if len(arr) else float("nan"),
         )
     res = [r for r in results if r is not None]
-    window = hi - lo
+    span_s = hi - lo
     total_tokens = sum(r.tokens for r in res)
     total_rounds = sum(r.rounds for r in res)
     return {
         "clients": n,
-        "window_s": window,
+        "window_s": span_s,
         "aggregate_tok_s": sum(r.goodput_tok_s for r in res),
-        "aggregate_wall_tok_s": total_tokens / window,
+        "aggregate_wall_tok_s": total_tokens / span_s,
         "per_client_tok_s": [r.goodput_tok_s for r in res],
         "round_ms": sum(r.round_ms * r.rounds for r in res) / max(total_rounds, 1),
         "server_ms": sum(r.server_ms * r.rounds for r in res) / max(total_rounds, 1),
