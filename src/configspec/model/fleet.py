@@ -391,7 +391,7 @@ def padded_pass_ms(
         raise ValueError(f"output_share={output_share} must be in [0, 1]")
     pmf = _normalised(drafted_weights)
     b = np.maximum(np.asarray(batch, dtype=np.float64), 1.0)
-    if (pmf.max(axis=-1) == 1.0).all():  # every round one width (model drafters): no padding
+    if one_width(pmf).all():  # every round one width (model drafters): no padding
         return curve(b, pmf.argmax(axis=-1) + 1.0)
     reads = padded_pass_reads(b, pmf, output_share)
     width = np.arange(1, pmf.shape[-1] + 1, dtype=np.float64)
@@ -490,6 +490,33 @@ def _normalised(drafted_weights: ArrayLike) -> FloatArray:
         raise ValueError("drafted_weights must have a last axis of non-negative weights, "
                          "some positive in every row")  # fmt: skip
     out: FloatArray = w / w.sum(axis=-1, keepdims=True)
+    return out
+
+
+def one_width(weights: ArrayLike) -> NDArray[np.bool_]:
+    """Whether every round with these drafted weights (last axis ``j``) drafts the same
+    count, as a model drafter's always do: nothing to pad."""
+    w = np.asarray(weights, dtype=np.float64)
+    out: NDArray[np.bool_] = np.count_nonzero(w > 0, axis=-1) == 1
+    return out
+
+
+def arrival_mix(
+    queued: FloatArray, clients: FloatArray, chosen: FloatArray, own: FloatArray,
+    others: FloatArray,
+) -> FloatArray:  # fmt: skip
+    """Drafted weights (last axis ``j``) of the pass an arrival joins under ``mva``: its
+    own round's ``own`` and the requests at the verifier, ``queued`` per class (its own
+    class less itself, ``queued / clients``), each with its class's ``chosen`` weights:
+    ``(Σ_c q_c·chosen_c − q/n·chosen + own) / (others + 1)``. ``queued``, ``clients``
+    (no zeros) and ``others`` (the other requests, :func:`solve_fleet`) are
+    (..., classes); ``chosen`` (..., classes, j); ``own`` the same, or with candidate
+    axes between classes and ``j`` (the planner weighs every candidate of a class)."""
+    mine = (queued / clients)[..., None]
+    rest = (queued[..., None] * chosen).sum(axis=-2, keepdims=True) - mine * chosen
+    extra = own.ndim - rest.ndim
+    rest = rest.reshape(rest.shape[:-1] + (1,) * extra + rest.shape[-1:])
+    out: FloatArray = (rest + own) / (others.reshape(others.shape + (1,) * (extra + 1)) + 1.0)
     return out
 
 
@@ -607,17 +634,15 @@ def solve_fleet(
     for _ in range(max_iter):
         q_tot = q.sum(axis=-1, keepdims=True)
         others = np.maximum(q_tot - np.where(present, q / safe_n, 0.0), 0.0)
-        # Positions of the pass: the mean over the sessions in it (weighted by queue share).
-        pq = (q * p).sum(axis=-1, keepdims=True)
-        p_mix = np.where(others > 1e-12, (pq - q / safe_n * p + p) / (others + 1.0), p)
-        p_mix = np.where(np.isfinite(p_mix), p_mix, p)
-        mix = None
-        if pmf is not None:  # the pass's sessions: this one and the others' queue shares
-            own = (q / safe_n)[..., None] * pmf
-            mix = ((q[..., None] * pmf).sum(axis=-2, keepdims=True) - own + pmf) / (
-                others[..., None] + 1.0
-            )
-        batch, pass_ms, resp = _response(_pass_fn(curve, p_mix, mix, output_share), others, b_max)
+        if pmf is None:
+            # Positions of the pass: the mean over the sessions in it (by queue share).
+            pq = (q * p).sum(axis=-1, keepdims=True)
+            p_mix = np.where(others > 1e-12, (pq - q / safe_n * p + p) / (others + 1.0), p)
+            pass_at = _pass_fn(curve, np.where(np.isfinite(p_mix), p_mix, p), None, output_share)
+        else:
+            mix = arrival_mix(q, safe_n, pmf, pmf, others)
+            pass_at = _pass_fn(curve, p, mix, output_share)
+        batch, pass_ms, resp = _response(pass_at, others, b_max)
         q_new = np.where(present, n * resp / (z + resp), 0.0)
         delta = np.nanmax(np.abs(q_new - q) / np.maximum(n, 1.0), axis=-1, initial=0.0)
         q = damping * q + (1.0 - damping) * q_new
@@ -693,7 +718,9 @@ __all__ = [
     "BatchLatency",
     "FleetSolution",
     "anchor_weight",
+    "arrival_mix",
     "mean_pass_sessions",
+    "one_width",
     "padded_pass_ms",
     "padded_pass_reads",
     "solve_fleet",

@@ -55,6 +55,8 @@ from configspec.model.cost import gpu_time_cost_usd
 from configspec.model.fleet import (
     BatchLatency,
     FleetSolution,
+    arrival_mix,
+    one_width,
     padded_pass_ms,
     solve_fleet,
     tail_round_ms,
@@ -155,10 +157,10 @@ def _tagged(
         q = sol.rounds_per_s * sol.verifier_ms / 1e3  # (S, C) requests at the verifier
         wc = _take(cands.drafted_weights, choice)  # (S, C, j) of the chosen candidates
         safe = np.where(n > 0, n, 1.0)
-        others = np.maximum(q.sum(-1, keepdims=True) - q / safe, 0.0)[..., None]
-        queued = (q[..., None] * wc).sum(-2, keepdims=True) - (q / safe)[..., None] * wc
+        rest = np.maximum(q.sum(-1, keepdims=True) - q / safe, 0.0)
         # the pass's sessions: this candidate's round and the others' queue shares
-        mix = (queued[:, :, None, :] + w) / (others[..., None] + 1.0)
+        mix = arrival_mix(q, safe, wc, w, rest)
+        others = rest[..., None]
         util = sol.utilisation[:, None, None]
     present = others + 1.0
     batch = np.minimum(present, float(b_max))
@@ -541,7 +543,7 @@ def plan_fleet(spec: FleetSpec, profiles: Profiles) -> FleetPlan:
     curve, b_max, w = batch_curve(verification, max(k_cap, 1), spec.context_tokens,
                                   spec.verifier.max_batch)  # fmt: skip
     warnings += w
-    varying = cands.valid & (cands.drafted_weights.max(axis=-1) < 1.0)
+    varying = cands.valid & ~one_width(cands.drafted_weights)
     if b_max > 1 and varying.any() and spec.verifier.output_share == 0.0:
         warnings.append(
             "candidates whose rounds vary in width (model-free drafters) are charged their "
