@@ -7,7 +7,11 @@ import numpy as np
 import pytest
 
 from configspec.config import AlignmentEntry, AlignmentProfile, PromptAcceptance
-from configspec.loop.prediction import alignment_entry, tokens_per_round_interval
+from configspec.loop.prediction import (
+    alignment_entry,
+    tokens_per_round_interval,
+    within_probability,
+)
 from configspec.profiling.acceptance import prompt_stats, summarize
 from configspec.profiling.alignment import entry_from_summary, prompt_record
 from configspec.stats import (
@@ -120,6 +124,24 @@ def test_degenerate_cases() -> None:
     assert none_accepted.bounds[0.90] == pytest.approx((1.0, 1.0))
     old = AlignmentEntry(drafter="d", alpha={"mean": 0.5})  # a profile without per_prompt
     assert tokens_per_round_interval(old, 1, 2) is None
+
+
+def test_within_probability_agrees_with_the_interval_and_grows_with_the_run() -> None:
+    rng = np.random.default_rng(5)
+    mats = [(rng.random((48, 4)) < p).astype(float) for p in (0.2, 0.5, 0.8, 0.6, 0.3, 0.7)]
+    entry = _entry(mats)
+    iv = tokens_per_round_interval(entry, 4, 3)
+    assert iv is not None
+    lo, hi = iv.relative(0.90)
+    # a tolerance as wide as the 90% interval's wider side holds at least 90% of runs
+    assert within_probability(entry, 4, 3, max(hi - 1, 1 - lo)) >= 0.90 - 1e-9
+    probs = [within_probability(entry, 4, n, 0.05) for n in (1, 4, 64)]
+    assert all(p is not None for p in probs)
+    assert probs[0] < probs[1] < probs[2] <= 1.0
+    assert within_probability(entry, 4, 3, 0.0) < 0.2  # never exactly on the point
+    assert within_probability(entry, 9, 3, 0.1) is None  # K beyond the profile
+    ones = np.ones((40, 4))
+    assert within_probability(_entry([ones, ones]), 4, 1, 0.0) == 1.0  # no variance at all
 
 
 def test_per_prompt_records_round_trip_and_old_profiles_load() -> None:

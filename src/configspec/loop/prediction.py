@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import NDArray
 
 from configspec.config import AlignmentEntry, AlignmentProfile
 from configspec.model.acceptance import tokens_per_round_from_measured
@@ -40,6 +41,9 @@ from configspec.stats import (
 
 if TYPE_CHECKING:
     from configspec.loop.validate import ValidationRow
+
+
+FloatArray = NDArray[np.float64]
 
 
 def level_key(level: float) -> str:
@@ -97,6 +101,27 @@ def alignment_entry(
     return pick_entry(entries, SearchSettings(domain=domain, temperature=temperature))
 
 
+def _run_draws(
+    entry: AlignmentEntry, k: int, n_run_prompts: int, n_boot: int, seed: int
+) -> tuple[float, FloatArray, int] | None:
+    """(the entry's pooled E(``k``), bootstrap draws of a run's E(``k``) for
+    ``n_run_prompts`` prompts, profiled prompts); None when the entry cannot give them
+    (see :func:`tokens_per_round_interval`)."""
+    records = entry.per_prompt or []
+    if len(records) < 2 or n_run_prompts < 1 or not 1 <= k <= min(len(r.rounds) for r in records):
+        return None
+    j = k - 1
+    num = np.array([[r.tokens[j], r.accepted[j]] for r in records], dtype=np.float64)
+    den = np.array([[r.rounds[j], r.drafted[j]] for r in records], dtype=np.float64)
+    pooled = num.sum(axis=0) / np.where(den.sum(axis=0) > 0, den.sum(axis=0), np.nan)
+    if not np.all(np.isfinite(pooled)):
+        return None
+    draws = cluster_bootstrap_ratios(num, den, n_run_prompts, n_boot=n_boot, seed=seed)
+    point = float(tokens_per_round_from_measured(k, np.clip(pooled[1], 0, 1), pooled[0]))
+    frac = np.clip(np.nan_to_num(draws[:, 1], nan=0.0), 0.0, 1.0)
+    return point, tokens_per_round_from_measured(k, frac, draws[:, 0]), len(records)
+
+
 def tokens_per_round_interval(
     entry: AlignmentEntry,
     k: int,
@@ -110,26 +135,43 @@ def tokens_per_round_interval(
     entry's per-prompt records; None when the entry has none (a profile written before
     they were stored), fewer than two (between-prompt variance cannot be estimated) or
     none reaching ``k``."""
-    records = entry.per_prompt or []
-    if len(records) < 2 or n_run_prompts < 1 or not 1 <= k <= min(len(r.rounds) for r in records):
+    got = _run_draws(entry, k, n_run_prompts, n_boot, seed)
+    if got is None:
         return None
-    j = k - 1
-    num = np.array([[r.tokens[j], r.accepted[j]] for r in records], dtype=np.float64)
-    den = np.array([[r.rounds[j], r.drafted[j]] for r in records], dtype=np.float64)
-    pooled = num.sum(axis=0) / np.where(den.sum(axis=0) > 0, den.sum(axis=0), np.nan)
-    if not np.all(np.isfinite(pooled)):
-        return None
-    draws = cluster_bootstrap_ratios(num, den, n_run_prompts, n_boot=n_boot, seed=seed)
-    point = float(tokens_per_round_from_measured(k, np.clip(pooled[1], 0, 1), pooled[0]))
-    frac = np.clip(np.nan_to_num(draws[:, 1], nan=0.0), 0.0, 1.0)
-    e_k = tokens_per_round_from_measured(k, frac, draws[:, 0])
+    point, e_k, n_records = got
     return RunInterval(
         k=k,
         n_run_prompts=n_run_prompts,
-        n_profiled_prompts=len(records),
+        n_profiled_prompts=n_records,
         point=point,
         bounds=prediction_interval(point, e_k, levels),
     )
+
+
+def within_probability(
+    entry: AlignmentEntry,
+    k: int,
+    n_run_prompts: int,
+    tolerance: float,
+    *,
+    n_boot: int = BOOTSTRAP_SAMPLES,
+    seed: int = 0,
+) -> float | None:
+    """Probability that a run of ``n_run_prompts`` prompts measures E(``k``) within
+    ``±tolerance`` (relative) of the entry's pooled figure, from the same cluster
+    bootstrap as :func:`tokens_per_round_interval` (None where that gives no interval).
+
+    This is the best a model exact in expectation can do on such a run: it bounds how
+    often a per-run error target of ``tolerance`` can be met at all when only acceptance
+    varies between prompts (timing noise lowers it further)."""
+    got = _run_draws(entry, k, n_run_prompts, n_boot, seed)
+    if got is None or got[0] <= 0:
+        return None
+    point, e_k, _ = got
+    finite = e_k[np.isfinite(e_k)]
+    if finite.size == 0:
+        return None
+    return float(np.mean(np.abs(finite / point - 1.0) <= tolerance))
 
 
 @dataclass(frozen=True)
