@@ -79,7 +79,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -411,18 +411,22 @@ def acceptance_alone(
     tokenizer: object,
     args: argparse.Namespace,
     cache: dict[int, list[int | None]],
+    prefills: dict[int, float] | None = None,
 ) -> None:
     """Each prompt of ``ids`` not yet in ``cache`` generated alone (one client, ``url``,
     ``--max-tokens``): ``cache[id]`` = the tokens (accepted + 1) of each of its rounds in
     order, None for a round the windows do not count (K limited below ``--k``). Greedy
     output does not depend on timing or batch partners, so this is each prompt's
-    acceptance round by round without any multi-client timing."""
+    acceptance round by round without any multi-client timing. ``prefills[id]``: the
+    verifier's compute time for the prompt's prefill (ms, every chunk), timed alone."""
     drafter = open_drafter(args.drafter, tokenizer=tokenizer)  # type: ignore[arg-type]
     with EdgeClient(url, drafter, k=args.k, timeout_s=300) as c:
         for pid in ids:
             if pid in cache:
                 continue
             gen = c.generate(prompts[pid], args.max_tokens)
+            if prefills is not None:
+                prefills[pid] = gen.prefill_ms
             cache[pid] = [
                 r.accepted + 1 if r.k_limit in (None, args.k) else None for r in gen.rounds
             ]
@@ -452,6 +456,29 @@ def pooled_e(round_keys: Sequence[Sequence[int]], cache: dict[int, list[int | No
         if p in cache and i < len(cache[p]) and cache[p][i] is not None
     ]
     return float(np.mean(got)) if got else float("nan")
+
+
+def window_churn(
+    round_keys: Sequence[Sequence[int]],
+    solo_rounds: Mapping[int, int],
+    prefills: Mapping[int, float],
+) -> tuple[float, float]:
+    """(rounds per session, prefill ms per session) of a run's window from its prompts'
+    generations alone: a prompt whose generation has ``n_p`` rounds and ``c_p`` of them in
+    the window contributes ``c_p / n_p`` of a session and that share of its prefill (the
+    verifier's compute, every chunk). Like :func:`pooled_e`, only the mix comes from the
+    run: which prompts, and how much of each. A 130-token summarisation prompt is
+    prefilled in three chunks, a 16-token chat prompt in one, so the N = 16 windows (whose
+    clients reach the summarisation prompts) prefilled 175-197 ms per session where the
+    calibration's chat prompts took 64-82 (fleet_model11-15)."""
+    counted = Counter(p for p, _ in round_keys if solo_rounds.get(p) and p in prefills)
+    share = {p: c / solo_rounds[p] for p, c in counted.items()}
+    sessions = sum(share.values())
+    if sessions <= 0:
+        return float("inf"), 0.0
+    rounds = sum(counted.values()) / sessions
+    prefill = sum(f * prefills[p] for p, f in share.items()) / sessions
+    return float(rounds), float(prefill)
 
 
 def think_ms(run: dict[str, object]) -> float:
@@ -488,15 +515,17 @@ def predict(
     max_batch: int = 1,
     gather: str = "mva",
     e_tokens_per_round: float | None = None,
-    rtt_ms: float = 0.0,
     output_share: float = 0.0,
     k_counts: ArrayLike | None = None,
+    churn: tuple[float, float] | None = None,
 ) -> dict[str, list[float]]:
     """The model's figures for N = 1..max_n from the calibration run's measurements
     (``e_tokens_per_round``: E instead of the calibration client's, e.g. pooled over the
     clients' own prompts; ``k_counts``: the rounds' drafted counts instead of the
     calibration client's, from the same prompts as that E: a model-free drafter's widths
-    move with the prompts as its E does).
+    move with the prompts as its E does; ``churn``: (rounds per session, prefill ms per
+    session) instead of the calibration client's, from the same prompts,
+    :func:`window_churn`).
 
     One-at-a-time (``curve`` None): the service time is the calibration's time in the
     server per request. Batched: ``curve`` is the profiled pass latency (sessions x
@@ -527,9 +556,13 @@ def predict(
         service = float(curve(1.0, positions))
     think = think_ms(calib)
     # session churn (lockstep branches): a new session every session_rounds rounds, its
-    # prompt prefilled in a pass of its own (the client's prefill less the RTT)
+    # prompt prefilled in passes of its own. prefill_ms is the verifier's compute for the
+    # prompt (OpenSessionResponse.prefill_ms, every chunk), which holds no link time: until
+    # 2026-12-01 the RTT was subtracted from it, which read 52 ms as 22 (fleet_model15)
     rounds_per_session = float(calib.get("session_rounds", np.inf))  # type: ignore[arg-type]
-    prefill = max(float(calib.get("prefill_ms", 0.0)) - rtt_ms, 0.0)  # type: ignore[arg-type]
+    prefill = max(float(calib.get("prefill_ms", 0.0)), 0.0)  # type: ignore[arg-type]
+    if churn is not None:
+        rounds_per_session, prefill = churn
     if not np.isfinite(prefill):
         prefill, rounds_per_session = 0.0, np.inf
     # A batched pass pads every session's block to the widest, so a pass of b sessions
@@ -1047,7 +1080,7 @@ def main() -> None:
                   f"(discarded; load {load()})", flush=True)  # fmt: skip
         calib = calibrate(link.url, prompts, tokenizer, args)
         pred = predict(calib, max(ns), curve, args.max_batch if batched else 1, gather_model,
-                       rtt_ms=args.rtt_ms, output_share=share)  # fmt: skip
+                       output_share=share)  # fmt: skip
         print(
             f"calibration (1 client, {calib['rounds']} rounds): think {pred['think_ms'][0]:.1f} "
             f"ms, service {pred['service_ms'][0]:.1f} ms, E {calib['tokens_per_round']:.2f}, "
@@ -1131,17 +1164,21 @@ def main() -> None:
         # The model's E pooled over the prompts the clients ran in each window, each
         # prompt's acceptance from a generation alone (direct: E does not depend on RTT)
         cache: dict[int, list[int | None]] = {}
+        prefills: dict[int, float] = {}
         ids = sorted({p for r in rows for p in r["measured"]["prompt_ids"]})
         print(f"acceptance alone over the clients' {len(ids)} prompts (load {load()})", flush=True)
-        acceptance_alone(direct, ids, prompts, tokenizer, args, cache)
+        acceptance_alone(direct, ids, prompts, tokenizer, args, cache, prefills)
+        solo_rounds = {p: len(cache[p]) for p in sorted(cache)}
         for r in rows:
             n, m = r["clients"], r["measured"]
             e_pool = pooled_e(m["round_keys"], cache)
-            # E and the drafted widths from the window's own prompts (neither depends on
-            # timing or batch partners: a prompt's rounds are the same alone)
+            # E, the drafted widths and the session churn from the window's own prompts
+            # (none depends on timing or batch partners: a prompt's rounds and its
+            # prefill are the same alone)
             k_win = m.get("k_counts")
+            churn = window_churn(m["round_keys"], solo_rounds, prefills)
             pp = predict(calib, n, curve, args.max_batch if batched else 1, gather_model, e_pool,
-                         args.rtt_ms, share, k_win)  # fmt: skip
+                         share, k_win, churn)  # fmt: skip
             r["predicted_calibration_e"], r["error_calibration_e"] = r["predicted"], r["error"]
             r["predicted"] = {
                 "aggregate_tok_s": pp["aggregate_tok_s"][n - 1],
@@ -1150,6 +1187,8 @@ def main() -> None:
                 "p95_round_ms": pp["p95_round_ms"][n - 1],
                 "utilisation": pp["utilisation"][n - 1],
                 "e_tokens_per_round": e_pool,
+                "session_rounds": churn[0],
+                "prefill_ms": churn[1],
                 "prompts": len(m["prompt_ids"]),
                 "mean_pass_sessions": pp["mean_pass_sessions"][n - 1],
             }
@@ -1161,7 +1200,7 @@ def main() -> None:
             if r["clients"] in fresh:
                 # the same with the cells re-timed right before this run (fleet_retime.py)
                 pr = predict(calib, n, fresh[n], args.max_batch, gather_model, e_pool,
-                             args.rtt_ms, share, k_win)  # fmt: skip
+                             share, k_win, churn)  # fmt: skip
                 r["predicted_retimed"] = {
                     "aggregate_tok_s": pr["aggregate_tok_s"][n - 1],
                     "per_client_tok_s": pr["per_client_tok_s"][n - 1],
@@ -1172,7 +1211,7 @@ def main() -> None:
             if r["clients"] in bracketed:
                 # the same with each cell the mean of its re-timings before and after it
                 pb = predict(calib, n, bracketed[n], args.max_batch, gather_model, e_pool,
-                             args.rtt_ms, share, k_win)  # fmt: skip
+                             share, k_win, churn)  # fmt: skip
                 r["predicted_bracketed"] = {
                     "aggregate_tok_s": pb["aggregate_tok_s"][n - 1],
                     "per_client_tok_s": pb["per_client_tok_s"][n - 1],
@@ -1183,7 +1222,7 @@ def main() -> None:
                 # the same without the output rows' share (the widest block alone), so one
                 # run shows both readings of the curve
                 p0 = predict(calib, n, curve, args.max_batch, gather_model, e_pool,
-                             args.rtt_ms, 0.0, k_win)  # fmt: skip
+                             0.0, k_win, churn)  # fmt: skip
                 r["error_no_output_share"] = {
                     "aggregate": err(p0["aggregate_tok_s"][n - 1], m["aggregate_tok_s"]),
                     "round": err(p0["round_ms"][n - 1], m["round_ms"]),
@@ -1206,7 +1245,10 @@ def main() -> None:
             f"); aggregate error {ep['aggregate']:+.1%} ({ec['aggregate']:+.1%}), per client "
             f"{ep['per_client']:+.1%} ({ec['per_client']:+.1%}); sessions per pass model "
             f"{r['predicted']['mean_pass_sessions']:.2f}, measured "
-            f"{r['predicted_timing_only'].get('mean_batch', float('nan')):.2f}"
+            f"{r['predicted_timing_only'].get('mean_batch', float('nan')):.2f}; per session "
+            f"{r['predicted']['session_rounds']:.1f} rounds, prefill "
+            f"{r['predicted']['prefill_ms']:.0f} ms (measured {r['measured']['session_rounds']:.1f}"
+            f", {r['measured']['prefill_ms']:.0f})"
         )
     print(f"{'N':>3} {'agg meas':>9} {'agg model':>9} {'err':>7} {'client meas':>11} "
           f"{'model':>7} {'err':>7} {'round meas':>10} {'model':>7} {'err':>7}  load")  # fmt: skip
@@ -1262,6 +1304,8 @@ def main() -> None:
             "batch_curve": curve_doc,
             "output_share": share,
             "output_share_timing": share_doc,
+            "solo_prefill_ms": {str(p): v for p, v in sorted(prefills.items())},
+            "solo_rounds": {str(p): v for p, v in solo_rounds.items()},
         },
         "rows": rows,
         "max_abs_error": worst,

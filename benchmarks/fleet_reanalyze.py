@@ -39,13 +39,18 @@ def reanalyze(doc: dict[str, Any]) -> dict[str, Any]:
     measured aggregate and per-client goodput (tok/s) and round (ms), the stored and the
     replayed predictions and their relative errors (``retimed``: the same with the row's
     re-timed cells, when it has them); plus the replayed think time (ms)."""
-    from bench_fleet_model import predict, row_errors
+    from bench_fleet_model import predict, row_errors, window_churn
     from fleet_retime import curve_from_record, halves_trend
 
     def replay(c: BatchLatency | None, n: int, e_pool: float | None, m: dict[str, Any],
                client: float) -> dict[str, Any]:  # fmt: skip
         k_win = m.get("k_counts") if e_pool is not None else None
-        pp = predict(calib, n, c, max_batch, inputs["gather_model"], e_pool, rtt_ms, share, k_win)
+        # the window's churn from its prompts alone, where the run kept them (since
+        # 2026-12-01); older runs replay with the calibration's
+        churn = None
+        if e_pool is not None and solo_prefill and solo_rounds:
+            churn = window_churn(m["round_keys"], solo_rounds, solo_prefill)
+        pp = predict(calib, n, c, max_batch, inputs["gather_model"], e_pool, share, k_win, churn)
         return {
             "aggregate_tok_s": pp["aggregate_tok_s"][n - 1],
             "per_client_tok_s": pp["per_client_tok_s"][n - 1],
@@ -61,7 +66,8 @@ def reanalyze(doc: dict[str, Any]) -> dict[str, Any]:
     batched = curve is not None
     max_batch = int(settings["max_batch"]) if batched else 1
     share = float(inputs.get("output_share") or 0.0) if batched else 0.0
-    rtt_ms = float(settings["rtt_ms"])
+    solo_prefill = {int(p): v for p, v in (inputs.get("solo_prefill_ms") or {}).items()}
+    solo_rounds = {int(p): v for p, v in (inputs.get("solo_rounds") or {}).items()}
     out_rows = []
     think = float("nan")
     for r in doc["rows"]:

@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from bench_fleet_model import predict
+from bench_fleet_model import predict, window_churn
 from fleet_reanalyze import reanalyze, table
 
 from configspec.model.fleet import BatchLatency
@@ -57,3 +57,30 @@ def test_replay_recomputes_a_kept_run_with_the_current_rules() -> None:
     assert row["round_ms"] == pytest.approx(150.0)
     assert abs(row["error"]["aggregate"]) < 1e-9 and out["max_abs_error"] < 1e-9
     assert "replayed 40.0 ms" in table(out)[0]
+
+
+def test_window_churn_weighs_each_prompt_by_the_share_of_its_generation_counted() -> None:
+    solo_rounds = {0: 40, 1: 20}
+    prefills = {0: 60.0, 1: 180.0}  # a short prompt (one chunk) and a long one (three)
+    # the window holds all of prompt 0's rounds and half of prompt 1's
+    keys = [(0, i) for i in range(40)] + [(1, i) for i in range(10)]
+    rounds, prefill = window_churn(keys, solo_rounds, prefills)
+    # 1 + 0.5 sessions over 50 rounds; prefill weighted 1 : 0.5
+    assert rounds == pytest.approx(50 / 1.5)
+    assert prefill == pytest.approx((60.0 + 0.5 * 180.0) / 1.5)
+    # a prompt without a generation alone is left out; no prompt at all: no churn
+    assert window_churn(keys + [(7, 0)], solo_rounds, prefills) == (rounds, prefill)
+    assert window_churn([(7, 0)], solo_rounds, prefills) == (float("inf"), 0.0)
+
+
+def test_churn_prefill_is_the_verifiers_compute_with_no_link_time_taken_off() -> None:
+    # a prefill (server compute, 80 ms) longer than the think time (40 ms) overruns it
+    # by 40 ms once per session: 2 clients, a session every 10 rounds
+    calib = {**_calib(130.0), "prefill_ms": 80.0, "session_rounds": 10.0}
+    base = predict({**_calib(130.0)}, 2, _curve(), max_batch=2, gather="sync")
+    pred = predict(calib, 2, _curve(), max_batch=2, gather="sync")
+    assert pred["prefill_ms"][0] == 80.0
+    assert pred["round_ms"][1] == pytest.approx(base["round_ms"][1] + 2 / 10 * 40.0)
+    # the window's own churn replaces the calibration's
+    own = predict(calib, 2, _curve(), max_batch=2, gather="sync", churn=(20.0, 140.0))
+    assert own["round_ms"][1] == pytest.approx(base["round_ms"][1] + 2 / 20 * 100.0)

@@ -73,7 +73,7 @@ class Host:
 
 
 def _predict(curve: BatchLatency, n: int) -> dict[str, list[float]]:
-    return predict(CALIB, n, curve, max_batch=16, gather="sync", rtt_ms=30.0, output_share=SHARE)
+    return predict(CALIB, n, curve, max_batch=16, gather="sync", output_share=SHARE)
 
 
 def test_read_cells_are_the_cells_the_bilinear_reading_weighs() -> None:
