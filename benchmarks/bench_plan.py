@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from configspec.config import AlignmentEntry, Estimate  # noqa: E402
+from configspec.model.fleet import GATHER_MODELS  # noqa: E402
 from configspec.plan import parse_fleet, plan_fleet  # noqa: E402
 from configspec.plan.candidates import build_candidates  # noqa: E402
 from configspec.search.space import Profiles, read_profiles  # noqa: E402
@@ -83,7 +84,7 @@ def synthetic_profiles() -> Profiles:
     return Profiles(devices, [alignment], verification, base.network)
 
 
-def fleet_doc() -> dict[str, object]:
+def fleet_doc(gather: str = "sync") -> dict[str, object]:
     classes = []
     for i in range(N_CLASSES):
         classes.append(
@@ -98,7 +99,12 @@ def fleet_doc() -> dict[str, object]:
             }
         )
     return {
-        "verifier": {"target": "gemma-3-27b-it", "price_usd_per_hour": 0.8, "max_batch": 16},
+        "verifier": {
+            "target": "gemma-3-27b-it",
+            "price_usd_per_hour": 0.8,
+            "max_batch": 16,
+            "gather": gather,
+        },
         "classes": classes,
         "k_max": K_MAX,
     }
@@ -107,10 +113,13 @@ def fleet_doc() -> dict[str, object]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--gather", choices=GATHER_MODELS, default="sync",
+                    help="the verifier's gather (sync: a pool per class; mva: one shared "
+                         "pool, chosen by best response)")  # fmt: skip
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/bench_plan.json")
     args = ap.parse_args()
     profiles = synthetic_profiles()
-    spec = parse_fleet(fleet_doc())
+    spec = parse_fleet(fleet_doc(args.gather))
     cands, _ = build_candidates(spec, profiles)
     per_class = cands.valid.sum(axis=1).tolist()
     plan_fleet(spec, profiles)  # warm imports and caches
@@ -127,7 +136,8 @@ def main() -> None:
         times.append(t2 - t1)
     load = [round(x, 2) for x in os.getloadavg()]
     med = statistics.median(times)
-    print(f"classes {N_CLASSES}, candidates per class {per_class}, SLO levels {len(plan.scales)}")
+    print(f"classes {N_CLASSES}, candidates per class {per_class}, SLO levels "
+          f"{len(plan.scales)}, gather {args.gather}")  # fmt: skip
     print(f"{'':<26}{'median s':>10}{'min s':>10}")
     c_med, c_min = statistics.median(cand_times), min(cand_times)
     print(f"{'candidates (profiles)':<26}{c_med:>10.3f}{c_min:>10.3f}")
@@ -146,6 +156,7 @@ def main() -> None:
         {
             "benchmark": "bench_plan",
             "classes": N_CLASSES,
+            "gather": args.gather,
             "candidates_per_class": per_class,
             "slo_levels": len(plan.scales),
             "plan_s": times,

@@ -69,7 +69,7 @@ def test_window_churn_weighs_each_prompt_by_the_share_of_its_generation_counted(
     assert rounds == pytest.approx(50 / 1.5)
     assert prefill == pytest.approx((60.0 + 0.5 * 180.0) / 1.5)
     # a prompt without a generation alone is left out; no prompt at all: no churn
-    assert window_churn(keys + [(7, 0)], solo_rounds, prefills) == (rounds, prefill)
+    assert window_churn([*keys, (7, 0)], solo_rounds, prefills) == (rounds, prefill)
     assert window_churn([(7, 0)], solo_rounds, prefills) == (float("inf"), 0.0)
 
 

@@ -309,11 +309,39 @@ def test_a_model_free_drafter_is_planned_with_its_padded_pass(tmp_path: Path, ga
     padded = padded_pass_ms(curve, plan.batch[i, c], cands.drafted_weights[c, m])
     mean_width = curve(plan.batch[i, c], cands.positions[c, m])
     assert padded > mean_width  # the pad to the widest costs more than the mean width
-    # a priced share: no warning; under sync padding costs less, so never more replicas
-    # (mva's best-response search over a shared pool is not monotone here: 31 -> 41)
+    # a priced share: no warning; padding costs less, so no more replicas. Under mva the
+    # best response charges a round the padding it makes its pass-mates pay: without that
+    # charge the Pis took n-gram K = 8 at share 0.7 and the fleet 41 replicas against 31
     share = fleet(verifier={**doc["verifier"], "output_share": 0.7})  # type: ignore[dict-item]
     share["classes"] = doc["classes"]
     priced = plan_fleet(parse_fleet(share), profiles)
     assert not any("output_share" in w for w in priced.warnings)
-    if gather == "sync":
-        assert priced.replicas[priced.main] <= plan.replicas[i]
+    assert priced.replicas[priced.main] <= plan.replicas[i]
+
+
+def test_a_class_with_fewer_devices_than_replicas_plans_under_mva(profiles: Profiles) -> None:
+    """A shared pool of more replicas than a class has devices holds a fraction of a device
+    of it per replica; the pass mix then took out more than the class's queue and the
+    weights went negative (a traceback from ``plan`` before 2026-12-01)."""
+    doc = with_class(0, count=2)
+    doc["verifier"] = {**doc["verifier"], "gather": "mva"}  # type: ignore[dict-item]
+    plan = plan_fleet(parse_fleet(doc), profiles)
+    i = plan.main
+    assert plan.feasible[i] and plan.replicas[i] > 2  # 2 devices over more replicas
+    assert np.isfinite(plan.goodput_tok_s[i]).all()
+
+
+def test_arrival_mix_never_goes_negative_for_a_fractional_class() -> None:
+    from configspec.model.fleet import arrival_mix
+
+    q = np.array([[0.3, 2.0]])  # requests at the verifier per class
+    n = np.array([[0.4, 10.0]])  # the first class has 0.4 of a device here
+    chosen = np.array([[[0.0, 1.0, 0.0], [0.5, 0.0, 0.5]]])
+    own = np.array([[[0.0, 0.0, 1.0], [0.0, 1.0, 0.0]]])
+    others = np.maximum(q.sum(-1, keepdims=True) - q / n, 0.0)
+    mix = arrival_mix(q, n, chosen, own, others)
+    assert (mix >= 0).all() and (mix.sum(-1) > 0).all()
+    # a whole class (n >= 1) is unchanged: its own request out, the others in
+    whole = arrival_mix(q, np.array([[1.0, 10.0]]), chosen, own, others)
+    rest = 0.3 * chosen[0, 0] + 2.0 * chosen[0, 1] - 0.2 * chosen[0, 1]
+    assert whole[0, 1] == pytest.approx((rest + own[0, 1]) / (others[0, 1] + 1.0))

@@ -511,8 +511,10 @@ def arrival_mix(
     ``(Σ_c q_c·chosen_c − q/n·chosen + own) / (others + 1)``. ``queued``, ``clients``
     (no zeros) and ``others`` (the other requests, :func:`solve_fleet`) are
     (..., classes); ``chosen`` (..., classes, j); ``own`` the same, or with candidate
-    axes between classes and ``j`` (the planner weighs every candidate of a class)."""
-    mine = (queued / clients)[..., None]
+    axes between classes and ``j`` (the planner weighs every candidate of a class).
+    A class with less than one client here (a fractional population: fewer devices than
+    replicas) takes out at most its whole queue, so no weight goes negative."""
+    mine = np.minimum(queued / clients, queued)[..., None]
     rest = (queued[..., None] * chosen).sum(axis=-2, keepdims=True) - mine * chosen
     extra = own.ndim - rest.ndim
     rest = rest.reshape(rest.shape[:-1] + (1,) * extra + rest.shape[-1:])

@@ -30,7 +30,9 @@ utilisation, with a message calling 22.4 tok/s "short" of 4.5.)
 best-response iteration: start from an idle verifier; each class takes, among its
 candidates that meet its SLOs against the verifier's current queue (as an arriving request
 sees it, the arrival theorem), the one that uses the least verifier time per token (its
-share of a pass / E(K)) — the cheapest for the fleet; the network is solved again with the
+share of a pass / E(K), plus what padding its pass-mates' blocks to its width costs them:
+a model-free drafter's wide rounds are charged for the passes they widen) — the cheapest
+for the fleet; the network is solved again with the
 new choices, until no class changes (at most :data:`MAX_ROUNDS` times; after
 :data:`FREE_ROUNDS` a class keeps a choice that still meets its SLOs, so the iteration
 cannot cycle between two cheap choices that each make the other infeasible). A plan is
@@ -152,7 +154,7 @@ def _tagged(
     if sol is None:
         others = np.zeros((*n.shape, 1))
         util = np.zeros((n.shape[0], 1, 1))
-        mix = w
+        mix = rest_mix = w
     else:
         q = sol.rounds_per_s * sol.verifier_ms / 1e3  # (S, C) requests at the verifier
         wc = _take(cands.drafted_weights, choice)  # (S, C, j) of the chosen candidates
@@ -162,16 +164,26 @@ def _tagged(
         mix = arrival_mix(q, safe, wc, w, rest)
         others = rest[..., None]
         util = sol.utilisation[:, None, None]
+        # the pass with a typical other request in this one's place
+        rest_mix = np.maximum(arrival_mix(q, safe, wc, np.zeros_like(w), rest - 1.0 + 1e-12), 0.0)
+        some = np.nan_to_num(rest_mix).sum(axis=-1, keepdims=True) > 1e-9
+        rest_mix = np.where(some & (others[..., None] > 1e-9), rest_mix, w)
     present = others + 1.0
     batch = np.minimum(present, float(b_max))
     pass_ms = padded_pass_ms(curve, batch, mix, cands.output_share)
+    # A round that drafts wider than its pass-mates pads their blocks to its width: it is
+    # charged that too (the pass it makes less the pass its place would make with a typical
+    # other request, for each of the other sessions), so the best response counts what its
+    # choice costs the whole pool, not its own share alone (a narrower round is credited)
+    typical = padded_pass_ms(curve, batch, rest_mix, cands.output_share)
+    share = pass_ms / batch + (batch - 1.0) / batch * (pass_ms - typical)
     resp = pass_ms * np.maximum(1.0, present / b_max)
     total = n.sum(-1)[:, None, None]
     worst = curve(np.minimum(np.ceil(total), b_max), cands.widest_positions)
     p95, _ = tail_round_ms(z, pass_ms, resp - pass_ms, util, total, worst, b_max)
     with np.errstate(invalid="ignore", divide="ignore"):
         goodput = e / (z + resp) * 1e3
-        gpu = pass_ms / batch / e
+        gpu = np.maximum(share, 0.0) / e
     return goodput, p95, gpu
 
 
