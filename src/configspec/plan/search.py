@@ -164,7 +164,8 @@ def _tagged(
         mix = arrival_mix(q, safe, wc, w, rest)
         others = rest[..., None]
         util = sol.utilisation[:, None, None]
-        # the pass with a typical other request in this one's place
+        # the other requests' weights alone (no own round, over the ``rest`` of them): the
+        # pass with a typical other request in this one's place
         rest_mix = np.maximum(arrival_mix(q, safe, wc, np.zeros_like(w), rest - 1.0 + 1e-12), 0.0)
         some = np.nan_to_num(rest_mix).sum(axis=-1, keepdims=True) > 1e-9
         rest_mix = np.where(some & (others[..., None] > 1e-9), rest_mix, w)
