@@ -353,9 +353,10 @@ CONTENTION_RULES: tuple[ContentionRule, ...] = (
 DEFAULT_RULE: ContentionRule = "runs"
 """The rule ``validate``, ``configspec validate``, the quickstart and ``bench_validate`` use
 unless told otherwise. Chosen on three kept sweeps (replayed offline) and then confirmed
-on a fresh held-out sweep it was not chosen on (README, "Following the host's level"):
-per-run goodput error median 5.4% against 7.3% raw on the profiled domains, max 26.6%
-against 48.7%; every probe-based rule did worse than raw profiles on that sweep."""
+on a fresh held-out sweep it was not chosen on (docs/validation.md, "Following the
+host's level"): per-run goodput error median 5.4% against 7.3% raw on the profiled
+domains, max 26.6% against 48.7%; every probe-based rule did worse than raw profiles on
+that sweep."""
 
 RUNS_WINDOW_S = 3600.0
 """``runs`` reads only runs that ended at most this long (s) before the run started: the
