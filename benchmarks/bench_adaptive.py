@@ -39,10 +39,13 @@ A/Bs): each listed variant (:data:`ADAPTIVE_ARMS`) is one more arm with its own 
 policy every repeat, rotated with the static arms like any other. Each gets the full
 table (per phase against the held-out oracle, the whole scenario against the static pick,
 the no-drift control), and each later arm its goodput ratio over the first on the cells
-both ran, with a bootstrap CI (``_adaptive_report.py``). One more arm adds about 1/9 to
-the wall time. An arm that is the same policy as an earlier one for the drafter is not
-run (``depth`` is ``line`` and ``auto`` is ``shape`` for a model drafter; ``auto`` is
-``depth`` for a model-free one); the options each arm ran with are printed and stored.
+both ran, with a bootstrap CI (``_adaptive_report.py``). ``auto-domain`` is the one arm told
+the prompts' domains (it reseeds its policy with the chat prior where phase 2 starts; in the
+all-code control it is ``auto`` again, an A/A check of the noise between two arms). One
+more arm adds about 1/9 to the wall time. An arm that is the same policy as an earlier one
+for the drafter is not run (``depth`` is ``line`` and ``auto`` is ``shape`` for a model
+drafter; ``auto`` is ``depth`` for a model-free one); the options each arm ran with are
+printed and stored.
 
 Wall time on the benchmark host (2-core Xeon VM, quiet): one repeat of the Q4_0 drafter
 ≈ 13 min, of the n-gram drafter ≈ 11 min (2026-11-30, 00:27–00:51), so R = 2 with both
@@ -134,6 +137,7 @@ ADAPTIVE_ARMS: dict[str, dict[str, object]] = {
     "shape": {"verify_shape": True},
     "depth": {"match_depth": True},
     "depth-group": {"match_depth": True, "group_changes": True},
+    "auto-domain": {},
 }
 """``--adaptive-arms`` variant → the :class:`AdaptiveK` options of that arm: ``auto`` is
 what ``run edge --k auto`` runs (:func:`~configspec.serving.adaptive.auto_options`: the
@@ -143,7 +147,11 @@ drafter by :func:`arm_options`), ``line`` the class defaults (verification a liv
 ``depth`` keeps a model-free drafter's deep positions off the first position's shift
 (``match_depth=True``; the same as ``line`` for a model drafter); ``depth-group`` is
 ``depth`` with one change detector per group of positions (``AdaptiveK(group_changes=True)``,
-experimental)."""
+experimental); ``auto-domain`` is ``auto`` told each prompt's domain: where it changes, the
+policy takes that domain's alignment prior (:meth:`AdaptiveK.reseed`, the bundled prompts'
+labels; the other arms know only the code domain they start in)."""
+DOMAIN_LABELLED = frozenset({"auto-domain"})
+"""The arms that are told each prompt's domain (:data:`ADAPTIVE_ARMS`)."""
 
 
 class TimedPolicy(AdaptiveK):
@@ -181,6 +189,11 @@ class Arm:
     variant: str = ""
     """The adaptive variant (:data:`ADAPTIVE_ARMS`); empty for a static K."""
     policy: TimedPolicy | None = None
+    priors: dict[str, PolicyPrior] | None = None
+    """Per domain, the prior a domain-labelled arm reseeds its policy with where the
+    prompts' domain changes (:data:`DOMAIN_LABELLED`; None: the arm is not told)."""
+    domain: str = "code"
+    """The domain the arm's policy was last seeded for."""
     by_phase: dict[int, list[Generation]] = field(default_factory=dict)
     cells: list[Cell] = field(default_factory=list)
     by_repeat: dict[int, list[Generation]] = field(default_factory=dict)
@@ -226,6 +239,10 @@ def run_scenario(
             order = ordered[turn % len(arms) :] + ordered[: turn % len(arms)]
             turn += 1
             for arm in order:
+                priors, policy = arm.priors, arm.policy
+                if priors is not None and policy is not None and prompt.domain != arm.domain:
+                    policy.reseed(priors[prompt.domain])
+                    arm.domain = prompt.domain
                 gen = arm.client.generate(tokens, max_tokens)
                 arm.by_phase.setdefault(phase, []).append(gen)
                 arm.by_repeat.setdefault(repeat, []).append(gen)
@@ -256,10 +273,13 @@ def replay_cost_ms(policy_factory: object, arm: Arm, repeats: int = 5) -> float:
     return best * 1e3
 
 
-def bench_prior(profiles: Profiles, name: str, context: int, k_max: int) -> PolicyPrior:
-    """The adaptive arms' prior: the profiles for the code domain and the stored RTT."""
+def bench_prior(
+    profiles: Profiles, name: str, context: int, k_max: int, domain: str = "code"
+) -> PolicyPrior:
+    """The adaptive arms' prior: the profiles for ``domain`` (where every arm starts: code)
+    and the stored RTT."""
     return prior_from_profiles(
-        profiles, drafter=name, domain="code", k_max=k_max, context_tokens=context
+        profiles, drafter=name, domain=domain, k_max=k_max, context_tokens=context
     )
 
 
@@ -267,8 +287,9 @@ def arm_options(variant: str, prior: PolicyPrior) -> dict[str, object]:
     """The :class:`AdaptiveK` options of ``variant`` for the drafter behind ``prior``, only
     those that change its policy: ``auto`` resolved as ``run edge --k auto`` resolves it;
     ``match_depth`` and ``group_changes`` dropped for a model drafter (they act on a
-    model-free drafter's proposal chain only)."""
-    options = auto_options(prior) if variant == "auto" else ADAPTIVE_ARMS[variant]
+    model-free drafter's proposal chain only). ``auto-domain`` has ``auto``'s options."""
+    auto = variant == "auto" or variant in DOMAIN_LABELLED
+    options = auto_options(prior) if auto else ADAPTIVE_ARMS[variant]
     free = model_free(prior)
     return {
         key: value
@@ -292,7 +313,8 @@ def drafter_variants(asked: list[str], prior: PolicyPrior, name: str) -> list[st
     out: list[str] = []
     seen: dict[tuple[tuple[str, object], ...], str] = {}
     for variant in asked:
-        key = tuple(sorted(arm_options(variant, prior).items()))
+        labelled = ("domain labels", variant in DOMAIN_LABELLED)
+        key = (*sorted(arm_options(variant, prior).items()), labelled)
         if key in seen:
             print(f"  adaptive arm {variant} skipped: the same policy as {seen[key]} for "
                   f"{name}")  # fmt: skip
@@ -333,7 +355,8 @@ def main() -> int:
         "with the static arms (auto: what run edge --k auto runs, the default; line: the "
         "AdaptiveK class defaults; shape: verification from the "
         "profile's per-width table; depth: an n-gram drafter's depth conditional on a match, "
-        "AdaptiveK(match_depth=True)); ratios of each later arm over the first are printed",
+        "AdaptiveK(match_depth=True); auto-domain: auto told each prompt's domain, "
+        "AdaptiveK.reseed); ratios of each later arm over the first are printed",
     )  # fmt: skip
     ap.add_argument(
         "--verify-shape", action="store_true",
@@ -395,6 +418,11 @@ def main() -> int:
                 warm.close()  # (the adaptive arms' placeholder client until repeat 1)
                 prior = bench_prior(profiles, name, context, args.k_max)
                 variants = drafter_variants(asked, prior, name)
+                domain_priors = {
+                    d: bench_prior(profiles, name, context, args.k_max, d)
+                    for d in ("code", "chat")
+                    if any(v in DOMAIN_LABELLED for v in variants)
+                }
                 n_ad = len(variants)
                 factories = {
                     v: functools.partial(new_policy, profiles, name, context, args.k_max, v)
@@ -422,6 +450,9 @@ def main() -> int:
                         for arm in group[:n_ad]:
                             arm.policy = factories[arm.variant]()
                             arm.policies.append(arm.policy)
+                            arm.domain = "code"
+                            if arm.variant in DOMAIN_LABELLED:
+                                arm.priors = domain_priors
                             arm.client = EdgeClient(proxy.url, drafter, k=0, policy=arm.policy)
                         print(f"  {label}, repeat {r + 1}/{args.repeats}")
                         run_scenario(proxy, group, drafter, plan, args.max_tokens, repeat=r)

@@ -242,6 +242,43 @@ def test_beta_forgets_and_moves_untried_positions_with_the_observed_shift() -> N
     np.testing.assert_allclose(fresh.mean(), [0.8, 0.6])
 
 
+def test_reprior_keeps_the_counts_and_the_level_and_moves_the_rest() -> None:
+    beta = PositionalBeta(np.array([0.5, 0.5, 0.5, 0.5]), strength=8.0, decay=0.97)
+    for _ in range(60):
+        beta.observe(1, stopped=True)  # 1 of 2 reached: position 1 at 100%, 2 at 0%
+    before = beta.mean()
+    a, b = list(beta.a), list(beta.b)
+    beta.reprior(np.array([0.9, 0.9, 0.9, 0.9]), strength=2.0)
+    after = beta.mean()
+    assert beta.a == a and beta.b == b  # what was observed stays
+    assert beta.weight == 2.0 and beta.anchor == 2.0  # a weak prior stays weak
+    # positions the counts hold barely move; the untried ones take the new prior at once,
+    # still moved by the pooled shift (this drafter ran at 50% where 50% was expected)
+    assert abs(after[0] - before[0]) < 0.1 and abs(after[1] - before[1]) < 0.1
+    assert after[3] > before[3] + 0.3
+    with pytest.raises(ValueError, match="positions"):
+        beta.reprior(np.full(3, 0.9), strength=2.0)
+
+
+def test_reseed_follows_a_known_change_of_domain_at_once() -> None:
+    # 60 rounds of a poorly aligned domain at 120 ms RTT, then one that aligns well; told
+    # the domain (reseeded with its prior), the policy reaches the new optimum in the first
+    # rounds, where learning it from the outcomes alone takes about ten
+    code, chat = make_prior(alpha=0.5, rtt_ms=120.0), make_prior(alpha=0.9, rtt_ms=120.0)
+    assert best_k(code) < best_k(chat)
+    told, learnt = [], []
+    for seed in range(4):
+        for out, reseed in ((told, True), (learnt, False)):
+            policy = AdaptiveK(code)
+            run(policy, World(code, seed=seed), 60)
+            if reseed:
+                policy.reseed(chat)
+            out.append(efficiency(chat, run(policy, World(chat, seed=100 + seed), 10)))
+    assert min(told) > 0.85 and np.mean(told) > np.mean(learnt) + 0.1, (told, learnt)
+    with pytest.raises(InvalidInput, match="another drafter or K range"):
+        AdaptiveK(code).reseed(make_prior(proposal=0.5))  # a model-free drafter's prior
+
+
 def test_one_early_failure_does_not_sink_every_position() -> None:
     # the n-gram drafter found no match once: the pooled shift is shrunk by the prior's
     # weight, and the first position is not pooled for the proposal chain at all

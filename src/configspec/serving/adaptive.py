@@ -758,6 +758,29 @@ estimators.VerifyLine` ``shape``), its doubt from the profile's intervals, inste
         )
 
     # ------------------------------------------------------------------ learn
+    def reseed(self, prior: PolicyPrior) -> None:
+        """The next prompts are of another, known domain: take ``prior``'s acceptance (and
+        an n-gram drafter's proposal) chain as the prior from here on.
+
+        ``prior`` is one :func:`~configspec.serving.prior.prior_from_profiles` built for
+        the same drafter and ``k_max`` with the new ``domain``; only its chains are read
+        (drafting, verification and the link are the device's and the network's, not the
+        domain's). What the policy has observed stays, with the pooled shift of how this
+        drafter runs against its profile (:meth:`~configspec.serving.estimators.\
+PositionalBeta.reprior`), and the profile's domain difference moves the positions at once,
+        before the first round of the new domain has been seen. The change detector
+        restarts.
+        """
+        if prior.k_max != self.prior.k_max or model_free(prior) != (self.proposal is not None):
+            raise InvalidInput(
+                f"the new prior ({prior.source or 'unnamed'}) is for another drafter or K "
+                f"range (K ≤ {prior.k_max}; this policy's prior: K ≤ {self.prior.k_max}); "
+                "build it for the same drafter and --k-max"
+            )
+        self.acceptance.reprior(prior.acceptance, prior.strength)
+        if self.proposal is not None:
+            self.proposal.reprior(prior.proposal, prior.strength)
+
     def observe(
         self,
         *,

@@ -98,6 +98,7 @@ adaptive`, "Change detection by group").
         self._prior_cum = [0.0, *np.cumsum(self.prior).tolist()]
         self.decay = decay
         # a weak prior (few profiled prompts) is not strengthened by the anchor
+        self._anchor_asked = anchor
         self.anchor = min(anchor, strength)
         self.weight = strength
         self.pool_from = pool_from
@@ -122,6 +123,31 @@ adaptive`, "Change detection by group").
         self.mean_list: list[float] = list(self._prior_l)
         """Posterior mean per position (plain floats; updated by :meth:`observe`)."""
         self._var: list[float] | None = None  # var_list, computed when first read
+
+    def reprior(self, prior_mean: FloatArray, strength: float) -> None:
+        """A known change of workload (the caller knows the next prompts' domain): the prior
+        becomes ``prior_mean`` with ``strength`` pseudo-observations.
+
+        What was observed stays and decays as before, and so does the pooled shift (the
+        observed rate against what the prior in force expected): how this drafter runs
+        against its profile carries over, the profile's domain difference moves the
+        positions at once. The change detector restarts (the known change is not evidence
+        of another), and so does the short memory a detected change would restart from.
+        """
+        mean = np.clip(np.asarray(prior_mean, dtype=np.float64), P_MIN, P_MAX)
+        if mean.shape != self.prior.shape:
+            raise ValueError(
+                f"the new prior has {mean.size} positions, this chain {self.prior.size}"
+            )
+        self.prior = mean
+        self._prior_l = mean.tolist()
+        self._prior_odds = [p / (1.0 - p) for p in self._prior_l]
+        self._prior_cum = [0.0, *np.cumsum(mean).tolist()]
+        self.anchor = min(self._anchor_asked, strength)
+        self.weight = strength
+        self._cusum = [[0.0, 0.0], [0.0, 0.0]]
+        self._recent.clear()
+        self._update_mean()
 
     def _shift_factor(self) -> float:
         """The pooled shift as a factor on the prior's odds (1: no shift)."""
