@@ -774,9 +774,9 @@ estimators.VerifyLine` ``shape``), its doubt from the profile's intervals, inste
         (drafting, verification and the link are the device's and the network's, not the
         domain's). What the policy has observed stays, with the pooled shift of how this
         drafter runs against its profile (:meth:`~configspec.serving.estimators.\
-PositionalBeta.reprior`), and the profile's domain difference moves the positions at once,
-        before the first round of the new domain has been seen. The change detector
-        restarts.
+PositionalBeta.reprior`), and the profile's domain difference moves the positions the
+        counts hold little of at once, before the first round of the new domain has been
+        seen. The change detector restarts.
         """
         if prior.k_max != self.prior.k_max or model_free(prior) != (self.proposal is not None):
             raise InvalidInput(

@@ -89,13 +89,7 @@ adaptive`, "Change detection by group").
         detect_changes: bool = True,
         group_changes: bool = False,
     ) -> None:
-        self.prior = np.clip(np.asarray(prior_mean, dtype=np.float64), P_MIN, P_MAX)
-        # plain floats from here on: the per-round work is on a dozen numbers, where a
-        # numpy call costs more (and, between rounds of a live decode, runs from cold caches)
-        self._prior_l: list[float] = self.prior.tolist()
-        self._prior_odds = [p / (1.0 - p) for p in self._prior_l]
-        # Σ prior over positions pool_from..i-1 (what the prior expects of i trials)
-        self._prior_cum = [0.0, *np.cumsum(self.prior).tolist()]
+        self._set_prior(prior_mean)
         self.decay = decay
         # a weak prior (few profiled prompts) is not strengthened by the anchor
         self._anchor_asked = anchor
@@ -124,25 +118,30 @@ adaptive`, "Change detection by group").
         """Posterior mean per position (plain floats; updated by :meth:`observe`)."""
         self._var: list[float] | None = None  # var_list, computed when first read
 
+    def _set_prior(self, prior_mean: FloatArray) -> None:
+        self.prior = np.clip(np.asarray(prior_mean, dtype=np.float64), P_MIN, P_MAX)
+        # plain floats from here on: the per-round work is on a dozen numbers, where a
+        # numpy call costs more (and, between rounds of a live decode, runs from cold caches)
+        self._prior_l: list[float] = self.prior.tolist()
+        self._prior_odds = [p / (1.0 - p) for p in self._prior_l]
+        # Σ prior over positions pool_from..i-1 (what the prior expects of i trials)
+        self._prior_cum = [0.0, *np.cumsum(self.prior).tolist()]
+
     def reprior(self, prior_mean: FloatArray, strength: float) -> None:
         """A known change of workload (the caller knows the next prompts' domain): the prior
         becomes ``prior_mean`` with ``strength`` pseudo-observations.
 
         What was observed stays and decays as before, and so does the pooled shift (the
         observed rate against what the prior in force expected): how this drafter runs
-        against its profile carries over, the profile's domain difference moves the
-        positions at once. The change detector restarts (the known change is not evidence
-        of another), and so does the short memory a detected change would restart from.
+        against its profile carries over, and the profile's domain difference moves at once
+        the positions the counts hold little of (the deep ones). The change detector
+        restarts (the known change is not evidence of another), and so does the short
+        memory a detected change would restart from.
         """
-        mean = np.clip(np.asarray(prior_mean, dtype=np.float64), P_MIN, P_MAX)
-        if mean.shape != self.prior.shape:
-            raise ValueError(
-                f"the new prior has {mean.size} positions, this chain {self.prior.size}"
-            )
-        self.prior = mean
-        self._prior_l = mean.tolist()
-        self._prior_odds = [p / (1.0 - p) for p in self._prior_l]
-        self._prior_cum = [0.0, *np.cumsum(mean).tolist()]
+        size = np.asarray(prior_mean).size
+        if size != self.prior.size:
+            raise ValueError(f"the new prior has {size} positions, this chain {self.prior.size}")
+        self._set_prior(prior_mean)
         self.anchor = min(self._anchor_asked, strength)
         self.weight = strength
         self._cusum = [[0.0, 0.0], [0.0, 0.0]]
