@@ -404,31 +404,3 @@ def test_runs_rule_reads_only_the_runs_of_the_last_hour(store: ProfileStore) -> 
     # "next" reads "new" (a minute before) and not "old"
     assert got["next"].contention is not None
     assert "mean of 1 earlier runs' ratios" in got["next"].contention.verify.reason
-
-
-def test_recent_rule_weighs_the_earlier_runs_by_their_age() -> None:
-    """``recent`` is ``runs`` with each earlier run's weight halving every
-    RECENT_HALF_LIFE_S: a host that sped up 20 minutes ago is read at its new level."""
-    from datetime import UTC, datetime, timedelta
-
-    from configspec.loop.contention import RECENT_HALF_LIFE_S, Residual, runs_level
-
-    t0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
-    run = run_record(4, 10.0, 500.0, 3)
-    run = run.model_copy(
-        update={"provenance": run.provenance.model_copy(update={"created_at": t0})}
-    )
-    target = run.config.target
-    old_age, new_age = 2 * RECENT_HALF_LIFE_S, 0.1 * RECENT_HALF_LIFE_S
-    residuals = [
-        Residual(t0 - timedelta(seconds=old_age), DRAFTER, target, 1.3, 1.2),
-        Residual(t0 - timedelta(seconds=new_age), "other", target, 0.9, 1.0),
-    ]
-    draft, verify = runs_level(run, residuals)
-    assert verify.applied == pytest.approx(1.1) and draft.applied == pytest.approx(1.3)
-    draft, verify = runs_level(run, residuals, RECENT_HALF_LIFE_S)
-    w_old, w_new = 0.25, 0.5**0.1
-    assert verify.applied == pytest.approx((1.2 * w_old + 1.0 * w_new) / (w_old + w_new))
-    assert draft.applied == pytest.approx(1.3)  # drafting reads the same drafter's runs only
-    assert "age-weighted mean of 2 earlier runs' ratios" in verify.reason
-    assert (verify.low, verify.high) == (1.0, 1.2)

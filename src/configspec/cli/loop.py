@@ -79,7 +79,6 @@ _RULE_TEXT = {
     "running": "running: mean of every probe ratio up to the run's start",
     "runs": "runs: measured / profiled latencies of the runs that ended before this one; "
     "the first run raw",
-    "recent": "recent: as runs, each earlier run weighted by its age (half-life 10 min)",
     "bracketed": "bracketed: mean of the probes before and after the run, a check, not a "
     "prediction",
 }
@@ -177,7 +176,6 @@ class _ContentionRule(str, Enum):
     BEFORE = "before"
     RUNNING = "running"
     RUNS = "runs"
-    RECENT = "recent"
     BRACKETED = "bracketed"
 
 

@@ -323,7 +323,7 @@ def take_baseline(
     return probes
 
 
-ContentionRule = Literal["off", "gated", "before", "running", "runs", "recent", "bracketed"]
+ContentionRule = Literal["off", "gated", "before", "running", "runs", "bracketed"]
 """How a run's contention is folded in (``validate(contention_rule=...)``):
 
 - ``off``: raw profiles (ratios measured and judged for the record, none applied);
@@ -338,8 +338,6 @@ ContentionRule = Literal["off", "gated", "before", "running", "runs", "recent", 
   the sweep that ended before this one started, of their measured / profiled drafting
   (same drafter) and verification (same target) per round. Each run times ~20 s of
   rounds where a probe times ~2 s; known before the run: a prediction;
-- ``recent``: ``runs`` with the earlier runs weighted by their age at the run's start,
-  halving every :data:`RECENT_HALF_LIFE_S` (a host whose speed drifts within the sweep);
 - ``bracketed``: the mean of the before and after ratios, always applied. Uses the probe
   taken after the run: a bracketed check, not a prediction.
 """
@@ -350,7 +348,6 @@ CONTENTION_RULES: tuple[ContentionRule, ...] = (
     "before",
     "running",
     "runs",
-    "recent",
     "bracketed",
 )
 DEFAULT_RULE: ContentionRule = "runs"
@@ -365,16 +362,8 @@ RUNS_WINDOW_S = 3600.0
 """``runs`` reads only runs that ended at most this long (s) before the run started: the
 runs of one sweep, not yesterday's host (a store keeps every run it was given)."""
 
-RECENT_HALF_LIFE_S = 600.0
-"""``recent``: an earlier run's weight halves every this many seconds between its end and
-the run's start. Set before any replay, from one sweep's records (docs/validation.md,
-heldout11): the verifier's time at a fixed width moved by 10-15% within 20-30 minutes
-while the per-run figures (hundreds of rounds each) scattered by a few percent, so
-weeks-old evidence is not wanted, yet a single run carries its own width's profile error;
-ten minutes is several runs of a sweep on the hosts measured."""
-
 PREDICTIVE_RULES: frozenset[ContentionRule] = frozenset(
-    {"off", "gated", "before", "running", "runs", "recent"}
+    {"off", "gated", "before", "running", "runs"}
 )
 """Rules that use nothing measured after the run started (``gated`` and ``bracketed`` read
 the probe after it; ``gated`` only to decide whether to apply)."""
@@ -426,11 +415,8 @@ def occasions_of(runs: Iterable[RunRecord], baseline: ContentionBaseline) -> lis
     return sorted(out, key=lambda o: o.taken_at)
 
 
-def _level(
-    ratios: Sequence[float], why: str, weights: Sequence[float] | None = None
-) -> ContentionRatio:
-    """The mean of ``ratios`` (every occasion so far; weighted by ``weights`` when given),
-    their range as the bounds.
+def _level(ratios: Sequence[float], why: str) -> ContentionRatio:
+    """The mean of ``ratios`` (every occasion so far), their range as the bounds.
 
     The mean of all, not the last few nor their median: replayed on the kept sweeps
     (benchmarks/contention_rules.py) a window of the last 1-8 occasions and the median
@@ -440,14 +426,13 @@ def _level(
     run's round times are means, spikes included."""
     if not ratios:
         return _not_applied(f"not applied: no earlier probe {why}")
-    level = float(np.average(ratios, weights=weights))
-    mean = "mean" if weights is None else "age-weighted mean"
+    level = float(np.mean(ratios))
     return ContentionRatio(
         level,
         min(ratios),
         max(ratios),
         level,
-        f"applied: {mean} of {len(ratios)} probe ratios up to the run's start {why}",
+        f"applied: mean of {len(ratios)} probe ratios up to the run's start {why}",
     )
 
 
@@ -502,13 +487,12 @@ def run_start(run: RunRecord) -> datetime:
 
 
 def runs_level(
-    run: RunRecord, residuals: Sequence[Residual], half_life_s: float | None = None
+    run: RunRecord, residuals: Sequence[Residual]
 ) -> tuple[ContentionRatio, ContentionRatio]:
     """(drafting, verification) level of the host at ``run``'s start from the runs that
     ended before it started (within :data:`RUNS_WINDOW_S`): the mean of their measured /
     profiled latencies, drafting over the runs of the same drafter, verification over every
-    run of the same target; with ``half_life_s`` (``recent``) each run weighted by
-    0.5 ** (its age at the run's start / ``half_life_s``)."""
+    run of the same target."""
     start = run_start(run)
     earlier = [
         r
@@ -517,15 +501,9 @@ def runs_level(
         and (start - r.ended_at).total_seconds() <= RUNS_WINDOW_S
         and r.target == run.config.target
     ]
-
-    def weights(rs: list[Residual]) -> list[float] | None:
-        if half_life_s is None or not rs:
-            return None
-        return [0.5 ** ((start - r.ended_at).total_seconds() / half_life_s) for r in rs]
-
-    mine = [r for r in earlier if r.drafter == run.config.drafter]
-    draft = _level([r.draft for r in mine], "of this drafter", weights(mine))
-    verify = _level([r.verify for r in earlier], "of this target", weights(earlier))
+    same = "of this drafter"
+    draft = _level([r.draft for r in earlier if r.drafter == run.config.drafter], same)
+    verify = _level([r.verify for r in earlier], "of this target")
 
     def runs_not_probes(r: ContentionRatio) -> ContentionRatio:
         reason = r.reason.replace("probe ratios", "earlier runs' ratios")
@@ -552,9 +530,8 @@ def rule_fold(
     residuals for ``runs``). None when the run has no probe (``runs``: never)."""
     history = history or SweepHistory()
     fold = contention_fold(run, baseline, rule == "gated")
-    if rule in ("runs", "recent"):
-        half_life = RECENT_HALF_LIFE_S if rule == "recent" else None
-        draft, verify = runs_level(run, history.residuals, half_life)
+    if rule == "runs":
+        draft, verify = runs_level(run, history.residuals)
         load = fold.probe_load_average_1m if fold is not None else math.nan
         return ContentionFold(draft, verify, load, fold.baseline_load_average_1m if fold else None)
     if fold is None or rule in ("off", "gated") or baseline is None:

@@ -709,7 +709,7 @@ def validate(
                 over = given
         todo.append((run, profiles.network.model_copy(update={"round_overhead_ms": over})))
     residuals: list[Residual] = []
-    if rule in ("runs", "recent"):  # the runs validated, raw, as the probe of later ones
+    if rule == "runs":  # the runs validated, on raw profiles, as the probe of later ones
         for run, network in todo:
             raw = _row(run, profiles, preset, network, "off", None, acceptance_domain, baseline)
             residual = _residual(run, raw)
