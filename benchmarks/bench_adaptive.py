@@ -418,11 +418,12 @@ def main() -> int:
                 warm.close()  # (the adaptive arms' placeholder client until repeat 1)
                 prior = bench_prior(profiles, name, context, args.k_max)
                 variants = drafter_variants(asked, prior, name)
+                # per variant, the per-domain priors it is told (built once; None: not told)
                 domain_priors = {
                     d: bench_prior(profiles, name, context, args.k_max, d)
                     for d in ("code", "chat")
-                    if any(v in DOMAIN_LABELLED for v in variants)
-                }
+                } if DOMAIN_LABELLED.intersection(variants) else {}  # fmt: skip
+                told = {v: domain_priors if v in DOMAIN_LABELLED else None for v in variants}
                 n_ad = len(variants)
                 factories = {
                     v: functools.partial(new_policy, profiles, name, context, args.k_max, v)
@@ -431,13 +432,13 @@ def main() -> int:
                 for v in variants:
                     options = arm_options(v, prior) or "none"
                     print(f"  adaptive arm {v}: AdaptiveK options {options}")
-                arms = [Arm(arm_name(v, asked), warm, v) for v in variants]
+                arms = [Arm(arm_name(v, asked), warm, v, priors=told[v]) for v in variants]
                 arms += [
                     Arm(f"K={k}", EdgeClient(proxy.url, drafter, k=k, timeout_s=120.0))
                     for k in range(1, args.k_max + 1)
                 ]
                 control_arms = [
-                    *(Arm(arm_name(v, asked), warm, v) for v in variants),
+                    *(Arm(arm_name(v, asked), warm, v, priors=told[v]) for v in variants),
                     *(Arm(f"K={k}", EdgeClient(proxy.url, drafter, k=k, timeout_s=120.0))
                       for k in sorted({pick5, pick30})),
                 ]  # fmt: skip
@@ -451,8 +452,6 @@ def main() -> int:
                             arm.policy = factories[arm.variant]()
                             arm.policies.append(arm.policy)
                             arm.domain = "code"
-                            if arm.variant in DOMAIN_LABELLED:
-                                arm.priors = domain_priors
                             arm.client = EdgeClient(proxy.url, drafter, k=0, policy=arm.policy)
                         print(f"  {label}, repeat {r + 1}/{args.repeats}")
                         run_scenario(proxy, group, drafter, plan, args.max_tokens, repeat=r)
