@@ -165,6 +165,11 @@ def main() -> int:
     ap.add_argument("--contexts", nargs="+", type=int, default=[64, 192])
     ap.add_argument("--drafters", nargs="+", default=list(DEFAULT_DRAFTERS))
     ap.add_argument(
+        "--keep-work",
+        action="store_true",
+        help="keep the work directory (profiles and run records), e.g. to replay the rules",
+    )
+    ap.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_quickstart_busy.json"
     )
     args = ap.parse_args()
@@ -186,7 +191,10 @@ def main() -> int:
                 quiet_store, work / "busy-runs" / "profiles", settings("quiet"),
             )  # fmt: skip
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep_work:
+            print(f"work directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     med_later = later["folded"]["median_abs_error"]
     print(f"profiled as is, run busy: median |error| {fmt_abs(med_later)} ({DEFAULT_RULE}), "
           f"{fmt_abs(later['unfolded']['median_abs_error'])} raw")  # fmt: skip
