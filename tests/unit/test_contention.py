@@ -379,37 +379,6 @@ def test_runs_rule_levels_each_run_by_the_runs_that_ended_before_it(
     assert "mean of 2 earlier runs' ratios" in got["r2"].contention.verify.reason
 
 
-def test_runs_rule_levels_drafting_only_by_the_same_k(store: ProfileStore) -> None:
-    """A drafter's profile cells err per K: a run at K=2 is not levelled by the same
-    drafter's run at K=4 for drafting (raw profile, and the row says why), while its
-    verification is levelled by every earlier run of the target."""
-    from datetime import UTC, datetime, timedelta
-
-    t0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
-
-    def at(run: RunRecord, name: str, minute: int) -> RunRecord:
-        prov = run.provenance.model_copy(update={"created_at": t0 + timedelta(minutes=minute)})
-        return run.model_copy(update={"run_id": name, "provenance": prov})
-
-    runs = [
-        at(run_record(4, 10.0, 500.0, 3), "k4", 0),
-        at(run_record(2, 10.0, 400.0, 1), "k2", 1),
-        at(run_record(2, 10.0, 400.0, 1), "k2-again", 2),
-    ]
-    got = {r.run_id: r for r in validate(store, runs=runs, contention_rule="runs").rows}
-    off = {r.run_id: r for r in validate(store, runs=runs, contention_rule="off").rows}
-    k2 = got["k2"].contention
-    assert k2 is not None
-    assert k2.draft.applied == 1.0 and "no earlier run of this drafter at K=2" in k2.draft.reason
-    assert got["k2"].draft_ms.predicted == pytest.approx(off["k2"].draft_ms.predicted)
-    assert "mean of 1 earlier runs' ratios" in k2.verify.reason
-    v4 = (off["k4"].verify_ms.measured or 0.0) / (off["k4"].verify_ms.predicted or 1.0)
-    assert got["k2"].contention_verify == pytest.approx(v4)
-    # the second K=2 run is levelled by the first one for drafting
-    d2 = (off["k2"].draft_ms.measured or 0.0) / (off["k2"].draft_ms.predicted or 1.0)
-    assert got["k2-again"].contention_draft == pytest.approx(d2)
-
-
 def test_runs_rule_reads_only_the_runs_of_the_last_hour(store: ProfileStore) -> None:
     """A store keeps every run it was given: a run from yesterday says nothing about the
     host today, so ``runs`` levels only by runs that ended within RUNS_WINDOW_S before."""

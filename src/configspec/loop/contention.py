@@ -336,7 +336,7 @@ ContentionRule = Literal["off", "gated", "before", "running", "runs", "bracketed
   verification from every probe of the run's target. Known before the run: a prediction;
 - ``runs``: the earlier runs as the probe (:func:`runs_level`): the mean, over the runs of
   the sweep that ended before this one started, of their measured / profiled drafting
-  (same drafter at the same K) and verification (same target) per round. Each run times ~20 s of
+  (same drafter) and verification (same target) per round. Each run times ~20 s of
   rounds where a probe times ~2 s; known before the run: a prediction;
 - ``bracketed``: the mean of the before and after ratios, always applied. Uses the probe
   taken after the run: a bracketed check, not a prediction.
@@ -459,14 +459,13 @@ def running_level(
 @dataclass(frozen=True)
 class Residual:
     """One finished run's measured / profiled mean per-round drafting and verification
-    (dimensionless; raw profiles), when it ended, and its drafter, K and target."""
+    (dimensionless; raw profiles), when it ended, and its drafter and target."""
 
     ended_at: datetime
     drafter: str
     target: str
     draft: float
     verify: float
-    k: int
 
 
 @dataclass(frozen=True)
@@ -492,15 +491,8 @@ def runs_level(
 ) -> tuple[ContentionRatio, ContentionRatio]:
     """(drafting, verification) level of the host at ``run``'s start from the runs that
     ended before it started (within :data:`RUNS_WINDOW_S`): the mean of their measured /
-    profiled latencies, drafting over the runs of the same drafter at the same K,
-    verification over every run of the same target.
-
-    Drafting is levelled only by the same K because a drafter's per-K profile cells err
-    on their own: in three quickstarts a first run drafted 1.14–1.28× its profiled cell
-    while the same drafter's next run at another K drafted at its own, and the ratio
-    carried over turned errors of 2–8% into 10–15% (docs/validation.md, "Drafting levelled
-    at the same K"). Verification pools every width: replayed on the kept held-out sweeps,
-    verification from the same K alone did worse (max 35% against 28%)."""
+    profiled latencies, drafting over the runs of the same drafter, verification over every
+    run of the same target."""
     start = run_start(run)
     earlier = [
         r
@@ -509,9 +501,8 @@ def runs_level(
         and (start - r.ended_at).total_seconds() <= RUNS_WINDOW_S
         and r.target == run.config.target
     ]
-    c = run.config
-    same = [r.draft for r in earlier if r.drafter == c.drafter and r.k == c.k]
-    draft = _level(same, f"of this drafter at K={c.k}")
+    same = "of this drafter"
+    draft = _level([r.draft for r in earlier if r.drafter == run.config.drafter], same)
     verify = _level([r.verify for r in earlier], "of this target")
 
     def runs_not_probes(r: ContentionRatio) -> ContentionRatio:

@@ -607,7 +607,7 @@ def _residual(run: RunRecord, raw: ValidationRow) -> Residual | None:
         return None
     c = run.config
     return Residual(
-        run.provenance.created_at, c.drafter, c.target, d_meas / d_pred, v_meas / v_pred, c.k
+        run.provenance.created_at, c.drafter, c.target, d_meas / d_pred, v_meas / v_pred
     )
 
 
