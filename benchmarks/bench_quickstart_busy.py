@@ -18,6 +18,8 @@ Target (issue 14): with one busy process, median |goodput error| ≤ 5 %.
     PYTHONPATH=src python benchmarks/bench_quickstart_busy.py
     PYTHONPATH=src python benchmarks/bench_quickstart_busy.py --max-tokens 8 --validate-k 2 \
         --drafters ngram --out /tmp/smoke.json      # a short smoke, not a measurement
+    PYTHONPATH=src:. python benchmarks/bench_quickstart_busy.py --keep-work   # then, no timing:
+    PYTHONPATH=src:. python benchmarks/contention_rules.py /tmp/bench-qs-busy-XXXX  # every rule
 
 Writes ``benchmarks/results/bench_quickstart_busy.json``.
 """

@@ -1,8 +1,13 @@
 """Compare the contention rules (configspec.loop.contention.ContentionRule) offline on kept
-bench_validate work directories: no timing, the runs' stored probes replayed.
+bench_validate and bench_quickstart_busy work directories: no timing, the runs' stored
+probes replayed.
 
     PYTHONPATH=src:. python benchmarks/contention_rules.py /work/bench/heldout4_work \\
         /work/bench/validate_t8_work /work/bench/validate_t7_work
+    PYTHONPATH=src:. python benchmarks/contention_rules.py /tmp/bench-qs-busy-XXXX  # each arm
+
+A bench_quickstart_busy directory (``--keep-work``) is read arm by arm (``quiet``,
+``busy``, ``busy-runs``): its arms are different experiments, not blocks of one sweep.
 
 For every work directory (every ``rtt-*`` block in it) and every rule: goodput median and
 max |error| per run, mean signed error, and how often the measured goodput fell inside the
@@ -56,11 +61,21 @@ def _stats(rows: list[ValidationRow]) -> dict[str, Any]:
     }
 
 
+def sweeps(work: Path) -> list[Path]:
+    """The sweeps in a kept work directory: itself (bench_validate's ``rtt-*`` blocks, or
+    one bench_quickstart_busy arm), else each bench_quickstart_busy arm in it."""
+    if any(work.glob("rtt-*")) or (work / "profiles").is_dir():
+        return [work]
+    return sorted(p.parent for p in work.glob("*/profiles"))
+
+
 def compare(work: Path, rule: ContentionRule, left_out: str | None = None) -> dict[str, Any]:
-    """One rule over every ``rtt-*`` block of ``work``: :func:`_stats` over every run and,
-    with ``left_out``, over the runs of the profiled domains only (``profiled``)."""
+    """One rule over every ``rtt-*`` block of ``work`` (or its ``profiles`` store: a
+    quickstart arm): :func:`_stats` over every run and, with ``left_out``, over the runs of
+    the profiled domains only (``profiled``)."""
     rows: list[ValidationRow] = []
-    for block_dir in sorted(work.glob("rtt-*")):
+    blocks = sorted(work.glob("rtt-*")) or [work / "profiles"]
+    for block_dir in blocks:
         block = ProfileStore(block_dir)
         runs = block.runs()
         if runs:
@@ -69,6 +84,14 @@ def compare(work: Path, rule: ContentionRule, left_out: str | None = None) -> di
     if left_out is not None:
         out["profiled"] = _stats([r for r in rows if left_out not in r.domains])
     return out
+
+
+def _label(sweep: Path) -> str:
+    """A sweep's name in the table: the work directory's, or a quickstart arm's with the end
+    of its work directory's (``ihfk/busy-runs``)."""
+    if (sweep / "profiles").is_dir():
+        return f"{sweep.parent.name[-4:]}/{sweep.name}"[:20]
+    return sweep.name[:20]
 
 
 def print_table(results: dict[str, list[dict[str, Any]]]) -> None:
@@ -81,7 +104,7 @@ def print_table(results: dict[str, list[dict[str, Any]]]) -> None:
                 if s is None or not s["n"]:
                     continue
                 tag = "" if r["prediction"] else " (bracketed, not a prediction)"
-                print(f"{Path(name).name[:20]:<20} {r['rule'] + label:<16} {s['n']:>3} "
+                print(f"{_label(Path(name)):<20} {r['rule'] + label:<16} {s['n']:>3} "
                       f"{s['median_abs_error']:>7.1%} {s['max_abs_error']:>7.1%} "
                       f"{s['mean_error']:>+7.1%} {s['inside_95'][0]:>3}/{s['inside_95'][1]:<2} "
                       f"{s['timing_median_abs_error']:>10.1%} {s['timing_max_abs_error']:>7.1%}"
@@ -90,7 +113,7 @@ def print_table(results: dict[str, list[dict[str, Any]]]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("work", nargs="+", type=Path, help="kept bench_validate work directories")
+    ap.add_argument("work", nargs="+", type=Path, help="kept work directories (see above)")
     ap.add_argument("--rules", nargs="+", default=list(CONTENTION_RULES))
     ap.add_argument(
         "--left-out",
@@ -99,7 +122,10 @@ def main() -> None:
     )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/contention_rules.json")
     args = ap.parse_args()
-    out = {str(w): [compare(w, rule, args.left_out) for rule in args.rules] for w in args.work}
+    each = [sweep for w in args.work for sweep in sweeps(w)]
+    if not each:
+        raise SystemExit("no kept sweep in the directories given (rtt-* blocks or */profiles)")
+    out = {str(w): [compare(w, rule, args.left_out) for rule in args.rules] for w in each}
     print_table(out)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))
