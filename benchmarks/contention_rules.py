@@ -61,10 +61,16 @@ def _stats(rows: list[ValidationRow]) -> dict[str, Any]:
     }
 
 
+def _stores(sweep: Path) -> list[Path]:
+    """The profile stores of one kept sweep: bench_validate's ``rtt-*`` blocks, or a
+    bench_quickstart_busy arm's ``profiles`` (empty: not a sweep)."""
+    return sorted(sweep.glob("rtt-*")) or [p for p in (sweep / "profiles",) if p.is_dir()]
+
+
 def sweeps(work: Path) -> list[Path]:
-    """The sweeps in a kept work directory: itself (bench_validate's ``rtt-*`` blocks, or
-    one bench_quickstart_busy arm), else each bench_quickstart_busy arm in it."""
-    if any(work.glob("rtt-*")) or (work / "profiles").is_dir():
+    """The sweeps in a kept work directory: itself when it is one (:func:`_stores`), else
+    each bench_quickstart_busy arm in it."""
+    if _stores(work):
         return [work]
     return sorted(p.parent for p in work.glob("*/profiles"))
 
@@ -74,8 +80,7 @@ def compare(work: Path, rule: ContentionRule, left_out: str | None = None) -> di
     quickstart arm): :func:`_stats` over every run and, with ``left_out``, over the runs of
     the profiled domains only (``profiled``)."""
     rows: list[ValidationRow] = []
-    blocks = sorted(work.glob("rtt-*")) or [work / "profiles"]
-    for block_dir in blocks:
+    for block_dir in _stores(work):
         block = ProfileStore(block_dir)
         runs = block.runs()
         if runs:
